@@ -1,0 +1,113 @@
+# tapfs - a FUSE filesystem of live virtual disks.
+#
+#   make            build everything into build/
+#   make run        install what is missing, build, mount the demo (MNT=)
+#   make check      install what is missing, build, run every test
+#   make asan       the same tests with ASan + UBSan (build-asan/)
+#   make bench      fio: raw file vs tapfs vs qemu-storage-daemon
+#   make install    PREFIX=/usr/local, DESTDIR=
+#   make clean
+
+PREFIX	?= /usr/local
+SBINDIR	?= $(PREFIX)/sbin
+MOUNTHELPERDIR ?= /sbin
+DESTDIR	?=
+BUILD	?= build
+MNT	?= /srv/vbds
+STORE	?= /var/lib/tapfs
+
+CC	?= gcc
+PKG_CONFIG ?= pkg-config
+OPT	?= -O2
+SANITIZE ?=
+CFLAGS	?= $(OPT) -g
+WARN	:= -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wmissing-prototypes \
+	   -Wstrict-prototypes -Wno-format-nonliteral \
+	   -Wno-format-truncation
+ALL_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
+	   -Iinclude $(CFLAGS) $(SANITIZE) -MMD -MP
+FUSE_CFLAGS = $(shell $(PKG_CONFIG) --cflags fuse3 2>/dev/null)
+FUSE_LIBS   = $(shell $(PKG_CONFIG) --libs fuse3 2>/dev/null || echo -lfuse3)
+LDLIBS	:= -laio -luuid -lz -lpthread
+LDFLAGS	?=
+ALL_LDFLAGS := $(LDFLAGS) $(SANITIZE)
+
+ENGINE_SRCS := $(wildcard drivers/*.c)
+# fs/fuse-ops.c and fs/main.c need libfuse; the rest of fs/ is pure.
+FS_CORE_SRCS := $(filter-out fs/fuse-ops.c fs/main.c,$(wildcard fs/*.c))
+DAEMON_SRCS := fs/fuse-ops.c fs/main.c
+UNIT_SRCS := $(wildcard tests/unit/test-*.c)
+
+ENGINE_OBJS := $(ENGINE_SRCS:%.c=$(BUILD)/%.o)
+FS_CORE_OBJS := $(FS_CORE_SRCS:%.c=$(BUILD)/%.o)
+DAEMON_OBJS := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+LIBTAPFS := $(BUILD)/libtapfs.a
+
+.PHONY: all deps deps-build run check test unit functional asan bench \
+	install uninstall clean fuzz
+all: $(BUILD)/tapfs $(UNIT_BINS)
+
+deps:
+	@scripts/install-deps.sh all
+
+deps-build:
+	@scripts/install-deps.sh build
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(FUSE_CFLAGS) -c -o $@ $<
+
+$(LIBTAPFS): $(ENGINE_OBJS) $(FS_CORE_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/tapfs: $(DAEMON_OBJS) $(LIBTAPFS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBTAPFS) $(FUSE_LIBS) \
+		$(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIBTAPFS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/unit -Ifs -Idrivers $(ALL_LDFLAGS) -o $@ \
+		$< $(LIBTAPFS) -lcmocka $(LDLIBS)
+
+run: deps
+	$(MAKE) all
+	scripts/run-demo.sh "$(MNT)" "$(STORE)"
+
+# Unit tests (cmocka), then functional tests on real mounts.
+unit: $(UNIT_BINS)
+	@scripts/run-unit.sh $(UNIT_BINS)
+
+functional: $(BUILD)/tapfs
+	TAPFS=$(abspath $(BUILD)/tapfs) tests/functional/run.sh
+
+test: unit functional
+
+check: deps
+	$(MAKE) all
+	$(MAKE) test
+
+asan: deps
+	$(MAKE) BUILD=build-asan OPT=-O1 \
+		SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+		test
+
+bench: deps
+	$(MAKE) all
+	TAPFS=$(abspath $(BUILD)/tapfs) bench/bench.sh
+
+install: $(BUILD)/tapfs
+	install -D -m 0755 $(BUILD)/tapfs $(DESTDIR)$(SBINDIR)/tapfs
+	install -D -m 0755 mount-helpers/mount.tapfs \
+		$(DESTDIR)$(MOUNTHELPERDIR)/mount.tapfs
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/tapfs $(DESTDIR)$(MOUNTHELPERDIR)/mount.tapfs
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: MIT */
+/* Raw image files and block devices: open, size, discard, create. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <tapfs/log.h>
+
+#include "td-rawfile.h"
+
+int td_rawfile_open(struct td_rawfile *rf, td_driver_t *drv,
+		    const char *path, td_flag_t flags, bool want_direct)
+{
+	int oflags = (flags & TD_OPEN_RDONLY ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+	bool quiet = flags & TD_OPEN_QUIET;
+	uint64_t bytes;
+	struct stat st;
+	int err;
+
+	rf->fd = -1;
+	rf->direct = false;
+	if (want_direct) {
+		rf->fd = open(path, oflags | O_DIRECT);
+		if (rf->fd >= 0)
+			rf->direct = true;
+		else if (errno == EINVAL && !quiet)
+			td_log(TD_LOG_WARN, "%s: file system refuses O_DIRECT;"
+			       " using buffered I/O (data is cached twice)",
+			       path);
+	}
+	if (rf->fd < 0)
+		rf->fd = open(path, oflags);
+	if (rf->fd < 0) {
+		err = -errno;
+		if (!quiet)
+			td_log(TD_LOG_ERR, "%s: %m", path);
+		return err;
+	}
+	if (fstat(rf->fd, &st) < 0)
+		goto fail_errno;
+	if (S_ISBLK(st.st_mode)) {
+		rf->blockdev = true;
+		if (ioctl(rf->fd, BLKGETSIZE64, &bytes) < 0)
+			goto fail_errno;
+	} else if (S_ISREG(st.st_mode)) {
+		rf->blockdev = false;
+		bytes = (uint64_t)st.st_size;
+	} else {
+		if (!quiet)
+			td_log(TD_LOG_ERR, "%s: not a regular file or block "
+			       "device", path);
+		err = -EINVAL;
+		goto fail;
+	}
+	if ((bytes & (TD_SECTOR_SIZE - 1)) && !quiet)
+		td_log(TD_LOG_WARN, "%s: size %llu is not a multiple of %u; "
+		       "the last %llu bytes are not visible", path,
+		       (unsigned long long)bytes, TD_SECTOR_SIZE,
+		       (unsigned long long)(bytes & (TD_SECTOR_SIZE - 1)));
+	drv->info.size = bytes >> TD_SECTOR_SHIFT;
+	drv->info.sector_size = TD_SECTOR_SIZE;
+	drv->info.info = 0;
+	return 0;
+
+fail_errno:
+	err = -errno;
+	if (!quiet)
+		td_log(TD_LOG_ERR, "%s: %m", path);
+fail:
+	close(rf->fd);
+	rf->fd = -1;
+	return err;
+}
+
+void td_rawfile_close(struct td_rawfile *rf)
+{
+	if (rf->fd >= 0)
+		close(rf->fd);
+	rf->fd = -1;
+}
+
+int td_rawfile_discard(struct td_rawfile *rf, uint64_t off, uint64_t len)
+{
+	if (rf->blockdev) {
+		uint64_t range[2] = { off, len };
+
+		if (ioctl(rf->fd, BLKDISCARD, range) < 0)
+			return -errno;
+		return 0;
+	}
+	if (fallocate(rf->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)off, (off_t)len) < 0)
+		return -errno;
+	return 0;
+}
+
+int td_rawfile_create(const char *path, uint64_t size, td_flag_t flags)
+{
+	int fd, err = 0;
+
+	(void)flags;
+	if (!size || size & (TD_SECTOR_SIZE - 1))
+		return -EINVAL;
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size) < 0 || fsync(fd) < 0)
+		err = -errno;
+	close(fd);
+	if (err)
+		unlink(path);
+	return err;
+}

@@ -1,0 +1,590 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The VBD: a chain of images (leaf first) and the request machinery in
+ * front of it - queueing while paused, splitting into segments, counting
+ * completions by sector, retrying transient errors until a deadline, and
+ * running partial-sector writes (read-modify-write) alone.
+ *
+ * Every vbd_request is, from vbd_submit() to its callback, either on
+ * vbd->queue (waiting) or counted in vbd->inflight (dispatched, or waiting
+ * for a retry).  Pause waits for inflight to reach zero.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <tapfs/engine.h>
+#include <tapfs/log.h>
+
+struct td_image {
+	td_driver_t	 drv;
+	td_image_t	*parent;	/* towards the base, NULL at the base */
+	td_vbd_t	*vbd;
+};
+
+struct td_vbd {
+	struct td_engine	*engine;
+	struct vbd_params	 params;
+	td_image_t		**images;	/* [0] = leaf */
+	unsigned		 nimages;
+	bool			 rdonly;
+
+	enum vbd_state		 state;
+	struct td_list		 queue;		/* waiting vbd_requests */
+	unsigned		 nqueued;
+	unsigned		 inflight;
+	bool			 exclusive;	/* an RMW request is running */
+	bool			 kicking;	/* vbd_kick() is on the stack */
+	bool			 kick_again;
+
+	vbd_notify_cb_t		 pause_cb;
+	void			*pause_arg;
+
+	struct vbd_stats	 stats;
+};
+
+static void vbd_dispatch(td_vbd_t *vbd, struct vbd_request *vreq);
+static void vbd_kick(td_vbd_t *vbd);
+
+void vbd_params_default(struct vbd_params *p)
+{
+	p->retry_max = VBD_RETRY_MAX;
+	p->retry_delay_ms = VBD_RETRY_DELAY_MS;
+	p->deadline_ms = VBD_DEADLINE_MS;
+	p->retry_eio = false;
+	p->max_segment_secs = VBD_MAX_SEGMENT_SECS;
+}
+
+/* ---- the driver-facing half ---------------------------------------- */
+
+void td_complete_request(td_request_t treq, int err)
+{
+	treq.cb(treq, err);
+}
+
+void td_forward_request(td_request_t treq)
+{
+	td_image_t *parent = treq.image ? treq.image->parent : NULL;
+
+	if (parent) {
+		treq.image = parent;
+		td_drv_queue(&parent->drv, treq);
+		return;
+	}
+	/* Past the base of the chain. */
+	switch (treq.op) {
+	case TD_OP_READ:
+		memset(treq.buf, 0, (size_t)treq.secs << TD_SECTOR_SHIFT);
+		td_complete_request(treq, 0);
+		return;
+	case TD_OP_FLUSH:
+	case TD_OP_DISCARD:
+		td_complete_request(treq, 0);
+		return;
+	case TD_OP_WRITE:
+		break;
+	}
+	td_complete_request(treq, -EROFS);
+}
+
+/* ---- opening a chain ------------------------------------------------ */
+
+static void vbd_image_free(td_image_t *img)
+{
+	if (!img)
+		return;
+	free(img->drv.data);
+	free(img->drv.name);
+	free(img);
+}
+
+static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
+			  const char *path, td_flag_t flags,
+			  td_image_t **out, char *err, size_t errlen)
+{
+	td_image_t *img = calloc(1, sizeof(*img));
+	int rc;
+
+	if (!img)
+		return -ENOMEM;
+	img->vbd = vbd;
+	img->drv.ops = ops;
+	img->drv.flags = flags;
+	img->drv.engine = vbd->engine;
+	img->drv.name = strdup(path);
+	if (ops->private_data_size)
+		img->drv.data = calloc(1, ops->private_data_size);
+	if (!img->drv.name || (ops->private_data_size && !img->drv.data)) {
+		vbd_image_free(img);
+		return -ENOMEM;
+	}
+	rc = ops->td_open(&img->drv, path, flags);
+	if (rc < 0) {
+		snprintf(err, errlen, "%s: cannot open as %s: %s", path,
+			 ops->name, strerror(-rc));
+		vbd_image_free(img);
+		return rc;
+	}
+	if (!img->drv.info.size) {
+		snprintf(err, errlen, "%s: image has size 0", path);
+		ops->td_close(&img->drv);
+		vbd_image_free(img);
+		return -EINVAL;
+	}
+	*out = img;
+	return 0;
+}
+
+static void vbd_free(td_vbd_t *vbd)
+{
+	unsigned i;
+
+	for (i = 0; i < vbd->nimages; i++) {
+		vbd->images[i]->drv.ops->td_close(&vbd->images[i]->drv);
+		vbd_image_free(vbd->images[i]);
+	}
+	free(vbd->images);
+	free(vbd);
+}
+
+/* Split "driver:path" in place-free form. */
+static int vbd_parse_spec(const char *spec, char *drv, size_t drvlen,
+			  const char **path)
+{
+	const char *colon = strchr(spec, ':');
+
+	if (!colon || colon == spec || (size_t)(colon - spec) >= drvlen ||
+	    !colon[1])
+		return -EINVAL;
+	memcpy(drv, spec, (size_t)(colon - spec));
+	drv[colon - spec] = '\0';
+	*path = colon + 1;
+	return 0;
+}
+
+int vbd_open(struct td_engine *e, const char *spec, td_flag_t flags,
+	     const struct vbd_params *params, td_vbd_t **out,
+	     char *err, size_t errlen)
+{
+	char dname[64];
+	const struct tap_disk *ops;
+	const char *path;
+
+	if (vbd_parse_spec(spec, dname, sizeof(dname), &path)) {
+		snprintf(err, errlen, "'%s' is not DRIVER:PATH", spec);
+		return -EINVAL;
+	}
+	ops = td_driver_find(dname);
+	if (!ops) {
+		snprintf(err, errlen, "unknown driver '%s'", dname);
+		return -EINVAL;
+	}
+	return vbd_open_ops(e, ops, path, flags, params, out, err, errlen);
+}
+
+int vbd_open_ops(struct td_engine *e, const struct tap_disk *ops,
+		 const char *path, td_flag_t flags,
+		 const struct vbd_params *params, td_vbd_t **out,
+		 char *err, size_t errlen)
+{
+	td_vbd_t *vbd;
+	int rc;
+
+	vbd = calloc(1, sizeof(*vbd));
+	if (!vbd)
+		return -ENOMEM;
+	vbd->images = calloc(TD_MAX_CHAIN, sizeof(*vbd->images));
+	if (!vbd->images) {
+		free(vbd);
+		return -ENOMEM;
+	}
+	vbd->engine = e;
+	if (params)
+		vbd->params = *params;
+	else
+		vbd_params_default(&vbd->params);
+	if (!vbd->params.max_segment_secs)
+		vbd->params.max_segment_secs = VBD_MAX_SEGMENT_SECS;
+	vbd->rdonly = flags & TD_OPEN_RDONLY;
+	td_list_init(&vbd->queue);
+
+	rc = vbd_image_open(vbd, ops, path, flags, &vbd->images[0], err,
+			    errlen);
+	if (rc)
+		goto fail;
+	vbd->nimages = 1;
+	for (;;) {
+		td_image_t *child = vbd->images[vbd->nimages - 1], *parent;
+		const struct tap_disk *pops = child->drv.ops;
+		td_disk_id_t id;
+
+		rc = td_drv_get_parent_id(&child->drv, &id);
+		if (rc == TD_NO_PARENT)
+			break;
+		if (rc < 0) {
+			snprintf(err, errlen, "%s: cannot read parent: %s",
+				 child->drv.name, strerror(-rc));
+			goto fail;
+		}
+		if (vbd->nimages == TD_MAX_CHAIN) {
+			snprintf(err, errlen, "%s: chain longer than %d "
+				 "images (a loop?)", vbd->images[0]->drv.name,
+				 TD_MAX_CHAIN);
+			free(id.name);
+			free(id.drivertype);
+			rc = -ELOOP;
+			goto fail;
+		}
+		if (id.drivertype && !(pops = td_driver_find(id.drivertype))) {
+			snprintf(err, errlen, "%s: parent %s has unknown "
+				 "driver '%s'", child->drv.name, id.name,
+				 id.drivertype);
+			rc = -EINVAL;
+		} else {
+			rc = vbd_image_open(vbd, pops, id.name,
+					    flags | TD_OPEN_RDONLY, &parent,
+					    err, errlen);
+		}
+		free(id.name);
+		free(id.drivertype);
+		if (rc)
+			goto fail;
+		vbd->images[vbd->nimages++] = parent;
+		rc = td_drv_validate_parent(&child->drv, &parent->drv, flags);
+		if (rc) {
+			snprintf(err, errlen, "%s is not the parent %s was "
+				 "made on: %s", parent->drv.name,
+				 child->drv.name, strerror(-rc));
+			goto fail;
+		}
+		child->parent = parent;
+	}
+	*out = vbd;
+	return 0;
+fail:
+	vbd_free(vbd);
+	return rc;
+}
+
+int vbd_close(td_vbd_t *vbd)
+{
+	int rc = 0, r;
+	unsigned i;
+
+	if (vbd->inflight || vbd->nqueued)
+		return -EBUSY;
+	for (i = 0; i < vbd->nimages; i++) {
+		r = vbd->images[i]->drv.ops->td_close(&vbd->images[i]->drv);
+		if (r && !rc)
+			rc = r;
+		vbd_image_free(vbd->images[i]);
+	}
+	vbd->nimages = 0;
+	free(vbd->images);
+	free(vbd);
+	return rc;
+}
+
+/* ---- request path --------------------------------------------------- */
+
+static bool vbd_transient(const td_vbd_t *vbd, int err)
+{
+	return err == -EAGAIN || err == -EBUSY || err == -EINTR ||
+	       (err == -EIO && vbd->params.retry_eio);
+}
+
+static void vbd_account(td_vbd_t *vbd, struct vbd_request *vreq, int err)
+{
+	struct vbd_stats *s = &vbd->stats;
+	uint64_t ns = td_now_ns() - vreq->start_ns;
+	uint64_t bytes = (uint64_t)vreq->secs << TD_SECTOR_SHIFT;
+
+	if (err)
+		s->errors++;
+	if (ns > s->max_ns)
+		s->max_ns = ns;
+	switch (vreq->op) {
+	case TD_OP_READ:
+		s->reads++;
+		s->read_bytes += bytes;
+		s->read_ns += ns;
+		break;
+	case TD_OP_WRITE:
+		s->writes++;
+		s->write_bytes += vreq->rmw_len ? vreq->rmw_len : bytes;
+		s->write_ns += ns;
+		break;
+	case TD_OP_FLUSH:
+		s->flushes++;
+		break;
+	case TD_OP_DISCARD:
+		s->discards++;
+		break;
+	}
+}
+
+static void vbd_check_paused(td_vbd_t *vbd)
+{
+	vbd_notify_cb_t cb = vbd->pause_cb;
+
+	if (vbd->state != VBD_PAUSING || vbd->inflight)
+		return;
+	vbd->state = VBD_PAUSED;
+	vbd->pause_cb = NULL;
+	if (cb)
+		cb(vbd, vbd->pause_arg, 0);
+}
+
+static void vbd_finish(td_vbd_t *vbd, struct vbd_request *vreq, int err)
+{
+	if (vreq->rmw_len)
+		vbd->exclusive = false;
+	vbd->inflight--;
+	vbd_account(vbd, vreq, err);
+	vreq->cb(vreq, err);
+	vbd_check_paused(vbd);
+	vbd_kick(vbd);
+}
+
+static void vbd_retry_timer(struct td_timer *t)
+{
+	struct vbd_request *vreq = t->arg;
+
+	vbd_dispatch(vreq->vbd, vreq);
+}
+
+/* One attempt of vreq is over: finish, retry, or go on with the RMW. */
+static void vbd_attempt_done(td_vbd_t *vbd, struct vbd_request *vreq)
+{
+	int err = vreq->error;
+	uint64_t now, delay_ms, left_ms;
+
+	if (!err && vreq->rmw_reading) {
+		memcpy(vreq->buf + vreq->rmw_off, vreq->rmw_data,
+		       vreq->rmw_len);
+		vreq->rmw_reading = false;
+		vbd_dispatch(vbd, vreq);
+		return;
+	}
+	if (!err || !vbd_transient(vbd, err)) {
+		vbd_finish(vbd, vreq, err);
+		return;
+	}
+	now = td_now_ns();
+	if (vreq->retries >= vbd->params.retry_max ||
+	    now >= vreq->deadline_ns) {
+		td_log(TD_LOG_ERR, "%s: %s of %u sectors at %llu failed "
+		       "after %u retries: %s", vbd->images[0]->drv.name,
+		       vreq->op == TD_OP_READ ? "read" : "write", vreq->secs,
+		       (unsigned long long)vreq->sec, vreq->retries,
+		       strerror(-err));
+		vbd_finish(vbd, vreq, -EIO);
+		return;
+	}
+	delay_ms = (uint64_t)vbd->params.retry_delay_ms << vreq->retries;
+	left_ms = (vreq->deadline_ns - now) / 1000000;
+	if (delay_ms > left_ms)
+		delay_ms = left_ms;
+	vreq->retries++;
+	vbd->stats.retries++;
+	td_timer_init(&vreq->retry_timer, vbd_retry_timer, vreq);
+	td_timer_arm(vbd->engine->loop, &vreq->retry_timer, delay_ms);
+}
+
+static void vbd_treq_done(td_request_t treq, int err)
+{
+	struct vbd_request *vreq = treq.cb_data;
+
+	if (err && !vreq->error)
+		vreq->error = err;
+	vreq->units_done += treq.op == TD_OP_FLUSH ? 1 : treq.secs;
+	if (!vreq->dispatching && vreq->units_done >= (vreq->op == TD_OP_FLUSH ?
+						       1 : vreq->secs))
+		vbd_attempt_done(vreq->vbd, vreq);
+}
+
+/* Hand one attempt of vreq to the leaf, in segments. */
+static void vbd_dispatch(td_vbd_t *vbd, struct vbd_request *vreq)
+{
+	td_image_t *leaf = vbd->images[0];
+	uint32_t max = vbd->params.max_segment_secs, done = 0, n;
+	td_request_t treq = {
+		.image = leaf,
+		.cb = vbd_treq_done,
+		.cb_data = vreq,
+	};
+
+	vreq->error = 0;
+	vreq->units_done = 0;
+	vreq->dispatching = true;
+	treq.op = vreq->rmw_reading ? TD_OP_READ : vreq->op;
+	if (vreq->op == TD_OP_FLUSH) {
+		td_drv_queue(&leaf->drv, treq);
+	} else if (vreq->op == TD_OP_DISCARD) {
+		treq.sec = vreq->sec;
+		treq.secs = vreq->secs;
+		td_drv_queue(&leaf->drv, treq);
+	} else {
+		while (done < vreq->secs) {
+			n = vreq->secs - done;
+			if (n > max)
+				n = max;
+			treq.buf = vreq->buf +
+				   ((size_t)done << TD_SECTOR_SHIFT);
+			treq.sec = vreq->sec + done;
+			treq.secs = n;
+			done += n;
+			td_drv_queue(&leaf->drv, treq);
+		}
+	}
+	vreq->dispatching = false;
+	if (vreq->units_done >= (vreq->op == TD_OP_FLUSH ? 1 : vreq->secs))
+		vbd_attempt_done(vbd, vreq);
+}
+
+static void vbd_start(td_vbd_t *vbd, struct vbd_request *vreq)
+{
+	vbd->inflight++;
+	vreq->start_ns = td_now_ns();
+	vreq->deadline_ns = vreq->start_ns +
+			    (uint64_t)vbd->params.deadline_ms * 1000000ull;
+	if (vreq->rmw_len) {
+		vbd->exclusive = true;
+		vreq->rmw_reading = true;
+	}
+	vbd_dispatch(vbd, vreq);
+}
+
+static void vbd_kick(td_vbd_t *vbd)
+{
+	if (vbd->kicking) {
+		vbd->kick_again = true;
+		return;
+	}
+	vbd->kicking = true;
+	do {
+		vbd->kick_again = false;
+		while (vbd->state == VBD_RUNNING && !vbd->exclusive &&
+		       !td_list_empty(&vbd->queue)) {
+			struct vbd_request *vreq =
+				td_container_of(vbd->queue.next,
+						struct vbd_request, link);
+
+			if (vreq->rmw_len && vbd->inflight)
+				break;	/* runs alone: wait for the others */
+			td_list_del(&vreq->link);
+			vbd->nqueued--;
+			vbd_start(vbd, vreq);
+		}
+	} while (vbd->kick_again);
+	vbd->kicking = false;
+}
+
+static int vbd_check_request(const td_vbd_t *vbd,
+			     const struct vbd_request *vreq)
+{
+	uint64_t size = vbd->images[0]->drv.info.size;
+
+	if ((vreq->op == TD_OP_WRITE || vreq->op == TD_OP_DISCARD) &&
+	    vbd->rdonly)
+		return -EROFS;
+	if (vreq->op == TD_OP_FLUSH)
+		return 0;
+	if (!vreq->secs || vreq->sec >= size || vreq->secs > size - vreq->sec)
+		return vreq->op == TD_OP_READ ? -EIO : -ENOSPC;
+	if (vreq->rmw_len && (vreq->op != TD_OP_WRITE ||
+	    (uint64_t)vreq->rmw_off + vreq->rmw_len >
+	    (uint64_t)vreq->secs << TD_SECTOR_SHIFT))
+		return -EINVAL;
+	return 0;
+}
+
+void vbd_submit(td_vbd_t *vbd, struct vbd_request *vreq)
+{
+	int err;
+
+	vreq->vbd = vbd;
+	vreq->retries = 0;
+	vreq->rmw_reading = false;
+	td_list_init(&vreq->link);
+	err = vbd_check_request(vbd, vreq);
+	if (err) {
+		vbd->stats.errors++;
+		vreq->cb(vreq, err);
+		return;
+	}
+	td_list_add_tail(&vreq->link, &vbd->queue);
+	vbd->nqueued++;
+	vbd_kick(vbd);
+}
+
+/* ---- pause / resume ------------------------------------------------- */
+
+int vbd_pause(td_vbd_t *vbd, vbd_notify_cb_t cb, void *arg)
+{
+	if (vbd->state == VBD_PAUSED) {
+		if (cb)
+			cb(vbd, arg, 0);
+		return 0;
+	}
+	if (vbd->state == VBD_PAUSING && vbd->pause_cb)
+		return -EBUSY;
+	vbd->state = VBD_PAUSING;
+	vbd->pause_cb = cb;
+	vbd->pause_arg = arg;
+	vbd_check_paused(vbd);
+	return 0;
+}
+
+void vbd_resume(td_vbd_t *vbd)
+{
+	vbd_notify_cb_t cb = vbd->pause_cb;
+
+	vbd->state = VBD_RUNNING;
+	vbd->pause_cb = NULL;
+	if (cb)
+		cb(vbd, vbd->pause_arg, -ECANCELED);
+	vbd_kick(vbd);
+}
+
+/* ---- accessors ------------------------------------------------------ */
+
+enum vbd_state vbd_state(const td_vbd_t *vbd)
+{
+	return vbd->state;
+}
+
+unsigned vbd_inflight(const td_vbd_t *vbd)
+{
+	return vbd->inflight;
+}
+
+unsigned vbd_queued(const td_vbd_t *vbd)
+{
+	return vbd->nqueued;
+}
+
+uint64_t vbd_size(const td_vbd_t *vbd)
+{
+	return vbd->images[0]->drv.info.size << TD_SECTOR_SHIFT;
+}
+
+bool vbd_readonly(const td_vbd_t *vbd)
+{
+	return vbd->rdonly;
+}
+
+const struct vbd_stats *vbd_get_stats(const td_vbd_t *vbd)
+{
+	return &vbd->stats;
+}
+
+td_driver_t *vbd_image(const td_vbd_t *vbd, unsigned depth)
+{
+	return depth < vbd->nimages ? &vbd->images[depth]->drv : NULL;
+}
+
+unsigned vbd_chain_length(const td_vbd_t *vbd)
+{
+	return vbd->nimages;
+}

@@ -1,0 +1,291 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tapfs engine API: event loop, timers, object pools, the libaio queue and
+ * the VBD (a chain of images with a request queue).
+ *
+ * Everything here is single-threaded: one struct td_engine per loop
+ * thread, and every object created on an engine is used only from that
+ * engine's thread.  No function here allocates on the data path.
+ */
+#ifndef TAPFS_ENGINE_H
+#define TAPFS_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <tapfs/tapdisk.h>
+
+/* ---- small intrusive list ----------------------------------------- */
+
+struct td_list {
+	struct td_list *next, *prev;
+};
+
+#define TD_LIST_INIT(l)		{ &(l), &(l) }
+
+static inline void td_list_init(struct td_list *l)
+{
+	l->next = l->prev = l;
+}
+
+static inline bool td_list_empty(const struct td_list *l)
+{
+	return l->next == l;
+}
+
+static inline void td_list_add_tail(struct td_list *n, struct td_list *h)
+{
+	n->prev = h->prev;
+	n->next = h;
+	h->prev->next = n;
+	h->prev = n;
+}
+
+static inline void td_list_add(struct td_list *n, struct td_list *h)
+{
+	td_list_add_tail(n, h->next);
+}
+
+static inline void td_list_del(struct td_list *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	n->next = n->prev = n;
+}
+
+#define td_container_of(ptr, type, member) \
+	((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* ---- event loop ----------------------------------------------------- */
+
+struct td_loop;
+struct td_event;
+typedef void (*td_event_cb_t)(struct td_event *ev, uint32_t events);
+
+/* A file descriptor watched by the loop; storage owned by the caller. */
+struct td_event {
+	int		 fd;
+	uint32_t	 events;	/* EPOLLIN, EPOLLOUT */
+	td_event_cb_t	 cb;
+	void		*arg;
+};
+
+struct td_timer;
+typedef void (*td_timer_cb_t)(struct td_timer *t);
+
+/* A one-shot timer; storage owned by the caller. */
+struct td_timer {
+	struct td_list	 link;
+	uint64_t	 expires_ns;	/* CLOCK_MONOTONIC */
+	td_timer_cb_t	 cb;
+	void		*arg;
+	bool		 armed;
+};
+
+/* Called once per loop iteration, before the loop sleeps. */
+struct td_hook {
+	struct td_list	 link;
+	void		(*cb)(struct td_hook *h);
+	void		*arg;
+};
+
+struct td_loop *td_loop_new(void);
+void td_loop_free(struct td_loop *loop);
+
+int  td_loop_add_event(struct td_loop *loop, struct td_event *ev);
+int  td_loop_mod_event(struct td_loop *loop, struct td_event *ev,
+		       uint32_t events);
+void td_loop_del_event(struct td_loop *loop, struct td_event *ev);
+
+void td_timer_init(struct td_timer *t, td_timer_cb_t cb, void *arg);
+void td_timer_arm(struct td_loop *loop, struct td_timer *t, uint64_t ms);
+void td_timer_cancel(struct td_timer *t);
+
+void td_loop_add_hook(struct td_loop *loop, struct td_hook *h);
+void td_loop_del_hook(struct td_hook *h);
+
+/* Run one iteration: hooks, sleep at most timeout_ms (-1: forever),
+ * dispatch events and expired timers.  Returns 0 or -errno. */
+int  td_loop_run_once(struct td_loop *loop, int timeout_ms);
+/* Run until td_loop_stop(). */
+int  td_loop_run(struct td_loop *loop);
+void td_loop_stop(struct td_loop *loop);
+bool td_loop_stopped(const struct td_loop *loop);
+
+uint64_t td_now_ns(void);
+
+/* ---- fixed-size object pool ---------------------------------------- */
+
+/*
+ * count objects of size bytes, each aligned to align, allocated once.
+ * get/put are O(1) and never allocate.
+ */
+struct td_pool {
+	char	*mem;
+	size_t	 size;		/* object stride */
+	unsigned count;
+	unsigned nfree;
+	void	**free;		/* stack of free objects */
+};
+
+int   td_pool_init(struct td_pool *p, unsigned count, size_t size,
+		   size_t align);
+void  td_pool_fini(struct td_pool *p);
+void *td_pool_get(struct td_pool *p);		/* NULL when empty */
+void  td_pool_put(struct td_pool *p, void *obj);
+bool  td_pool_owns(const struct td_pool *p, const void *obj);
+
+/* ---- libaio queue --------------------------------------------------- */
+
+/* Largest number of tiocbs merged into one vectored iocb. */
+#define TD_AIO_MAX_MERGE	32
+/* Most iocbs in flight in one queue. */
+#define TD_AIO_DEPTH		512
+
+struct td_aio_stats {
+	uint64_t submitted;	/* iocbs handed to io_submit */
+	uint64_t merged;	/* tiocbs folded into another */
+	uint64_t batches;	/* io_submit calls */
+	uint64_t completed;
+};
+
+struct td_aio_queue;
+
+struct td_aio_queue *td_aio_queue_new(struct td_loop *loop, unsigned depth);
+void td_aio_queue_free(struct td_aio_queue *q);
+void td_aio_queue_add(struct td_aio_queue *q, struct tiocb *t);
+/* Submit everything pending now (also done before every loop sleep). */
+void td_aio_queue_submit(struct td_aio_queue *q);
+unsigned td_aio_queue_inflight(const struct td_aio_queue *q);
+void td_aio_queue_get_stats(const struct td_aio_queue *q,
+			    struct td_aio_stats *st);
+
+/* ---- engine: the per-thread context -------------------------------- */
+
+struct td_engine {
+	struct td_loop		*loop;
+	struct td_aio_queue	*aioq;
+};
+
+struct td_engine *td_engine_new(void);
+void td_engine_free(struct td_engine *e);
+
+/* ---- VBD ------------------------------------------------------------- */
+
+/* Most images in one chain (leaf ... base). */
+#define TD_MAX_CHAIN		256
+
+/* Retry defaults (see struct vbd_params). */
+#define VBD_RETRY_MAX		5
+#define VBD_RETRY_DELAY_MS	100
+#define VBD_DEADLINE_MS		30000
+/* Largest request handed to the leaf driver in one piece. */
+#define VBD_MAX_SEGMENT_SECS	2048	/* 1 MiB */
+
+struct vbd_params {
+	unsigned retry_max;		/* retries per request */
+	unsigned retry_delay_ms;	/* first backoff, doubles */
+	unsigned deadline_ms;		/* since first dispatch; then EIO */
+	bool	 retry_eio;		/* treat EIO as transient too */
+	uint32_t max_segment_secs;	/* split larger requests */
+};
+
+void vbd_params_default(struct vbd_params *p);
+
+enum vbd_state {
+	VBD_RUNNING,
+	VBD_PAUSING,		/* new requests wait, draining */
+	VBD_PAUSED,
+};
+
+struct vbd_stats {
+	uint64_t reads, writes, flushes, discards;
+	uint64_t read_bytes, write_bytes;
+	uint64_t errors, retries;
+	uint64_t read_ns, write_ns;	/* summed completion latency */
+	uint64_t max_ns;		/* worst completion latency */
+};
+
+typedef struct td_vbd td_vbd_t;
+struct vbd_request;
+typedef void (*vbd_cb_t)(struct vbd_request *vreq, int err);
+
+/*
+ * A client request.  Storage is owned by the caller (a preallocated pool)
+ * from vbd_submit() until cb runs; buf must stay valid that long and be
+ * TD_BUF_ALIGN aligned.
+ *
+ * Read-modify-write: a write with rmw_len != 0 writes rmw_len bytes from
+ * rmw_data at byte rmw_off of the sector range [sec, sec + secs); buf is a
+ * bounce buffer of secs sectors.  Such a request runs alone on the VBD (it
+ * waits for in-flight requests, later ones wait for it) so that partial-
+ * sector writes never lose a neighbour's bytes.
+ */
+struct vbd_request {
+	enum td_op	 op;
+	char		*buf;
+	td_sector_t	 sec;
+	uint32_t	 secs;
+	vbd_cb_t	 cb;
+	void		*cb_data;
+
+	const char	*rmw_data;
+	uint32_t	 rmw_off;
+	uint32_t	 rmw_len;
+
+	/* engine-private */
+	struct td_list	 link;
+	td_vbd_t	*vbd;
+	int		 error;		/* first error of this attempt */
+	uint32_t	 units_done;	/* sectors (flush: 1) completed */
+	bool		 dispatching;	/* still handing pieces out */
+	bool		 rmw_reading;	/* RMW: reading the old sectors */
+	unsigned	 retries;
+	uint64_t	 start_ns;	/* first dispatch */
+	uint64_t	 deadline_ns;
+	struct td_timer	 retry_timer;
+};
+
+/*
+ * Open a VBD on "driver:path".  The leaf opens read-write unless
+ * TD_OPEN_RDONLY; parents always read-only.  Returns 0 and *out, or
+ * -errno with the reason (naming the file) in err.
+ */
+int  vbd_open(struct td_engine *e, const char *spec, td_flag_t flags,
+	      const struct vbd_params *params, td_vbd_t **out,
+	      char *err, size_t errlen);
+/*
+ * The same with the leaf's driver given directly (parents without a
+ * drivertype use the leaf's driver): for tests and embedders.
+ */
+int  vbd_open_ops(struct td_engine *e, const struct tap_disk *ops,
+		  const char *path, td_flag_t flags,
+		  const struct vbd_params *params, td_vbd_t **out,
+		  char *err, size_t errlen);
+/* Close a drained VBD (state paused or idle). Returns first close error. */
+int  vbd_close(td_vbd_t *vbd);
+
+void vbd_submit(td_vbd_t *vbd, struct vbd_request *vreq);
+
+/*
+ * Pause: new requests wait; cb(arg, 0) runs once nothing is in flight
+ * (at once if idle).  Only one pause waiter at a time: -EBUSY otherwise.
+ */
+typedef void (*vbd_notify_cb_t)(td_vbd_t *vbd, void *arg, int err);
+int  vbd_pause(td_vbd_t *vbd, vbd_notify_cb_t cb, void *arg);
+/* Resume a paused or pausing VBD and dispatch what waited. */
+void vbd_resume(td_vbd_t *vbd);
+
+enum vbd_state vbd_state(const td_vbd_t *vbd);
+unsigned vbd_inflight(const td_vbd_t *vbd);	/* dispatched, not done */
+unsigned vbd_queued(const td_vbd_t *vbd);	/* waiting for dispatch */
+uint64_t vbd_size(const td_vbd_t *vbd);		/* bytes */
+bool     vbd_readonly(const td_vbd_t *vbd);
+const struct vbd_stats *vbd_get_stats(const td_vbd_t *vbd);
+
+/* Chain walk: leaf is depth 0. NULL past the base. */
+td_driver_t *vbd_image(const td_vbd_t *vbd, unsigned depth);
+unsigned vbd_chain_length(const td_vbd_t *vbd);
+
+#endif

@@ -1,0 +1,217 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tapfs driver interface.
+ *
+ * An image driver (raw file, VHD, qcow2, ...) is a table of callbacks,
+ * struct tap_disk, registered by name in drivers/td-driver.c.  One open
+ * image is a td_driver_t; the images of a VBD form a chain from the leaf
+ * (the writable image the client sees) to the base.
+ *
+ * Requests are asynchronous.  The engine hands a driver a td_request_t
+ * through td_queue_read/td_queue_write (and the optional flush/discard
+ * callbacks).  For every request it receives a driver does exactly ONE of:
+ *
+ *   1. td_complete_request(treq, err)  - finish it now (0 or -errno);
+ *   2. td_forward_request(treq)        - pass it to the parent image
+ *                                        (zeros for reads past the base);
+ *   3. td_prep_read/td_prep_write/td_prep_fsync on a struct tiocb, then
+ *      td_queue_tiocb()                - asynchronous I/O through libaio;
+ *      the tiocb's callback later does 1. or 2. for the request.
+ *
+ * A driver may split a request into several sub-requests (copies of the
+ * td_request_t with a narrower buf/sec/secs) and do one of the three with
+ * each: the engine counts completion by sectors, so every sector handed to
+ * a driver must be completed exactly once.
+ *
+ * The caller owns a request's buffer until its completion callback runs.
+ * Callbacks run on the engine's loop thread; drivers never block except
+ * the "sync" driver, whose purpose is synchronous I/O.
+ */
+#ifndef TAPFS_TAPDISK_H
+#define TAPFS_TAPDISK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+#include <libaio.h>
+
+#define TD_API_VERSION		1
+
+#define TD_SECTOR_SHIFT		9
+#define TD_SECTOR_SIZE		(1u << TD_SECTOR_SHIFT)
+
+/* Alignment of every data buffer handed to a driver (O_DIRECT safe). */
+#define TD_BUF_ALIGN		4096u
+
+/* td_get_parent_id(): no parent. */
+#define TD_NO_PARENT		1
+
+/* Open flags (td_flag_t). */
+#define TD_OPEN_RDONLY		(1u << 0)
+#define TD_OPEN_QUIET		(1u << 1)	/* do not log open errors */
+
+typedef uint64_t td_sector_t;
+typedef uint32_t td_flag_t;
+
+typedef struct td_request td_request_t;
+typedef struct td_driver td_driver_t;
+typedef struct td_image td_image_t;	/* engine-private chain link */
+struct td_engine;
+
+enum td_op {
+	TD_OP_READ,
+	TD_OP_WRITE,
+	TD_OP_FLUSH,		/* make completed writes durable */
+	TD_OP_DISCARD,		/* sectors may read back as zeros */
+};
+
+/*
+ * Completion callback: err is 0 or -errno.  treq is the (sub-)request as
+ * it was queued.
+ */
+typedef void (*td_callback_t)(td_request_t treq, int err);
+
+struct td_request {
+	enum td_op	 op;
+	char		*buf;		/* secs * TD_SECTOR_SIZE bytes */
+	td_sector_t	 sec;		/* first sector */
+	uint32_t	 secs;		/* number of sectors (0 for flush) */
+
+	td_image_t	*image;		/* image currently handling it */
+	td_callback_t	 cb;
+	void		*cb_data;
+};
+
+/* Identity of a parent image, filled by td_get_parent_id(). */
+struct td_disk_id {
+	char		*name;		/* path, malloc'd; caller frees */
+	char		*drivertype;	/* driver name, malloc'd, or NULL */
+};
+typedef struct td_disk_id td_disk_id_t;
+
+struct td_disk_info {
+	td_sector_t	size;		/* virtual size in sectors */
+	uint32_t	sector_size;	/* TD_SECTOR_SIZE */
+	uint32_t	info;		/* reserved, 0 */
+};
+
+/* One open image, as a driver sees it. */
+struct td_driver {
+	const struct tap_disk	*ops;
+	void			*data;	/* private_data_size bytes, zeroed */
+	char			*name;	/* path (or argument) it was opened on */
+	td_flag_t		 flags;
+	struct td_disk_info	 info;	/* filled by td_open */
+	struct td_engine	*engine;
+};
+
+/*
+ * The driver table entry.  Fields are only ever added at the end; the
+ * engine refuses a table whose api_version it does not know or whose
+ * struct_size is smaller than the fields it needs.
+ *
+ * Required: td_open, td_close, td_queue_read, td_queue_write.
+ * Optional (a NULL gets the default from td-driver.c):
+ *   td_get_parent_id    default: TD_NO_PARENT
+ *   td_validate_parent  default: -EINVAL (a driver without parents)
+ *   td_debug            default: prints name and size
+ *   td_queue_flush      default: complete with 0 (nothing volatile)
+ *   td_queue_discard    default: complete with -EOPNOTSUPP
+ *   td_create           default: -ENOTSUP ("cannot create")
+ */
+struct tap_disk {
+	uint32_t	 api_version;	/* TD_API_VERSION */
+	uint32_t	 struct_size;	/* sizeof(struct tap_disk) */
+	const char	*name;		/* lookup key: "aio", "vhd", ... */
+	const char	*description;
+	size_t		 private_data_size;
+
+	/*
+	 * Open the image at path; fill drv->info.  Returns 0 or -errno and
+	 * logs the reason (naming the file) unless TD_OPEN_QUIET.
+	 */
+	int  (*td_open)(td_driver_t *drv, const char *path, td_flag_t flags);
+	/* Release everything; the engine has drained all requests. */
+	int  (*td_close)(td_driver_t *drv);
+	/* 0 and *id filled, TD_NO_PARENT, or -errno. */
+	int  (*td_get_parent_id)(td_driver_t *drv, td_disk_id_t *id);
+	/* 0 if parent is the image this one was made on, else -errno. */
+	int  (*td_validate_parent)(td_driver_t *drv, td_driver_t *parent,
+				   td_flag_t flags);
+	void (*td_queue_read)(td_driver_t *drv, td_request_t treq);
+	void (*td_queue_write)(td_driver_t *drv, td_request_t treq);
+	void (*td_debug)(td_driver_t *drv, FILE *out);
+
+	void (*td_queue_flush)(td_driver_t *drv, td_request_t treq);
+	void (*td_queue_discard)(td_driver_t *drv, td_request_t treq);
+	/* Create a new image of size bytes at path (must not exist). */
+	int  (*td_create)(const char *path, uint64_t size, td_flag_t flags);
+};
+
+/* ---- the three things a driver does with a request ---------------- */
+
+void td_complete_request(td_request_t treq, int err);
+void td_forward_request(td_request_t treq);
+
+/*
+ * Asynchronous I/O control block.  The driver owns the storage (usually a
+ * preallocated array, see td_pool in engine.h); the engine owns the
+ * contents between td_queue_tiocb() and the callback.
+ */
+struct tiocb;
+typedef void (*td_tiocb_cb_t)(struct tiocb *tiocb, long res);
+
+struct tiocb {
+	struct iocb	 iocb;		/* libaio control block */
+	td_tiocb_cb_t	 cb;		/* res: bytes done, or -errno */
+	void		*arg;		/* the driver's, untouched */
+	td_request_t	 treq;		/* the driver's, untouched */
+	struct tiocb	*next;		/* engine queue link */
+	/* engine-private: merge state */
+	struct tiocb	*merged;	/* chain merged behind this one */
+	unsigned int	 merge_count;	/* pieces in the chain, head only */
+	bool		 nomerge;	/* resubmitted alone after an error */
+};
+
+void td_prep_read(struct tiocb *t, int fd, char *buf, size_t len,
+		  off_t off, td_tiocb_cb_t cb, void *arg);
+void td_prep_write(struct tiocb *t, int fd, char *buf, size_t len,
+		   off_t off, td_tiocb_cb_t cb, void *arg);
+void td_prep_fsync(struct tiocb *t, int fd, td_tiocb_cb_t cb, void *arg);
+void td_queue_tiocb(td_driver_t *drv, struct tiocb *t);
+
+/* ---- helpers for drivers ------------------------------------------ */
+
+/*
+ * Parse a size: decimal bytes, or with one suffix K, M, G, T (powers of
+ * 1024, case-insensitive, an optional trailing "B" or "iB").  Returns 0,
+ * or -EINVAL (syntax) / -ERANGE (overflow).
+ */
+int td_parse_size(const char *s, uint64_t *out);
+
+/* ---- registry ------------------------------------------------------ */
+
+/* The driver table entry for name, or NULL. */
+const struct tap_disk *td_driver_find(const char *name);
+/* NULL-terminated list of all registered drivers (validated). */
+const struct tap_disk *const *td_driver_list(void);
+/*
+ * Check one table entry: version, size, required callbacks.  Returns 0,
+ * or -EINVAL after writing the reason to err.
+ */
+int td_driver_validate(const struct tap_disk *d, char *err, size_t errlen);
+/* Validate the whole built-in table once; -EINVAL names the culprit. */
+int td_drivers_init(void);
+
+/* Call a callback, or its default. */
+int  td_drv_get_parent_id(td_driver_t *drv, td_disk_id_t *id);
+int  td_drv_validate_parent(td_driver_t *drv, td_driver_t *parent,
+			    td_flag_t flags);
+void td_drv_debug(td_driver_t *drv, FILE *out);
+void td_drv_queue(td_driver_t *drv, td_request_t treq);
+int  td_drv_create(const struct tap_disk *d, const char *path,
+		   uint64_t size, td_flag_t flags);
+
+#endif

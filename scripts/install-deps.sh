@@ -1,0 +1,43 @@
+#!/bin/sh
+# install-deps.sh - install the Debian packages tapfs needs, when missing.
+#
+# Idempotent: checks each package with dpkg first and runs
+# "apt-get update" + "apt-get install" only when something is missing.
+# Usage: scripts/install-deps.sh [build|test|bench|all]   (default: all)
+set -eu
+
+BUILD_PKGS="gcc make pkg-config libc6-dev libfuse3-dev fuse3 libaio-dev
+uuid-dev zlib1g-dev libcmocka-dev"
+TEST_PKGS="fio qemu-utils e2fsprogs util-linux kmod"
+BENCH_PKGS="qemu-system-common"
+
+want=${1:-all}
+case "$want" in
+build) pkgs=$BUILD_PKGS ;;
+test) pkgs="$BUILD_PKGS $TEST_PKGS" ;;
+bench|all) pkgs="$BUILD_PKGS $TEST_PKGS $BENCH_PKGS" ;;
+*) echo "usage: $0 [build|test|bench|all]" >&2; exit 2 ;;
+esac
+
+missing=
+for p in $pkgs; do
+	st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+	case "$st" in
+	*" installed") ;;
+	*) missing="$missing $p" ;;
+	esac
+done
+
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing packages:$missing" >&2
+	echo "install-deps: run as root (or: sudo apt-get install$missing)" >&2
+	exit 1
+fi
+
+echo "install-deps: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing
