@@ -1146,6 +1146,7 @@ int tapfs_fuse_mount(struct tapfs *fs, char *err, size_t errlen)
 	args = (struct fuse_args)FUSE_ARGS_INIT(argc, argv);
 	st->se = fuse_session_new(&args, &tapfs_ll_ops, sizeof(tapfs_ll_ops),
 				  fs);
+	fuse_opt_free_args(&args);
 	if (!st->se) {
 		snprintf(err, errlen, "cannot create the FUSE session");
 		rc = -EINVAL;

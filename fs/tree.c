@@ -227,7 +227,8 @@ int tapfs_group_remove(struct tapfs *fs, struct tapfs_group *g,
 		return -ENOTEMPTY;
 	}
 	if (g->busy) {
-		snprintf(err, errlen, "group '%s' has a command running",
+		snprintf(err, errlen, "group '%s' is in use (.ctl or .stats "
+			 "open, or a command running)",
 			 g->name);
 		return -EBUSY;
 	}
