@@ -18,7 +18,11 @@
 
 struct td_loop {
 	int		epfd;
-	bool		stop;
+	bool		stop;		/* ends td_loop_run() */
+	bool		running;	/* td_loop_run() is on the stack */
+	/* The batch being dispatched; td_loop_del_event() clears entries. */
+	struct epoll_event batch[TD_LOOP_MAX_EVENTS];
+	int		nbatch;
 	struct td_list	timers;		/* sorted by expires_ns */
 	struct td_list	hooks;
 };
@@ -80,7 +84,12 @@ int td_loop_mod_event(struct td_loop *loop, struct td_event *ev,
 
 void td_loop_del_event(struct td_loop *loop, struct td_event *ev)
 {
+	int i;
+
 	epoll_ctl(loop->epfd, EPOLL_CTL_DEL, ev->fd, NULL);
+	for (i = 0; i < loop->nbatch; i++)
+		if (loop->batch[i].data.ptr == ev)
+			loop->batch[i].data.ptr = NULL;
 }
 
 void td_timer_init(struct td_timer *t, td_timer_cb_t cb, void *arg)
@@ -170,13 +179,12 @@ static void td_loop_run_hooks(struct td_loop *loop)
 
 int td_loop_run_once(struct td_loop *loop, int timeout_ms)
 {
-	struct epoll_event evs[TD_LOOP_MAX_EVENTS];
 	int i, n;
 
 	td_loop_run_hooks(loop);
-	if (loop->stop)
+	if (loop->stop && loop->running)
 		return 0;
-	n = epoll_wait(loop->epfd, evs, TD_LOOP_MAX_EVENTS,
+	n = epoll_wait(loop->epfd, loop->batch, TD_LOOP_MAX_EVENTS,
 		       td_loop_timeout(loop, timeout_ms));
 	if (n < 0) {
 		if (errno == EINTR)
@@ -184,11 +192,14 @@ int td_loop_run_once(struct td_loop *loop, int timeout_ms)
 		td_log(TD_LOG_ERR, "epoll_wait: %m");
 		return -errno;
 	}
+	loop->nbatch = n;
 	for (i = 0; i < n; i++) {
-		struct td_event *ev = evs[i].data.ptr;
+		struct td_event *ev = loop->batch[i].data.ptr;
 
-		ev->cb(ev, evs[i].events);
+		if (ev)
+			ev->cb(ev, loop->batch[i].events);
 	}
+	loop->nbatch = 0;
 	td_loop_run_timers(loop);
 	return 0;
 }
@@ -198,8 +209,10 @@ int td_loop_run(struct td_loop *loop)
 	int err = 0;
 
 	loop->stop = false;
+	loop->running = true;
 	while (!loop->stop && !err)
 		err = td_loop_run_once(loop, -1);
+	loop->running = false;
 	return err;
 }
 

@@ -19,9 +19,10 @@ int td_pool_init(struct td_pool *p, unsigned count, size_t size, size_t align)
 	memset(p, 0, sizeof(*p));
 	if (!count || !size || !align || (align & (align - 1)))
 		return -EINVAL;
+	if (size > SIZE_MAX - (align - 1))
+		return -EOVERFLOW;
 	stride = (size + align - 1) & ~(align - 1);
-	if (stride / align != (size + align - 1) / align ||
-	    (size_t)count > SIZE_MAX / stride)
+	if ((size_t)count > SIZE_MAX / stride)
 		return -EOVERFLOW;
 	if (align < sizeof(void *))
 		align = sizeof(void *);

@@ -62,16 +62,9 @@ void td_complete_request(td_request_t treq, int err)
 	treq.cb(treq, err);
 }
 
-void td_forward_request(td_request_t treq)
+/* A request (or its tail) that lies past the base of the chain. */
+static void td_past_base(td_request_t treq)
 {
-	td_image_t *parent = treq.image ? treq.image->parent : NULL;
-
-	if (parent) {
-		treq.image = parent;
-		td_drv_queue(&parent->drv, treq);
-		return;
-	}
-	/* Past the base of the chain. */
 	switch (treq.op) {
 	case TD_OP_READ:
 		memset(treq.buf, 0, (size_t)treq.secs << TD_SECTOR_SHIFT);
@@ -85,6 +78,35 @@ void td_forward_request(td_request_t treq)
 		break;
 	}
 	td_complete_request(treq, -EROFS);
+}
+
+void td_forward_request(td_request_t treq)
+{
+	td_image_t *parent = treq.image ? treq.image->parent : NULL;
+	uint64_t psize;
+
+	if (!parent) {
+		td_past_base(treq);
+		return;
+	}
+	treq.image = parent;
+	psize = parent->drv.info.size;
+	if (treq.op != TD_OP_FLUSH && treq.sec + treq.secs > psize) {
+		/* A parent smaller than its child ends early: zeros after. */
+		td_request_t tail = treq;
+		uint32_t n = treq.sec < psize ? (uint32_t)(psize - treq.sec) : 0;
+
+		tail.sec += n;
+		tail.secs -= n;
+		if (tail.buf)
+			tail.buf += (size_t)n << TD_SECTOR_SHIFT;
+		treq.secs = n;
+		if (n)
+			td_drv_queue(&parent->drv, treq);
+		td_past_base(tail);
+		return;
+	}
+	td_drv_queue(&parent->drv, treq);
 }
 
 /* ---- opening a chain ------------------------------------------------ */
@@ -381,8 +403,9 @@ static void vbd_attempt_done(td_vbd_t *vbd, struct vbd_request *vreq)
 		vbd_finish(vbd, vreq, -EIO);
 		return;
 	}
-	delay_ms = (uint64_t)vbd->params.retry_delay_ms << vreq->retries;
-	left_ms = (vreq->deadline_ns - now) / 1000000;
+	delay_ms = (uint64_t)vbd->params.retry_delay_ms <<
+		   (vreq->retries < 32 ? vreq->retries : 32);
+	left_ms = (vreq->deadline_ns - now + 999999) / 1000000;
 	if (delay_ms > left_ms)
 		delay_ms = left_ms;
 	vreq->retries++;

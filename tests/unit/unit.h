@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Helpers shared by the cmocka unit tests.  Header-only and static inline
+ * so that every test-*.c stays one self-contained binary.
+ */
+#ifndef TAPFS_UNIT_H
+#define TAPFS_UNIT_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <tapfs/engine.h>
+
+/*
+ * Scratch files live on a disk file system, not tmpfs, so that O_DIRECT
+ * and libaio behave as they do on real images.  UNIT_TMPDIR overrides.
+ */
+#define UNIT_TMPDIR_DEFAULT	"/var/tmp"
+
+static inline const char *unit_tmpdir(void)
+{
+	const char *d = getenv("UNIT_TMPDIR");
+
+	return d && *d ? d : UNIT_TMPDIR_DEFAULT;
+}
+
+/*
+ * Create an empty scratch file of size bytes; its name goes to path.
+ * Returns an O_RDWR fd; the caller unlinks and closes it.
+ */
+static inline int unit_tmpfile(char *path, size_t pathlen, const char *tag,
+			       off_t size)
+{
+	int fd;
+
+	snprintf(path, pathlen, "%s/tapfs-unit-%s.XXXXXX", unit_tmpdir(), tag);
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, size), 0);
+	return fd;
+}
+
+/* A buffer aligned for O_DIRECT (TD_BUF_ALIGN); free() it. */
+static inline void *unit_aligned(size_t len)
+{
+	void *p = NULL;
+
+	assert_int_equal(posix_memalign(&p, TD_BUF_ALIGN, len), 0);
+	memset(p, 0, len);
+	return p;
+}
+
+/*
+ * Run loop iterations until *count reaches want or timeout_ms passes.
+ * Returns true when the count was reached.
+ */
+static inline bool unit_run_until(struct td_loop *loop,
+				  const unsigned *count, unsigned want,
+				  unsigned timeout_ms)
+{
+	uint64_t end = td_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+
+	while (*count < want) {
+		if (td_now_ns() >= end)
+			return false;
+		if (td_loop_run_once(loop, 10) < 0)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Run fn(arg) in a child process, so that a crash (or an expected abort)
+ * is observed instead of taking the test binary down.  cmocka's own
+ * signal handlers are reset in the child: they would longjmp back into
+ * the test runner and carry on running the suite there.  fn reports
+ * through its exit status (_exit).  Returns the raw wait status.
+ */
+static inline int unit_in_child(void (*fn)(void *arg), void *arg)
+{
+	static const int sigs[] = {
+		SIGFPE, SIGILL, SIGSEGV, SIGBUS, SIGSYS, SIGABRT,
+	};
+	int status = 0;
+	pid_t pid;
+	size_t i;
+
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct rlimit nocore = { 0, 0 };
+
+		/* An expected abort must not leave a core file behind. */
+		setrlimit(RLIMIT_CORE, &nocore);
+		for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+			signal(sigs[i], SIG_DFL);
+		fn(arg);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	return status;
+}
+
+#endif
