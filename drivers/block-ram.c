@@ -80,9 +80,12 @@ static void ram_queue_discard(td_driver_t *drv, td_request_t treq)
 	size_t end = off + ((size_t)treq.secs << TD_SECTOR_SHIFT);
 	size_t a = (off + page - 1) & ~(page - 1), b = end & ~(page - 1);
 
-	if (a < b) {
+	/*
+	 * Whole pages go back to the kernel - unless they are locked
+	 * (mlockall), where madvise refuses: then they are zeroed.
+	 */
+	if (a < b && !madvise(s->mem + a, b - a, MADV_DONTNEED)) {
 		memset(s->mem + off, 0, a - off);
-		madvise(s->mem + a, b - a, MADV_DONTNEED);
 		memset(s->mem + b, 0, end - b);
 	} else {
 		memset(s->mem + off, 0, end - off);

@@ -13,12 +13,14 @@
 extern const struct tap_disk tapdisk_aio;
 extern const struct tap_disk tapdisk_sync;
 extern const struct tap_disk tapdisk_ram;
+extern const struct tap_disk tapdisk_vhd;
 
 /* Every built-in driver, looked up by .name. */
 static const struct tap_disk *const td_drivers[] = {
 	&tapdisk_aio,
 	&tapdisk_sync,
 	&tapdisk_ram,
+	&tapdisk_vhd,
 	NULL,
 };
 

@@ -307,6 +307,52 @@ int vbd_close(td_vbd_t *vbd)
 	return rc;
 }
 
+int vbd_reopen(td_vbd_t *vbd, const char *spec, char *err, size_t errlen)
+{
+	td_image_t **old;
+	td_vbd_t *nv;
+	unsigned n, i;
+	int rc;
+
+	if (vbd->inflight || vbd->state != VBD_PAUSED) {
+		snprintf(err, errlen, "the VBD must be paused and drained");
+		return -EBUSY;
+	}
+	rc = vbd_open(vbd->engine, spec, vbd->rdonly ? TD_OPEN_RDONLY : 0,
+		      &vbd->params, &nv, err, errlen);
+	if (rc)
+		return rc;
+	if (vbd_size(nv) != vbd_size(vbd)) {
+		snprintf(err, errlen, "%s has %llu bytes, the VBD %llu", spec,
+			 (unsigned long long)vbd_size(nv),
+			 (unsigned long long)vbd_size(vbd));
+		vbd_free(nv);
+		return -EINVAL;
+	}
+	old = vbd->images;
+	n = vbd->nimages;
+	vbd->images = nv->images;
+	vbd->nimages = nv->nimages;
+	for (i = 0; i < vbd->nimages; i++)
+		vbd->images[i]->vbd = vbd;
+	nv->images = old;
+	nv->nimages = n;
+	rc = 0;
+	for (i = 0; i < n; i++) {
+		int r = old[i]->drv.ops->td_close(&old[i]->drv);
+
+		if (r && !rc)
+			rc = r;
+		vbd_image_free(old[i]);
+	}
+	free(old);
+	free(nv);
+	if (rc)
+		td_log(TD_LOG_WARN, "closing the old chain: %s",
+		       strerror(-rc));
+	return 0;
+}
+
 /* ---- request path --------------------------------------------------- */
 
 static bool vbd_transient(const td_vbd_t *vbd, int err)
@@ -534,6 +580,11 @@ void vbd_submit(td_vbd_t *vbd, struct vbd_request *vreq)
 	if (err) {
 		vbd->stats.errors++;
 		vreq->cb(vreq, err);
+		return;
+	}
+	if (vreq->pass_pause && vreq->op == TD_OP_FLUSH &&
+	    vbd->state == VBD_PAUSED) {
+		vbd_start(vbd, vreq);
 		return;
 	}
 	td_list_add_tail(&vreq->link, &vbd->queue);

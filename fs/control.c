@@ -14,7 +14,17 @@
 
 #include "tapfs.h"
 
-/* An asynchronous command: pause or flush of one or more VBDs. */
+/* One VBD of a snapshot command. */
+struct snap_target {
+	struct tapfs_vbd	*tv;
+	bool			 was_paused;
+	bool			 done;		/* switched to the child */
+	char			 child[CTL_PATH_MAX];
+	char			 old_spec[TAPFS_SPEC_MAX];
+	char			 old_format[32];
+};
+
+/* An asynchronous command: pause, flush or snapshot of VBDs. */
 struct control_op {
 	struct tapfs		*fs;
 	struct tapfs_group	*g;
@@ -24,6 +34,10 @@ struct control_op {
 	unsigned		 pending;	/* VBDs not yet done, +1 bias */
 	int			 err;
 	char			 what[TAPFS_STATUS_MAX / 2];
+	/* Runs once every VBD is paused (snapshot), before finishing. */
+	void			(*then)(struct control_op *op);
+	struct snap_target	*targets;
+	unsigned		 ntargets;
 	unsigned		 nreqs;
 	struct vbd_request	 reqs[];	/* flush */
 };
@@ -88,11 +102,15 @@ static int control_op_finish(struct control_op *op)
 	struct tapfs_group *g = op->g;
 	int err = op->err;
 
+	if (op->then)
+		op->then(op);
+	err = op->err;
 	g->busy--;
 	if (err)
 		control_status(g, err, "%s", op->what);
 	else
 		control_status(g, 0, NULL);
+	free(op->targets);
 	free(op);
 	return err;
 }
@@ -192,9 +210,9 @@ static int control_flush(struct tapfs *fs, struct tapfs_group *g,
 	unsigned n = 0;
 
 	for_each_target(g, one, tv, pos) {
-		if (vbd_state(tv->vbd) != VBD_RUNNING)
-			return control_status(g, -EBUSY, "'%s' is paused; "
-					      "resume it first", tv->name);
+		if (vbd_state(tv->vbd) == VBD_PAUSING)
+			return control_status(g, -EBUSY, "'%s' is being "
+					      "paused; try again", tv->name);
 		n++;
 	}
 	op = control_op_new(fs, g, CTL_FLUSH, n, done, arg);
@@ -205,10 +223,148 @@ static int control_flush(struct tapfs *fs, struct tapfs_group *g,
 		struct vbd_request *vreq = &op->reqs[n++];
 
 		vreq->op = TD_OP_FLUSH;
+		vreq->pass_pause = true;
 		vreq->cb = control_flushed;
 		vreq->cb_data = op;
 		op->pending++;
 		vbd_submit(tv->vbd, vreq);
+	}
+	return control_op_started(op);
+}
+
+static int control_save(struct tapfs *fs, struct tapfs_group *g);
+
+/* Undo a switch to a snapshot child: back to the old leaf. */
+static void snap_rollback(struct snap_target *t)
+{
+	char err[256];
+	int rc;
+
+	if (!t->done)
+		return;
+	rc = vbd_reopen(t->tv->vbd, t->old_spec, err, sizeof(err));
+	if (rc) {
+		/* The child stays: it holds the writes made since. */
+		td_log(TD_LOG_ERR, "%s: cannot go back to %s: %s",
+		       t->tv->name, t->old_spec, err);
+		return;
+	}
+	snprintf(t->tv->spec, sizeof(t->tv->spec), "%s", t->old_spec);
+	snprintf(t->tv->format, sizeof(t->tv->format), "%s", t->old_format);
+	unlink(t->child);
+	t->done = false;
+}
+
+/* Make a child of t's leaf in the store and switch the VBD to it. */
+static int snap_one(struct tapfs *fs, struct snap_target *t, char *err,
+		    size_t errlen)
+{
+	const struct tap_disk *vhd = td_driver_find("vhd");
+	td_driver_t *leaf = vbd_image(t->tv->vbd, 0);
+	char spec[TAPFS_SPEC_MAX];
+	unsigned n;
+	int rc = -EEXIST;
+
+	for (n = 1; rc == -EEXIST && n < 100000; n++) {
+		snprintf(t->child, sizeof(t->child), "%s/%s/%s.%u.vhd",
+			 fs->store, t->tv->group->name, t->tv->name, n);
+		rc = vhd->td_create_child(t->child, leaf->name,
+					  leaf->ops->name, err, errlen);
+	}
+	if (rc)
+		return rc;
+	snprintf(t->old_spec, sizeof(t->old_spec), "%s", t->tv->spec);
+	snprintf(t->old_format, sizeof(t->old_format), "%s", t->tv->format);
+	snprintf(spec, sizeof(spec), "vhd:%s", t->child);
+	rc = vbd_reopen(t->tv->vbd, spec, err, errlen);
+	if (rc) {
+		unlink(t->child);
+		return rc;
+	}
+	snprintf(t->tv->spec, sizeof(t->tv->spec), "%s", spec);
+	snprintf(t->tv->format, sizeof(t->tv->format), "vhd");
+	t->done = true;
+	td_log(TD_LOG_INFO, "%s/%s: snapshot: %s on top of %s",
+	       t->tv->group->name, t->tv->name, t->child, leaf->name);
+	return 0;
+}
+
+/* Every target is paused: snapshot them all, or none. */
+static void control_snapshot_paused(struct control_op *op)
+{
+	char err[TAPFS_STATUS_MAX / 2];
+	unsigned i, j;
+	int rc = op->err;
+
+	for (i = 0; i < op->ntargets && !rc; i++) {
+		rc = snap_one(op->fs, &op->targets[i], err, sizeof(err));
+		if (rc)
+			snprintf(op->what, sizeof(op->what), "snapshot of "
+				 "'%s' failed: %s", op->targets[i].tv->name,
+				 err);
+	}
+	if (!rc && control_save(op->fs, op->g)) {
+		rc = -EIO;
+		snprintf(op->what, sizeof(op->what), "%s", op->g->status);
+	}
+	if (rc && !op->err) {
+		for (j = 0; j < op->ntargets; j++)
+			snap_rollback(&op->targets[j]);
+		op->err = rc;
+	}
+	for (i = 0; i < op->ntargets; i++)
+		if (!op->targets[i].was_paused)
+			vbd_resume(op->targets[i].tv->vbd);
+}
+
+static int control_snapshot(struct tapfs *fs, struct tapfs_group *g,
+			    struct tapfs_vbd *one, control_done_cb_t done,
+			    void *arg)
+{
+	const struct tap_disk *vhd = td_driver_find("vhd");
+	struct control_op *op;
+	struct tapfs_vbd *tv;
+	struct td_list *pos;
+	unsigned n = 0;
+
+	for_each_target(g, one, tv, pos) {
+		td_driver_t *leaf = vbd_image(tv->vbd, 0);
+
+		if (vbd_state(tv->vbd) == VBD_PAUSING)
+			return control_status(g, -EBUSY, "a pause of '%s' is "
+					      "in progress", tv->name);
+		if (tv->readonly)
+			return control_status(g, -EINVAL, "'%s' is read-only:"
+					      " nothing to snapshot",
+					      tv->name);
+		if (!strcmp(leaf->ops->name, "ram"))
+			return control_status(g, -EINVAL, "'%s' is a ram "
+					      "disk: it has no image to keep",
+					      tv->name);
+		n++;
+	}
+	if (!n)
+		return control_status(g, -ENOENT, "no VBD to snapshot in "
+				      "group '%s'", g->name);
+	if (!vhd || !vhd->td_create_child)
+		return control_status(g, -ENOTSUP, "no driver can make "
+				      "snapshot children");
+	op = control_op_new(fs, g, CTL_SNAPSHOT, 0, done, arg);
+	if (!op || !(op->targets = calloc(n, sizeof(*op->targets)))) {
+		free(op);
+		if (op)
+			g->busy--;
+		return control_status(g, -ENOMEM, "out of memory");
+	}
+	op->then = control_snapshot_paused;
+	/* Every VBD pauses before any is snapshotted: one instant. */
+	for_each_target(g, one, tv, pos) {
+		struct snap_target *t = &op->targets[op->ntargets++];
+
+		t->tv = tv;
+		t->was_paused = vbd_state(tv->vbd) == VBD_PAUSED;
+		op->pending++;
+		vbd_pause(tv->vbd, control_paused, op);
 	}
 	return control_op_started(op);
 }
@@ -223,16 +379,35 @@ static int control_save(struct tapfs *fs, struct tapfs_group *g)
 	return rc;
 }
 
-/* Map a user's format word to a driver. */
-static const char *control_driver(const char *format, bool creating)
+/*
+ * The driver a format word names ("raw" is the aio driver's alias), from
+ * the one driver table.  create needs one that can make images.
+ */
+static const struct tap_disk *control_driver(const char *format,
+					     bool creating)
 {
-	if (!strcmp(format, "raw") || !strcmp(format, "aio"))
-		return "aio";
-	if (!creating && !strcmp(format, "sync"))
-		return "sync";
-	if (!strcmp(format, "ram"))
-		return "ram";
-	return NULL;
+	const struct tap_disk *ops = td_driver_find(format);
+
+	if (ops && creating && !ops->td_create && strcmp(ops->name, "ram"))
+		return NULL;
+	return ops;
+}
+
+/* "raw vhd ram": the formats create or open takes, for messages. */
+static void control_formats(char *buf, size_t len, bool creating)
+{
+	const struct tap_disk *const *d;
+	size_t used = 0;
+
+	buf[0] = '\0';
+	if (creating)
+		used += (size_t)snprintf(buf, len, "raw");
+	for (d = td_driver_list(); *d && used < len; d++) {
+		if (creating && !(*d)->td_create && strcmp((*d)->name, "ram"))
+			continue;
+		used += (size_t)snprintf(buf + used, len - used, "%s%s",
+					 used ? " " : "", (*d)->name);
+	}
 }
 
 static int control_add(struct tapfs *fs, struct tapfs_group *g,
@@ -266,25 +441,31 @@ static int control_add(struct tapfs *fs, struct tapfs_group *g,
 static int control_create(struct tapfs *fs, struct tapfs_group *g,
 			  const struct ctl_command *cmd)
 {
-	const char *drv = control_driver(cmd->format, true);
-	char path[CTL_PATH_MAX], spec[TAPFS_SPEC_MAX];
-	const struct tap_disk *ops;
+	const struct tap_disk *ops = control_driver(cmd->format, true);
+	char path[CTL_PATH_MAX], spec[TAPFS_SPEC_MAX], formats[128];
 	int rc;
 
-	if (!drv)
+	if (!ops) {
+		control_formats(formats, sizeof(formats), true);
 		return control_status(g, -EINVAL, "unknown format '%s' "
-				      "(create takes: raw ram)", cmd->format);
+				      "(create takes: %s)", cmd->format,
+				      formats);
+	}
 	if (tapfs_vbd_find(g, cmd->name))
 		return control_status(g, -EEXIST, "VBD '%s' exists in group "
 				      "'%s'", cmd->name, g->name);
-	if (!strcmp(drv, "ram")) {
-		snprintf(spec, sizeof(spec), "ram:%llu",
+	if (!ops->td_create) {	/* ram: nothing to create */
+		snprintf(spec, sizeof(spec), "%s:%llu", ops->name,
 			 (unsigned long long)cmd->size);
 		return control_add(fs, g, cmd, spec, false, NULL);
 	}
-	snprintf(path, sizeof(path), "%s/%s/%s.%s", fs->store, g->name,
-		 cmd->name, cmd->format);
-	ops = td_driver_find(drv);
+	/* NAME.FORMAT, or NAME alone where the suffix would not fit. */
+	if (strlen(cmd->name) + 1 + strlen(cmd->format) <= NAME_MAX)
+		snprintf(path, sizeof(path), "%s/%s/%s.%s", fs->store,
+			 g->name, cmd->name, cmd->format);
+	else
+		snprintf(path, sizeof(path), "%s/%s/%s", fs->store, g->name,
+			 cmd->name);
 	rc = td_drv_create(ops, path, cmd->size, 0);
 	if (rc == -EEXIST)
 		return control_status(g, rc, "image %s already exists "
@@ -293,24 +474,27 @@ static int control_create(struct tapfs *fs, struct tapfs_group *g,
 	if (rc)
 		return control_status(g, rc, "cannot create %s: %s", path,
 				      strerror(-rc));
-	snprintf(spec, sizeof(spec), "%s:%s", drv, path);
+	snprintf(spec, sizeof(spec), "%s:%s", ops->name, path);
 	return control_add(fs, g, cmd, spec, true, path);
 }
 
 static int control_open(struct tapfs *fs, struct tapfs_group *g,
 			const struct ctl_command *cmd)
 {
-	const char *drv = control_driver(cmd->format, false);
-	char spec[TAPFS_SPEC_MAX];
+	const struct tap_disk *ops = control_driver(cmd->format, false);
+	char spec[TAPFS_SPEC_MAX], formats[128];
+	bool file = ops && strcmp(ops->name, "ram");
 
-	if (!drv)
+	if (!ops) {
+		control_formats(formats, sizeof(formats), false);
 		return control_status(g, -EINVAL, "unknown format '%s' "
-				      "(open takes: raw aio sync ram)",
-				      cmd->format);
+				      "(open takes: raw %s)", cmd->format,
+				      formats);
+	}
 	if (tapfs_vbd_find(g, cmd->name))
 		return control_status(g, -EEXIST, "VBD '%s' exists in group "
 				      "'%s'", cmd->name, g->name);
-	if (strcmp(drv, "ram")) {
+	if (file) {
 		if (cmd->path[0] != '/')
 			return control_status(g, -EINVAL, "image path '%s' "
 					      "must be absolute", cmd->path);
@@ -319,8 +503,8 @@ static int control_open(struct tapfs *fs, struct tapfs_group *g,
 					      "inside this tapfs mount",
 					      cmd->path);
 	}
-	snprintf(spec, sizeof(spec), "%s:%s", drv, cmd->path);
-	return control_add(fs, g, cmd, spec, strcmp(drv, "ram"), NULL);
+	snprintf(spec, sizeof(spec), "%s:%s", ops->name, cmd->path);
+	return control_add(fs, g, cmd, spec, file, NULL);
 }
 
 static int control_close(struct tapfs *fs, struct tapfs_group *g,
@@ -375,6 +559,7 @@ int control_exec(struct tapfs *fs, struct tapfs_group *g, const char *buf,
 	case CTL_PAUSE:
 	case CTL_RESUME:
 	case CTL_FLUSH:
+	case CTL_SNAPSHOT:
 		break;
 	}
 	rc = control_targets(g, cmd.name, &one);
@@ -384,6 +569,8 @@ int control_exec(struct tapfs *fs, struct tapfs_group *g, const char *buf,
 		return control_pause(fs, g, one, done, arg);
 	if (cmd.verb == CTL_FLUSH)
 		return control_flush(fs, g, one, done, arg);
+	if (cmd.verb == CTL_SNAPSHOT)
+		return control_snapshot(fs, g, one, done, arg);
 	for_each_target(g, one, tv, pos)
 		vbd_resume(tv->vbd);
 	return control_status(g, 0, NULL);

@@ -15,12 +15,13 @@ static const struct {
 	unsigned	 min_args, max_args;
 	const char	*usage;
 } ctl_verbs[] = {
-	{ "create", CTL_CREATE, 3, 3, "create NAME FORMAT SIZE" },
+	{ "create", CTL_CREATE, 2, 3, "create NAME [FORMAT] SIZE" },
 	{ "open",   CTL_OPEN,   2, 3, "open NAME FORMAT:PATH [ro]" },
 	{ "close",  CTL_CLOSE,  1, 1, "close NAME" },
 	{ "pause",  CTL_PAUSE,  0, 1, "pause [NAME]" },
 	{ "resume", CTL_RESUME, 0, 1, "resume [NAME]" },
 	{ "flush",  CTL_FLUSH,  0, 1, "flush [NAME]" },
+	{ "snapshot", CTL_SNAPSHOT, 0, 1, "snapshot [NAME]" },
 };
 
 #define CTL_NVERBS	(sizeof(ctl_verbs) / sizeof(ctl_verbs[0]))
@@ -117,7 +118,7 @@ static int ctl_parse_words(char **w, unsigned n, struct ctl_command *cmd,
 			break;
 	if (v == CTL_NVERBS) {
 		snprintf(err, errlen, "unknown command '%.64s' (commands: "
-			 "create open close pause resume flush)", w[0]);
+			 "create open close pause resume flush snapshot)", w[0]);
 		return -EINVAL;
 	}
 	if (n - 1 < ctl_verbs[v].min_args || n - 1 > ctl_verbs[v].max_args) {
@@ -132,19 +133,23 @@ static int ctl_parse_words(char **w, unsigned n, struct ctl_command *cmd,
 		strcpy(cmd->name, w[1]);
 	}
 	switch (cmd->verb) {
-	case CTL_CREATE:
-		rc = ctl_copy(cmd->format, sizeof(cmd->format), w[2],
-			      "format", err, errlen);
+	case CTL_CREATE: {
+		const char *size = n == 4 ? w[3] : w[2];
+
+		rc = ctl_copy(cmd->format, sizeof(cmd->format),
+			      n == 4 ? w[2] : CTL_DEFAULT_FORMAT, "format",
+			      err, errlen);
 		if (rc)
 			return rc;
-		rc = td_parse_size(w[3], &cmd->size);
+		rc = td_parse_size(size, &cmd->size);
 		if (rc || !cmd->size || cmd->size % TD_SECTOR_SIZE) {
 			snprintf(err, errlen, "bad size '%.64s': give bytes "
 				 "or K/M/G/T, a non-zero multiple of %u",
-				 w[3], TD_SECTOR_SIZE);
+				 size, TD_SECTOR_SIZE);
 			return -EINVAL;
 		}
 		return 0;
+	}
 	case CTL_OPEN: {
 		const char *colon = strchr(w[2], ':');
 

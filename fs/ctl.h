@@ -16,13 +16,17 @@
 #define CTL_LINE_MAX	(CTL_PATH_MAX + 512)
 
 enum ctl_verb {
-	CTL_CREATE,	/* create NAME FORMAT SIZE */
+	CTL_CREATE,	/* create NAME [FORMAT] SIZE */
 	CTL_OPEN,	/* open NAME FORMAT:PATH [ro] */
 	CTL_CLOSE,	/* close NAME */
 	CTL_PAUSE,	/* pause [NAME] */
 	CTL_RESUME,	/* resume [NAME] */
 	CTL_FLUSH,	/* flush [NAME] */
+	CTL_SNAPSHOT,	/* snapshot [NAME] */
 };
+
+/* The format of "create NAME SIZE". */
+#define CTL_DEFAULT_FORMAT	"vhd"
 
 struct ctl_command {
 	enum ctl_verb	verb;

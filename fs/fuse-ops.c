@@ -487,6 +487,24 @@ static void tapfs_ll_rename(fuse_req_t req, fuse_ino_t parent,
 	fuse_reply_err(req, EPERM);
 }
 
+static void tapfs_ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+			  const char *newname)
+{
+	(void)ino;
+	(void)newparent;
+	(void)newname;
+	fuse_reply_err(req, EPERM);
+}
+
+static void tapfs_ll_symlink(fuse_req_t req, const char *link,
+			     fuse_ino_t parent, const char *name)
+{
+	(void)link;
+	(void)parent;
+	(void)name;
+	fuse_reply_err(req, EPERM);
+}
+
 static void tapfs_ll_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct tapfs *fs = req_fs(req);
@@ -821,6 +839,12 @@ static void vbd_write(fuse_req_t req, const char *buf, size_t size,
 		io_start(c);
 		return;
 	}
+	/*
+	 * A partial-sector write copies its payload only after reading the
+	 * old sectors: keep the receive buffer it lives in until then.
+	 */
+	if (c->head || (len & (TD_SECTOR_SIZE - 1)))
+		io_hold_recv(c);
 	io_get_buffer(c);
 }
 
@@ -992,6 +1016,8 @@ static const struct fuse_lowlevel_ops tapfs_ll_ops = {
 	.mknod		= tapfs_ll_mknod,
 	.create		= tapfs_ll_create,
 	.rename		= tapfs_ll_rename,
+	.link		= tapfs_ll_link,
+	.symlink	= tapfs_ll_symlink,
 	.statfs		= tapfs_ll_statfs,
 	.open		= tapfs_ll_open,
 	.release	= tapfs_ll_release,

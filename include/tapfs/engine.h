@@ -234,6 +234,12 @@ struct vbd_request {
 	uint32_t	 rmw_off;
 	uint32_t	 rmw_len;
 
+	/*
+	 * A flush that passes a pause (the .ctl "flush" of a paused VBD):
+	 * it changes no data, so it need not wait for resume.
+	 */
+	bool		 pass_pause;
+
 	/* engine-private */
 	struct td_list	 link;
 	td_vbd_t	*vbd;
@@ -265,6 +271,12 @@ int  vbd_open_ops(struct td_engine *e, const struct tap_disk *ops,
 		  char *err, size_t errlen);
 /* Close a drained VBD (state paused or idle). Returns first close error. */
 int  vbd_close(td_vbd_t *vbd);
+
+/*
+ * Replace a paused, drained VBD's chain by the one spec opens (same
+ * virtual size): live snapshot.  On failure the old chain stays.
+ */
+int  vbd_reopen(td_vbd_t *vbd, const char *spec, char *err, size_t errlen);
 
 void vbd_submit(td_vbd_t *vbd, struct vbd_request *vreq);
 

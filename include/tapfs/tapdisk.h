@@ -120,6 +120,7 @@ struct td_driver {
  *   td_queue_flush      default: complete with 0 (nothing volatile)
  *   td_queue_discard    default: complete with -EOPNOTSUPP
  *   td_create           default: -ENOTSUP ("cannot create")
+ *   td_create_child     default: -ENOTSUP (no snapshots onto it)
  */
 struct tap_disk {
 	uint32_t	 api_version;	/* TD_API_VERSION */
@@ -148,6 +149,14 @@ struct tap_disk {
 	void (*td_queue_discard)(td_driver_t *drv, td_request_t treq);
 	/* Create a new image of size bytes at path (must not exist). */
 	int  (*td_create)(const char *path, uint64_t size, td_flag_t flags);
+	/*
+	 * Create a new, empty image at path whose parent is the image at
+	 * parent (opened by driver parent_driver): the child of a snapshot.
+	 * Returns 0 or -errno, with the reason in err.
+	 */
+	int  (*td_create_child)(const char *path, const char *parent,
+				const char *parent_driver, char *err,
+				size_t errlen);
 };
 
 /* ---- the three things a driver does with a request ---------------- */

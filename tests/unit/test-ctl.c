@@ -53,6 +53,18 @@ static void test_create(void **state)
 	parse_ok("create scratch ram 512M");
 	assert_string_equal(cmd.format, "ram");
 	assert_int_equal(cmd.size, 512 * MiB);
+
+	/* Without a format: a dynamic VHD. */
+	parse_ok("create vm 20G");
+	assert_string_equal(cmd.name, "vm");
+	assert_string_equal(cmd.format, "vhd");
+	assert_int_equal(cmd.size, 20 * GiB);
+
+	parse_ok("snapshot");
+	assert_int_equal(cmd.verb, CTL_SNAPSHOT);
+	assert_string_equal(cmd.name, "");
+	parse_ok("snapshot xvda");
+	assert_string_equal(cmd.name, "xvda");
 }
 
 static void test_create_sizes(void **state)
@@ -217,9 +229,11 @@ static void test_unknown_verb(void **state)
 static void test_arg_counts(void **state)
 {
 	(void)state;
-	parse_bad("create", "usage: create NAME FORMAT SIZE");
-	parse_bad("create d raw", "usage: create NAME FORMAT SIZE");
-	parse_bad("create d raw 1G x", "usage: create NAME FORMAT SIZE");
+	parse_bad("create", "usage: create NAME [FORMAT] SIZE");
+	parse_bad("create d", "usage: create NAME [FORMAT] SIZE");
+	parse_bad("create d raw", "bad size 'raw'");
+	parse_bad("create d raw 1G x", "usage: create NAME [FORMAT] SIZE");
+	parse_bad("snapshot a b", "usage: snapshot [NAME]");
 	parse_bad("open d", "usage: open NAME FORMAT:PATH [ro]");
 	parse_bad("open d aio:/x ro x", "usage: open NAME FORMAT:PATH [ro]");
 	parse_bad("close", "usage: close NAME");

@@ -1,0 +1,1132 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vhd: fixed, dynamic and differencing VHD images, asynchronous.
+ *
+ * Metadata is parsed once at open by vhd-image.c (synchronous, before the
+ * image serves I/O); the data path here is libaio on an O_DIRECT fd.
+ *
+ * Reads: an unallocated block is forwarded to the parent (zeros past the
+ * chain).  In a dynamic disk an allocated block is read as is (its
+ * unwritten sectors are holes).  In a differencing disk the block's
+ * sector bitmap, loaded asynchronously on first use, splits the request
+ * into runs read here and runs forwarded to the parent.
+ *
+ * Block allocation, one block at a time but many blocks at once, each
+ * step after the previous one completed:
+ *   1. a footer past the end of the new block (the file always ends with
+ *      a valid footer);
+ *   2. the write's data, the block's bitmap (and zeros over any gap left
+ *      by aligning the block's data to 4 KiB);
+ *   3. a barrier (fsync): nothing below may be durable before 2 is;
+ *   4. the BAT entry: the commit point.  Then the write completes.
+ * A crash at any point leaves a valid image: before 4 the new space is
+ * unreferenced (a leak), after 4 the block is complete.  Footers,
+ * barriers and BAT sectors are written by group-commit sequencers, so
+ * concurrent allocations share their metadata writes, and never two
+ * writes of the same metadata are in flight (a late stale copy could
+ * otherwise overwrite a newer one).  Requests for a block being allocated
+ * wait for it; requests for other blocks do not.
+ *
+ * A write into an allocated block of a differencing disk that sets new
+ * bitmap bits goes data, barrier, bitmap (per-block sequencer), then
+ * completes.  Dynamic disks get an all-ones bitmap at allocation and
+ * never need another bitmap write.
+ *
+ * Discard: a fixed disk punches a hole (reads back zeros).  Dynamic and
+ * differencing disks refuse it (-EOPNOTSUPP): a sector cannot be freed
+ * inside a block, and in a differencing disk freeing would expose the
+ * parent's older data instead of zeros.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <tapfs/engine.h>
+#include <tapfs/log.h>
+
+#include "vhd-image.h"
+
+#define VHD_MAX_IOCBS		2048
+#define VHD_MAX_PIECES		1024
+#define VHD_MAX_ALLOCS		256
+#define VHD_GAP_MAX		4096u	/* data aligned to 4 KiB */
+
+/* Something waiting for a sequencer (footer, barrier, BAT, bitmap). */
+struct vhd_wait {
+	struct td_list	 link;
+	void		(*done)(struct vhd_wait *w, int err);
+	uint64_t	 need;		/* footer: end the footer must pass */
+};
+
+/* A group-commit sequencer: one write in flight, the rest wait. */
+struct vhd_seq {
+	bool		 busy;
+	struct td_list	 pending;	/* for the next write */
+	struct td_list	 inflight;	/* covered by the one in flight */
+};
+
+enum vhd_blk_state {
+	BLK_UNLOADED,	/* allocated, bitmap not in memory */
+	BLK_LOADING,
+	BLK_READY,
+	BLK_ALLOCATING,
+};
+
+/* In-memory state of one block, made on first use. */
+struct vhd_blk {
+	enum vhd_blk_state state;
+	uint8_t		*bitmap;	/* differencing only, aligned */
+	struct td_list	 waiters;	/* vhd_piece: loading, allocating */
+	struct vhd_seq	 bm;		/* bitmap writes */
+};
+
+/* A sub-request parked on a block or a sequencer. */
+struct vhd_piece {
+	struct vhd_state *s;
+	td_request_t	 treq;
+	struct vhd_wait	 wait;
+	struct vhd_blk	*blk;
+	uint32_t	 block;
+	int		 err;
+};
+
+struct vhd_state;
+
+/* One block allocation in progress. */
+struct vhd_alloc {
+	struct vhd_state *s;
+	td_request_t	 treq;		/* the write that allocates */
+	uint32_t	 block;
+	struct vhd_blk	*blk;
+	uint64_t	 gap_off;	/* zeros here, gap_len bytes */
+	uint32_t	 gap_len;
+	uint64_t	 bm_off;	/* bitmap; data follows */
+	uint64_t	 end;		/* first byte after the block */
+	unsigned	 pending;
+	int		 err;
+	struct vhd_wait	 wait;
+};
+
+struct vhd_state {
+	td_driver_t		*drv;
+	struct vhd_image	*img;	/* metadata, parsed at open */
+	int			 fd;	/* data path, O_DIRECT if allowed */
+	bool			 fixed, diff;
+	uint32_t		 spb;	/* sectors per block */
+	uint32_t		 bm_size;
+	uint32_t		 nblocks;
+	uint32_t		*bat;	/* host order (img->bat) */
+	uint32_t		*bat_disk;	/* big-endian, aligned */
+	size_t			 bat_bytes;	/* rounded to sectors */
+	uint32_t		 bat_lo, bat_hi;	/* dirty entries */
+	bool			 bat_dirty;
+	struct vhd_blk		**blks;
+	uint64_t		 next_block;	/* where the next one goes */
+	uint8_t			*footer;	/* encoded, aligned */
+	uint8_t			*zeros;		/* VHD_GAP_MAX, aligned */
+	uint8_t			*ones;		/* a full bitmap, aligned */
+
+	struct vhd_seq		 footer_seq;
+	uint64_t		 footer_target;	/* of the one in flight */
+	struct vhd_seq		 barrier_seq;
+	struct vhd_seq		 bat_seq;
+
+	struct td_pool		 tiocbs;
+	struct td_pool		 pieces;
+	struct td_pool		 allocs;
+};
+
+static void vhd_dispatch(struct vhd_state *s, td_request_t treq);
+
+static void seq_init(struct vhd_seq *q)
+{
+	q->busy = false;
+	td_list_init(&q->pending);
+	td_list_init(&q->inflight);
+}
+
+/* Complete every waiter the finished write covered. */
+static void seq_done(struct vhd_seq *q, int err)
+{
+	q->busy = false;
+	while (!td_list_empty(&q->inflight)) {
+		struct vhd_wait *w = td_container_of(q->inflight.next,
+						     struct vhd_wait, link);
+		td_list_del(&w->link);
+		w->done(w, err);
+	}
+}
+
+static void seq_start(struct vhd_seq *q)
+{
+	q->busy = true;
+	while (!td_list_empty(&q->pending)) {
+		struct td_list *n = q->pending.next;
+
+		td_list_del(n);
+		td_list_add_tail(n, &q->inflight);
+	}
+}
+
+static uint32_t be32(uint32_t v)
+{
+	return __builtin_bswap32(v);
+}
+
+static void *aligned_alloc_zero(size_t len)
+{
+	void *p;
+
+	if (posix_memalign(&p, TD_BUF_ALIGN, len))
+		return NULL;
+	memset(p, 0, len);
+	return p;
+}
+
+/* ---- metadata I/O ---------------------------------------------------- */
+
+typedef void (*vhd_io_cb_t)(struct vhd_state *s, void *arg, int err);
+
+struct vhd_io {
+	struct vhd_state *s;
+	vhd_io_cb_t	 cb;
+	void		*arg;
+	size_t		 len;
+};
+
+static void vhd_io_done(struct tiocb *t, long res)
+{
+	struct vhd_io *io = t->arg;
+	struct vhd_state *s = io->s;
+	vhd_io_cb_t cb = io->cb;
+	void *arg = io->arg;
+	int err = 0;
+
+	if (res < 0)
+		err = (int)res;
+	else if ((size_t)res != io->len && io->len)
+		err = -EIO;
+	td_pool_put(&s->tiocbs, t);
+	cb(s, arg, err);
+}
+
+/*
+ * Queue one metadata write/read/fsync (len 0).  The vhd_io rides in the
+ * tiocb's treq storage, which metadata I/O does not use.
+ */
+static void vhd_io(struct vhd_state *s, int op, void *buf, size_t len,
+		   uint64_t off, vhd_io_cb_t cb, void *arg)
+{
+	struct tiocb *t = td_pool_get(&s->tiocbs);
+	struct vhd_io *io;
+
+	if (!t) {
+		cb(s, arg, -EBUSY);
+		return;
+	}
+	_Static_assert(sizeof(struct vhd_io) <= sizeof(td_request_t),
+		       "vhd_io must fit in a treq");
+	io = (struct vhd_io *)&t->treq;
+	io->s = s;
+	io->cb = cb;
+	io->arg = arg;
+	io->len = len;
+	if (op == TD_OP_READ)
+		td_prep_read(t, s->fd, buf, len, (off_t)off, vhd_io_done, io);
+	else if (op == TD_OP_WRITE)
+		td_prep_write(t, s->fd, buf, len, (off_t)off, vhd_io_done,
+			      io);
+	else
+		td_prep_fsync(t, s->fd, vhd_io_done, io);
+	t->arg = io;
+	td_queue_tiocb(s->drv, t);
+}
+
+/* ---- data I/O for a (sub-)request ------------------------------------ */
+
+static void vhd_data_done(struct tiocb *t, long res)
+{
+	struct vhd_state *s = t->arg;
+	td_request_t treq = t->treq;
+	size_t len = (size_t)treq.secs << TD_SECTOR_SHIFT;
+	int err = 0;
+
+	td_pool_put(&s->tiocbs, t);
+	if (res < 0)
+		err = (int)res;
+	else if ((size_t)res < len) {
+		if (treq.op == TD_OP_READ)
+			memset(treq.buf + res, 0, len - (size_t)res);
+		else
+			err = -EIO;
+	}
+	td_complete_request(treq, err);
+}
+
+/* Read or write treq's sectors at file offset off. */
+static void vhd_data_io(struct vhd_state *s, td_request_t treq, uint64_t off,
+			td_tiocb_cb_t cb, void *arg)
+{
+	struct tiocb *t = td_pool_get(&s->tiocbs);
+	size_t len = (size_t)treq.secs << TD_SECTOR_SHIFT;
+
+	if (!t) {
+		td_complete_request(treq, -EBUSY);	/* the VBD retries */
+		return;
+	}
+	if (treq.op == TD_OP_READ)
+		td_prep_read(t, s->fd, treq.buf, len, (off_t)off, cb, arg);
+	else
+		td_prep_write(t, s->fd, treq.buf, len, (off_t)off, cb, arg);
+	t->treq = treq;
+	td_queue_tiocb(s->drv, t);
+}
+
+static uint64_t vhd_block_data(const struct vhd_state *s, uint32_t block)
+{
+	return ((uint64_t)s->bat[block] << TD_SECTOR_SHIFT) + s->bm_size;
+}
+
+/* ---- sequencers: footer, barrier, BAT, bitmap ------------------------- */
+
+static void vhd_footer_kick(struct vhd_state *s);
+
+static void vhd_footer_written(struct vhd_state *s, void *arg, int err)
+{
+	(void)arg;
+	if (err)
+		td_log(TD_LOG_ERR, "%s: writing the footer at %llu: %s",
+		       s->drv->name, (unsigned long long)s->footer_target,
+		       strerror(-err));
+	seq_done(&s->footer_seq, err);
+	vhd_footer_kick(s);
+}
+
+static void vhd_footer_kick(struct vhd_state *s)
+{
+	if (s->footer_seq.busy || td_list_empty(&s->footer_seq.pending))
+		return;
+	seq_start(&s->footer_seq);
+	/* Past every block reserved so far, not only the waiters'. */
+	s->footer_target = s->next_block;
+	vhd_io(s, TD_OP_WRITE, s->footer, VHD_FOOTER_SIZE, s->footer_target,
+	       vhd_footer_written, NULL);
+}
+
+static void vhd_barrier_kick(struct vhd_state *s);
+
+static void vhd_barrier_done(struct vhd_state *s, void *arg, int err)
+{
+	(void)arg;
+	seq_done(&s->barrier_seq, err);
+	vhd_barrier_kick(s);
+}
+
+static void vhd_barrier_kick(struct vhd_state *s)
+{
+	if (s->barrier_seq.busy || td_list_empty(&s->barrier_seq.pending))
+		return;
+	seq_start(&s->barrier_seq);
+	vhd_io(s, TD_OP_FLUSH, NULL, 0, 0, vhd_barrier_done, NULL);
+}
+
+static void vhd_bat_kick(struct vhd_state *s);
+
+static void vhd_bat_written(struct vhd_state *s, void *arg, int err)
+{
+	(void)arg;
+	if (err)
+		td_log(TD_LOG_ERR, "%s: writing the BAT: %s", s->drv->name,
+		       strerror(-err));
+	seq_done(&s->bat_seq, err);
+	vhd_bat_kick(s);
+}
+
+/* Write the BAT sectors holding entries changed since the last write. */
+static void vhd_bat_kick(struct vhd_state *s)
+{
+	uint64_t first, last, off;
+
+	if (s->bat_seq.busy || td_list_empty(&s->bat_seq.pending))
+		return;
+	seq_start(&s->bat_seq);
+	first = ((uint64_t)s->bat_lo * 4) >> TD_SECTOR_SHIFT;
+	last = ((uint64_t)s->bat_hi * 4) >> TD_SECTOR_SHIFT;
+	s->bat_dirty = false;
+	off = s->img->header.table_offset + (first << TD_SECTOR_SHIFT);
+	vhd_io(s, TD_OP_WRITE, (char *)s->bat_disk +
+	       (first << TD_SECTOR_SHIFT),
+	       (size_t)(last - first + 1) << TD_SECTOR_SHIFT, off,
+	       vhd_bat_written, NULL);
+}
+
+static void vhd_bat_set(struct vhd_state *s, uint32_t block, uint32_t sector)
+{
+	s->bat[block] = sector;
+	s->bat_disk[block] = be32(sector);
+	if (!s->bat_dirty) {
+		s->bat_lo = s->bat_hi = block;
+		s->bat_dirty = true;
+	} else {
+		if (block < s->bat_lo)
+			s->bat_lo = block;
+		if (block > s->bat_hi)
+			s->bat_hi = block;
+	}
+}
+
+static void vhd_bitmap_kick(struct vhd_state *s, struct vhd_blk *b,
+			    uint32_t block);
+
+static void vhd_bitmap_written(struct vhd_state *s, void *arg, int err)
+{
+	struct vhd_piece *p = arg;	/* first waiter carries the block */
+	struct vhd_blk *b = p->blk;
+	uint32_t block = p->block;
+
+	seq_done(&b->bm, err);
+	vhd_bitmap_kick(s, b, block);
+}
+
+static void vhd_bitmap_kick(struct vhd_state *s, struct vhd_blk *b,
+			    uint32_t block)
+{
+	struct vhd_piece *first;
+
+	if (b->bm.busy || td_list_empty(&b->bm.pending))
+		return;
+	first = td_container_of(b->bm.pending.next, struct vhd_piece,
+				wait.link);
+	first->blk = b;
+	first->block = block;
+	seq_start(&b->bm);
+	/* first stays valid until seq_done: it is on the in-flight list. */
+	vhd_io(s, TD_OP_WRITE, b->bitmap, s->bm_size,
+	       (uint64_t)s->bat[block] << TD_SECTOR_SHIFT,
+	       vhd_bitmap_written, first);
+}
+
+/* ---- block state -------------------------------------------------------- */
+
+static struct vhd_blk *vhd_blk_get(struct vhd_state *s, uint32_t block)
+{
+	struct vhd_blk *b = s->blks[block];
+
+	if (b)
+		return b;
+	/* Once per block in the image's life, not per request. */
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return NULL;
+	b->state = BLK_UNLOADED;
+	td_list_init(&b->waiters);
+	seq_init(&b->bm);
+	s->blks[block] = b;
+	return b;
+}
+
+/* Re-dispatch every piece parked on b. */
+static void vhd_blk_wake(struct vhd_state *s, struct vhd_blk *b, int err)
+{
+	struct td_list list;
+
+	td_list_init(&list);
+	if (!td_list_empty(&b->waiters)) {
+		list = b->waiters;
+		list.next->prev = &list;
+		list.prev->next = &list;
+		td_list_init(&b->waiters);
+	}
+	while (!td_list_empty(&list)) {
+		struct vhd_piece *p = td_container_of(list.next,
+						      struct vhd_piece,
+						      wait.link);
+		td_request_t treq = p->treq;
+
+		td_list_del(&p->wait.link);
+		td_pool_put(&s->pieces, p);
+		if (err)
+			td_complete_request(treq, err);
+		else
+			vhd_dispatch(s, treq);
+	}
+}
+
+/* Park treq on b; false (and treq completed with -EBUSY) if no room. */
+static bool vhd_park(struct vhd_state *s, struct vhd_blk *b,
+		     td_request_t treq)
+{
+	struct vhd_piece *p = td_pool_get(&s->pieces);
+
+	if (!p) {
+		td_complete_request(treq, -EBUSY);
+		return false;
+	}
+	memset(p, 0, sizeof(*p));
+	p->s = s;
+	p->treq = treq;
+	td_list_add_tail(&p->wait.link, &b->waiters);
+	return true;
+}
+
+static void vhd_bitmap_loaded(struct vhd_state *s, void *arg, int err)
+{
+	struct vhd_blk *b = arg;
+
+	if (err) {
+		td_log(TD_LOG_ERR, "%s: reading a block bitmap: %s",
+		       s->drv->name, strerror(-err));
+		b->state = BLK_UNLOADED;
+	} else {
+		b->state = BLK_READY;
+	}
+	vhd_blk_wake(s, b, err);
+}
+
+static void vhd_bitmap_load(struct vhd_state *s, struct vhd_blk *b,
+			    uint32_t block)
+{
+	if (!b->bitmap)
+		b->bitmap = aligned_alloc_zero(s->bm_size);
+	if (!b->bitmap) {
+		vhd_blk_wake(s, b, -ENOMEM);
+		return;
+	}
+	b->state = BLK_LOADING;
+	vhd_io(s, TD_OP_READ, b->bitmap, s->bm_size,
+	       (uint64_t)s->bat[block] << TD_SECTOR_SHIFT,
+	       vhd_bitmap_loaded, b);
+}
+
+/* ---- allocation --------------------------------------------------------- */
+
+static void vhd_alloc_finish(struct vhd_alloc *a, int err)
+{
+	struct vhd_state *s = a->s;
+	struct vhd_blk *b = a->blk;
+	td_request_t treq = a->treq;
+
+	if (err) {
+		td_log(TD_LOG_ERR, "%s: allocating block %u: %s",
+		       s->drv->name, a->block, strerror(-err));
+		/* A BAT write that failed leaves the entry set in memory:
+		 * later writes of the block then land in its space. */
+		b->state = s->bat[a->block] == VHD_BAT_UNUSED ?
+			   BLK_UNLOADED : BLK_READY;
+	} else {
+		b->state = BLK_READY;
+	}
+	td_pool_put(&s->allocs, a);
+	td_complete_request(treq, err);
+	vhd_blk_wake(s, b, 0);
+}
+
+static void vhd_alloc_bat_done(struct vhd_wait *w, int err)
+{
+	vhd_alloc_finish(td_container_of(w, struct vhd_alloc, wait), err);
+}
+
+static void vhd_alloc_barrier_done(struct vhd_wait *w, int err)
+{
+	struct vhd_alloc *a = td_container_of(w, struct vhd_alloc, wait);
+	struct vhd_state *s = a->s;
+
+	if (err) {
+		vhd_alloc_finish(a, err);
+		return;
+	}
+	/* 4. The BAT entry commits the block. */
+	vhd_bat_set(s, a->block, (uint32_t)(a->bm_off >> TD_SECTOR_SHIFT));
+	a->wait.done = vhd_alloc_bat_done;
+	td_list_add_tail(&a->wait.link, &s->bat_seq.pending);
+	vhd_bat_kick(s);
+}
+
+static void vhd_alloc_step2_done(struct vhd_state *s, struct vhd_alloc *a,
+				 int err)
+{
+	if (err && !a->err)
+		a->err = err;
+	if (--a->pending)
+		return;
+	if (a->err) {
+		vhd_alloc_finish(a, a->err);
+		return;
+	}
+	/* 3. Barrier. */
+	a->wait.done = vhd_alloc_barrier_done;
+	td_list_add_tail(&a->wait.link, &s->barrier_seq.pending);
+	vhd_barrier_kick(s);
+}
+
+static void vhd_alloc_meta_done(struct vhd_state *s, void *arg, int err)
+{
+	vhd_alloc_step2_done(s, arg, err);
+}
+
+static void vhd_alloc_data_done(struct tiocb *t, long res)
+{
+	struct vhd_alloc *a = t->arg;
+	struct vhd_state *s = a->s;
+	size_t len = (size_t)a->treq.secs << TD_SECTOR_SHIFT;
+
+	td_pool_put(&s->tiocbs, t);
+	vhd_alloc_step2_done(s, a, res < 0 ? (int)res :
+			     (size_t)res != len ? -EIO : 0);
+}
+
+static void vhd_alloc_footer_done(struct vhd_wait *w, int err)
+{
+	struct vhd_alloc *a = td_container_of(w, struct vhd_alloc, wait);
+	struct vhd_state *s = a->s;
+	uint32_t in = (uint32_t)(a->treq.sec % s->spb);
+	struct tiocb *t;
+
+	if (err) {
+		vhd_alloc_finish(a, err);
+		return;
+	}
+	/* 2. Data, bitmap, zeros over the gap. */
+	a->pending = 1;
+	t = td_pool_get(&s->tiocbs);
+	if (!t) {
+		vhd_alloc_step2_done(s, a, -EBUSY);
+		return;
+	}
+	a->pending++;
+	td_prep_write(t, s->fd, a->treq.buf,
+		      (size_t)a->treq.secs << TD_SECTOR_SHIFT,
+		      (off_t)(a->bm_off + s->bm_size +
+			      ((uint64_t)in << TD_SECTOR_SHIFT)),
+		      vhd_alloc_data_done, a);
+	td_queue_tiocb(s->drv, t);
+	a->pending++;
+	vhd_io(s, TD_OP_WRITE, s->diff ? a->blk->bitmap : s->ones,
+	       s->bm_size, a->bm_off, vhd_alloc_meta_done, a);
+	if (a->gap_len) {
+		a->pending++;
+		vhd_io(s, TD_OP_WRITE, s->zeros, a->gap_len, a->gap_off,
+		       vhd_alloc_meta_done, a);
+	}
+	vhd_alloc_step2_done(s, a, 0);
+}
+
+/* Allocate block for the write treq (which lies inside it). */
+static void vhd_alloc_start(struct vhd_state *s, struct vhd_blk *b,
+			    uint32_t block, td_request_t treq)
+{
+	struct vhd_alloc *a = td_pool_get(&s->allocs);
+	uint64_t start = s->next_block, data;
+	uint32_t in = (uint32_t)(treq.sec % s->spb);
+
+	if (!a) {
+		td_complete_request(treq, -EBUSY);
+		return;
+	}
+	data = (start + s->bm_size + VHD_GAP_MAX - 1) & ~(uint64_t)
+	       (VHD_GAP_MAX - 1);
+	memset(a, 0, sizeof(*a));
+	a->s = s;
+	a->treq = treq;
+	a->block = block;
+	a->blk = b;
+	a->bm_off = data - s->bm_size;
+	a->gap_off = start;
+	a->gap_len = (uint32_t)(a->bm_off - start);
+	a->end = data + ((uint64_t)s->spb << TD_SECTOR_SHIFT);
+	if ((a->bm_off >> TD_SECTOR_SHIFT) >= VHD_BAT_UNUSED) {
+		td_pool_put(&s->allocs, a);
+		td_log(TD_LOG_ERR, "%s: full: a VHD file cannot pass 2 TiB",
+		       s->drv->name);
+		td_complete_request(treq, -ENOSPC);
+		return;
+	}
+	if (s->diff) {
+		if (!b->bitmap)
+			b->bitmap = aligned_alloc_zero(s->bm_size);
+		if (!b->bitmap) {
+			td_pool_put(&s->allocs, a);
+			td_complete_request(treq, -ENOMEM);
+			return;
+		}
+		memset(b->bitmap, 0, s->bm_size);
+		vhd_bitmap_set_range(b->bitmap, in, treq.secs);
+	}
+	b->state = BLK_ALLOCATING;
+	s->next_block = a->end;
+	/* 1. A footer past the new block. */
+	a->wait.done = vhd_alloc_footer_done;
+	a->wait.need = a->end;
+	td_list_add_tail(&a->wait.link, &s->footer_seq.pending);
+	vhd_footer_kick(s);
+}
+
+/* ---- writes into an allocated block of a differencing disk ------------ */
+
+static void vhd_diff_bitmap_done(struct vhd_wait *w, int err)
+{
+	struct vhd_piece *p = td_container_of(w, struct vhd_piece, wait);
+	td_request_t treq = p->treq;
+
+	td_pool_put(&p->s->pieces, p);
+	td_complete_request(treq, err);
+}
+
+static void vhd_diff_barrier_done(struct vhd_wait *w, int err)
+{
+	struct vhd_piece *p = td_container_of(w, struct vhd_piece, wait);
+	struct vhd_state *s = p->s;
+	struct vhd_blk *b = p->blk;
+	uint32_t in = (uint32_t)(p->treq.sec % s->spb);
+
+	if (err) {
+		vhd_diff_bitmap_done(w, err);
+		return;
+	}
+	/* The data is durable: now the bits may say it is here. */
+	vhd_bitmap_set_range(b->bitmap, in, p->treq.secs);
+	p->wait.done = vhd_diff_bitmap_done;
+	td_list_add_tail(&p->wait.link, &b->bm.pending);
+	vhd_bitmap_kick(s, b, p->block);
+}
+
+static void vhd_diff_write_done(struct tiocb *t, long res)
+{
+	struct vhd_piece *p = t->arg;
+	struct vhd_state *s = p->s;
+	size_t len = (size_t)p->treq.secs << TD_SECTOR_SHIFT;
+	int err = res < 0 ? (int)res : (size_t)res != len ? -EIO : 0;
+
+	td_pool_put(&s->tiocbs, t);
+	if (err) {
+		vhd_diff_bitmap_done(&p->wait, err);
+		return;
+	}
+	p->wait.done = vhd_diff_barrier_done;
+	td_list_add_tail(&p->wait.link, &s->barrier_seq.pending);
+	vhd_barrier_kick(s);
+}
+
+/* A write into allocated block b that sets new bitmap bits. */
+static void vhd_diff_write(struct vhd_state *s, struct vhd_blk *b,
+			   uint32_t block, td_request_t treq)
+{
+	struct vhd_piece *p = td_pool_get(&s->pieces);
+	uint32_t in = (uint32_t)(treq.sec % s->spb);
+	struct tiocb *t;
+
+	if (!p) {
+		td_complete_request(treq, -EBUSY);
+		return;
+	}
+	t = td_pool_get(&s->tiocbs);
+	if (!t) {
+		td_pool_put(&s->pieces, p);
+		td_complete_request(treq, -EBUSY);
+		return;
+	}
+	memset(p, 0, sizeof(*p));
+	p->s = s;
+	p->treq = treq;
+	p->blk = b;
+	p->block = block;
+	td_prep_write(t, s->fd, treq.buf, (size_t)treq.secs << TD_SECTOR_SHIFT,
+		      (off_t)(vhd_block_data(s, block) +
+			      ((uint64_t)in << TD_SECTOR_SHIFT)),
+		      vhd_diff_write_done, p);
+	td_queue_tiocb(s->drv, t);
+}
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+/* A read of ready block b of a differencing disk: runs by bitmap. */
+static void vhd_diff_read(struct vhd_state *s, struct vhd_blk *b,
+			  uint32_t block, td_request_t treq)
+{
+	uint32_t in = (uint32_t)(treq.sec % s->spb), done = 0;
+
+	while (done < treq.secs) {
+		td_request_t piece = treq;
+		bool here;
+		uint32_t n = vhd_bitmap_run(b->bitmap, in + done,
+					    treq.secs - done, &here);
+
+		piece.sec = treq.sec + done;
+		piece.secs = n;
+		piece.buf = treq.buf + ((size_t)done << TD_SECTOR_SHIFT);
+		done += n;
+		if (here)
+			vhd_data_io(s, piece, vhd_block_data(s, block) +
+				    ((uint64_t)(piece.sec % s->spb) <<
+				     TD_SECTOR_SHIFT), vhd_data_done, s);
+		else
+			td_forward_request(piece);
+	}
+}
+
+/* treq lies inside one block of a dynamic or differencing disk. */
+static void vhd_dispatch_block(struct vhd_state *s, td_request_t treq)
+{
+	uint32_t block = (uint32_t)(treq.sec / s->spb);
+	uint32_t in = (uint32_t)(treq.sec % s->spb);
+	struct vhd_blk *b = s->blks[block];
+
+	if (b && (b->state == BLK_ALLOCATING || b->state == BLK_LOADING)) {
+		vhd_park(s, b, treq);
+		return;
+	}
+	if (s->bat[block] == VHD_BAT_UNUSED) {
+		if (treq.op == TD_OP_READ) {
+			td_forward_request(treq);
+			return;
+		}
+		b = vhd_blk_get(s, block);
+		if (!b) {
+			td_complete_request(treq, -ENOMEM);
+			return;
+		}
+		vhd_alloc_start(s, b, block, treq);
+		return;
+	}
+	if (!s->diff) {
+		vhd_data_io(s, treq, vhd_block_data(s, block) +
+			    ((uint64_t)in << TD_SECTOR_SHIFT), vhd_data_done, s);
+		return;
+	}
+	if (!b)
+		b = vhd_blk_get(s, block);
+	if (!b) {
+		td_complete_request(treq, -ENOMEM);
+		return;
+	}
+	if (b->state == BLK_UNLOADED) {
+		if (vhd_park(s, b, treq))
+			vhd_bitmap_load(s, b, block);
+		return;
+	}
+	if (treq.op == TD_OP_READ) {
+		vhd_diff_read(s, b, block, treq);
+		return;
+	}
+	if (vhd_bitmap_count(b->bitmap, in, treq.secs) == treq.secs) {
+		vhd_data_io(s, treq, vhd_block_data(s, block) +
+			    ((uint64_t)in << TD_SECTOR_SHIFT), vhd_data_done, s);
+		return;
+	}
+	vhd_diff_write(s, b, block, treq);
+}
+
+/* Split treq at block boundaries. */
+static void vhd_dispatch(struct vhd_state *s, td_request_t treq)
+{
+	uint32_t done = 0;
+
+	if (s->fixed) {
+		vhd_data_io(s, treq, treq.sec << TD_SECTOR_SHIFT,
+			    vhd_data_done, s);
+		return;
+	}
+	while (done < treq.secs) {
+		td_request_t piece = treq;
+		uint64_t sec = treq.sec + done;
+		uint32_t n = s->spb - (uint32_t)(sec % s->spb);
+
+		if (n > treq.secs - done)
+			n = treq.secs - done;
+		piece.sec = sec;
+		piece.secs = n;
+		piece.buf = treq.buf + ((size_t)done << TD_SECTOR_SHIFT);
+		done += n;
+		vhd_dispatch_block(s, piece);
+	}
+}
+
+static void vhd_queue_rw(td_driver_t *drv, td_request_t treq)
+{
+	vhd_dispatch(drv->data, treq);
+}
+
+static void vhd_flush_done(struct tiocb *t, long res)
+{
+	struct vhd_state *s = t->arg;
+	td_request_t treq = t->treq;
+
+	td_pool_put(&s->tiocbs, t);
+	td_complete_request(treq, res < 0 ? (int)res : 0);
+}
+
+static void vhd_queue_flush(td_driver_t *drv, td_request_t treq)
+{
+	struct vhd_state *s = drv->data;
+	struct tiocb *t = td_pool_get(&s->tiocbs);
+
+	if (!t) {
+		td_complete_request(treq, -EBUSY);
+		return;
+	}
+	td_prep_fsync(t, s->fd, vhd_flush_done, s);
+	t->treq = treq;
+	td_queue_tiocb(drv, t);
+}
+
+static void vhd_queue_discard(td_driver_t *drv, td_request_t treq)
+{
+	struct vhd_state *s = drv->data;
+	int err = 0;
+
+	if (!s->fixed) {
+		td_complete_request(treq, -EOPNOTSUPP);
+		return;
+	}
+	if (fallocate(s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)(treq.sec << TD_SECTOR_SHIFT),
+		      (off_t)treq.secs << TD_SECTOR_SHIFT) < 0)
+		err = -errno;
+	td_complete_request(treq, err);
+}
+
+/* ---- open / close --------------------------------------------------- */
+
+static void vhd_free_state(struct vhd_state *s)
+{
+	uint32_t i;
+
+	if (s->blks) {
+		for (i = 0; i < s->nblocks; i++) {
+			if (s->blks[i])
+				free(s->blks[i]->bitmap);
+			free(s->blks[i]);
+		}
+		free(s->blks);
+	}
+	free(s->bat_disk);
+	free(s->footer);
+	free(s->zeros);
+	free(s->ones);
+	td_pool_fini(&s->tiocbs);
+	td_pool_fini(&s->pieces);
+	td_pool_fini(&s->allocs);
+	if (s->fd >= 0)
+		close(s->fd);
+	vhd_image_close(s->img);
+	s->img = NULL;
+	s->fd = -1;
+}
+
+static int vhd_open_fd(struct vhd_state *s, const char *path,
+		       td_flag_t flags)
+{
+	int oflags = (flags & TD_OPEN_RDONLY ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+
+	s->fd = open(path, oflags | O_DIRECT);
+	if (s->fd < 0 && errno == EINVAL)
+		s->fd = open(path, oflags);
+	return s->fd < 0 ? -errno : 0;
+}
+
+static int vhd_open(td_driver_t *drv, const char *path, td_flag_t flags)
+{
+	struct vhd_state *s = drv->data;
+	char err[512];
+	uint32_t i;
+	int rc;
+
+	s->drv = drv;
+	s->fd = -1;
+	rc = vhd_image_open(&s->img, path, flags & TD_OPEN_RDONLY ?
+			    VHD_IMAGE_RDONLY : 0, err, sizeof(err));
+	if (rc) {
+		if (!(flags & TD_OPEN_QUIET))
+			td_log(TD_LOG_ERR, "%s", err);
+		s->img = NULL;
+		return rc;
+	}
+	if (s->img->warning[0])
+		td_log(TD_LOG_WARN, "%s", s->img->warning);
+	rc = vhd_open_fd(s, path, flags);
+	if (rc) {
+		td_log(TD_LOG_ERR, "%s: %s", path, strerror(-rc));
+		goto fail;
+	}
+	s->fixed = s->img->footer.type == VHD_TYPE_FIXED;
+	s->diff = s->img->footer.type == VHD_TYPE_DIFF;
+	rc = -ENOMEM;
+	s->footer = aligned_alloc_zero(VHD_FOOTER_SIZE);
+	if (!s->footer ||
+	    td_pool_init(&s->tiocbs, VHD_MAX_IOCBS, sizeof(struct tiocb),
+			 sizeof(void *)))
+		goto fail;
+	memcpy(s->footer, s->img->footer_buf, VHD_FOOTER_SIZE);
+	if (!s->fixed) {
+		s->spb = s->img->spb;
+		s->bm_size = s->img->bitmap_size;
+		s->nblocks = s->img->bat_entries;
+		s->bat = s->img->bat;
+		s->next_block = s->img->next_block;
+		if (s->img->header.table_offset & (TD_SECTOR_SIZE - 1)) {
+			td_log(TD_LOG_ERR, "%s: BAT offset %llu is not "
+			       "sector-aligned", path, (unsigned long long)
+			       s->img->header.table_offset);
+			rc = -EINVAL;
+			goto fail;
+		}
+		s->bat_bytes = ((size_t)s->nblocks * 4 + TD_SECTOR_SIZE - 1) &
+			       ~(size_t)(TD_SECTOR_SIZE - 1);
+		s->bat_disk = aligned_alloc_zero(s->bat_bytes);
+		s->blks = calloc(s->nblocks ? s->nblocks : 1,
+				 sizeof(*s->blks));
+		s->zeros = aligned_alloc_zero(VHD_GAP_MAX);
+		s->ones = aligned_alloc_zero(s->bm_size);
+		if (!s->bat_disk || !s->blks || !s->zeros || !s->ones)
+			goto fail;
+		memset(s->ones, 0xff, s->bm_size);
+		memset(s->bat_disk, 0xff, s->bat_bytes);
+		for (i = 0; i < s->nblocks; i++)
+			s->bat_disk[i] = be32(s->bat[i]);
+		if (td_pool_init(&s->pieces, VHD_MAX_PIECES,
+				 sizeof(struct vhd_piece), sizeof(void *)) ||
+		    td_pool_init(&s->allocs, VHD_MAX_ALLOCS,
+				 sizeof(struct vhd_alloc), sizeof(void *)))
+			goto fail;
+	}
+	seq_init(&s->footer_seq);
+	seq_init(&s->barrier_seq);
+	seq_init(&s->bat_seq);
+	drv->info.size = vhd_image_size(s->img) >> TD_SECTOR_SHIFT;
+	drv->info.sector_size = TD_SECTOR_SIZE;
+	return 0;
+fail:
+	vhd_free_state(s);
+	return rc;
+}
+
+static int vhd_close(td_driver_t *drv)
+{
+	struct vhd_state *s = drv->data;
+	int err = 0;
+
+	if (!(drv->flags & TD_OPEN_RDONLY) && fsync(s->fd) < 0) {
+		err = -errno;
+		td_log(TD_LOG_ERR, "%s: fsync on close: %m", drv->name);
+	}
+	vhd_free_state(s);
+	return err;
+}
+
+static int vhd_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
+{
+	struct vhd_state *s = drv->data;
+	char err[1024];
+	char *path;
+	int rc;
+
+	if (!s->diff)
+		return TD_NO_PARENT;
+	rc = vhd_image_find_parent(s->img, &path, err, sizeof(err));
+	if (rc) {
+		td_log(TD_LOG_ERR, "%s", err);
+		return rc;
+	}
+	id->name = path;
+	id->drivertype = strdup(vhd_image_parent_is_raw(s->img) ? "aio" :
+				"vhd");
+	if (!id->drivertype) {
+		free(path);
+		id->name = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+extern const struct tap_disk tapdisk_vhd;
+
+static int vhd_validate_parent(td_driver_t *drv, td_driver_t *parent,
+			       td_flag_t flags)
+{
+	struct vhd_state *s = drv->data;
+	struct vhd_image *pimg = NULL;
+	char warn[512], err[1024];
+	int rc;
+
+	(void)flags;
+	if (parent->ops == &tapdisk_vhd)
+		pimg = ((struct vhd_state *)parent->data)->img;
+	else if (!vhd_image_parent_is_raw(s->img)) {
+		td_log(TD_LOG_ERR, "%s: parent %s is not a VHD, but %s "
+		       "records a VHD parent", drv->name, parent->name,
+		       drv->name);
+		return -EINVAL;
+	}
+	rc = vhd_image_validate_parent(s->img, pimg, parent->name, warn,
+				       sizeof(warn), err, sizeof(err));
+	if (rc) {
+		td_log(TD_LOG_ERR, "%s", err);
+		return rc;
+	}
+	if (warn[0])
+		td_log(TD_LOG_WARN, "%s", warn);
+	return 0;
+}
+
+static void vhd_debug(td_driver_t *drv, FILE *out)
+{
+	struct vhd_state *s = drv->data;
+
+	fprintf(out, "vhd:%s %s, %llu bytes, next block at %llu, "
+		"%u/%u iocbs free\n", drv->name,
+		vhd_type_name(s->img->footer.type),
+		(unsigned long long)vhd_image_size(s->img),
+		(unsigned long long)s->next_block, s->tiocbs.nfree,
+		s->tiocbs.count);
+}
+
+static int vhd_create(const char *path, uint64_t size, td_flag_t flags)
+{
+	struct vhd_create_params p = {
+		.type = VHD_TYPE_DYNAMIC,
+		.size = size,
+	};
+	char err[512];
+	int rc;
+
+	(void)flags;
+	rc = vhd_image_create(path, &p, err, sizeof(err));
+	if (rc)
+		td_log(TD_LOG_ERR, "%s", err);
+	return rc;
+}
+
+static int vhd_create_child(const char *path, const char *parent,
+			    const char *parent_driver, char *err,
+			    size_t errlen)
+{
+	struct vhd_create_params p = {
+		.type = VHD_TYPE_DIFF,
+		.parent = parent,
+		.parent_raw = strcmp(parent_driver, "vhd") != 0,
+	};
+
+	return vhd_image_create(path, &p, err, errlen);
+}
+
+const struct tap_disk tapdisk_vhd = {
+	.api_version		= TD_API_VERSION,
+	.struct_size		= sizeof(struct tap_disk),
+	.name			= "vhd",
+	.description		= "VHD: fixed, dynamic, differencing",
+	.private_data_size	= sizeof(struct vhd_state),
+	.td_open		= vhd_open,
+	.td_close		= vhd_close,
+	.td_get_parent_id	= vhd_get_parent_id,
+	.td_validate_parent	= vhd_validate_parent,
+	.td_queue_read		= vhd_queue_rw,
+	.td_queue_write		= vhd_queue_rw,
+	.td_debug		= vhd_debug,
+	.td_queue_flush		= vhd_queue_flush,
+	.td_queue_discard	= vhd_queue_discard,
+	.td_create		= vhd_create,
+	.td_create_child	= vhd_create_child,
+};

@@ -1,0 +1,1714 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Synchronous VHD image helpers: open, create, read through a chain,
+ * crash-safe writes and the consistency check (see vhd-image.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#include "vhd-image.h"
+
+/* The data area of a newly allocated block starts on this boundary. */
+#define VHD_DATA_ALIGN		4096u
+/* Largest BAT held in memory (64M entries: 128 TiB of 2 MiB blocks). */
+#define VHD_MAX_BAT_BYTES	(256u << 20)
+/* Metadata area of a new dynamic disk: footer copy, then the header. */
+#define VHD_HEADER_OFFSET	VHD_FOOTER_SIZE
+#define VHD_META_START		(VHD_HEADER_OFFSET + VHD_HEADER_SIZE)
+/* Locators written on create: W2ru, W2ku, MacX. */
+#define VHD_LOCATORS_WRITTEN	3u
+
+static int errf(char *err, size_t errlen, int ret, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int errf(char *err, size_t errlen, int ret, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return ret;
+}
+
+static uint64_t round_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+/* pread exactly len bytes; -EIO on a short read (end of file). */
+static int pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done,
+				  (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* pread up to len bytes, zero-filling past the end of the file. */
+static int pread_zero(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done,
+				  (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0) {
+			memset((char *)buf + done, 0, len - done);
+			break;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pwrite(fd, (const char *)buf + done, len - done,
+				   (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static void format_vhd_time(uint32_t vt, char *out, size_t len)
+{
+	time_t t = vhd_time_to_unix(vt);
+	struct tm tm;
+
+	if (!gmtime_r(&t, &tm) ||
+	    !strftime(out, len, "%Y-%m-%d %H:%M:%S UTC", &tm))
+		snprintf(out, len, "%" PRIu32, vt);
+}
+
+bool vhd_image_parent_is_raw(const struct vhd_image *img)
+{
+	return img->footer.type == VHD_TYPE_DIFF &&
+	       vhd_uuid_is_nil(img->header.parent_uuid);
+}
+
+int vhd_probe(const char *path, bool *is_vhd)
+{
+	uint8_t buf[VHD_COOKIE_SIZE];
+	struct stat st;
+	int fd, ret = 0;
+
+	*is_vhd = false;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	if (st.st_size >= (off_t)VHD_FOOTER_SIZE) {
+		ret = pread_full(fd, buf, sizeof(buf),
+				 (uint64_t)st.st_size - VHD_FOOTER_SIZE);
+		if (!ret && !memcmp(buf, VHD_FOOTER_COOKIE, VHD_COOKIE_SIZE))
+			*is_vhd = true;
+		if (!ret && !*is_vhd) {
+			ret = pread_full(fd, buf, sizeof(buf), 0);
+			if (!ret && !memcmp(buf, VHD_FOOTER_COOKIE,
+					    VHD_COOKIE_SIZE))
+				*is_vhd = true;
+		}
+	}
+out:
+	close(fd);
+	return ret;
+}
+
+/* ---- open ------------------------------------------------------------- */
+
+static int image_read_footer(struct vhd_image *img, char *err,
+			     size_t errlen)
+{
+	uint8_t tail[VHD_FOOTER_SIZE], head[VHD_FOOTER_SIZE];
+	char terr[256], herr[256];
+	struct vhd_footer tf, hf;
+	int tret, hret, ret;
+
+	if (img->file_size < VHD_FOOTER_SIZE)
+		return errf(err, errlen, -EINVAL,
+			    "%s: file is %" PRIu64 " bytes, too small for a "
+			    "VHD footer (512)", img->path, img->file_size);
+	ret = pread_full(img->fd, tail, sizeof(tail),
+			 img->file_size - VHD_FOOTER_SIZE);
+	if (!ret)
+		ret = pread_full(img->fd, head, sizeof(head), 0);
+	if (ret)
+		return errf(err, errlen, ret, "%s: reading the footer: %s",
+			    img->path, strerror(-ret));
+
+	tret = vhd_footer_decode(tail, &tf, terr, sizeof(terr));
+	hret = vhd_footer_decode(head, &hf, herr, sizeof(herr));
+	if (!tret) {
+		img->footer = tf;
+		memcpy(img->footer_buf, tail, sizeof(tail));
+		img->footer_off = img->file_size - VHD_FOOTER_SIZE;
+		if (tf.type == VHD_TYPE_FIXED)
+			return 0;
+		if (hret)
+			snprintf(img->warning, sizeof(img->warning),
+				 "%s: backup footer at offset 0 is invalid: %s",
+				 img->path, herr);
+		else if (memcmp(head, tail, sizeof(tail)))
+			snprintf(img->warning, sizeof(img->warning),
+				 "%s: backup footer at offset 0 differs from "
+				 "the footer at the end of the file",
+				 img->path);
+		return 0;
+	}
+	if (!hret && hf.type != VHD_TYPE_FIXED) {
+		img->footer = hf;
+		memcpy(img->footer_buf, head, sizeof(head));
+		img->footer_from_backup = true;
+		snprintf(img->warning, sizeof(img->warning),
+			 "%s: footer at the end of the file is invalid (%s); "
+			 "using the backup copy at offset 0", img->path, terr);
+		return 0;
+	}
+	if (memcmp(tail, VHD_FOOTER_COOKIE, VHD_COOKIE_SIZE) &&
+	    memcmp(head, VHD_FOOTER_COOKIE, VHD_COOKIE_SIZE))
+		return errf(err, errlen, -EINVAL,
+			    "%s: not a VHD image: no \"%s\" footer at the end "
+			    "of the file or at offset 0", img->path,
+			    VHD_FOOTER_COOKIE);
+	if (!memcmp(head, VHD_FOOTER_COOKIE, VHD_COOKIE_SIZE) && hret)
+		return errf(err, errlen, tret,
+			    "%s: footer at the end of the file: %s; backup "
+			    "footer at offset 0: %s", img->path, terr, herr);
+	return errf(err, errlen, tret, "%s: footer at the end of the file: %s",
+		    img->path, terr);
+}
+
+static int image_open_fixed(struct vhd_image *img, char *err, size_t errlen)
+{
+	if (img->footer_off < img->footer.curr_size)
+		return errf(err, errlen, -EINVAL,
+			    "%s: fixed disk is truncated: %" PRIu64 " bytes of "
+			    "data before the footer, current size %" PRIu64,
+			    img->path, img->footer_off,
+			    img->footer.curr_size);
+	return 0;
+}
+
+/* End of the furthest metadata or block, the next allocation's floor. */
+static uint64_t image_data_end(const struct vhd_image *img)
+{
+	const struct vhd_header *h = &img->header;
+	uint64_t end = img->footer.data_offset + VHD_HEADER_SIZE;
+	uint32_t i;
+
+	if (h->table_offset + vhd_bat_bytes(h->max_bat_entries) > end)
+		end = h->table_offset + vhd_bat_bytes(h->max_bat_entries);
+	for (i = 0; i < VHD_MAX_LOCATORS; i++) {
+		const struct vhd_locator *l = &h->loc[i];
+
+		if (img->footer.type == VHD_TYPE_DIFF && l->data_len &&
+		    l->data_offset + l->data_len > end)
+			end = l->data_offset + l->data_len;
+	}
+	for (i = 0; i < img->bat_entries; i++) {
+		uint64_t e;
+
+		if (img->bat[i] == VHD_BAT_UNUSED)
+			continue;
+		e = ((uint64_t)img->bat[i] << VHD_SECTOR_SHIFT) +
+		    img->bitmap_size + h->block_size;
+		if (e > end)
+			end = e;
+	}
+	return round_up(end, VHD_SECTOR_SIZE);
+}
+
+static int image_read_bat(struct vhd_image *img, uint64_t limit, char *err,
+			  size_t errlen)
+{
+	struct vhd_layout layout;
+	uint64_t need, *scratch;
+	uint8_t *raw;
+	int ret;
+
+	need = vhd_blocks_for_size(img->footer.curr_size,
+				   img->header.block_size);
+	if (need * VHD_BAT_ENTRY_SIZE > VHD_MAX_BAT_BYTES)
+		return errf(err, errlen, -EFBIG,
+			    "%s: BAT of %" PRIu64 " entries is larger than the "
+			    "%u bytes supported", img->path, need,
+			    VHD_MAX_BAT_BYTES);
+	img->bat_entries = (uint32_t)need;
+	img->bat = malloc((size_t)need * sizeof(*img->bat) + 1);
+	raw = malloc((size_t)need * VHD_BAT_ENTRY_SIZE + 1);
+	scratch = malloc((size_t)need * sizeof(*scratch) + 1);
+	if (!img->bat || !raw || !scratch) {
+		ret = errf(err, errlen, -ENOMEM, "%s: no memory for the BAT",
+			   img->path);
+		goto out;
+	}
+	ret = pread_full(img->fd, raw, (size_t)need * VHD_BAT_ENTRY_SIZE,
+			 img->header.table_offset);
+	if (ret) {
+		errf(err, errlen, ret, "%s: reading the BAT at 0x%" PRIx64
+		     ": %s", img->path, img->header.table_offset,
+		     strerror(-ret));
+		goto out;
+	}
+	vhd_bat_decode(raw, img->bat_entries, img->bat);
+
+	vhd_layout_init(&layout, &img->footer, &img->header, limit);
+	layout.entries = img->bat_entries;
+	{
+		char why[384];
+		struct vhd_report r = vhd_report_err(why, sizeof(why));
+
+		ret = vhd_bat_check(&layout, img->bat, scratch, &r);
+		if (ret)
+			errf(err, errlen, ret, "%s: %s", img->path, why);
+	}
+out:
+	free(raw);
+	free(scratch);
+	return ret;
+}
+
+static int image_open_dynamic(struct vhd_image *img, char *err,
+			      size_t errlen)
+{
+	uint8_t buf[VHD_HEADER_SIZE];
+	uint64_t limit, off = img->footer.data_offset;
+	char why[384];
+	int ret;
+
+	/* Without a trailing footer, blocks may run to the end of file. */
+	limit = img->footer_from_backup ? img->file_size : img->footer_off;
+	if (off > limit || limit - off < VHD_HEADER_SIZE)
+		return errf(err, errlen, -EINVAL,
+			    "%s: dynamic header at offset 0x%" PRIx64 " lies "
+			    "past the end of the file (%" PRIu64 " bytes)",
+			    img->path, off, img->file_size);
+	ret = pread_full(img->fd, buf, sizeof(buf), off);
+	if (ret)
+		return errf(err, errlen, ret, "%s: reading the dynamic header: "
+			    "%s", img->path, strerror(-ret));
+	ret = vhd_header_decode(buf, &img->header, &img->footer, limit, why,
+				sizeof(why));
+	if (ret)
+		return errf(err, errlen, ret, "%s: %s", img->path, why);
+
+	img->spb = img->header.block_size >> VHD_SECTOR_SHIFT;
+	img->bitmap_size = vhd_bitmap_size(img->header.block_size);
+	img->bitmap_block = VHD_BAT_UNUSED;
+	img->bitmap = malloc(img->bitmap_size);
+	if (!img->bitmap)
+		return errf(err, errlen, -ENOMEM, "%s: no memory", img->path);
+
+	ret = image_read_bat(img, limit, err, errlen);
+	if (ret)
+		return ret;
+
+	img->next_block = image_data_end(img);
+	if (img->footer_from_backup) {
+		if (round_up(img->file_size, VHD_SECTOR_SIZE) > img->next_block)
+			img->next_block = round_up(img->file_size,
+						   VHD_SECTOR_SIZE);
+		img->footer_off = img->next_block;
+	} else if (img->footer_off > img->next_block) {
+		img->next_block = img->footer_off;
+	}
+	return 0;
+}
+
+int vhd_image_open_fd(struct vhd_image **out, int fd, const char *name,
+		      unsigned flags, char *err, size_t errlen)
+{
+	struct vhd_image *img;
+	struct stat st;
+	int ret;
+
+	*out = NULL;
+	img = calloc(1, sizeof(*img));
+	if (!img || !(img->path = strdup(name))) {
+		free(img);
+		close(fd);
+		return errf(err, errlen, -ENOMEM, "%s: no memory", name);
+	}
+	img->fd = fd;
+	img->flags = flags;
+	if (fstat(fd, &st) < 0) {
+		ret = errf(err, errlen, -errno, "%s: %s", name,
+			   strerror(errno));
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		ret = errf(err, errlen, -EINVAL, "%s: not a regular file",
+			   name);
+		goto fail;
+	}
+	img->file_size = (uint64_t)st.st_size;
+
+	ret = image_read_footer(img, err, errlen);
+	if (ret)
+		goto fail;
+	if (img->footer.type == VHD_TYPE_FIXED)
+		ret = image_open_fixed(img, err, errlen);
+	else
+		ret = image_open_dynamic(img, err, errlen);
+	if (ret)
+		goto fail;
+	*out = img;
+	return 0;
+fail:
+	img->flags |= VHD_IMAGE_RDONLY;
+	vhd_image_close(img);
+	return ret;
+}
+
+int vhd_image_open(struct vhd_image **out, const char *path,
+		   unsigned flags, char *err, size_t errlen)
+{
+	int fd;
+
+	*out = NULL;
+	fd = open(path, ((flags & VHD_IMAGE_RDONLY) ? O_RDONLY : O_RDWR) |
+		  O_CLOEXEC);
+	if (fd < 0)
+		return errf(err, errlen, -errno, "%s: %s", path,
+			    strerror(errno));
+	return vhd_image_open_fd(out, fd, path, flags, err, errlen);
+}
+
+int vhd_image_close(struct vhd_image *img)
+{
+	int ret = 0;
+
+	if (!img)
+		return 0;
+	if (!(img->flags & VHD_IMAGE_RDONLY) && fsync(img->fd) < 0)
+		ret = -errno;
+	if (close(img->fd) < 0 && !ret)
+		ret = -errno;
+	free(img->bat);
+	free(img->bitmap);
+	free(img->path);
+	free(img);
+	return ret;
+}
+
+/* ---- reading ---------------------------------------------------------- */
+
+int vhd_image_read_bitmap(struct vhd_image *img, uint32_t block,
+			  const uint8_t **map)
+{
+	int ret;
+
+	if (!vhd_image_sparse(img) || block >= img->bat_entries ||
+	    img->bat[block] == VHD_BAT_UNUSED)
+		return -EINVAL;
+	if (img->bitmap_block != block) {
+		img->bitmap_block = VHD_BAT_UNUSED;
+		ret = pread_full(img->fd, img->bitmap, img->bitmap_size,
+				 (uint64_t)img->bat[block] << VHD_SECTOR_SHIFT);
+		if (ret)
+			return ret;
+		img->bitmap_block = block;
+	}
+	*map = img->bitmap;
+	return 0;
+}
+
+int vhd_image_map(struct vhd_image *img, uint64_t sec, uint32_t max,
+		  uint32_t *run, uint64_t *off)
+{
+	uint64_t total = img->footer.curr_size >> VHD_SECTOR_SHIFT;
+	uint32_t blk, in, lim, n;
+	enum vhd_map absent;
+	const uint8_t *map;
+	bool present;
+	int ret;
+
+	*off = 0;
+	if (max == 0)
+		return -EINVAL;
+	if (sec >= total) {
+		*run = max;
+		return VHD_MAP_ZERO;
+	}
+	if (total - sec < max)
+		max = (uint32_t)(total - sec);
+	if (!vhd_image_sparse(img)) {
+		*run = max;
+		*off = sec << VHD_SECTOR_SHIFT;
+		return VHD_MAP_DATA;
+	}
+	absent = img->footer.type == VHD_TYPE_DIFF ? VHD_MAP_PARENT :
+						     VHD_MAP_ZERO;
+	blk = (uint32_t)(sec / img->spb);
+	in = (uint32_t)(sec % img->spb);
+	lim = img->spb - in < max ? img->spb - in : max;
+	if (img->bat[blk] == VHD_BAT_UNUSED) {
+		*run = lim;
+		return absent;
+	}
+	ret = vhd_image_read_bitmap(img, blk, &map);
+	if (ret)
+		return ret;
+	n = vhd_bitmap_run(map, in, lim, &present);
+	*run = n;
+	if (!present)
+		return absent;
+	*off = ((uint64_t)img->bat[blk] << VHD_SECTOR_SHIFT) +
+	       img->bitmap_size + ((uint64_t)in << VHD_SECTOR_SHIFT);
+	return VHD_MAP_DATA;
+}
+
+int vhd_image_allocated(struct vhd_image *img, uint64_t *sectors,
+			uint32_t *blocks)
+{
+	uint64_t total = img->footer.curr_size >> VHD_SECTOR_SHIFT;
+	const uint8_t *map;
+	uint32_t i;
+	int ret;
+
+	*sectors = 0;
+	*blocks = 0;
+	if (!vhd_image_sparse(img)) {
+		*sectors = total;
+		return 0;
+	}
+	for (i = 0; i < img->bat_entries; i++) {
+		uint64_t first = (uint64_t)i * img->spb;
+		uint32_t n = img->spb;
+
+		if (img->bat[i] == VHD_BAT_UNUSED)
+			continue;
+		ret = vhd_image_read_bitmap(img, i, &map);
+		if (ret)
+			return ret;
+		if (total - first < n)
+			n = (uint32_t)(total - first);
+		*sectors += vhd_bitmap_count(map, 0, n);
+		(*blocks)++;
+	}
+	return 0;
+}
+
+/* ---- writing ---------------------------------------------------------- */
+
+static int image_barrier(struct vhd_image *img)
+{
+	if (img->flags & VHD_IMAGE_NOSYNC)
+		return 0;
+	return fdatasync(img->fd) < 0 ? -errno : 0;
+}
+
+/* Allocate block blk with sectors [in, in + n) of buf as its data. */
+static int image_alloc_block(struct vhd_image *img, uint32_t blk,
+			     uint32_t in, uint32_t n, const uint8_t *buf)
+{
+	uint64_t off = img->next_block, data, new_footer;
+	uint8_t entry[VHD_BAT_ENTRY_SIZE];
+	uint32_t sector;
+	int ret;
+
+	/* Never over the current footer: it stays valid until step 3. */
+	if (off < img->footer_off + VHD_FOOTER_SIZE)
+		off = img->footer_off + VHD_FOOTER_SIZE;
+	data = round_up(off + img->bitmap_size, VHD_DATA_ALIGN);
+	off = data - img->bitmap_size;
+	new_footer = data + img->header.block_size;
+	if ((off >> VHD_SECTOR_SHIFT) >= VHD_BAT_UNUSED)
+		return -ENOSPC;
+	sector = (uint32_t)(off >> VHD_SECTOR_SHIFT);
+
+	/* 1. A valid footer past the new block: the file ends with one. */
+	ret = pwrite_full(img->fd, img->footer_buf, VHD_FOOTER_SIZE,
+			  new_footer);
+	if (ret)
+		return ret;
+	/* 2. Data and bitmap, past the old footer; a barrier. */
+	ret = pwrite_full(img->fd, buf, (size_t)n << VHD_SECTOR_SHIFT,
+			  data + ((uint64_t)in << VHD_SECTOR_SHIFT));
+	if (ret)
+		return ret;
+	img->bitmap_block = VHD_BAT_UNUSED;
+	memset(img->bitmap, 0, img->bitmap_size);
+	vhd_bitmap_set_range(img->bitmap, in, n);
+	ret = pwrite_full(img->fd, img->bitmap, img->bitmap_size, off);
+	if (ret)
+		return ret;
+	img->footer_off = new_footer;
+	img->next_block = new_footer;
+	img->file_size = new_footer + VHD_FOOTER_SIZE;
+	ret = image_barrier(img);
+	if (ret)
+		return ret;
+	/* 3. The BAT entry commits the block. */
+	entry[0] = (uint8_t)(sector >> 24);
+	entry[1] = (uint8_t)(sector >> 16);
+	entry[2] = (uint8_t)(sector >> 8);
+	entry[3] = (uint8_t)sector;
+	ret = pwrite_full(img->fd, entry, sizeof(entry),
+			  img->header.table_offset +
+			  (uint64_t)blk * VHD_BAT_ENTRY_SIZE);
+	if (ret)
+		return ret;
+	ret = image_barrier(img);
+	if (ret)
+		return ret;
+	img->bat[blk] = sector;
+	img->bitmap_block = blk;
+	return 0;
+}
+
+/* Write into allocated block blk, then set the bitmap bits it lacks. */
+static int image_write_block(struct vhd_image *img, uint32_t blk,
+			     uint32_t in, uint32_t n, const uint8_t *buf)
+{
+	uint64_t base = (uint64_t)img->bat[blk] << VHD_SECTOR_SHIFT;
+	uint32_t first, last, i;
+	const uint8_t *map;
+	int ret;
+
+	ret = pwrite_full(img->fd, buf, (size_t)n << VHD_SECTOR_SHIFT,
+			  base + img->bitmap_size +
+			  ((uint64_t)in << VHD_SECTOR_SHIFT));
+	if (ret)
+		return ret;
+	ret = vhd_image_read_bitmap(img, blk, &map);
+	if (ret)
+		return ret;
+	if (vhd_bitmap_count(map, in, n) == n)
+		return 0;
+	/* The data must be durable before a bit says it is there. */
+	ret = image_barrier(img);
+	if (ret)
+		return ret;
+	for (i = in; i < in + n; i++)
+		vhd_bitmap_set(img->bitmap, i);
+	first = (in >> 3) / VHD_SECTOR_SIZE;
+	last = ((in + n - 1) >> 3) / VHD_SECTOR_SIZE;
+	ret = pwrite_full(img->fd, img->bitmap + first * VHD_SECTOR_SIZE,
+			  (size_t)(last - first + 1) * VHD_SECTOR_SIZE,
+			  base + (uint64_t)first * VHD_SECTOR_SIZE);
+	if (ret)
+		img->bitmap_block = VHD_BAT_UNUSED;
+	return ret;
+}
+
+int vhd_image_write(struct vhd_image *img, uint64_t sec, uint32_t secs,
+		    const void *buf)
+{
+	uint64_t total = img->footer.curr_size >> VHD_SECTOR_SHIFT;
+	const uint8_t *p = buf;
+	int ret;
+
+	if (img->flags & VHD_IMAGE_RDONLY)
+		return -EROFS;
+	if (sec > total || secs > total - sec)
+		return -ERANGE;
+	if (!vhd_image_sparse(img))
+		return pwrite_full(img->fd, buf, (size_t)secs << VHD_SECTOR_SHIFT,
+				   sec << VHD_SECTOR_SHIFT);
+	while (secs) {
+		uint32_t blk = (uint32_t)(sec / img->spb);
+		uint32_t in = (uint32_t)(sec % img->spb);
+		uint32_t n = img->spb - in < secs ? img->spb - in : secs;
+
+		if (img->bat[blk] == VHD_BAT_UNUSED)
+			ret = image_alloc_block(img, blk, in, n, p);
+		else
+			ret = image_write_block(img, blk, in, n, p);
+		if (ret)
+			return ret;
+		p += (size_t)n << VHD_SECTOR_SHIFT;
+		sec += n;
+		secs -= n;
+	}
+	return 0;
+}
+
+int vhd_image_flush(struct vhd_image *img)
+{
+	if (img->flags & VHD_IMAGE_RDONLY)
+		return 0;
+	return fsync(img->fd) < 0 ? -errno : 0;
+}
+
+/* ---- creating ------------------------------------------------------- */
+
+/* Path of canonical absolute "to" relative to canonical directory "from". */
+static char *relative_path(const char *from, const char *to)
+{
+	size_t i = 0, common = 0, ups = 0, len;
+	const char *rest, *p;
+	char *out;
+
+	while (from[i] && to[i] && from[i] == to[i]) {
+		if (to[i] == '/')
+			common = i;
+		i++;
+	}
+	if (!from[i] && to[i] == '/')
+		common = i;
+	rest = common < strlen(from) ? from + common + 1 : "";
+	for (p = rest; *p; p++)
+		if (*p != '/' && (p == rest || p[-1] == '/'))
+			ups++;
+	len = ups * 3 + strlen(to + common + 1) + 1;
+	out = malloc(len);
+	if (!out)
+		return NULL;
+	out[0] = '\0';
+	while (ups--)
+		strcat(out, "../");
+	strcat(out, to + common + 1);
+	return out;
+}
+
+/* The parent's identity: uuid (nil for raw), size, mtime. */
+struct parent_info {
+	uint8_t		uuid[VHD_UUID_SIZE];
+	uint64_t	size;
+	time_t		mtime;
+	char		*real;		/* canonical path */
+	char		*rel;		/* relative to the child's directory */
+};
+
+static int parent_info_get(const char *child, const struct vhd_create_params *p,
+			   struct parent_info *pi, char *err, size_t errlen)
+{
+	struct vhd_image *parent = NULL;
+	char *dir = NULL, *dreal = NULL;
+	struct stat st;
+	int ret;
+
+	pi->real = realpath(p->parent, NULL);
+	if (!pi->real || stat(pi->real, &st) < 0)
+		return errf(err, errlen, -errno, "parent %s: %s", p->parent,
+			    strerror(errno));
+	pi->mtime = st.st_mtime;
+	if (p->parent_raw) {
+		if (!S_ISREG(st.st_mode))
+			return errf(err, errlen, -EINVAL, "parent %s: not a "
+				    "regular file", p->parent);
+		if (st.st_size % VHD_SECTOR_SIZE)
+			return errf(err, errlen, -EINVAL, "raw parent %s: size "
+				    "%lld is not a multiple of 512", p->parent,
+				    (long long)st.st_size);
+		pi->size = (uint64_t)st.st_size;
+		memset(pi->uuid, 0, sizeof(pi->uuid));
+	} else {
+		ret = vhd_image_open(&parent, pi->real, VHD_IMAGE_RDONLY, err,
+				     errlen);
+		if (ret)
+			return ret;
+		memcpy(pi->uuid, parent->footer.uuid, sizeof(pi->uuid));
+		pi->size = vhd_image_size(parent);
+		vhd_image_close(parent);
+		if (vhd_uuid_is_nil(pi->uuid))
+			return errf(err, errlen, -EINVAL, "parent %s has a nil "
+				    "UUID: a child could not tell it from a raw "
+				    "parent", p->parent);
+	}
+	dir = strdup(child);
+	if (!dir)
+		return errf(err, errlen, -ENOMEM, "no memory");
+	dreal = realpath(dirname(dir), NULL);
+	free(dir);
+	if (!dreal)
+		return errf(err, errlen, -errno, "%s: directory: %s", child,
+			    strerror(errno));
+	pi->rel = relative_path(dreal, pi->real);
+	free(dreal);
+	if (!pi->rel)
+		return errf(err, errlen, -ENOMEM, "no memory");
+	return 0;
+}
+
+/*
+ * Fill h's parent fields and lay out the locators from VHD_META_START,
+ * their payloads in buf (at file offsets).  Returns the end offset.
+ */
+static int header_set_parent(struct vhd_header *h, const struct parent_info *pi,
+			     uint8_t *payload[VHD_LOCATORS_WRITTEN],
+			     size_t plen[VHD_LOCATORS_WRITTEN], uint64_t *end,
+			     char *err, size_t errlen)
+{
+	static const uint32_t codes[VHD_LOCATORS_WRITTEN] = {
+		VHD_PLAT_W2RU, VHD_PLAT_W2KU, VHD_PLAT_MACX,
+	};
+	const char *base = strrchr(pi->real, '/');
+	const char *bn = base ? base + 1 : pi->real;
+	uint64_t off = VHD_META_START;
+	unsigned i;
+	int ret;
+
+	memcpy(h->parent_uuid, pi->uuid, VHD_UUID_SIZE);
+	h->parent_timestamp = vhd_time_from_unix(pi->mtime);
+	ret = vhd_parent_name_set(h, bn);
+	if (ret)
+		return errf(err, errlen, ret, "parent file name %s does not fit "
+			    "the header's 256 UTF-16 units", bn);
+	for (i = 0; i < VHD_LOCATORS_WRITTEN; i++) {
+		const char *path = codes[i] == VHD_PLAT_W2RU ? pi->rel :
+							      pi->real;
+		char name[16];
+
+		ret = vhd_locator_encode(codes[i], path, payload[i],
+					 VHD_MAX_LOCATOR_BYTES, &plen[i]);
+		if (ret)
+			return errf(err, errlen, ret, "parent path %s cannot be "
+				    "stored in a %s locator%s", path,
+				    vhd_platform_name(codes[i], name,
+						      sizeof(name)),
+				    strchr(path, '\\') ?
+				    " (it contains a backslash)" : "");
+		h->loc[i].code = codes[i];
+		h->loc[i].data_len = (uint32_t)plen[i];
+		h->loc[i].data_space = (uint32_t)(round_up(plen[i],
+				VHD_SECTOR_SIZE) >> VHD_SECTOR_SHIFT);
+		h->loc[i].data_offset = off;
+		off += round_up(plen[i], VHD_SECTOR_SIZE);
+	}
+	*end = off;
+	return 0;
+}
+
+static int create_fixed(int fd, struct vhd_footer *f)
+{
+	uint8_t buf[VHD_FOOTER_SIZE];
+
+	vhd_footer_encode(f, buf);
+	if (ftruncate(fd, (off_t)(f->curr_size + VHD_FOOTER_SIZE)) < 0)
+		return -errno;
+	return pwrite_full(fd, buf, sizeof(buf), f->curr_size);
+}
+
+static int create_dynamic(int fd, struct vhd_footer *f,
+			  const struct vhd_create_params *p,
+			  const struct parent_info *pi, char *err,
+			  size_t errlen)
+{
+	uint8_t *payload[VHD_LOCATORS_WRITTEN] = { NULL };
+	size_t plen[VHD_LOCATORS_WRITTEN] = { 0 };
+	uint64_t table = VHD_META_START, bat_len, total;
+	struct vhd_header h;
+	uint8_t *meta = NULL;
+	unsigned i;
+	int ret = 0;
+
+	vhd_header_init(&h, f->curr_size, p->block_size, 0);
+	bat_len = vhd_bat_bytes(h.max_bat_entries);
+	if (bat_len > VHD_MAX_BAT_BYTES)
+		return errf(err, errlen, -EFBIG, "a BAT of %" PRIu32 " entries "
+			    "is larger than the %u bytes supported: use a "
+			    "larger block size", h.max_bat_entries,
+			    VHD_MAX_BAT_BYTES);
+	if (p->type == VHD_TYPE_DIFF) {
+		for (i = 0; i < VHD_LOCATORS_WRITTEN; i++) {
+			payload[i] = calloc(1, VHD_MAX_LOCATOR_BYTES);
+			if (!payload[i]) {
+				ret = errf(err, errlen, -ENOMEM, "no memory");
+				goto out;
+			}
+		}
+		ret = header_set_parent(&h, pi, payload, plen, &table, err,
+					errlen);
+		if (ret)
+			goto out;
+	}
+	h.table_offset = table;
+	total = table + bat_len + VHD_FOOTER_SIZE;
+	meta = calloc(1, (size_t)total);
+	if (!meta) {
+		ret = errf(err, errlen, -ENOMEM, "no memory");
+		goto out;
+	}
+	vhd_footer_encode(f, meta);
+	memcpy(meta + total - VHD_FOOTER_SIZE, meta, VHD_FOOTER_SIZE);
+	vhd_header_encode(&h, meta + VHD_HEADER_OFFSET);
+	for (i = 0; i < VHD_LOCATORS_WRITTEN && p->type == VHD_TYPE_DIFF; i++)
+		memcpy(meta + h.loc[i].data_offset, payload[i], plen[i]);
+	memset(meta + table, 0xff,
+	       (size_t)h.max_bat_entries * VHD_BAT_ENTRY_SIZE);
+	ret = pwrite_full(fd, meta, (size_t)total, 0);
+	if (ret)
+		errf(err, errlen, ret, "writing: %s", strerror(-ret));
+out:
+	for (i = 0; i < VHD_LOCATORS_WRITTEN; i++)
+		free(payload[i]);
+	free(meta);
+	return ret;
+}
+
+static int create_check_params(const struct vhd_create_params *p,
+			       uint64_t size, char *err, size_t errlen)
+{
+	uint32_t bs = p->block_size;
+
+	if (p->type != VHD_TYPE_FIXED && p->type != VHD_TYPE_DYNAMIC &&
+	    p->type != VHD_TYPE_DIFF)
+		return errf(err, errlen, -EINVAL, "unknown disk type %d",
+			    (int)p->type);
+	if ((p->type == VHD_TYPE_DIFF) != (p->parent != NULL))
+		return errf(err, errlen, -EINVAL, "a parent is needed by, and "
+			    "only by, a differencing image");
+	if (size == 0)
+		return errf(err, errlen, -EINVAL, "size must not be 0");
+	if (size % VHD_SECTOR_SIZE)
+		return errf(err, errlen, -EINVAL, "size %" PRIu64 " is not a "
+			    "multiple of 512", size);
+	if (size > VHD_MAX_SIZE)
+		return errf(err, errlen, -EFBIG, "size %" PRIu64 " exceeds the "
+			    "VHD maximum of %llu bytes (2040 GiB)", size,
+			    VHD_MAX_SIZE);
+	if (p->type != VHD_TYPE_FIXED &&
+	    (bs < VHD_MIN_BLOCK_SIZE || bs > VHD_MAX_BLOCK_SIZE ||
+	     (bs & (bs - 1))))
+		return errf(err, errlen, -EINVAL, "block size %" PRIu32 " is "
+			    "not a power of two from 512 bytes to 256 MiB", bs);
+	return 0;
+}
+
+int vhd_image_create(const char *path, const struct vhd_create_params *p,
+		     char *err, size_t errlen)
+{
+	struct parent_info pi = { .real = NULL, .rel = NULL };
+	struct vhd_create_params q = *p;
+	char why[512] = "";
+	struct vhd_footer f;
+	uuid_t uuid;
+	int fd, ret;
+
+	if (!q.block_size)
+		q.block_size = VHD_DEFAULT_BLOCK_SIZE;
+	if (q.type == VHD_TYPE_DIFF && q.parent) {
+		ret = parent_info_get(path, &q, &pi, why, sizeof(why));
+		if (ret)
+			goto out;
+		if (!q.size)
+			q.size = pi.size;
+	}
+	ret = create_check_params(&q, q.size, why, sizeof(why));
+	if (ret)
+		goto out;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		ret = -errno;
+		snprintf(why, sizeof(why), "%s", strerror(errno));
+		goto out;
+	}
+	uuid_generate(uuid);
+	vhd_footer_init(&f, q.type, q.size, vhd_time_from_unix(time(NULL)),
+			uuid);
+	if (q.type == VHD_TYPE_FIXED) {
+		ret = create_fixed(fd, &f);
+		if (ret)
+			snprintf(why, sizeof(why), "writing: %s",
+				 strerror(-ret));
+	} else {
+		ret = create_dynamic(fd, &f, &q, &pi, why, sizeof(why));
+	}
+	if (!ret && fsync(fd) < 0) {
+		ret = -errno;
+		snprintf(why, sizeof(why), "fsync: %s", strerror(errno));
+	}
+	if (close(fd) < 0 && !ret) {
+		ret = -errno;
+		snprintf(why, sizeof(why), "close: %s", strerror(errno));
+	}
+	if (ret)
+		unlink(path);
+out:
+	free(pi.real);
+	free(pi.rel);
+	if (ret)
+		errf(err, errlen, ret, "cannot create %s: %s", path, why);
+	return ret;
+}
+
+/* ---- parents -------------------------------------------------------- */
+
+int vhd_image_read_locator(struct vhd_image *img, unsigned i, char *path,
+			   size_t pathlen, char *err, size_t errlen)
+{
+	const struct vhd_locator *l;
+	uint8_t *raw;
+	int ret;
+
+	if (img->footer.type != VHD_TYPE_DIFF || i >= VHD_MAX_LOCATORS)
+		return errf(err, errlen, -EINVAL, "no locator %u", i);
+	l = &img->header.loc[i];
+	if (l->data_len > VHD_MAX_LOCATOR_BYTES)
+		return errf(err, errlen, -EINVAL, "locator %u: %" PRIu32
+			    " bytes is too long", i, l->data_len);
+	raw = malloc(l->data_len + 1);
+	if (!raw)
+		return errf(err, errlen, -ENOMEM, "no memory");
+	ret = pread_full(img->fd, raw, l->data_len, l->data_offset);
+	if (ret)
+		errf(err, errlen, ret, "reading locator %u: %s", i,
+		     strerror(-ret));
+	else
+		ret = vhd_locator_decode(l->code, raw, l->data_len, path,
+					 pathlen, err, errlen);
+	free(raw);
+	return ret;
+}
+
+static bool locator_code_ok(uint32_t code)
+{
+	return code == VHD_PLAT_W2RU || code == VHD_PLAT_W2KU ||
+	       code == VHD_PLAT_MACX;
+}
+
+/* Append "; text" to a list in buf. */
+static void list_add(char *buf, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void list_add(char *buf, size_t len, const char *fmt, ...)
+{
+	size_t n = strlen(buf);
+	va_list ap;
+
+	if (n && n + 2 < len) {
+		strcpy(buf + n, "; ");
+		n += 2;
+	}
+	if (n >= len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf + n, len - n, fmt, ap);
+	va_end(ap);
+}
+
+int vhd_image_find_parent(struct vhd_image *img, char **out, char *err,
+			  size_t errlen)
+{
+	char tried[1024] = "", dir[PATH_MAX], cand[PATH_MAX + 8];
+	char path[PATH_MAX], why[256], name[16];
+	unsigned pass, i, usable = 0;
+	struct stat st;
+	char *slash;
+	int n;
+
+	*out = NULL;
+	if (img->footer.type != VHD_TYPE_DIFF)
+		return errf(err, errlen, -EINVAL, "%s is not a differencing "
+			    "image", img->path);
+	snprintf(dir, sizeof(dir), "%s", img->path);
+	slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+
+	for (pass = 0; pass < 2; pass++) {
+		for (i = 0; i < VHD_MAX_LOCATORS; i++) {
+			uint32_t code = img->header.loc[i].code;
+			const char *pn = vhd_platform_name(code, name,
+							   sizeof(name));
+			const char *rel;
+
+			if (!locator_code_ok(code))
+				continue;
+			if (vhd_image_read_locator(img, i, path, sizeof(path),
+						   why, sizeof(why))) {
+				if (pass == 0)
+					list_add(tried, sizeof(tried),
+						 "locator %u (%s): %s", i, pn,
+						 why);
+				continue;
+			}
+			usable += pass == 0;
+			if ((path[0] != '/') != (pass == 0))
+				continue;
+			rel = path;
+			while (!strncmp(rel, "./", 2))
+				rel += 2;
+			if (path[0] == '/')
+				n = snprintf(cand, sizeof(cand), "%s", path);
+			else
+				n = snprintf(cand, sizeof(cand), "%s/%s", dir,
+					     rel);
+			if (n < 0 || (size_t)n >= sizeof(cand)) {
+				list_add(tried, sizeof(tried), "%s/%s (%s): "
+					 "path too long", dir, rel, pn);
+				continue;
+			}
+			if (stat(cand, &st) == 0 && S_ISREG(st.st_mode)) {
+				*out = realpath(cand, NULL);
+				if (!*out)
+					*out = strdup(cand);
+				if (!*out)
+					return errf(err, errlen, -ENOMEM,
+						    "no memory");
+				return 0;
+			}
+			list_add(tried, sizeof(tried), "%s (%s): %s", cand, pn,
+				 stat(cand, &st) ? strerror(errno) :
+				 "not a regular file");
+		}
+	}
+	if (!usable)
+		return errf(err, errlen, -ENOENT, "%s: differencing image has "
+			    "no usable parent locator%s%s", img->path,
+			    tried[0] ? ": " : "", tried);
+	return errf(err, errlen, -ENOENT, "%s: parent not found; tried %s",
+		    img->path, tried);
+}
+
+int vhd_image_validate_parent(struct vhd_image *child,
+			      struct vhd_image *parent,
+			      const char *parent_path, char *warn,
+			      size_t warnlen, char *err, size_t errlen)
+{
+	char want[40], have[40], t1[40], t2[40];
+	struct stat st;
+	uint32_t ts;
+
+	if (warn && warnlen)
+		warn[0] = '\0';
+	if (child->footer.type != VHD_TYPE_DIFF)
+		return errf(err, errlen, -EINVAL, "%s is not a differencing "
+			    "image", child->path);
+	vhd_uuid_format(child->header.parent_uuid, want);
+	if (vhd_image_parent_is_raw(child)) {
+		if (parent)
+			return errf(err, errlen, -EINVAL, "%s records a raw "
+				    "parent (nil parent UUID), but %s was opened "
+				    "as a VHD", child->path, parent_path);
+	} else if (!parent) {
+		return errf(err, errlen, -EINVAL, "%s expects a VHD parent with "
+			    "UUID %s, but %s was opened as a raw image",
+			    child->path, want, parent_path);
+	} else if (memcmp(child->header.parent_uuid, parent->footer.uuid,
+			  VHD_UUID_SIZE)) {
+		vhd_uuid_format(parent->footer.uuid, have);
+		return errf(err, errlen, -EINVAL, "parent UUID mismatch: %s "
+			    "expects parent UUID %s, but %s has UUID %s",
+			    child->path, want, parent_path, have);
+	}
+	if (stat(parent_path, &st) < 0)
+		return errf(err, errlen, -errno, "parent %s of %s: %s",
+			    parent_path, child->path, strerror(errno));
+	ts = vhd_time_from_unix(st.st_mtime);
+	if (ts != child->header.parent_timestamp && warn && warnlen) {
+		format_vhd_time(child->header.parent_timestamp, t1, sizeof(t1));
+		format_vhd_time(ts, t2, sizeof(t2));
+		snprintf(warn, warnlen, "%s: parent %s was modified after the "
+			 "child was made (recorded %s, file mtime %s)",
+			 child->path, parent_path, t1, t2);
+	}
+	return 0;
+}
+
+/* ---- chains --------------------------------------------------------- */
+
+static void chain_warn(struct vhd_chain *c, const char *msg)
+{
+	size_t n = strlen(c->warning);
+
+	if (!msg[0])
+		return;
+	snprintf(c->warning + n, sizeof(c->warning) - n, "%s%s",
+		 n ? "\n" : "", msg);
+}
+
+static int link_open_raw(struct vhd_link *l, const char *path, bool rdwr,
+			 char *err, size_t errlen)
+{
+	struct stat st;
+
+	l->fd = open(path, (rdwr ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (l->fd < 0 || fstat(l->fd, &st) < 0)
+		return errf(err, errlen, -errno, "%s: %s", path,
+			    strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return errf(err, errlen, -EINVAL, "%s: not a regular file",
+			    path);
+	l->size = round_up((uint64_t)st.st_size, VHD_SECTOR_SIZE);
+	return 0;
+}
+
+static int link_open(struct vhd_link *l, const char *path,
+		     enum vhd_format fmt, unsigned flags, char *err,
+		     size_t errlen)
+{
+	bool is_vhd = fmt == VHD_FORMAT_VHD;
+	int ret;
+
+	l->fd = -1;
+	l->path = strdup(path);
+	if (!l->path)
+		return errf(err, errlen, -ENOMEM, "no memory");
+	if (fmt == VHD_FORMAT_AUTO) {
+		ret = vhd_probe(path, &is_vhd);
+		if (ret)
+			return errf(err, errlen, ret, "%s: %s", path,
+				    strerror(-ret));
+	}
+	if (!is_vhd)
+		return link_open_raw(l, path, !(flags & VHD_IMAGE_RDONLY), err,
+				     errlen);
+	ret = vhd_image_open(&l->vhd, path, flags, err, errlen);
+	if (ret)
+		return ret;
+	l->size = vhd_image_size(l->vhd);
+	return 0;
+}
+
+/* Has the file at path already appeared in the chain? */
+static bool chain_has(const struct vhd_chain *c, const char *path)
+{
+	struct stat a, b;
+	unsigned i;
+
+	if (stat(path, &a) < 0)
+		return false;
+	for (i = 0; i < c->n; i++)
+		if (!stat(c->link[i].path, &b) && a.st_dev == b.st_dev &&
+		    a.st_ino == b.st_ino)
+			return true;
+	return false;
+}
+
+static int chain_add_parent(struct vhd_chain *c, unsigned flags, char *err,
+			    size_t errlen)
+{
+	struct vhd_link *child = &c->link[c->n - 1], *l = &c->link[c->n];
+	unsigned pflags = VHD_IMAGE_RDONLY;
+	char why[768], warn[512];
+	char *ppath = NULL;
+	int ret;
+
+	if (c->n == VHD_MAX_CHAIN)
+		return errf(err, errlen, -ELOOP, "%s: chain longer than %u "
+			    "images", c->link[0].path, VHD_MAX_CHAIN);
+	ret = vhd_image_find_parent(child->vhd, &ppath, err, errlen);
+	if (ret)
+		return ret;
+	if (chain_has(c, ppath)) {
+		ret = errf(err, errlen, -ELOOP, "%s: parent %s is already in "
+			   "the chain (a loop)", child->path, ppath);
+		free(ppath);
+		return ret;
+	}
+	if (c->n == 1 && (flags & VHD_CHAIN_PARENT_RDWR))
+		pflags = 0;
+	ret = link_open(l, ppath, vhd_image_parent_is_raw(child->vhd) ?
+			VHD_FORMAT_RAW : VHD_FORMAT_VHD, pflags, why,
+			sizeof(why));
+	c->n++;
+	if (ret) {
+		errf(err, errlen, ret, "parent of %s: %s", child->path, why);
+		goto out;
+	}
+	if (l->vhd)
+		chain_warn(c, l->vhd->warning);
+	ret = vhd_image_validate_parent(child->vhd, l->vhd, ppath, warn,
+					sizeof(warn), err, errlen);
+	if (!ret)
+		chain_warn(c, warn);
+out:
+	free(ppath);
+	return ret;
+}
+
+int vhd_chain_open(struct vhd_chain **out, const char *leaf,
+		   enum vhd_format format, unsigned flags, char *err,
+		   size_t errlen)
+{
+	struct vhd_chain *c;
+	int ret;
+
+	*out = NULL;
+	c = calloc(1, sizeof(*c));
+	if (c)
+		c->link = calloc(VHD_MAX_CHAIN, sizeof(*c->link));
+	if (!c || !c->link) {
+		free(c);
+		return errf(err, errlen, -ENOMEM, "no memory");
+	}
+	c->n = 1;
+	ret = link_open(&c->link[0], leaf, format,
+			flags & (VHD_IMAGE_RDONLY | VHD_IMAGE_NOSYNC), err,
+			errlen);
+	if (!ret && c->link[0].vhd)
+		chain_warn(c, c->link[0].vhd->warning);
+	while (!ret && c->link[c->n - 1].vhd &&
+	       c->link[c->n - 1].vhd->footer.type == VHD_TYPE_DIFF)
+		ret = chain_add_parent(c, flags, err, errlen);
+	if (ret) {
+		vhd_chain_close(c);
+		return ret;
+	}
+	*out = c;
+	return 0;
+}
+
+void vhd_chain_close(struct vhd_chain *c)
+{
+	unsigned i;
+
+	if (!c)
+		return;
+	for (i = 0; i < c->n; i++) {
+		vhd_image_close(c->link[i].vhd);
+		if (c->link[i].fd >= 0 && !c->link[i].vhd)
+			close(c->link[i].fd);
+		free(c->link[i].path);
+	}
+	free(c->link);
+	free(c);
+}
+
+static int chain_read_link(struct vhd_chain *c, unsigned i, uint64_t sec,
+			   uint32_t secs, uint8_t *buf)
+{
+	struct vhd_link *l = &c->link[i];
+
+	if (i >= c->n) {
+		memset(buf, 0, (size_t)secs << VHD_SECTOR_SHIFT);
+		return 0;
+	}
+	if (!l->vhd)
+		return pread_zero(l->fd, buf, (size_t)secs << VHD_SECTOR_SHIFT,
+				  sec << VHD_SECTOR_SHIFT);
+	while (secs) {
+		uint32_t run;
+		uint64_t off;
+		size_t len;
+		int m, ret = 0;
+
+		m = vhd_image_map(l->vhd, sec, secs, &run, &off);
+		if (m < 0)
+			return m;
+		len = (size_t)run << VHD_SECTOR_SHIFT;
+		if (m == VHD_MAP_DATA)
+			ret = pread_zero(l->vhd->fd, buf, len, off);
+		else if (m == VHD_MAP_PARENT)
+			ret = chain_read_link(c, i + 1, sec, run, buf);
+		else
+			memset(buf, 0, len);
+		if (ret)
+			return ret;
+		buf += len;
+		sec += run;
+		secs -= run;
+	}
+	return 0;
+}
+
+int vhd_chain_read(struct vhd_chain *c, uint64_t sec, uint32_t secs,
+		   void *buf)
+{
+	return chain_read_link(c, 0, sec, secs, buf);
+}
+
+int vhd_link_write(struct vhd_link *l, uint64_t sec, uint32_t secs,
+		   const void *buf)
+{
+	if (l->vhd)
+		return vhd_image_write(l->vhd, sec, secs, buf);
+	if ((sec + secs) << VHD_SECTOR_SHIFT > l->size)
+		return -ERANGE;
+	return pwrite_full(l->fd, buf, (size_t)secs << VHD_SECTOR_SHIFT,
+			   sec << VHD_SECTOR_SHIFT);
+}
+
+/* ---- consistency check --------------------------------------------- */
+
+struct check_ctx {
+	vhd_check_fn		*fn;
+	void			*arg;
+	struct vhd_check_result	*res;
+	const char		*prefix;	/* for vhd_report messages */
+	int			 fd;
+	uint64_t		 size;
+	bool			 backup;	/* trailing footer bad */
+};
+
+static void check_emit(struct check_ctx *c, enum vhd_severity sev,
+		       const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void check_emit(struct check_ctx *c, enum vhd_severity sev,
+		       const char *fmt, ...)
+{
+	char msg[768];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (sev == VHD_SEV_ERROR)
+		c->res->errors++;
+	else
+		c->res->warnings++;
+	if (c->fn)
+		c->fn(c->arg, sev, msg);
+}
+
+static void check_report_fn(void *arg, const char *msg)
+{
+	struct check_ctx *c = arg;
+
+	check_emit(c, VHD_SEV_ERROR, "%s%s", c->prefix, msg);
+}
+
+static struct vhd_report check_report(struct check_ctx *c,
+				      const char *prefix)
+{
+	struct vhd_report r = { .fn = check_report_fn, .arg = c };
+
+	c->prefix = prefix;
+	return r;
+}
+
+/*
+ * Footers: the trailing one, and for sparse disks the backup copy.
+ * Returns 0 with *f the footer to go on with, or 1 when nothing more can
+ * be checked.
+ */
+static int check_footers(struct check_ctx *c, struct vhd_footer *f,
+			 uint64_t *limit)
+{
+	uint8_t tail[VHD_FOOTER_SIZE], head[VHD_FOOTER_SIZE];
+	struct vhd_footer hf;
+	struct vhd_report r;
+	int tret, hret;
+
+	if (pread_full(c->fd, tail, sizeof(tail),
+		       c->size - VHD_FOOTER_SIZE) ||
+	    pread_full(c->fd, head, sizeof(head), 0))
+		return -EIO;
+	r = check_report(c, "footer at end of file: ");
+	tret = vhd_footer_parse(tail, f, &r);
+	*limit = c->size - VHD_FOOTER_SIZE;
+	if (!tret && f->type == VHD_TYPE_FIXED)
+		return 0;
+	r = check_report(c, "backup footer at offset 0: ");
+	/* Once the trailing footer is bad, offset 0 may be a fixed disk's
+	 * data: its problems are only news if it holds a cookie. */
+	hret = vhd_footer_parse(head, &hf, !tret || !memcmp(head,
+				VHD_FOOTER_COOKIE, VHD_COOKIE_SIZE) ? &r : NULL);
+	if (!tret) {
+		if (!hret && memcmp(head, tail, sizeof(tail)))
+			check_emit(c, VHD_SEV_ERROR, "backup footer at offset "
+				   "0 differs from the footer at end of file");
+		return 0;
+	}
+	if (!hret && hf.type != VHD_TYPE_FIXED) {
+		check_emit(c, VHD_SEV_WARNING, "going on with the backup "
+			   "footer at offset 0");
+		c->backup = true;
+		*f = hf;
+		*limit = c->size;
+		return 0;
+	}
+	return 1;
+}
+
+static void check_footer_fields(struct check_ctx *c,
+				const struct vhd_footer *f, uint64_t limit)
+{
+	if (vhd_uuid_is_nil(f->uuid))
+		check_emit(c, VHD_SEV_WARNING, "footer: UUID is nil");
+	if (!(f->features & VHD_FEATURE_RESERVED))
+		check_emit(c, VHD_SEV_WARNING, "footer: features 0x%08" PRIx32
+			   " lack the reserved bit 0x2", f->features);
+	if (f->saved_state)
+		check_emit(c, VHD_SEV_WARNING, "footer: saved state is set");
+	if (f->type != VHD_TYPE_FIXED)
+		return;
+	if (limit < f->curr_size)
+		check_emit(c, VHD_SEV_ERROR, "fixed disk is truncated: %"
+			   PRIu64 " bytes of data before the footer, current "
+			   "size %" PRIu64, limit, f->curr_size);
+	else if (limit > f->curr_size)
+		check_emit(c, VHD_SEV_WARNING, "fixed disk: %" PRIu64 " bytes "
+			   "between the data and the footer", limit -
+			   f->curr_size);
+}
+
+static int check_bitmaps(struct check_ctx *c, const struct vhd_footer *f,
+			 const struct vhd_header *h, const uint32_t *bat,
+			 uint32_t entries, uint64_t limit)
+{
+	uint32_t bsize = vhd_bitmap_size(h->block_size);
+	uint32_t spb = h->block_size >> VHD_SECTOR_SHIFT;
+	uint64_t total = f->curr_size >> VHD_SECTOR_SHIFT;
+	uint8_t *map;
+	uint32_t i;
+	int ret = 0;
+
+	map = malloc(bsize);
+	if (!map)
+		return -ENOMEM;
+	for (i = 0; i < entries && !ret; i++) {
+		uint64_t off = (uint64_t)bat[i] << VHD_SECTOR_SHIFT;
+		uint64_t first = (uint64_t)i * spb;
+		uint32_t valid, extra;
+
+		if (bat[i] == VHD_BAT_UNUSED || off + bsize > limit ||
+		    first >= total)
+			continue;
+		ret = pread_full(c->fd, map, bsize, off);
+		if (ret)
+			break;
+		valid = total - first < spb ? (uint32_t)(total - first) : spb;
+		extra = vhd_bitmap_count(map, valid, spb - valid);
+		/* An all-ones bitmap is how QEMU and the vhd driver allocate
+		 * a dynamic disk's blocks: not worth a line. */
+		if (extra && vhd_bitmap_count(map, 0, spb) != spb)
+			check_emit(c, VHD_SEV_WARNING, "block %" PRIu32 ": "
+				   "sector bitmap marks %" PRIu32 " sectors "
+				   "beyond the virtual size as present", i,
+				   extra);
+	}
+	free(map);
+	return ret;
+}
+
+static void check_tail(struct check_ctx *c, const struct vhd_footer *f,
+		       const struct vhd_header *h, const uint32_t *bat,
+		       uint32_t entries, uint64_t limit)
+{
+	uint64_t end = f->data_offset + VHD_HEADER_SIZE;
+	uint32_t bsize = vhd_bitmap_size(h->block_size), i;
+
+	if (h->table_offset + vhd_bat_bytes(h->max_bat_entries) > end)
+		end = h->table_offset + vhd_bat_bytes(h->max_bat_entries);
+	for (i = 0; i < VHD_MAX_LOCATORS && f->type == VHD_TYPE_DIFF; i++)
+		if (locator_code_ok(h->loc[i].code) && h->loc[i].data_len &&
+		    h->loc[i].data_offset + vhd_locator_space(&h->loc[i]) > end)
+			end = h->loc[i].data_offset +
+			      vhd_locator_space(&h->loc[i]);
+	for (i = 0; i < entries; i++) {
+		uint64_t e;
+
+		if (bat[i] == VHD_BAT_UNUSED)
+			continue;
+		e = ((uint64_t)bat[i] << VHD_SECTOR_SHIFT) + bsize +
+		    h->block_size;
+		if (e > end)
+			end = e;
+	}
+	if (end < limit)
+		check_emit(c, VHD_SEV_WARNING, "%" PRIu64 " bytes at 0x%"
+			   PRIx64 "-0x%" PRIx64 " before the footer are not "
+			   "used by any block (left by an interrupted "
+			   "allocation)", limit - end, end, limit);
+}
+
+static int check_dynamic(struct check_ctx *c, const struct vhd_footer *f,
+			 uint64_t limit)
+{
+	uint8_t buf[VHD_HEADER_SIZE], *raw = NULL;
+	uint64_t *scratch = NULL, need;
+	struct vhd_layout layout;
+	struct vhd_header h;
+	struct vhd_report r;
+	uint32_t *bat = NULL, entries;
+	int ret;
+
+	if (f->data_offset > limit || limit - f->data_offset < VHD_HEADER_SIZE) {
+		check_emit(c, VHD_SEV_ERROR, "dynamic header at offset 0x%"
+			   PRIx64 " lies past the end of the file",
+			   f->data_offset);
+		return 0;
+	}
+	ret = pread_full(c->fd, buf, sizeof(buf), f->data_offset);
+	if (ret)
+		return ret;
+	r = check_report(c, "dynamic header: ");
+	vhd_header_parse(buf, &h, f, limit, &r);
+	if (memcmp(h.cookie, VHD_HEADER_COOKIE, VHD_COOKIE_SIZE) ||
+	    !h.block_size || (h.block_size & (h.block_size - 1)) ||
+	    h.block_size < VHD_MIN_BLOCK_SIZE ||
+	    h.block_size > VHD_MAX_BLOCK_SIZE)
+		return 0;
+	if (h.table_offset > limit ||
+	    (uint64_t)h.max_bat_entries * VHD_BAT_ENTRY_SIZE >
+	    limit - h.table_offset)
+		return 0;
+	entries = h.max_bat_entries;
+	need = vhd_blocks_for_size(f->curr_size, h.block_size);
+	if ((uint64_t)entries * VHD_BAT_ENTRY_SIZE > VHD_MAX_BAT_BYTES) {
+		check_emit(c, VHD_SEV_ERROR, "BAT of %" PRIu32 " entries is "
+			   "too large to check", entries);
+		return 0;
+	}
+	bat = malloc((size_t)entries * sizeof(*bat) + 1);
+	raw = malloc((size_t)entries * VHD_BAT_ENTRY_SIZE + 1);
+	scratch = malloc((size_t)entries * sizeof(*scratch) + 1);
+	if (!bat || !raw || !scratch) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = pread_full(c->fd, raw, (size_t)entries * VHD_BAT_ENTRY_SIZE,
+			 h.table_offset);
+	if (ret)
+		goto out;
+	vhd_bat_decode(raw, entries, bat);
+	vhd_layout_init(&layout, f, &h, limit);
+	r = check_report(c, "");
+	vhd_bat_check(&layout, bat, scratch, &r);
+	if (need < entries)
+		entries = (uint32_t)need;
+	ret = check_bitmaps(c, f, &h, bat, entries, limit);
+	if (!ret && !c->backup)
+		check_tail(c, f, &h, bat, entries, limit);
+out:
+	free(bat);
+	free(raw);
+	free(scratch);
+	return ret;
+}
+
+/* Parent name, locators, and the parent itself (through a full open). */
+static void check_parent(struct check_ctx *c, const char *path)
+{
+	char why[1024], warn[512], p[PATH_MAX], name[16];
+	struct vhd_image *img = NULL, *parent = NULL;
+	char *ppath = NULL;
+	unsigned i;
+	int ret;
+
+	if (vhd_image_open(&img, path, VHD_IMAGE_RDONLY, why, sizeof(why)))
+		return;	/* every reason has been reported already */
+	if (img->footer.type != VHD_TYPE_DIFF)
+		goto out;
+	if (vhd_parent_name_get(&img->header, p, sizeof(p)))
+		check_emit(c, VHD_SEV_ERROR, "dynamic header: parent name is "
+			   "not valid UTF-16BE");
+	for (i = 0; i < VHD_MAX_LOCATORS; i++) {
+		if (!locator_code_ok(img->header.loc[i].code))
+			continue;
+		if (vhd_image_read_locator(img, i, p, sizeof(p), why,
+					   sizeof(why)))
+			check_emit(c, VHD_SEV_ERROR, "parent locator %u (%s): "
+				   "%s", i, vhd_platform_name(
+				   img->header.loc[i].code, name, sizeof(name)),
+				   why);
+	}
+	if (vhd_image_find_parent(img, &ppath, why, sizeof(why))) {
+		check_emit(c, VHD_SEV_ERROR, "%s", why);
+		goto out;
+	}
+	if (!vhd_image_parent_is_raw(img)) {
+		ret = vhd_image_open(&parent, ppath, VHD_IMAGE_RDONLY, why,
+				     sizeof(why));
+		if (ret) {
+			check_emit(c, VHD_SEV_ERROR, "parent: %s", why);
+			goto out;
+		}
+	}
+	if (vhd_image_validate_parent(img, parent, ppath, warn, sizeof(warn),
+				      why, sizeof(why)))
+		check_emit(c, VHD_SEV_ERROR, "%s", why);
+	else if (warn[0])
+		check_emit(c, VHD_SEV_WARNING, "%s", warn);
+out:
+	vhd_image_close(parent);
+	vhd_image_close(img);
+	free(ppath);
+}
+
+int vhd_image_check(const char *path, vhd_check_fn *fn, void *arg,
+		    struct vhd_check_result *res, char *err, size_t errlen)
+{
+	struct check_ctx c = { .fn = fn, .arg = arg, .res = res };
+	struct vhd_footer f;
+	struct stat st;
+	uint64_t limit;
+	int ret;
+
+	memset(res, 0, sizeof(*res));
+	c.fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (c.fd < 0 || fstat(c.fd, &st) < 0) {
+		ret = errf(err, errlen, -errno, "%s: %s", path,
+			   strerror(errno));
+		if (c.fd >= 0)
+			close(c.fd);
+		return ret;
+	}
+	c.size = (uint64_t)st.st_size;
+	ret = 0;
+	if (!S_ISREG(st.st_mode)) {
+		ret = errf(err, errlen, -EINVAL, "%s: not a regular file",
+			   path);
+		goto out;
+	}
+	if (c.size < VHD_FOOTER_SIZE) {
+		check_emit(&c, VHD_SEV_ERROR, "file is %" PRIu64 " bytes, too "
+			   "small for a VHD footer (512)", c.size);
+		goto out;
+	}
+	if (c.size % VHD_SECTOR_SIZE)
+		check_emit(&c, VHD_SEV_ERROR, "file size %" PRIu64 " is not a "
+			   "multiple of 512", c.size);
+	ret = check_footers(&c, &f, &limit);
+	if (ret) {
+		ret = ret < 0 ? errf(err, errlen, ret, "%s: %s", path,
+				     strerror(-ret)) : 0;
+		goto out;
+	}
+	check_footer_fields(&c, &f, limit);
+	if (f.type == VHD_TYPE_DYNAMIC || f.type == VHD_TYPE_DIFF) {
+		ret = check_dynamic(&c, &f, limit);
+		if (ret) {
+			errf(err, errlen, ret, "%s: %s", path, strerror(-ret));
+			goto out;
+		}
+		if (f.type == VHD_TYPE_DIFF)
+			check_parent(&c, path);
+	}
+out:
+	close(c.fd);
+	return ret;
+}

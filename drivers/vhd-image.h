@@ -1,0 +1,284 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Synchronous VHD image helpers (pread/pwrite on one file).
+ *
+ * Used at open time by the asynchronous vhd driver (footer, header, BAT,
+ * parent lookup and validation) and by the offline tool tapfs-img
+ * (create, check, read through a chain, the crash-safe write path).  They
+ * block: never call them on the engine's loop for data-path I/O.
+ *
+ * Errors: functions return 0 (or a non-negative value where documented)
+ * or -errno, and write the reason, naming the file and the value, to the
+ * caller's err buffer.  Nothing here logs: the caller reports once.
+ *
+ * Conventions (tapfs and blktap agree; QEMU ignores parents entirely):
+ *
+ *  - Raw parents.  A differencing VHD whose header parent UUID is nil has
+ *    a raw image as its parent (blktap's vhd_parent_raw()).  Its
+ *    locators point at the raw file and its parent timestamp is the raw
+ *    file's mtime.
+ *  - Locators written on create: 0 W2ru (path relative to the child's
+ *    directory, ".\base.vhd"), 1 W2ku (absolute path), 2 MacX
+ *    ("file:///abs/base.vhd").  They sit between the header and the BAT,
+ *    where QEMU, which knows nothing of locators, never allocates blocks.
+ *    data_space is in sectors as the specification says; on read a value
+ *    in bytes (Microsoft, blktap) is accepted too.
+ *  - Parent lookup: every locator holding a relative path, resolved
+ *    against the child's directory, is tried first, then the absolute
+ *    ones, in table order; the first existing file wins.
+ *  - Validation: the child's parent UUID must equal the parent's footer
+ *    UUID (refused otherwise, naming both files).  A parent timestamp
+ *    that differs from the parent's mtime is only a warning: coalescing
+ *    or touching the parent changes its mtime without invalidating the
+ *    child (blktap disabled this check for the same reason).
+ *  - Timestamps are seconds since 2000-01-01 00:00:00 UTC.
+ *
+ * Block allocation (vhd_image_write on an unallocated block), in order:
+ *   1. the footer is written past the new block (the file grows);
+ *   2. the data of the write and the block's sector bitmap, then a
+ *      barrier (fdatasync);
+ *   3. the BAT entry (one 4-byte write: the commit point), a barrier.
+ * The new block starts past the old footer, which no step overwrites (it
+ * stays behind as a dead sector in the alignment gap), so until the new
+ * footer is durable the old one still ends the old file: every prefix of
+ * the sequence leaves a valid image.  A crash before 3 leaves space no
+ * block uses before the footer (check: a warning; it is not reused); after 3
+ * the block and its data are complete.  The issue's order (data, bitmap,
+ * BAT, footer last) would leave the file without a trailing footer after
+ * a crash between the BAT write and the footer write.  The data area of
+ * a new block starts on a 4 KiB boundary (O_DIRECT on 4Kn disks).
+ */
+#ifndef TAPFS_VHD_IMAGE_H
+#define TAPFS_VHD_IMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vhd-format.h"
+
+/* Open flags. */
+#define VHD_IMAGE_RDONLY	(1u << 0)
+/* No fdatasync barriers: for a new file a crash may lose (convert). */
+#define VHD_IMAGE_NOSYNC	(1u << 1)
+/* vhd_chain_open: open the leaf's parent read-write too (coalesce). */
+#define VHD_CHAIN_PARENT_RDWR	(1u << 2)
+
+/* Longest chain followed (a longer one is taken for a loop). */
+#define VHD_MAX_CHAIN		256u
+
+/*
+ * One open VHD image.  Fields are read-only for users; the write path
+ * keeps them current.
+ */
+struct vhd_image {
+	char			*path;
+	int			 fd;
+	unsigned		 flags;
+	uint64_t		 file_size;
+	struct vhd_footer	 footer;
+	uint8_t			 footer_buf[VHD_FOOTER_SIZE]; /* encoded */
+	/* Offset of the trailing footer (where the next one is written). */
+	uint64_t		 footer_off;
+	/* The footer at the end was bad; the copy at offset 0 was used. */
+	bool			 footer_from_backup;
+	/* A non-fatal problem found at open ("" if none), to show once. */
+	char			 warning[512];
+
+	/* Dynamic and differencing images only. */
+	struct vhd_header	 header;
+	uint32_t		*bat;		/* bat_entries, host order */
+	uint32_t		 bat_entries;	/* blocks in use: <= max */
+	uint32_t		 spb;		/* sectors per block */
+	uint32_t		 bitmap_size;	/* bytes */
+	/* End of data: no block or metadata lies at or past it; in a
+	 * clean image, the trailing footer's offset.  New blocks go here
+	 * or later. */
+	uint64_t		 next_block;
+	uint8_t			*bitmap;	/* one cached block bitmap */
+	uint32_t		 bitmap_block;	/* VHD_BAT_UNUSED: none */
+};
+
+/*
+ * Open and validate the VHD at path: trailing footer (or, for a dynamic
+ * disk, the backup at offset 0 if the trailing one is bad, noted in
+ * ->warning), dynamic header, BAT (every entry inside the file, no
+ * overlaps).  *out is owned by the caller (vhd_image_close).
+ */
+int vhd_image_open(struct vhd_image **out, const char *path,
+		   unsigned flags, char *err, size_t errlen);
+/* The same on an open fd, which the image takes over (closed on error). */
+int vhd_image_open_fd(struct vhd_image **out, int fd, const char *name,
+		      unsigned flags, char *err, size_t errlen);
+/* fsync if writable, then free; NULL is a no-op.  0 or -errno. */
+int vhd_image_close(struct vhd_image *img);
+
+static inline uint64_t vhd_image_size(const struct vhd_image *img)
+{
+	return img->footer.curr_size;
+}
+
+static inline bool vhd_image_sparse(const struct vhd_image *img)
+{
+	return img->footer.type != VHD_TYPE_FIXED;
+}
+
+/* Differencing image whose parent is a raw file (nil parent UUID). */
+bool vhd_image_parent_is_raw(const struct vhd_image *img);
+
+/* Is the file at path a VHD (a "conectix" footer at its end or start)? */
+int vhd_probe(const char *path, bool *is_vhd);
+
+/* ---- reading ---------------------------------------------------------- */
+
+/* Block's sector bitmap (cached, valid until the next call); -EINVAL if
+ * the block is not allocated. */
+int vhd_image_read_bitmap(struct vhd_image *img, uint32_t block,
+			  const uint8_t **map);
+
+enum vhd_map {
+	VHD_MAP_DATA,		/* present here, at *off in the file */
+	VHD_MAP_ZERO,		/* reads as zeros */
+	VHD_MAP_PARENT,		/* not here: the parent's */
+};
+
+/*
+ * Where virtual sector sec lives: returns an enum vhd_map (>= 0) and the
+ * number of sectors (<= max, >= 1) that share it in *run, or -errno.
+ * Sectors past the virtual size are VHD_MAP_ZERO.  In a dynamic disk a
+ * clear bitmap bit reads as zeros, as the specification says (QEMU
+ * ignores the bitmap and reads the block).
+ */
+int vhd_image_map(struct vhd_image *img, uint64_t sec, uint32_t max,
+		  uint32_t *run, uint64_t *off);
+
+/* Sectors present in this image (set bitmap bits within the virtual
+ * size; every sector of a fixed disk) and allocated blocks. */
+int vhd_image_allocated(struct vhd_image *img, uint64_t *sectors,
+			uint32_t *blocks);
+
+/* ---- writing (offline tools) --------------------------------------- */
+
+/*
+ * Write secs sectors at sec (within the virtual size), allocating blocks
+ * with the crash-safe ordering above and setting bitmap bits.  -EROFS on
+ * a read-only image, -ERANGE past the virtual size, -ENOSPC when the file
+ * would pass the 2 TiB a BAT entry can address.
+ */
+int vhd_image_write(struct vhd_image *img, uint64_t sec, uint32_t secs,
+		    const void *buf);
+/* Make every completed write durable (fsync). */
+int vhd_image_flush(struct vhd_image *img);
+
+/* ---- creating ------------------------------------------------------- */
+
+struct vhd_create_params {
+	enum vhd_disk_type	 type;
+	uint64_t		 size;		/* bytes; 0: the parent's */
+	uint32_t		 block_size;	/* 0: 2 MiB */
+	const char		*parent;	/* differencing only */
+	bool			 parent_raw;	/* parent is a raw image */
+};
+
+/*
+ * Create a new image at path (which must not exist); on failure nothing
+ * is left behind.  Fixed disks are sparse.  A differencing disk records
+ * the parent's UUID (nil for a raw parent), its mtime, its file name and
+ * the three locators described above.
+ */
+int vhd_image_create(const char *path, const struct vhd_create_params *p,
+		     char *err, size_t errlen);
+
+/* ---- parents -------------------------------------------------------- */
+
+/* Decode parent locator i (a supported code) from the file. */
+int vhd_image_read_locator(struct vhd_image *img, unsigned i, char *path,
+			   size_t pathlen, char *err, size_t errlen);
+
+/*
+ * Find the parent of a differencing image through its locators (see the
+ * order above).  *path is malloc'd (canonical, absolute).  -ENOENT with
+ * every path tried listed in err.
+ */
+int vhd_image_find_parent(struct vhd_image *img, char **path, char *err,
+			  size_t errlen);
+
+/*
+ * Is parent_path (opened as parent, NULL when raw) the image child was
+ * made on?  0, or -EINVAL with both files named in err.  A timestamp
+ * mismatch is not an error: it is described in warn ("" otherwise).
+ */
+int vhd_image_validate_parent(struct vhd_image *child,
+			      struct vhd_image *parent,
+			      const char *parent_path, char *warn,
+			      size_t warnlen, char *err, size_t errlen);
+
+/* ---- chains --------------------------------------------------------- */
+
+enum vhd_format {
+	VHD_FORMAT_AUTO,	/* probe */
+	VHD_FORMAT_RAW,
+	VHD_FORMAT_VHD,
+};
+
+/* One image of a chain: a VHD, or a raw file (vhd NULL). */
+struct vhd_link {
+	char			*path;
+	struct vhd_image	*vhd;
+	int			 fd;		/* raw only */
+	uint64_t		 size;		/* virtual size, bytes */
+};
+
+struct vhd_chain {
+	unsigned		 n;
+	struct vhd_link		*link;		/* [0] leaf ... [n-1] base */
+	/* Non-fatal problems met while opening, one per line, or "". */
+	char			 warning[1024];
+};
+
+/*
+ * Open leaf (with flags) and every parent (read-only, or the first one
+ * read-write with VHD_CHAIN_PARENT_RDWR), validating each link.
+ */
+int vhd_chain_open(struct vhd_chain **out, const char *leaf,
+		   enum vhd_format format, unsigned flags, char *err,
+		   size_t errlen);
+void vhd_chain_close(struct vhd_chain *c);
+
+/* Read virtual sectors through the chain (zeros past the base). */
+int vhd_chain_read(struct vhd_chain *c, uint64_t sec, uint32_t secs,
+		   void *buf);
+
+/* Write sectors into one link (a VHD or a raw file). */
+int vhd_link_write(struct vhd_link *l, uint64_t sec, uint32_t secs,
+		   const void *buf);
+
+/* ---- consistency check --------------------------------------------- */
+
+enum vhd_severity {
+	VHD_SEV_ERROR,		/* the image is damaged or not usable */
+	VHD_SEV_WARNING,	/* harmless, or expected after a crash */
+};
+
+typedef void vhd_check_fn(void *arg, enum vhd_severity sev,
+			  const char *msg);
+
+struct vhd_check_result {
+	unsigned	errors;
+	unsigned	warnings;
+};
+
+/*
+ * Check the file at path, reporting every problem, one line each:
+ * footer and header checksums and fields, the backup footer matches the
+ * trailing one, the footer is at the end of the file, BAT entries inside
+ * the file and not overlapping each other or metadata, bitmap bits past
+ * the virtual size, unreferenced space, parent locators, and for a
+ * differencing image that the parent is found and its UUID matches.
+ * Returns 0 once checked (counts in *res), or -errno when the file cannot
+ * be read at all (reason in err).
+ */
+int vhd_image_check(const char *path, vhd_check_fn *fn, void *arg,
+		    struct vhd_check_result *res, char *err, size_t errlen);
+
+#endif
