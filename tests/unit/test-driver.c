@@ -106,7 +106,10 @@ static void test_driver_find(void **state)
 	assert_string_equal(d->name, "ram");
 	/* "raw" is an alias of aio, not a driver of its own. */
 	assert_ptr_equal(td_driver_find("raw"), aio);
-	assert_null(td_driver_find("vhd"));
+	d = td_driver_find("vhd");
+	assert_non_null(d);
+	assert_non_null(d->td_create_child);
+	assert_null(td_driver_find("qcow9"));
 	assert_null(td_driver_find(""));
 	assert_null(td_driver_find("aio "));
 	assert_null(td_driver_find("ai"));
