@@ -45,15 +45,18 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 LIBTAPFS := $(BUILD)/libtapfs.a
 
-.PHONY: all deps deps-build run check test unit functional asan bench \
+.PHONY: all deps deps-build deps-fuzz fuzz-run run check test unit functional asan bench \
 	install uninstall clean fuzz
-all: $(BUILD)/tapfs $(UNIT_BINS)
+all: $(BUILD)/tapfs $(BUILD)/tapfs-img $(UNIT_BINS)
 
 deps:
 	@scripts/install-deps.sh all
 
 deps-build:
 	@scripts/install-deps.sh build
+
+deps-fuzz:
+	@scripts/install-deps.sh fuzz
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -68,6 +71,10 @@ $(BUILD)/tapfs: $(DAEMON_OBJS) $(LIBTAPFS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBTAPFS) $(FUSE_LIBS) \
 		$(LDLIBS)
 
+$(BUILD)/tools/%.o: ALL_CFLAGS += -Idrivers
+$(BUILD)/tapfs-img: $(BUILD)/tools/tapfs-img.o $(LIBTAPFS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBTAPFS) $(LDLIBS)
+
 $(BUILD)/tests/%: tests/unit/%.c $(LIBTAPFS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/unit -Ifs -Idrivers $(ALL_LDFLAGS) -o $@ \
@@ -81,8 +88,9 @@ run: deps
 unit: $(UNIT_BINS)
 	@scripts/run-unit.sh $(UNIT_BINS)
 
-functional: $(BUILD)/tapfs
-	TAPFS=$(abspath $(BUILD)/tapfs) tests/functional/run.sh
+functional: $(BUILD)/tapfs $(BUILD)/tapfs-img
+	TAPFS=$(abspath $(BUILD)/tapfs) TAPFS_IMG=$(abspath $(BUILD)/tapfs-img) \
+		tests/functional/run.sh
 
 test: unit functional
 
@@ -99,13 +107,41 @@ bench: deps
 	$(MAKE) all
 	TAPFS=$(abspath $(BUILD)/tapfs) bench/bench.sh
 
-install: $(BUILD)/tapfs
+install: $(BUILD)/tapfs $(BUILD)/tapfs-img
 	install -D -m 0755 $(BUILD)/tapfs $(DESTDIR)$(SBINDIR)/tapfs
+	install -D -m 0755 $(BUILD)/tapfs-img $(DESTDIR)$(PREFIX)/bin/tapfs-img
 	install -D -m 0755 mount-helpers/mount.tapfs \
 		$(DESTDIR)$(MOUNTHELPERDIR)/mount.tapfs
 
 uninstall:
-	rm -f $(DESTDIR)$(SBINDIR)/tapfs $(DESTDIR)$(MOUNTHELPERDIR)/mount.tapfs
+	rm -f $(DESTDIR)$(SBINDIR)/tapfs $(DESTDIR)$(MOUNTHELPERDIR)/mount.tapfs \
+		$(DESTDIR)$(PREFIX)/bin/tapfs-img
+
+# libFuzzer on the VHD parsers (clang); FUZZ_TIME seconds.
+FUZZ_CC   ?= clang
+FUZZ_TIME ?= 60
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
+	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Iinclude -Idrivers
+FUZZ_SEEDS := $(BUILD)/fuzz/corpus-vhd
+$(BUILD)/fuzz/fuzz-vhd: tests/fuzz/fuzz-vhd.c drivers/vhd-format.c \
+		drivers/vhd-image.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ -luuid
+
+fuzz: deps-fuzz
+	$(MAKE) fuzz-run
+
+fuzz-run: $(BUILD)/fuzz/fuzz-vhd $(BUILD)/tapfs-img
+	@mkdir -p $(FUZZ_SEEDS)
+	@test -e $(FUZZ_SEEDS)/dynamic.vhd || $(BUILD)/tapfs-img create -q \
+		-o block_size=4K $(FUZZ_SEEDS)/dynamic.vhd 64K
+	@test -e $(FUZZ_SEEDS)/diff.vhd || $(BUILD)/tapfs-img snapshot \
+		-o block_size=4K $(FUZZ_SEEDS)/dynamic.vhd \
+		$(FUZZ_SEEDS)/diff.vhd >/dev/null
+	@test -e $(FUZZ_SEEDS)/fixed.vhd || $(BUILD)/tapfs-img create -q \
+		-o subformat=fixed $(FUZZ_SEEDS)/fixed.vhd 8K
+	$(BUILD)/fuzz/fuzz-vhd -max_total_time=$(FUZZ_TIME) -max_len=65536 \
+		$(FUZZ_SEEDS)
 
 clean:
 	rm -rf build build-asan

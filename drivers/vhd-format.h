@@ -38,7 +38,8 @@
 #define VHD_HEADER_COOKIE	"cxsparse"
 #define VHD_COOKIE_SIZE		8u
 
-#define VHD_FORMAT_VERSION	0x00010000u	/* footer "file format version" */
+/* Footer "file format version" and dynamic header version. */
+#define VHD_FORMAT_VERSION	0x00010000u
 #define VHD_HEADER_VERSION	0x00010000u
 #define VHD_VERSION_MAJOR(v)	((v) >> 16)
 
@@ -151,7 +152,8 @@ struct vhd_header {
 	uint8_t			parent_uuid[VHD_UUID_SIZE];	/*  40 */
 	uint32_t		parent_timestamp;		/*  56 */
 	uint32_t		reserved;			/*  60 */
-	uint8_t			parent_name[VHD_PARENT_NAME_SIZE]; /* 64, UTF-16BE */
+	/* 64: UTF-16BE, NUL padded */
+	uint8_t			parent_name[VHD_PARENT_NAME_SIZE];
 	struct vhd_locator	loc[VHD_MAX_LOCATORS];		/* 576 */
 };
 

@@ -647,7 +647,8 @@ int vhd_image_write(struct vhd_image *img, uint64_t sec, uint32_t secs,
 	if (sec > total || secs > total - sec)
 		return -ERANGE;
 	if (!vhd_image_sparse(img))
-		return pwrite_full(img->fd, buf, (size_t)secs << VHD_SECTOR_SHIFT,
+		return pwrite_full(img->fd, buf,
+				   (size_t)secs << VHD_SECTOR_SHIFT,
 				   sec << VHD_SECTOR_SHIFT);
 	while (secs) {
 		uint32_t blk = (uint32_t)(sec / img->spb);
@@ -746,9 +747,9 @@ static int parent_info_get(const char *child, const struct vhd_create_params *p,
 		pi->size = vhd_image_size(parent);
 		vhd_image_close(parent);
 		if (vhd_uuid_is_nil(pi->uuid))
-			return errf(err, errlen, -EINVAL, "parent %s has a nil "
-				    "UUID: a child could not tell it from a raw "
-				    "parent", p->parent);
+			return errf(err, errlen, -EINVAL, "parent %s has a "
+				    "nil UUID: a child could not tell it from "
+				    "a raw parent", p->parent);
 	}
 	dir = strdup(child);
 	if (!dir)
@@ -787,8 +788,8 @@ static int header_set_parent(struct vhd_header *h, const struct parent_info *pi,
 	h->parent_timestamp = vhd_time_from_unix(pi->mtime);
 	ret = vhd_parent_name_set(h, bn);
 	if (ret)
-		return errf(err, errlen, ret, "parent file name %s does not fit "
-			    "the header's 256 UTF-16 units", bn);
+		return errf(err, errlen, ret, "parent file name %s does not "
+			    "fit the header's 256 UTF-16 units", bn);
 	for (i = 0; i < VHD_LOCATORS_WRITTEN; i++) {
 		const char *path = codes[i] == VHD_PLAT_W2RU ? pi->rel :
 							      pi->real;
@@ -797,8 +798,8 @@ static int header_set_parent(struct vhd_header *h, const struct parent_info *pi,
 		ret = vhd_locator_encode(codes[i], path, payload[i],
 					 VHD_MAX_LOCATOR_BYTES, &plen[i]);
 		if (ret)
-			return errf(err, errlen, ret, "parent path %s cannot be "
-				    "stored in a %s locator%s", path,
+			return errf(err, errlen, ret, "parent path %s cannot "
+				    "be stored in a %s locator%s", path,
 				    vhd_platform_name(codes[i], name,
 						      sizeof(name)),
 				    strchr(path, '\\') ?
@@ -1119,11 +1120,12 @@ int vhd_image_validate_parent(struct vhd_image *child,
 	if (vhd_image_parent_is_raw(child)) {
 		if (parent)
 			return errf(err, errlen, -EINVAL, "%s records a raw "
-				    "parent (nil parent UUID), but %s was opened "
-				    "as a VHD", child->path, parent_path);
+				    "parent (nil parent UUID), but %s was "
+				    "opened as a VHD", child->path,
+				    parent_path);
 	} else if (!parent) {
-		return errf(err, errlen, -EINVAL, "%s expects a VHD parent with "
-			    "UUID %s, but %s was opened as a raw image",
+		return errf(err, errlen, -EINVAL, "%s expects a VHD parent "
+			    "with UUID %s, but %s was opened as a raw image",
 			    child->path, want, parent_path);
 	} else if (memcmp(child->header.parent_uuid, parent->footer.uuid,
 			  VHD_UUID_SIZE)) {
@@ -1434,8 +1436,9 @@ static int check_footers(struct check_ctx *c, struct vhd_footer *f,
 	r = check_report(c, "backup footer at offset 0: ");
 	/* Once the trailing footer is bad, offset 0 may be a fixed disk's
 	 * data: its problems are only news if it holds a cookie. */
-	hret = vhd_footer_parse(head, &hf, !tret || !memcmp(head,
-				VHD_FOOTER_COOKIE, VHD_COOKIE_SIZE) ? &r : NULL);
+	hret = vhd_footer_parse(head, &hf, !tret ||
+				!memcmp(head, VHD_FOOTER_COOKIE,
+					VHD_COOKIE_SIZE) ? &r : NULL);
 	if (!tret) {
 		if (!hret && memcmp(head, tail, sizeof(tail)))
 			check_emit(c, VHD_SEV_ERROR, "backup footer at offset "
@@ -1556,7 +1559,8 @@ static int check_dynamic(struct check_ctx *c, const struct vhd_footer *f,
 	uint32_t *bat = NULL, entries;
 	int ret;
 
-	if (f->data_offset > limit || limit - f->data_offset < VHD_HEADER_SIZE) {
+	if (f->data_offset > limit ||
+	    limit - f->data_offset < VHD_HEADER_SIZE) {
 		check_emit(c, VHD_SEV_ERROR, "dynamic header at offset 0x%"
 			   PRIx64 " lies past the end of the file",
 			   f->data_offset);
