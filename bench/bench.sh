@@ -15,12 +15,33 @@
 # (qemu-storage-daemon 7.2's FUSE export is known to fail it; see
 # docs/performance.md).
 #
+# Then the VHD table: the same rows on dynamic VHDs of the same virtual
+# size, 2 MiB blocks, created empty (unallocated) for the run:
+#   tapfs-vhd  a tapfs vhd VBD made by "create vhd vhd SIZE" in the store,
+#   qsd-vpc    qemu-storage-daemon's FUSE export (driver=vpc) of an image
+#              made by qemu-img create -f vpc -o subformat=dynamic,
+# with the raw file's figures from the first table as the reference.
+# Each image is created afresh (qemu-storage-daemon restarted on it):
+#   1. unallocated reads (reads of zeros; BENCH_ZERO_RUNTIME s each), then
+#      4k randwrite QD32 from the first write (no ramp: block allocation
+#      is what is measured);
+#   2. 1M seqwrite QD8, one pass over the fresh image (allocates every
+#      block; stops after BENCH_RUNTIME s), then the read rows on the now
+#      fully allocated image;
+#   3. the verify check, on a fresh image, over 64 MiB.
+#
 # Environment (all optional):
 #   BENCH_RUNTIME  seconds per row, after ramp        (default 12)
 #   BENCH_RAMP     ramp seconds per row, not counted  (default 3)
 #   BENCH_SIZE     image size, whole MiB: 2G, 512M    (default 2G)
 #   BENCH_DIR      directory for the temporary files  (default: ROOT/build)
-#   BENCH_ONLY     comma list of targets: raw,tapfs,qsd (default: all three)
+#   BENCH_ONLY     comma list of targets: raw,tapfs,qsd (default: all three;
+#                  tapfs and qsd stand for their VHD columns too)
+#   BENCH_VHD      1: both tables, 0: the raw-image table only, only: the
+#                  VHD table only (and the raw rows it is compared to)
+#                                                      (default 1)
+#   BENCH_ZERO_RUNTIME  seconds per unallocated-read row, 0 skips them
+#                                                      (default 5)
 #   BENCH_VERIFY   1: run the verify check, 0: skip    (default 1)
 #   TAPFS          the daemon binary                   (default: ROOT/build/tapfs)
 #
@@ -34,6 +55,8 @@ RAMP=${BENCH_RAMP:-3}
 SIZE=${BENCH_SIZE:-2G}
 ONLY=${BENCH_ONLY:-raw,tapfs,qsd}
 VERIFY=${BENCH_VERIFY:-1}
+VHD=${BENCH_VHD:-1}
+ZERO_RUNTIME=${BENCH_ZERO_RUNTIME:-5}
 TAPFS=${TAPFS:-$ROOT/build/tapfs}
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
@@ -71,11 +94,22 @@ want() { case ",$ONLY," in *",$1,"*) return 0 ;; esac; return 1; }
 
 [[ "$RUNTIME" =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_RUNTIME: '$RUNTIME' is not a positive integer" >&2; exit 2; }
 [[ "$RAMP" =~ ^[0-9]+$ ]] || { echo "bench: BENCH_RAMP: '$RAMP' is not an integer" >&2; exit 2; }
+[[ "$ZERO_RUNTIME" =~ ^[0-9]+$ ]] || { echo "bench: BENCH_ZERO_RUNTIME: '$ZERO_RUNTIME' is not an integer" >&2; exit 2; }
+case "$VHD" in
+0|1|only) ;;
+*) echo "bench: BENCH_VHD: '$VHD' is not 0, 1 or only" >&2; exit 2 ;;
+esac
+RAW_TABLE=1; VHD_TABLE=1
+[ "$VHD" = only ] && RAW_TABLE=0
+[ "$VHD" = 0 ] && VHD_TABLE=0
 
 command -v fio >/dev/null || die "fio not found (scripts/install-deps.sh bench)"
 "$PY" -c 'import json' 2>/dev/null || die "python3 not found"
 if want qsd && ! command -v qemu-storage-daemon >/dev/null; then
 	die "qemu-storage-daemon not found (Debian package qemu-system-common)"
+fi
+if want qsd && [ "$VHD_TABLE" = 1 ] && ! command -v qemu-img >/dev/null; then
+	die "qemu-img not found (Debian package qemu-utils): needed for the qsd-vpc column"
 fi
 if want tapfs || want qsd; then
 	[ -e /dev/fuse ] || die "/dev/fuse is missing: FUSE is not available"
@@ -215,6 +249,7 @@ EOF
 ) || exit 2
 
 read -r load _ </proc/loadavg
+LOAD_START=$load
 if awk -v l="$load" 'BEGIN { exit !(l > 0.5) }'; then
 	log "warning: load average $load: the machine is not idle, figures will be noisy"
 fi
@@ -244,8 +279,8 @@ if job.get("error"):
     sys.exit()
 d = job["read"] if job["read"]["io_bytes"] else job["write"]
 val = d["iops"] if unit == "iops" else d["bw_bytes"] / 2**20
-# CPU is sampled over ramp + runtime; I/O is assumed steady over both.
-ios = d["iops"] * int(secs)
+# CPU is sampled over the wall time of fio (ms), I/O assumed steady over it.
+ios = d["iops"] * int(secs) / 1000
 cpu = int(ticks) * 1e6 / int(hz) / ios if ios and int(ticks) > 0 else 0
 print("%.1f %s" % (val, "%.1f" % cpu if cpu else "-"))
 '
@@ -261,41 +296,59 @@ cpu_ticks() {
 }
 
 # Per target: the file fio runs on, and the daemon's PID (none for raw).
-declare -A FILE PID
+# BROKEN[t]=1: the target's image could not be (re)made; its rows fail.
+declare -A FILE PID BROKEN
 
-# run_row TARGET ROW_INDEX: one fio row on one target, into $RESULTS.
+# run_row TARGET ROW_INDEX [KEY [RUNTIME RAMP [once]]]: one fio row on one
+# target, into $RESULTS under KEY (default ROW_INDEX).  "once": one pass
+# over the image, stopped after RUNTIME, instead of time_based.
 run_row() {
-	local t=$1 i=$2 row rw bs qd unit out c0 c1 val cpu
+	local t=$1 i=$2 key=${3:-$2} rt=${4:-$RUNTIME} ramp=${5:-$RAMP}
+	local mode=${6:-} row rw bs qd unit out c0 c1 t0 t1 val cpu
+	local tb=--time_based
 	IFS='|' read -r row rw bs qd unit <<<"${ROWS[$i]}"
-	out=$WORK/$t.$i.json
-	log "$t: $row"
+	[ "$mode" = once ] && tb=--loops=1
+	out=$WORK/$t.$key.json
+	if [ -n "${BROKEN[$t]:-}" ]; then
+		printf '%s\t%s\tfail\t-\n' "$t" "$key" >>"$RESULTS"
+		return
+	fi
+	log "$t: $row ($key: ${rt}s, ramp ${ramp}s${mode:+, $mode})"
 	c0=$(cpu_ticks "${PID[$t]}")
+	t0=$(date +%s%N)
 	if ! run_wait fio --name=bench --filename="${FILE[$t]}" \
 		--size="$size_bytes" \
 		--ioengine=libaio --direct=1 --rw="$rw" --bs="$bs" \
-		--iodepth="$qd" --numjobs=1 --time_based \
-		--runtime="$RUNTIME" --ramp_time="$RAMP" \
+		--iodepth="$qd" --numjobs=1 "$tb" \
+		--runtime="$rt" --ramp_time="$ramp" \
 		--norandommap --randrepeat=0 --fallocate=none \
 		--output-format=json --output="$out" \
 		>/dev/null 2>"$out.err"; then
 		log "$t: $row: fio failed: $(tail -n 3 "$out.err" | tr '\n' ' ')"
-		printf '%s\t%s\tfail\t-\n' "$t" "$i" >>"$RESULTS"
+		printf '%s\t%s\tfail\t-\n' "$t" "$key" >>"$RESULTS"
 		return
 	fi
+	t1=$(date +%s%N)
 	c1=$(cpu_ticks "${PID[$t]}")
+	# CPU over fio's whole life (ramp included): spread over its wall time.
 	read -r val cpu <<<"$("$PY" -c "$PARSE_PY" "$out" "$unit" \
-		"$((c1 - c0))" "$(getconf CLK_TCK)" "$((RUNTIME + RAMP))")" ||
+		"$((c1 - c0))" "$(getconf CLK_TCK)" "$(((t1 - t0) / 1000000))")" ||
 		val=fail
-	printf '%s\t%s\t%s\t%s\n' "$t" "$i" "${val:-fail}" "${cpu:--}" \
+	printf '%s\t%s\t%s\t%s\n' "$t" "$key" "${val:-fail}" "${cpu:--}" \
 		>>"$RESULTS"
 }
 
-# run_verify TARGET: 4k random writes at QD16 with a crc32c header in every
-# block, then a read-back check of every block written.
+# run_verify TARGET [SIZE]: 4k random writes at QD16 with a crc32c header
+# in every block over SIZE (default 256M), then a read-back check of every
+# block written.
 run_verify() {
-	local t=$1
-	log "$t: verify (4k randwrite QD16, crc32c)"
-	if run_wait fio --name=verify --filename="${FILE[$t]}" --size=256M \
+	local t=$1 vsize=${2:-256M}
+	if [ -n "${BROKEN[$t]:-}" ]; then
+		printf '%s\tverify\tfail\t-\n' "$t" >>"$RESULTS"
+		return
+	fi
+	log "$t: verify (4k randwrite QD16 over $vsize, crc32c)"
+	if run_wait fio --name=verify --filename="${FILE[$t]}" --size="$vsize" \
 		--ioengine=libaio --direct=1 --rw=randwrite --bs=4k \
 		--iodepth=16 --verify=crc32c --do_verify=1 --verify_fatal=1 \
 		--verify_state_save=0 --fallocate=none >"$WORK/$t.verify" 2>&1
@@ -327,9 +380,14 @@ fi
 
 # ---- (b) tapfs ---------------------------------------------------------------
 
+# Close every VBD of the group (img, vhd), then unmount.
 stop_tapfs() {
-	if [ -w "$1/bench/.ctl" ] && ! echo "close img" >"$1/bench/.ctl"; then
-		log "tapfs: close: $(head -n 1 "$1/bench/.ctl")"
+	local v
+	if [ -w "$1/bench/.ctl" ]; then
+		awk 'NR > 1 { print $1 }' "$1/bench/.ctl" | while read -r v; do
+			echo "close $v" >"$1/bench/.ctl" ||
+				log "tapfs: close $v: $(head -n 1 "$1/bench/.ctl")"
+		done
 	fi
 	if ! stop_daemon "$1" "$2" unmount; then
 		log "tapfs did not exit cleanly; daemon log:"
@@ -337,8 +395,9 @@ stop_tapfs() {
 	fi
 }
 
+TAPFS_UP=0	# the daemon is mounted and has the group "bench"
+mnt=$WORK/tapfs.mnt
 if want tapfs; then
-	mnt=$WORK/tapfs.mnt
 	mkdir -p "$mnt" "$WORK/store"
 	log "tapfs: starting $TAPFS on $mnt"
 	# In a session of its own: a Ctrl-C of the benchmark reaches fio and
@@ -346,9 +405,13 @@ if want tapfs; then
 	setsid "$TAPFS" -f -o "store=$WORK/store" "$mnt" 2>"$WORK/tapfs.log" &
 	PID[tapfs]=$!
 	push_cleanup "stop_tapfs '$mnt' ${PID[tapfs]}"
-	if wait_mount "$mnt" "${PID[tapfs]}" tapfs &&
-	   mkdir "$mnt/bench" &&
-	   echo "open img raw:$IMG" >"$mnt/bench/.ctl"; then
+	if wait_mount "$mnt" "${PID[tapfs]}" tapfs && mkdir "$mnt/bench"; then
+		TAPFS_UP=1
+	fi
+	if [ "$RAW_TABLE" = 0 ]; then
+		:
+	elif [ "$TAPFS_UP" = 1 ] &&
+	     echo "open img raw:$IMG" >"$mnt/bench/.ctl"; then
 		FILE[tapfs]=$mnt/bench/img
 		ACTIVE+=(tapfs)
 	else
@@ -359,11 +422,15 @@ if want tapfs; then
 		sed 's/^/  /' "$WORK/tapfs.log" >&2
 		target_failed tapfs
 	fi
+	if [ "$TAPFS_UP" = 0 ] && [ "$VHD_TABLE" = 1 ]; then
+		[ "$RAW_TABLE" = 1 ] || sed 's/^/  /' "$WORK/tapfs.log" >&2
+		TAPFS_VHD_FAILED=1
+	fi
 fi
 
 # ---- (c) qemu-storage-daemon -------------------------------------------------
 
-if want qsd; then
+if want qsd && [ "$RAW_TABLE" = 1 ]; then
 	qmnt=$WORK/qsd.export
 	: >"$qmnt"	# the FUSE export mounts over an existing regular file
 	log "qsd: exporting $IMG on $qmnt"
@@ -388,25 +455,151 @@ fi
 
 # Row by row, every target in turn, so that a drift in the machine's speed
 # during the run shifts all columns of a row alike and the ratios hold.
-# Only one target does I/O at a time.
+# Only one target does I/O at a time.  With BENCH_VHD=only, ACTIVE is just
+# raw: the reference for the VHD table.
 for i in "${!ROWS[@]}"; do
 	for t in "${ACTIVE[@]}"; do
 		run_row "$t" "$i"
 	done
 done
-if [ "$VERIFY" = 1 ]; then
+if [ "$VERIFY" = 1 ] && [ "$RAW_TABLE" = 1 ]; then
 	for t in "${ACTIVE[@]}"; do
 		run_verify "$t"
 	done
 fi
+
+# ---- the VHD rows ------------------------------------------------------------
+
+# tapfs-vhd: a VBD "vhd" in the tapfs daemon's group, image in its store.
+TVHD_IMG=$WORK/store/bench/vhd.vhd
+fresh_tvhd() {
+	local ctl=$mnt/bench/.ctl
+	if awk 'NR > 1 && $1 == "vhd" { f = 1 } END { exit !f }' "$ctl"; then
+		echo "close vhd" >"$ctl" ||
+			{ log "tapfs-vhd: close: $(head -n 1 "$ctl")"; return 1; }
+	fi
+	rm -f -- "$TVHD_IMG"
+	echo "create vhd vhd $size_bytes" >"$ctl" ||
+		{ log "tapfs-vhd: create: $(head -n 1 "$ctl")"; return 1; }
+}
+
+# qsd-vpc: a qemu-storage-daemon of its own per image, restarted on each
+# fresh image; its cleanup entry is the last one on the stack while it runs.
+QVPC_IMG=$WORK/img.vpc
+QVPC_MNT=$WORK/qvpc.export
+QVPC_DEPTH=
+stop_qvpc() {
+	[ -n "$QVPC_DEPTH" ] || return 0
+	unwind_to "$QVPC_DEPTH"
+	QVPC_DEPTH=
+	PID[qvpc]=
+}
+fresh_qvpc() {
+	stop_qvpc
+	rm -f -- "$QVPC_IMG"
+	if ! qemu-img create -q -f vpc -o subformat=dynamic,force_size=on \
+		"$QVPC_IMG" "$size_bytes" >>"$WORK/qvpc.log" 2>&1; then
+		log "qsd-vpc: qemu-img create failed:"
+		sed 's/^/  /' "$WORK/qvpc.log" >&2
+		return 1
+	fi
+	: >"$QVPC_MNT"
+	setsid qemu-storage-daemon \
+		--blockdev "driver=file,node-name=f,filename=$QVPC_IMG,cache.direct=on,aio=native" \
+		--blockdev driver=vpc,node-name=v,file=f \
+		--export "type=fuse,id=e,node-name=v,mountpoint=$QVPC_MNT,writable=on" \
+		2>>"$WORK/qvpc.log" &
+	PID[qvpc]=$!
+	QVPC_DEPTH=${#CLEANUP[@]}
+	push_cleanup "stop_daemon '$QVPC_MNT' ${PID[qvpc]} term || true"
+	if ! wait_mount "$QVPC_MNT" "${PID[qvpc]}" "qemu-storage-daemon (vpc)"
+	then
+		log "qsd-vpc: setup failed; log:"
+		sed 's/^/  /' "$WORK/qvpc.log" >&2
+		return 1
+	fi
+}
+
+# Every VHD target on a new, empty image.
+fresh_all() {
+	local t
+	for t in "${VACTIVE[@]}"; do
+		[ -z "${BROKEN[$t]:-}" ] || continue
+		"fresh_$t" || BROKEN[$t]=1
+	done
+}
+
+# After the one-pass seqwrite: every block must be allocated for the read
+# rows.  An image holding all blocks is larger than the virtual size (each
+# block carries a bitmap); if fio stopped early, write the rest.
+ensure_allocated() {
+	local t=$1 img
+	[ -z "${BROKEN[$t]:-}" ] || return 0
+	case "$t" in tvhd) img=$TVHD_IMG ;; qvpc) img=$QVPC_IMG ;; esac
+	[ "$(stat -c %s "$img")" -lt "$size_bytes" ] || return 0
+	log "$t: image not fully allocated by the seqwrite row: prefilling"
+	run_wait fio --name=prefill --filename="${FILE[$t]}" \
+		--size="$size_bytes" --rw=write --bs=1M --iodepth=8 \
+		--ioengine=libaio --direct=1 --fallocate=none \
+		--output=/dev/null || { log "$t: prefill failed"; BROKEN[$t]=1; }
+}
+
+VACTIVE=()
+if [ "$VHD_TABLE" = 1 ]; then
+	if want tapfs && [ -z "${TAPFS_MISSING:-}" ]; then
+		FILE[tvhd]=$mnt/bench/vhd
+		PID[tvhd]=${PID[tapfs]}
+		VACTIVE+=(tvhd)
+		[ -z "${TAPFS_VHD_FAILED:-}" ] || BROKEN[tvhd]=1
+	fi
+	if want qsd; then
+		FILE[qvpc]=$QVPC_MNT
+		VACTIVE+=(qvpc)
+	fi
+fi
+VROWS_ZERO=(0 1 3)	# the read rows, on unallocated images
+if [ "${#VACTIVE[@]}" -gt 0 ]; then
+	# 1. fresh: reads of unallocated blocks, then 4k randwrite (no ramp).
+	fresh_all
+	if [ "$ZERO_RUNTIME" -gt 0 ]; then
+		for i in "${VROWS_ZERO[@]}"; do
+			for t in "${VACTIVE[@]}"; do
+				run_row "$t" "$i" "z$i" "$ZERO_RUNTIME" 1
+			done
+		done
+	fi
+	for t in "${VACTIVE[@]}"; do
+		run_row "$t" 2 v2 "$RUNTIME" 0
+	done
+	# 2. fresh: 1M seqwrite, one pass, then the reads on a full image.
+	fresh_all
+	for t in "${VACTIVE[@]}"; do
+		run_row "$t" 4 v4 "$RUNTIME" 0 once
+		ensure_allocated "$t"
+	done
+	for i in 0 1 3; do
+		for t in "${VACTIVE[@]}"; do
+			run_row "$t" "$i" "v$i"
+		done
+	done
+	# 3. fresh: the data check, with concurrent block allocation.
+	if [ "$VERIFY" = 1 ]; then
+		fresh_all
+		for t in "${VACTIVE[@]}"; do
+			run_verify "$t" 64M
+		done
+	fi
+fi
+read -r LOAD_END _ </proc/loadavg
 unwind_to "$WORK_DEPTH"	# stop the daemons now, so their failures show
 
 # ---- the table -------------------------------------------------------------
 
 REPORT_PY='
-import sys
+import os, sys
 results, runtime, ramp, size, tapfs_missing = sys.argv[1:6]
-rows = [r.split("|") for r in sys.argv[6:]]
+raw_table, vhd_table, zero_rt, load0, load1 = sys.argv[6:11]
+rows = [r.split("|") for r in sys.argv[11:]]
 res, cpu = {}, {}
 with open(results) as f:
     for line in f:
@@ -429,38 +622,85 @@ def ratio(v, r):
     except (TypeError, ValueError, ZeroDivisionError):
         return "-"
 
+def table(hdr, out):
+    out = [hdr, ["---"] * len(hdr)] + out
+    w = [max(len(row[c]) for row in out) for c in range(len(hdr))]
+    for row in out:
+        if row[0] == "---":
+            row = ["-" * w[c] for c in range(len(hdr))]
+        print("| " + " | ".join(s.ljust(w[c]) if c == 0 else s.rjust(w[c])
+                                for c, s in enumerate(row)) + " |")
+
+def verify_row(label, targets):
+    if not any((x, "verify") in res for x in targets):
+        return []
+    v = [res.get((x, "verify"), "n/a") for x in targets]
+    return [[label, v[0], v[1], "", v[2], ""]]
+
 print()
 print("fio libaio direct=1, %s s (+%s s ramp) per row, %g GiB fully "
       "allocated raw image" % (runtime, ramp, int(size) / 2**30))
-print()
-hdr = ["row", "raw", "tapfs", "tapfs/raw", "qsd", "qsd/raw"]
-out = [hdr, ["---"] * len(hdr)]
-for i, (name, rw, bs, qd, unit) in enumerate(rows):
-    r, t, q = (res.get((x, str(i))) for x in ("raw", "tapfs", "qsd"))
-    out.append([name, fmt(r, unit), fmt(t, unit), ratio(t, r),
-                fmt(q, unit), ratio(q, r)])
-if any(k[1] == "verify" for k in res):
-    v = [res.get((x, "verify"), "n/a") for x in ("raw", "tapfs", "qsd")]
-    out.append(["verify 4k randwrite QD16", v[0], v[1], "", v[2], ""])
-w = [max(len(row[c]) for row in out) for c in range(len(hdr))]
-for row in out:
-    if row[0] == "---":
-        row = ["-" * w[c] for c in range(len(hdr))]
-    print("| " + " | ".join(s.ljust(w[c]) if c == 0 else s.rjust(w[c])
-                            for c, s in enumerate(row)) + " |")
+print("load average: %s at start, %s at end" % (load0, load1))
+if raw_table == "1":
+    print()
+    out = []
+    for i, (name, rw, bs, qd, unit) in enumerate(rows):
+        r, t, q = (res.get((x, str(i))) for x in ("raw", "tapfs", "qsd"))
+        out.append([name, fmt(r, unit), fmt(t, unit), ratio(t, r),
+                    fmt(q, unit), ratio(q, r)])
+    out += verify_row("verify 4k randwrite QD16", ("raw", "tapfs", "qsd"))
+    table(["row", "raw", "tapfs", "tapfs/raw", "qsd", "qsd/raw"], out)
+
+# VHD table: key, label; raw reference is the raw row of the same index.
+vrows = [("v0", 0, ""), ("v1", 1, ""), ("v2", 2, ", fresh"),
+         ("v3", 3, ""), ("v4", 4, ", fresh, 1 pass")]
+if zero_rt != "0":
+    vrows += [("z0", 0, ", unallocated"), ("z1", 1, ", unallocated"),
+              ("z3", 3, ", unallocated")]
+if vhd_table == "1":
+    print()
+    print("VHD: dynamic, 2 MiB blocks, %g GiB virtual; \"fresh\": a new, "
+          "empty image, measured from the first write (no ramp);"
+          % (int(size) / 2**30))
+    print("reads on the image the seqwrite row filled; \"unallocated\": "
+          "reads of a new image (zeros), %s s per row; raw: the raw "
+          "file row above" % zero_rt)
+    print()
+    out = []
+    for key, i, suffix in vrows:
+        name, rw, bs, qd, unit = rows[i]
+        r = res.get(("raw", str(i)))
+        t, q = res.get(("tvhd", key)), res.get(("qvpc", key))
+        out.append([name + suffix, fmt(r, unit), fmt(t, unit), ratio(t, r),
+                    fmt(q, unit), ratio(q, r)])
+    out += verify_row("verify 4k randwrite QD16, fresh 64M",
+                      ("rawnone", "tvhd", "qvpc"))
+    for row in out:
+        if row[0].startswith("verify"):
+            row[1] = ""
+    table(["row", "raw", "tapfs-vhd", "tapfs-vhd/raw", "qsd-vpc",
+           "qsd-vpc/raw"], out)
+
 print()
 print("daemon CPU per I/O, user+sys in microseconds (approximate):")
-for i, (name, *_unused) in enumerate(rows):
-    print("  %-18s tapfs %7s   qsd %7s" % (name,
-          cpu.get(("tapfs", str(i)), "n/a"), cpu.get(("qsd", str(i)), "n/a")))
+if raw_table == "1":
+    for i, (name, *_unused) in enumerate(rows):
+        print("  %-33s tapfs     %7s   qsd     %7s" % (name,
+              cpu.get(("tapfs", str(i)), "n/a"),
+              cpu.get(("qsd", str(i)), "n/a")))
+if vhd_table == "1":
+    for key, i, suffix in vrows:
+        print("  %-33s tapfs-vhd %7s   qsd-vpc %7s" % (rows[i][0] + suffix,
+              cpu.get(("tvhd", key), "n/a"), cpu.get(("qvpc", key), "n/a")))
 if tapfs_missing == "1":
     print("\ntapfs: build/tapfs is not built; column skipped (run make).")
-if res.get(("qsd", "verify")) == "FAIL":
+if "FAIL" in (res.get(("qsd", "verify")), res.get(("qvpc", "verify"))):
     print("\nqsd: fio --verify failed: its write figures are the throughput "
           "of an export that loses data (docs/performance.md).")
 '
 "$PY" -c "$REPORT_PY" "$RESULTS" "$RUNTIME" "$RAMP" "$size_bytes" \
-	"${TAPFS_MISSING:-0}" "${ROWS[@]}"
+	"${TAPFS_MISSING:-0}" "$RAW_TABLE" "$VHD_TABLE" "$ZERO_RUNTIME" \
+	"$LOAD_START" "${LOAD_END:-?}" "${ROWS[@]}"
 
 # A target that was asked for and could not be measured fails the run.
 if grep -q "$(printf '\tfail\t')" "$RESULTS"; then

@@ -256,33 +256,45 @@ static void snap_rollback(struct snap_target *t)
 }
 
 /* Make a child of t's leaf in the store and switch the VBD to it. */
+/*
+ * The driver that makes t's snapshot child: the leaf's own when it can
+ * (a qcow2 child for a qcow2 leaf), else vhd (raw leaves and the rest).
+ */
+static const struct tap_disk *snap_driver(td_driver_t *leaf)
+{
+	if (leaf->ops->td_create_child)
+		return leaf->ops;
+	return td_driver_find("vhd");
+}
+
 static int snap_one(struct tapfs *fs, struct snap_target *t, char *err,
 		    size_t errlen)
 {
-	const struct tap_disk *vhd = td_driver_find("vhd");
 	td_driver_t *leaf = vbd_image(t->tv->vbd, 0);
+	const struct tap_disk *cd = snap_driver(leaf);
 	char spec[TAPFS_SPEC_MAX];
 	unsigned n;
 	int rc = -EEXIST;
 
 	for (n = 1; rc == -EEXIST && n < 100000; n++) {
-		snprintf(t->child, sizeof(t->child), "%s/%s/%s.%u.vhd",
-			 fs->store, t->tv->group->name, t->tv->name, n);
-		rc = vhd->td_create_child(t->child, leaf->name,
-					  leaf->ops->name, err, errlen);
+		snprintf(t->child, sizeof(t->child), "%s/%s/%s.%u.%s",
+			 fs->store, t->tv->group->name, t->tv->name, n,
+			 cd->name);
+		rc = cd->td_create_child(t->child, leaf->name,
+					 leaf->ops->name, err, errlen);
 	}
 	if (rc)
 		return rc;
 	snprintf(t->old_spec, sizeof(t->old_spec), "%s", t->tv->spec);
 	snprintf(t->old_format, sizeof(t->old_format), "%s", t->tv->format);
-	snprintf(spec, sizeof(spec), "vhd:%s", t->child);
+	snprintf(spec, sizeof(spec), "%s:%s", cd->name, t->child);
 	rc = vbd_reopen(t->tv->vbd, spec, err, errlen);
 	if (rc) {
 		unlink(t->child);
 		return rc;
 	}
 	snprintf(t->tv->spec, sizeof(t->tv->spec), "%s", spec);
-	snprintf(t->tv->format, sizeof(t->tv->format), "vhd");
+	snprintf(t->tv->format, sizeof(t->tv->format), "%s", cd->name);
 	t->done = true;
 	td_log(TD_LOG_INFO, "%s/%s: snapshot: %s on top of %s",
 	       t->tv->group->name, t->tv->name, t->child, leaf->name);
@@ -321,7 +333,6 @@ static int control_snapshot(struct tapfs *fs, struct tapfs_group *g,
 			    struct tapfs_vbd *one, control_done_cb_t done,
 			    void *arg)
 {
-	const struct tap_disk *vhd = td_driver_find("vhd");
 	struct control_op *op;
 	struct tapfs_vbd *tv;
 	struct td_list *pos;
@@ -341,14 +352,15 @@ static int control_snapshot(struct tapfs *fs, struct tapfs_group *g,
 			return control_status(g, -EINVAL, "'%s' is a ram "
 					      "disk: it has no image to keep",
 					      tv->name);
+		if (!snap_driver(leaf) || !snap_driver(leaf)->td_create_child)
+			return control_status(g, -ENOTSUP, "no driver can "
+					      "make a snapshot child of '%s'",
+					      tv->name);
 		n++;
 	}
 	if (!n)
 		return control_status(g, -ENOENT, "no VBD to snapshot in "
 				      "group '%s'", g->name);
-	if (!vhd || !vhd->td_create_child)
-		return control_status(g, -ENOTSUP, "no driver can make "
-				      "snapshot children");
 	op = control_op_new(fs, g, CTL_SNAPSHOT, 0, done, arg);
 	if (!op || !(op->targets = calloc(n, sizeof(*op->targets)))) {
 		free(op);
