@@ -147,7 +147,7 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 		vbd_image_free(img);
 		return rc;
 	}
-	if (!img->drv.info.size) {
+	if (!img->drv.info.size && !(ops->disk_flags & TD_DISK_FILTER)) {
 		snprintf(err, errlen, "%s: image has size 0", path);
 		ops->td_close(&img->drv);
 		vbd_image_free(img);
@@ -263,7 +263,11 @@ int vbd_open_ops(struct td_engine *e, const struct tap_disk *ops,
 				 id.drivertype);
 			rc = -EINVAL;
 		} else {
-			rc = vbd_image_open(vbd, pops, id.name,
+			bool filter = child->drv.ops->disk_flags &
+				      TD_DISK_FILTER;
+
+			rc = vbd_image_open(vbd, pops, id.name, filter ?
+					    child->drv.flags :
 					    flags | TD_OPEN_RDONLY, &parent,
 					    err, errlen);
 		}
@@ -280,6 +284,18 @@ int vbd_open_ops(struct td_engine *e, const struct tap_disk *ops,
 			goto fail;
 		}
 		child->parent = parent;
+	}
+	/* Filters took their size from below; an unfiltered 0 was refused. */
+	for (unsigned i = vbd->nimages; i-- > 0;)
+		if (vbd->images[i]->drv.ops->disk_flags & TD_DISK_FILTER &&
+		    vbd->images[i]->parent)
+			vbd->images[i]->drv.info =
+				vbd->images[i]->parent->drv.info;
+	if (!vbd->images[0]->drv.info.size) {
+		snprintf(err, errlen, "%s: nothing below the filter",
+			 vbd->images[0]->drv.name);
+		rc = -EINVAL;
+		goto fail;
 	}
 	*out = vbd;
 	return 0;

@@ -352,6 +352,11 @@ static int control_snapshot(struct tapfs *fs, struct tapfs_group *g,
 			return control_status(g, -EINVAL, "'%s' is a ram "
 					      "disk: it has no image to keep",
 					      tv->name);
+		if (leaf->ops->disk_flags & TD_DISK_FILTER)
+			return control_status(g, -EINVAL, "'%s' has a %s "
+					      "filter on top: close and open "
+					      "it without to snapshot",
+					      tv->name, leaf->ops->name);
 		if (!snap_driver(leaf) || !snap_driver(leaf)->td_create_child)
 			return control_status(g, -ENOTSUP, "no driver can "
 					      "make a snapshot child of '%s'",
@@ -507,13 +512,18 @@ static int control_open(struct tapfs *fs, struct tapfs_group *g,
 		return control_status(g, -EEXIST, "VBD '%s' exists in group "
 				      "'%s'", cmd->name, g->name);
 	if (file) {
-		if (cmd->path[0] != '/')
+		/* A filter's argument is SETTINGS:DRIVER:PATH. */
+		const char *path = cmd->path, *c;
+
+		if (ops->disk_flags & TD_DISK_FILTER &&
+		    (c = strchr(path, ':')) && (c = strchr(c + 1, ':')))
+			path = c + 1;
+		if (path[0] != '/')
 			return control_status(g, -EINVAL, "image path '%s' "
-					      "must be absolute", cmd->path);
-		if (!tapfs_path_outside_mount(fs, cmd->path))
+					      "must be absolute", path);
+		if (!tapfs_path_outside_mount(fs, path))
 			return control_status(g, -EINVAL, "image %s lies "
-					      "inside this tapfs mount",
-					      cmd->path);
+					      "inside this tapfs mount", path);
 	}
 	snprintf(spec, sizeof(spec), "%s:%s", ops->name, cmd->path);
 	return control_add(fs, g, cmd, spec, file, NULL);
@@ -549,6 +559,31 @@ static int control_close(struct tapfs *fs, struct tapfs_group *g,
 	return control_status(g, 0, NULL);
 }
 
+/* Hand settings to the first image of the chain that takes them. */
+static int control_fault(struct tapfs_group *g, const struct ctl_command *cmd)
+{
+	struct tapfs_vbd *one;
+	char err[TAPFS_STATUS_MAX / 2];
+	unsigned i;
+	int rc;
+
+	rc = control_targets(g, cmd->name, &one);
+	if (rc)
+		return rc;
+	for (i = 0; i < vbd_chain_length(one->vbd); i++) {
+		td_driver_t *d = vbd_image(one->vbd, i);
+
+		if (!d->ops->td_control)
+			continue;
+		rc = d->ops->td_control(d, cmd->path, err, sizeof(err));
+		if (rc)
+			return control_status(g, rc, "%s", err);
+		return control_status(g, 0, NULL);
+	}
+	return control_status(g, -EINVAL, "'%s' has no fault filter (open "
+			      "it as fault:none:FORMAT:PATH)", one->name);
+}
+
 int control_exec(struct tapfs *fs, struct tapfs_group *g, const char *buf,
 		 size_t len, control_done_cb_t done, void *arg)
 {
@@ -570,6 +605,8 @@ int control_exec(struct tapfs *fs, struct tapfs_group *g, const char *buf,
 		return control_close(fs, g, &cmd);
 	case CTL_PAUSE:
 	case CTL_RESUME:
+	case CTL_FAULT:
+		return control_fault(g, &cmd);
 	case CTL_FLUSH:
 	case CTL_SNAPSHOT:
 		break;

@@ -22,6 +22,7 @@ static const struct {
 	{ "resume", CTL_RESUME, 0, 1, "resume [NAME]" },
 	{ "flush",  CTL_FLUSH,  0, 1, "flush [NAME]" },
 	{ "snapshot", CTL_SNAPSHOT, 0, 1, "snapshot [NAME]" },
+	{ "fault",  CTL_FAULT,  2, 2, "fault NAME SETTINGS" },
 };
 
 #define CTL_NVERBS	(sizeof(ctl_verbs) / sizeof(ctl_verbs[0]))
@@ -118,7 +119,7 @@ static int ctl_parse_words(char **w, unsigned n, struct ctl_command *cmd,
 			break;
 	if (v == CTL_NVERBS) {
 		snprintf(err, errlen, "unknown command '%.64s' (commands: "
-			 "create open close pause resume flush snapshot)", w[0]);
+			 "create open close pause resume flush snapshot fault)", w[0]);
 		return -EINVAL;
 	}
 	if (n - 1 < ctl_verbs[v].min_args || n - 1 > ctl_verbs[v].max_args) {
@@ -178,6 +179,9 @@ static int ctl_parse_words(char **w, unsigned n, struct ctl_command *cmd,
 		}
 		return 0;
 	}
+	case CTL_FAULT:
+		return ctl_copy(cmd->path, sizeof(cmd->path), w[2],
+				"settings", err, errlen);
 	default:
 		return 0;
 	}

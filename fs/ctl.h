@@ -23,6 +23,7 @@ enum ctl_verb {
 	CTL_RESUME,	/* resume [NAME] */
 	CTL_FLUSH,	/* flush [NAME] */
 	CTL_SNAPSHOT,	/* snapshot [NAME] */
+	CTL_FAULT,	/* fault NAME SETTINGS (in path) */
 };
 
 /* The format of "create NAME SIZE". */

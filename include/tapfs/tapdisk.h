@@ -121,6 +121,7 @@ struct td_driver {
  *   td_queue_discard    default: complete with -EOPNOTSUPP
  *   td_create           default: -ENOTSUP ("cannot create")
  *   td_create_child     default: -ENOTSUP (no snapshots onto it)
+ *   td_control          default: -ENOTSUP
  */
 struct tap_disk {
 	uint32_t	 api_version;	/* TD_API_VERSION */
@@ -157,7 +158,21 @@ struct tap_disk {
 	int  (*td_create_child)(const char *path, const char *parent,
 				const char *parent_driver, char *err,
 				size_t errlen);
+	td_flag_t	 disk_flags;	/* TD_DISK_* */
+	/*
+	 * A run-time setting from .ctl ("fault NAME ARGS" reaches the first
+	 * image of the chain that has this).  0, or -errno and err.
+	 */
+	int  (*td_control)(td_driver_t *drv, const char *args, char *err,
+			   size_t errlen);
 };
+
+/*
+ * disk_flags: a filter sits on top of the image it filters (its
+ * "parent"), which is opened with the filter's own access rather than
+ * read-only; the filter's size is the parent's (td_open may leave 0).
+ */
+#define TD_DISK_FILTER		(1u << 0)
 
 /* ---- the three things a driver does with a request ---------------- */
 
