@@ -131,7 +131,11 @@ $(BUILD)/fuzz/fuzz-vhd: tests/fuzz/fuzz-vhd.c drivers/vhd-format.c \
 fuzz: deps-fuzz
 	$(MAKE) fuzz-run
 
-fuzz-run: $(BUILD)/fuzz/fuzz-vhd $(BUILD)/tapfs-img
+$(BUILD)/fuzz/fuzz-ctl: tests/fuzz/fuzz-ctl.c fs/ctl.c drivers/td-util.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Ifs -o $@ $^
+
+fuzz-run: $(BUILD)/fuzz/fuzz-ctl $(BUILD)/fuzz/fuzz-vhd $(BUILD)/tapfs-img
 	@mkdir -p $(FUZZ_SEEDS)
 	@test -e $(FUZZ_SEEDS)/dynamic.vhd || $(BUILD)/tapfs-img create -q \
 		-o block_size=4K $(FUZZ_SEEDS)/dynamic.vhd 64K
@@ -142,6 +146,12 @@ fuzz-run: $(BUILD)/fuzz/fuzz-vhd $(BUILD)/tapfs-img
 		-o subformat=fixed $(FUZZ_SEEDS)/fixed.vhd 8K
 	$(BUILD)/fuzz/fuzz-vhd -max_total_time=$(FUZZ_TIME) -max_len=65536 \
 		$(FUZZ_SEEDS)
+	@mkdir -p $(BUILD)/fuzz/corpus-ctl
+	@printf 'create d raw 1G' > $(BUILD)/fuzz/corpus-ctl/create
+	@printf 'open d vhd:/x.vhd ro\n' > $(BUILD)/fuzz/corpus-ctl/open
+	@printf 'fault d err=EIO,every=3' > $(BUILD)/fuzz/corpus-ctl/fault
+	$(BUILD)/fuzz/fuzz-ctl -max_total_time=$(FUZZ_TIME) -max_len=8192 \
+		$(BUILD)/fuzz/corpus-ctl
 
 clean:
 	rm -rf build build-asan
