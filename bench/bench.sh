@@ -22,13 +22,14 @@
 #              made by qemu-img create -f vpc -o subformat=dynamic,
 # with the raw file's figures from the first table as the reference.
 # Each image is created afresh (qemu-storage-daemon restarted on it):
-#   1. unallocated reads (reads of zeros; BENCH_ZERO_RUNTIME s each), then
-#      4k randwrite QD32 from the first write (no ramp: block allocation
+#   1. 4k randwrite QD32 from the first write (no ramp: block allocation
 #      is what is measured);
-#   2. 1M seqwrite QD8, one pass over the fresh image (allocates every
+#   2. unallocated reads (reads of zeros; BENCH_ZERO_RUNTIME s each), then
+#      1M seqwrite QD8, one pass over the fresh image (allocates every
 #      block; stops after BENCH_RUNTIME s), then the read rows on the now
-#      fully allocated image;
-#   3. the verify check, on a fresh image, over 64 MiB.
+#      fully allocated image (if the pass did not finish: tapfs writes the
+#      rest, qsd-vpc gets a qemu-img convert -S 0 copy of the raw image);
+#   3. the verify check, on a fresh image, over 32 MiB (16 blocks).
 #
 # Environment (all optional):
 #   BENCH_RUNTIME  seconds per row, after ramp        (default 12)
@@ -41,7 +42,7 @@
 #                  VHD table only (and the raw rows it is compared to)
 #                                                      (default 1)
 #   BENCH_ZERO_RUNTIME  seconds per unallocated-read row, 0 skips them
-#                                                      (default 5)
+#                                                      (default 4)
 #   BENCH_VERIFY   1: run the verify check, 0: skip    (default 1)
 #   TAPFS          the daemon binary                   (default: ROOT/build/tapfs)
 #
@@ -56,7 +57,7 @@ SIZE=${BENCH_SIZE:-2G}
 ONLY=${BENCH_ONLY:-raw,tapfs,qsd}
 VERIFY=${BENCH_VERIFY:-1}
 VHD=${BENCH_VHD:-1}
-ZERO_RUNTIME=${BENCH_ZERO_RUNTIME:-5}
+ZERO_RUNTIME=${BENCH_ZERO_RUNTIME:-4}
 TAPFS=${TAPFS:-$ROOT/build/tapfs}
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
@@ -73,7 +74,7 @@ MOUNT_TIMEOUT=20	# seconds to wait for a FUSE mount to go live
 STOP_TIMEOUT=30		# seconds to wait for a daemon to exit
 
 die() { echo "bench: $*" >&2; exit 1; }
-log() { echo "bench: $*" >&2; }
+log() { printf 'bench: [%4ds] %s\n' "$SECONDS" "$*" >&2; }
 
 # ---- arguments and environment -------------------------------------------
 
@@ -135,6 +136,28 @@ unwind_to() {
 	done
 }
 FIO_PID=
+TRASH_PIDS=()
+# Delete a used image in the background: after the 4k randwrite row a
+# fresh image's file has one ext4 extent per 4 KiB written (writes into
+# holes), and unlinking it takes half a minute on a loaded machine.  The
+# unallocated-read rows, which do no disk I/O, run meanwhile; wait_trash
+# before the next row that writes.  run_cleanup waits too.
+trash() {
+	local dst
+	[ -e "$1" ] || return 0
+	dst=$(mktemp -u "$WORK/trash.XXXXXX")
+	mv -- "$1" "$dst" || { rm -f -- "$1"; return; }
+	rm -f -- "$dst" &
+	TRASH_PIDS+=($!)
+}
+wait_trash() {
+	local p
+	for p in "${TRASH_PIDS[@]}"; do
+		wait "$p" 2>/dev/null || true
+	done
+	TRASH_PIDS=()
+}
+
 run_cleanup() {
 	set +e
 	if [ -n "$FIO_PID" ]; then	# interrupted during a run: fio first
@@ -142,6 +165,7 @@ run_cleanup() {
 		wait "$FIO_PID" 2>/dev/null
 		FIO_PID=
 	fi
+	wait_trash	# background deletions of used images (by PID)
 	unwind_to 0
 }
 trap run_cleanup EXIT
@@ -330,6 +354,10 @@ run_row() {
 	fi
 	t1=$(date +%s%N)
 	c1=$(cpu_ticks "${PID[$t]}")
+	if [ "$(((t1 - t0) / 1000000000))" -gt "$((rt + ramp + 5))" ]; then
+		log "$t: $row: fio took $(((t1 - t0) / 1000000000)) s for" \
+			"$((rt + ramp)) s of runtime (slow start or drain)"
+	fi
 	# CPU over fio's whole life (ramp included): spread over its wall time.
 	read -r val cpu <<<"$("$PY" -c "$PARSE_PY" "$out" "$unit" \
 		"$((c1 - c0))" "$(getconf CLK_TCK)" "$(((t1 - t0) / 1000000))")" ||
@@ -478,7 +506,7 @@ fresh_tvhd() {
 		echo "close vhd" >"$ctl" ||
 			{ log "tapfs-vhd: close: $(head -n 1 "$ctl")"; return 1; }
 	fi
-	rm -f -- "$TVHD_IMG"
+	trash "$TVHD_IMG"
 	echo "create vhd vhd $size_bytes" >"$ctl" ||
 		{ log "tapfs-vhd: create: $(head -n 1 "$ctl")"; return 1; }
 }
@@ -494,12 +522,22 @@ stop_qvpc() {
 	QVPC_DEPTH=
 	PID[qvpc]=
 }
+# fresh_qvpc [RAW]: a new empty image, or with RAW: a fully allocated copy
+# of the raw image RAW (qemu-img convert -S 0: every block written).
 fresh_qvpc() {
+	local how=create
 	stop_qvpc
-	rm -f -- "$QVPC_IMG"
-	if ! qemu-img create -q -f vpc -o subformat=dynamic,force_size=on \
-		"$QVPC_IMG" "$size_bytes" >>"$WORK/qvpc.log" 2>&1; then
-		log "qsd-vpc: qemu-img create failed:"
+	trash "$QVPC_IMG"
+	[ -z "${1:-}" ] || how=convert
+	if ! if [ "$how" = create ]; then
+		qemu-img create -q -f vpc -o subformat=dynamic,force_size=on \
+			"$QVPC_IMG" "$size_bytes"
+	else
+		# -U: the qsd column's daemon still has the raw image open.
+		qemu-img convert -q -U -S 0 -f raw -O vpc \
+			-o subformat=dynamic,force_size=on "$1" "$QVPC_IMG"
+	fi >>"$WORK/qvpc.log" 2>&1; then
+		log "qsd-vpc: qemu-img $how failed:"
 		sed 's/^/  /' "$WORK/qvpc.log" >&2
 		return 1
 	fi
@@ -531,17 +569,37 @@ fresh_all() {
 
 # After the one-pass seqwrite: every block must be allocated for the read
 # rows.  An image holding all blocks is larger than the virtual size (each
-# block carries a bitmap); if fio stopped early, write the rest.
+# block carries a bitmap).  If fio stopped early: for tapfs, write the rest
+# (from where the seqwrite row, which started at offset 0, stopped); for
+# qsd-vpc, whose allocating writes run at tens of MiB/s, a copy of the raw
+# image made by qemu-img convert.
 ensure_allocated() {
-	local t=$1 img
+	local t=$1 img done_mib
 	[ -z "${BROKEN[$t]:-}" ] || return 0
 	case "$t" in tvhd) img=$TVHD_IMG ;; qvpc) img=$QVPC_IMG ;; esac
 	[ "$(stat -c %s "$img")" -lt "$size_bytes" ] || return 0
-	log "$t: image not fully allocated by the seqwrite row: prefilling"
+	if [ "$t" = qvpc ]; then
+		log "$t: image not fully allocated by the seqwrite row:" \
+			"qemu-img convert of the raw image"
+		fresh_qvpc "$IMG" || BROKEN[$t]=1
+		return 0
+	fi
+	done_mib=$("$PY" -c '
+import json, sys
+with open(sys.argv[1]) as f:
+    text = f.read()
+print(json.loads(text[text.index("{"):])["jobs"][0]["write"]["io_bytes"] >> 20)
+' "$WORK/$t.v4.json" 2>/dev/null) || done_mib=0
+	[ "$((done_mib << 20))" -lt "$size_bytes" ] || done_mib=0
+	log "$t: seqwrite row stopped at $done_mib MiB: prefilling the rest"
 	run_wait fio --name=prefill --filename="${FILE[$t]}" \
-		--size="$size_bytes" --rw=write --bs=1M --iodepth=8 \
+		--offset="$((done_mib << 20))" \
+		--size="$((size_bytes - (done_mib << 20)))" \
+		--rw=write --bs=1M --iodepth=8 \
 		--ioengine=libaio --direct=1 --fallocate=none \
 		--output=/dev/null || { log "$t: prefill failed"; BROKEN[$t]=1; }
+	[ "$(stat -c %s "$img")" -ge "$size_bytes" ] ||
+		log "$t: warning: $img still smaller than the virtual size"
 }
 
 VACTIVE=()
@@ -559,7 +617,14 @@ if [ "$VHD_TABLE" = 1 ]; then
 fi
 VROWS_ZERO=(0 1 3)	# the read rows, on unallocated images
 if [ "${#VACTIVE[@]}" -gt 0 ]; then
-	# 1. fresh: reads of unallocated blocks, then 4k randwrite (no ramp).
+	# 1. fresh: 4k randwrite (no ramp).
+	fresh_all
+	for t in "${VACTIVE[@]}"; do
+		run_row "$t" 2 v2 "$RUNTIME" 0
+	done
+	# 2. fresh (the old images are deleted in the background, meanwhile):
+	# reads of unallocated blocks, which touch no disk, then 1M seqwrite,
+	# one pass, then the reads on the image it filled.
 	fresh_all
 	if [ "$ZERO_RUNTIME" -gt 0 ]; then
 		for i in "${VROWS_ZERO[@]}"; do
@@ -568,11 +633,7 @@ if [ "${#VACTIVE[@]}" -gt 0 ]; then
 			done
 		done
 	fi
-	for t in "${VACTIVE[@]}"; do
-		run_row "$t" 2 v2 "$RUNTIME" 0
-	done
-	# 2. fresh: 1M seqwrite, one pass, then the reads on a full image.
-	fresh_all
+	wait_trash
 	for t in "${VACTIVE[@]}"; do
 		run_row "$t" 4 v4 "$RUNTIME" 0 once
 		ensure_allocated "$t"
@@ -586,7 +647,7 @@ if [ "${#VACTIVE[@]}" -gt 0 ]; then
 	if [ "$VERIFY" = 1 ]; then
 		fresh_all
 		for t in "${VACTIVE[@]}"; do
-			run_verify "$t" 64M
+			run_verify "$t" 32M
 		done
 	fi
 fi
@@ -673,7 +734,7 @@ if vhd_table == "1":
         t, q = res.get(("tvhd", key)), res.get(("qvpc", key))
         out.append([name + suffix, fmt(r, unit), fmt(t, unit), ratio(t, r),
                     fmt(q, unit), ratio(q, r)])
-    out += verify_row("verify 4k randwrite QD16, fresh 64M",
+    out += verify_row("verify 4k randwrite QD16, fresh 32M",
                       ("rawnone", "tvhd", "qvpc"))
     for row in out:
         if row[0].startswith("verify"):

@@ -939,6 +939,7 @@ static int vhd_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	rc = vhd_image_open(&s->img, path, flags & TD_OPEN_RDONLY ?
 			    VHD_IMAGE_RDONLY : 0, err, sizeof(err));
 	if (rc) {
+		snprintf(drv->error, sizeof(drv->error), "%s", err);
 		if (!(flags & TD_OPEN_QUIET))
 			td_log(TD_LOG_ERR, "%s", err);
 		s->img = NULL;
@@ -1027,6 +1028,7 @@ static int vhd_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 		return TD_NO_PARENT;
 	rc = vhd_image_find_parent(s->img, &path, err, sizeof(err));
 	if (rc) {
+		snprintf(drv->error, sizeof(drv->error), "%s", err);
 		td_log(TD_LOG_ERR, "%s", err);
 		return rc;
 	}
@@ -1055,14 +1057,16 @@ static int vhd_validate_parent(td_driver_t *drv, td_driver_t *parent,
 	if (parent->ops == &tapdisk_vhd)
 		pimg = ((struct vhd_state *)parent->data)->img;
 	else if (!vhd_image_parent_is_raw(s->img)) {
-		td_log(TD_LOG_ERR, "%s: parent %s is not a VHD, but %s "
-		       "records a VHD parent", drv->name, parent->name,
-		       drv->name);
+		snprintf(drv->error, sizeof(drv->error), "%s: parent %s is "
+			 "not a VHD, but %s records a VHD parent", drv->name,
+			 parent->name, drv->name);
+		td_log(TD_LOG_ERR, "%s", drv->error);
 		return -EINVAL;
 	}
 	rc = vhd_image_validate_parent(s->img, pimg, parent->name, warn,
 				       sizeof(warn), err, sizeof(err));
 	if (rc) {
+		snprintf(drv->error, sizeof(drv->error), "%s", err);
 		td_log(TD_LOG_ERR, "%s", err);
 		return rc;
 	}

@@ -142,8 +142,11 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 	}
 	rc = ops->td_open(&img->drv, path, flags);
 	if (rc < 0) {
-		snprintf(err, errlen, "%s: cannot open as %s: %s", path,
-			 ops->name, strerror(-rc));
+		if (img->drv.error[0])
+			snprintf(err, errlen, "%s", img->drv.error);
+		else
+			snprintf(err, errlen, "%s: cannot open as %s: %s",
+				 path, ops->name, strerror(-rc));
 		vbd_image_free(img);
 		return rc;
 	}
@@ -244,8 +247,12 @@ int vbd_open_ops(struct td_engine *e, const struct tap_disk *ops,
 		if (rc == TD_NO_PARENT)
 			break;
 		if (rc < 0) {
-			snprintf(err, errlen, "%s: cannot read parent: %s",
-				 child->drv.name, strerror(-rc));
+			if (child->drv.error[0])
+				snprintf(err, errlen, "%s", child->drv.error);
+			else
+				snprintf(err, errlen, "%s: cannot read "
+					 "parent: %s", child->drv.name,
+					 strerror(-rc));
 			goto fail;
 		}
 		if (vbd->nimages == TD_MAX_CHAIN) {
@@ -278,9 +285,13 @@ int vbd_open_ops(struct td_engine *e, const struct tap_disk *ops,
 		vbd->images[vbd->nimages++] = parent;
 		rc = td_drv_validate_parent(&child->drv, &parent->drv, flags);
 		if (rc) {
-			snprintf(err, errlen, "%s is not the parent %s was "
-				 "made on: %s", parent->drv.name,
-				 child->drv.name, strerror(-rc));
+			if (child->drv.error[0])
+				snprintf(err, errlen, "%s", child->drv.error);
+			else
+				snprintf(err, errlen, "%s is not the parent "
+					 "%s was made on: %s",
+					 parent->drv.name, child->drv.name,
+					 strerror(-rc));
 			goto fail;
 		}
 		child->parent = parent;

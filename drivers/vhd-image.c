@@ -934,7 +934,7 @@ int vhd_image_create(const char *path, const struct vhd_create_params *p,
 	if (ret)
 		goto out;
 
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		ret = -errno;
 		snprintf(why, sizeof(why), "%s", strerror(errno));

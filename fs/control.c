@@ -272,16 +272,18 @@ static int snap_one(struct tapfs *fs, struct snap_target *t, char *err,
 {
 	td_driver_t *leaf = vbd_image(t->tv->vbd, 0);
 	const struct tap_disk *cd = snap_driver(leaf);
-	char spec[TAPFS_SPEC_MAX];
+	char spec[TAPFS_SPEC_MAX], parent[CTL_PATH_MAX];
 	unsigned n;
 	int rc = -EEXIST;
 
+	/* The leaf is freed by vbd_reopen(): keep its name. */
+	snprintf(parent, sizeof(parent), "%s", leaf->name);
 	for (n = 1; rc == -EEXIST && n < 100000; n++) {
 		snprintf(t->child, sizeof(t->child), "%s/%s/%s.%u.%s",
 			 fs->store, t->tv->group->name, t->tv->name, n,
 			 cd->name);
-		rc = cd->td_create_child(t->child, leaf->name,
-					 leaf->ops->name, err, errlen);
+		rc = cd->td_create_child(t->child, parent, leaf->ops->name,
+					 err, errlen);
 	}
 	if (rc)
 		return rc;
@@ -297,7 +299,7 @@ static int snap_one(struct tapfs *fs, struct snap_target *t, char *err,
 	snprintf(t->tv->format, sizeof(t->tv->format), "%s", cd->name);
 	t->done = true;
 	td_log(TD_LOG_INFO, "%s/%s: snapshot: %s on top of %s",
-	       t->tv->group->name, t->tv->name, t->child, leaf->name);
+	       t->tv->group->name, t->tv->name, t->child, parent);
 	return 0;
 }
 
@@ -603,10 +605,10 @@ int control_exec(struct tapfs *fs, struct tapfs_group *g, const char *buf,
 		return control_open(fs, g, &cmd);
 	case CTL_CLOSE:
 		return control_close(fs, g, &cmd);
-	case CTL_PAUSE:
-	case CTL_RESUME:
 	case CTL_FAULT:
 		return control_fault(g, &cmd);
+	case CTL_PAUSE:
+	case CTL_RESUME:
 	case CTL_FLUSH:
 	case CTL_SNAPSHOT:
 		break;

@@ -505,12 +505,17 @@ static int manifest_line(struct tapfs *fs, char *line, unsigned lineno,
 			return rc;
 		}
 	}
-	rc = tapfs_vbd_add(fs, g, w[2], w[3], w[5], !strcmp(w[4], "ro"),
-			   true, NULL, why, sizeof(why));
-	if (rc == -EEXIST || rc == -EINVAL) {
+	/* A bad line stops the mount; a bad image only fails its VBD. */
+	if (ctl_check_name(w[2], why, sizeof(why)) ||
+	    tapfs_vbd_find(g, w[2])) {
+		if (tapfs_vbd_find(g, w[2]))
+			snprintf(why, sizeof(why), "VBD '%s' listed twice",
+				 w[2]);
 		snprintf(err, errlen, "manifest line %u: %s", lineno, why);
 		return -EINVAL;
 	}
+	rc = tapfs_vbd_add(fs, g, w[2], w[3], w[5], !strcmp(w[4], "ro"),
+			   true, NULL, why, sizeof(why));
 	if (rc) {
 		td_log(TD_LOG_ERR, "%s/%s: %s (kept in the manifest; 'close "
 		       "%s' forgets it)", w[1], w[2], why, w[2]);

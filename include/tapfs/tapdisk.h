@@ -105,6 +105,12 @@ struct td_driver {
 	td_flag_t		 flags;
 	struct td_disk_info	 info;	/* filled by td_open */
 	struct td_engine	*engine;
+	/*
+	 * Why td_open or td_get_parent_id failed, in words naming the file
+	 * and the value ("block size 3 is not a power of two"): shown to
+	 * the user (the .ctl status line).  Empty if the errno says it all.
+	 */
+	char			 error[256];
 };
 
 /*
