@@ -128,6 +128,13 @@ $(BUILD)/fuzz/fuzz-vhd: tests/fuzz/fuzz-vhd.c drivers/vhd-format.c \
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ -luuid
 
+# ... and on the qcow2 parsers and image helpers.
+Q2_SEEDS := $(BUILD)/fuzz/corpus-qcow2
+$(BUILD)/fuzz/fuzz-qcow2: tests/fuzz/fuzz-qcow2.c drivers/qcow2-format.c \
+		drivers/qcow2-image.c drivers/vhd-format.c drivers/vhd-image.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ -luuid -lz
+
 fuzz: deps-fuzz
 	$(MAKE) fuzz-run
 
@@ -135,7 +142,8 @@ $(BUILD)/fuzz/fuzz-ctl: tests/fuzz/fuzz-ctl.c fs/ctl.c drivers/td-util.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Ifs -o $@ $^
 
-fuzz-run: $(BUILD)/fuzz/fuzz-ctl $(BUILD)/fuzz/fuzz-vhd $(BUILD)/tapfs-img
+fuzz-run: $(BUILD)/fuzz/fuzz-ctl $(BUILD)/fuzz/fuzz-vhd \
+		$(BUILD)/fuzz/fuzz-qcow2 $(BUILD)/tapfs-img
 	@mkdir -p $(FUZZ_SEEDS)
 	@test -e $(FUZZ_SEEDS)/dynamic.vhd || $(BUILD)/tapfs-img create -q \
 		-o block_size=4K $(FUZZ_SEEDS)/dynamic.vhd 64K
@@ -152,6 +160,18 @@ fuzz-run: $(BUILD)/fuzz/fuzz-ctl $(BUILD)/fuzz/fuzz-vhd $(BUILD)/tapfs-img
 	@printf 'fault d err=EIO,every=3' > $(BUILD)/fuzz/corpus-ctl/fault
 	$(BUILD)/fuzz/fuzz-ctl -max_total_time=$(FUZZ_TIME) -max_len=8192 \
 		$(BUILD)/fuzz/corpus-ctl
+	@mkdir -p $(Q2_SEEDS)
+	@test -e $(Q2_SEEDS)/v3.qcow2 || $(BUILD)/tapfs-img create -q -f qcow2 \
+		-o cluster_size=512 $(Q2_SEEDS)/v3.qcow2 64K
+	@test -e $(Q2_SEEDS)/v2.qcow2 || $(BUILD)/tapfs-img create -q -f qcow2 \
+		-o cluster_size=512,compat=0.10 -b v3.qcow2 $(Q2_SEEDS)/v2.qcow2
+	@test -e $(Q2_SEEDS)/data.qcow2 || { printf 'tapfs%.0s' $$(seq 900) \
+		>$(Q2_SEEDS)/data.raw && truncate -s 16K $(Q2_SEEDS)/data.raw && \
+		$(BUILD)/tapfs-img convert -O qcow2 -o cluster_size=512 \
+		$(Q2_SEEDS)/data.raw $(Q2_SEEDS)/data.qcow2 && \
+		rm -f $(Q2_SEEDS)/data.raw; }
+	$(BUILD)/fuzz/fuzz-qcow2 -max_total_time=$(FUZZ_TIME) -max_len=65536 \
+		$(Q2_SEEDS)
 
 clean:
 	rm -rf build build-asan

@@ -31,6 +31,12 @@
 #      rest, qsd-vpc gets a qemu-img convert -S 0 copy of the raw image);
 #   3. the verify check, on a fresh image, over 32 MiB (16 blocks).
 #
+# Then the qcow2 table: the same three phases on qcow2 images (version 3,
+# 64 KiB clusters, 16-bit refcounts) of the same virtual size:
+#   tapfs-qcow2  a tapfs qcow2 VBD made by "create q2 qcow2 SIZE",
+#   qsd-qcow2    qemu-storage-daemon's FUSE export (driver=qcow2) of an
+#                image made by qemu-img create -f qcow2.
+#
 # Environment (all optional):
 #   BENCH_RUNTIME  seconds per row, after ramp        (default 12)
 #   BENCH_RAMP     ramp seconds per row, not counted  (default 3)
@@ -41,6 +47,7 @@
 #   BENCH_VHD      1: both tables, 0: the raw-image table only, only: the
 #                  VHD table only (and the raw rows it is compared to)
 #                                                      (default 1)
+#   BENCH_QCOW2    1: the qcow2 table too, 0: skip it   (default 1)
 #   BENCH_ZERO_RUNTIME  seconds per unallocated-read row, 0 skips them
 #                                                      (default 4)
 #   BENCH_VERIFY   1: run the verify check, 0: skip    (default 1)
@@ -57,6 +64,7 @@ SIZE=${BENCH_SIZE:-2G}
 ONLY=${BENCH_ONLY:-raw,tapfs,qsd}
 VERIFY=${BENCH_VERIFY:-1}
 VHD=${BENCH_VHD:-1}
+QCOW2=${BENCH_QCOW2:-1}
 ZERO_RUNTIME=${BENCH_ZERO_RUNTIME:-4}
 TAPFS=${TAPFS:-$ROOT/build/tapfs}
 PY=/usr/bin/python3
@@ -103,14 +111,20 @@ esac
 RAW_TABLE=1; VHD_TABLE=1
 [ "$VHD" = only ] && RAW_TABLE=0
 [ "$VHD" = 0 ] && VHD_TABLE=0
+case "$QCOW2" in
+0|1) ;;
+*) echo "bench: BENCH_QCOW2: '$QCOW2' is not 0 or 1" >&2; exit 2 ;;
+esac
+QCOW2_TABLE=$QCOW2
 
 command -v fio >/dev/null || die "fio not found (scripts/install-deps.sh bench)"
 "$PY" -c 'import json' 2>/dev/null || die "python3 not found"
 if want qsd && ! command -v qemu-storage-daemon >/dev/null; then
 	die "qemu-storage-daemon not found (Debian package qemu-system-common)"
 fi
-if want qsd && [ "$VHD_TABLE" = 1 ] && ! command -v qemu-img >/dev/null; then
-	die "qemu-img not found (Debian package qemu-utils): needed for the qsd-vpc column"
+if want qsd && { [ "$VHD_TABLE" = 1 ] || [ "$QCOW2_TABLE" = 1 ]; } &&
+   ! command -v qemu-img >/dev/null; then
+	die "qemu-img not found (Debian package qemu-utils): needed for the qsd-vpc and qsd-qcow2 columns"
 fi
 if want tapfs || want qsd; then
 	[ -e /dev/fuse ] || die "/dev/fuse is missing: FUSE is not available"
@@ -450,7 +464,8 @@ if want tapfs; then
 		sed 's/^/  /' "$WORK/tapfs.log" >&2
 		target_failed tapfs
 	fi
-	if [ "$TAPFS_UP" = 0 ] && [ "$VHD_TABLE" = 1 ]; then
+	if [ "$TAPFS_UP" = 0 ] &&
+	   { [ "$VHD_TABLE" = 1 ] || [ "$QCOW2_TABLE" = 1 ]; }; then
 		[ "$RAW_TABLE" = 1 ] || sed 's/^/  /' "$WORK/tapfs.log" >&2
 		TAPFS_VHD_FAILED=1
 	fi
@@ -558,7 +573,62 @@ fresh_qvpc() {
 	fi
 }
 
-# Every VHD target on a new, empty image.
+# tapfs-qcow2: a VBD "q2" in the tapfs daemon's group, image in its store.
+TQ2_IMG=$WORK/store/bench/q2.qcow2
+fresh_tq2() {
+	local ctl=$mnt/bench/.ctl
+	if awk 'NR > 1 && $1 == "q2" { f = 1 } END { exit !f }' "$ctl"; then
+		echo "close q2" >"$ctl" ||
+			{ log "tapfs-qcow2: close: $(head -n 1 "$ctl")"; return 1; }
+	fi
+	trash "$TQ2_IMG"
+	echo "create q2 qcow2 $size_bytes" >"$ctl" ||
+		{ log "tapfs-qcow2: create: $(head -n 1 "$ctl")"; return 1; }
+}
+
+# qsd-qcow2: like qsd-vpc, a daemon of its own per image.
+QQ2_IMG=$WORK/img.qcow2
+QQ2_MNT=$WORK/qq2.export
+QQ2_DEPTH=
+stop_qq2() {
+	[ -n "$QQ2_DEPTH" ] || return 0
+	unwind_to "$QQ2_DEPTH"
+	QQ2_DEPTH=
+	PID[qq2]=
+}
+# fresh_qq2 [RAW]: a new empty image, or a fully allocated copy of RAW.
+fresh_qq2() {
+	local how=create
+	stop_qq2
+	trash "$QQ2_IMG"
+	[ -z "${1:-}" ] || how=convert
+	if ! if [ "$how" = create ]; then
+		qemu-img create -q -f qcow2 "$QQ2_IMG" "$size_bytes"
+	else
+		qemu-img convert -q -U -S 0 -f raw -O qcow2 "$1" "$QQ2_IMG"
+	fi >>"$WORK/qq2.log" 2>&1; then
+		log "qsd-qcow2: qemu-img $how failed:"
+		sed 's/^/  /' "$WORK/qq2.log" >&2
+		return 1
+	fi
+	: >"$QQ2_MNT"
+	setsid qemu-storage-daemon \
+		--blockdev "driver=file,node-name=f,filename=$QQ2_IMG,cache.direct=on,aio=native" \
+		--blockdev driver=qcow2,node-name=q,file=f \
+		--export "type=fuse,id=e,node-name=q,mountpoint=$QQ2_MNT,writable=on" \
+		2>>"$WORK/qq2.log" &
+	PID[qq2]=$!
+	QQ2_DEPTH=${#CLEANUP[@]}
+	push_cleanup "stop_daemon '$QQ2_MNT' ${PID[qq2]} term || true"
+	if ! wait_mount "$QQ2_MNT" "${PID[qq2]}" "qemu-storage-daemon (qcow2)"
+	then
+		log "qsd-qcow2: setup failed; log:"
+		sed 's/^/  /' "$WORK/qq2.log" >&2
+		return 1
+	fi
+}
+
+# Every VHD (or qcow2) target on a new, empty image.
 fresh_all() {
 	local t
 	for t in "${VACTIVE[@]}"; do
@@ -576,12 +646,17 @@ fresh_all() {
 ensure_allocated() {
 	local t=$1 img done_mib
 	[ -z "${BROKEN[$t]:-}" ] || return 0
-	case "$t" in tvhd) img=$TVHD_IMG ;; qvpc) img=$QVPC_IMG ;; esac
+	case "$t" in
+	tvhd) img=$TVHD_IMG ;;
+	qvpc) img=$QVPC_IMG ;;
+	tq2) img=$TQ2_IMG ;;
+	qq2) img=$QQ2_IMG ;;
+	esac
 	[ "$(stat -c %s "$img")" -lt "$size_bytes" ] || return 0
-	if [ "$t" = qvpc ]; then
+	if [ "$t" = qvpc ] || [ "$t" = qq2 ]; then
 		log "$t: image not fully allocated by the seqwrite row:" \
 			"qemu-img convert of the raw image"
-		fresh_qvpc "$IMG" || BROKEN[$t]=1
+		"fresh_$t" "$IMG" || BROKEN[$t]=1
 		return 0
 	fi
 	done_mib=$("$PY" -c '
@@ -616,41 +691,64 @@ if [ "$VHD_TABLE" = 1 ]; then
 	fi
 fi
 VROWS_ZERO=(0 1 3)	# the read rows, on unallocated images
-if [ "${#VACTIVE[@]}" -gt 0 ]; then
-	# 1. fresh: 4k randwrite (no ramp).
-	fresh_all
-	for t in "${VACTIVE[@]}"; do
-		run_row "$t" 2 v2 "$RUNTIME" 0
-	done
-	# 2. fresh (the old images are deleted in the background, meanwhile):
-	# reads of unallocated blocks, which touch no disk, then 1M seqwrite,
-	# one pass, then the reads on the image it filled.
-	fresh_all
-	if [ "$ZERO_RUNTIME" -gt 0 ]; then
-		for i in "${VROWS_ZERO[@]}"; do
-			for t in "${VACTIVE[@]}"; do
-				run_row "$t" "$i" "z$i" "$ZERO_RUNTIME" 1
-			done
-		done
-	fi
-	wait_trash
-	for t in "${VACTIVE[@]}"; do
-		run_row "$t" 4 v4 "$RUNTIME" 0 once
-		ensure_allocated "$t"
-	done
-	for i in 0 1 3; do
-		for t in "${VACTIVE[@]}"; do
-			run_row "$t" "$i" "v$i"
-		done
-	done
-	# 3. fresh: the data check, with concurrent block allocation.
-	if [ "$VERIFY" = 1 ]; then
+
+# The three phases on the targets in VACTIVE (one image family).
+run_image_table() {
+	local t i
+	if [ "${#VACTIVE[@]}" -gt 0 ]; then
+		# 1. fresh: 4k randwrite (no ramp).
 		fresh_all
 		for t in "${VACTIVE[@]}"; do
-			run_verify "$t" 32M
+			run_row "$t" 2 v2 "$RUNTIME" 0
 		done
+		# 2. fresh (the old images are deleted in the background, meanwhile):
+		# reads of unallocated blocks, which touch no disk, then 1M seqwrite,
+		# one pass, then the reads on the image it filled.
+		fresh_all
+		if [ "$ZERO_RUNTIME" -gt 0 ]; then
+			for i in "${VROWS_ZERO[@]}"; do
+				for t in "${VACTIVE[@]}"; do
+					run_row "$t" "$i" "z$i" "$ZERO_RUNTIME" 1
+				done
+			done
+		fi
+		wait_trash
+		for t in "${VACTIVE[@]}"; do
+			run_row "$t" 4 v4 "$RUNTIME" 0 once
+			ensure_allocated "$t"
+		done
+		for i in 0 1 3; do
+			for t in "${VACTIVE[@]}"; do
+				run_row "$t" "$i" "v$i"
+			done
+		done
+		# 3. fresh: the data check, with concurrent block allocation.
+		if [ "$VERIFY" = 1 ]; then
+			fresh_all
+			for t in "${VACTIVE[@]}"; do
+				run_verify "$t" 32M
+			done
+		fi
+	fi
+}
+
+run_image_table
+stop_qvpc
+
+VACTIVE=()
+if [ "$QCOW2_TABLE" = 1 ]; then
+	if want tapfs && [ -z "${TAPFS_MISSING:-}" ]; then
+		FILE[tq2]=$mnt/bench/q2
+		PID[tq2]=${PID[tapfs]}
+		VACTIVE+=(tq2)
+		[ -z "${TAPFS_VHD_FAILED:-}" ] || BROKEN[tq2]=1
+	fi
+	if want qsd; then
+		FILE[qq2]=$QQ2_MNT
+		VACTIVE+=(qq2)
 	fi
 fi
+run_image_table
 read -r LOAD_END _ </proc/loadavg
 unwind_to "$WORK_DEPTH"	# stop the daemons now, so their failures show
 
@@ -660,7 +758,8 @@ REPORT_PY='
 import os, sys
 results, runtime, ramp, size, tapfs_missing = sys.argv[1:6]
 raw_table, vhd_table, zero_rt, load0, load1 = sys.argv[6:11]
-rows = [r.split("|") for r in sys.argv[11:]]
+qcow2_table = sys.argv[11]
+rows = [r.split("|") for r in sys.argv[12:]]
 res, cpu = {}, {}
 with open(results) as f:
     for line in f:
@@ -742,6 +841,26 @@ if vhd_table == "1":
     table(["row", "raw", "tapfs-vhd", "tapfs-vhd/raw", "qsd-vpc",
            "qsd-vpc/raw"], out)
 
+if qcow2_table == "1":
+    print()
+    print("qcow2: version 3, 64 KiB clusters, 16-bit refcounts, %g GiB "
+          "virtual; rows as in the VHD table" % (int(size) / 2**30))
+    print()
+    out = []
+    for key, i, suffix in vrows:
+        name, rw, bs, qd, unit = rows[i]
+        r = res.get(("raw", str(i)))
+        t, q = res.get(("tq2", key)), res.get(("qq2", key))
+        out.append([name + suffix, fmt(r, unit), fmt(t, unit), ratio(t, r),
+                    fmt(q, unit), ratio(q, r)])
+    out += verify_row("verify 4k randwrite QD16, fresh 32M",
+                      ("rawnone", "tq2", "qq2"))
+    for row in out:
+        if row[0].startswith("verify"):
+            row[1] = ""
+    table(["row", "raw", "tapfs-qcow2", "tapfs-qcow2/raw", "qsd-qcow2",
+           "qsd-qcow2/raw"], out)
+
 print()
 print("daemon CPU per I/O, user+sys in microseconds (approximate):")
 if raw_table == "1":
@@ -753,15 +872,21 @@ if vhd_table == "1":
     for key, i, suffix in vrows:
         print("  %-33s tapfs-vhd %7s   qsd-vpc %7s" % (rows[i][0] + suffix,
               cpu.get(("tvhd", key), "n/a"), cpu.get(("qvpc", key), "n/a")))
+if qcow2_table == "1":
+    for key, i, suffix in vrows:
+        print("  %-33s tapfs-qcow2 %7s   qsd-qcow2 %7s" % (
+              rows[i][0] + suffix, cpu.get(("tq2", key), "n/a"),
+              cpu.get(("qq2", key), "n/a")))
 if tapfs_missing == "1":
     print("\ntapfs: build/tapfs is not built; column skipped (run make).")
-if "FAIL" in (res.get(("qsd", "verify")), res.get(("qvpc", "verify"))):
+if "FAIL" in (res.get(("qsd", "verify")), res.get(("qvpc", "verify")),
+              res.get(("qq2", "verify"))):
     print("\nqsd: fio --verify failed: its write figures are the throughput "
           "of an export that loses data (docs/performance.md).")
 '
 "$PY" -c "$REPORT_PY" "$RESULTS" "$RUNTIME" "$RAMP" "$size_bytes" \
 	"${TAPFS_MISSING:-0}" "$RAW_TABLE" "$VHD_TABLE" "$ZERO_RUNTIME" \
-	"$LOAD_START" "${LOAD_END:-?}" "${ROWS[@]}"
+	"$LOAD_START" "${LOAD_END:-?}" "$QCOW2_TABLE" "${ROWS[@]}"
 
 # A target that was asked for and could not be measured fails the run.
 if grep -q "$(printf '\tfail\t')" "$RESULTS"; then

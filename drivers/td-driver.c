@@ -14,6 +14,7 @@ extern const struct tap_disk tapdisk_aio;
 extern const struct tap_disk tapdisk_sync;
 extern const struct tap_disk tapdisk_ram;
 extern const struct tap_disk tapdisk_vhd;
+extern const struct tap_disk tapdisk_qcow2;
 extern const struct tap_disk tapdisk_fault;
 
 /* Every built-in driver, looked up by .name. */
@@ -22,6 +23,7 @@ static const struct tap_disk *const td_drivers[] = {
 	&tapdisk_sync,
 	&tapdisk_ram,
 	&tapdisk_vhd,
+	&tapdisk_qcow2,
 	&tapdisk_fault,
 	NULL,
 };

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * tapfs-img: create, inspect, check, snapshot, coalesce and convert tapfs
- * disk images (raw and VHD), offline, in the style of qemu-img/vhd-util.
+ * disk images (raw, VHD and qcow2), offline, in the style of
+ * qemu-img/vhd-util.
  *
  * Exit status: 0 success; 1 the operation failed (or, for check, problems
  * were found); 2 usage error (and, for check, an image that cannot be
@@ -22,6 +23,7 @@
 
 #include <tapfs/tapdisk.h>
 
+#include "qcow2-image.h"
 #include "vhd-image.h"
 
 #define EXIT_FAIL	1
@@ -114,14 +116,41 @@ static const char *human_size(uint64_t b, char *buf, size_t len)
 	return buf;
 }
 
+/*
+ * qcow2 images go to their own helpers (qcow2-image.h), never to the VHD
+ * chain code: a value past enum vhd_format's, not passed to vhd_*().
+ */
+#define FORMAT_QCOW2	((enum vhd_format)(VHD_FORMAT_VHD + 1))
+
 static int parse_format(const char *verb, const char *s, enum vhd_format *f)
 {
 	if (!strcmp(s, "raw"))
 		*f = VHD_FORMAT_RAW;
 	else if (!strcmp(s, "vhd") || !strcmp(s, "vpc"))
 		*f = VHD_FORMAT_VHD;
+	else if (!strcmp(s, "qcow2"))
+		*f = FORMAT_QCOW2;
 	else
-		return usage_error(verb, "unknown format '%s' (raw or vhd)", s);
+		return usage_error(verb, "unknown format '%s' (raw, vhd or "
+				   "qcow2)", s);
+	return 0;
+}
+
+/* FORMAT_QCOW2 when the file at path is a qcow2 image, else f. */
+static int probe_qcow2(const char *path, enum vhd_format *f)
+{
+	bool is_qcow2;
+	int ret;
+
+	if (*f != VHD_FORMAT_AUTO)
+		return 0;
+	ret = qcow2_probe(path, &is_qcow2);
+	if (ret) {
+		msg("%s: %s", path, strerror(-ret));
+		return EXIT_FAIL;
+	}
+	if (is_qcow2)
+		*f = FORMAT_QCOW2;
 	return 0;
 }
 
@@ -179,6 +208,62 @@ static int parse_vhd_options(const char *verb, char *s,
 					   "(subformat, block_size)", tok);
 		}
 	}
+	return 0;
+}
+
+/* -o cluster_size=SIZE,compat=0.10|1.1,refcount_bits=N (qcow2) */
+static int parse_qcow2_options(const char *verb, char *s,
+			       struct qcow2_create_params *p)
+{
+	char *tok, *save = NULL;
+
+	for (tok = s ? strtok_r(s, ",", &save) : NULL; tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		char *val = strchr(tok, '=');
+		uint64_t v;
+
+		if (!val)
+			return usage_error(verb, "option '%s' needs a value",
+					   tok);
+		*val++ = '\0';
+		if (!strcmp(tok, "cluster_size")) {
+			if (td_parse_size(val, &v) || v < 512 ||
+			    v > (2u << 20) || (v & (v - 1)))
+				return usage_error(verb, "cluster_size must be "
+						   "a power of two from 512 to "
+						   "2M, not '%s'", val);
+			p->cluster_bits = (uint32_t)__builtin_ctzll(v);
+		} else if (!strcmp(tok, "compat")) {
+			if (!strcmp(val, "0.10") || !strcmp(val, "v2"))
+				p->version = 2;
+			else if (!strcmp(val, "1.1") || !strcmp(val, "v3"))
+				p->version = 3;
+			else
+				return usage_error(verb, "compat must be 0.10 "
+						   "or 1.1, not '%s'", val);
+		} else if (!strcmp(tok, "refcount_bits")) {
+			if (td_parse_size(val, &v) || !v || v > 64 ||
+			    (v & (v - 1)))
+				return usage_error(verb, "refcount_bits must "
+						   "be 1, 2, 4, ... 64, not "
+						   "'%s'", val);
+			p->refcount_order = (uint32_t)__builtin_ctzll(v);
+			if (!p->refcount_order)
+				p->refcount_order = QCOW2_MAX_REFCOUNT_ORDER + 1;
+		} else {
+			return usage_error(verb, "unknown option '%s' "
+					   "(cluster_size, compat, "
+					   "refcount_bits)", tok);
+		}
+	}
+	/* refcount_order 0 means "default" to the helpers. */
+	if (p->refcount_order == QCOW2_MAX_REFCOUNT_ORDER + 1)
+		return usage_error(verb, "refcount_bits=1 is not supported "
+				   "for new images (2 to 64)");
+	if (p->version == 2 && p->refcount_order &&
+	    p->refcount_order != QCOW2_DEFAULT_REFCOUNT_ORDER)
+		return usage_error(verb, "compat=0.10 images have 16-bit "
+				   "refcounts only");
 	return 0;
 }
 
@@ -289,6 +374,63 @@ static int create_vhd(const char *path, const struct create_opts *o,
 	return 0;
 }
 
+/* qemu's name of PARENT's format: from -F, else probed. */
+static int parent_format_name(const char *parent, enum vhd_format pfmt,
+			      const char **name)
+{
+	bool raw;
+	int ret;
+
+	if (pfmt == VHD_FORMAT_AUTO && (ret = probe_qcow2(parent, &pfmt)))
+		return ret;
+	if (pfmt == FORMAT_QCOW2) {
+		*name = "qcow2";
+		return 0;
+	}
+	ret = parent_is_raw(parent, pfmt, &raw);
+	*name = raw ? "raw" : "vpc";
+	return ret;
+}
+
+static int create_qcow2(const char *path, struct qcow2_create_params *p,
+			const char *parent, enum vhd_format pfmt, bool quiet)
+{
+	char err[1024];
+	int ret;
+
+	if (parent) {
+		/* A relative name is relative to FILE's directory. */
+		char *found = qcow2_path_resolve(path, parent);
+
+		if (!found) {
+			msg("out of memory");
+			return EXIT_FAIL;
+		}
+		p->backing = parent;
+		ret = parent_format_name(found, pfmt, &p->backing_fmt);
+		free(found);
+		if (ret)
+			return ret;
+	}
+	if (qcow2_image_create(path, p, err, sizeof(err))) {
+		msg("%s", err);
+		return EXIT_FAIL;
+	}
+	if (quiet)
+		return 0;
+	printf("Formatting '%s', fmt=qcow2 cluster_size=%u compat=%s",
+	       path, 1u << (p->cluster_bits ? p->cluster_bits :
+			    QCOW2_DEFAULT_CLUSTER_BITS),
+	       p->version == 2 ? "0.10" : "1.1");
+	if (parent)
+		printf(" backing_file='%s' backing_fmt=%s", parent,
+		       p->backing_fmt);
+	if (p->size)
+		printf(" size=%" PRIu64, p->size);
+	printf("\n");
+	return 0;
+}
+
 static int cmd_create(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -296,8 +438,10 @@ static int cmd_create(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct create_opts o = { .type = VHD_TYPE_DYNAMIC };
+	struct qcow2_create_params qp = { .size = 0 };
 	enum vhd_format fmt = VHD_FORMAT_VHD, pfmt = VHD_FORMAT_AUTO;
 	const char *parent = NULL;
+	char *opts = NULL;
 	bool quiet = false;
 	uint64_t size = 0;
 	int c, ret;
@@ -309,8 +453,7 @@ static int cmd_create(int argc, char **argv)
 				return ret;
 			break;
 		case 'o':
-			if ((ret = parse_vhd_options("create", optarg, &o)))
-				return ret;
+			opts = optarg;	/* parsed once the format is known */
 			break;
 		case 'b':
 			parent = optarg;
@@ -335,6 +478,17 @@ static int cmd_create(int argc, char **argv)
 		return ret;
 	if (!parent && optind + 1 >= argc)
 		return usage_error("create", "SIZE is required without -b");
+	if (fmt == FORMAT_QCOW2) {
+		if ((ret = parse_qcow2_options("create", opts, &qp)))
+			return ret;
+		if (!parent && size == 0)
+			return usage_error("create", "SIZE must be greater "
+					   "than 0");
+		qp.size = size;
+		return create_qcow2(argv[optind], &qp, parent, pfmt, quiet);
+	}
+	if (opts && (ret = parse_vhd_options("create", opts, &o)))
+		return ret;
 	if (parent && fmt == VHD_FORMAT_RAW)
 		return usage_error("create", "-b PARENT makes a differencing "
 				   "VHD: it needs -f vhd");
@@ -598,6 +752,97 @@ static void info_print_json(const struct info *in)
 	printf("    ]\n}\n");
 }
 
+/* info of a qcow2 image: its header, allocation and backing chain. */
+static int info_qcow2(const char *path, uint64_t disk_size, bool json)
+{
+	struct qcow2_image *img;
+	struct qcow2_chain *c = NULL;
+	char err[1024], chain_err[1024] = "", a[32], b[32];
+	uint64_t bytes = 0, clusters = 0;
+	unsigned i;
+	int ret, cret;
+
+	if (qcow2_image_open(&img, path, 0, err, sizeof(err))) {
+		msg("%s", err);
+		return EXIT_FAIL;
+	}
+	ret = qcow2_image_allocated(img, &bytes, &clusters, err, sizeof(err));
+	if (ret)
+		msg("%s", err);
+	cret = qcow2_chain_open(&c, path, chain_err, sizeof(chain_err));
+	if (json) {
+		printf("{\n    \"filename\": ");
+		json_str(stdout, path);
+		printf(",\n    \"format\": \"qcow2\",\n");
+		printf("    \"compat\": \"%s\",\n",
+		       img->h.version == 2 ? "0.10" : "1.1");
+		printf("    \"virtual-size\": %" PRIu64 ",\n", img->h.size);
+		printf("    \"actual-size\": %" PRIu64 ",\n", disk_size);
+		printf("    \"allocated-bytes\": %" PRIu64 ",\n", bytes);
+		printf("    \"allocated-clusters\": %" PRIu64 ",\n", clusters);
+		printf("    \"cluster-size\": %u,\n", img->g.cluster_size);
+		printf("    \"refcount-bits\": %u,\n",
+		       1u << img->g.refcount_order);
+		printf("    \"dirty-flag\": %s,\n",
+		       img->h.incompatible_features & QCOW2_INCOMPAT_DIRTY ?
+		       "true" : "false");
+		if (img->backing[0]) {
+			printf("    \"backing-filename\": ");
+			json_str(stdout, img->backing);
+			printf(",\n");
+		}
+		if (img->ext.has_backing_format)
+			printf("    \"backing-filename-format\": \"%s\",\n",
+			       img->ext.backing_format);
+		if (cret) {
+			printf("    \"chain-error\": ");
+			json_str(stdout, chain_err);
+			printf(",\n");
+		}
+		printf("    \"chain\": [\n");
+		for (i = 0; c && i < c->n; i++) {
+			printf("        { \"filename\": ");
+			json_str(stdout, c->link[i].path);
+			printf(", \"format\": \"%s\", \"virtual-size\": %"
+			       PRIu64 " }%s\n", c->link[i].q ? "qcow2" :
+			       c->link[i].vhd ? "vhd" : "raw",
+			       c->link[i].size, i + 1 < c->n ? "," : "");
+		}
+		printf("    ]\n}\n");
+	} else {
+		printf("image: %s\nfile format: qcow2\n", path);
+		printf("compat: %s\n", img->h.version == 2 ? "0.10" : "1.1");
+		printf("virtual size: %s (%" PRIu64 " bytes)\n",
+		       human_size(img->h.size, a, sizeof(a)), img->h.size);
+		printf("disk size: %s\n", human_size(disk_size, b, sizeof(b)));
+		printf("allocated: %s (%" PRIu64 " bytes) in %" PRIu64
+		       " cluster%s\n", human_size(bytes, a, sizeof(a)), bytes,
+		       clusters, clusters == 1 ? "" : "s");
+		printf("cluster size: %u\nrefcount bits: %u\n",
+		       img->g.cluster_size, 1u << img->g.refcount_order);
+		if (img->h.incompatible_features & QCOW2_INCOMPAT_DIRTY)
+			printf("dirty: yes (not closed cleanly)\n");
+		if (img->backing[0])
+			printf("backing file: %s (format %s)\n", img->backing,
+			       img->ext.has_backing_format ?
+			       img->ext.backing_format : "probed");
+		if (cret) {
+			printf("chain: broken: %s\n", chain_err);
+		} else {
+			printf("chain (leaf -> base): ");
+			for (i = 0; i < c->n; i++)
+				printf("%s%s", i ? " -> " : "",
+				       c->link[i].path);
+			printf("\n");
+		}
+	}
+	if (cret)
+		msg("%s", chain_err);
+	qcow2_chain_close(c);
+	qcow2_image_close(img, false);
+	return ret || cret ? EXIT_FAIL : 0;
+}
+
 static int cmd_info(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -635,6 +880,10 @@ static int cmd_info(int argc, char **argv)
 		return EXIT_FAIL;
 	}
 	in.disk_size = (uint64_t)st.st_blocks * 512;
+	if ((ret = probe_qcow2(in.path, &fmt)))
+		return ret;
+	if (fmt == FORMAT_QCOW2)
+		return info_qcow2(in.path, in.disk_size, json);
 	if (fmt == VHD_FORMAT_AUTO) {
 		if ((ret = vhd_probe(in.path, &is_vhd))) {
 			msg("%s: %s", in.path, strerror(-ret));
@@ -695,6 +944,46 @@ static void check_line(void *arg, enum vhd_severity sev, const char *m)
 	       "warning: " : "", m);
 }
 
+static void check_line_qcow2(void *arg, enum qcow2_severity sev,
+			     const char *m)
+{
+	struct check_out *o = arg;
+
+	if (o->lines++ >= CHECK_MAX_LINES)
+		return;
+	printf("%s: %s%s\n", o->path, sev == QCOW2_SEV_WARNING ?
+	       "warning: " : sev == QCOW2_SEV_LEAK ? "leak: " : "", m);
+}
+
+/* Leaks (clusters counted but unused: a crash) do not fail the check. */
+static int check_qcow2(struct check_out *out)
+{
+	struct qcow2_check_result res;
+	char err[1024];
+
+	if (qcow2_image_check(out->path, check_line_qcow2, out, &res, err,
+			      sizeof(err))) {
+		msg("%s", err);
+		return EXIT_USAGE;
+	}
+	if (out->lines > CHECK_MAX_LINES)
+		printf("%s: ... %u more lines not shown\n", out->path,
+		       out->lines - CHECK_MAX_LINES);
+	if (res.errors) {
+		printf("%s: %u error%s, %u leaked cluster%s\n", out->path,
+		       res.errors, res.errors == 1 ? "" : "s", res.leaks,
+		       res.leaks == 1 ? "" : "s");
+		return EXIT_FAIL;
+	}
+	printf("%s: no errors found", out->path);
+	if (res.leaks)
+		printf(" (%u leaked cluster%s: space, not data; "
+		       "'qemu-img check -r leaks' reclaims it)", res.leaks,
+		       res.leaks == 1 ? "" : "s");
+	printf("\n");
+	return 0;
+}
+
 static int cmd_check(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -704,7 +993,7 @@ static int cmd_check(int argc, char **argv)
 	struct vhd_check_result res;
 	struct check_out out;
 	char err[1024];
-	bool is_vhd;
+	bool is_vhd, is_qcow2;
 	int c, ret;
 
 	while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
@@ -716,6 +1005,12 @@ static int cmd_check(int argc, char **argv)
 		return usage_error("check", "expected one FILE");
 	out.path = argv[optind];
 	out.lines = 0;
+	if ((ret = qcow2_probe(out.path, &is_qcow2))) {
+		msg("%s: %s", out.path, strerror(-ret));
+		return EXIT_USAGE;
+	}
+	if (is_qcow2)
+		return check_qcow2(&out);
 	if ((ret = vhd_probe(out.path, &is_vhd))) {
 		msg("%s: %s", out.path, strerror(-ret));
 		return EXIT_USAGE;
@@ -861,16 +1156,46 @@ static bool all_zero(const uint8_t *p, size_t len)
 	return true;
 }
 
-/* Output: a raw file (or block device) or a new VHD. */
+/* Input: a chain of raw and VHD images, or a qcow2 chain. */
+struct convert_in {
+	const char		*path;
+	struct vhd_chain	*vhd;
+	struct qcow2_chain	*q;
+	uint64_t		 size;
+};
+
+static int convert_read(struct convert_in *in, uint64_t sec, uint32_t secs,
+			uint8_t *buf)
+{
+	char err[1024];
+	int ret;
+
+	if (!in->q) {
+		ret = vhd_chain_read(in->vhd, sec, secs, buf);
+		if (ret)
+			msg("reading %s at sector %" PRIu64 ": %s", in->path,
+			    sec, strerror(-ret));
+		return ret;
+	}
+	ret = qcow2_chain_read(in->q, sec, secs, buf, err, sizeof(err));
+	if (ret)
+		msg("reading %s at sector %" PRIu64 ": %s", in->path, sec,
+		    err);
+	return ret;
+}
+
+/* Output: a raw file (or block device), a new VHD or a new qcow2. */
 struct convert_out {
 	const char		*path;
 	int			 fd;		/* raw */
 	struct vhd_image	*vhd;
+	struct qcow2_writer	*q;
 	bool			 created;	/* removed on failure */
 };
 
 static int convert_open_out(struct convert_out *o, enum vhd_format ofmt,
-			    const struct create_opts *co, uint64_t size)
+			    const struct create_opts *co,
+			    struct qcow2_create_params *qp, uint64_t size)
 {
 	struct vhd_create_params p = {
 		.type = co->type, .size = size, .block_size = co->block_size,
@@ -879,6 +1204,16 @@ static int convert_open_out(struct convert_out *o, enum vhd_format ofmt,
 	struct stat st;
 
 	o->fd = -1;
+	if (ofmt == FORMAT_QCOW2) {
+		qp->size = (size + TD_SECTOR_SIZE - 1) &
+			   ~(uint64_t)(TD_SECTOR_SIZE - 1);
+		if (qcow2_writer_open(&o->q, o->path, qp, err, sizeof(err))) {
+			msg("%s", err);
+			return EXIT_FAIL;
+		}
+		o->created = true;
+		return 0;
+	}
 	if (ofmt == VHD_FORMAT_RAW) {
 		if (stat(o->path, &st) == 0 && S_ISBLK(st.st_mode)) {
 			o->fd = open(o->path, O_WRONLY | O_CLOEXEC);
@@ -930,23 +1265,52 @@ static int convert_write(struct convert_out *o, uint64_t sec, uint32_t secs,
 	return 0;
 }
 
-static int convert_copy(struct vhd_chain *c, struct convert_out *o,
+/* Into a qcow2 writer: one cluster at a time (zeros are skipped). */
+static int convert_copy_qcow2(struct convert_in *in, struct convert_out *o,
+			      struct progress *pg)
+{
+	uint32_t cs = qcow2_writer_cluster_size(o->q);
+	uint64_t total = in->size >> TD_SECTOR_SHIFT, sec, cl = 0;
+	uint32_t per = cs >> TD_SECTOR_SHIFT;
+	uint8_t *buf = malloc(cs);
+	char err[1024];
+	int ret = 0;
+
+	if (!buf) {
+		msg("out of memory");
+		return EXIT_FAIL;
+	}
+	for (sec = 0; sec < total && !ret; sec += per, cl++) {
+		uint32_t n = total - sec < per ? (uint32_t)(total - sec) : per;
+
+		memset(buf, 0, cs);
+		if (convert_read(in, sec, n, buf))
+			ret = EXIT_FAIL;
+		else if (qcow2_writer_put(o->q, cl, buf, err, sizeof(err))) {
+			msg("writing %s: %s", o->path, err);
+			ret = EXIT_FAIL;
+		}
+		progress_show(pg, sec + n, total);
+	}
+	free(buf);
+	return ret;
+}
+
+static int convert_copy(struct convert_in *in, struct convert_out *o,
 			struct progress *pg, uint8_t *buf)
 {
-	uint64_t total = c->link[0].size >> TD_SECTOR_SHIFT, sec;
+	uint64_t total = in->size >> TD_SECTOR_SHIFT, sec;
 	int ret;
 
+	if (o->q)
+		return convert_copy_qcow2(in, o, pg);
 	for (sec = 0; sec < total; sec += COPY_SECTORS) {
 		uint32_t n = total - sec < COPY_SECTORS ?
 			     (uint32_t)(total - sec) : COPY_SECTORS;
 		size_t len = (size_t)n << TD_SECTOR_SHIFT;
 
-		ret = vhd_chain_read(c, sec, n, buf);
-		if (ret) {
-			msg("reading %s at sector %" PRIu64 ": %s",
-			    c->link[0].path, sec, strerror(-ret));
+		if (convert_read(in, sec, n, buf))
 			return EXIT_FAIL;
-		}
 		if (!all_zero(buf, len)) {
 			ret = convert_write(o, sec, n, buf);
 			if (ret) {
@@ -968,9 +1332,11 @@ static int cmd_convert(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct create_opts co = { .type = VHD_TYPE_DYNAMIC };
+	struct qcow2_create_params qp = { .size = 0 };
 	enum vhd_format ifmt = VHD_FORMAT_AUTO, ofmt = VHD_FORMAT_AUTO;
 	struct convert_out o = { .fd = -1 };
-	struct vhd_chain *c = NULL;
+	struct convert_in in = { .path = NULL };
+	char *opts = NULL;
 	bool want_progress = false;
 	struct progress pg;
 	uint8_t *buf = NULL;
@@ -988,8 +1354,7 @@ static int cmd_convert(int argc, char **argv)
 				return ret;
 			break;
 		case 'o':
-			if ((ret = parse_vhd_options("convert", optarg, &co)))
-				return ret;
+			opts = optarg;	/* parsed once -O is known */
 			break;
 		case 'p':
 			want_progress = true;
@@ -1001,25 +1366,52 @@ static int cmd_convert(int argc, char **argv)
 		}
 	}
 	if (ofmt == VHD_FORMAT_AUTO)
-		return usage_error("convert", "-O raw|vhd is required");
+		return usage_error("convert", "-O raw|vhd is required (or qcow2)");
 	if (argc - optind != 2)
 		return usage_error("convert", "expected SRC DST");
+	if (ofmt == FORMAT_QCOW2)
+		ret = parse_qcow2_options("convert", opts, &qp);
+	else
+		ret = opts ? parse_vhd_options("convert", opts, &co) : 0;
+	if (ret)
+		return ret;
 	if (ofmt == VHD_FORMAT_RAW && (co.type_set || co.block_size))
-		return usage_error("convert", "-o applies to -O vhd only");
-	if (vhd_chain_open(&c, argv[optind], ifmt, VHD_IMAGE_RDONLY, err,
-			   sizeof(err))) {
-		msg("%s", err);
-		return EXIT_FAIL;
+		return usage_error("convert", "-o applies to -O vhd|qcow2 "
+				   "only");
+	in.path = argv[optind];
+	if ((ret = probe_qcow2(in.path, &ifmt)))
+		return ret;
+	if (ifmt == FORMAT_QCOW2) {
+		if (qcow2_chain_open(&in.q, in.path, err, sizeof(err))) {
+			msg("%s", err);
+			return EXIT_FAIL;
+		}
+		in.size = in.q->link[0].size;
+	} else {
+		if (vhd_chain_open(&in.vhd, in.path, ifmt, VHD_IMAGE_RDONLY,
+				   err, sizeof(err))) {
+			msg("%s", err);
+			return EXIT_FAIL;
+		}
+		if (in.vhd->warning[0])
+			msg("warning: %s", in.vhd->warning);
+		in.size = in.vhd->link[0].size;
 	}
-	if (c->warning[0])
-		msg("warning: %s", c->warning);
 	o.path = argv[optind + 1];
 	buf = malloc((size_t)COPY_SECTORS << TD_SECTOR_SHIFT);
-	ret = buf ? convert_open_out(&o, ofmt, &co, c->link[0].size) :
+	ret = buf ? convert_open_out(&o, ofmt, &co, &qp, in.size) :
 		    EXIT_FAIL;
 	if (!ret) {
 		progress_init(&pg, want_progress);
-		ret = convert_copy(c, &o, &pg, buf);
+		ret = convert_copy(&in, &o, &pg, buf);
+	}
+	if (o.q) {
+		int e = qcow2_writer_close(o.q, ret != 0, err, sizeof(err));
+
+		if (e && !ret) {
+			msg("%s", err);
+			ret = EXIT_FAIL;
+		}
 	}
 	if (o.vhd) {
 		int e = vhd_image_close(o.vhd);
@@ -1038,7 +1430,8 @@ static int cmd_convert(int argc, char **argv)
 	if (ret && o.created)
 		unlink(o.path);
 	free(buf);
-	vhd_chain_close(c);
+	vhd_chain_close(in.vhd);
+	qcow2_chain_close(in.q);
 	return ret;
 }
 
@@ -1047,25 +1440,32 @@ static int cmd_convert(int argc, char **argv)
 static const struct verb verbs[] = {
 	{
 		"create", cmd_create, "create a new image",
-"Usage: " PROG " create [-q] [-f raw|vhd] [-o OPTIONS] FILE SIZE\n"
-"       " PROG " create [-q] [-o block_size=N] -b PARENT [-F raw|vhd]\n"
-"                 FILE [SIZE]\n"
+"Usage: " PROG " create [-q] [-f raw|vhd|qcow2] [-o OPTIONS] FILE SIZE\n"
+"       " PROG " create [-q] [-f vhd|qcow2] [-o OPTIONS] -b PARENT\n"
+"                 [-F raw|vhd|qcow2] FILE [SIZE]\n"
 "\n"
 "Create a new image FILE, which must not exist.\n"
 "\n"
-"  -f FORMAT   vhd (the default) or raw.\n"
+"  -f FORMAT   vhd (the default), qcow2 or raw.\n"
 "  -o OPTIONS  for vhd, a comma-separated list of\n"
 "                subformat=dynamic  sparse, grows as it is written (default)\n"
 "                subformat=fixed    SIZE bytes of data and a footer\n"
 "                block_size=SIZE    dynamic block, a power of two from 512\n"
 "                                   bytes to 256M (default 2M)\n"
+"              for qcow2:\n"
+"                cluster_size=SIZE  512 bytes to 2M, a power of two (64K)\n"
+"                compat=1.1|0.10    version 3 (default) or 2\n"
+"                refcount_bits=N    2, 4, ... 64 (default 16)\n"
 "  -b PARENT   make a differencing VHD whose unwritten sectors read from\n"
 "              PARENT (a VHD, or a raw image).  SIZE defaults to PARENT's\n"
 "              virtual size.  The child records PARENT's UUID and three\n"
 "              locators: its path relative to FILE's directory (W2ru), its\n"
 "              absolute path (W2ku) and a file:// URL (MacX).\n"
-"  -F FORMAT   PARENT's format, raw or vhd (default: probed).  A raw\n"
-"              parent is recorded as a nil parent UUID, as blktap does.\n"
+"  -F FORMAT   PARENT's format, raw, vhd or qcow2 (default: probed).  A\n"
+"              raw parent of a VHD is recorded as a nil parent UUID, as\n"
+"              blktap does.  A qcow2 child records PARENT's name as given\n"
+"              (relative names are resolved against FILE's directory)\n"
+"              and its format (qcow2, raw, vpc).\n"
 "  -q          no \"Formatting\" line.\n"
 "\n"
 "SIZE is in bytes, or with a suffix K, M, G or T (powers of 1024), and is\n"
@@ -1078,10 +1478,12 @@ static const struct verb verbs[] = {
 "  " PROG " create -o subformat=fixed disk.vhd 512M\n"
 "  " PROG " create -f raw disk.img 20G\n"
 "  " PROG " create -b base.vhd child.vhd\n"
+"  " PROG " create -f qcow2 -o cluster_size=4K disk.qcow2 20G\n"
+"  " PROG " create -f qcow2 -b base.qcow2 -F qcow2 child.qcow2\n"
 	},
 	{
 		"info", cmd_info, "show an image's format, size and chain",
-"Usage: " PROG " info [--json] [-f raw|vhd] FILE\n"
+"Usage: " PROG " info [--json] [-f raw|vhd|qcow2] FILE\n"
 "\n"
 "Show FILE's format (raw or vhd, probed unless -f says), VHD subformat\n"
 "(fixed, dynamic, differencing), virtual size, disk size (blocks the file\n"
@@ -1089,14 +1491,19 @@ static const struct verb verbs[] = {
 "bitmaps) and in how many blocks, the block size, UUID and creation time;\n"
 "for a differencing image its parent's UUID (\"none\" for a raw parent),\n"
 "name, timestamp and locators; and the chain from FILE (the leaf) to the\n"
-"base image.\n"
+"base image.  For qcow2: compat, cluster size, refcount bits, the\n"
+"allocated clusters, the dirty flag, the backing file and its format,\n"
+"and the chain (JSON keys: filename, format, compat, virtual-size,\n"
+"actual-size, allocated-bytes, allocated-clusters, cluster-size,\n"
+"refcount-bits, dirty-flag, backing-filename, backing-filename-format,\n"
+"chain[]).\n"
 "\n"
 "  --json   the same as one JSON object (keys: filename, format,\n"
 "           subformat, virtual-size, actual-size, allocated-bytes,\n"
 "           allocated-blocks, block-size, uuid, created, parent-raw,\n"
 "           parent-uuid, parent-name, parent-timestamp, parent-locators,\n"
 "           chain[] of {filename, format, subformat, virtual-size}).\n"
-"  -f FORMAT   read FILE as raw or vhd instead of probing.\n"
+"  -f FORMAT   read FILE as raw, vhd or qcow2 instead of probing.\n"
 "\n"
 "Exit status: 0 shown, 1 FILE or a parent cannot be opened (what could\n"
 "be read is still shown, the chain as broken), 2 usage.\n"
@@ -1117,6 +1524,13 @@ static const struct verb verbs[] = {
 "(space left by an interrupted allocation, a parent modified since the\n"
 "snapshot) and do not make the check fail.  A raw file has nothing to\n"
 "check.\n"
+"\n"
+"A qcow2 FILE: the header and every L1, L2 and refcount table entry;\n"
+"every reference (header, tables, data and compressed clusters,\n"
+"internal snapshots) counted and compared with the stored refcounts;\n"
+"the copied flags.  A cluster in use with a refcount lower than its\n"
+"references is an error; one counted but unused is a \"leak:\" line\n"
+"(space lost by a crash, harmless: not a failure).\n"
 "\n"
 "Exit status: 0 no errors, 1 errors found (one line each), 2 usage, or\n"
 "FILE cannot be read at all.\n"
@@ -1153,16 +1567,21 @@ static const struct verb verbs[] = {
 	},
 	{
 		"convert", cmd_convert, "copy an image (through its chain)",
-"Usage: " PROG " convert [-p] [-f raw|vhd] -O raw|vhd [-o OPTIONS] SRC DST\n"
+"Usage: " PROG " convert [-p] [-f raw|vhd|qcow2] -O raw|vhd|qcow2\n"
+"                 [-o OPTIONS] SRC DST\n"
 "\n"
 "Copy what SRC shows (reading through its whole chain of parents) into a\n"
 "new image DST, which must not exist (or is an existing block device for\n"
 "-O raw).  Zero ranges are skipped, so DST is sparse.  If the copy fails,\n"
 "a DST this command created is removed.\n"
 "\n"
-"  -O FORMAT   DST's format: raw, or vhd (a single image, no parent).\n"
-"  -o OPTIONS  for -O vhd: subformat=dynamic|fixed, block_size=SIZE.\n"
-"  -f FORMAT   read SRC as raw or vhd instead of probing.\n"
+"  -O FORMAT   DST's format: raw, vhd or qcow2 (a single image, no\n"
+"              parent).\n"
+"  -o OPTIONS  for -O vhd: subformat=dynamic|fixed, block_size=SIZE;\n"
+"              for -O qcow2: cluster_size=SIZE, compat=1.1|0.10,\n"
+"              refcount_bits=N.\n"
+"  -f FORMAT   read SRC as raw, vhd or qcow2 instead of probing (a qcow2\n"
+"              SRC is read through its backing files: qcow2, raw, vhd).\n"
 "  -p, --progress   show progress (always shown on a terminal).\n"
 "\n"
 "Exit status: 0 converted, 1 failed, 2 usage.\n"
@@ -1193,9 +1612,9 @@ static void usage(FILE *f)
 "       " PROG " VERB --help\n"
 "\n"
 "Create, inspect, check, snapshot, coalesce and convert tapfs disk images\n"
-"(raw files and VHD: fixed, dynamic and differencing).  VHD images are the\n"
-"format QEMU calls \"vpc\"; QEMU reads each image on its own (it does not\n"
-"follow differencing parents).\n"
+"(raw files, VHD: fixed, dynamic and differencing, and qcow2).  VHD images\n"
+"are the format QEMU calls \"vpc\"; QEMU reads each image on its own (it\n"
+"does not follow differencing parents).\n"
 "\n"
 "Verbs:\n");
 	for (i = 0; i < NVERBS; i++)

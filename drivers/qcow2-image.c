@@ -1,0 +1,1821 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Synchronous qcow2 image helpers: open (and prepare for writing), the
+ * backing file, mapping, create, a front-to-back writer, chains and the
+ * consistency check (see qcow2-image.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "qcow2-image.h"
+#include "vhd-image.h"
+
+#define SECTOR_SHIFT		9
+#define SECTOR_SIZE		512u
+#define BUF_ALIGN		4096u
+/* Header length this code writes for version 3 (QEMU's too). */
+#define QCOW2_NEW_HEADER_LENGTH	112u
+
+static int errf(char *err, size_t errlen, int ret, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int errf(char *err, size_t errlen, int ret, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return ret;
+}
+
+static uint64_t round_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+static uint64_t div_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a;
+}
+
+static void *aligned_zalloc(size_t len)
+{
+	void *p;
+
+	if (posix_memalign(&p, BUF_ALIGN, len ? len : 1))
+		return NULL;
+	memset(p, 0, len);
+	return p;
+}
+
+/* pread up to len bytes, zero-filling past the end of the file. */
+static int pread_zero(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done,
+				  (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0) {
+			memset((char *)buf + done, 0, len - done);
+			return 0;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done,
+				  (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pwrite(fd, (const char *)buf + done, len - done,
+				   (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static void be64_array_to_host(uint64_t *t, uint64_t n)
+{
+	uint64_t i;
+
+	for (i = 0; i < n; i++)
+		t[i] = qcow2_get_be64((const uint8_t *)&t[i]);
+}
+
+/* ---- open ------------------------------------------------------------ */
+
+int qcow2_probe(const char *path, bool *is_qcow2)
+{
+	uint8_t magic[4];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	*is_qcow2 = false;
+	if (fd < 0)
+		return -errno;
+	n = pread(fd, magic, sizeof(magic), 0);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	*is_qcow2 = n == 4 && qcow2_get_be32(magic) == QCOW2_MAGIC;
+	return 0;
+}
+
+static void image_free(struct qcow2_image *img)
+{
+	uint64_t i;
+
+	if (!img)
+		return;
+	if (img->refblocks) {
+		for (i = 0; i < img->reftable_entries; i++)
+			free(img->refblocks[i]);
+		free(img->refblocks);
+	}
+	free(img->reftable);
+	free(img->l1);
+	free(img->hdr_buf);
+	if (img->fd >= 0)
+		close(img->fd);
+	free(img->path);
+	free(img);
+}
+
+static int image_read_header(struct qcow2_image *img, char *err,
+			     size_t errlen)
+{
+	uint8_t first[QCOW2_V3_HEADER_SIZE];
+	struct qcow2_report r = qcow2_report_err(NULL, 0);
+	char why[512];
+	uint32_t bits, cs;
+	int ret;
+
+	memset(first, 0, sizeof(first));
+	ret = pread_zero(img->fd, first, sizeof(first), 0);
+	if (ret)
+		return errf(err, errlen, ret, "%s: reading the header: %s",
+			    img->path, strerror(-ret));
+	bits = qcow2_get_be32(first + QH_CLUSTER_BITS);
+	cs = bits >= QCOW2_MIN_CLUSTER_BITS && bits <= QCOW2_MAX_CLUSTER_BITS ?
+	     1u << bits : BUF_ALIGN;
+	img->hdr_buf = aligned_zalloc(cs);
+	if (!img->hdr_buf)
+		return -ENOMEM;
+	img->hdr_len = img->file_size < cs ? (size_t)img->file_size : cs;
+	ret = pread_zero(img->fd, img->hdr_buf, cs, 0);
+	if (ret)
+		return errf(err, errlen, ret, "%s: reading the header: %s",
+			    img->path, strerror(-ret));
+	r = qcow2_report_err(why, sizeof(why));
+	ret = qcow2_header_parse(img->hdr_buf, img->hdr_len, img->file_size,
+				 &img->h, &img->ext, &r);
+	if (ret)
+		return errf(err, errlen, ret, "qcow2: %s: %s", img->path, why);
+	qcow2_geometry_init(&img->g, &img->h);
+	ret = qcow2_backing_name(img->hdr_buf, img->hdr_len, &img->h,
+				 img->backing, sizeof(img->backing), &r);
+	if (ret)
+		return errf(err, errlen, ret, "qcow2: %s: %s", img->path, why);
+	if (img->h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
+		return errf(err, errlen, -ENOTSUP, "qcow2: %s: external data "
+			    "file%s%s: not supported", img->path,
+			    img->ext.has_data_file ? " " : "",
+			    img->ext.has_data_file ? img->ext.data_file : "");
+	return 0;
+}
+
+static int image_read_l1(struct qcow2_image *img, char *err, size_t errlen)
+{
+	struct qcow2_report r;
+	char why[256];
+	uint64_t n = img->h.l1_size, i, l2;
+	int ret;
+
+	img->l1 = calloc(n ? n : 1, sizeof(uint64_t));
+	if (!img->l1)
+		return -ENOMEM;
+	if (!n)
+		return 0;
+	ret = pread_full(img->fd, img->l1, n * 8, img->h.l1_table_offset);
+	if (ret)
+		return errf(err, errlen, ret, "%s: reading the L1 table: %s",
+			    img->path, strerror(-ret));
+	be64_array_to_host(img->l1, n);
+	for (i = 0; i < n; i++) {
+		r = qcow2_report_err(why, sizeof(why));
+		if (qcow2_l1_decode(&img->g, img->l1[i], &l2, &r))
+			return errf(err, errlen, -EINVAL, "qcow2: %s: L1 "
+				    "entry %" PRIu64 ": %s", img->path, i, why);
+		if (l2 && l2 + img->g.cluster_size > img->file_size)
+			return errf(err, errlen, -EINVAL, "qcow2: %s: L1 "
+				    "entry %" PRIu64 ": L2 table at %" PRIu64
+				    " is past the end of the file (%" PRIu64
+				    " bytes)", img->path, i, l2,
+				    img->file_size);
+	}
+	return 0;
+}
+
+/* Load the refcount table and every refcount block. */
+static int image_load_refcounts(struct qcow2_image *img, char *err,
+				size_t errlen)
+{
+	struct qcow2_report r;
+	uint64_t bytes = (uint64_t)img->h.refcount_table_clusters <<
+			 img->g.cluster_bits, i, off;
+	char why[256];
+	int ret;
+
+	img->reftable_entries = bytes / 8;
+	img->reftable = calloc(img->reftable_entries ? img->reftable_entries :
+			       1, sizeof(uint64_t));
+	img->refblocks = calloc(img->reftable_entries ? img->reftable_entries :
+				1, sizeof(uint8_t *));
+	if (!img->reftable || !img->refblocks)
+		return -ENOMEM;
+	if (!bytes)
+		return 0;
+	ret = pread_full(img->fd, img->reftable, bytes,
+			 img->h.refcount_table_offset);
+	if (ret)
+		return errf(err, errlen, ret, "%s: reading the refcount "
+			    "table: %s", img->path, strerror(-ret));
+	be64_array_to_host(img->reftable, img->reftable_entries);
+	for (i = 0; i < img->reftable_entries; i++) {
+		r = qcow2_report_err(why, sizeof(why));
+		if (qcow2_reftable_decode(&img->g, img->reftable[i], &off,
+					  &r))
+			return errf(err, errlen, -EINVAL, "qcow2: %s: refcount "
+				    "table entry %" PRIu64 ": %s", img->path,
+				    i, why);
+		img->reftable[i] = off;
+		if (!off)
+			continue;
+		if (off + img->g.cluster_size > img->file_size)
+			return errf(err, errlen, -EINVAL, "qcow2: %s: refcount "
+				    "block %" PRIu64 " at %" PRIu64 " is past "
+				    "the end of the file", img->path, i, off);
+		img->refblocks[i] = aligned_zalloc(img->g.cluster_size);
+		if (!img->refblocks[i])
+			return -ENOMEM;
+		ret = pread_full(img->fd, img->refblocks[i],
+				 img->g.cluster_size, off);
+		if (ret)
+			return errf(err, errlen, ret, "%s: reading refcount "
+				    "block %" PRIu64 ": %s", img->path, i,
+				    strerror(-ret));
+	}
+	return 0;
+}
+
+uint64_t qcow2_image_refcount(const struct qcow2_image *img, uint64_t c)
+{
+	uint64_t i = c >> img->g.rb_bits;
+
+	if (i >= img->reftable_entries || !img->refblocks[i])
+		return 0;
+	return qcow2_refcount_get(img->refblocks[i],
+				  c & ((1ull << img->g.rb_bits) - 1),
+				  img->g.refcount_order);
+}
+
+static void image_set_refcount(struct qcow2_image *img, uint64_t c,
+			       uint64_t v)
+{
+	uint64_t i = c >> img->g.rb_bits;
+
+	qcow2_refcount_set(img->refblocks[i],
+			   c & ((1ull << img->g.rb_bits) - 1),
+			   img->g.refcount_order, v);
+}
+
+/* ---- reference counting (dirty-bit scan and check) ------------------- */
+
+struct refs {
+	struct qcow2_image	*img;
+	uint32_t		*count;		/* per host cluster */
+	uint64_t		 n;		/* clusters counted */
+	qcow2_check_fn		*fn;
+	void			*arg;
+	struct qcow2_check_result *res;
+	uint64_t		 data_clusters;
+};
+
+static void refs_report(struct refs *rf, enum qcow2_severity sev,
+			const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void refs_report(struct refs *rf, enum qcow2_severity sev,
+			const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (rf->res) {
+		if (sev == QCOW2_SEV_ERROR)
+			rf->res->errors++;
+		else if (sev == QCOW2_SEV_LEAK)
+			rf->res->leaks++;
+		else
+			rf->res->warnings++;
+	}
+	if (!rf->fn)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	rf->fn(rf->arg, sev, msg);
+}
+
+/* Count one reference to bytes [off, off + len) of the file. */
+static void refs_add(struct refs *rf, uint64_t off, uint64_t len,
+		     const char *what)
+{
+	uint64_t c, first, last;
+
+	if (!len)
+		return;
+	first = off >> rf->img->g.cluster_bits;
+	last = (off + len - 1) >> rf->img->g.cluster_bits;
+	for (c = first; c <= last; c++) {
+		if (c >= rf->n) {
+			refs_report(rf, QCOW2_SEV_ERROR, "%s at %" PRIu64
+				    " lies past the end of the file", what,
+				    off);
+			return;
+		}
+		if (rf->count[c] < UINT32_MAX)
+			rf->count[c]++;
+	}
+}
+
+/* Walk one L1 table (active or a snapshot's): L2 tables and data. */
+static int refs_walk_l1(struct refs *rf, const uint64_t *l1, uint64_t n,
+			bool active, uint8_t *l2buf)
+{
+	struct qcow2_image *img = rf->img;
+	const struct qcow2_geometry *g = &img->g;
+	uint64_t i, j, l2off, entries = 1ull << g->l2_bits;
+	struct qcow2_report r;
+	struct qcow2_mapping m;
+	char why[256];
+	int ret;
+
+	for (i = 0; i < n; i++) {
+		r = qcow2_report_err(why, sizeof(why));
+		if (qcow2_l1_decode(g, l1[i], &l2off, &r)) {
+			refs_report(rf, QCOW2_SEV_ERROR, "L1 entry %" PRIu64
+				    ": %s", i, why);
+			continue;
+		}
+		if (!l2off)
+			continue;
+		refs_add(rf, l2off, g->cluster_size, "L2 table");
+		if (l2off + g->cluster_size > img->file_size)
+			continue;
+		ret = pread_full(img->fd, l2buf, g->cluster_size, l2off);
+		if (ret)
+			return ret;
+		for (j = 0; j < entries; j++) {
+			uint64_t e = qcow2_get_be64(l2buf +
+						    j * g->l2_entry_size);
+
+			r = qcow2_report_err(why, sizeof(why));
+			if (qcow2_l2_decode(g, img->h.version, e, &m, &r)) {
+				refs_report(rf, QCOW2_SEV_ERROR, "L2 table at %"
+					    PRIu64 " entry %" PRIu64 ": %s",
+					    l2off, j, why);
+				continue;
+			}
+			switch (m.type) {
+			case QCOW2_CLUSTER_NORMAL:
+			case QCOW2_CLUSTER_ZERO_ALLOC:
+				refs_add(rf, m.host_offset, g->cluster_size,
+					 "data cluster");
+				if (active)
+					rf->data_clusters++;
+				break;
+			case QCOW2_CLUSTER_COMPRESSED:
+				refs_add(rf, m.host_offset, m.csize,
+					 "compressed data");
+				if (active)
+					rf->data_clusters++;
+				break;
+			default:
+				break;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Internal snapshots: their table, L1 tables and what those reach. */
+static int refs_walk_snapshots(struct refs *rf, uint8_t *l2buf)
+{
+	struct qcow2_image *img = rf->img;
+	uint64_t off = img->h.snapshots_offset, start = off, *l1;
+	uint8_t e[40];
+	uint32_t i;
+	int ret;
+
+	for (i = 0; i < img->h.nb_snapshots; i++) {
+		uint64_t l1off, l1n;
+		uint32_t idlen, namelen, extra;
+
+		ret = pread_full(img->fd, e, sizeof(e), off);
+		if (ret) {
+			refs_report(rf, QCOW2_SEV_ERROR, "snapshot %u: table "
+				    "entry at %" PRIu64 " unreadable", i, off);
+			break;
+		}
+		l1off = qcow2_get_be64(e);
+		l1n = qcow2_get_be32(e + 8);
+		idlen = (uint32_t)e[12] << 8 | e[13];
+		namelen = (uint32_t)e[14] << 8 | e[15];
+		extra = qcow2_get_be32(e + 36);
+		off += round_up(40ull + extra + idlen + namelen, 8);
+		if (l1n * 8 > QCOW2_MAX_L1_BYTES ||
+		    (l1off & (img->g.cluster_size - 1)) ||
+		    l1off + l1n * 8 > img->file_size) {
+			refs_report(rf, QCOW2_SEV_ERROR, "snapshot %u: L1 "
+				    "table at %" PRIu64 " (%" PRIu64
+				    " entries) is invalid", i, l1off, l1n);
+			continue;
+		}
+		refs_add(rf, l1off, l1n * 8, "snapshot L1 table");
+		l1 = calloc(l1n ? l1n : 1, 8);
+		if (!l1)
+			return -ENOMEM;
+		ret = pread_full(img->fd, l1, l1n * 8, l1off);
+		if (!ret) {
+			be64_array_to_host(l1, l1n);
+			ret = refs_walk_l1(rf, l1, l1n, false, l2buf);
+		}
+		free(l1);
+		if (ret)
+			return ret;
+	}
+	refs_add(rf, start, off - start, "snapshot table");
+	return 0;
+}
+
+/*
+ * Count every reference of the image into rf->count (rf->n clusters:
+ * the file and what is counted past it).  Needs img->refblocks.
+ */
+static int refs_count(struct refs *rf)
+{
+	struct qcow2_image *img = rf->img;
+	uint64_t i;
+	uint8_t *l2buf;
+	int ret;
+
+	refs_add(rf, 0, img->g.cluster_size, "header");
+	refs_add(rf, img->h.l1_table_offset, (uint64_t)img->h.l1_size * 8,
+		 "L1 table");
+	refs_add(rf, img->h.refcount_table_offset,
+		 (uint64_t)img->h.refcount_table_clusters << img->g.cluster_bits,
+		 "refcount table");
+	for (i = 0; i < img->reftable_entries; i++)
+		if (img->reftable[i])
+			refs_add(rf, img->reftable[i], img->g.cluster_size,
+				 "refcount block");
+	l2buf = aligned_zalloc(img->g.cluster_size);
+	if (!l2buf)
+		return -ENOMEM;
+	ret = refs_walk_l1(rf, img->l1, img->h.l1_size, true, l2buf);
+	if (!ret && img->h.nb_snapshots)
+		ret = refs_walk_snapshots(rf, l2buf);
+	free(l2buf);
+	return ret;
+}
+
+static uint64_t image_end_cluster(const struct qcow2_image *img);
+
+static int refs_init(struct refs *rf, struct qcow2_image *img)
+{
+	memset(rf, 0, sizeof(*rf));
+	rf->img = img;
+	/* The file, and any cluster counted past its end. */
+	rf->n = image_end_cluster(img);
+	rf->count = calloc(rf->n ? rf->n : 1, sizeof(uint32_t));
+	return rf->count ? 0 : -ENOMEM;
+}
+
+/* After a crash (dirty bit): refuse an image with undercounted clusters. */
+static int image_dirty_scan(struct qcow2_image *img, char *err,
+			    size_t errlen)
+{
+	struct refs rf;
+	uint64_t c, bad = 0, first = 0;
+	int ret = refs_init(&rf, img);
+
+	if (ret)
+		return ret;
+	ret = refs_count(&rf);
+	if (ret) {
+		free(rf.count);
+		return errf(err, errlen, ret, "%s: scanning the tables: %s",
+			    img->path, strerror(-ret));
+	}
+	for (c = 0; c < rf.n; c++) {
+		if (qcow2_image_refcount(img, c) < rf.count[c]) {
+			if (!bad++)
+				first = c;
+		}
+	}
+	free(rf.count);
+	if (bad)
+		return errf(err, errlen, -EUCLEAN, "qcow2: %s: dirty image "
+			    "with %" PRIu64 " clusters in use but not counted "
+			    "(first: cluster %" PRIu64 "); repair it with "
+			    "'qemu-img check -r all'", img->path, bad, first);
+	return 0;
+}
+
+/* ---- preparing for writes ---------------------------------------------- */
+
+/* First cluster past everything counted or in the file. */
+static uint64_t image_end_cluster(const struct qcow2_image *img)
+{
+	uint64_t end = div_up(img->file_size, img->g.cluster_size);
+	uint64_t i, j, per = 1ull << img->g.rb_bits;
+
+	for (i = img->reftable_entries; i-- > 0;) {
+		if (!img->refblocks[i])
+			continue;
+		for (j = per; j-- > 0;) {
+			if (qcow2_refcount_get(img->refblocks[i], j,
+					       img->g.refcount_order)) {
+				if (i * per + j + 1 > end)
+					end = i * per + j + 1;
+				return end;
+			}
+		}
+	}
+	return end;
+}
+
+static int image_sync(struct qcow2_image *img, char *err, size_t errlen)
+{
+	if (fdatasync(img->fd) < 0)
+		return errf(err, errlen, -errno, "%s: fdatasync: %m",
+			    img->path);
+	return 0;
+}
+
+/*
+ * Grow the refcount table to cover target clusters: a new table and the
+ * refcount blocks it needs for itself past the end, then the header
+ * switch, then the old table's clusters freed.
+ */
+static int image_grow_reftable(struct qcow2_image *img, uint64_t target,
+			       char *err, size_t errlen)
+{
+	const struct qcow2_geometry *g = &img->g;
+	uint64_t per = 1ull << g->rb_bits, cs = g->cluster_size;
+	uint64_t entries = div_up(target, per), bytes, nt, t0, nb = 0, prev;
+	uint64_t old_off = img->h.refcount_table_offset;
+	uint64_t old_cl = img->h.refcount_table_clusters, i, c, k, end;
+	uint64_t *table = NULL;
+	uint8_t **blocks = NULL, hdr[12];
+	int ret;
+
+	bytes = round_up(entries * 8, cs);
+	if (bytes > QCOW2_MAX_REFTABLE_BYTES)
+		bytes = QCOW2_MAX_REFTABLE_BYTES / cs * cs;
+	entries = bytes / 8;
+	if (entries <= img->reftable_entries)
+		return 0;
+	nt = bytes / cs;
+	t0 = image_end_cluster(img);
+	/* Refcount blocks the new clusters need, themselves included. */
+	do {
+		prev = nb;
+		nb = 0;
+		end = t0 + nt + prev;
+		for (i = t0 / per; i <= (end - 1) / per; i++)
+			if (i >= img->reftable_entries || !img->refblocks[i])
+				nb++;
+	} while (nb != prev);
+	if ((t0 + nt + nb) > entries * per)
+		return errf(err, errlen, -ENOSPC, "qcow2: %s: the refcount "
+			    "table cannot grow further", img->path);
+	table = calloc(entries, sizeof(uint64_t));
+	blocks = calloc(entries, sizeof(uint8_t *));
+	if (!table || !blocks) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	memcpy(table, img->reftable, img->reftable_entries * 8);
+	memcpy(blocks, img->refblocks, img->reftable_entries * sizeof(*blocks));
+	k = t0 + nt;
+	for (i = t0 / per; i <= (t0 + nt + nb - 1) / per; i++) {
+		if (blocks[i])
+			continue;
+		blocks[i] = aligned_zalloc(cs);
+		if (!blocks[i]) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		table[i] = k++ * cs;
+	}
+	for (c = t0; c < t0 + nt + nb; c++)
+		qcow2_refcount_set(blocks[c / per], c % per,
+				   g->refcount_order, 1);
+	/* 1. Blocks (new and changed) and the new table, durable. */
+	for (i = t0 / per; i <= (t0 + nt + nb - 1) / per; i++) {
+		ret = pwrite_full(img->fd, blocks[i], cs, table[i]);
+		if (ret)
+			goto io;
+	}
+	for (i = 0; i < entries; i++)
+		qcow2_put_be64((uint8_t *)&table[i], table[i]);
+	ret = pwrite_full(img->fd, table, bytes, t0 * cs);
+	be64_array_to_host(table, entries);
+	if (ret)
+		goto io;
+	if ((ret = image_sync(img, err, errlen)))
+		goto out;
+	/* 2. The header points at it. */
+	qcow2_put_be64(hdr, t0 * cs);
+	qcow2_put_be32(hdr + 8, (uint32_t)nt);
+	ret = pwrite_full(img->fd, hdr, sizeof(hdr), QH_REFT_OFFSET);
+	if (ret)
+		goto io;
+	if ((ret = image_sync(img, err, errlen)))
+		goto out;
+	memcpy(img->hdr_buf + QH_REFT_OFFSET, hdr, sizeof(hdr));
+	free(img->reftable);
+	free(img->refblocks);
+	img->reftable = table;
+	img->refblocks = blocks;
+	img->reftable_entries = entries;
+	table = NULL;
+	blocks = NULL;
+	img->h.refcount_table_offset = t0 * cs;
+	img->h.refcount_table_clusters = (uint32_t)nt;
+	if ((t0 + nt + nb) * cs > img->file_size)
+		img->file_size = (t0 + nt + nb) * cs;
+	/* 3. The old table's clusters are free (a crash here leaks them). */
+	for (c = old_off / cs; c < old_off / cs + old_cl; c++) {
+		uint64_t v = qcow2_image_refcount(img, c);
+
+		if (v)
+			image_set_refcount(img, c, v - 1);
+	}
+	for (i = (old_off / cs) / per; old_cl &&
+	     i <= (old_off / cs + old_cl - 1) / per; i++) {
+		ret = pwrite_full(img->fd, img->refblocks[i], cs,
+				  img->reftable[i]);
+		if (ret)
+			goto io;
+	}
+	ret = image_sync(img, err, errlen);
+	goto out;
+io:
+	errf(err, errlen, ret, "%s: growing the refcount table: %s",
+	     img->path, strerror(-ret));
+out:
+	if (blocks) {
+		for (i = img->reftable_entries; i < entries; i++)
+			free(blocks[i]);
+		for (i = 0; i < img->reftable_entries && i < entries; i++)
+			if (blocks[i] != img->refblocks[i])
+				free(blocks[i]);
+	}
+	free(blocks);
+	free(table);
+	return ret;
+}
+
+/* Write the feature fields (incompatible, compatible, autoclear). */
+static int image_write_features(struct qcow2_image *img, char *err,
+				size_t errlen)
+{
+	uint8_t f[24];
+	int ret;
+
+	qcow2_put_be64(f, img->h.incompatible_features);
+	qcow2_put_be64(f + 8, img->h.compatible_features);
+	qcow2_put_be64(f + 16, img->h.autoclear_features);
+	ret = pwrite_full(img->fd, f, sizeof(f), QH_INCOMPAT);
+	if (ret)
+		return errf(err, errlen, ret, "%s: writing the header: %s",
+			    img->path, strerror(-ret));
+	memcpy(img->hdr_buf + QH_INCOMPAT, f, sizeof(f));
+	return image_sync(img, err, errlen);
+}
+
+static int image_prepare_write(struct qcow2_image *img, char *err,
+			       size_t errlen)
+{
+	struct qcow2_report r;
+	char why[256];
+	uint64_t cs = img->g.cluster_size, target;
+	int ret;
+
+	r = qcow2_report_err(why, sizeof(why));
+	ret = qcow2_header_check_writable(&img->h, &img->ext, &r);
+	if (ret)
+		return errf(err, errlen, ret, "qcow2: %s: cannot open "
+			    "read-write: %s", img->path, why);
+	ret = image_load_refcounts(img, err, errlen);
+	if (ret)
+		return ret;
+	if ((img->h.incompatible_features & QCOW2_INCOMPAT_DIRTY) &&
+	    !(img->flags & QCOW2_IMAGE_NOSCAN)) {
+		ret = image_dirty_scan(img, err, errlen);
+		if (ret)
+			return ret;
+		snprintf(img->warning, sizeof(img->warning), "qcow2: %s: "
+			 "the dirty bit was set (not closed cleanly); "
+			 "refcounts checked, leaks may remain", img->path);
+	}
+	/* Room for the file, the whole disk and its L2 tables, twice the
+	 * refcount blocks that needs, and some slack. */
+	target = div_up(img->file_size, cs) + div_up(img->h.size, cs) +
+		 img->h.l1_size;
+	target += 2 * div_up(target, 1ull << img->g.rb_bits) + 64;
+	if (qcow2_image_ref_coverage(img) < target) {
+		ret = image_grow_reftable(img, target + target / 4, err,
+					  errlen);
+		if (ret)
+			return ret;
+	}
+	if (img->h.version < 3)
+		return 0;
+	img->h.incompatible_features |= QCOW2_INCOMPAT_DIRTY;
+	img->h.autoclear_features = 0;
+	return image_write_features(img, err, errlen);
+}
+
+int qcow2_image_open_fd(struct qcow2_image **out, int fd, const char *name,
+			unsigned flags, char *err, size_t errlen)
+{
+	struct qcow2_image *img = calloc(1, sizeof(*img));
+	struct stat st;
+	int ret;
+
+	*out = NULL;
+	if (!img) {
+		close(fd);
+		return -ENOMEM;
+	}
+	img->fd = fd;
+	img->flags = flags;
+	img->path = strdup(name);
+	if (!img->path) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	if (fstat(fd, &st) < 0) {
+		ret = errf(err, errlen, -errno, "%s: %m", name);
+		goto fail;
+	}
+	img->file_size = (uint64_t)st.st_size;
+	ret = image_read_header(img, err, errlen);
+	if (!ret)
+		ret = image_read_l1(img, err, errlen);
+	if (!ret && (flags & QCOW2_IMAGE_RDWR))
+		ret = image_prepare_write(img, err, errlen);
+	if (ret)
+		goto fail;
+	*out = img;
+	return 0;
+fail:
+	if (ret == -ENOMEM)
+		errf(err, errlen, ret, "%s: out of memory", name);
+	image_free(img);
+	return ret;
+}
+
+int qcow2_image_open(struct qcow2_image **out, const char *path,
+		     unsigned flags, char *err, size_t errlen)
+{
+	int fd = open(path, ((flags & QCOW2_IMAGE_RDWR) ? O_RDWR : O_RDONLY) |
+		      O_CLOEXEC);
+
+	*out = NULL;
+	if (fd < 0)
+		return errf(err, errlen, -errno, "%s: %m", path);
+	return qcow2_image_open_fd(out, fd, path, flags, err, errlen);
+}
+
+int qcow2_image_close(struct qcow2_image *img, bool clean)
+{
+	char err[256];
+	int ret = 0;
+
+	if (!img)
+		return 0;
+	if (img->flags & QCOW2_IMAGE_RDWR) {
+		ret = image_sync(img, err, sizeof(err));
+		if (!ret && clean && (img->h.incompatible_features &
+				      QCOW2_INCOMPAT_DIRTY)) {
+			img->h.incompatible_features &= ~QCOW2_INCOMPAT_DIRTY;
+			ret = image_write_features(img, err, sizeof(err));
+		}
+	}
+	image_free(img);
+	return ret;
+}
+
+/* ---- backing file ---------------------------------------------------- */
+
+const char *qcow2_format_for_driver(const char *driver)
+{
+	if (!strcmp(driver, "qcow2"))
+		return "qcow2";
+	if (!strcmp(driver, "vhd"))
+		return "vpc";
+	return "raw";
+}
+
+static const char *driver_for_format(const char *fmt)
+{
+	if (!strcmp(fmt, "qcow2"))
+		return "qcow2";
+	if (!strcmp(fmt, "raw") || !strcmp(fmt, "file"))
+		return "aio";
+	if (!strcmp(fmt, "vpc"))
+		return "vhd";
+	return NULL;
+}
+
+char *qcow2_path_resolve(const char *base, const char *path)
+{
+	char *copy, *dir, *out;
+
+	if (path[0] == '/')
+		return strdup(path);
+	copy = strdup(base);
+	if (!copy)
+		return NULL;
+	dir = dirname(copy);
+	if (asprintf(&out, "%s/%s", dir, path) < 0)
+		out = NULL;
+	free(copy);
+	return out;
+}
+
+int qcow2_image_backing(const struct qcow2_image *img, char **path,
+			const char **driver, char *err, size_t errlen)
+{
+	bool is_q = false, is_v = false;
+	char *p;
+	int ret;
+
+	*path = NULL;
+	*driver = NULL;
+	if (!img->backing[0])
+		return 1;
+	p = qcow2_path_resolve(img->path, img->backing);
+	if (!p)
+		return errf(err, errlen, -ENOMEM, "out of memory");
+	if (img->ext.has_backing_format) {
+		*driver = driver_for_format(img->ext.backing_format);
+		if (!*driver) {
+			free(p);
+			return errf(err, errlen, -ENOTSUP, "qcow2: %s: backing "
+				    "format '%s' is not supported (qcow2, "
+				    "raw, vpc)", img->path,
+				    img->ext.backing_format);
+		}
+		*path = p;
+		return 0;
+	}
+	ret = qcow2_probe(p, &is_q);
+	if (!ret && !is_q)
+		ret = vhd_probe(p, &is_v);
+	if (ret) {
+		errf(err, errlen, ret, "qcow2: %s: backing file %s: %s",
+		     img->path, p, strerror(-ret));
+		free(p);
+		return ret;
+	}
+	*driver = is_q ? "qcow2" : is_v ? "vhd" : "aio";
+	*path = p;
+	return 0;
+}
+
+/* ---- mapping ------------------------------------------------------------ */
+
+int qcow2_image_read_l2(struct qcow2_image *img, uint64_t i, uint8_t *buf)
+{
+	uint64_t off = img->l1[i] & QCOW2_OFFSET_MASK;
+
+	return pread_full(img->fd, buf, img->g.cluster_size, off);
+}
+
+void qcow2_map_ctx_fini(struct qcow2_map_ctx *ctx)
+{
+	free(ctx->l2);
+	ctx->l2 = NULL;
+	ctx->l2_index = UINT64_MAX;
+}
+
+/* Map one cluster (or subcluster): type, host offset of sec, extent. */
+static int map_one(struct qcow2_image *img, struct qcow2_map_ctx *ctx,
+		   uint64_t vaddr, uint64_t *off, uint32_t *csize,
+		   uint64_t *extent, char *err, size_t errlen)
+{
+	const struct qcow2_geometry *g = &img->g;
+	uint64_t cl = vaddr >> g->cluster_bits, l1i = cl >> g->l2_bits;
+	uint64_t l2i = cl & ((1ull << g->l2_bits) - 1), e, bm = 0;
+	uint64_t in = vaddr & (g->cluster_size - 1);
+	struct qcow2_mapping m;
+	struct qcow2_report r;
+	char why[256];
+	int ret, st;
+
+	*extent = g->cluster_size - in;
+	if (l1i >= img->h.l1_size || !(img->l1[l1i] & QCOW2_OFFSET_MASK))
+		return QCOW2_MAP_BACKING;
+	if (!ctx->l2) {
+		ctx->l2 = aligned_zalloc(g->cluster_size);
+		ctx->l2_index = UINT64_MAX;
+		if (!ctx->l2)
+			return -ENOMEM;
+	}
+	if (ctx->l2_index != l1i) {
+		ret = qcow2_image_read_l2(img, l1i, ctx->l2);
+		if (ret) {
+			ctx->l2_index = UINT64_MAX;
+			return errf(err, errlen, ret, "%s: reading the L2 "
+				    "table of L1 entry %" PRIu64 ": %s",
+				    img->path, l1i, strerror(-ret));
+		}
+		ctx->l2_index = l1i;
+	}
+	e = qcow2_get_be64(ctx->l2 + l2i * g->l2_entry_size);
+	if (g->extended_l2)
+		bm = qcow2_get_be64(ctx->l2 + l2i * g->l2_entry_size + 8);
+	r = qcow2_report_err(why, sizeof(why));
+	if (qcow2_l2_decode(g, img->h.version, e, &m, &r))
+		return errf(err, errlen, -EINVAL, "qcow2: %s: guest cluster %"
+			    PRIu64 ": %s", img->path, cl, why);
+	if (m.type == QCOW2_CLUSTER_COMPRESSED) {
+		*off = m.host_offset;
+		*csize = m.csize;
+		return QCOW2_MAP_COMPRESSED;
+	}
+	if (g->extended_l2) {
+		uint64_t scs = g->cluster_size / QCOW2_SUBCLUSTERS;
+
+		st = qcow2_subcluster_state(bm, (unsigned)(in / scs));
+		if (st < 0)
+			return errf(err, errlen, -EINVAL, "qcow2: %s: guest "
+				    "cluster %" PRIu64 ": subcluster both "
+				    "allocated and zero", img->path, cl);
+		*extent = scs - in % scs;
+		if (st == QCOW2_CLUSTER_NORMAL && !m.host_offset)
+			return errf(err, errlen, -EINVAL, "qcow2: %s: guest "
+				    "cluster %" PRIu64 ": allocated subcluster "
+				    "without a host cluster", img->path, cl);
+		m.type = (enum qcow2_cluster_type)st;
+	}
+	switch (m.type) {
+	case QCOW2_CLUSTER_NORMAL:
+		*off = m.host_offset + in;
+		return QCOW2_MAP_DATA;
+	case QCOW2_CLUSTER_ZERO_PLAIN:
+	case QCOW2_CLUSTER_ZERO_ALLOC:
+		return QCOW2_MAP_ZERO;
+	default:
+		return QCOW2_MAP_BACKING;
+	}
+}
+
+int qcow2_image_map(struct qcow2_image *img, struct qcow2_map_ctx *ctx,
+		    uint64_t sec, uint32_t max, uint32_t *run, uint64_t *off,
+		    uint32_t *csize, char *err, size_t errlen)
+{
+	uint64_t vaddr = sec << SECTOR_SHIFT, ext, noff = 0, got;
+	uint64_t size_secs = img->h.size >> SECTOR_SHIFT;
+	uint32_t ncs;
+	int type, t;
+
+	*off = 0;
+	*csize = 0;
+	if (sec >= size_secs) {
+		*run = max;
+		return QCOW2_MAP_ZERO;
+	}
+	if (max > size_secs - sec)
+		max = (uint32_t)(size_secs - sec);
+	type = map_one(img, ctx, vaddr, off, csize, &ext, err, errlen);
+	if (type < 0)
+		return type;
+	got = ext >> SECTOR_SHIFT;
+	if (type == QCOW2_MAP_COMPRESSED) {
+		*run = got < max ? (uint32_t)got : max;
+		return type;
+	}
+	while (got < max) {
+		t = map_one(img, ctx, vaddr + (got << SECTOR_SHIFT), &noff,
+			    &ncs, &ext, err, errlen);
+		if (t < 0 || t != type ||
+		    (t == QCOW2_MAP_DATA &&
+		     noff != *off + (got << SECTOR_SHIFT)))
+			break;
+		got += ext >> SECTOR_SHIFT;
+	}
+	*run = got < max ? (uint32_t)got : max;
+	return type;
+}
+
+int qcow2_image_allocated(struct qcow2_image *img, uint64_t *bytes,
+			  uint64_t *clusters, char *err, size_t errlen)
+{
+	const struct qcow2_geometry *g = &img->g;
+	uint64_t i, j, entries = 1ull << g->l2_bits;
+	struct qcow2_mapping m;
+	uint8_t *l2 = aligned_zalloc(g->cluster_size);
+	int ret = 0;
+
+	*bytes = 0;
+	*clusters = 0;
+	if (!l2)
+		return -ENOMEM;
+	for (i = 0; i < img->h.l1_size; i++) {
+		if (!(img->l1[i] & QCOW2_OFFSET_MASK))
+			continue;
+		ret = qcow2_image_read_l2(img, i, l2);
+		if (ret) {
+			errf(err, errlen, ret, "%s: reading an L2 table: %s",
+			     img->path, strerror(-ret));
+			break;
+		}
+		for (j = 0; j < entries; j++) {
+			uint64_t e = qcow2_get_be64(l2 + j * g->l2_entry_size);
+
+			if (qcow2_l2_decode(g, img->h.version, e, &m, NULL))
+				continue;
+			if (m.type == QCOW2_CLUSTER_NORMAL) {
+				*bytes += g->cluster_size;
+				(*clusters)++;
+			} else if (m.type == QCOW2_CLUSTER_COMPRESSED) {
+				*bytes += m.csize;
+				(*clusters)++;
+			}
+		}
+	}
+	free(l2);
+	return ret;
+}
+
+/* ---- creating --------------------------------------------------------- */
+
+int qcow2_probe_size(const char *path, const char *driver, uint64_t *size,
+		     char *err, size_t errlen)
+{
+	struct stat st;
+	int ret;
+
+	if (!strcmp(driver, "qcow2")) {
+		struct qcow2_image *q;
+
+		ret = qcow2_image_open(&q, path, 0, err, errlen);
+		if (ret)
+			return ret;
+		*size = qcow2_image_size(q);
+		qcow2_image_close(q, false);
+		return 0;
+	}
+	if (!strcmp(driver, "vhd")) {
+		struct vhd_image *v;
+
+		ret = vhd_image_open(&v, path, VHD_IMAGE_RDONLY, err, errlen);
+		if (ret)
+			return ret;
+		*size = vhd_image_size(v);
+		vhd_image_close(v);
+		return 0;
+	}
+	if (stat(path, &st) < 0)
+		return errf(err, errlen, -errno, "%s: %m", path);
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+static int create_check(const struct qcow2_create_params *p,
+			struct qcow2_header *h, char *err, size_t errlen)
+{
+	memset(h, 0, sizeof(*h));
+	h->version = p->version ? p->version : 3;
+	h->cluster_bits = p->cluster_bits ? p->cluster_bits :
+			  QCOW2_DEFAULT_CLUSTER_BITS;
+	h->refcount_order = p->version == 2 || !p->refcount_order ?
+			    QCOW2_DEFAULT_REFCOUNT_ORDER : p->refcount_order;
+	if (p->version == 2 && p->refcount_order &&
+	    p->refcount_order != QCOW2_DEFAULT_REFCOUNT_ORDER)
+		return errf(err, errlen, -EINVAL, "version 2 images have "
+			    "16-bit refcounts only");
+	if (h->version != 2 && h->version != 3)
+		return errf(err, errlen, -EINVAL, "version %u: qcow2 is 2 or "
+			    "3", h->version);
+	if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS ||
+	    h->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
+		return errf(err, errlen, -EINVAL, "cluster size %u: must be "
+			    "a power of two from 512 B to 2 MiB",
+			    1u << (h->cluster_bits & 31));
+	if (h->refcount_order > QCOW2_MAX_REFCOUNT_ORDER)
+		return errf(err, errlen, -EINVAL, "refcount order %u: must be "
+			    "0..6", h->refcount_order);
+	if (p->size > QCOW2_MAX_SIZE || p->size % SECTOR_SIZE)
+		return errf(err, errlen, -EINVAL, "size %" PRIu64 ": must be "
+			    "a multiple of 512 below 2^61", p->size);
+	if (p->backing && (!p->backing[0] ||
+			   strlen(p->backing) > QCOW2_MAX_BACKING_NAME))
+		return errf(err, errlen, -EINVAL, "backing file name of %zu "
+			    "bytes: must be 1..%u", strlen(p->backing),
+			    QCOW2_MAX_BACKING_NAME);
+	if (p->backing_fmt && strlen(p->backing_fmt) > QCOW2_MAX_FORMAT_NAME)
+		return errf(err, errlen, -EINVAL, "backing format '%s' too "
+			    "long", p->backing_fmt);
+	h->header_length = h->version >= 3 ? QCOW2_NEW_HEADER_LENGTH :
+			   QCOW2_V2_HEADER_SIZE;
+	return 0;
+}
+
+/* Build the first cluster: header, extensions, backing name. */
+static int create_header_cluster(struct qcow2_header *h,
+				 const struct qcow2_create_params *p,
+				 uint8_t *buf, size_t cs, char *err,
+				 size_t errlen)
+{
+	size_t end, blen = p->backing ? strlen(p->backing) : 0;
+	int features;
+
+	for (features = h->version >= 3; features >= 0; features--) {
+		memset(buf, 0, cs);
+		end = qcow2_extensions_encode(buf, cs, h->header_length,
+					      p->backing ? p->backing_fmt :
+					      NULL, features);
+		if (end && end + blen <= cs)
+			break;
+	}
+	if (features < 0)
+		return errf(err, errlen, -ENAMETOOLONG, "the backing file "
+			    "name does not fit in a %zu-byte cluster", cs);
+	if (blen) {
+		h->backing_file_offset = end;
+		h->backing_file_size = (uint32_t)blen;
+		memcpy(buf + end, p->backing, blen);
+	}
+	qcow2_header_encode(h, buf);
+	return 0;
+}
+
+/*
+ * Refcount blocks and table clusters for a file whose first used
+ * clusters number n plus the table and blocks themselves.
+ */
+static void refcount_layout(const struct qcow2_geometry *g, uint64_t n,
+			    uint64_t *rtc, uint64_t *nb)
+{
+	uint64_t per = 1ull << g->rb_bits, b = 1, t = 1, pb, pt;
+
+	do {
+		pb = b;
+		pt = t;
+		b = div_up(n + t + b, per);
+		t = div_up(b * 8, g->cluster_size);
+	} while (b != pb || t != pt);
+	*rtc = t;
+	*nb = b;
+}
+
+/* Write refcount blocks giving clusters [0, used) refcount 1, and the
+ * table, at cluster rt (table) and rt + rtc (blocks). */
+static int write_refcounts(int fd, const struct qcow2_geometry *g,
+			   uint64_t used, uint64_t rt, uint64_t rtc,
+			   uint64_t nb)
+{
+	uint64_t per = 1ull << g->rb_bits, cs = g->cluster_size, i, j;
+	uint8_t *blk = aligned_zalloc(cs), *tab = aligned_zalloc(rtc * cs);
+	int ret = 0;
+
+	if (!blk || !tab) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < nb && !ret; i++) {
+		memset(blk, 0, cs);
+		for (j = 0; j < per && i * per + j < used; j++)
+			qcow2_refcount_set(blk, j, g->refcount_order, 1);
+		ret = pwrite_full(fd, blk, cs, (rt + rtc + i) * cs);
+		qcow2_put_be64(tab + i * 8, (rt + rtc + i) * cs);
+	}
+	if (!ret)
+		ret = pwrite_full(fd, tab, rtc * cs, rt * cs);
+out:
+	free(blk);
+	free(tab);
+	return ret;
+}
+
+int qcow2_image_create(const char *path, const struct qcow2_create_params *p,
+		       char *err, size_t errlen)
+{
+	struct qcow2_create_params q = *p;
+	struct qcow2_header h;
+	struct qcow2_geometry g;
+	uint64_t cs, l1c, rtc, nb, used;
+	uint8_t *buf = NULL;
+	char *bpath = NULL;
+	int fd, ret;
+
+	if (q.backing && !q.size) {
+		const char *drv = "aio";
+
+		if (q.backing_fmt && !strcmp(q.backing_fmt, "qcow2"))
+			drv = "qcow2";
+		else if (q.backing_fmt && !strcmp(q.backing_fmt, "vpc"))
+			drv = "vhd";
+		bpath = qcow2_path_resolve(path, q.backing);
+		if (!bpath)
+			return errf(err, errlen, -ENOMEM, "out of memory");
+		ret = qcow2_probe_size(bpath, drv, &q.size, err, errlen);
+		free(bpath);
+		if (ret)
+			return ret;
+		q.size = round_up(q.size, SECTOR_SIZE);
+	}
+	ret = create_check(&q, &h, err, errlen);
+	if (ret)
+		return ret;
+	h.size = q.size;
+	qcow2_geometry_init(&g, &h);
+	cs = g.cluster_size;
+	h.l1_size = (uint32_t)qcow2_l1_entries(&g, q.size);
+	if ((uint64_t)h.l1_size * 8 > QCOW2_MAX_L1_BYTES)
+		return errf(err, errlen, -EFBIG, "size %" PRIu64 " needs an "
+			    "L1 table larger than 32 MiB: use larger "
+			    "clusters", q.size);
+	l1c = div_up((uint64_t)h.l1_size * 8, cs);
+	/* header | refcount table | refcount blocks | L1 table */
+	refcount_layout(&g, 1 + l1c, &rtc, &nb);
+	used = 1 + rtc + nb + l1c;
+	h.refcount_table_offset = cs;
+	h.refcount_table_clusters = (uint32_t)rtc;
+	h.l1_table_offset = (1 + rtc + nb) * cs;
+	buf = aligned_zalloc(cs > BUF_ALIGN ? cs : BUF_ALIGN);
+	if (!buf)
+		return errf(err, errlen, -ENOMEM, "out of memory");
+	ret = create_header_cluster(&h, &q, buf, cs, err, errlen);
+	if (ret) {
+		free(buf);
+		return ret;
+	}
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		ret = -errno;
+		free(buf);
+		return errf(err, errlen, ret, "%s: %s", path, strerror(-ret));
+	}
+	ret = pwrite_full(fd, buf, cs, 0);
+	if (!ret)
+		ret = write_refcounts(fd, &g, used, 1, rtc, nb);
+	if (!ret && ftruncate(fd, (off_t)(used * cs)) < 0)
+		ret = -errno;
+	if (!ret && fsync(fd) < 0)
+		ret = -errno;
+	close(fd);
+	free(buf);
+	if (ret) {
+		unlink(path);
+		return errf(err, errlen, ret, "%s: %s", path, strerror(-ret));
+	}
+	return 0;
+}
+
+/* ---- front-to-back writer ------------------------------------------------ */
+
+struct qcow2_writer {
+	char			*path;
+	int			 fd;
+	struct qcow2_header	 h;
+	struct qcow2_geometry	 g;
+	struct qcow2_create_params p;
+	uint64_t		 next;		/* next free cluster */
+	uint64_t		*l1;
+	uint8_t			**l2;		/* per L1 entry, disk format */
+	uint8_t			*buf;		/* one cluster, aligned */
+};
+
+uint32_t qcow2_writer_cluster_size(const struct qcow2_writer *w)
+{
+	return w->g.cluster_size;
+}
+
+int qcow2_writer_open(struct qcow2_writer **out, const char *path,
+		      const struct qcow2_create_params *p, char *err,
+		      size_t errlen)
+{
+	struct qcow2_writer *w = calloc(1, sizeof(*w));
+	int ret;
+
+	*out = NULL;
+	if (!w)
+		return errf(err, errlen, -ENOMEM, "out of memory");
+	w->fd = -1;
+	w->p = *p;
+	ret = create_check(p, &w->h, err, errlen);
+	if (ret)
+		goto fail;
+	w->h.size = p->size;
+	qcow2_geometry_init(&w->g, &w->h);
+	w->h.l1_size = (uint32_t)qcow2_l1_entries(&w->g, p->size);
+	if ((uint64_t)w->h.l1_size * 8 > QCOW2_MAX_L1_BYTES) {
+		ret = errf(err, errlen, -EFBIG, "size %" PRIu64 " needs an L1 "
+			   "table larger than 32 MiB", p->size);
+		goto fail;
+	}
+	w->path = strdup(path);
+	w->l1 = calloc(w->h.l1_size ? w->h.l1_size : 1, sizeof(uint64_t));
+	w->l2 = calloc(w->h.l1_size ? w->h.l1_size : 1, sizeof(uint8_t *));
+	w->buf = aligned_zalloc(w->g.cluster_size);
+	if (!w->path || !w->l1 || !w->l2 || !w->buf) {
+		ret = errf(err, errlen, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	w->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (w->fd < 0) {
+		ret = errf(err, errlen, -errno, "%s: %m", path);
+		goto fail;
+	}
+	w->next = 1;		/* cluster 0: the header, written last */
+	*out = w;
+	return 0;
+fail:
+	qcow2_writer_close(w, true, NULL, 0);
+	return ret;
+}
+
+int qcow2_writer_put(struct qcow2_writer *w, uint64_t c, const void *data,
+		     char *err, size_t errlen)
+{
+	uint64_t cs = w->g.cluster_size, l1i = c >> w->g.l2_bits;
+	uint64_t l2i = c & ((1ull << w->g.l2_bits) - 1), last, len = cs;
+	const uint8_t *d = data;
+	uint64_t k;
+	int ret;
+
+	if (l1i >= w->h.l1_size)
+		return errf(err, errlen, -ERANGE, "cluster %" PRIu64 " is past "
+			    "the virtual size", c);
+	last = (w->h.size - 1) >> w->g.cluster_bits;
+	if (c == last && (w->h.size & (cs - 1)))
+		len = w->h.size & (cs - 1);
+	for (k = 0; k < len && !d[k]; k++)
+		;
+	if (k == len)
+		return 0;		/* zeros: left unallocated */
+	if (!w->l2[l1i]) {
+		w->l2[l1i] = aligned_zalloc(cs);
+		if (!w->l2[l1i])
+			return errf(err, errlen, -ENOMEM, "out of memory");
+	}
+	memset(w->buf, 0, cs);
+	memcpy(w->buf, d, len);
+	ret = pwrite_full(w->fd, w->buf, cs, w->next * cs);
+	if (ret)
+		return errf(err, errlen, ret, "%s: %s", w->path,
+			    strerror(-ret));
+	qcow2_put_be64(w->l2[l1i] + l2i * 8, (w->next * cs) |
+		       QCOW2_OFLAG_COPIED);
+	w->next++;
+	return 0;
+}
+
+static int writer_finish(struct qcow2_writer *w, char *err, size_t errlen)
+{
+	uint64_t cs = w->g.cluster_size, i, l1c, rtc, nb, rt;
+	uint8_t *l1 = NULL;
+	int ret = 0;
+
+	for (i = 0; i < w->h.l1_size && !ret; i++) {
+		if (!w->l2[i])
+			continue;
+		ret = pwrite_full(w->fd, w->l2[i], cs, w->next * cs);
+		w->l1[i] = (w->next++ * cs) | QCOW2_OFLAG_COPIED;
+	}
+	if (ret)
+		goto io;
+	l1c = div_up((uint64_t)w->h.l1_size * 8, cs);
+	l1 = aligned_zalloc(l1c * cs);
+	if (!l1)
+		return errf(err, errlen, -ENOMEM, "out of memory");
+	for (i = 0; i < w->h.l1_size; i++)
+		qcow2_put_be64(l1 + i * 8, w->l1[i]);
+	w->h.l1_table_offset = w->next * cs;
+	if (l1c)
+		ret = pwrite_full(w->fd, l1, l1c * cs, w->next * cs);
+	free(l1);
+	if (ret)
+		goto io;
+	w->next += l1c;
+	refcount_layout(&w->g, w->next, &rtc, &nb);
+	rt = w->next;
+	w->h.refcount_table_offset = rt * cs;
+	w->h.refcount_table_clusters = (uint32_t)rtc;
+	ret = write_refcounts(w->fd, &w->g, rt + rtc + nb, rt, rtc, nb);
+	if (ret)
+		goto io;
+	ret = create_header_cluster(&w->h, &w->p, w->buf, cs, err, errlen);
+	if (ret)
+		return ret;
+	ret = pwrite_full(w->fd, w->buf, cs, 0);
+	if (!ret && fsync(w->fd) < 0)
+		ret = -errno;
+	if (!ret)
+		return 0;
+io:
+	return errf(err, errlen, ret, "%s: %s", w->path, strerror(-ret));
+}
+
+int qcow2_writer_close(struct qcow2_writer *w, bool abort, char *err,
+		       size_t errlen)
+{
+	uint64_t i;
+	int ret = 0;
+
+	if (!w)
+		return 0;
+	if (!abort)
+		ret = writer_finish(w, err, errlen);
+	if (w->fd >= 0)
+		close(w->fd);
+	if (w->l2)
+		for (i = 0; i < w->h.l1_size; i++)
+			free(w->l2[i]);
+	free(w->l2);
+	free(w->l1);
+	free(w->buf);
+	free(w->path);
+	free(w);
+	return ret;
+}
+
+/* ---- chains ------------------------------------------------------------ */
+
+static void link_close(struct qcow2_link *l)
+{
+	qcow2_image_close(l->q, false);
+	vhd_chain_close(l->vhd);
+	if (l->fd >= 0)
+		close(l->fd);
+	qcow2_map_ctx_fini(&l->map);
+	free(l->path);
+}
+
+void qcow2_chain_close(struct qcow2_chain *c)
+{
+	unsigned i;
+
+	if (!c)
+		return;
+	for (i = 0; i < c->n; i++)
+		link_close(&c->link[i]);
+	free(c->link);
+	free(c->cbuf);
+	free(c->cluster);
+	qcow2_inflate_free(c->zs);
+	free(c);
+}
+
+static int link_open(struct qcow2_link *l, const char *path,
+		     const char *driver, char *err, size_t errlen)
+{
+	struct stat st;
+	int ret;
+
+	memset(l, 0, sizeof(*l));
+	l->fd = -1;
+	l->map.l2_index = UINT64_MAX;
+	l->path = strdup(path);
+	if (!l->path)
+		return errf(err, errlen, -ENOMEM, "out of memory");
+	if (!strcmp(driver, "qcow2")) {
+		ret = qcow2_image_open(&l->q, path, 0, err, errlen);
+		if (!ret)
+			l->size = qcow2_image_size(l->q);
+		return ret;
+	}
+	if (!strcmp(driver, "vhd")) {
+		ret = vhd_chain_open(&l->vhd, path, VHD_FORMAT_VHD,
+				     VHD_IMAGE_RDONLY, err, errlen);
+		if (!ret)
+			l->size = vhd_image_size(l->vhd->link[0].vhd);
+		return ret;
+	}
+	l->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (l->fd < 0 || fstat(l->fd, &st) < 0)
+		return errf(err, errlen, -errno, "%s: %m", path);
+	l->size = (uint64_t)st.st_size;
+	return 0;
+}
+
+int qcow2_chain_open(struct qcow2_chain **out, const char *leaf, char *err,
+		     size_t errlen)
+{
+	struct qcow2_chain *c = calloc(1, sizeof(*c));
+	const char *driver = "qcow2";
+	char *path = strdup(leaf), *next;
+	uint32_t maxcs = 0;
+	int ret = 0;
+
+	*out = NULL;
+	if (c)
+		c->link = calloc(QCOW2_MAX_CHAIN, sizeof(*c->link));
+	if (!c || !c->link || !path) {
+		ret = errf(err, errlen, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	for (;;) {
+		struct qcow2_link *l;
+
+		if (c->n == QCOW2_MAX_CHAIN) {
+			ret = errf(err, errlen, -ELOOP, "%s: chain longer "
+				   "than %u images", leaf, QCOW2_MAX_CHAIN);
+			goto fail;
+		}
+		l = &c->link[c->n];
+		ret = link_open(l, path, driver, err, errlen);
+		c->n++;
+		if (ret)
+			goto fail;
+		if (!l->q)
+			break;
+		if (l->q->g.cluster_size > maxcs)
+			maxcs = l->q->g.cluster_size;
+		ret = qcow2_image_backing(l->q, &next, &driver, err, errlen);
+		if (ret == 1)
+			break;
+		if (ret < 0)
+			goto fail;
+		free(path);
+		path = next;
+	}
+	ret = -ENOMEM;
+	c->cbuf = aligned_zalloc(2 * (size_t)maxcs + BUF_ALIGN);
+	c->cluster = aligned_zalloc(maxcs);
+	c->zs = qcow2_inflate_new();
+	if (!c->cbuf || !c->cluster || !c->zs) {
+		errf(err, errlen, ret, "out of memory");
+		goto fail;
+	}
+	free(path);
+	*out = c;
+	return 0;
+fail:
+	free(path);
+	qcow2_chain_close(c);
+	return ret;
+}
+
+static int chain_read_link(struct qcow2_chain *c, unsigned i, uint64_t sec,
+			   uint32_t secs, uint8_t *buf, char *err,
+			   size_t errlen);
+
+static int read_compressed(struct qcow2_chain *c, struct qcow2_link *l,
+			   uint64_t sec, uint32_t run, uint64_t off,
+			   uint32_t csize, uint8_t *buf, char *err,
+			   size_t errlen)
+{
+	uint32_t cs = l->q->g.cluster_size;
+	uint64_t in = (sec << SECTOR_SHIFT) & (cs - 1);
+	int ret;
+
+	if (csize > 2 * cs + BUF_ALIGN)
+		return errf(err, errlen, -EINVAL, "qcow2: %s: compressed "
+			    "cluster of %u bytes", l->path, csize);
+	ret = pread_zero(l->q->fd, c->cbuf, csize, off);
+	if (ret)
+		return errf(err, errlen, ret, "%s: %s", l->path,
+			    strerror(-ret));
+	if (qcow2_inflate(c->zs, c->cbuf, csize, c->cluster, cs))
+		return errf(err, errlen, -EIO, "qcow2: %s: compressed cluster "
+			    "at %" PRIu64 " does not inflate", l->path, off);
+	memcpy(buf, c->cluster + in, (size_t)run << SECTOR_SHIFT);
+	return 0;
+}
+
+static int chain_read_qcow2(struct qcow2_chain *c, unsigned i, uint64_t sec,
+			    uint32_t secs, uint8_t *buf, char *err,
+			    size_t errlen)
+{
+	struct qcow2_link *l = &c->link[i];
+	uint32_t run, csize;
+	uint64_t off;
+	int m, ret = 0;
+
+	while (secs && !ret) {
+		m = qcow2_image_map(l->q, &l->map, sec, secs, &run, &off,
+				    &csize, err, errlen);
+		if (m < 0)
+			return m;
+		switch (m) {
+		case QCOW2_MAP_DATA:
+			ret = pread_zero(l->q->fd, buf, (size_t)run <<
+					 SECTOR_SHIFT, off);
+			if (ret)
+				errf(err, errlen, ret, "%s: %s", l->path,
+				     strerror(-ret));
+			break;
+		case QCOW2_MAP_ZERO:
+			memset(buf, 0, (size_t)run << SECTOR_SHIFT);
+			break;
+		case QCOW2_MAP_COMPRESSED:
+			ret = read_compressed(c, l, sec, run, off, csize, buf,
+					      err, errlen);
+			break;
+		default:
+			ret = chain_read_link(c, i + 1, sec, run, buf, err,
+					      errlen);
+			break;
+		}
+		sec += run;
+		secs -= run;
+		buf += (size_t)run << SECTOR_SHIFT;
+	}
+	return ret;
+}
+
+static int chain_read_link(struct qcow2_chain *c, unsigned i, uint64_t sec,
+			   uint32_t secs, uint8_t *buf, char *err,
+			   size_t errlen)
+{
+	struct qcow2_link *l;
+	uint64_t lsecs;
+	uint32_t n;
+	int ret;
+
+	if (i >= c->n) {
+		memset(buf, 0, (size_t)secs << SECTOR_SHIFT);
+		return 0;
+	}
+	l = &c->link[i];
+	lsecs = l->size >> SECTOR_SHIFT;
+	n = sec >= lsecs ? 0 : lsecs - sec < secs ? (uint32_t)(lsecs - sec) :
+	    secs;
+	memset(buf + ((size_t)n << SECTOR_SHIFT), 0,
+	       (size_t)(secs - n) << SECTOR_SHIFT);
+	if (!n)
+		return 0;
+	if (l->q)
+		return chain_read_qcow2(c, i, sec, n, buf, err, errlen);
+	if (l->vhd) {
+		ret = vhd_chain_read(l->vhd, sec, n, buf);
+		if (ret)
+			errf(err, errlen, ret, "%s: %s", l->path,
+			     strerror(-ret));
+		return ret;
+	}
+	ret = pread_zero(l->fd, buf, (size_t)n << SECTOR_SHIFT,
+			 sec << SECTOR_SHIFT);
+	if (ret)
+		errf(err, errlen, ret, "%s: %s", l->path, strerror(-ret));
+	return ret;
+}
+
+int qcow2_chain_read(struct qcow2_chain *c, uint64_t sec, uint32_t secs,
+		     void *buf, char *err, size_t errlen)
+{
+	return chain_read_link(c, 0, sec, secs, buf, err, errlen);
+}
+
+/* ---- consistency check ------------------------------------------------- */
+
+/* Copied flags of the active tables against the stored refcounts. */
+static int check_copied(struct refs *rf)
+{
+	struct qcow2_image *img = rf->img;
+	const struct qcow2_geometry *g = &img->g;
+	uint64_t i, j, l2off, entries = 1ull << g->l2_bits, rc;
+	struct qcow2_mapping m;
+	uint8_t *l2 = aligned_zalloc(g->cluster_size);
+
+	if (!l2)
+		return -ENOMEM;
+	for (i = 0; i < img->h.l1_size; i++) {
+		if (qcow2_l1_decode(g, img->l1[i], &l2off, NULL) || !l2off)
+			continue;
+		rc = qcow2_image_refcount(img, l2off >> g->cluster_bits);
+		if ((rc == 1) != !!(img->l1[i] & QCOW2_OFLAG_COPIED))
+			refs_report(rf, QCOW2_SEV_ERROR, "L1 entry %" PRIu64
+				    ": copied flag %s but the L2 table's "
+				    "refcount is %" PRIu64, i,
+				    img->l1[i] & QCOW2_OFLAG_COPIED ? "set" :
+				    "clear", rc);
+		if (l2off + g->cluster_size > img->file_size ||
+		    pread_full(img->fd, l2, g->cluster_size, l2off))
+			continue;
+		for (j = 0; j < entries; j++) {
+			uint64_t e = qcow2_get_be64(l2 + j * g->l2_entry_size);
+
+			if (qcow2_l2_decode(g, img->h.version, e, &m, NULL))
+				continue;
+			if (m.type != QCOW2_CLUSTER_NORMAL &&
+			    m.type != QCOW2_CLUSTER_ZERO_ALLOC)
+				continue;
+			rc = qcow2_image_refcount(img, m.host_offset >>
+						  g->cluster_bits);
+			if ((rc == 1) != m.copied)
+				refs_report(rf, QCOW2_SEV_ERROR, "guest cluster "
+					    "%" PRIu64 ": copied flag %s but "
+					    "refcount %" PRIu64, (i <<
+					    g->l2_bits) + j, m.copied ? "set" :
+					    "clear", rc);
+		}
+	}
+	free(l2);
+	return 0;
+}
+
+int qcow2_image_check(const char *path, qcow2_check_fn *fn, void *arg,
+		      struct qcow2_check_result *res, char *err,
+		      size_t errlen)
+{
+	struct qcow2_image *img;
+	struct refs rf;
+	uint64_t c, stored;
+	int ret;
+
+	memset(res, 0, sizeof(*res));
+	ret = qcow2_image_open(&img, path, 0, err, errlen);
+	if (ret)
+		return ret;
+	ret = image_load_refcounts(img, err, errlen);
+	if (ret) {
+		qcow2_image_close(img, false);
+		return ret;
+	}
+	ret = refs_init(&rf, img);
+	if (ret) {
+		qcow2_image_close(img, false);
+		return errf(err, errlen, ret, "out of memory");
+	}
+	rf.fn = fn;
+	rf.arg = arg;
+	rf.res = res;
+	if (img->h.incompatible_features & QCOW2_INCOMPAT_DIRTY)
+		refs_report(&rf, QCOW2_SEV_WARNING, "the dirty bit is set: "
+			    "the image was not closed cleanly");
+	if (img->ext.has_bitmaps)
+		refs_report(&rf, QCOW2_SEV_WARNING, "persistent bitmaps are "
+			    "not checked: their clusters count as leaks");
+	ret = refs_count(&rf);
+	if (!ret)
+		ret = check_copied(&rf);
+	if (ret) {
+		free(rf.count);
+		qcow2_image_close(img, false);
+		return errf(err, errlen, ret, "%s: %s", path, strerror(-ret));
+	}
+	for (c = 0; c < rf.n; c++) {
+		stored = qcow2_image_refcount(img, c);
+		if (stored < rf.count[c])
+			refs_report(&rf, QCOW2_SEV_ERROR, "cluster %" PRIu64
+				    " (offset %" PRIu64 "): refcount %" PRIu64
+				    " but %u references", c,
+				    c << img->g.cluster_bits, stored,
+				    rf.count[c]);
+		else if (stored > rf.count[c])
+			refs_report(&rf, QCOW2_SEV_LEAK, "cluster %" PRIu64
+				    " (offset %" PRIu64 "): refcount %" PRIu64
+				    " but %u references (leaked)", c,
+				    c << img->g.cluster_bits, stored,
+				    rf.count[c]);
+	}
+	res->allocated_clusters = rf.data_clusters;
+	free(rf.count);
+	qcow2_image_close(img, false);
+	return 0;
+}

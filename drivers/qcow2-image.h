@@ -1,0 +1,255 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Synchronous qcow2 image helpers (pread/pwrite on one file).
+ *
+ * Used at open time by the asynchronous qcow2 driver (header, L1 table,
+ * refcount structures, backing file lookup, the dirty bit) and by the
+ * offline tool tapfs-img (create, info, check, reading through a chain,
+ * writing a converted image).  They block: never call them on the
+ * engine's loop for data-path I/O.
+ *
+ * Errors: functions return 0 (or a non-negative value where documented)
+ * or -errno and write the reason, naming the file and the value, to the
+ * caller's err buffer.  Nothing here logs.
+ *
+ * Opening read-write (QCOW2_IMAGE_RDWR) prepares the image for the
+ * driver's allocator, in this order, each step durable before the next:
+ *   1. features the driver cannot write are refused (-ENOTSUP/-EROFS,
+ *      naming the feature);
+ *   2. every refcount block is loaded; if the dirty bit is set (a crash
+ *      while open read-write), every reference is counted from the L1
+ *      and L2 tables and the image is refused if a cluster in use has a
+ *      refcount lower than its references (leaks are accepted);
+ *   3. if the refcount table cannot cover the file grown by the whole
+ *      virtual size and its metadata, a larger table is written past the
+ *      end of the file, then the header is pointed at it, then the old
+ *      table's clusters are freed (a crash leaks at most the new or the
+ *      old table);
+ *   4. unknown autoclear bits and the bitmaps bit are cleared (bitmaps
+ *      are not kept up to date) and, in version 3, the dirty bit is set.
+ * The driver writes the refcount blocks it changed back itself; then
+ * qcow2_image_close() syncs the file and, when the session was clean,
+ * clears the dirty bit.
+ */
+#ifndef TAPFS_QCOW2_IMAGE_H
+#define TAPFS_QCOW2_IMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qcow2-format.h"
+
+/* Open flags. */
+#define QCOW2_IMAGE_RDWR	(1u << 0)
+/* Skip the dirty-bit consistency scan (the check does its own). */
+#define QCOW2_IMAGE_NOSCAN	(1u << 1)
+
+/* Longest backing chain followed (a longer one is taken for a loop). */
+#define QCOW2_MAX_CHAIN		256u
+
+struct qcow2_image {
+	char			*path;
+	int			 fd;
+	unsigned		 flags;
+	uint64_t		 file_size;
+	struct qcow2_header	 h;
+	struct qcow2_extensions	 ext;
+	struct qcow2_geometry	 g;
+	uint8_t			*hdr_buf;	/* the first cluster */
+	size_t			 hdr_len;	/* bytes of it in the file */
+	char			 backing[QCOW2_MAX_BACKING_NAME + 1];
+	uint64_t		*l1;		/* l1_size entries, host order */
+
+	/* Read-write only: the refcount structures, all in memory. */
+	uint64_t		*reftable;	/* host order */
+	uint64_t		 reftable_entries;
+	uint8_t			**refblocks;	/* disk format, aligned;
+						 * NULL where entry is 0 */
+	/* A problem found at open that did not stop it ("" if none). */
+	char			 warning[512];
+};
+
+int qcow2_image_open(struct qcow2_image **out, const char *path,
+		     unsigned flags, char *err, size_t errlen);
+/* The same on an open fd, which the image takes over (closed on error). */
+int qcow2_image_open_fd(struct qcow2_image **out, int fd, const char *name,
+			unsigned flags, char *err, size_t errlen);
+/*
+ * Read-write: fsync and, when clean, clear the dirty bit this open set.
+ * Then free; NULL is a no-op.
+ */
+int qcow2_image_close(struct qcow2_image *img, bool clean);
+
+/* Is the file at path a qcow2 image (its magic)? */
+int qcow2_probe(const char *path, bool *is_qcow2);
+
+static inline uint64_t qcow2_image_size(const struct qcow2_image *img)
+{
+	return img->h.size;
+}
+
+/* ---- refcounts (read-write images) ---------------------------------- */
+
+/* Refcount of host cluster c (0 past the table). */
+uint64_t qcow2_image_refcount(const struct qcow2_image *img, uint64_t c);
+
+/* Clusters the refcount table can describe. */
+static inline uint64_t qcow2_image_ref_coverage(const struct qcow2_image *img)
+{
+	return img->reftable_entries << img->g.rb_bits;
+}
+
+/* ---- backing file ------------------------------------------------------ */
+
+/*
+ * The backing file's path (relative names resolved against the image's
+ * directory, malloc'd) and the tapfs driver for it: "qcow2", "aio" (raw)
+ * or "vhd", from the backing format extension or, without one, probed.
+ * TD_NO_PARENT-like: returns 1 when there is no backing file.
+ */
+int qcow2_image_backing(const struct qcow2_image *img, char **path,
+			const char **driver, char *err, size_t errlen);
+
+/* path resolved against the directory of base (absolute: unchanged);
+ * malloc'd, NULL when out of memory. */
+char *qcow2_path_resolve(const char *base, const char *path);
+
+/* qemu's format name for a tapfs driver ("aio" -> "raw", "vhd" -> "vpc"). */
+const char *qcow2_format_for_driver(const char *driver);
+
+/* ---- mapping ----------------------------------------------------------- */
+
+/* Read the L2 table of L1 entry i into buf (one cluster). */
+int qcow2_image_read_l2(struct qcow2_image *img, uint64_t i, uint8_t *buf);
+
+enum qcow2_map {
+	QCOW2_MAP_DATA,		/* at *off in this file */
+	QCOW2_MAP_ZERO,		/* reads as zeros */
+	QCOW2_MAP_BACKING,	/* the backing file's */
+	QCOW2_MAP_COMPRESSED,	/* compressed cluster: *off, *csize */
+};
+
+struct qcow2_map_ctx {
+	uint8_t		*l2;		/* one cached L2 table */
+	uint64_t	 l2_index;	/* UINT64_MAX: none */
+};
+
+/*
+ * Where virtual sector sec lives: an enum qcow2_map (>= 0), the sectors
+ * (1..max) that share it in *run, the host offset in *off (compressed:
+ * of the data, with its length in *csize), or -errno with err set.
+ * Extended L2 entries are mapped per subcluster.
+ */
+int qcow2_image_map(struct qcow2_image *img, struct qcow2_map_ctx *ctx,
+		    uint64_t sec, uint32_t max, uint32_t *run, uint64_t *off,
+		    uint32_t *csize, char *err, size_t errlen);
+void qcow2_map_ctx_fini(struct qcow2_map_ctx *ctx);
+
+/* Bytes of clusters holding data (normal and compressed) and the count. */
+int qcow2_image_allocated(struct qcow2_image *img, uint64_t *bytes,
+			  uint64_t *clusters, char *err, size_t errlen);
+
+/* ---- creating ------------------------------------------------------- */
+
+struct qcow2_create_params {
+	uint64_t	 size;		/* bytes; 0: the backing file's */
+	uint32_t	 cluster_bits;	/* 0: 16 (64 KiB) */
+	uint32_t	 version;	/* 0: 3 ("compat=1.1"), or 2 */
+	uint32_t	 refcount_order;/* 0: 4 (16 bits); version 3 only */
+	const char	*backing;	/* as recorded; NULL: none */
+	const char	*backing_fmt;	/* qemu's name: qcow2, raw, vpc */
+};
+
+/*
+ * Create an empty image at path (which must not exist): header, refcount
+ * table, one refcount block, L1 table.  A relative backing name is
+ * resolved against path's directory to find its size.  On failure
+ * nothing is left behind.
+ */
+int qcow2_image_create(const char *path, const struct qcow2_create_params *p,
+		       char *err, size_t errlen);
+
+/* Virtual size of the image at path, opened by driver ("qcow2", ...). */
+int qcow2_probe_size(const char *path, const char *driver, uint64_t *size,
+		     char *err, size_t errlen);
+
+/*
+ * A new image written front to back (tapfs-img convert): clusters go in
+ * as they come, L2 tables, L1 table and refcounts at the end.  Not crash
+ * safe: on failure the caller removes the file.
+ */
+struct qcow2_writer;
+int qcow2_writer_open(struct qcow2_writer **out, const char *path,
+		      const struct qcow2_create_params *p, char *err,
+		      size_t errlen);
+/* Data of guest cluster c (cluster_size bytes; the last may be short). */
+int qcow2_writer_put(struct qcow2_writer *w, uint64_t c, const void *data,
+		     char *err, size_t errlen);
+uint32_t qcow2_writer_cluster_size(const struct qcow2_writer *w);
+/* Finish (fsync) and free; with abort, just free. */
+int qcow2_writer_close(struct qcow2_writer *w, bool abort, char *err,
+		       size_t errlen);
+
+/* ---- chains (tapfs-img) --------------------------------------------- */
+
+struct vhd_chain;
+
+/* One image of a chain: a qcow2 image, a VHD chain (its own parents) or
+ * a raw file. */
+struct qcow2_link {
+	char			*path;
+	struct qcow2_image	*q;
+	struct vhd_chain	*vhd;
+	int			 fd;		/* raw */
+	uint64_t		 size;
+	struct qcow2_map_ctx	 map;		/* qcow2: the reader's cache */
+};
+
+struct qcow2_chain {
+	unsigned		 n;
+	struct qcow2_link	*link;		/* [0] leaf ... */
+	uint8_t			*cbuf;		/* compressed input */
+	uint8_t			*cluster;	/* inflated cluster */
+	void			*zs;
+};
+
+/* Open the qcow2 image at leaf and its backing files, read-only. */
+int qcow2_chain_open(struct qcow2_chain **out, const char *leaf, char *err,
+		     size_t errlen);
+void qcow2_chain_close(struct qcow2_chain *c);
+/* Read virtual sectors of the leaf through the chain. */
+int qcow2_chain_read(struct qcow2_chain *c, uint64_t sec, uint32_t secs,
+		     void *buf, char *err, size_t errlen);
+
+/* ---- consistency check ---------------------------------------------- */
+
+enum qcow2_severity {
+	QCOW2_SEV_ERROR,	/* corruption: a cluster in use undercounted,
+				 * bad metadata, overlaps */
+	QCOW2_SEV_LEAK,		/* counted but unused: harmless */
+	QCOW2_SEV_WARNING,	/* worth saying, not a problem */
+};
+
+typedef void qcow2_check_fn(void *arg, enum qcow2_severity sev,
+			    const char *msg);
+
+struct qcow2_check_result {
+	unsigned	errors;
+	unsigned	leaks;
+	unsigned	warnings;
+	uint64_t	allocated_clusters;	/* data clusters */
+};
+
+/*
+ * Check the image at path: header, every L1/L2 entry, the refcount table
+ * and blocks; count every reference (header, tables, data, compressed
+ * data, snapshot tables) and compare with the stored refcounts; check
+ * the copied flags.  Returns 0 once checked (counts in *res), or -errno
+ * when the file cannot be read at all (reason in err).
+ */
+int qcow2_image_check(const char *path, qcow2_check_fn *fn, void *arg,
+		      struct qcow2_check_result *res, char *err,
+		      size_t errlen);
+
+#endif

@@ -1,0 +1,379 @@
+#!/bin/bash
+# test-qcow2-write.sh - qemu accepts what the qcow2 driver wrote.
+#
+# Seeded random writes (partial sectors, cluster-crossing, megabyte
+# writes) and discards (fallocate PUNCH_HOLE) through qcow2 VBDs, with a
+# model file of what every byte should hold: into a fresh "create NAME
+# qcow2 SIZE" VBD, into qemu-made images of each cluster size (512 B to
+# 2 MiB) and refcount width (2 to 64 bits), versions 2 and 3, into images
+# with a backing file (v2 and v3, on a chain of three), over compressed
+# clusters and over zero clusters.  The VBD reads as the model; after
+# close, "qemu-img check" finds no errors, "qemu-img compare" against the
+# model is equal, tapfs-img check agrees and the dirty bit is clear; the
+# backing files are unchanged.  Discarded clusters are free for qemu-img.
+# fio --verify at QD32 on a fresh image (concurrent allocations), verified
+# again on qemu's copy.
+. "$(dirname "$0")/lib.sh"
+requires qemu-img qemu-io fio python3 cmp
+
+M=$T/mnt
+S=$T/store
+G=$M/g
+I=$T/img
+MiB=1048576
+TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
+mkdir -p "$I"
+
+# ---- helpers ------------------------------------------------------------
+
+cat >"$T/q2io.py" <<'PYEOF'
+# q2io.py: seeded random writes and discards applied to a VBD and to a
+# model file, and reads comparing two files.
+#
+#   write VBD MODEL SEED N [DISCARDS]  N writes, and DISCARDS punched
+#                                      holes (the model gets zeros)
+#   reads A B SEED N                   N random unaligned reads agree
+import ctypes, os, random, sys
+
+MiB = 1 << 20
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64,
+                           ctypes.c_int64)
+PUNCH = 0x02 | 0x01     # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+
+
+def one_write(rng, size):
+    k = rng.random()
+    if k < 0.25:                    # partial sectors, any alignment
+        ln = rng.randint(1, 1600)
+        off = rng.randrange(0, size - ln)
+    elif k < 0.50:                  # whole sectors, 512- not 4k-aligned
+        ln = 512 * rng.randint(1, 40)
+        off = 512 * rng.randrange(0, (size - ln) // 512)
+    elif k < 0.75:                  # across a 64 KiB / 2 MiB boundary
+        ln = rng.randint(2, 300 * 1024)
+        unit = rng.choice((65536, 2 * MiB))
+        b = rng.randrange(1, (size - 1) // unit + 1) * unit
+        off = max(0, min(b - rng.randint(1, ln - 1), size - ln))
+    elif k < 0.95:                  # up to 3 MiB, unaligned
+        ln = rng.randint(1, 3 * MiB)
+        off = rng.randrange(0, size - ln)
+    else:                           # the last bytes of the disk
+        ln = rng.randint(1, 8192)
+        off = size - ln
+    data = bytes(ln) if rng.random() < 0.1 else rng.randbytes(ln)
+    return off, data
+
+
+def pwrite_all(fd, data, off, what):
+    n = os.pwrite(fd, data, off)
+    if n != len(data):
+        sys.exit("%s: short write at %d: %d of %d" % (what, off, n,
+                                                      len(data)))
+
+
+def cmd_write(vbd, model, seed, n, discards):
+    rng = random.Random(seed)
+    size = os.path.getsize(model)
+    fv = os.open(vbd, os.O_RDWR)
+    fm = os.open(model, os.O_WRONLY)
+    ops = ["w"] * n + ["d"] * discards
+    rng.shuffle(ops)
+    for i, op in enumerate(ops):
+        if op == "w":
+            off, data = one_write(rng, size)
+            try:
+                pwrite_all(fv, data, off, vbd)
+            except OSError as e:
+                sys.exit("seed %d op %d: pwrite(%d bytes at %d): %s" %
+                         (seed, i, len(data), off, e))
+            pwrite_all(fm, data, off, model)
+            continue
+        ln = 512 * rng.choice((1, 7, 128, 129, 4096, rng.randint(1, 8192)))
+        ln = min(ln, size)
+        off = 512 * rng.randrange(0, (size - ln) // 512 + 1)
+        if libc.fallocate(fv, PUNCH, off, ln):
+            sys.exit("seed %d op %d: punch %d at %d: %s" % (
+                seed, i, ln, off, os.strerror(ctypes.get_errno())))
+        pwrite_all(fm, bytes(ln), off, model)
+    os.fsync(fv)
+    os.close(fv)
+    os.close(fm)
+    print("%d writes, %d discards" % (n, discards))
+
+
+def cmd_reads(a, b, seed, n):
+    rng = random.Random(seed)
+    size = os.path.getsize(b)
+    fa = os.open(a, os.O_RDONLY)
+    fb = os.open(b, os.O_RDONLY)
+    for i in range(n):
+        ln = rng.choice((1, 511, 513, 4095, 65537, rng.randint(1, 3 * MiB)))
+        ln = min(ln, size)
+        off = rng.randrange(0, size - ln + 1)
+        x = os.pread(fa, ln, off)
+        y = os.pread(fb, ln, off)
+        if x != y:
+            at = next((j for j in range(min(len(x), len(y)))
+                       if x[j] != y[j]), min(len(x), len(y)))
+            sys.exit("seed %d read %d: %d bytes at %d differ from byte %d"
+                     % (seed, i, ln, off, off + at))
+    print("%d reads agree" % n)
+
+
+cmd = sys.argv[1]
+if cmd == "write":
+    cmd_write(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]),
+              int(sys.argv[6]) if len(sys.argv) > 6 else 0)
+elif cmd == "reads":
+    cmd_reads(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+else:
+    sys.exit("q2io.py: unknown command " + cmd)
+PYEOF
+
+q2io() { "$PYTHON" -I "$T/q2io.py" "$@"; }
+
+# qio FILE CMD...: one qemu-io run on a qcow2 image, each CMD a -c.
+qio() {
+	local file=$1 args=() c
+	shift
+	for c in "$@"; do
+		args+=(-c "$c")
+	done
+	qemu-io -f qcow2 "${args[@]}" "$file" >/dev/null
+}
+
+# qemu_raw IMG RAW: qemu-img's reading of IMG through its chain.
+qemu_raw() {
+	rm -f "$2"
+	qemu-img convert -O raw "$1" "$2"
+}
+
+# same_bytes NAME A B: A and B hold the same bytes.
+same_bytes() {
+	local out
+	if out=$(cmp "$2" "$3" 2>&1); then
+		ok "$1"
+	else
+		fail "$1" "$out"
+	fi
+}
+
+# qcheck IMG: qemu-img check finds no errors and no leaks.
+qcheck() {
+	local out
+	out=$(qemu-img check "$1" 2>&1)
+	if [ $? -eq 0 ] && printf '%s\n' "$out" |
+		grep -q "No errors were found"; then
+		ok "qemu-img check $(basename "$1"): no errors"
+	else
+		fail "qemu-img check $(basename "$1")" \
+			"$(printf '%s' "$out" | head -n 5)"
+	fi
+}
+
+# dirty_bit IMG: 1 if the dirty bit (v3) is set, else 0.
+dirty_bit() {
+	"$PYTHON" -c 'import sys
+b = open(sys.argv[1], "rb").read(80)
+v = int.from_bytes(b[4:8], "big")
+print(int.from_bytes(b[72:80], "big") & 1 if v >= 3 else 0)' "$1"
+}
+
+# qfill IMG SIZE: scattered qemu-io writes, zero clusters, a discard.
+qfill() {
+	local f=$1 size=$2 v3=$3
+	local cmds=(
+		"write -P 0x11 0 512"
+		"write -P 0x22 $((2 * MiB - 3 * 512)) $((8 * 1024 + 512))"
+		"write -P 0x33 $((5 * MiB + 1536)) 1536"
+		"write -P 0x44 $((7 * MiB + 512)) $((3 * MiB + 1024))"
+		"write -P 0x55 $((8 * MiB)) 4096"
+		"write -P 0x66 $((21 * MiB - 512)) 1024"
+		"write -P 0x88 $((40 * MiB)) $((4 * MiB))"
+		"write -P 0x99 $((size - 512)) 512"
+		"write -P 0xaa $((size - 3 * MiB - 2560)) 2560"
+		"discard $((40 * MiB)) $((2 * MiB))"
+	)
+	if [ "$v3" = 1 ]; then
+		cmds+=("write -z $((7 * MiB)) $((2 * MiB))"
+		       "write -z $((30 * MiB)) $((4 * MiB))")
+	fi
+	check qio "$f" "${cmds[@]}"
+}
+
+# tapfs_reads NAME IMG: open IMG as a VBD, compare with qemu's reading.
+tapfs_reads() {
+	local n=$1 img=$2 extra=${3:-}
+	check qemu_raw "$img" "$T/$n.raw"
+	ctl_ok "$G" "open $n qcow2:$img$extra"
+	check_eq "$n: VBD size is the virtual size" "$(file_size "$T/$n.raw")" \
+		"$(file_size "$G/$n")"
+	same_bytes "$n: tapfs reads what qemu-img convert reads" \
+		"$G/$n" "$T/$n.raw"
+	check q2io reads "$G/$n" "$T/$n.raw" 11 60
+}
+
+if [ -x "$TAPFS_IMG" ]; then
+	img_check() { check "$TAPFS_IMG" check "$1"; }
+else
+	img_check() { echo "skip - tapfs-img check $1 (not built)"; }
+fi
+
+# after_close NAME IMG MODEL: the closed image is what tapfs wrote.
+after_close() {
+	local n=$1 img=$2 model=$3
+	qcheck "$img"
+	check qemu-img compare -q -F raw "$img" "$model"
+	check_eq "$n: dirty bit clear after close" 0 "$(dirty_bit "$img")"
+	img_check "$img"
+}
+
+tapfs_start "$M" "$S" || summary
+check mkdir "$G"
+SZ=$((64 * MiB))
+
+# Images from qemu: the chain of three (qcow2 v3 -> qcow2 v2 -> raw), a
+# compressed image, an image with zero clusters.
+"$PYTHON" -c 'import random, sys
+open(sys.argv[1], "wb").write(random.Random(7).randbytes(24 << 20))' \
+	"$I/base.raw"
+check qemu-img create -q -f qcow2 -o compat=0.10 -b base.raw -F raw \
+	"$I/mid.qcow2"
+check qio "$I/mid.qcow2" "write -P 0x71 $((3 * MiB)) $((2 * MiB + 5 * 512))"
+check qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 "$I/top.qcow2" 32M
+check qio "$I/top.qcow2" "write -P 0x73 $((4 * MiB)) 4096" \
+	"write -z $((10 * MiB)) 65536" "write -P 0x74 $((30 * MiB)) 5000"
+check qemu_raw "$I/top.qcow2" "$T/top.raw"
+"$PYTHON" -c 'import random, sys
+r = random.Random(5)
+with open(sys.argv[1], "wb") as f:
+    for i in range(24):
+        f.write(bytes(r.randrange(4)) * 1000 + r.randbytes(300) +
+                b"tapfs qcow2 " * 60000 if i % 5 != 3 else bytes(1 << 20))
+' "$T/comp.src"
+truncate -s 24M "$T/comp.src"
+check qemu-img convert -c -O qcow2 -f raw "$T/comp.src" "$I/comp.qcow2"
+check qemu-img create -q -f qcow2 "$I/z.qcow2" 32M
+check qio "$I/z.qcow2" "write -P 0x44 $((7 * MiB + 512)) $((3 * MiB))" \
+	"write -z $((7 * MiB)) $((2 * MiB))" "write -z $((20 * MiB)) $((4 * MiB))"
+check qemu_raw "$I/z.qcow2" "$T/z.raw"
+
+# ---- (b) qemu accepts what tapfs wrote ---------------------------------
+
+# A fresh image made through .ctl.
+ctl_ok "$G" "create fresh qcow2 64M"
+check_eq "fresh .ctl line" \
+	"fresh running qcow2 $SZ rw qcow2:$S/g/fresh.qcow2" \
+	"$(ctl_line "$G" fresh)"
+check_eq "fresh: dirty bit set while open" 1 "$(dirty_bit "$S/g/fresh.qcow2")"
+truncate -s $SZ "$T/fresh.model"
+check q2io write "$G/fresh" "$T/fresh.model" 21 250 40
+same_bytes "fresh: tapfs reads the model" "$G/fresh" "$T/fresh.model"
+check q2io reads "$G/fresh" "$T/fresh.model" 22 100
+ctl_close "$G" fresh
+after_close fresh "$S/g/fresh.qcow2" "$T/fresh.model"
+check_match "fresh: the image is v3, 64k clusters, 16-bit refcounts" \
+	'compat: 1.1.*refcount bits: 16' \
+	"$(qemu-img info "$S/g/fresh.qcow2" | tr '\n' ' ')"
+check_eq "fresh: cluster size" 65536 "$(qemu-img info --output=json \
+	"$S/g/fresh.qcow2" | "$PYTHON" -c \
+	'import json, sys; print(json.load(sys.stdin)["cluster-size"])')"
+
+# Writes and discards into qemu-made images: cluster sizes, refcount
+# widths, versions.
+for spec in 512:16:1.1 4k:16:1.1 4k:2:1.1 64k:64:1.1 2M:16:1.1 \
+	64k:16:0.10 2M:16:0.10; do
+	IFS=: read -r cs rb compat <<<"$spec"
+	n=w$cs-$rb-${compat/./}
+	size=$((32 * MiB))
+	[ "$cs" = 512 ] && size=$((8 * MiB))
+	check qemu-img create -q -f qcow2 \
+		-o cluster_size=$cs,refcount_bits=$rb,compat=$compat \
+		"$I/$n.qcow2" $size
+	check qio "$I/$n.qcow2" "write -P 0x5a 1M 3M"
+	check qemu_raw "$I/$n.qcow2" "$T/$n.model"
+	ctl_ok "$G" "open $n qcow2:$I/$n.qcow2"
+	check q2io write "$G/$n" "$T/$n.model" 31 80 20
+	same_bytes "$n: tapfs reads the model" "$G/$n" "$T/$n.model"
+	ctl_close "$G" "$n"
+	after_close "$n" "$I/$n.qcow2" "$T/$n.model"
+	rm -f "$T/$n.model"
+done
+
+# With a backing file (v3: discards become zero clusters; v2: zeros
+# written), on the chain of three.
+for compat in 1.1 0.10; do
+	n=b${compat/./}
+	check qemu-img create -q -f qcow2 -o compat=$compat -b top.qcow2 \
+		-F qcow2 "$I/$n.qcow2"
+	check qemu_raw "$I/$n.qcow2" "$T/$n.model"
+	ctl_ok "$G" "open $n qcow2:$I/$n.qcow2"
+	check q2io write "$G/$n" "$T/$n.model" 41 100 30
+	same_bytes "$n: tapfs reads the model" "$G/$n" "$T/$n.model"
+	ctl_close "$G" "$n"
+	after_close "$n" "$I/$n.qcow2" "$T/$n.model"
+	check qemu_raw "$I/top.qcow2" "$T/top.after"
+	same_bytes "$n: the backing image is unchanged" "$T/top.raw" \
+		"$T/top.after"
+done
+
+# Over compressed clusters (copy on write of inflated data).
+cp "$T/comp.src" "$T/comp.model"
+ctl_ok "$G" "open comp qcow2:$I/comp.qcow2"
+check q2io write "$G/comp" "$T/comp.model" 51 100 20
+same_bytes "comp: tapfs reads the model after writes" "$G/comp" \
+	"$T/comp.model"
+ctl_close "$G" comp
+after_close comp "$I/comp.qcow2" "$T/comp.model"
+
+# Over zero clusters (v3 "write -z") and qemu's own data.
+cp "$T/z.raw" "$T/z.model"
+ctl_ok "$G" "open z qcow2:$I/z.qcow2"
+check q2io write "$G/z" "$T/z.model" 61 100 20
+same_bytes "z: tapfs reads the model" "$G/z" "$T/z.model"
+ctl_close "$G" z
+after_close z "$I/z.qcow2" "$T/z.model"
+
+# Discard frees clusters: qemu-img sees them free.
+ctl_ok "$G" "create dis qcow2 32M"
+check dd if=/dev/urandom of="$G/dis" bs=1M count=32 oflag=direct \
+	status=none
+ctl_ok "$G" "flush"
+A1=$(qemu-img check --output=json "$S/g/dis.qcow2" 2>/dev/null |
+	"$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["allocated-clusters"])')
+check "$PYTHON" -I -c 'import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64,
+                           ctypes.c_int64)
+fd = os.open(sys.argv[1], os.O_RDWR)
+sys.exit(libc.fallocate(fd, 3, 4 << 20, 16 << 20))' "$G/dis"
+ctl_close "$G" dis
+A2=$(qemu-img check --output=json "$S/g/dis.qcow2" 2>/dev/null |
+	"$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["allocated-clusters"])')
+check_eq "dis: 16 MiB discarded: 256 clusters fewer allocated" \
+	"$((A1 - 256))" "$A2"
+qcheck "$S/g/dis.qcow2"
+
+# fio --verify at QD32 on a fresh image: concurrent allocations.
+FIO_Q=(--ioengine=libaio --direct=1 --rw=randwrite --bsrange=4k-128k
+	--iodepth=32 --size=64M --verify=crc32c --randseed=4243)
+ctl_ok "$G" "create fq qcow2 64M"
+fio_verify fq 120 --filename="$G/fq" "${FIO_Q[@]}"
+check_eq "fq.errors" 0 "$(stat_val "$G" fq errors)"
+ctl_close "$G" fq
+qcheck "$S/g/fq.qcow2"
+check qemu_raw "$S/g/fq.qcow2" "$T/fq.raw"
+fio_verify_only() {
+	local rc
+	timeout -k 5 60 fio --name=fq-qemu --filename="$T/fq.raw" \
+		--verify_only --output-format=json --output="$T/fqv.json" \
+		"${FIO_Q[@]}" >"$T/fqv.err" 2>&1
+	rc=$?
+	[ $rc -eq 0 ] && ! grep -q '"error" : [1-9]' "$T/fqv.json"
+}
+check fio_verify_only
+rm -f "$T/fq.raw"
+
+tapfs_stop
+summary

@@ -1,0 +1,605 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests of the qcow2 format code (drivers/qcow2-format.c): header
+ * round trips, every validation message, header extensions, L1/L2/
+ * refcount table entries, compressed descriptors, refcounts of every
+ * width, deflate; and of the image helpers (drivers/qcow2-image.c) on
+ * scratch files: create, open read-write (dirty bit, refcount table
+ * growth, the dirty scan), the writer and chain reads, the check.
+ */
+#include <sys/stat.h>
+
+#include "unit.h"
+
+#include "qcow2-format.h"
+#include "qcow2-image.h"
+
+#define assert_contains(hay, needle)					\
+	do {								\
+		if (!strstr((hay), (needle)))				\
+			fail_msg("\"%s\" does not contain \"%s\"",	\
+				 (hay), (needle));			\
+	} while (0)
+
+#define CS	65536u
+
+/* One cluster of header space (malloc: its size is known to the compiler). */
+static uint8_t *new_buf(void)
+{
+	uint8_t *b = calloc(1, CS);
+
+	if (!b)
+		abort();
+	return b;
+}
+
+/* A valid v3 header (and extensions) in a zeroed first cluster. */
+static void make_header(uint8_t *buf, uint32_t version, const char *backing,
+			const char *fmt)
+{
+	struct qcow2_header h = {
+		.version = version,
+		.cluster_bits = 16,
+		.size = 64u << 20,
+		.l1_size = 1,
+		.l1_table_offset = 3 * CS,
+		.refcount_table_offset = CS,
+		.refcount_table_clusters = 1,
+		.refcount_order = 4,
+		.header_length = version >= 3 ? 112 : 72,
+	};
+	size_t end;
+
+	memset(buf, 0, CS);
+	end = qcow2_extensions_encode(buf, CS, h.header_length, fmt,
+				      version >= 3);
+	assert_true(end > 0);
+	if (backing) {
+		h.backing_file_offset = end;
+		h.backing_file_size = (uint32_t)strlen(backing);
+		memcpy(buf + end, backing, strlen(backing));
+	}
+	qcow2_header_encode(&h, buf);
+}
+
+static int parse(const uint8_t *buf, struct qcow2_header *h,
+		 struct qcow2_extensions *ext, char *err, size_t errlen)
+{
+	struct qcow2_report r = qcow2_report_err(err, errlen);
+
+	return qcow2_header_parse(buf, CS, 4 * CS, h, ext, &r);
+}
+
+static void test_header_roundtrip(void **state)
+{
+	uint8_t *buf = new_buf();
+	struct qcow2_extensions ext;
+	struct qcow2_header h;
+	char err[256], name[64];
+
+	(void)state;
+	make_header(buf, 3, "base.qcow2", "qcow2");
+	assert_int_equal(parse(buf, &h, &ext, err, sizeof(err)), 0);
+	assert_int_equal(h.version, 3);
+	assert_int_equal(h.cluster_bits, 16);
+	assert_int_equal(h.size, 64u << 20);
+	assert_int_equal(h.header_length, 112);
+	assert_int_equal(h.refcount_order, 4);
+	assert_true(ext.has_backing_format);
+	assert_string_equal(ext.backing_format, "qcow2");
+	assert_true(ext.nfeatures >= 5);
+	assert_string_equal(qcow2_feature_name(&ext, QCOW2_FEAT_INCOMPAT, 4,
+					       name, sizeof(name)),
+			    "extended L2 entries");
+	assert_int_equal(qcow2_backing_name(buf, CS, &h, name, sizeof(name),
+					    NULL), 0);
+	assert_string_equal(name, "base.qcow2");
+
+	make_header(buf, 2, NULL, NULL);
+	assert_int_equal(parse(buf, &h, &ext, err, sizeof(err)), 0);
+	assert_int_equal(h.version, 2);
+	assert_int_equal(h.header_length, 72);
+	assert_int_equal(h.refcount_order, 4);
+	assert_int_equal(h.incompatible_features, 0);
+	assert_false(ext.has_backing_format);
+	free(buf);
+}
+
+struct bad_field {
+	unsigned	 off;
+	unsigned	 len;
+	uint64_t	 value;
+	int		 ret;
+	const char	*msg;
+};
+
+static void put(uint8_t *p, unsigned len, uint64_t v)
+{
+	if (len == 8)
+		qcow2_put_be64(p, v);
+	else if (len == 4)
+		qcow2_put_be32(p, (uint32_t)v);
+	else
+		p[0] = (uint8_t)v;
+}
+
+static void test_header_errors(void **state)
+{
+	static const struct bad_field bad[] = {
+		{ QH_MAGIC, 4, 0x514649fa, -EINVAL, "bad magic 0x514649fa" },
+		{ QH_VERSION, 4, 1, -ENOTSUP, "version 1 (qcow, not qcow2)" },
+		{ QH_VERSION, 4, 4, -ENOTSUP, "unsupported version 4" },
+		{ QH_CLUSTER_BITS, 4, 8, -EINVAL, "cluster_bits 8 is not in" },
+		{ QH_CLUSTER_BITS, 4, 22, -EINVAL, "cluster_bits 22" },
+		{ QH_HEADER_LENGTH, 4, 100, -EINVAL, "header_length 100" },
+		{ QH_HEADER_LENGTH, 4, 108, -EINVAL, "header_length 108" },
+		{ QH_REFCOUNT_ORDER, 4, 7, -EINVAL, "refcount_order 7" },
+		{ QH_SIZE, 8, 1ull << 40, -EINVAL, "l1_size 1 is too small" },
+		{ QH_SIZE, 8, (1ull << 61) + 1, -EINVAL, "larger than 2^61" },
+		{ QH_CRYPT, 4, 1, -ENOTSUP, "encrypted image (AES" },
+		{ QH_CRYPT, 4, 2, -ENOTSUP, "encrypted image (LUKS" },
+		{ QH_CRYPT, 4, 9, -EINVAL, "unknown crypt_method 9" },
+		{ QH_L1_SIZE, 4, 5u << 20, -EINVAL, "l1_size 5242880 is "
+		  "larger" },
+		{ QH_L1_OFFSET, 8, 3 * CS + 512, -EINVAL, "L1 table offset" },
+		{ QH_L1_OFFSET, 8, 0, -EINVAL, "L1 table at offset 0" },
+		{ QH_L1_OFFSET, 8, 4 * CS, -EINVAL, "passes the end of the "
+		  "file" },
+		{ QH_REFT_OFFSET, 8, CS + 4096, -EINVAL, "refcount table "
+		  "offset" },
+		{ QH_REFT_CLUSTERS, 4, 200, -EINVAL, "refcount_table_clusters "
+		  "200" },
+		{ QH_NB_SNAPSHOTS, 4, 70000, -EINVAL, "nb_snapshots 70000" },
+		{ QH_INCOMPAT, 8, 1ull << 5, -ENOTSUP, "unsupported "
+		  "incompatible feature: bit 5 (bit 5)" },
+		{ QH_INCOMPAT, 8, 1ull << 3, -EINVAL, "compression type bit "
+		  "set but compression_type is 0" },
+		{ QH_COMPRESSION_TYPE, 1, 1, -EINVAL, "compression_type 1 "
+		  "without" },
+		{ QH_BACKING_SIZE, 4, 2000, -EINVAL, "backing_file_size 2000" },
+	};
+	uint8_t *buf = new_buf();
+	struct qcow2_header h;
+	char err[256];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		make_header(buf, 3, "b", NULL);
+		put(buf + bad[i].off, bad[i].len, bad[i].value);
+		assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)),
+				 bad[i].ret);
+		assert_contains(err, bad[i].msg);
+	}
+	/* zstd: the bit and the type. */
+	make_header(buf, 3, NULL, NULL);
+	qcow2_put_be64(buf + QH_INCOMPAT, QCOW2_INCOMPAT_COMPRESSION);
+	buf[QH_COMPRESSION_TYPE] = 1;
+	assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)), -ENOTSUP);
+	assert_contains(err, "zstd");
+	/* Extended L2 needs 16 KiB clusters. */
+	make_header(buf, 3, NULL, NULL);
+	qcow2_put_be64(buf + QH_INCOMPAT, QCOW2_INCOMPAT_EXTL2);
+	qcow2_put_be32(buf + QH_CLUSTER_BITS, 12);
+	qcow2_put_be64(buf + QH_L1_OFFSET, 3 * 4096);
+	qcow2_put_be64(buf + QH_REFT_OFFSET, 4096);
+	qcow2_put_be32(buf + QH_L1_SIZE, 64);
+	assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)), -EINVAL);
+	assert_contains(err, "extended L2 entries need clusters of 16 KiB");
+	/* Truncated. */
+	{
+		struct qcow2_report r = qcow2_report_err(err, sizeof(err));
+
+		assert_int_equal(qcow2_header_parse(buf, 40, 0, &h, NULL, &r),
+				 -EINVAL);
+		assert_contains(err, "header truncated: 40 bytes");
+	}
+	free(buf);
+}
+
+static void test_feature_names(void **state)
+{
+	uint8_t *buf = new_buf();
+	struct qcow2_header h;
+	char err[256];
+	uint8_t *e;
+
+	(void)state;
+	make_header(buf, 3, NULL, NULL);
+	/* Retarget the first feature table entry: incompatible bit 9. */
+	e = buf + 112 + 8;
+	memset(e, 0, QCOW2_FEATURE_ENTRY_SIZE);
+	e[0] = QCOW2_FEAT_INCOMPAT;
+	e[1] = 9;
+	memcpy(e + 2, "frobnication", 12);
+	qcow2_put_be64(buf + QH_INCOMPAT, 1ull << 9);
+	assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)), -ENOTSUP);
+	assert_contains(err, "unsupported incompatible feature: frobnication "
+			"(bit 9)");
+	free(buf);
+}
+
+static void test_extensions(void **state)
+{
+	uint8_t *buf = new_buf();
+	struct qcow2_extensions ext;
+	struct qcow2_header h;
+	struct qcow2_report r;
+	char err[256];
+
+	(void)state;
+	make_header(buf, 3, NULL, "raw");
+	assert_int_equal(parse(buf, &h, &ext, err, sizeof(err)), 0);
+	/* A second backing format extension after the end marker is not
+	 * read; one before it is a duplicate. */
+	memmove(buf + 112 + 16, buf + 112, 1024);
+	memcpy(buf + 112, buf + 112 + 16, 16);
+	r = qcow2_report_err(err, sizeof(err));
+	assert_int_equal(qcow2_extensions_parse(buf, CS, &h, &ext, &r),
+			 -EINVAL);
+	assert_contains(err, "backing format extension twice");
+	/* Running past the area. */
+	make_header(buf, 3, NULL, NULL);
+	qcow2_put_be32(buf + 112, QCOW2_EXT_BACKING_FMT);
+	qcow2_put_be32(buf + 116, 70000);
+	r = qcow2_report_err(err, sizeof(err));
+	assert_int_equal(qcow2_extensions_parse(buf, CS, &h, &ext, &r),
+			 -EINVAL);
+	assert_contains(err, "length 70000 passes the end");
+	/* A NUL inside a string extension. */
+	qcow2_put_be32(buf + 116, 4);
+	memcpy(buf + 120, "ra\0w", 4);
+	r = qcow2_report_err(err, sizeof(err));
+	assert_int_equal(qcow2_extensions_parse(buf, CS, &h, &ext, &r),
+			 -EINVAL);
+	assert_contains(err, "NUL at byte 2");
+	/* An unknown extension is skipped. */
+	qcow2_put_be32(buf + 112, 0x12345678);
+	r = qcow2_report_err(err, sizeof(err));
+	assert_int_equal(qcow2_extensions_parse(buf, CS, &h, &ext, &r), 0);
+	free(buf);
+}
+
+static void test_l2_entries(void **state)
+{
+	struct qcow2_header h = { .version = 3, .cluster_bits = 16,
+				  .refcount_order = 4 };
+	struct qcow2_geometry g;
+	struct qcow2_mapping m;
+	struct qcow2_report r;
+	uint64_t first, last, off;
+	char err[256];
+
+	(void)state;
+	qcow2_geometry_init(&g, &h);
+	assert_int_equal(g.l2_bits, 13);
+	assert_int_equal(g.rb_bits, 15);
+	assert_int_equal(g.csize_shift, 54);
+
+	assert_int_equal(qcow2_l2_decode(&g, 3, 0, &m, NULL), 0);
+	assert_int_equal(m.type, QCOW2_CLUSTER_UNALLOCATED);
+	assert_int_equal(qcow2_l2_decode(&g, 3, QCOW2_OFLAG_COPIED | 5 * CS,
+					 &m, NULL), 0);
+	assert_int_equal(m.type, QCOW2_CLUSTER_NORMAL);
+	assert_int_equal(m.host_offset, 5 * CS);
+	assert_true(m.copied);
+	assert_int_equal(qcow2_l2_decode(&g, 3, 1, &m, NULL), 0);
+	assert_int_equal(m.type, QCOW2_CLUSTER_ZERO_PLAIN);
+	assert_int_equal(qcow2_l2_decode(&g, 3, 7 * CS | 1, &m, NULL), 0);
+	assert_int_equal(m.type, QCOW2_CLUSTER_ZERO_ALLOC);
+
+	r = qcow2_report_err(err, sizeof(err));
+	assert_int_equal(qcow2_l2_decode(&g, 2, 1, &m, &r), -EINVAL);
+	assert_contains(err, "zero flag in a version 2 image");
+	r = qcow2_report_err(err, sizeof(err));
+	assert_int_equal(qcow2_l2_decode(&g, 3, 5 * CS + 512, &m, &r),
+			 -EINVAL);
+	assert_contains(err, "host offset 328192 is not cluster-aligned");
+	r = qcow2_report_err(err, sizeof(err));
+	assert_int_equal(qcow2_l2_decode(&g, 3, 5 * CS | 2, &m, &r), -EINVAL);
+	assert_contains(err, "reserved bits set");
+	r = qcow2_report_err(err, sizeof(err));
+	assert_int_equal(qcow2_l2_decode(&g, 3, QCOW2_OFLAG_COPIED, &m, &r),
+			 -EINVAL);
+
+	/* Compressed: 3 more sectors after the one holding offset. */
+	off = 9 * CS + 1000;
+	assert_int_equal(qcow2_l2_decode(&g, 3, QCOW2_OFLAG_COMPRESSED |
+					 (3ull << 54) | off, &m, NULL), 0);
+	assert_int_equal(m.type, QCOW2_CLUSTER_COMPRESSED);
+	assert_int_equal(m.host_offset, off);
+	assert_int_equal(m.csize, 4 * 512 - (1000 % 512));
+	qcow2_compressed_clusters(&g, &m, &first, &last);
+	assert_int_equal(first, 9);
+	assert_int_equal(last, 9);
+	off = 10 * CS - 100;
+	assert_int_equal(qcow2_l2_decode(&g, 3, QCOW2_OFLAG_COMPRESSED |
+					 (1ull << 54) | off, &m, NULL), 0);
+	qcow2_compressed_clusters(&g, &m, &first, &last);
+	assert_int_equal(first, 9);
+	assert_int_equal(last, 10);
+	r = qcow2_report_err(err, sizeof(err));
+	assert_int_equal(qcow2_l2_decode(&g, 3, QCOW2_OFLAG_COMPRESSED | 100,
+					 &m, &r), -EINVAL);
+	assert_contains(err, "header cluster");
+
+	/* L1 and refcount table entries. */
+	assert_int_equal(qcow2_l1_decode(&g, QCOW2_OFLAG_COPIED | 4 * CS,
+					 &off, NULL), 0);
+	assert_int_equal(off, 4 * CS);
+	r = qcow2_report_err(err, sizeof(err));
+	assert_int_equal(qcow2_l1_decode(&g, 4 * CS + 4096, &off, &r),
+			 -EINVAL);
+	assert_contains(err, "not cluster-aligned");
+	r = qcow2_report_err(err, sizeof(err));
+	assert_int_equal(qcow2_l1_decode(&g, (1ull << 60) | 4 * CS, &off, &r),
+			 -EINVAL);
+	assert_contains(err, "reserved bits set");
+	r = qcow2_report_err(err, sizeof(err));
+	assert_int_equal(qcow2_reftable_decode(&g, 4 * CS + 1, &off, &r),
+			 -EINVAL);
+
+	/* Extended L2 subclusters. */
+	assert_int_equal(qcow2_subcluster_state(1ull << 3, 3),
+			 QCOW2_CLUSTER_NORMAL);
+	assert_int_equal(qcow2_subcluster_state(1ull << 35, 3),
+			 QCOW2_CLUSTER_ZERO_PLAIN);
+	assert_int_equal(qcow2_subcluster_state(0, 3),
+			 QCOW2_CLUSTER_UNALLOCATED);
+	assert_int_equal(qcow2_subcluster_state((1ull << 35) | 8, 3),
+			 -EINVAL);
+}
+
+static void test_refcounts(void **state)
+{
+	uint8_t block[512];
+	uint32_t order;
+	uint64_t i, n, max;
+
+	(void)state;
+	for (order = 0; order <= 6; order++) {
+		n = 512 * 8 >> order;
+		max = qcow2_refcount_max(order);
+		memset(block, 0, sizeof(block));
+		for (i = 0; i < n; i += 3)
+			qcow2_refcount_set(block, i, order, (i * 7 + 1) & max);
+		for (i = 0; i < n; i++)
+			assert_int_equal(qcow2_refcount_get(block, i, order),
+					 i % 3 ? 0 : (i * 7 + 1) & max);
+	}
+	/* Bit order: entry 0 is the low bits; 16-bit entries big-endian. */
+	memset(block, 0, sizeof(block));
+	qcow2_refcount_set(block, 0, 0, 1);
+	assert_int_equal(block[0], 1);
+	qcow2_refcount_set(block, 1, 2, 3);
+	assert_int_equal(block[0], 0x31);
+	memset(block, 0, sizeof(block));
+	qcow2_refcount_set(block, 1, 4, 0x0102);
+	assert_int_equal(block[2], 1);
+	assert_int_equal(block[3], 2);
+	assert_int_equal(qcow2_refcount_max(6), UINT64_MAX);
+}
+
+static void test_deflate(void **state)
+{
+	uint8_t in[CS], out[2 * CS], back[CS];
+	size_t len = sizeof(out);
+	void *zs = qcow2_inflate_new();
+	size_t i;
+
+	(void)state;
+	assert_non_null(zs);
+	for (i = 0; i < CS; i++)
+		in[i] = (uint8_t)(i % 251 < 40 ? i : 0);
+	assert_int_equal(qcow2_deflate(in, CS, out, &len), 0);
+	assert_true(len < CS);
+	/* Padding after the data, as in the last compressed sector. */
+	memset(out + len, 0xee, 600);
+	assert_int_equal(qcow2_inflate(zs, out, len + 600, back, CS), 0);
+	assert_memory_equal(in, back, CS);
+	/* Too short or garbage: refused. */
+	assert_int_equal(qcow2_inflate(zs, out, len / 2, back, CS), -EINVAL);
+	memset(out, 0xff, 64);
+	assert_int_equal(qcow2_inflate(zs, out, 64, back, CS), -EINVAL);
+	qcow2_inflate_free(zs);
+}
+
+static void test_writable(void **state)
+{
+	struct qcow2_header h = { .version = 3 };
+	struct qcow2_report r;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(qcow2_header_check_writable(&h, NULL, NULL), 0);
+	h.incompatible_features = QCOW2_INCOMPAT_CORRUPT;
+	r = qcow2_report_err(err, sizeof(err));
+	assert_int_equal(qcow2_header_check_writable(&h, NULL, &r), -EROFS);
+	assert_contains(err, "corrupt bit");
+	h.incompatible_features = QCOW2_INCOMPAT_EXTL2;
+	r = qcow2_report_err(err, sizeof(err));
+	assert_int_equal(qcow2_header_check_writable(&h, NULL, &r), -ENOTSUP);
+	assert_contains(err, "extended L2 entries");
+	h.incompatible_features = QCOW2_INCOMPAT_DATA_FILE;
+	r = qcow2_report_err(err, sizeof(err));
+	assert_int_equal(qcow2_header_check_writable(&h, NULL, &r), -ENOTSUP);
+	assert_contains(err, "external data file");
+	h.incompatible_features = 0;
+	h.nb_snapshots = 2;
+	r = qcow2_report_err(err, sizeof(err));
+	assert_int_equal(qcow2_header_check_writable(&h, NULL, &r), -ENOTSUP);
+	assert_contains(err, "internal snapshots (2)");
+}
+
+/* ---- image helpers ----------------------------------------------------- */
+
+static void scratch_path(char *path, size_t len, const char *tag)
+{
+	int fd = unit_tmpfile(path, len, tag, 0);
+
+	close(fd);
+	unlink(path);
+}
+
+static unsigned check_errors(const char *path, unsigned *leaks)
+{
+	struct qcow2_check_result res;
+	char err[512];
+
+	assert_int_equal(qcow2_image_check(path, NULL, NULL, &res, err,
+					   sizeof(err)), 0);
+	if (leaks)
+		*leaks = res.leaks;
+	return res.errors;
+}
+
+static uint64_t header_incompat(const char *path)
+{
+	uint8_t b[8];
+	int fd = open(path, O_RDONLY);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, b, 8, QH_INCOMPAT), 8);
+	close(fd);
+	return qcow2_get_be64(b);
+}
+
+static void test_create_open(void **state)
+{
+	static const struct qcow2_create_params params[] = {
+		{ .size = 64u << 20 },
+		{ .size = 64u << 20, .version = 2 },
+		{ .size = 8u << 20, .cluster_bits = 9 },
+		{ .size = 16u << 20, .cluster_bits = 21, .refcount_order = 6 },
+		{ .size = 1ull << 40, .cluster_bits = 12,
+		  .refcount_order = 1 },
+	};
+	struct qcow2_image *img;
+	char path[256], err[512];
+	unsigned leaks;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
+		scratch_path(path, sizeof(path), "q2create");
+		assert_int_equal(qcow2_image_create(path, &params[i], err,
+						    sizeof(err)), 0);
+		assert_int_equal(qcow2_image_create(path, &params[i], err,
+						    sizeof(err)), -EEXIST);
+		assert_int_equal(check_errors(path, &leaks), 0);
+		assert_int_equal(leaks, 0);
+		assert_int_equal(qcow2_image_open(&img, path, 0, err,
+						  sizeof(err)), 0);
+		assert_int_equal(qcow2_image_size(img), params[i].size);
+		qcow2_image_close(img, false);
+		/* Read-write: the table grows to cover the disk, the dirty
+		 * bit is set (v3) until a clean close. */
+		assert_int_equal(qcow2_image_open(&img, path, QCOW2_IMAGE_RDWR,
+						  err, sizeof(err)), 0);
+		assert_true(qcow2_image_ref_coverage(img) >
+			    params[i].size >> img->g.cluster_bits);
+		assert_int_equal(header_incompat(path) & QCOW2_INCOMPAT_DIRTY,
+				 img->h.version >= 3);
+		assert_int_equal(qcow2_image_close(img, true), 0);
+		assert_int_equal(header_incompat(path), 0);
+		assert_int_equal(check_errors(path, &leaks), 0);
+		assert_int_equal(leaks, 0);	/* the old table freed */
+		unlink(path);
+	}
+}
+
+static void test_dirty_scan(void **state)
+{
+	struct qcow2_create_params p = { .size = 8u << 20 };
+	struct qcow2_image *img;
+	char path[256], err[512];
+	uint8_t b[8], two[2] = { 0, 0 };
+	int fd;
+
+	(void)state;
+	scratch_path(path, sizeof(path), "q2dirty");
+	assert_int_equal(qcow2_image_create(path, &p, err, sizeof(err)), 0);
+	/* Dirty, with the L1 table's cluster (3) counted 0. */
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	qcow2_put_be64(b, QCOW2_INCOMPAT_DIRTY);
+	assert_int_equal(pwrite(fd, b, 8, QH_INCOMPAT), 8);
+	assert_int_equal(pwrite(fd, two, 2, 2 * CS + 3 * 2), 2);
+	close(fd);
+	assert_int_equal(qcow2_image_open(&img, path, QCOW2_IMAGE_RDWR, err,
+					  sizeof(err)), -EUCLEAN);
+	assert_contains(err, "1 clusters in use but not counted (first: "
+			"cluster 3)");
+	assert_int_equal(qcow2_image_open(&img, path, 0, err, sizeof(err)),
+			 0);
+	qcow2_image_close(img, false);
+	assert_int_equal(check_errors(path, NULL), 1);
+	unlink(path);
+}
+
+static void test_writer_chain(void **state)
+{
+	struct qcow2_create_params p = { .size = (3u << 20) + 4096,
+					 .cluster_bits = 12 };
+	struct qcow2_create_params child = { .backing = NULL };
+	struct qcow2_writer *w;
+	struct qcow2_chain *c;
+	char path[256], cpath[256], err[512];
+	uint8_t *data = unit_aligned(p.size), *back = unit_aligned(p.size);
+	uint64_t i, bytes, clusters;
+	struct qcow2_image *img;
+
+	(void)state;
+	for (i = 0; i < p.size; i++)
+		data[i] = (i / 4096) % 3 == 1 ? 0 : (uint8_t)(i * 13 + i / 997);
+	scratch_path(path, sizeof(path), "q2writer");
+	assert_int_equal(qcow2_writer_open(&w, path, &p, err, sizeof(err)), 0);
+	for (i = 0; i * 4096 < p.size; i++)
+		assert_int_equal(qcow2_writer_put(w, i, data + i * 4096, err,
+						  sizeof(err)), 0);
+	assert_int_equal(qcow2_writer_close(w, false, err, sizeof(err)), 0);
+	assert_int_equal(check_errors(path, NULL), 0);
+	assert_int_equal(qcow2_image_open(&img, path, 0, err, sizeof(err)),
+			 0);
+	assert_int_equal(qcow2_image_allocated(img, &bytes, &clusters, err,
+					       sizeof(err)), 0);
+	assert_int_equal(clusters, (p.size / 4096 + 2) / 3 * 2 - 1);
+	qcow2_image_close(img, false);
+
+	/* A child on it: reads through the chain. */
+	scratch_path(cpath, sizeof(cpath), "q2child");
+	child.backing = path;
+	child.backing_fmt = "qcow2";
+	assert_int_equal(qcow2_image_create(cpath, &child, err, sizeof(err)),
+			 0);
+	assert_int_equal(qcow2_chain_open(&c, cpath, err, sizeof(err)), 0);
+	assert_int_equal(c->n, 2);
+	assert_int_equal(c->link[0].size, p.size);
+	assert_int_equal(qcow2_chain_read(c, 0, (uint32_t)(p.size >> 9), back,
+					  err, sizeof(err)), 0);
+	assert_memory_equal(data, back, p.size);
+	qcow2_chain_close(c);
+	unlink(cpath);
+	unlink(path);
+	free(data);
+	free(back);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_header_roundtrip),
+		cmocka_unit_test(test_header_errors),
+		cmocka_unit_test(test_feature_names),
+		cmocka_unit_test(test_extensions),
+		cmocka_unit_test(test_l2_entries),
+		cmocka_unit_test(test_refcounts),
+		cmocka_unit_test(test_deflate),
+		cmocka_unit_test(test_writable),
+		cmocka_unit_test(test_create_open),
+		cmocka_unit_test(test_dirty_scan),
+		cmocka_unit_test(test_writer_chain),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
