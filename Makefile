@@ -46,7 +46,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 LIBTAPFS := $(BUILD)/libtapfs.a
 
 .PHONY: all deps deps-build deps-fuzz fuzz-run run check test unit functional asan bench \
-	install uninstall clean fuzz
+	install uninstall clean fuzz xen-e2e
 all: $(BUILD)/tapfs $(BUILD)/tapfs-img $(UNIT_BINS)
 
 deps:
@@ -92,7 +92,12 @@ functional: $(BUILD)/tapfs $(BUILD)/tapfs-img
 	TAPFS=$(abspath $(BUILD)/tapfs) TAPFS_IMG=$(abspath $(BUILD)/tapfs-img) \
 		tests/functional/run.sh
 
-test: unit functional
+# block-tapfs end to end on a real Xen stack booted under QEMU emulation
+# (docs/xen.md); installs the emulator if missing, fails if it cannot.
+xen-e2e: $(BUILD)/tapfs $(BUILD)/tapfs-img
+	BUILD=$(BUILD) tests/xen/run.sh
+
+test: unit functional xen-e2e
 
 check: deps
 	$(MAKE) all
@@ -112,10 +117,12 @@ install: $(BUILD)/tapfs $(BUILD)/tapfs-img
 	install -D -m 0755 $(BUILD)/tapfs-img $(DESTDIR)$(PREFIX)/bin/tapfs-img
 	install -D -m 0755 mount-helpers/mount.tapfs \
 		$(DESTDIR)$(MOUNTHELPERDIR)/mount.tapfs
+	install -D -m 0755 xen/block-tapfs $(DESTDIR)/etc/xen/scripts/block-tapfs
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/tapfs $(DESTDIR)$(MOUNTHELPERDIR)/mount.tapfs \
-		$(DESTDIR)$(PREFIX)/bin/tapfs-img
+		$(DESTDIR)$(PREFIX)/bin/tapfs-img \
+		$(DESTDIR)/etc/xen/scripts/block-tapfs
 
 # libFuzzer on the VHD parsers (clang); FUZZ_TIME seconds.
 FUZZ_CC   ?= clang
