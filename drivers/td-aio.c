@@ -138,6 +138,7 @@ static void td_aio_merge(struct td_aio_queue *q, struct tiocb *head)
 {
 	struct tiocb *last = head, *n;
 	struct td_aio_iov *v;
+	size_t bytes;
 	long long end;
 	unsigned i;
 	short op;
@@ -146,9 +147,11 @@ static void td_aio_merge(struct td_aio_queue *q, struct tiocb *head)
 		return;
 	n = q->head;
 	end = head->iocb.u.c.offset + (long long)tiocb_len(head);
+	bytes = tiocb_len(head);
 	if (!n || n->nomerge || n->iocb.aio_fildes != head->iocb.aio_fildes ||
 	    n->iocb.aio_lio_opcode != head->iocb.aio_lio_opcode ||
-	    n->iocb.u.c.offset != end)
+	    n->iocb.u.c.offset != end ||
+	    bytes + tiocb_len(n) > TD_AIO_MERGE_BYTES)
 		return;
 	v = td_pool_get(&q->iovs);
 	if (!v)
@@ -159,8 +162,10 @@ static void td_aio_merge(struct td_aio_queue *q, struct tiocb *head)
 	i = 1;
 	while ((n = q->head) && i < TD_AIO_MAX_MERGE && !n->nomerge &&
 	       n->iocb.aio_fildes == head->iocb.aio_fildes &&
-	       n->iocb.aio_lio_opcode == op && n->iocb.u.c.offset == end) {
+	       n->iocb.aio_lio_opcode == op && n->iocb.u.c.offset == end &&
+	       bytes + tiocb_len(n) <= TD_AIO_MERGE_BYTES) {
 		td_aio_pop(q);
+		bytes += tiocb_len(n);
 		v->iov[i].iov_base = n->iocb.u.c.buf;
 		v->iov[i].iov_len = tiocb_len(n);
 		end += (long long)tiocb_len(n);

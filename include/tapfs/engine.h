@@ -140,6 +140,12 @@ bool  td_pool_owns(const struct td_pool *p, const void *obj);
 
 /* Largest number of tiocbs merged into one vectored iocb. */
 #define TD_AIO_MAX_MERGE	32
+/*
+ * Merge only up to this many bytes: merging small contiguous requests
+ * saves submissions, but folding large ones (1 MiB sequential reads)
+ * into one iocb completes them all together and starves the pipeline.
+ */
+#define TD_AIO_MERGE_BYTES	(256u << 10)
 /* Most iocbs in flight in one queue. */
 #define TD_AIO_DEPTH		512
 

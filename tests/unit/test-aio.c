@@ -267,6 +267,35 @@ static void test_merge_limit(void **state)
 	}
 }
 
+/*
+ * Merging stops at TD_AIO_MERGE_BYTES: three contiguous 96 KiB reads make
+ * one merged iocb of two and one alone.  (Folding large sequential reads
+ * into one iocb halved 1 MiB sequential-read throughput.)
+ */
+static void test_merge_byte_limit(void **state)
+{
+	struct fix *f = *state;
+	const size_t len = 96 << 10;
+	struct td_aio_stats st;
+	unsigned i;
+
+	assert_true(3 * len <= NT * PAGE);
+	assert_true(2 * len <= TD_AIO_MERGE_BYTES);
+	assert_true(3 * len > TD_AIO_MERGE_BYTES);
+	fill_file(f, 3 * len);
+	for (i = 0; i < 3; i++)
+		queue_read(f, i, f->fd, page(f, 0) + i * len, len,
+			   (off_t)(i * len));
+	wait_done(f, 3);
+	st = stats(f);
+	assert_int_equal(st.submitted, 2);
+	assert_int_equal(st.merged, 1);
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(f->rec[i].res, (long)len);
+		check_file(f, (off_t)(i * len), page(f, 0) + i * len, len);
+	}
+}
+
 static void test_no_merge(void **state)
 {
 	struct fix *f = *state;
@@ -514,6 +543,7 @@ int main(void)
 		T(test_merge_contiguous_writes),
 		T(test_merge_contiguous_reads),
 		T(test_merge_limit),
+		T(test_merge_byte_limit),
 		T(test_no_merge),
 		T(test_split_short_read),
 		T(test_split_failed_write),
