@@ -39,12 +39,19 @@ struct td_vbd {
 
 	vbd_notify_cb_t		 pause_cb;
 	void			*pause_arg;
+	/*
+	 * A pause that drains inside a completion is reported from the
+	 * loop: the callback may close the images (snapshot), and the
+	 * driver whose completion we are in must not find its state gone.
+	 */
+	struct td_timer		 pause_timer;
 
 	struct vbd_stats	 stats;
 };
 
 static void vbd_dispatch(td_vbd_t *vbd, struct vbd_request *vreq);
 static void vbd_kick(td_vbd_t *vbd);
+static void vbd_pause_timer(struct td_timer *t);
 
 void vbd_params_default(struct vbd_params *p)
 {
@@ -164,6 +171,7 @@ static void vbd_free(td_vbd_t *vbd)
 {
 	unsigned i;
 
+	td_timer_cancel(&vbd->pause_timer);
 	for (i = 0; i < vbd->nimages; i++) {
 		vbd->images[i]->drv.ops->td_close(&vbd->images[i]->drv);
 		vbd_image_free(vbd->images[i]);
@@ -232,6 +240,7 @@ int vbd_open_ops(struct td_engine *e, const struct tap_disk *ops,
 		vbd->params.max_segment_secs = VBD_MAX_SEGMENT_SECS;
 	vbd->rdonly = flags & TD_OPEN_RDONLY;
 	td_list_init(&vbd->queue);
+	td_timer_init(&vbd->pause_timer, vbd_pause_timer, vbd);
 
 	rc = vbd_image_open(vbd, ops, path, flags, &vbd->images[0], err,
 			    errlen);
@@ -322,6 +331,7 @@ int vbd_close(td_vbd_t *vbd)
 
 	if (vbd->inflight || vbd->nqueued)
 		return -EBUSY;
+	td_timer_cancel(&vbd->pause_timer);
 	for (i = 0; i < vbd->nimages; i++) {
 		r = vbd->images[i]->drv.ops->td_close(&vbd->images[i]->drv);
 		if (r && !rc)
@@ -418,16 +428,32 @@ static void vbd_account(td_vbd_t *vbd, struct vbd_request *vreq, int err)
 	}
 }
 
-static void vbd_check_paused(td_vbd_t *vbd)
+static void vbd_notify_paused(td_vbd_t *vbd)
 {
 	vbd_notify_cb_t cb = vbd->pause_cb;
 
-	if (vbd->state != VBD_PAUSING || vbd->inflight)
-		return;
-	vbd->state = VBD_PAUSED;
 	vbd->pause_cb = NULL;
 	if (cb)
 		cb(vbd, vbd->pause_arg, 0);
+}
+
+static void vbd_pause_timer(struct td_timer *t)
+{
+	vbd_notify_paused(t->arg);
+}
+
+/* defer: called from a completion, so report from the loop. */
+static void vbd_check_paused(td_vbd_t *vbd, bool defer)
+{
+	if (vbd->state != VBD_PAUSING || vbd->inflight)
+		return;
+	vbd->state = VBD_PAUSED;
+	if (!vbd->pause_cb)
+		return;
+	if (defer)
+		td_timer_arm(vbd->engine->loop, &vbd->pause_timer, 0);
+	else
+		vbd_notify_paused(vbd);
 }
 
 static void vbd_finish(td_vbd_t *vbd, struct vbd_request *vreq, int err)
@@ -437,7 +463,7 @@ static void vbd_finish(td_vbd_t *vbd, struct vbd_request *vreq, int err)
 	vbd->inflight--;
 	vbd_account(vbd, vreq, err);
 	vreq->cb(vreq, err);
-	vbd_check_paused(vbd);
+	vbd_check_paused(vbd, true);
 	vbd_kick(vbd);
 }
 
@@ -633,7 +659,7 @@ int vbd_pause(td_vbd_t *vbd, vbd_notify_cb_t cb, void *arg)
 	vbd->state = VBD_PAUSING;
 	vbd->pause_cb = cb;
 	vbd->pause_arg = arg;
-	vbd_check_paused(vbd);
+	vbd_check_paused(vbd, false);
 	return 0;
 }
 
@@ -641,6 +667,7 @@ void vbd_resume(td_vbd_t *vbd)
 {
 	vbd_notify_cb_t cb = vbd->pause_cb;
 
+	td_timer_cancel(&vbd->pause_timer);
 	vbd->state = VBD_RUNNING;
 	vbd->pause_cb = NULL;
 	if (cb)

@@ -287,8 +287,10 @@ int  vbd_reopen(td_vbd_t *vbd, const char *spec, char *err, size_t errlen);
 void vbd_submit(td_vbd_t *vbd, struct vbd_request *vreq);
 
 /*
- * Pause: new requests wait; cb(arg, 0) runs once nothing is in flight
- * (at once if idle).  Only one pause waiter at a time: -EBUSY otherwise.
+ * Pause: new requests wait; cb(arg, 0) runs once nothing is in flight:
+ * at once if idle, else from the loop after the last completion (never
+ * inside a driver's completion, so cb may close or reopen the images).
+ * Only one pause waiter at a time: -EBUSY otherwise.
  */
 typedef void (*vbd_notify_cb_t)(td_vbd_t *vbd, void *arg, int err);
 int  vbd_pause(td_vbd_t *vbd, vbd_notify_cb_t cb, void *arg);
