@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "qcow2-image.h"
+#include "td-fileio.h"
 #include "vhd-image.h"
 
 #define SECTOR_SHIFT		9
@@ -24,21 +25,6 @@
 #define BUF_ALIGN		4096u
 /* Header length this code writes for version 3 (QEMU's too). */
 #define QCOW2_NEW_HEADER_LENGTH	112u
-
-static int errf(char *err, size_t errlen, int ret, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int errf(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return ret;
-}
 
 static uint64_t round_up(uint64_t v, uint64_t a)
 {
@@ -77,42 +63,6 @@ static int pread_zero(int fd, void *buf, size_t len, uint64_t off)
 			memset((char *)buf + done, 0, len - done);
 			return 0;
 		}
-		done += (size_t)n;
-	}
-	return 0;
-}
-
-static int pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done,
-				  (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
-static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pwrite(fd, (const char *)buf + done, len - done,
-				   (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
 		done += (size_t)n;
 	}
 	return 0;
@@ -177,7 +127,7 @@ static int image_read_header(struct qcow2_image *img, char *err,
 	memset(first, 0, sizeof(first));
 	ret = pread_zero(img->fd, first, sizeof(first), 0);
 	if (ret)
-		return errf(err, errlen, ret, "%s: reading the header: %s",
+		return td_errf(err, errlen, ret, "%s: reading the header: %s",
 			    img->path, strerror(-ret));
 	bits = qcow2_get_be32(first + QH_CLUSTER_BITS);
 	cs = bits >= QCOW2_MIN_CLUSTER_BITS && bits <= QCOW2_MAX_CLUSTER_BITS ?
@@ -188,20 +138,20 @@ static int image_read_header(struct qcow2_image *img, char *err,
 	img->hdr_len = img->file_size < cs ? (size_t)img->file_size : cs;
 	ret = pread_zero(img->fd, img->hdr_buf, cs, 0);
 	if (ret)
-		return errf(err, errlen, ret, "%s: reading the header: %s",
+		return td_errf(err, errlen, ret, "%s: reading the header: %s",
 			    img->path, strerror(-ret));
 	r = qcow2_report_err(why, sizeof(why));
 	ret = qcow2_header_parse(img->hdr_buf, img->hdr_len, img->file_size,
 				 &img->h, &img->ext, &r);
 	if (ret)
-		return errf(err, errlen, ret, "qcow2: %s: %s", img->path, why);
+		return td_errf(err, errlen, ret, "qcow2: %s: %s", img->path, why);
 	qcow2_geometry_init(&img->g, &img->h);
 	ret = qcow2_backing_name(img->hdr_buf, img->hdr_len, &img->h,
 				 img->backing, sizeof(img->backing), &r);
 	if (ret)
-		return errf(err, errlen, ret, "qcow2: %s: %s", img->path, why);
+		return td_errf(err, errlen, ret, "qcow2: %s: %s", img->path, why);
 	if (img->h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
-		return errf(err, errlen, -ENOTSUP, "qcow2: %s: external data "
+		return td_errf(err, errlen, -ENOTSUP, "qcow2: %s: external data "
 			    "file%s%s: not supported", img->path,
 			    img->ext.has_data_file ? " " : "",
 			    img->ext.has_data_file ? img->ext.data_file : "");
@@ -220,18 +170,18 @@ static int image_read_l1(struct qcow2_image *img, char *err, size_t errlen)
 		return -ENOMEM;
 	if (!n)
 		return 0;
-	ret = pread_full(img->fd, img->l1, n * 8, img->h.l1_table_offset);
+	ret = td_pread_full(img->fd, img->l1, n * 8, img->h.l1_table_offset);
 	if (ret)
-		return errf(err, errlen, ret, "%s: reading the L1 table: %s",
+		return td_errf(err, errlen, ret, "%s: reading the L1 table: %s",
 			    img->path, strerror(-ret));
 	be64_array_to_host(img->l1, n);
 	for (i = 0; i < n; i++) {
 		r = qcow2_report_err(why, sizeof(why));
 		if (qcow2_l1_decode(&img->g, img->l1[i], &l2, &r))
-			return errf(err, errlen, -EINVAL, "qcow2: %s: L1 "
+			return td_errf(err, errlen, -EINVAL, "qcow2: %s: L1 "
 				    "entry %" PRIu64 ": %s", img->path, i, why);
 		if (l2 && l2 + img->g.cluster_size > img->file_size)
-			return errf(err, errlen, -EINVAL, "qcow2: %s: L1 "
+			return td_errf(err, errlen, -EINVAL, "qcow2: %s: L1 "
 				    "entry %" PRIu64 ": L2 table at %" PRIu64
 				    " is past the end of the file (%" PRIu64
 				    " bytes)", img->path, i, l2,
@@ -259,33 +209,33 @@ static int image_load_refcounts(struct qcow2_image *img, char *err,
 		return -ENOMEM;
 	if (!bytes)
 		return 0;
-	ret = pread_full(img->fd, img->reftable, bytes,
+	ret = td_pread_full(img->fd, img->reftable, bytes,
 			 img->h.refcount_table_offset);
 	if (ret)
-		return errf(err, errlen, ret, "%s: reading the refcount "
+		return td_errf(err, errlen, ret, "%s: reading the refcount "
 			    "table: %s", img->path, strerror(-ret));
 	be64_array_to_host(img->reftable, img->reftable_entries);
 	for (i = 0; i < img->reftable_entries; i++) {
 		r = qcow2_report_err(why, sizeof(why));
 		if (qcow2_reftable_decode(&img->g, img->reftable[i], &off,
 					  &r))
-			return errf(err, errlen, -EINVAL, "qcow2: %s: refcount "
+			return td_errf(err, errlen, -EINVAL, "qcow2: %s: refcount "
 				    "table entry %" PRIu64 ": %s", img->path,
 				    i, why);
 		img->reftable[i] = off;
 		if (!off)
 			continue;
 		if (off + img->g.cluster_size > img->file_size)
-			return errf(err, errlen, -EINVAL, "qcow2: %s: refcount "
+			return td_errf(err, errlen, -EINVAL, "qcow2: %s: refcount "
 				    "block %" PRIu64 " at %" PRIu64 " is past "
 				    "the end of the file", img->path, i, off);
 		img->refblocks[i] = aligned_zalloc(img->g.cluster_size);
 		if (!img->refblocks[i])
 			return -ENOMEM;
-		ret = pread_full(img->fd, img->refblocks[i],
+		ret = td_pread_full(img->fd, img->refblocks[i],
 				 img->g.cluster_size, off);
 		if (ret)
-			return errf(err, errlen, ret, "%s: reading refcount "
+			return td_errf(err, errlen, ret, "%s: reading refcount "
 				    "block %" PRIu64 ": %s", img->path, i,
 				    strerror(-ret));
 	}
@@ -397,7 +347,7 @@ static int refs_walk_l1(struct refs *rf, const uint64_t *l1, uint64_t n,
 		refs_add(rf, l2off, g->cluster_size, "L2 table");
 		if (l2off + g->cluster_size > img->file_size)
 			continue;
-		ret = pread_full(img->fd, l2buf, g->cluster_size, l2off);
+		ret = td_pread_full(img->fd, l2buf, g->cluster_size, l2off);
 		if (ret)
 			return ret;
 		for (j = 0; j < entries; j++) {
@@ -446,7 +396,7 @@ static int refs_walk_snapshots(struct refs *rf, uint8_t *l2buf)
 		uint64_t l1off, l1n;
 		uint32_t idlen, namelen, extra;
 
-		ret = pread_full(img->fd, e, sizeof(e), off);
+		ret = td_pread_full(img->fd, e, sizeof(e), off);
 		if (ret) {
 			refs_report(rf, QCOW2_SEV_ERROR, "snapshot %u: table "
 				    "entry at %" PRIu64 " unreadable", i, off);
@@ -470,7 +420,7 @@ static int refs_walk_snapshots(struct refs *rf, uint8_t *l2buf)
 		l1 = calloc(l1n ? l1n : 1, 8);
 		if (!l1)
 			return -ENOMEM;
-		ret = pread_full(img->fd, l1, l1n * 8, l1off);
+		ret = td_pread_full(img->fd, l1, l1n * 8, l1off);
 		if (!ret) {
 			be64_array_to_host(l1, l1n);
 			ret = refs_walk_l1(rf, l1, l1n, false, l2buf);
@@ -539,7 +489,7 @@ static int image_dirty_scan(struct qcow2_image *img, char *err,
 	ret = refs_count(&rf);
 	if (ret) {
 		free(rf.count);
-		return errf(err, errlen, ret, "%s: scanning the tables: %s",
+		return td_errf(err, errlen, ret, "%s: scanning the tables: %s",
 			    img->path, strerror(-ret));
 	}
 	for (c = 0; c < rf.n; c++) {
@@ -550,7 +500,7 @@ static int image_dirty_scan(struct qcow2_image *img, char *err,
 	}
 	free(rf.count);
 	if (bad)
-		return errf(err, errlen, -EUCLEAN, "qcow2: %s: dirty image "
+		return td_errf(err, errlen, -EUCLEAN, "qcow2: %s: dirty image "
 			    "with %" PRIu64 " clusters in use but not counted "
 			    "(first: cluster %" PRIu64 "); repair it with "
 			    "'qemu-img check -r all'", img->path, bad, first);
@@ -583,7 +533,7 @@ static uint64_t image_end_cluster(const struct qcow2_image *img)
 static int image_sync(struct qcow2_image *img, char *err, size_t errlen)
 {
 	if (fdatasync(img->fd) < 0)
-		return errf(err, errlen, -errno, "%s: fdatasync: %m",
+		return td_errf(err, errlen, -errno, "%s: fdatasync: %m",
 			    img->path);
 	return 0;
 }
@@ -623,7 +573,7 @@ static int image_grow_reftable(struct qcow2_image *img, uint64_t target,
 				nb++;
 	} while (nb != prev);
 	if ((t0 + nt + nb) > entries * per)
-		return errf(err, errlen, -ENOSPC, "qcow2: %s: the refcount "
+		return td_errf(err, errlen, -ENOSPC, "qcow2: %s: the refcount "
 			    "table cannot grow further", img->path);
 	table = calloc(entries, sizeof(uint64_t));
 	blocks = calloc(entries, sizeof(uint8_t *));
@@ -649,13 +599,13 @@ static int image_grow_reftable(struct qcow2_image *img, uint64_t target,
 				   g->refcount_order, 1);
 	/* 1. Blocks (new and changed) and the new table, durable. */
 	for (i = t0 / per; i <= (t0 + nt + nb - 1) / per; i++) {
-		ret = pwrite_full(img->fd, blocks[i], cs, table[i]);
+		ret = td_pwrite_full(img->fd, blocks[i], cs, table[i]);
 		if (ret)
 			goto io;
 	}
 	for (i = 0; i < entries; i++)
 		qcow2_put_be64((uint8_t *)&table[i], table[i]);
-	ret = pwrite_full(img->fd, table, bytes, t0 * cs);
+	ret = td_pwrite_full(img->fd, table, bytes, t0 * cs);
 	be64_array_to_host(table, entries);
 	if (ret)
 		goto io;
@@ -664,7 +614,7 @@ static int image_grow_reftable(struct qcow2_image *img, uint64_t target,
 	/* 2. The header points at it. */
 	qcow2_put_be64(hdr, t0 * cs);
 	qcow2_put_be32(hdr + 8, (uint32_t)nt);
-	ret = pwrite_full(img->fd, hdr, sizeof(hdr), QH_REFT_OFFSET);
+	ret = td_pwrite_full(img->fd, hdr, sizeof(hdr), QH_REFT_OFFSET);
 	if (ret)
 		goto io;
 	if ((ret = image_sync(img, err, errlen)))
@@ -690,7 +640,7 @@ static int image_grow_reftable(struct qcow2_image *img, uint64_t target,
 	}
 	for (i = (old_off / cs) / per; old_cl &&
 	     i <= (old_off / cs + old_cl - 1) / per; i++) {
-		ret = pwrite_full(img->fd, img->refblocks[i], cs,
+		ret = td_pwrite_full(img->fd, img->refblocks[i], cs,
 				  img->reftable[i]);
 		if (ret)
 			goto io;
@@ -698,7 +648,7 @@ static int image_grow_reftable(struct qcow2_image *img, uint64_t target,
 	ret = image_sync(img, err, errlen);
 	goto out;
 io:
-	errf(err, errlen, ret, "%s: growing the refcount table: %s",
+	td_errf(err, errlen, ret, "%s: growing the refcount table: %s",
 	     img->path, strerror(-ret));
 out:
 	if (blocks) {
@@ -723,9 +673,9 @@ static int image_write_features(struct qcow2_image *img, char *err,
 	qcow2_put_be64(f, img->h.incompatible_features);
 	qcow2_put_be64(f + 8, img->h.compatible_features);
 	qcow2_put_be64(f + 16, img->h.autoclear_features);
-	ret = pwrite_full(img->fd, f, sizeof(f), QH_INCOMPAT);
+	ret = td_pwrite_full(img->fd, f, sizeof(f), QH_INCOMPAT);
 	if (ret)
-		return errf(err, errlen, ret, "%s: writing the header: %s",
+		return td_errf(err, errlen, ret, "%s: writing the header: %s",
 			    img->path, strerror(-ret));
 	memcpy(img->hdr_buf + QH_INCOMPAT, f, sizeof(f));
 	return image_sync(img, err, errlen);
@@ -742,7 +692,7 @@ static int image_prepare_write(struct qcow2_image *img, char *err,
 	r = qcow2_report_err(why, sizeof(why));
 	ret = qcow2_header_check_writable(&img->h, &img->ext, &r);
 	if (ret)
-		return errf(err, errlen, ret, "qcow2: %s: cannot open "
+		return td_errf(err, errlen, ret, "qcow2: %s: cannot open "
 			    "read-write: %s", img->path, why);
 	ret = image_load_refcounts(img, err, errlen);
 	if (ret)
@@ -794,7 +744,7 @@ int qcow2_image_open_fd(struct qcow2_image **out, int fd, const char *name,
 		goto fail;
 	}
 	if (fstat(fd, &st) < 0) {
-		ret = errf(err, errlen, -errno, "%s: %m", name);
+		ret = td_errf(err, errlen, -errno, "%s: %m", name);
 		goto fail;
 	}
 	img->file_size = (uint64_t)st.st_size;
@@ -809,7 +759,7 @@ int qcow2_image_open_fd(struct qcow2_image **out, int fd, const char *name,
 	return 0;
 fail:
 	if (ret == -ENOMEM)
-		errf(err, errlen, ret, "%s: out of memory", name);
+		td_errf(err, errlen, ret, "%s: out of memory", name);
 	image_free(img);
 	return ret;
 }
@@ -822,7 +772,7 @@ int qcow2_image_open(struct qcow2_image **out, const char *path,
 
 	*out = NULL;
 	if (fd < 0)
-		return errf(err, errlen, -errno, "%s: %m", path);
+		return td_errf(err, errlen, -errno, "%s: %m", path);
 	return qcow2_image_open_fd(out, fd, path, flags, err, errlen);
 }
 
@@ -896,12 +846,12 @@ int qcow2_image_backing(const struct qcow2_image *img, char **path,
 		return 1;
 	p = qcow2_path_resolve(img->path, img->backing);
 	if (!p)
-		return errf(err, errlen, -ENOMEM, "out of memory");
+		return td_errf(err, errlen, -ENOMEM, "out of memory");
 	if (img->ext.has_backing_format) {
 		*driver = driver_for_format(img->ext.backing_format);
 		if (!*driver) {
 			free(p);
-			return errf(err, errlen, -ENOTSUP, "qcow2: %s: backing "
+			return td_errf(err, errlen, -ENOTSUP, "qcow2: %s: backing "
 				    "format '%s' is not supported (qcow2, "
 				    "raw, vpc)", img->path,
 				    img->ext.backing_format);
@@ -913,7 +863,7 @@ int qcow2_image_backing(const struct qcow2_image *img, char **path,
 	if (!ret && !is_q)
 		ret = vhd_probe(p, &is_v);
 	if (ret) {
-		errf(err, errlen, ret, "qcow2: %s: backing file %s: %s",
+		td_errf(err, errlen, ret, "qcow2: %s: backing file %s: %s",
 		     img->path, p, strerror(-ret));
 		free(p);
 		return ret;
@@ -929,7 +879,7 @@ int qcow2_image_read_l2(struct qcow2_image *img, uint64_t i, uint8_t *buf)
 {
 	uint64_t off = img->l1[i] & QCOW2_OFFSET_MASK;
 
-	return pread_full(img->fd, buf, img->g.cluster_size, off);
+	return td_pread_full(img->fd, buf, img->g.cluster_size, off);
 }
 
 void qcow2_map_ctx_fini(struct qcow2_map_ctx *ctx)
@@ -966,7 +916,7 @@ static int map_one(struct qcow2_image *img, struct qcow2_map_ctx *ctx,
 		ret = qcow2_image_read_l2(img, l1i, ctx->l2);
 		if (ret) {
 			ctx->l2_index = UINT64_MAX;
-			return errf(err, errlen, ret, "%s: reading the L2 "
+			return td_errf(err, errlen, ret, "%s: reading the L2 "
 				    "table of L1 entry %" PRIu64 ": %s",
 				    img->path, l1i, strerror(-ret));
 		}
@@ -977,7 +927,7 @@ static int map_one(struct qcow2_image *img, struct qcow2_map_ctx *ctx,
 		bm = qcow2_get_be64(ctx->l2 + l2i * g->l2_entry_size + 8);
 	r = qcow2_report_err(why, sizeof(why));
 	if (qcow2_l2_decode(g, img->h.version, e, &m, &r))
-		return errf(err, errlen, -EINVAL, "qcow2: %s: guest cluster %"
+		return td_errf(err, errlen, -EINVAL, "qcow2: %s: guest cluster %"
 			    PRIu64 ": %s", img->path, cl, why);
 	if (m.type == QCOW2_CLUSTER_COMPRESSED) {
 		*off = m.host_offset;
@@ -989,12 +939,12 @@ static int map_one(struct qcow2_image *img, struct qcow2_map_ctx *ctx,
 
 		st = qcow2_subcluster_state(bm, (unsigned)(in / scs));
 		if (st < 0)
-			return errf(err, errlen, -EINVAL, "qcow2: %s: guest "
+			return td_errf(err, errlen, -EINVAL, "qcow2: %s: guest "
 				    "cluster %" PRIu64 ": subcluster both "
 				    "allocated and zero", img->path, cl);
 		*extent = scs - in % scs;
 		if (st == QCOW2_CLUSTER_NORMAL && !m.host_offset)
-			return errf(err, errlen, -EINVAL, "qcow2: %s: guest "
+			return td_errf(err, errlen, -EINVAL, "qcow2: %s: guest "
 				    "cluster %" PRIu64 ": allocated subcluster "
 				    "without a host cluster", img->path, cl);
 		m.type = (enum qcow2_cluster_type)st;
@@ -1067,7 +1017,7 @@ int qcow2_image_allocated(struct qcow2_image *img, uint64_t *bytes,
 			continue;
 		ret = qcow2_image_read_l2(img, i, l2);
 		if (ret) {
-			errf(err, errlen, ret, "%s: reading an L2 table: %s",
+			td_errf(err, errlen, ret, "%s: reading an L2 table: %s",
 			     img->path, strerror(-ret));
 			break;
 		}
@@ -1118,7 +1068,7 @@ int qcow2_probe_size(const char *path, const char *driver, uint64_t *size,
 		return 0;
 	}
 	if (stat(path, &st) < 0)
-		return errf(err, errlen, -errno, "%s: %m", path);
+		return td_errf(err, errlen, -errno, "%s: %m", path);
 	*size = (uint64_t)st.st_size;
 	return 0;
 }
@@ -1134,29 +1084,29 @@ static int create_check(const struct qcow2_create_params *p,
 			    QCOW2_DEFAULT_REFCOUNT_ORDER : p->refcount_order;
 	if (p->version == 2 && p->refcount_order &&
 	    p->refcount_order != QCOW2_DEFAULT_REFCOUNT_ORDER)
-		return errf(err, errlen, -EINVAL, "version 2 images have "
+		return td_errf(err, errlen, -EINVAL, "version 2 images have "
 			    "16-bit refcounts only");
 	if (h->version != 2 && h->version != 3)
-		return errf(err, errlen, -EINVAL, "version %u: qcow2 is 2 or "
+		return td_errf(err, errlen, -EINVAL, "version %u: qcow2 is 2 or "
 			    "3", h->version);
 	if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS ||
 	    h->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
-		return errf(err, errlen, -EINVAL, "cluster size %u: must be "
+		return td_errf(err, errlen, -EINVAL, "cluster size %u: must be "
 			    "a power of two from 512 B to 2 MiB",
 			    1u << (h->cluster_bits & 31));
 	if (h->refcount_order > QCOW2_MAX_REFCOUNT_ORDER)
-		return errf(err, errlen, -EINVAL, "refcount order %u: must be "
+		return td_errf(err, errlen, -EINVAL, "refcount order %u: must be "
 			    "0..6", h->refcount_order);
 	if (p->size > QCOW2_MAX_SIZE || p->size % SECTOR_SIZE)
-		return errf(err, errlen, -EINVAL, "size %" PRIu64 ": must be "
+		return td_errf(err, errlen, -EINVAL, "size %" PRIu64 ": must be "
 			    "a multiple of 512 below 2^61", p->size);
 	if (p->backing && (!p->backing[0] ||
 			   strlen(p->backing) > QCOW2_MAX_BACKING_NAME))
-		return errf(err, errlen, -EINVAL, "backing file name of %zu "
+		return td_errf(err, errlen, -EINVAL, "backing file name of %zu "
 			    "bytes: must be 1..%u", strlen(p->backing),
 			    QCOW2_MAX_BACKING_NAME);
 	if (p->backing_fmt && strlen(p->backing_fmt) > QCOW2_MAX_FORMAT_NAME)
-		return errf(err, errlen, -EINVAL, "backing format '%s' too "
+		return td_errf(err, errlen, -EINVAL, "backing format '%s' too "
 			    "long", p->backing_fmt);
 	h->header_length = h->version >= 3 ? QCOW2_NEW_HEADER_LENGTH :
 			   QCOW2_V2_HEADER_SIZE;
@@ -1181,7 +1131,7 @@ static int create_header_cluster(struct qcow2_header *h,
 			break;
 	}
 	if (features < 0)
-		return errf(err, errlen, -ENAMETOOLONG, "the backing file "
+		return td_errf(err, errlen, -ENAMETOOLONG, "the backing file "
 			    "name does not fit in a %zu-byte cluster", cs);
 	if (blen) {
 		h->backing_file_offset = end;
@@ -1229,11 +1179,11 @@ static int write_refcounts(int fd, const struct qcow2_geometry *g,
 		memset(blk, 0, cs);
 		for (j = 0; j < per && i * per + j < used; j++)
 			qcow2_refcount_set(blk, j, g->refcount_order, 1);
-		ret = pwrite_full(fd, blk, cs, (rt + rtc + i) * cs);
+		ret = td_pwrite_full(fd, blk, cs, (rt + rtc + i) * cs);
 		qcow2_put_be64(tab + i * 8, (rt + rtc + i) * cs);
 	}
 	if (!ret)
-		ret = pwrite_full(fd, tab, rtc * cs, rt * cs);
+		ret = td_pwrite_full(fd, tab, rtc * cs, rt * cs);
 out:
 	free(blk);
 	free(tab);
@@ -1260,7 +1210,7 @@ int qcow2_image_create(const char *path, const struct qcow2_create_params *p,
 			drv = "vhd";
 		bpath = qcow2_path_resolve(path, q.backing);
 		if (!bpath)
-			return errf(err, errlen, -ENOMEM, "out of memory");
+			return td_errf(err, errlen, -ENOMEM, "out of memory");
 		ret = qcow2_probe_size(bpath, drv, &q.size, err, errlen);
 		free(bpath);
 		if (ret)
@@ -1275,7 +1225,7 @@ int qcow2_image_create(const char *path, const struct qcow2_create_params *p,
 	cs = g.cluster_size;
 	h.l1_size = (uint32_t)qcow2_l1_entries(&g, q.size);
 	if ((uint64_t)h.l1_size * 8 > QCOW2_MAX_L1_BYTES)
-		return errf(err, errlen, -EFBIG, "size %" PRIu64 " needs an "
+		return td_errf(err, errlen, -EFBIG, "size %" PRIu64 " needs an "
 			    "L1 table larger than 32 MiB: use larger "
 			    "clusters", q.size);
 	l1c = div_up((uint64_t)h.l1_size * 8, cs);
@@ -1287,7 +1237,7 @@ int qcow2_image_create(const char *path, const struct qcow2_create_params *p,
 	h.l1_table_offset = (1 + rtc + nb) * cs;
 	buf = aligned_zalloc(cs > BUF_ALIGN ? cs : BUF_ALIGN);
 	if (!buf)
-		return errf(err, errlen, -ENOMEM, "out of memory");
+		return td_errf(err, errlen, -ENOMEM, "out of memory");
 	ret = create_header_cluster(&h, &q, buf, cs, err, errlen);
 	if (ret) {
 		free(buf);
@@ -1297,9 +1247,9 @@ int qcow2_image_create(const char *path, const struct qcow2_create_params *p,
 	if (fd < 0) {
 		ret = -errno;
 		free(buf);
-		return errf(err, errlen, ret, "%s: %s", path, strerror(-ret));
+		return td_errf(err, errlen, ret, "%s: %s", path, strerror(-ret));
 	}
-	ret = pwrite_full(fd, buf, cs, 0);
+	ret = td_pwrite_full(fd, buf, cs, 0);
 	if (!ret)
 		ret = write_refcounts(fd, &g, used, 1, rtc, nb);
 	if (!ret && ftruncate(fd, (off_t)(used * cs)) < 0)
@@ -1310,7 +1260,7 @@ int qcow2_image_create(const char *path, const struct qcow2_create_params *p,
 	free(buf);
 	if (ret) {
 		unlink(path);
-		return errf(err, errlen, ret, "%s: %s", path, strerror(-ret));
+		return td_errf(err, errlen, ret, "%s: %s", path, strerror(-ret));
 	}
 	return 0;
 }
@@ -1343,7 +1293,7 @@ int qcow2_writer_open(struct qcow2_writer **out, const char *path,
 
 	*out = NULL;
 	if (!w)
-		return errf(err, errlen, -ENOMEM, "out of memory");
+		return td_errf(err, errlen, -ENOMEM, "out of memory");
 	w->fd = -1;
 	w->p = *p;
 	ret = create_check(p, &w->h, err, errlen);
@@ -1353,7 +1303,7 @@ int qcow2_writer_open(struct qcow2_writer **out, const char *path,
 	qcow2_geometry_init(&w->g, &w->h);
 	w->h.l1_size = (uint32_t)qcow2_l1_entries(&w->g, p->size);
 	if ((uint64_t)w->h.l1_size * 8 > QCOW2_MAX_L1_BYTES) {
-		ret = errf(err, errlen, -EFBIG, "size %" PRIu64 " needs an L1 "
+		ret = td_errf(err, errlen, -EFBIG, "size %" PRIu64 " needs an L1 "
 			   "table larger than 32 MiB", p->size);
 		goto fail;
 	}
@@ -1362,12 +1312,12 @@ int qcow2_writer_open(struct qcow2_writer **out, const char *path,
 	w->l2 = calloc(w->h.l1_size ? w->h.l1_size : 1, sizeof(uint8_t *));
 	w->buf = aligned_zalloc(w->g.cluster_size);
 	if (!w->path || !w->l1 || !w->l2 || !w->buf) {
-		ret = errf(err, errlen, -ENOMEM, "out of memory");
+		ret = td_errf(err, errlen, -ENOMEM, "out of memory");
 		goto fail;
 	}
 	w->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (w->fd < 0) {
-		ret = errf(err, errlen, -errno, "%s: %m", path);
+		ret = td_errf(err, errlen, -errno, "%s: %m", path);
 		goto fail;
 	}
 	w->next = 1;		/* cluster 0: the header, written last */
@@ -1388,7 +1338,7 @@ int qcow2_writer_put(struct qcow2_writer *w, uint64_t c, const void *data,
 	int ret;
 
 	if (l1i >= w->h.l1_size)
-		return errf(err, errlen, -ERANGE, "cluster %" PRIu64 " is past "
+		return td_errf(err, errlen, -ERANGE, "cluster %" PRIu64 " is past "
 			    "the virtual size", c);
 	last = (w->h.size - 1) >> w->g.cluster_bits;
 	if (c == last && (w->h.size & (cs - 1)))
@@ -1400,13 +1350,13 @@ int qcow2_writer_put(struct qcow2_writer *w, uint64_t c, const void *data,
 	if (!w->l2[l1i]) {
 		w->l2[l1i] = aligned_zalloc(cs);
 		if (!w->l2[l1i])
-			return errf(err, errlen, -ENOMEM, "out of memory");
+			return td_errf(err, errlen, -ENOMEM, "out of memory");
 	}
 	memset(w->buf, 0, cs);
 	memcpy(w->buf, d, len);
-	ret = pwrite_full(w->fd, w->buf, cs, w->next * cs);
+	ret = td_pwrite_full(w->fd, w->buf, cs, w->next * cs);
 	if (ret)
-		return errf(err, errlen, ret, "%s: %s", w->path,
+		return td_errf(err, errlen, ret, "%s: %s", w->path,
 			    strerror(-ret));
 	qcow2_put_be64(w->l2[l1i] + l2i * 8, (w->next * cs) |
 		       QCOW2_OFLAG_COPIED);
@@ -1423,7 +1373,7 @@ static int writer_finish(struct qcow2_writer *w, char *err, size_t errlen)
 	for (i = 0; i < w->h.l1_size && !ret; i++) {
 		if (!w->l2[i])
 			continue;
-		ret = pwrite_full(w->fd, w->l2[i], cs, w->next * cs);
+		ret = td_pwrite_full(w->fd, w->l2[i], cs, w->next * cs);
 		w->l1[i] = (w->next++ * cs) | QCOW2_OFLAG_COPIED;
 	}
 	if (ret)
@@ -1431,12 +1381,12 @@ static int writer_finish(struct qcow2_writer *w, char *err, size_t errlen)
 	l1c = div_up((uint64_t)w->h.l1_size * 8, cs);
 	l1 = aligned_zalloc(l1c * cs);
 	if (!l1)
-		return errf(err, errlen, -ENOMEM, "out of memory");
+		return td_errf(err, errlen, -ENOMEM, "out of memory");
 	for (i = 0; i < w->h.l1_size; i++)
 		qcow2_put_be64(l1 + i * 8, w->l1[i]);
 	w->h.l1_table_offset = w->next * cs;
 	if (l1c)
-		ret = pwrite_full(w->fd, l1, l1c * cs, w->next * cs);
+		ret = td_pwrite_full(w->fd, l1, l1c * cs, w->next * cs);
 	free(l1);
 	if (ret)
 		goto io;
@@ -1451,13 +1401,13 @@ static int writer_finish(struct qcow2_writer *w, char *err, size_t errlen)
 	ret = create_header_cluster(&w->h, &w->p, w->buf, cs, err, errlen);
 	if (ret)
 		return ret;
-	ret = pwrite_full(w->fd, w->buf, cs, 0);
+	ret = td_pwrite_full(w->fd, w->buf, cs, 0);
 	if (!ret && fsync(w->fd) < 0)
 		ret = -errno;
 	if (!ret)
 		return 0;
 io:
-	return errf(err, errlen, ret, "%s: %s", w->path, strerror(-ret));
+	return td_errf(err, errlen, ret, "%s: %s", w->path, strerror(-ret));
 }
 
 int qcow2_writer_close(struct qcow2_writer *w, bool abort, char *err,
@@ -1521,7 +1471,7 @@ static int link_open(struct qcow2_link *l, const char *path,
 	l->map.l2_index = UINT64_MAX;
 	l->path = strdup(path);
 	if (!l->path)
-		return errf(err, errlen, -ENOMEM, "out of memory");
+		return td_errf(err, errlen, -ENOMEM, "out of memory");
 	if (!strcmp(driver, "qcow2")) {
 		ret = qcow2_image_open(&l->q, path, 0, err, errlen);
 		if (!ret)
@@ -1537,7 +1487,7 @@ static int link_open(struct qcow2_link *l, const char *path,
 	}
 	l->fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (l->fd < 0 || fstat(l->fd, &st) < 0)
-		return errf(err, errlen, -errno, "%s: %m", path);
+		return td_errf(err, errlen, -errno, "%s: %m", path);
 	l->size = (uint64_t)st.st_size;
 	return 0;
 }
@@ -1555,14 +1505,14 @@ int qcow2_chain_open(struct qcow2_chain **out, const char *leaf, char *err,
 	if (c)
 		c->link = calloc(QCOW2_MAX_CHAIN, sizeof(*c->link));
 	if (!c || !c->link || !path) {
-		ret = errf(err, errlen, -ENOMEM, "out of memory");
+		ret = td_errf(err, errlen, -ENOMEM, "out of memory");
 		goto fail;
 	}
 	for (;;) {
 		struct qcow2_link *l;
 
 		if (c->n == QCOW2_MAX_CHAIN) {
-			ret = errf(err, errlen, -ELOOP, "%s: chain longer "
+			ret = td_errf(err, errlen, -ELOOP, "%s: chain longer "
 				   "than %u images", leaf, QCOW2_MAX_CHAIN);
 			goto fail;
 		}
@@ -1588,7 +1538,7 @@ int qcow2_chain_open(struct qcow2_chain **out, const char *leaf, char *err,
 	c->cluster = aligned_zalloc(maxcs);
 	c->zs = qcow2_inflate_new();
 	if (!c->cbuf || !c->cluster || !c->zs) {
-		errf(err, errlen, ret, "out of memory");
+		td_errf(err, errlen, ret, "out of memory");
 		goto fail;
 	}
 	free(path);
@@ -1614,14 +1564,14 @@ static int read_compressed(struct qcow2_chain *c, struct qcow2_link *l,
 	int ret;
 
 	if (csize > 2 * cs + BUF_ALIGN)
-		return errf(err, errlen, -EINVAL, "qcow2: %s: compressed "
+		return td_errf(err, errlen, -EINVAL, "qcow2: %s: compressed "
 			    "cluster of %u bytes", l->path, csize);
 	ret = pread_zero(l->q->fd, c->cbuf, csize, off);
 	if (ret)
-		return errf(err, errlen, ret, "%s: %s", l->path,
+		return td_errf(err, errlen, ret, "%s: %s", l->path,
 			    strerror(-ret));
 	if (qcow2_inflate(c->zs, c->cbuf, csize, c->cluster, cs))
-		return errf(err, errlen, -EIO, "qcow2: %s: compressed cluster "
+		return td_errf(err, errlen, -EIO, "qcow2: %s: compressed cluster "
 			    "at %" PRIu64 " does not inflate", l->path, off);
 	memcpy(buf, c->cluster + in, (size_t)run << SECTOR_SHIFT);
 	return 0;
@@ -1646,7 +1596,7 @@ static int chain_read_qcow2(struct qcow2_chain *c, unsigned i, uint64_t sec,
 			ret = pread_zero(l->q->fd, buf, (size_t)run <<
 					 SECTOR_SHIFT, off);
 			if (ret)
-				errf(err, errlen, ret, "%s: %s", l->path,
+				td_errf(err, errlen, ret, "%s: %s", l->path,
 				     strerror(-ret));
 			break;
 		case QCOW2_MAP_ZERO:
@@ -1694,14 +1644,14 @@ static int chain_read_link(struct qcow2_chain *c, unsigned i, uint64_t sec,
 	if (l->vhd) {
 		ret = vhd_chain_read(l->vhd, sec, n, buf);
 		if (ret)
-			errf(err, errlen, ret, "%s: %s", l->path,
+			td_errf(err, errlen, ret, "%s: %s", l->path,
 			     strerror(-ret));
 		return ret;
 	}
 	ret = pread_zero(l->fd, buf, (size_t)n << SECTOR_SHIFT,
 			 sec << SECTOR_SHIFT);
 	if (ret)
-		errf(err, errlen, ret, "%s: %s", l->path, strerror(-ret));
+		td_errf(err, errlen, ret, "%s: %s", l->path, strerror(-ret));
 	return ret;
 }
 
@@ -1735,7 +1685,7 @@ static int check_copied(struct refs *rf)
 				    img->l1[i] & QCOW2_OFLAG_COPIED ? "set" :
 				    "clear", rc);
 		if (l2off + g->cluster_size > img->file_size ||
-		    pread_full(img->fd, l2, g->cluster_size, l2off))
+		    td_pread_full(img->fd, l2, g->cluster_size, l2off))
 			continue;
 		for (j = 0; j < entries; j++) {
 			uint64_t e = qcow2_get_be64(l2 + j * g->l2_entry_size);
@@ -1780,7 +1730,7 @@ int qcow2_image_check(const char *path, qcow2_check_fn *fn, void *arg,
 	ret = refs_init(&rf, img);
 	if (ret) {
 		qcow2_image_close(img, false);
-		return errf(err, errlen, ret, "out of memory");
+		return td_errf(err, errlen, ret, "out of memory");
 	}
 	rf.fn = fn;
 	rf.arg = arg;
@@ -1797,7 +1747,7 @@ int qcow2_image_check(const char *path, qcow2_check_fn *fn, void *arg,
 	if (ret) {
 		free(rf.count);
 		qcow2_image_close(img, false);
-		return errf(err, errlen, ret, "%s: %s", path, strerror(-ret));
+		return td_errf(err, errlen, ret, "%s: %s", path, strerror(-ret));
 	}
 	for (c = 0; c < rf.n; c++) {
 		stored = qcow2_image_refcount(img, c);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
+#include "td-fileio.h"
 #include "vhd-image.h"
 
 /* The data area of a newly allocated block starts on this boundary. */
@@ -29,44 +30,9 @@
 /* Locators written on create: W2ru, W2ku, MacX. */
 #define VHD_LOCATORS_WRITTEN	3u
 
-static int errf(char *err, size_t errlen, int ret, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int errf(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return ret;
-}
-
 static uint64_t round_up(uint64_t v, uint64_t a)
 {
 	return (v + a - 1) / a * a;
-}
-
-/* pread exactly len bytes; -EIO on a short read (end of file). */
-static int pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done,
-				  (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-		done += (size_t)n;
-	}
-	return 0;
 }
 
 /* pread up to len bytes, zero-filling past the end of the file. */
@@ -86,25 +52,6 @@ static int pread_zero(int fd, void *buf, size_t len, uint64_t off)
 			memset((char *)buf + done, 0, len - done);
 			break;
 		}
-		done += (size_t)n;
-	}
-	return 0;
-}
-
-static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pwrite(fd, (const char *)buf + done, len - done,
-				   (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
 		done += (size_t)n;
 	}
 	return 0;
@@ -141,12 +88,12 @@ int vhd_probe(const char *path, bool *is_vhd)
 		goto out;
 	}
 	if (st.st_size >= (off_t)VHD_FOOTER_SIZE) {
-		ret = pread_full(fd, buf, sizeof(buf),
+		ret = td_pread_full(fd, buf, sizeof(buf),
 				 (uint64_t)st.st_size - VHD_FOOTER_SIZE);
 		if (!ret && !memcmp(buf, VHD_FOOTER_COOKIE, VHD_COOKIE_SIZE))
 			*is_vhd = true;
 		if (!ret && !*is_vhd) {
-			ret = pread_full(fd, buf, sizeof(buf), 0);
+			ret = td_pread_full(fd, buf, sizeof(buf), 0);
 			if (!ret && !memcmp(buf, VHD_FOOTER_COOKIE,
 					    VHD_COOKIE_SIZE))
 				*is_vhd = true;
@@ -168,15 +115,15 @@ static int image_read_footer(struct vhd_image *img, char *err,
 	int tret, hret, ret;
 
 	if (img->file_size < VHD_FOOTER_SIZE)
-		return errf(err, errlen, -EINVAL,
+		return td_errf(err, errlen, -EINVAL,
 			    "%s: file is %" PRIu64 " bytes, too small for a "
 			    "VHD footer (512)", img->path, img->file_size);
-	ret = pread_full(img->fd, tail, sizeof(tail),
+	ret = td_pread_full(img->fd, tail, sizeof(tail),
 			 img->file_size - VHD_FOOTER_SIZE);
 	if (!ret)
-		ret = pread_full(img->fd, head, sizeof(head), 0);
+		ret = td_pread_full(img->fd, head, sizeof(head), 0);
 	if (ret)
-		return errf(err, errlen, ret, "%s: reading the footer: %s",
+		return td_errf(err, errlen, ret, "%s: reading the footer: %s",
 			    img->path, strerror(-ret));
 
 	tret = vhd_footer_decode(tail, &tf, terr, sizeof(terr));
@@ -209,22 +156,22 @@ static int image_read_footer(struct vhd_image *img, char *err,
 	}
 	if (memcmp(tail, VHD_FOOTER_COOKIE, VHD_COOKIE_SIZE) &&
 	    memcmp(head, VHD_FOOTER_COOKIE, VHD_COOKIE_SIZE))
-		return errf(err, errlen, -EINVAL,
+		return td_errf(err, errlen, -EINVAL,
 			    "%s: not a VHD image: no \"%s\" footer at the end "
 			    "of the file or at offset 0", img->path,
 			    VHD_FOOTER_COOKIE);
 	if (!memcmp(head, VHD_FOOTER_COOKIE, VHD_COOKIE_SIZE) && hret)
-		return errf(err, errlen, tret,
+		return td_errf(err, errlen, tret,
 			    "%s: footer at the end of the file: %s; backup "
 			    "footer at offset 0: %s", img->path, terr, herr);
-	return errf(err, errlen, tret, "%s: footer at the end of the file: %s",
+	return td_errf(err, errlen, tret, "%s: footer at the end of the file: %s",
 		    img->path, terr);
 }
 
 static int image_open_fixed(struct vhd_image *img, char *err, size_t errlen)
 {
 	if (img->footer_off < img->footer.curr_size)
-		return errf(err, errlen, -EINVAL,
+		return td_errf(err, errlen, -EINVAL,
 			    "%s: fixed disk is truncated: %" PRIu64 " bytes of "
 			    "data before the footer, current size %" PRIu64,
 			    img->path, img->footer_off,
@@ -272,7 +219,7 @@ static int image_read_bat(struct vhd_image *img, uint64_t limit, char *err,
 	need = vhd_blocks_for_size(img->footer.curr_size,
 				   img->header.block_size);
 	if (need * VHD_BAT_ENTRY_SIZE > VHD_MAX_BAT_BYTES)
-		return errf(err, errlen, -EFBIG,
+		return td_errf(err, errlen, -EFBIG,
 			    "%s: BAT of %" PRIu64 " entries is larger than the "
 			    "%u bytes supported", img->path, need,
 			    VHD_MAX_BAT_BYTES);
@@ -281,14 +228,14 @@ static int image_read_bat(struct vhd_image *img, uint64_t limit, char *err,
 	raw = malloc((size_t)need * VHD_BAT_ENTRY_SIZE + 1);
 	scratch = malloc((size_t)need * sizeof(*scratch) + 1);
 	if (!img->bat || !raw || !scratch) {
-		ret = errf(err, errlen, -ENOMEM, "%s: no memory for the BAT",
+		ret = td_errf(err, errlen, -ENOMEM, "%s: no memory for the BAT",
 			   img->path);
 		goto out;
 	}
-	ret = pread_full(img->fd, raw, (size_t)need * VHD_BAT_ENTRY_SIZE,
+	ret = td_pread_full(img->fd, raw, (size_t)need * VHD_BAT_ENTRY_SIZE,
 			 img->header.table_offset);
 	if (ret) {
-		errf(err, errlen, ret, "%s: reading the BAT at 0x%" PRIx64
+		td_errf(err, errlen, ret, "%s: reading the BAT at 0x%" PRIx64
 		     ": %s", img->path, img->header.table_offset,
 		     strerror(-ret));
 		goto out;
@@ -303,7 +250,7 @@ static int image_read_bat(struct vhd_image *img, uint64_t limit, char *err,
 
 		ret = vhd_bat_check(&layout, img->bat, scratch, &r);
 		if (ret)
-			errf(err, errlen, ret, "%s: %s", img->path, why);
+			td_errf(err, errlen, ret, "%s: %s", img->path, why);
 	}
 out:
 	free(raw);
@@ -322,25 +269,25 @@ static int image_open_dynamic(struct vhd_image *img, char *err,
 	/* Without a trailing footer, blocks may run to the end of file. */
 	limit = img->footer_from_backup ? img->file_size : img->footer_off;
 	if (off > limit || limit - off < VHD_HEADER_SIZE)
-		return errf(err, errlen, -EINVAL,
+		return td_errf(err, errlen, -EINVAL,
 			    "%s: dynamic header at offset 0x%" PRIx64 " lies "
 			    "past the end of the file (%" PRIu64 " bytes)",
 			    img->path, off, img->file_size);
-	ret = pread_full(img->fd, buf, sizeof(buf), off);
+	ret = td_pread_full(img->fd, buf, sizeof(buf), off);
 	if (ret)
-		return errf(err, errlen, ret, "%s: reading the dynamic header: "
+		return td_errf(err, errlen, ret, "%s: reading the dynamic header: "
 			    "%s", img->path, strerror(-ret));
 	ret = vhd_header_decode(buf, &img->header, &img->footer, limit, why,
 				sizeof(why));
 	if (ret)
-		return errf(err, errlen, ret, "%s: %s", img->path, why);
+		return td_errf(err, errlen, ret, "%s: %s", img->path, why);
 
 	img->spb = img->header.block_size >> VHD_SECTOR_SHIFT;
 	img->bitmap_size = vhd_bitmap_size(img->header.block_size);
 	img->bitmap_block = VHD_BAT_UNUSED;
 	img->bitmap = malloc(img->bitmap_size);
 	if (!img->bitmap)
-		return errf(err, errlen, -ENOMEM, "%s: no memory", img->path);
+		return td_errf(err, errlen, -ENOMEM, "%s: no memory", img->path);
 
 	ret = image_read_bat(img, limit, err, errlen);
 	if (ret)
@@ -370,17 +317,17 @@ int vhd_image_open_fd(struct vhd_image **out, int fd, const char *name,
 	if (!img || !(img->path = strdup(name))) {
 		free(img);
 		close(fd);
-		return errf(err, errlen, -ENOMEM, "%s: no memory", name);
+		return td_errf(err, errlen, -ENOMEM, "%s: no memory", name);
 	}
 	img->fd = fd;
 	img->flags = flags;
 	if (fstat(fd, &st) < 0) {
-		ret = errf(err, errlen, -errno, "%s: %s", name,
+		ret = td_errf(err, errlen, -errno, "%s: %s", name,
 			   strerror(errno));
 		goto fail;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		ret = errf(err, errlen, -EINVAL, "%s: not a regular file",
+		ret = td_errf(err, errlen, -EINVAL, "%s: not a regular file",
 			   name);
 		goto fail;
 	}
@@ -412,7 +359,7 @@ int vhd_image_open(struct vhd_image **out, const char *path,
 	fd = open(path, ((flags & VHD_IMAGE_RDONLY) ? O_RDONLY : O_RDWR) |
 		  O_CLOEXEC);
 	if (fd < 0)
-		return errf(err, errlen, -errno, "%s: %s", path,
+		return td_errf(err, errlen, -errno, "%s: %s", path,
 			    strerror(errno));
 	return vhd_image_open_fd(out, fd, path, flags, err, errlen);
 }
@@ -446,7 +393,7 @@ int vhd_image_read_bitmap(struct vhd_image *img, uint32_t block,
 		return -EINVAL;
 	if (img->bitmap_block != block) {
 		img->bitmap_block = VHD_BAT_UNUSED;
-		ret = pread_full(img->fd, img->bitmap, img->bitmap_size,
+		ret = td_pread_full(img->fd, img->bitmap, img->bitmap_size,
 				 (uint64_t)img->bat[block] << VHD_SECTOR_SHIFT);
 		if (ret)
 			return ret;
@@ -561,19 +508,19 @@ static int image_alloc_block(struct vhd_image *img, uint32_t blk,
 	sector = (uint32_t)(off >> VHD_SECTOR_SHIFT);
 
 	/* 1. A valid footer past the new block: the file ends with one. */
-	ret = pwrite_full(img->fd, img->footer_buf, VHD_FOOTER_SIZE,
+	ret = td_pwrite_full(img->fd, img->footer_buf, VHD_FOOTER_SIZE,
 			  new_footer);
 	if (ret)
 		return ret;
 	/* 2. Data and bitmap, past the old footer; a barrier. */
-	ret = pwrite_full(img->fd, buf, (size_t)n << VHD_SECTOR_SHIFT,
+	ret = td_pwrite_full(img->fd, buf, (size_t)n << VHD_SECTOR_SHIFT,
 			  data + ((uint64_t)in << VHD_SECTOR_SHIFT));
 	if (ret)
 		return ret;
 	img->bitmap_block = VHD_BAT_UNUSED;
 	memset(img->bitmap, 0, img->bitmap_size);
 	vhd_bitmap_set_range(img->bitmap, in, n);
-	ret = pwrite_full(img->fd, img->bitmap, img->bitmap_size, off);
+	ret = td_pwrite_full(img->fd, img->bitmap, img->bitmap_size, off);
 	if (ret)
 		return ret;
 	img->footer_off = new_footer;
@@ -587,7 +534,7 @@ static int image_alloc_block(struct vhd_image *img, uint32_t blk,
 	entry[1] = (uint8_t)(sector >> 16);
 	entry[2] = (uint8_t)(sector >> 8);
 	entry[3] = (uint8_t)sector;
-	ret = pwrite_full(img->fd, entry, sizeof(entry),
+	ret = td_pwrite_full(img->fd, entry, sizeof(entry),
 			  img->header.table_offset +
 			  (uint64_t)blk * VHD_BAT_ENTRY_SIZE);
 	if (ret)
@@ -609,7 +556,7 @@ static int image_write_block(struct vhd_image *img, uint32_t blk,
 	const uint8_t *map;
 	int ret;
 
-	ret = pwrite_full(img->fd, buf, (size_t)n << VHD_SECTOR_SHIFT,
+	ret = td_pwrite_full(img->fd, buf, (size_t)n << VHD_SECTOR_SHIFT,
 			  base + img->bitmap_size +
 			  ((uint64_t)in << VHD_SECTOR_SHIFT));
 	if (ret)
@@ -627,7 +574,7 @@ static int image_write_block(struct vhd_image *img, uint32_t blk,
 		vhd_bitmap_set(img->bitmap, i);
 	first = (in >> 3) / VHD_SECTOR_SIZE;
 	last = ((in + n - 1) >> 3) / VHD_SECTOR_SIZE;
-	ret = pwrite_full(img->fd, img->bitmap + first * VHD_SECTOR_SIZE,
+	ret = td_pwrite_full(img->fd, img->bitmap + first * VHD_SECTOR_SIZE,
 			  (size_t)(last - first + 1) * VHD_SECTOR_SIZE,
 			  base + (uint64_t)first * VHD_SECTOR_SIZE);
 	if (ret)
@@ -647,7 +594,7 @@ int vhd_image_write(struct vhd_image *img, uint64_t sec, uint32_t secs,
 	if (sec > total || secs > total - sec)
 		return -ERANGE;
 	if (!vhd_image_sparse(img))
-		return pwrite_full(img->fd, buf,
+		return td_pwrite_full(img->fd, buf,
 				   (size_t)secs << VHD_SECTOR_SHIFT,
 				   sec << VHD_SECTOR_SHIFT);
 	while (secs) {
@@ -725,15 +672,15 @@ static int parent_info_get(const char *child, const struct vhd_create_params *p,
 
 	pi->real = realpath(p->parent, NULL);
 	if (!pi->real || stat(pi->real, &st) < 0)
-		return errf(err, errlen, -errno, "parent %s: %s", p->parent,
+		return td_errf(err, errlen, -errno, "parent %s: %s", p->parent,
 			    strerror(errno));
 	pi->mtime = st.st_mtime;
 	if (p->parent_raw) {
 		if (!S_ISREG(st.st_mode))
-			return errf(err, errlen, -EINVAL, "parent %s: not a "
+			return td_errf(err, errlen, -EINVAL, "parent %s: not a "
 				    "regular file", p->parent);
 		if (st.st_size % VHD_SECTOR_SIZE)
-			return errf(err, errlen, -EINVAL, "raw parent %s: size "
+			return td_errf(err, errlen, -EINVAL, "raw parent %s: size "
 				    "%lld is not a multiple of 512", p->parent,
 				    (long long)st.st_size);
 		pi->size = (uint64_t)st.st_size;
@@ -747,22 +694,22 @@ static int parent_info_get(const char *child, const struct vhd_create_params *p,
 		pi->size = vhd_image_size(parent);
 		vhd_image_close(parent);
 		if (vhd_uuid_is_nil(pi->uuid))
-			return errf(err, errlen, -EINVAL, "parent %s has a "
+			return td_errf(err, errlen, -EINVAL, "parent %s has a "
 				    "nil UUID: a child could not tell it from "
 				    "a raw parent", p->parent);
 	}
 	dir = strdup(child);
 	if (!dir)
-		return errf(err, errlen, -ENOMEM, "no memory");
+		return td_errf(err, errlen, -ENOMEM, "no memory");
 	dreal = realpath(dirname(dir), NULL);
 	free(dir);
 	if (!dreal)
-		return errf(err, errlen, -errno, "%s: directory: %s", child,
+		return td_errf(err, errlen, -errno, "%s: directory: %s", child,
 			    strerror(errno));
 	pi->rel = relative_path(dreal, pi->real);
 	free(dreal);
 	if (!pi->rel)
-		return errf(err, errlen, -ENOMEM, "no memory");
+		return td_errf(err, errlen, -ENOMEM, "no memory");
 	return 0;
 }
 
@@ -788,7 +735,7 @@ static int header_set_parent(struct vhd_header *h, const struct parent_info *pi,
 	h->parent_timestamp = vhd_time_from_unix(pi->mtime);
 	ret = vhd_parent_name_set(h, bn);
 	if (ret)
-		return errf(err, errlen, ret, "parent file name %s does not "
+		return td_errf(err, errlen, ret, "parent file name %s does not "
 			    "fit the header's 256 UTF-16 units", bn);
 	for (i = 0; i < VHD_LOCATORS_WRITTEN; i++) {
 		const char *path = codes[i] == VHD_PLAT_W2RU ? pi->rel :
@@ -798,7 +745,7 @@ static int header_set_parent(struct vhd_header *h, const struct parent_info *pi,
 		ret = vhd_locator_encode(codes[i], path, payload[i],
 					 VHD_MAX_LOCATOR_BYTES, &plen[i]);
 		if (ret)
-			return errf(err, errlen, ret, "parent path %s cannot "
+			return td_errf(err, errlen, ret, "parent path %s cannot "
 				    "be stored in a %s locator%s", path,
 				    vhd_platform_name(codes[i], name,
 						      sizeof(name)),
@@ -822,7 +769,7 @@ static int create_fixed(int fd, struct vhd_footer *f)
 	vhd_footer_encode(f, buf);
 	if (ftruncate(fd, (off_t)(f->curr_size + VHD_FOOTER_SIZE)) < 0)
 		return -errno;
-	return pwrite_full(fd, buf, sizeof(buf), f->curr_size);
+	return td_pwrite_full(fd, buf, sizeof(buf), f->curr_size);
 }
 
 static int create_dynamic(int fd, struct vhd_footer *f,
@@ -841,7 +788,7 @@ static int create_dynamic(int fd, struct vhd_footer *f,
 	vhd_header_init(&h, f->curr_size, p->block_size, 0);
 	bat_len = vhd_bat_bytes(h.max_bat_entries);
 	if (bat_len > VHD_MAX_BAT_BYTES)
-		return errf(err, errlen, -EFBIG, "a BAT of %" PRIu32 " entries "
+		return td_errf(err, errlen, -EFBIG, "a BAT of %" PRIu32 " entries "
 			    "is larger than the %u bytes supported: use a "
 			    "larger block size", h.max_bat_entries,
 			    VHD_MAX_BAT_BYTES);
@@ -849,7 +796,7 @@ static int create_dynamic(int fd, struct vhd_footer *f,
 		for (i = 0; i < VHD_LOCATORS_WRITTEN; i++) {
 			payload[i] = calloc(1, VHD_MAX_LOCATOR_BYTES);
 			if (!payload[i]) {
-				ret = errf(err, errlen, -ENOMEM, "no memory");
+				ret = td_errf(err, errlen, -ENOMEM, "no memory");
 				goto out;
 			}
 		}
@@ -862,7 +809,7 @@ static int create_dynamic(int fd, struct vhd_footer *f,
 	total = table + bat_len + VHD_FOOTER_SIZE;
 	meta = calloc(1, (size_t)total);
 	if (!meta) {
-		ret = errf(err, errlen, -ENOMEM, "no memory");
+		ret = td_errf(err, errlen, -ENOMEM, "no memory");
 		goto out;
 	}
 	vhd_footer_encode(f, meta);
@@ -872,9 +819,9 @@ static int create_dynamic(int fd, struct vhd_footer *f,
 		memcpy(meta + h.loc[i].data_offset, payload[i], plen[i]);
 	memset(meta + table, 0xff,
 	       (size_t)h.max_bat_entries * VHD_BAT_ENTRY_SIZE);
-	ret = pwrite_full(fd, meta, (size_t)total, 0);
+	ret = td_pwrite_full(fd, meta, (size_t)total, 0);
 	if (ret)
-		errf(err, errlen, ret, "writing: %s", strerror(-ret));
+		td_errf(err, errlen, ret, "writing: %s", strerror(-ret));
 out:
 	for (i = 0; i < VHD_LOCATORS_WRITTEN; i++)
 		free(payload[i]);
@@ -889,24 +836,24 @@ static int create_check_params(const struct vhd_create_params *p,
 
 	if (p->type != VHD_TYPE_FIXED && p->type != VHD_TYPE_DYNAMIC &&
 	    p->type != VHD_TYPE_DIFF)
-		return errf(err, errlen, -EINVAL, "unknown disk type %d",
+		return td_errf(err, errlen, -EINVAL, "unknown disk type %d",
 			    (int)p->type);
 	if ((p->type == VHD_TYPE_DIFF) != (p->parent != NULL))
-		return errf(err, errlen, -EINVAL, "a parent is needed by, and "
+		return td_errf(err, errlen, -EINVAL, "a parent is needed by, and "
 			    "only by, a differencing image");
 	if (size == 0)
-		return errf(err, errlen, -EINVAL, "size must not be 0");
+		return td_errf(err, errlen, -EINVAL, "size must not be 0");
 	if (size % VHD_SECTOR_SIZE)
-		return errf(err, errlen, -EINVAL, "size %" PRIu64 " is not a "
+		return td_errf(err, errlen, -EINVAL, "size %" PRIu64 " is not a "
 			    "multiple of 512", size);
 	if (size > VHD_MAX_SIZE)
-		return errf(err, errlen, -EFBIG, "size %" PRIu64 " exceeds the "
+		return td_errf(err, errlen, -EFBIG, "size %" PRIu64 " exceeds the "
 			    "VHD maximum of %llu bytes (2040 GiB)", size,
 			    VHD_MAX_SIZE);
 	if (p->type != VHD_TYPE_FIXED &&
 	    (bs < VHD_MIN_BLOCK_SIZE || bs > VHD_MAX_BLOCK_SIZE ||
 	     (bs & (bs - 1))))
-		return errf(err, errlen, -EINVAL, "block size %" PRIu32 " is "
+		return td_errf(err, errlen, -EINVAL, "block size %" PRIu32 " is "
 			    "not a power of two from 512 bytes to 256 MiB", bs);
 	return 0;
 }
@@ -965,7 +912,7 @@ out:
 	free(pi.real);
 	free(pi.rel);
 	if (ret)
-		errf(err, errlen, ret, "cannot create %s: %s", path, why);
+		td_errf(err, errlen, ret, "cannot create %s: %s", path, why);
 	return ret;
 }
 
@@ -979,17 +926,17 @@ int vhd_image_read_locator(struct vhd_image *img, unsigned i, char *path,
 	int ret;
 
 	if (img->footer.type != VHD_TYPE_DIFF || i >= VHD_MAX_LOCATORS)
-		return errf(err, errlen, -EINVAL, "no locator %u", i);
+		return td_errf(err, errlen, -EINVAL, "no locator %u", i);
 	l = &img->header.loc[i];
 	if (l->data_len > VHD_MAX_LOCATOR_BYTES)
-		return errf(err, errlen, -EINVAL, "locator %u: %" PRIu32
+		return td_errf(err, errlen, -EINVAL, "locator %u: %" PRIu32
 			    " bytes is too long", i, l->data_len);
 	raw = malloc(l->data_len + 1);
 	if (!raw)
-		return errf(err, errlen, -ENOMEM, "no memory");
-	ret = pread_full(img->fd, raw, l->data_len, l->data_offset);
+		return td_errf(err, errlen, -ENOMEM, "no memory");
+	ret = td_pread_full(img->fd, raw, l->data_len, l->data_offset);
 	if (ret)
-		errf(err, errlen, ret, "reading locator %u: %s", i,
+		td_errf(err, errlen, ret, "reading locator %u: %s", i,
 		     strerror(-ret));
 	else
 		ret = vhd_locator_decode(l->code, raw, l->data_len, path,
@@ -1036,7 +983,7 @@ int vhd_image_find_parent(struct vhd_image *img, char **out, char *err,
 
 	*out = NULL;
 	if (img->footer.type != VHD_TYPE_DIFF)
-		return errf(err, errlen, -EINVAL, "%s is not a differencing "
+		return td_errf(err, errlen, -EINVAL, "%s is not a differencing "
 			    "image", img->path);
 	snprintf(dir, sizeof(dir), "%s", img->path);
 	slash = strrchr(dir, '/');
@@ -1085,7 +1032,7 @@ int vhd_image_find_parent(struct vhd_image *img, char **out, char *err,
 				if (!*out)
 					*out = strdup(cand);
 				if (!*out)
-					return errf(err, errlen, -ENOMEM,
+					return td_errf(err, errlen, -ENOMEM,
 						    "no memory");
 				return 0;
 			}
@@ -1095,10 +1042,10 @@ int vhd_image_find_parent(struct vhd_image *img, char **out, char *err,
 		}
 	}
 	if (!usable)
-		return errf(err, errlen, -ENOENT, "%s: differencing image has "
+		return td_errf(err, errlen, -ENOENT, "%s: differencing image has "
 			    "no usable parent locator%s%s", img->path,
 			    tried[0] ? ": " : "", tried);
-	return errf(err, errlen, -ENOENT, "%s: parent not found; tried %s",
+	return td_errf(err, errlen, -ENOENT, "%s: parent not found; tried %s",
 		    img->path, tried);
 }
 
@@ -1114,28 +1061,28 @@ int vhd_image_validate_parent(struct vhd_image *child,
 	if (warn && warnlen)
 		warn[0] = '\0';
 	if (child->footer.type != VHD_TYPE_DIFF)
-		return errf(err, errlen, -EINVAL, "%s is not a differencing "
+		return td_errf(err, errlen, -EINVAL, "%s is not a differencing "
 			    "image", child->path);
 	vhd_uuid_format(child->header.parent_uuid, want);
 	if (vhd_image_parent_is_raw(child)) {
 		if (parent)
-			return errf(err, errlen, -EINVAL, "%s records a raw "
+			return td_errf(err, errlen, -EINVAL, "%s records a raw "
 				    "parent (nil parent UUID), but %s was "
 				    "opened as a VHD", child->path,
 				    parent_path);
 	} else if (!parent) {
-		return errf(err, errlen, -EINVAL, "%s expects a VHD parent "
+		return td_errf(err, errlen, -EINVAL, "%s expects a VHD parent "
 			    "with UUID %s, but %s was opened as a raw image",
 			    child->path, want, parent_path);
 	} else if (memcmp(child->header.parent_uuid, parent->footer.uuid,
 			  VHD_UUID_SIZE)) {
 		vhd_uuid_format(parent->footer.uuid, have);
-		return errf(err, errlen, -EINVAL, "parent UUID mismatch: %s "
+		return td_errf(err, errlen, -EINVAL, "parent UUID mismatch: %s "
 			    "expects parent UUID %s, but %s has UUID %s",
 			    child->path, want, parent_path, have);
 	}
 	if (stat(parent_path, &st) < 0)
-		return errf(err, errlen, -errno, "parent %s of %s: %s",
+		return td_errf(err, errlen, -errno, "parent %s of %s: %s",
 			    parent_path, child->path, strerror(errno));
 	ts = vhd_time_from_unix(st.st_mtime);
 	if (ts != child->header.parent_timestamp && warn && warnlen) {
@@ -1167,10 +1114,10 @@ static int link_open_raw(struct vhd_link *l, const char *path, bool rdwr,
 
 	l->fd = open(path, (rdwr ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 	if (l->fd < 0 || fstat(l->fd, &st) < 0)
-		return errf(err, errlen, -errno, "%s: %s", path,
+		return td_errf(err, errlen, -errno, "%s: %s", path,
 			    strerror(errno));
 	if (!S_ISREG(st.st_mode))
-		return errf(err, errlen, -EINVAL, "%s: not a regular file",
+		return td_errf(err, errlen, -EINVAL, "%s: not a regular file",
 			    path);
 	l->size = round_up((uint64_t)st.st_size, VHD_SECTOR_SIZE);
 	return 0;
@@ -1186,11 +1133,11 @@ static int link_open(struct vhd_link *l, const char *path,
 	l->fd = -1;
 	l->path = strdup(path);
 	if (!l->path)
-		return errf(err, errlen, -ENOMEM, "no memory");
+		return td_errf(err, errlen, -ENOMEM, "no memory");
 	if (fmt == VHD_FORMAT_AUTO) {
 		ret = vhd_probe(path, &is_vhd);
 		if (ret)
-			return errf(err, errlen, ret, "%s: %s", path,
+			return td_errf(err, errlen, ret, "%s: %s", path,
 				    strerror(-ret));
 	}
 	if (!is_vhd)
@@ -1228,13 +1175,13 @@ static int chain_add_parent(struct vhd_chain *c, unsigned flags, char *err,
 	int ret;
 
 	if (c->n == VHD_MAX_CHAIN)
-		return errf(err, errlen, -ELOOP, "%s: chain longer than %u "
+		return td_errf(err, errlen, -ELOOP, "%s: chain longer than %u "
 			    "images", c->link[0].path, VHD_MAX_CHAIN);
 	ret = vhd_image_find_parent(child->vhd, &ppath, err, errlen);
 	if (ret)
 		return ret;
 	if (chain_has(c, ppath)) {
-		ret = errf(err, errlen, -ELOOP, "%s: parent %s is already in "
+		ret = td_errf(err, errlen, -ELOOP, "%s: parent %s is already in "
 			   "the chain (a loop)", child->path, ppath);
 		free(ppath);
 		return ret;
@@ -1246,7 +1193,7 @@ static int chain_add_parent(struct vhd_chain *c, unsigned flags, char *err,
 			sizeof(why));
 	c->n++;
 	if (ret) {
-		errf(err, errlen, ret, "parent of %s: %s", child->path, why);
+		td_errf(err, errlen, ret, "parent of %s: %s", child->path, why);
 		goto out;
 	}
 	if (l->vhd)
@@ -1273,7 +1220,7 @@ int vhd_chain_open(struct vhd_chain **out, const char *leaf,
 		c->link = calloc(VHD_MAX_CHAIN, sizeof(*c->link));
 	if (!c || !c->link) {
 		free(c);
-		return errf(err, errlen, -ENOMEM, "no memory");
+		return td_errf(err, errlen, -ENOMEM, "no memory");
 	}
 	c->n = 1;
 	ret = link_open(&c->link[0], leaf, format,
@@ -1358,7 +1305,7 @@ int vhd_link_write(struct vhd_link *l, uint64_t sec, uint32_t secs,
 		return vhd_image_write(l->vhd, sec, secs, buf);
 	if ((sec + secs) << VHD_SECTOR_SHIFT > l->size)
 		return -ERANGE;
-	return pwrite_full(l->fd, buf, (size_t)secs << VHD_SECTOR_SHIFT,
+	return td_pwrite_full(l->fd, buf, (size_t)secs << VHD_SECTOR_SHIFT,
 			   sec << VHD_SECTOR_SHIFT);
 }
 
@@ -1424,9 +1371,9 @@ static int check_footers(struct check_ctx *c, struct vhd_footer *f,
 	struct vhd_report r;
 	int tret, hret;
 
-	if (pread_full(c->fd, tail, sizeof(tail),
+	if (td_pread_full(c->fd, tail, sizeof(tail),
 		       c->size - VHD_FOOTER_SIZE) ||
-	    pread_full(c->fd, head, sizeof(head), 0))
+	    td_pread_full(c->fd, head, sizeof(head), 0))
 		return -EIO;
 	r = check_report(c, "footer at end of file: ");
 	tret = vhd_footer_parse(tail, f, &r);
@@ -1500,7 +1447,7 @@ static int check_bitmaps(struct check_ctx *c, const struct vhd_footer *f,
 		if (bat[i] == VHD_BAT_UNUSED || off + bsize > limit ||
 		    first >= total)
 			continue;
-		ret = pread_full(c->fd, map, bsize, off);
+		ret = td_pread_full(c->fd, map, bsize, off);
 		if (ret)
 			break;
 		valid = total - first < spb ? (uint32_t)(total - first) : spb;
@@ -1566,7 +1513,7 @@ static int check_dynamic(struct check_ctx *c, const struct vhd_footer *f,
 			   f->data_offset);
 		return 0;
 	}
-	ret = pread_full(c->fd, buf, sizeof(buf), f->data_offset);
+	ret = td_pread_full(c->fd, buf, sizeof(buf), f->data_offset);
 	if (ret)
 		return ret;
 	r = check_report(c, "dynamic header: ");
@@ -1594,7 +1541,7 @@ static int check_dynamic(struct check_ctx *c, const struct vhd_footer *f,
 		ret = -ENOMEM;
 		goto out;
 	}
-	ret = pread_full(c->fd, raw, (size_t)entries * VHD_BAT_ENTRY_SIZE,
+	ret = td_pread_full(c->fd, raw, (size_t)entries * VHD_BAT_ENTRY_SIZE,
 			 h.table_offset);
 	if (ret)
 		goto out;
@@ -1675,7 +1622,7 @@ int vhd_image_check(const char *path, vhd_check_fn *fn, void *arg,
 	memset(res, 0, sizeof(*res));
 	c.fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (c.fd < 0 || fstat(c.fd, &st) < 0) {
-		ret = errf(err, errlen, -errno, "%s: %s", path,
+		ret = td_errf(err, errlen, -errno, "%s: %s", path,
 			   strerror(errno));
 		if (c.fd >= 0)
 			close(c.fd);
@@ -1684,7 +1631,7 @@ int vhd_image_check(const char *path, vhd_check_fn *fn, void *arg,
 	c.size = (uint64_t)st.st_size;
 	ret = 0;
 	if (!S_ISREG(st.st_mode)) {
-		ret = errf(err, errlen, -EINVAL, "%s: not a regular file",
+		ret = td_errf(err, errlen, -EINVAL, "%s: not a regular file",
 			   path);
 		goto out;
 	}
@@ -1698,7 +1645,7 @@ int vhd_image_check(const char *path, vhd_check_fn *fn, void *arg,
 			   "multiple of 512", c.size);
 	ret = check_footers(&c, &f, &limit);
 	if (ret) {
-		ret = ret < 0 ? errf(err, errlen, ret, "%s: %s", path,
+		ret = ret < 0 ? td_errf(err, errlen, ret, "%s: %s", path,
 				     strerror(-ret)) : 0;
 		goto out;
 	}
@@ -1706,7 +1653,7 @@ int vhd_image_check(const char *path, vhd_check_fn *fn, void *arg,
 	if (f.type == VHD_TYPE_DYNAMIC || f.type == VHD_TYPE_DIFF) {
 		ret = check_dynamic(&c, &f, limit);
 		if (ret) {
-			errf(err, errlen, ret, "%s: %s", path, strerror(-ret));
+			td_errf(err, errlen, ret, "%s: %s", path, strerror(-ret));
 			goto out;
 		}
 		if (f.type == VHD_TYPE_DIFF)

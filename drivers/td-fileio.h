@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Synchronous file helpers shared by the image code that runs at open
+ * time and in tapfs-img (vhd-image.c, qcow2-image.c): never on the data
+ * path.
+ */
+#ifndef TD_FILEIO_H
+#define TD_FILEIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* pread exactly len bytes: 0, -errno, or -EIO at the end of the file. */
+int td_pread_full(int fd, void *buf, size_t len, uint64_t off);
+/* pwrite exactly len bytes: 0, -errno, or -EIO if nothing is written. */
+int td_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+/* Format the reason into err (if given) and return ret. */
+int td_errf(char *err, size_t errlen, int ret, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+#endif
