@@ -132,11 +132,17 @@ static int image_read_header(struct qcow2_image *img, char *err,
 	bits = qcow2_get_be32(first + QH_CLUSTER_BITS);
 	cs = bits >= QCOW2_MIN_CLUSTER_BITS && bits <= QCOW2_MAX_CLUSTER_BITS ?
 	     1u << bits : BUF_ALIGN;
-	img->hdr_buf = aligned_zalloc(cs);
+	/*
+	 * The parsers look at the part of the first cluster the file holds;
+	 * a short file (a crafted one) does not get a 2 MiB buffer.
+	 */
+	img->hdr_len = img->file_size < cs ? (size_t)img->file_size : cs;
+	img->hdr_buf = aligned_zalloc(round_up(img->hdr_len > BUF_ALIGN ?
+					       img->hdr_len : BUF_ALIGN,
+					       BUF_ALIGN));
 	if (!img->hdr_buf)
 		return -ENOMEM;
-	img->hdr_len = img->file_size < cs ? (size_t)img->file_size : cs;
-	ret = pread_zero(img->fd, img->hdr_buf, cs, 0);
+	ret = pread_zero(img->fd, img->hdr_buf, img->hdr_len, 0);
 	if (ret)
 		return td_errf(err, errlen, ret, "%s: reading the header: %s",
 			    img->path, strerror(-ret));
