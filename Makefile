@@ -4,6 +4,7 @@
 #   make run        install what is missing, build, mount the demo (MNT=)
 #   make check      install what is missing, build, run every test
 #   make asan       the same tests with ASan + UBSan (build-asan/)
+#   make valgrind   the unit tests under valgrind memcheck
 #   make bench      fio: raw file vs tapfs vs qemu-storage-daemon
 #   make install    PREFIX=/usr/local, DESTDIR=
 #   make clean
@@ -107,6 +108,15 @@ asan: deps
 	$(MAKE) BUILD=build-asan OPT=-O1 \
 		SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 		test
+
+# The unit tests under valgrind (memcheck: errors and definite/indirect
+# leaks fail a binary).
+.PHONY: valgrind
+VALGRIND ?= valgrind -q --error-exitcode=99 --leak-check=full \
+	--errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect
+valgrind: deps-build $(UNIT_BINS)
+	@scripts/install-deps.sh valgrind
+	UNIT_WRAPPER="$(VALGRIND)" UNIT_TIMEOUT=900 scripts/run-unit.sh $(UNIT_BINS)
 
 bench: deps
 	$(MAKE) all

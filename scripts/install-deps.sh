@@ -3,7 +3,8 @@
 #
 # Idempotent: checks each package with dpkg first and runs
 # "apt-get update" + "apt-get install" only when something is missing.
-# Usage: scripts/install-deps.sh [build|test|bench|fuzz|xen|all] (default: all)
+# Usage: scripts/install-deps.sh [build|test|bench|fuzz|valgrind|xen|all]
+# (default: all)
 set -eu
 
 BUILD_PKGS="gcc make pkg-config libc6-dev libfuse3-dev fuse3 libaio-dev
@@ -11,6 +12,7 @@ uuid-dev zlib1g-dev libcmocka-dev"
 TEST_PKGS="fio qemu-utils e2fsprogs util-linux kmod"
 BENCH_PKGS="qemu-system-common"
 FUZZ_PKGS="clang libclang-rt-14-dev"
+VALGRIND_PKGS="valgrind"
 # The emulated-Xen test (tests/xen): QEMU, and what builds its initramfs.
 XEN_PKGS="qemu-system-x86 cpio xz-utils gzip util-linux coreutils bash"
 
@@ -21,8 +23,9 @@ test) pkgs="$BUILD_PKGS $TEST_PKGS $XEN_PKGS" ;;
 bench) pkgs="$BUILD_PKGS $TEST_PKGS $BENCH_PKGS" ;;
 all) pkgs="$BUILD_PKGS $TEST_PKGS $BENCH_PKGS $XEN_PKGS" ;;
 fuzz) pkgs="$BUILD_PKGS $FUZZ_PKGS" ;;
+valgrind) pkgs="$BUILD_PKGS $VALGRIND_PKGS" ;;
 xen) pkgs="$XEN_PKGS" ;;
-*) echo "usage: $0 [build|test|bench|fuzz|xen|all]" >&2; exit 2 ;;
+*) echo "usage: $0 [build|test|bench|fuzz|valgrind|xen|all]" >&2; exit 2 ;;
 esac
 
 missing=

@@ -12,7 +12,9 @@
 #
 # Environment: UNIT_TIMEOUT (seconds per binary, default 60), VERBOSE=1
 # (print every binary's full output), UNIT_TMPDIR (scratch directory for
-# tests that need a disk file system, default /var/tmp).
+# tests that need a disk file system, default /var/tmp), UNIT_WRAPPER (a
+# command each binary runs under, e.g. "valgrind --error-exitcode=99 ...":
+# a non-zero exit of the wrapper fails the binary).
 
 timeout_s=${UNIT_TIMEOUT:-60}
 
@@ -50,8 +52,9 @@ for bin in "$@"; do
 		# The braces keep bash's own "Segmentation fault" off the
 		# terminal: the log and the result line say it.
 		{
+			# shellcheck disable=SC2086
 			CMOCKA_MESSAGE_OUTPUT=stdout timeout -k 5 "$timeout_s" \
-				"$bin" </dev/null >"$log" 2>&1
+				${UNIT_WRAPPER:-} "$bin" </dev/null >"$log" 2>&1
 			rc=$?
 		} 2>/dev/null
 	fi
