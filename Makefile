@@ -134,7 +134,9 @@ uninstall:
 		$(DESTDIR)$(PREFIX)/bin/tapfs-img \
 		$(DESTDIR)/etc/xen/scripts/block-tapfs
 
-# libFuzzer on the VHD parsers (clang); FUZZ_TIME seconds.
+# make fuzz: libFuzzer (clang, ASan+UBSan) on the .ctl parser and the VHD
+# and qcow2 parsers and image helpers; seeds from tests/fuzz/make-seeds.sh.
+# libFuzzer on the VHD parsers:
 FUZZ_CC   ?= clang
 FUZZ_TIME ?= 60
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
@@ -160,36 +162,17 @@ $(BUILD)/fuzz/fuzz-ctl: tests/fuzz/fuzz-ctl.c fs/ctl.c drivers/td-util.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Ifs -o $@ $^
 
+# Each target runs FUZZ_TIME seconds, or FUZZ_RUNS executions when set
+# (make fuzz FUZZ_RUNS=10000000); the corpora grow in $(BUILD)/fuzz/.
+FUZZ_RUNS ?=
+FUZZ_LIMIT = $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS),-max_total_time=$(FUZZ_TIME))
+FUZZ_FLAGS = $(FUZZ_LIMIT) -print_final_stats=1
 fuzz-run: $(BUILD)/fuzz/fuzz-ctl $(BUILD)/fuzz/fuzz-vhd \
 		$(BUILD)/fuzz/fuzz-qcow2 $(BUILD)/tapfs-img
-	@mkdir -p $(FUZZ_SEEDS)
-	@test -e $(FUZZ_SEEDS)/dynamic.vhd || $(BUILD)/tapfs-img create -q \
-		-o block_size=4K $(FUZZ_SEEDS)/dynamic.vhd 64K
-	@test -e $(FUZZ_SEEDS)/diff.vhd || $(BUILD)/tapfs-img snapshot \
-		-o block_size=4K $(FUZZ_SEEDS)/dynamic.vhd \
-		$(FUZZ_SEEDS)/diff.vhd >/dev/null
-	@test -e $(FUZZ_SEEDS)/fixed.vhd || $(BUILD)/tapfs-img create -q \
-		-o subformat=fixed $(FUZZ_SEEDS)/fixed.vhd 8K
-	$(BUILD)/fuzz/fuzz-vhd -max_total_time=$(FUZZ_TIME) -max_len=65536 \
-		$(FUZZ_SEEDS)
-	@mkdir -p $(BUILD)/fuzz/corpus-ctl
-	@printf 'create d raw 1G' > $(BUILD)/fuzz/corpus-ctl/create
-	@printf 'open d vhd:/x.vhd ro\n' > $(BUILD)/fuzz/corpus-ctl/open
-	@printf 'fault d err=EIO,every=3' > $(BUILD)/fuzz/corpus-ctl/fault
-	$(BUILD)/fuzz/fuzz-ctl -max_total_time=$(FUZZ_TIME) -max_len=8192 \
-		$(BUILD)/fuzz/corpus-ctl
-	@mkdir -p $(Q2_SEEDS)
-	@test -e $(Q2_SEEDS)/v3.qcow2 || $(BUILD)/tapfs-img create -q -f qcow2 \
-		-o cluster_size=512 $(Q2_SEEDS)/v3.qcow2 64K
-	@test -e $(Q2_SEEDS)/v2.qcow2 || $(BUILD)/tapfs-img create -q -f qcow2 \
-		-o cluster_size=512,compat=0.10 -b v3.qcow2 $(Q2_SEEDS)/v2.qcow2
-	@test -e $(Q2_SEEDS)/data.qcow2 || { printf 'tapfs%.0s' $$(seq 900) \
-		>$(Q2_SEEDS)/data.raw && truncate -s 16K $(Q2_SEEDS)/data.raw && \
-		$(BUILD)/tapfs-img convert -O qcow2 -o cluster_size=512 \
-		$(Q2_SEEDS)/data.raw $(Q2_SEEDS)/data.qcow2 && \
-		rm -f $(Q2_SEEDS)/data.raw; }
-	$(BUILD)/fuzz/fuzz-qcow2 -max_total_time=$(FUZZ_TIME) -max_len=65536 \
-		$(Q2_SEEDS)
+	tests/fuzz/make-seeds.sh $(BUILD)/tapfs-img $(BUILD)/fuzz
+	$(BUILD)/fuzz/fuzz-ctl $(FUZZ_FLAGS) -max_len=8192 $(BUILD)/fuzz/corpus-ctl
+	$(BUILD)/fuzz/fuzz-vhd $(FUZZ_FLAGS) -max_len=65536 $(FUZZ_SEEDS)
+	$(BUILD)/fuzz/fuzz-qcow2 $(FUZZ_FLAGS) -max_len=65536 $(Q2_SEEDS)
 
 clean:
 	rm -rf build build-asan
