@@ -38,6 +38,12 @@
  * their metadata writes.  Requests for a cluster being allocated wait for
  * it; other clusters allocate concurrently.
  *
+ * A host cluster whose refcount is to drop (step 5, discard) is handed
+ * to a grace period (td-grace.c) first: it is unreferenced, punched and
+ * reusable only once every data I/O that was in flight when it was freed
+ * has ended, so a read or in-place write still in flight cannot meet the
+ * cluster's next user.
+ *
  * Discard: a whole cluster becomes unallocated (no backing file) or a
  * zero cluster (version 3 with a backing file) and its host cluster is
  * freed after a barrier (and its space punched out of the file);
@@ -61,6 +67,7 @@
 #include <tapfs/log.h>
 
 #include "qcow2-image.h"
+#include "td-grace.h"
 
 #define Q2_MAX_IOCBS		4096
 #define Q2_MAX_PIECES		4096
@@ -198,6 +205,7 @@ struct q2_state {
 	bool			 punch_ok;	/* freed clusters read zeros */
 	uint64_t		*free_stack;	/* clusters freed since */
 	unsigned		 free_n;
+	struct td_grace		 grace;		/* freed, not yet reusable */
 
 	/* The refcount commit in flight. */
 	struct q2_seq		 commit_seq;
@@ -348,6 +356,7 @@ struct q2_io {
 	size_t		 len;
 	bool		 short_ok;	/* reads: a short count is zeros */
 	char		*buf;
+	struct td_grace_epoch *ep;	/* data I/O: its grace epoch */
 };
 
 static void q2_io_done(struct tiocb *t, long res)
@@ -367,17 +376,25 @@ static void q2_io_done(struct tiocb *t, long res)
 			err = -EIO;
 	}
 	td_pool_put(&s->tiocbs, t);
+	if (io->ep)
+		td_grace_end(io->ep);
 	cb(s, arg, err);
 }
 
-/* Queue one read, write or fsync (len 0) of the driver's own. */
-static void q2_io(struct q2_state *s, enum td_op op, void *buf, size_t len,
-		  uint64_t off, bool short_ok, q2_io_cb_t cb, void *arg)
+/*
+ * Queue one read, write or fsync (len 0) of the driver's own; ep, if
+ * not NULL, is the grace epoch of a read of a data cluster (ended here).
+ */
+static void q2_io_ep(struct q2_state *s, struct td_grace_epoch *ep,
+		     enum td_op op, void *buf, size_t len, uint64_t off,
+		     bool short_ok, q2_io_cb_t cb, void *arg)
 {
 	struct tiocb *t = td_pool_get(&s->tiocbs);
 	struct q2_io *io;
 
 	if (!t) {
+		if (ep)
+			td_grace_end(ep);
 		cb(s, arg, -EBUSY);
 		return;
 	}
@@ -390,6 +407,7 @@ static void q2_io(struct q2_state *s, enum td_op op, void *buf, size_t len,
 	io->len = len;
 	io->short_ok = short_ok;
 	io->buf = buf;
+	io->ep = ep;
 	if (op == TD_OP_READ)
 		td_prep_read(t, s->fd, buf, len, (off_t)off, q2_io_done, io);
 	else if (op == TD_OP_WRITE)
@@ -400,14 +418,30 @@ static void q2_io(struct q2_state *s, enum td_op op, void *buf, size_t len,
 	td_queue_tiocb(s->drv, t);
 }
 
+static void q2_io(struct q2_state *s, enum td_op op, void *buf, size_t len,
+		  uint64_t off, bool short_ok, q2_io_cb_t cb, void *arg)
+{
+	q2_io_ep(s, NULL, op, buf, len, off, short_ok, cb, arg);
+}
+
+/* A read of a cluster's data: its host cluster is not reused meanwhile. */
+static void q2_io_data_read(struct q2_state *s, void *buf, size_t len,
+			    uint64_t off, q2_io_cb_t cb, void *arg)
+{
+	q2_io_ep(s, td_grace_begin(&s->grace), TD_OP_READ, buf, len, off,
+		 true, cb, arg);
+}
+
 static void q2_data_done(struct tiocb *t, long res)
 {
-	struct q2_state *s = t->arg;
+	struct td_grace_epoch *ep = t->arg;
+	struct q2_state *s = td_container_of(ep->g, struct q2_state, grace);
 	td_request_t treq = t->treq;
 	size_t len = (size_t)treq.secs << TD_SECTOR_SHIFT;
 	int err = 0;
 
 	td_pool_put(&s->tiocbs, t);
+	td_grace_end(ep);
 	if (res < 0)
 		err = (int)res;
 	else if ((size_t)res < len) {
@@ -424,17 +458,19 @@ static void q2_data_io(struct q2_state *s, td_request_t treq, uint64_t off)
 {
 	struct tiocb *t = td_pool_get(&s->tiocbs);
 	size_t len = (size_t)treq.secs << TD_SECTOR_SHIFT;
+	struct td_grace_epoch *ep;
 
 	if (!t) {
 		td_complete_request(treq, -EBUSY);
 		return;
 	}
+	ep = td_grace_begin(&s->grace);
 	if (treq.op == TD_OP_READ)
 		td_prep_read(t, s->fd, treq.buf, len, (off_t)off, q2_data_done,
-			     s);
+			     ep);
 	else
 		td_prep_write(t, s->fd, treq.buf, len, (off_t)off,
-			      q2_data_done, s);
+			      q2_data_done, ep);
 	t->treq = treq;
 	td_queue_tiocb(s->drv, t);
 }
@@ -559,20 +595,40 @@ static void q2_unref(struct q2_state *s, uint64_t off, uint64_t len,
 	}
 }
 
-/* Free what a replaced or discarded L2 entry pointed to. */
+/* The grace period of a freed range is over (td_grace_release_t). */
+static void q2_grace_release(void *ctx, uint64_t off, uint64_t len,
+			     unsigned data)
+{
+	q2_unref(ctx, off, len, data);
+}
+
+/*
+ * Free what a replaced or discarded L2 entry pointed to, once the data
+ * I/O in flight now has ended.  Without memory to wait, the cluster is
+ * leaked (still counted): safe, and reported.
+ */
 static void q2_unref_mapping(struct q2_state *s, const struct qcow2_mapping *m)
 {
+	uint64_t len;
+	bool data;
+
 	switch (m->type) {
 	case QCOW2_CLUSTER_NORMAL:
 	case QCOW2_CLUSTER_ZERO_ALLOC:
-		q2_unref(s, m->host_offset, s->cs, true);
+		len = s->cs;
+		data = true;
 		break;
 	case QCOW2_CLUSTER_COMPRESSED:
-		q2_unref(s, m->host_offset, m->csize, false);
+		len = m->csize;
+		data = false;
 		break;
 	default:
-		break;
+		return;
 	}
+	if (td_grace_defer(&s->grace, m->host_offset, len, data))
+		td_log(TD_LOG_WARN, "%s: out of memory: host cluster at %"
+		       PRIu64 " stays allocated (a leak)", s->drv->name,
+		       m->host_offset);
 }
 
 static bool q2_mapping_owns(const struct qcow2_mapping *m)
@@ -1135,8 +1191,8 @@ static void q2_alloc_fill(struct q2_alloc *a)
 	case QCOW2_CLUSTER_NORMAL:
 		s->n_cow++;
 		a->pending++;
-		q2_io(s, TD_OP_READ, a->buf, s->cs, a->old.host_offset, true,
-		      q2_alloc_own_read_done, a);
+		q2_io_data_read(s, a->buf, s->cs, a->old.host_offset,
+				q2_alloc_own_read_done, a);
 		break;
 	case QCOW2_CLUSTER_COMPRESSED:
 		s->n_cow++;
@@ -1385,7 +1441,7 @@ static void q2_cread_start(struct q2_state *s, struct q2_cread *c)
 		q2_cread_done(s, c, -EIO);
 		return;
 	}
-	q2_io(s, TD_OP_READ, c->buf, c->len, start, true, q2_cread_done, c);
+	q2_io_data_read(s, c->buf, c->len, start, q2_cread_done, c);
 }
 
 static void q2_read_compressed(struct q2_state *s, td_request_t treq,
@@ -1737,6 +1793,7 @@ static void q2_free_state(struct q2_state *s)
 	free(s->rb_new);
 	free(s->rb_list);
 	free(s->commit_list);
+	td_grace_fini(&s->grace);
 	free(s->free_stack);
 	free(s->zeros);
 	free(s->zcache);
@@ -1794,6 +1851,7 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 
 	s->drv = drv;
 	s->fd = -1;
+	td_grace_init(&s->grace, q2_grace_release, s);
 	rc = qcow2_image_open(&s->img, path, rdonly ? 0 : QCOW2_IMAGE_RDWR,
 			      err, sizeof(err));
 	if (rc) {
@@ -1912,6 +1970,8 @@ static int q2_close(td_driver_t *drv)
 	int err = 0, r;
 
 	if (!s->rdonly) {
+		/* No I/O is in flight: every freed cluster is free now. */
+		td_grace_release_all(&s->grace);
 		err = q2_close_write_refcounts(s);
 		if (err) {
 			td_log(TD_LOG_ERR, "%s: writing refcounts on close: %s",
