@@ -1539,14 +1539,7 @@ int qcow2_chain_open(struct qcow2_chain **out, const char *leaf, char *err,
 		free(path);
 		path = next;
 	}
-	ret = -ENOMEM;
-	c->cbuf = aligned_zalloc(2 * (size_t)maxcs + BUF_ALIGN);
-	c->cluster = aligned_zalloc(maxcs);
-	c->zs = qcow2_inflate_new();
-	if (!c->cbuf || !c->cluster || !c->zs) {
-		td_errf(err, errlen, ret, "out of memory");
-		goto fail;
-	}
+	c->maxcs = maxcs;
 	free(path);
 	*out = c;
 	return 0;
@@ -1572,6 +1565,20 @@ static int read_compressed(struct qcow2_chain *c, struct qcow2_link *l,
 	if (csize > 2 * cs + BUF_ALIGN)
 		return td_errf(err, errlen, -EINVAL, "qcow2: %s: compressed "
 			    "cluster of %u bytes", l->path, csize);
+	/* Made at the first compressed cluster; both are filled whole. */
+	if (!c->zs) {
+		c->cbuf = aligned_zalloc(2 * (size_t)c->maxcs + BUF_ALIGN);
+		c->cluster = aligned_zalloc(c->maxcs);
+		c->zs = qcow2_inflate_new();
+		if (!c->cbuf || !c->cluster || !c->zs) {
+			free(c->cbuf);
+			free(c->cluster);
+			qcow2_inflate_free(c->zs);
+			c->cbuf = c->cluster = NULL;
+			c->zs = NULL;
+			return td_errf(err, errlen, -ENOMEM, "out of memory");
+		}
+	}
 	ret = pread_zero(l->q->fd, c->cbuf, csize, off);
 	if (ret)
 		return td_errf(err, errlen, ret, "%s: %s", l->path,

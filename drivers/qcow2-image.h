@@ -209,9 +209,10 @@ struct qcow2_link {
 struct qcow2_chain {
 	unsigned		 n;
 	struct qcow2_link	*link;		/* [0] leaf ... */
+	uint32_t		 maxcs;		/* largest cluster size */
 	uint8_t			*cbuf;		/* compressed input */
 	uint8_t			*cluster;	/* inflated cluster */
-	void			*zs;
+	void			*zs;		/* NULL until first used */
 };
 
 /* Open the qcow2 image at leaf and its backing files, read-only. */
