@@ -80,6 +80,7 @@ struct io_ctx {
 
 /* A handle on .ctl or .stats: the text as it was at open. */
 struct ctl_handle {
+	struct td_list		 link;		/* in fuse_state.ctl_handles */
 	struct tapfs_group	*g;
 	char			*text;
 	size_t			 len;
@@ -100,6 +101,11 @@ struct fuse_state {
 	struct td_pool		 recv_pool;
 	char			*cur;		/* receive buffer in use */
 	struct td_list		 waiting;	/* io_ctx without a buffer */
+	/*
+	 * Open .ctl/.stats handles.  No RELEASE comes for those still open
+	 * when the daemon stops (SIGTERM): they are freed at unmount.
+	 */
+	struct td_list		 ctl_handles;
 };
 
 /* ---- attributes ------------------------------------------------------ */
@@ -576,6 +582,7 @@ static void tapfs_ll_open(fuse_req_t req, fuse_ino_t ino,
 		}
 		h->g = n->obj;
 		h->g->busy++;
+		td_list_add_tail(&h->link, &fs->fuse->ctl_handles);
 		h->text = n->kind == TAPFS_CTL ?
 			  control_render_ctl(fs, h->g, &h->len) :
 			  control_render_stats(fs, h->g, &h->len);
@@ -589,6 +596,14 @@ static void tapfs_ll_open(fuse_req_t req, fuse_ino_t ino,
 	default:
 		fuse_reply_err(req, EISDIR);
 	}
+}
+
+static void ctl_handle_free(struct ctl_handle *h)
+{
+	td_list_del(&h->link);
+	h->g->busy--;
+	free(h->text);
+	free(h);
 }
 
 static void tapfs_ll_release(fuse_req_t req, fuse_ino_t ino,
@@ -605,11 +620,8 @@ static void tapfs_ll_release(fuse_req_t req, fuse_ino_t ino,
 	} else if (n && (n->kind == TAPFS_CTL || n->kind == TAPFS_STATS)) {
 		struct ctl_handle *h = (struct ctl_handle *)(uintptr_t)fi->fh;
 
-		if (h) {
-			h->g->busy--;
-			free(h->text);
-			free(h);
-		}
+		if (h)
+			ctl_handle_free(h);
 	}
 	fuse_reply_err(req, 0);
 }
@@ -1153,6 +1165,7 @@ int tapfs_fuse_mount(struct tapfs *fs, char *err, size_t errlen)
 	st->fs = fs;
 	st->sigfd = -1;
 	td_list_init(&st->waiting);
+	td_list_init(&st->ctl_handles);
 	rc = fuse_state_pools(st);
 	if (rc) {
 		snprintf(err, errlen, "cannot allocate I/O buffers: %s",
@@ -1248,6 +1261,9 @@ void tapfs_fuse_unmount(struct tapfs *fs)
 	if (st->mounted)
 		fuse_session_unmount(st->se);
 	fuse_session_destroy(st->se);
+	while (!td_list_empty(&st->ctl_handles))
+		ctl_handle_free(td_container_of(st->ctl_handles.next,
+						struct ctl_handle, link));
 	fs->fuse = NULL;
 	fuse_state_free(st);
 }
