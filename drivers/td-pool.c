@@ -3,10 +3,19 @@
  * Fixed-size object pools: one allocation at set-up, O(1) get/put, no
  * allocation afterwards.  Used for request contexts, tiocbs and the
  * O_DIRECT data buffers.
+ *
+ * Objects start zeroed.  A large pool is mapped (anonymous memory, zeros
+ * without being touched) rather than allocated and cleared: its pages
+ * cost nothing until an object on them is first used, so an image's
+ * worst-case buffer pools do not make the daemon resident (and, under
+ * mlockall(MCL_ONFAULT), locked) in memory it never uses.  get/put are a
+ * stack, so a lightly loaded pool keeps using the same few objects.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <tapfs/engine.h>
 
@@ -26,14 +35,27 @@ int td_pool_init(struct td_pool *p, unsigned count, size_t size, size_t align)
 		return -EOVERFLOW;
 	if (align < sizeof(void *))
 		align = sizeof(void *);
-	if (posix_memalign(&mem, align, stride * count))
-		return -ENOMEM;
 	p->free = calloc(count, sizeof(*p->free));
-	if (!p->free) {
-		free(mem);
+	if (!p->free)
 		return -ENOMEM;
+	if (stride * count >= TD_POOL_MAP_MIN &&
+	    align <= (size_t)sysconf(_SC_PAGESIZE)) {
+		mem = mmap(NULL, stride * count, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (mem == MAP_FAILED) {
+			free(p->free);
+			p->free = NULL;
+			return -ENOMEM;
+		}
+		p->mapped = true;
+	} else {
+		if (posix_memalign(&mem, align, stride * count)) {
+			free(p->free);
+			p->free = NULL;
+			return -ENOMEM;
+		}
+		memset(mem, 0, stride * count);
 	}
-	memset(mem, 0, stride * count);
 	p->mem = mem;
 	p->size = stride;
 	p->count = count;
@@ -46,7 +68,10 @@ int td_pool_init(struct td_pool *p, unsigned count, size_t size, size_t align)
 
 void td_pool_fini(struct td_pool *p)
 {
-	free(p->mem);
+	if (p->mapped)
+		munmap(p->mem, p->size * p->count);
+	else
+		free(p->mem);
 	free(p->free);
 	memset(p, 0, sizeof(*p));
 }

@@ -118,15 +118,19 @@ uint64_t td_now_ns(void);
 /* ---- fixed-size object pool ---------------------------------------- */
 
 /*
- * count objects of size bytes, each aligned to align, allocated once.
- * get/put are O(1) and never allocate.
+ * count objects of size bytes, each aligned to align, allocated once and
+ * zeroed.  get/put are O(1) and never allocate.  Pools of TD_POOL_MAP_MIN
+ * bytes or more are mapped: their memory is not touched until used.
  */
+#define TD_POOL_MAP_MIN		(256u << 10)
+
 struct td_pool {
 	char	*mem;
 	size_t	 size;		/* object stride */
 	unsigned count;
 	unsigned nfree;
 	void	**free;		/* stack of free objects */
+	bool	 mapped;	/* mem is an anonymous mapping */
 };
 
 int   td_pool_init(struct td_pool *p, unsigned count, size_t size,

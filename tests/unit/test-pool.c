@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* td_pool: fixed-size object pools (drivers/td-pool.c). */
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "unit.h"
 
 #define POOL_COUNT	8
@@ -256,6 +259,60 @@ static void test_pool_put_bad_aborts(void **state)
 	assert_int_equal(WTERMSIG(status), SIGABRT);
 }
 
+/* Resident pages of [p, p + len): mincore(2). */
+static size_t resident_pages(const void *p, size_t len)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), n = (len + page - 1) / page;
+	unsigned char *vec = calloc(n, 1);
+	size_t i, r = 0;
+
+	assert_non_null(vec);
+	assert_int_equal(mincore((void *)p, len, vec), 0);
+	for (i = 0; i < n; i++)
+		r += vec[i] & 1;
+	free(vec);
+	return r;
+}
+
+/*
+ * A large pool (an image's worst-case buffers) costs no memory until its
+ * objects are used: under mlockall(MCL_ONFAULT) a zeroed pool would be
+ * resident and locked whole.  Its objects still read as zeros.
+ */
+static void test_pool_large_untouched(void **state)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	struct td_pool p;
+	unsigned char *a;
+	size_t i;
+
+	(void)state;
+	assert_int_equal(td_pool_init(&p, 256, 65536, 4096), 0);
+	assert_true(p.mapped);
+	assert_int_equal(resident_pages(p.mem, p.size * p.count), 0);
+	a = td_pool_get(&p);
+	assert_non_null(a);
+	assert_int_equal((uintptr_t)a % 4096, 0);
+	for (i = 0; i < 65536; i++)
+		assert_int_equal(a[i], 0);
+	a[0] = 1;
+	/* Only the pages of the object used (read, then written). */
+	assert_true(resident_pages(p.mem, p.size * p.count) <= 65536 / page);
+	td_pool_put(&p, a);
+	assert_ptr_equal(td_pool_get(&p), a);	/* the same one again */
+	td_pool_put(&p, a);
+	td_pool_fini(&p);
+
+	/* Small pools come from the heap, zeroed. */
+	assert_int_equal(td_pool_init(&p, 4, 100, 64), 0);
+	assert_false(p.mapped);
+	a = td_pool_get(&p);
+	for (i = 0; i < 100; i++)
+		assert_int_equal(a[i], 0);
+	td_pool_put(&p, a);
+	td_pool_fini(&p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -267,6 +324,7 @@ int main(void)
 		cmocka_unit_test(test_pool_invalid_args),
 		cmocka_unit_test(test_pool_size_overflow),
 		cmocka_unit_test(test_pool_put_bad_aborts),
+		cmocka_unit_test(test_pool_large_untouched),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
