@@ -1997,6 +1997,22 @@ static int q2_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 	char *path;
 	int rc;
 
+	/* Without a backing format the file is probed (opened): ask first. */
+	if (s->img->backing[0] && !s->img->ext.has_backing_format) {
+		path = qcow2_path_resolve(s->img->path, s->img->backing);
+		if (!path)
+			return -ENOMEM;
+		rc = td_check_path(drv, path);
+		free(path);
+		if (rc) {
+			char why[sizeof(drv->error)];
+
+			snprintf(why, sizeof(why), "%s", drv->error);
+			snprintf(drv->error, sizeof(drv->error), "%s: backing "
+				 "file %s", drv->name, why);
+			return rc;
+		}
+	}
 	rc = qcow2_image_backing(s->img, &path, &driver, err, sizeof(err));
 	if (rc == 1)
 		return TD_NO_PARENT;

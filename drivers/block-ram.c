@@ -104,4 +104,5 @@ const struct tap_disk tapdisk_ram = {
 	.td_queue_read		= ram_queue_read,
 	.td_queue_write		= ram_queue_write,
 	.td_queue_discard	= ram_queue_discard,
+	.disk_flags		= TD_DISK_NO_FILE,
 };

@@ -1017,6 +1017,18 @@ static int vhd_close(td_driver_t *drv)
 	return err;
 }
 
+/* The engine's path policy, asked before a locator's path is looked at. */
+static int vhd_check_locator(void *arg, const char *path, char *why,
+			     size_t whylen)
+{
+	td_driver_t *drv = arg;
+	int rc = td_check_path(drv, path);
+
+	if (rc)
+		snprintf(why, whylen, "%s", drv->error);
+	return rc;
+}
+
 static int vhd_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 {
 	struct vhd_state *s = drv->data;
@@ -1026,7 +1038,8 @@ static int vhd_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 
 	if (!s->diff)
 		return TD_NO_PARENT;
-	rc = vhd_image_find_parent(s->img, &path, err, sizeof(err));
+	rc = vhd_image_find_parent_checked(s->img, vhd_check_locator, drv,
+					   &path, err, sizeof(err));
 	if (rc) {
 		snprintf(drv->error, sizeof(drv->error), "%s", err);
 		td_log(TD_LOG_ERR, "%s", err);

@@ -127,15 +127,58 @@ static void vbd_image_free(td_image_t *img)
 	free(img);
 }
 
-static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
-			  const char *path, td_flag_t flags,
-			  td_image_t **out, char *err, size_t errlen)
+int td_engine_check_path(struct td_engine *e, const char *path,
+			 char **real, char *err, size_t errlen)
 {
-	td_image_t *img = calloc(1, sizeof(*img));
+	*real = NULL;
+	if (!e || !e->path_policy)
+		return 0;
+	return e->path_policy(e->path_policy_arg, path, real, err, errlen);
+}
+
+int td_check_path(td_driver_t *drv, const char *path)
+{
+	char *real;
 	int rc;
 
-	if (!img)
+	rc = td_engine_check_path(drv->engine, path, &real, drv->error,
+				  sizeof(drv->error));
+	free(real);
+	return rc;
+}
+
+/*
+ * Open one image of vbd's chain: the leaf (child NULL) or a parent child
+ * names.  The path policy is asked first; the driver then opens the
+ * canonical path it approved, so that nothing can be swapped in between.
+ */
+static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
+			  const char *path, const td_driver_t *child,
+			  td_flag_t flags, td_image_t **out, char *err,
+			  size_t errlen)
+{
+	td_image_t *img;
+	char *real = NULL, why[512];
+	int rc;
+
+	if (!(ops->disk_flags & (TD_DISK_FILTER | TD_DISK_NO_FILE))) {
+		rc = td_engine_check_path(vbd->engine, path, &real, why,
+					  sizeof(why));
+		if (rc == -ENOMEM)
+			return rc;
+		if (rc && child && !(child->ops->disk_flags & TD_DISK_FILTER))
+			snprintf(err, errlen, "%s: parent %s", child->name,
+				 why);
+		else if (rc)
+			snprintf(err, errlen, "image %s", why);
+		if (rc)
+			return rc;
+	}
+	img = calloc(1, sizeof(*img));
+	if (!img) {
+		free(real);
 		return -ENOMEM;
+	}
 	img->vbd = vbd;
 	img->drv.ops = ops;
 	img->drv.flags = flags;
@@ -144,10 +187,12 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 	if (ops->private_data_size)
 		img->drv.data = calloc(1, ops->private_data_size);
 	if (!img->drv.name || (ops->private_data_size && !img->drv.data)) {
+		free(real);
 		vbd_image_free(img);
 		return -ENOMEM;
 	}
-	rc = ops->td_open(&img->drv, path, flags);
+	rc = ops->td_open(&img->drv, real ? real : path, flags);
+	free(real);
 	if (rc < 0) {
 		if (img->drv.error[0])
 			snprintf(err, errlen, "%s", img->drv.error);
@@ -242,8 +287,8 @@ int vbd_open_ops(struct td_engine *e, const struct tap_disk *ops,
 	td_list_init(&vbd->queue);
 	td_timer_init(&vbd->pause_timer, vbd_pause_timer, vbd);
 
-	rc = vbd_image_open(vbd, ops, path, flags, &vbd->images[0], err,
-			    errlen);
+	rc = vbd_image_open(vbd, ops, path, NULL, flags, &vbd->images[0],
+			    err, errlen);
 	if (rc)
 		goto fail;
 	vbd->nimages = 1;
@@ -282,8 +327,8 @@ int vbd_open_ops(struct td_engine *e, const struct tap_disk *ops,
 			bool filter = child->drv.ops->disk_flags &
 				      TD_DISK_FILTER;
 
-			rc = vbd_image_open(vbd, pops, id.name, filter ?
-					    child->drv.flags :
+			rc = vbd_image_open(vbd, pops, id.name, &child->drv,
+					    filter ? child->drv.flags :
 					    flags | TD_OPEN_RDONLY, &parent,
 					    err, errlen);
 		}

@@ -974,12 +974,21 @@ static void list_add(char *buf, size_t len, const char *fmt, ...)
 int vhd_image_find_parent(struct vhd_image *img, char **out, char *err,
 			  size_t errlen)
 {
+	return vhd_image_find_parent_checked(img, NULL, NULL, out, err,
+					     errlen);
+}
+
+int vhd_image_find_parent_checked(struct vhd_image *img,
+				  vhd_path_check_t check, void *arg,
+				  char **out, char *err, size_t errlen)
+{
 	char tried[1024] = "", dir[PATH_MAX], cand[PATH_MAX + 8];
 	char path[PATH_MAX], why[256], name[16];
+	char refusal[512], first[512] = "";
 	unsigned pass, i, usable = 0;
+	int n, refused = 0;
 	struct stat st;
 	char *slash;
-	int n;
 
 	*out = NULL;
 	if (img->footer.type != VHD_TYPE_DIFF)
@@ -1027,6 +1036,17 @@ int vhd_image_find_parent(struct vhd_image *img, char **out, char *err,
 					 "path too long", dir, rel, pn);
 				continue;
 			}
+			n = check ? check(arg, cand, refusal, sizeof(refusal))
+				  : 0;
+			if ((n == -EACCES || n == -EINVAL) && !refused) {
+				refused = n;	/* keep the first reason */
+				snprintf(first, sizeof(first), "%s", refusal);
+			}
+			if (n && n != -EACCES && n != -EINVAL)
+				list_add(tried, sizeof(tried), "%s (%s): %s",
+					 cand, pn, strerror(-n));
+			if (n)
+				continue;
 			if (stat(cand, &st) == 0 && S_ISREG(st.st_mode)) {
 				*out = realpath(cand, NULL);
 				if (!*out)
@@ -1041,6 +1061,9 @@ int vhd_image_find_parent(struct vhd_image *img, char **out, char *err,
 				 "not a regular file");
 		}
 	}
+	if (refused)
+		return td_errf(err, errlen, refused, "%s: parent %s", img->path,
+			    first);
 	if (!usable)
 		return td_errf(err, errlen, -ENOENT, "%s: differencing image has "
 			    "no usable parent locator%s%s", img->path,

@@ -204,6 +204,24 @@ int vhd_image_find_parent(struct vhd_image *img, char **path, char *err,
 			  size_t errlen);
 
 /*
+ * May a candidate parent path be looked at?  0, or -errno with the reason
+ * (naming path) in why.  -EACCES and -EINVAL are refusals, anything else
+ * means "not there".
+ */
+typedef int (*vhd_path_check_t)(void *arg, const char *path, char *why,
+				size_t whylen);
+
+/*
+ * vhd_image_find_parent, asking check(arg, ...) about every candidate
+ * before touching it (a daemon must not stat a path in its own mount).
+ * A refused candidate is skipped; when no candidate is left and one was
+ * refused, that refusal is the error, with its reason in err.
+ */
+int vhd_image_find_parent_checked(struct vhd_image *img,
+				  vhd_path_check_t check, void *arg,
+				  char **path, char *err, size_t errlen);
+
+/*
  * Is parent_path (opened as parent, NULL when raw) the image child was
  * made on?  0, or -EINVAL with both files named in err.  A timestamp
  * mismatch is not an error: it is described in warn ("" otherwise).

@@ -433,7 +433,7 @@ static int control_add(struct tapfs *fs, struct tapfs_group *g,
 		       const struct ctl_command *cmd, const char *spec,
 		       bool persistent, const char *created)
 {
-	char err[TAPFS_STATUS_MAX / 2];
+	char err[TAPFS_STATUS_MAX - 64];	/* may name three paths */
 	struct tapfs_vbd *tv;
 	int rc;
 

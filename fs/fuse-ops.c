@@ -316,6 +316,11 @@ static void tapfs_ll_setattr(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	if ((to_set & FUSE_SET_ATTR_SIZE) && n->kind == TAPFS_VBD &&
+	    ((struct tapfs_vbd *)n->obj)->readonly) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if ((to_set & FUSE_SET_ATTR_SIZE) && n->kind == TAPFS_VBD &&
 	    attr->st_size != st.st_size) {
 		td_log(TD_LOG_INFO, "refused truncate of a VBD to %lld bytes",
 		       (long long)attr->st_size);

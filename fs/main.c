@@ -42,12 +42,24 @@ static void usage(FILE *out)
 "  -V, --version          show the version\n"
 "  -o store=DIR           image store (default " TAPFS_DEFAULT_STORE ")\n"
 "  -o pidfile=FILE        write the daemon's PID to FILE once mounted\n"
-"  -o allow_other         let other users use the mount\n"
+"  -o allow_other         let other users use the mount (they need the\n"
+"                         permissions on the files: VBDs and .ctl are 0600)\n"
+"  -o allow_path=DIR[:DIR...]\n"
+"                         images (and the parent or backing files they name)\n"
+"                         may also be opened from DIR; repeatable.  Without\n"
+"                         it only images in the store are opened.  Paths are\n"
+"                         judged after following symbolic links and '..'\n"
 "  -o max_background=N    FUSE requests in flight (default %d)\n"
 "  -o retry_max=N         retries of a transient I/O error (default %d)\n"
 "  -o retry_delay_ms=N    first retry delay, doubling (default %d)\n"
 "  -o deadline_ms=N       give up (EIO) after N ms of retrying (default %d)\n"
 "  -o retry_eio           treat EIO from the storage as transient too\n"
+"\n"
+"Images made by create live in the store.  open, and the parent (VHD) or\n"
+"backing (qcow2) files an image names, at any depth, are served only from\n"
+"the store and the allow_path directories; any other file is refused with\n"
+"EACCES, the reason in GROUP/.ctl, so a crafted image cannot make the\n"
+"daemon open an arbitrary file.  allow_path=/ turns this off.\n"
 "\n"
 "Generic mount options (rw, defaults, nofail, noauto, auto, _netdev, user,\n"
 "nouser, dev, nodev, suid, nosuid, exec, noexec, x-*) are accepted and\n"
@@ -73,6 +85,28 @@ static int parse_uint(const char *opt, const char *v, unsigned *out)
 		return -EINVAL;
 	}
 	*out = (unsigned)n;
+	return 0;
+}
+
+/* allow_path=DIR[:DIR...]; repeatable.  Modifies v (kept: it is argv). */
+static int parse_allow_path(char *v, struct tapfs_opts *o)
+{
+	char *save = NULL, *dir;
+
+	for (dir = strtok_r(v, ":", &save); dir;
+	     dir = strtok_r(NULL, ":", &save)) {
+		if (dir[0] != '/') {
+			fprintf(stderr, "tapfs: option allow_path: '%s' is not "
+				"an absolute path\n", dir);
+			return -EINVAL;
+		}
+		if (o->nallow_path == TAPFS_ALLOW_MAX) {
+			fprintf(stderr, "tapfs: option allow_path: more than "
+				"%d directories\n", TAPFS_ALLOW_MAX);
+			return -EINVAL;
+		}
+		o->allow_path[o->nallow_path++] = dir;
+	}
 	return 0;
 }
 
@@ -112,6 +146,8 @@ static int parse_options(char *list, struct tapfs_opts *o)
 			o->pidfile = v;
 		else if (!strcmp(opt, "allow_other") && !v)
 			o->allow_other = true;
+		else if (!strcmp(opt, "allow_path") && v && *v)
+			rc = parse_allow_path(v, o);
 		else if (!strcmp(opt, "max_background") && v)
 			rc = parse_uint(opt, v, &o->max_background);
 		else if (!strcmp(opt, "retry_max") && v)

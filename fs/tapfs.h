@@ -18,11 +18,14 @@
 #include <tapfs/engine.h>
 
 #include "ctl.h"
+#include "path-policy.h"
 
 #define TAPFS_ROOT_INO		1
 #define TAPFS_DEFAULT_STORE	"/var/lib/tapfs"
 #define TAPFS_SPEC_MAX		(CTL_PATH_MAX + 64)
 #define TAPFS_STATUS_MAX	512
+/* Most -o allow_path directories. */
+#define TAPFS_ALLOW_MAX		64
 
 enum tapfs_kind {
 	TAPFS_ROOT,
@@ -79,12 +82,16 @@ struct tapfs_opts {
 	bool		 allow_other;
 	unsigned	 max_background;
 	struct vbd_params params;
+	/* Where images may be, besides the store (-o allow_path). */
+	const char	*allow_path[TAPFS_ALLOW_MAX];
+	unsigned	 nallow_path;
 };
 
 struct tapfs {
 	struct tapfs_opts	 opts;
 	char			*mountpoint;	/* canonical */
 	char			*store;		/* canonical */
+	struct path_policy	 paths;		/* images may be opened here */
 	int			 lock_fd;
 	struct td_engine	*engine;
 	struct td_list		 groups;

@@ -624,6 +624,32 @@ static int tapfs_mkdir_p(const char *path)
 	return 0;
 }
 
+/*
+ * Images may be opened from the store and the -o allow_path directories,
+ * never from inside the mount (see path-policy.h).
+ */
+static int tapfs_paths_init(struct tapfs *fs, char *err, size_t errlen)
+{
+	unsigned i;
+	int rc;
+
+	rc = path_policy_set_mount(&fs->paths, fs->mountpoint);
+	if (rc) {
+		snprintf(err, errlen, "out of memory");
+		return rc;
+	}
+	rc = path_policy_allow(&fs->paths, fs->store, err, errlen);
+	for (i = 0; !rc && i < fs->opts.nallow_path; i++)
+		rc = path_policy_allow(&fs->paths, fs->opts.allow_path[i], err,
+				       errlen);
+	if (rc)
+		return rc;
+	for (i = 1; i < fs->paths.ndirs; i++)
+		td_log(TD_LOG_INFO, "images may also be opened from %s",
+		       fs->paths.dirs[i]);
+	return 0;
+}
+
 struct tapfs *tapfs_new(const struct tapfs_opts *opts, char *err,
 			size_t errlen)
 {
@@ -637,6 +663,7 @@ struct tapfs *tapfs_new(const struct tapfs_opts *opts, char *err,
 	}
 	fs->opts = *opts;
 	fs->lock_fd = -1;
+	path_policy_init(&fs->paths);
 	td_list_init(&fs->groups);
 	fs->start_time = time(NULL);
 	fs->uid = getuid();
@@ -665,6 +692,8 @@ struct tapfs *tapfs_new(const struct tapfs_opts *opts, char *err,
 			 "%s", fs->store, fs->mountpoint);
 		goto fail;
 	}
+	if (tapfs_paths_init(fs, err, errlen))
+		goto fail;
 	if (tapfs_lock_store(fs, err, errlen))
 		goto fail;
 	fs->root = tapfs_node_new(fs, TAPFS_ROOT, NULL);
@@ -678,6 +707,8 @@ struct tapfs *tapfs_new(const struct tapfs_opts *opts, char *err,
 			 "the log)");
 		goto fail;
 	}
+	fs->engine->path_policy = path_policy_check;
+	fs->engine->path_policy_arg = &fs->paths;
 	tapfs_lock_write_pid(fs);
 	return fs;
 fail:
@@ -712,6 +743,7 @@ void tapfs_free(struct tapfs *fs)
 	td_engine_free(fs->engine);
 	if (fs->lock_fd >= 0)
 		close(fs->lock_fd);
+	path_policy_fini(&fs->paths);
 	free(fs->mountpoint);
 	free(fs->store);
 	free(fs);

@@ -173,13 +173,35 @@ void td_aio_queue_get_stats(const struct td_aio_queue *q,
 
 /* ---- engine: the per-thread context -------------------------------- */
 
+/*
+ * Which image files VBDs may open.  The engine asks before it opens any
+ * image of a chain: the leaf given to vbd_open() and every parent an
+ * image names, at every depth (drivers that probe a parent's file first
+ * ask through td_check_path()).  Returns 0 and the canonical path to open
+ * in *real (malloc'd, the caller frees), or -errno (-EACCES: not allowed)
+ * with a one-line reason naming path in err.
+ */
+typedef int (*td_path_policy_t)(void *arg, const char *path, char **real,
+				char *err, size_t errlen);
+
 struct td_engine {
 	struct td_loop		*loop;
 	struct td_aio_queue	*aioq;
+	/* NULL (the default): every path may be opened as it is given. */
+	td_path_policy_t	 path_policy;
+	void			*path_policy_arg;
 };
 
 struct td_engine *td_engine_new(void);
 void td_engine_free(struct td_engine *e);
+
+/*
+ * Ask e's path policy about path: 0 and *real (malloc'd canonical path,
+ * or NULL without a policy: open path as given), or -errno and err.
+ * e may be NULL (no policy).
+ */
+int  td_engine_check_path(struct td_engine *e, const char *path,
+			  char **real, char *err, size_t errlen);
 
 /* ---- VBD ------------------------------------------------------------- */
 

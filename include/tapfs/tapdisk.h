@@ -179,6 +179,12 @@ struct tap_disk {
  * read-only; the filter's size is the parent's (td_open may leave 0).
  */
 #define TD_DISK_FILTER		(1u << 0)
+/*
+ * The argument of td_open is not a file (ram: a size), so the engine's
+ * path policy does not apply to it.  A filter's argument is not either;
+ * what it filters is checked when it is opened as its parent.
+ */
+#define TD_DISK_NO_FILE		(1u << 1)
 
 /* ---- the three things a driver does with a request ---------------- */
 
@@ -243,5 +249,13 @@ void td_drv_debug(td_driver_t *drv, FILE *out);
 void td_drv_queue(td_driver_t *drv, td_request_t treq);
 int  td_drv_create(const struct tap_disk *d, const char *path,
 		   uint64_t size, td_flag_t flags);
+
+/*
+ * May this driver's engine open the file at path?  For a driver that must
+ * read a parent's file before td_get_parent_id returns (to probe its
+ * format): 0, or -errno with the reason in drv->error.  The engine checks
+ * every image it opens itself.
+ */
+int  td_check_path(td_driver_t *drv, const char *path);
 
 #endif

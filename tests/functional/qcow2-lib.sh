@@ -216,6 +216,6 @@ after_close() {
 	img_check "$img"
 }
 
-tapfs_start "$M" "$S" || summary
+tapfs_start "$M" "$S" "allow_path=$T" || summary
 check mkdir "$G"
 SZ=$((64 * MiB))

@@ -14,7 +14,7 @@ S=$T/store
 G=$M/g1
 MiB=1048576
 
-tapfs_start "$M" "$S" || summary
+tapfs_start "$M" "$S" "allow_path=$T" || summary
 
 # ---- groups --------------------------------------------------------------
 

@@ -13,7 +13,7 @@ requires fio python3
 M=$T/mnt
 G=$M/g
 # Retry fast, give up after 2 s: the bounds this test measures against.
-tapfs_start "$M" "$T/store" "retry_max=6,retry_delay_ms=5,deadline_ms=2000" ||
+tapfs_start "$M" "$T/store" "allow_path=$T,retry_max=6,retry_delay_ms=5,deadline_ms=2000" ||
 	summary
 check mkdir "$G"
 check truncate -s 128M "$T/img"

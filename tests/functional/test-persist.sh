@@ -83,7 +83,7 @@ check_match "... and names it" "$T/no/such/dir" "$out"
 
 # ---- first life: build a tree --------------------------------------------
 
-tapfs_start "$M" "$S" || summary
+tapfs_start "$M" "$S" "allow_path=$T" || summary
 check test -d "$S"		# created if missing
 check mkdir "$M/g1" "$M/g2" "$M/empty"
 ctl_ok "$M/g1" "create a raw 16M"
@@ -136,7 +136,7 @@ check_eq "store images hold the data" "$(cat "$T/sums.1")" \
 
 # ---- second life: the same tree ------------------------------------------
 
-tapfs_start "$M" "$S" || summary
+tapfs_start "$M" "$S" "allow_path=$T" || summary
 tree >"$T/tree.2"
 check_eq "same tree after remount" "$(cat "$T/tree.1")" "$(cat "$T/tree.2")"
 check_eq "same data after remount" "$(cat "$T/sums.1")" "$(sums)"
@@ -165,8 +165,8 @@ check_eq "store holds writes made before SIGTERM" \
 
 P=$T/daemon.pid
 on_exit "_daemon_reap '$M' '$P'"
-timeout 30 "$TAPFS" -o store="$S",pidfile="$P" "$M" </dev/null \
-	>"$T/daemon.out" 2>&1
+timeout 30 "$TAPFS" -o store="$S",pidfile="$P",allow_path="$T" "$M" \
+	</dev/null >"$T/daemon.out" 2>&1
 check_eq "tapfs (daemonising) exits 0 once mounted" 0 "$?"
 check is_fuse_mounted "$M"
 check_eq "live at once: groups listed" "empty g1 g2" \
@@ -182,7 +182,7 @@ if check test -x "$MOUNT_TAPFS"; then
 
 	P=$T/helper1.pid
 	on_exit "_daemon_reap '$M' '$P'"
-	timeout 30 "$MOUNT_TAPFS" -o store="$S",pidfile="$P" "$M" \
+	timeout 30 "$MOUNT_TAPFS" -o store="$S",pidfile="$P",allow_path="$T" "$M" \
 		</dev/null >"$T/helper1.out" 2>&1
 	check_eq "mount.tapfs -o ... MNT exits 0" 0 "$?"
 	check is_fuse_mounted "$M"
@@ -194,7 +194,7 @@ if check test -x "$MOUNT_TAPFS"; then
 	P=$T/helper2.pid
 	on_exit "_daemon_reap '$M' '$P'"
 	timeout 30 "$MOUNT_TAPFS" tapfs "$M" \
-		-o rw,store="$S",pidfile="$P",nofail,noauto,_netdev,x-test.opt \
+		-o rw,store="$S",pidfile="$P",allow_path="$T",nofail,noauto,_netdev,x-test.opt \
 		</dev/null >"$T/helper2.out" 2>&1
 	check_eq "mount.tapfs SPEC MNT -o (mount(8) form) exits 0" 0 "$?"
 	check is_fuse_mounted "$M"

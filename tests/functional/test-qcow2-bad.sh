@@ -147,7 +147,7 @@ readable() {
 	ctl_close "$G" "$n"
 }
 
-tapfs_start "$M" "$S" || summary
+tapfs_start "$M" "$S" "allow_path=$T" || summary
 check mkdir "$G"
 
 # ---- malformed header fields ---------------------------------------------

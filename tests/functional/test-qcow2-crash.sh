@@ -112,7 +112,7 @@ check qemu-img create -q -f qcow2 -o compat=0.10 -b base.qcow2 -F qcow2 \
 	"$I/kb.qcow2"
 VBDS="k64 k4 kb"
 
-tapfs_start "$M" "$S" || summary
+tapfs_start "$M" "$S" "allow_path=$T" || summary
 check mkdir "$G"
 for v in $VBDS; do
 	ctl_ok "$G" "open $v qcow2:$I/$v.qcow2"
@@ -131,7 +131,7 @@ wait_vbds() {
 }
 
 for round in 1 2 3; do
-	tapfs_start "$M" "$S" || break
+	tapfs_start "$M" "$S" "allow_path=$T" || break
 	wait_vbds
 	pids=()
 	for v in $VBDS; do
@@ -168,7 +168,7 @@ done
 
 # Reopened: the dirty images are accepted, read the same, take writes,
 # and close clean.
-tapfs_start "$M" "$S" || summary
+tapfs_start "$M" "$S" "allow_path=$T" || summary
 wait_vbds
 for v in $VBDS; do
 	check_match "$v: reopened after the crashes" " running qcow2 " \

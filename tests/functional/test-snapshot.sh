@@ -176,7 +176,7 @@ alive() {
 	summary
 }
 
-tapfs_start "$M" "$S" || summary
+tapfs_start "$M" "$S" "allow_path=$T" || summary
 
 # ---- (a) a chain base + 4 snapshots against a model -------------------------
 
@@ -438,7 +438,7 @@ for f in "$S"/a/*.vhd "$S"/grp/*.vhd "$S"/roll/*.vhd "$S"/long/v.vhd \
 	"$S"/long/v.16.vhd "$S"/long/v.32.vhd; do
 	img_check "$f"
 done
-tapfs_start "$M" "$S" || summary
+tapfs_start "$M" "$S" "allow_path=$T" || summary
 check_eq "c: the same chain after remount" \
 	"c running vhd $((32 * MiB)) rw $chain_c" "$(ctl_line "$G" c)"
 same_bytes "c: the same data after remount" "$G/c" "$T/c.model"

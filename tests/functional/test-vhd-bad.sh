@@ -150,7 +150,7 @@ PYEOF
 
 vhdedit() { "$PYTHON" -I "$T/vhdedit.py" "$@"; }
 
-tapfs_start "$M" "$S" || summary
+tapfs_start "$M" "$S" "allow_path=$T" || summary
 check mkdir "$G"
 
 # ---- good images to damage ----------------------------------------------
@@ -379,14 +379,14 @@ ctl_ok "$M/vm" "create kid vhd 16M"
 ctl_ok "$M/vm" "snapshot kid"
 tapfs_stop
 check mv "$S/vm/kid.vhd" "$I/kid-parent-moved.vhd"
-tapfs_start "$M" "$S" || summary
+tapfs_start "$M" "$S" "allow_path=$T" || summary
 back_failed kid "parent.*(not found|[Nn]o such|missing)" kid.vhd
 
 # An image whose header went bad (block size 3 MiB: not a power of two).
 ctl_ok "$M/vm" "create victim vhd 16M"
 tapfs_stop
 check vhdedit "$S/vm/victim.vhd" block-size 0x300000
-tapfs_start "$M" "$S" || summary
+tapfs_start "$M" "$S" "allow_path=$T" || summary
 back_failed victim "block size"
 tapfs_stop
 summary

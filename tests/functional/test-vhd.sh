@@ -213,7 +213,7 @@ else:
 PYEOF
 }
 
-tapfs_start "$M" "$S" || summary
+tapfs_start "$M" "$S" "allow_path=$T" || summary
 check mkdir "$G"
 
 # ---- (a) tapfs reads what qemu wrote --------------------------------------

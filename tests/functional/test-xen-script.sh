@@ -179,7 +179,9 @@ refused() {
 # ---- the mount -----------------------------------------------------------
 
 M=$T/mnt
-tapfs_start "$M" "$T/store" || summary
+# FORMAT:IMAGE targets are opened by the mount: images must be in its
+# store or an allow_path directory (docs/xen.md).
+tapfs_start "$M" "$T/store" "allow_path=$T" || summary
 check mkdir "$M/g"
 ctl_ok "$M/g" "create d raw 16M"
 ctl_ok "$M/g" "create e raw 16M"
@@ -299,6 +301,10 @@ try_refused "control file" "$M/g/.ctl" w "is not a VBD file"
 try_refused "group directory" "$M/g" w "is not a VBD file"
 try_refused "rw on a ro VBD" "$M/g/r" w "is read-only in tapfs"
 try_refused "bad params" "foo" w "neither a VBD file in a tapfs mount"
+OUTSIDE=$(mktemp /var/tmp/tapfs-xen-outside.XXXXXX) &&
+	truncate -s 1M "$OUTSIDE" && on_exit "rm -f '$OUTSIDE'"
+try_refused "image outside the allowed directories" "raw:$OUTSIDE" r \
+	"tapfs refused 'open xvdd raw:$OUTSIDE ro' .*EACCES: image $OUTSIDE is outside the allowed directories"
 try_refused "missing image" "raw:$T/nosuch.raw" w \
 	"image $T/nosuch.raw does not exist"
 check_not test -e "$M/guest-x"

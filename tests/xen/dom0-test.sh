@@ -199,7 +199,8 @@ mkdir -p "$MNT" /images
 # daemon's stderr.
 export ASAN_OPTIONS=log_path=/var/log/tapfs-san
 export UBSAN_OPTIONS=log_path=/var/log/tapfs-san
-if mount.tapfs -o pidfile=/run/tapfs.pid "$MNT" &&
+# The FORMAT:IMAGE disks' images are in /images, outside the store.
+if mount.tapfs -o pidfile=/run/tapfs.pid,allow_path=/images "$MNT" &&
    awk -v m="$MNT" '$2 == m && $3 == "fuse.tapfs" { f = 1 } END { exit !f }' \
 	/proc/mounts; then
 	ok tapfs-mount "mount.tapfs $MNT, daemon pid $(cat /run/tapfs.pid)"
