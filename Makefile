@@ -47,7 +47,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 LIBTAPFS := $(BUILD)/libtapfs.a
 
 .PHONY: all deps deps-build deps-fuzz fuzz-run run check test unit functional asan bench \
-	install uninstall clean fuzz xen-e2e
+	soak install uninstall clean fuzz xen-e2e
 all: $(BUILD)/tapfs $(BUILD)/tapfs-img $(UNIT_BINS)
 
 deps:
@@ -121,6 +121,16 @@ valgrind: deps-build $(UNIT_BINS)
 bench: deps
 	$(MAKE) all
 	TAPFS=$(abspath $(BUILD)/tapfs) bench/bench.sh
+
+# The crash loop, not part of check (tests/soak/crash-loop.sh): CYCLES
+# kill -9 cycles (default 50) for each of FORMATS (default raw vhd qcow2);
+# SEED= replays a run; SIZE=, KILL_MAX_MS=, THREADS= as in the script.
+SOAK_VARS := CYCLES FORMATS SIZE SEED KILL_MAX_MS THREADS
+SOAK_ARGS = $(foreach v,$(SOAK_VARS),$(if $($(v)),$(v)="$($(v))"))
+soak: deps
+	$(MAKE) $(BUILD)/tapfs $(BUILD)/tapfs-img
+	TAPFS=$(abspath $(BUILD)/tapfs) TAPFS_IMG=$(abspath $(BUILD)/tapfs-img) \
+		tests/soak/crash-loop.sh $(SOAK_ARGS)
 
 install: $(BUILD)/tapfs $(BUILD)/tapfs-img
 	install -D -m 0755 $(BUILD)/tapfs $(DESTDIR)$(SBINDIR)/tapfs

@@ -12,8 +12,10 @@
 #	summary
 #
 # What it provides:
-#   T              a fresh temp dir (mktemp -d under /tmp), removed at exit
+#   T              a fresh temp dir (mktemp -d under /tmp), removed at exit;
+#                  the test runs in it (fio's verify state files land there)
 #   TOP, TAPFS     repo root; the daemon (default $TOP/build/tapfs)
+#   TEST_DIR       the directory of the test script (absolute)
 #   requires CMD.. skip the test (exit 77) when a command is missing
 #   ok / fail      record one passed / failed check
 #   check CMD..    run CMD, record pass/fail by its exit status
@@ -31,6 +33,7 @@ TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TAPFS=${TAPFS:-$TOP/build/tapfs}
 MOUNT_TAPFS=${MOUNT_TAPFS:-$TOP/mount-helpers/mount.tapfs}
 TEST_NAME=$(basename "$0" .sh)
+TEST_DIR=$(cd "$(dirname "$0")" && pwd)
 export LC_ALL=C
 
 # The system python starts in 35 ms; a version-manager shim may take 0.5 s.
@@ -205,6 +208,9 @@ _rm_tmpdir() {
 
 T=$(mktemp -d /tmp/tapfs-"$TEST_NAME".XXXXXX) || exit 1
 on_exit "_rm_tmpdir '$T'"
+# Files a tool leaves in its working directory (fio's
+# local-*-verify.state) go with the temp dir, not into the checkout.
+cd "$T" || exit 1
 
 # ---- processes and mounts ------------------------------------------------
 

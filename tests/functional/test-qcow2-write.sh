@@ -14,7 +14,7 @@
 # fio --verify at QD32 on a fresh image (concurrent allocations), verified
 # again on qemu's copy.
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/qcow2-lib.sh"
+. "$TEST_DIR/qcow2-lib.sh"
 
 # Images from qemu: the chain of three (qcow2 v3 -> qcow2 v2 -> raw), a
 # compressed image, an image with zero clusters.

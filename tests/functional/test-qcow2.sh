@@ -18,7 +18,7 @@
 #     old leaf is unchanged, qemu-img reads the chain as the model.
 # (d) tapfs-img: create, info, check and convert to and from qcow2.
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/qcow2-lib.sh"
+. "$TEST_DIR/qcow2-lib.sh"
 # ---- (a) tapfs reads what qemu wrote -------------------------------------
 
 SZ=$((64 * MiB))
