@@ -25,6 +25,8 @@
 #   loop_attach    losetup --direct-io=on, detached at exit
 #   fsop           single system calls (write/open/pwrite/...) from python,
 #                  printing OK, a byte count or data, or the errno name
+#   bg_start/bg_wait  a background job stopped by its PID at exit; its status
+#   alive WHERE    the daemon still runs (else its sanitizer report, stop)
 #   summary        print "N passed, N failed" and exit accordingly
 #
 # A skipped test exits 77; run.sh counts it as skipped.
@@ -558,6 +560,43 @@ stat_val() {
 # file_mode PATH: octal permission bits.
 file_mode() { stat -c %a "$1" 2>&1; }
 file_size() { stat -c %s "$1" 2>&1; }
+
+# ---- background jobs -------------------------------------------------
+
+# bg_start NAME CMD...: run CMD in the background (output in
+# $T/NAME.out), PID in BG_PID; stopped (that PID only) at exit if still
+# running.
+bg_start() {
+	local name=$1
+	shift
+	"$@" </dev/null >"$T/$name.out" 2>&1 &
+	BG_PID=$!
+	on_exit "! pid_alive $BG_PID || kill $BG_PID; wait $BG_PID 2>/dev/null;
+		true"
+}
+
+# bg_wait PID SECONDS: wait for a background job; its exit status (or
+# "timeout") in BG_RC.  Not in a subshell: only the parent can reap it.
+bg_wait() {
+	if ! wait_gone "$1" "$2"; then
+		BG_RC=timeout
+		return
+	fi
+	wait "$1"
+	BG_RC=$?
+}
+
+# alive WHERE: the daemon of the last tapfs_start still runs; if not,
+# show why (a sanitizer report, or the end of its log) and stop here.
+alive() {
+	if pid_alive "$TAPFS_PID"; then
+		ok "daemon alive $1"
+		return 0
+	fi
+	fail "daemon alive $1" "$(grep -a -m1 -A8 'ERROR: AddressSanitizer' \
+		"$TAPFS_LOG" || tail -n 5 "$TAPFS_LOG")"
+	summary
+}
 
 # ---- fio -----------------------------------------------------------------
 

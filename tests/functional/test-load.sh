@@ -271,28 +271,6 @@ ext4_loop() {
 	done
 }
 
-# bg_start NAME CMD...: run CMD in the background (output in
-# $T/NAME.out), PID in BG_PID; stopped by PID at exit if still running.
-bg_start() {
-	local name=$1
-	shift
-	"$@" </dev/null >"$T/$name.out" 2>&1 &
-	BG_PID=$!
-	on_exit "! pid_alive $BG_PID || kill $BG_PID; wait $BG_PID 2>/dev/null;
-		true"
-}
-
-# bg_wait PID SECONDS: wait for a background job; its status in BG_RC
-# ("timeout" if it is still running).
-bg_wait() {
-	if ! wait_gone "$1" "$2"; then
-		BG_RC=timeout
-		return
-	fi
-	wait "$1"
-	BG_RC=$?
-}
-
 # wait_stat NAME KEY MIN SECONDS: until NAME.KEY >= MIN in $G/.stats.
 wait_stat() {
 	local end=$((SECONDS + $4)) v
@@ -302,17 +280,6 @@ wait_stat() {
 		[ $SECONDS -ge $end ] && return 1
 		sleep 0.05
 	done
-}
-
-# alive WHERE: the daemon still runs; if not, show why and stop here.
-alive() {
-	if pid_alive "$TAPFS_PID"; then
-		ok "daemon alive $1"
-		return 0
-	fi
-	fail "daemon alive $1" "$(grep -a -m1 -A8 'ERROR: AddressSanitizer' \
-		"$TAPFS_LOG" || tail -n 5 "$TAPFS_LOG")"
-	summary
 }
 
 # daemon_exit WHAT: the daemon (TAPFS_PID) exits by itself, status 0,

@@ -20,28 +20,6 @@ check mkdir "$G"
 ctl_ok "$G" "create p raw 128M"
 ctl_ok "$G" "create q raw 64M"
 
-# bg_start NAME CMD...: run CMD in the background; PID in BG_PID; killed
-# (that PID only) at exit if still running.
-bg_start() {
-	local name=$1
-	shift
-	"$@" </dev/null >"$T/$name.out" 2>&1 &
-	BG_PID=$!
-	on_exit "! pid_alive $BG_PID || kill $BG_PID; wait $BG_PID 2>/dev/null;
-		true"
-}
-
-# bg_wait PID SECONDS: wait for a background job; its exit status (or
-# "timeout") in BG_RC.  Not in a subshell: only the parent can reap it.
-bg_wait() {
-	if ! wait_gone "$1" "$2"; then
-		BG_RC=timeout
-		return
-	fi
-	wait "$1"
-	BG_RC=$?
-}
-
 # wait_writes GROUP NAME MIN SECONDS: wait until NAME.writes >= MIN.
 wait_writes() {
 	local end=$((SECONDS + $4)) w

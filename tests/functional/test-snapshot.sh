@@ -165,17 +165,6 @@ img_raw() {
 	"$TAPFS_IMG" convert -O raw "$1" "$2"
 }
 
-# alive WHERE: the daemon still runs; if not, show why and stop here.
-alive() {
-	if pid_alive "$TAPFS_PID"; then
-		ok "daemon alive $1"
-		return 0
-	fi
-	fail "daemon alive $1" "$(grep -a -m1 -A8 'ERROR: AddressSanitizer' \
-		"$TAPFS_LOG" || tail -n 5 "$TAPFS_LOG")"
-	summary
-}
-
 tapfs_start "$M" "$S" "allow_path=$T" || summary
 
 # ---- (a) a chain base + 4 snapshots against a model -------------------------
