@@ -174,6 +174,8 @@ $(BUILD)/fuzz/fuzz-ctl: tests/fuzz/fuzz-ctl.c fs/ctl.c drivers/td-util.c
 
 # Each target runs FUZZ_TIME seconds, or FUZZ_RUNS executions when set
 # (make fuzz FUZZ_RUNS=10000000); the corpora grow in $(BUILD)/fuzz/.
+# "FUZZ_SEEDS=$PWD/build/fuzz make functional" adds the damaged images
+# of test-vhd-bad and test-qcow2-bad to them.
 FUZZ_RUNS ?=
 FUZZ_LIMIT = $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS),-max_total_time=$(FUZZ_TIME))
 FUZZ_FLAGS = $(FUZZ_LIMIT) -print_final_stats=1

@@ -27,6 +27,7 @@
 #                  printing OK, a byte count or data, or the errno name
 #   bg_start/bg_wait  a background job stopped by its PID at exit; its status
 #   alive WHERE    the daemon still runs (else its sanitizer report, stop)
+#   fuzz_seed      keep a damaged image as a fuzzing seed (FUZZ_SEEDS=DIR)
 #   summary        print "N passed, N failed" and exit accordingly
 #
 # A skipped test exits 77; run.sh counts it as skipped.
@@ -596,6 +597,18 @@ alive() {
 	fail "daemon alive $1" "$(grep -a -m1 -A8 'ERROR: AddressSanitizer' \
 		"$TAPFS_LOG" || tail -n 5 "$TAPFS_LOG")"
 	summary
+}
+
+# ---- fuzzing seeds -----------------------------------------------------
+
+# fuzz_seed FORMAT FILE: with FUZZ_SEEDS=DIR in the environment, keep the
+# first 64 KiB of FILE (a damaged image a test made; the fuzzers' input
+# size) as a seed in DIR/corpus-FORMAT, the corpus make fuzz runs on:
+# "FUZZ_SEEDS=$PWD/build/fuzz make functional".
+fuzz_seed() {
+	[ -n "${FUZZ_SEEDS:-}" ] || return 0
+	mkdir -p "$FUZZ_SEEDS/corpus-$1" &&
+		head -c 65536 "$2" >"$FUZZ_SEEDS/corpus-$1/$TEST_NAME-${2##*/}"
 }
 
 # ---- fio -----------------------------------------------------------------

@@ -115,6 +115,7 @@ refused() {
 		want+=("$1")
 		shift
 	done
+	fuzz_seed qcow2 "$I/$name.qcow2"
 	lines=$(wc -l <"$TAPFS_LOG")
 	r=$(ctl "$G" "open $name qcow2:$I/$name.qcow2$mode")
 	check_in "$name${mode}: open refused" "$r" "${want[@]}"

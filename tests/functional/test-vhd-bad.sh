@@ -213,6 +213,7 @@ refused() {
 	local name=$1 file=$2 ere=$3 r st lines log base
 	shift 3
 	base=${file##*/}
+	fuzz_seed vhd "$file"
 	lines=$(wc -l <"$TAPFS_LOG")
 	r=$(ctl "$G" "open $name vhd:$file")
 	check_in "$name: open refused" "$r" "$@"
