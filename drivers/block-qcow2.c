@@ -365,6 +365,7 @@ static void q2_io_done(struct tiocb *t, long res)
 	struct q2_state *s = io->s;
 	q2_io_cb_t cb = io->cb;
 	void *arg = io->arg;
+	struct td_grace_epoch *ep = io->ep;
 	int err = 0;
 
 	if (res < 0)
@@ -375,9 +376,10 @@ static void q2_io_done(struct tiocb *t, long res)
 		else
 			err = -EIO;
 	}
+	/* io lives in t: nothing of it is read after the put. */
 	td_pool_put(&s->tiocbs, t);
-	if (io->ep)
-		td_grace_end(io->ep);
+	if (ep)
+		td_grace_end(ep);
 	cb(s, arg, err);
 }
 
