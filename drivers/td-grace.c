@@ -32,7 +32,6 @@ static void epoch_release(struct td_grace_epoch *ep)
 	for (i = 0; i < n; i++)
 		g->release(g->ctx, ep->ext[i].off, ep->ext[i].len,
 			   ep->ext[i].flags);
-	g->released += n;
 }
 
 /*
@@ -88,7 +87,6 @@ int td_grace_defer(struct td_grace *g, uint64_t off, uint64_t len,
 	ep->ext[ep->n].len = len;
 	ep->ext[ep->n].flags = flags;
 	ep->n++;
-	g->deferred++;
 	grace_advance(g);
 	return 0;
 }

@@ -50,7 +50,6 @@ struct td_grace {
 	unsigned		 cur;
 	td_grace_release_t	 release;
 	void			*ctx;
-	uint64_t		 deferred, released;	/* extents, for stats */
 };
 
 void td_grace_init(struct td_grace *g, td_grace_release_t release,
