@@ -28,9 +28,10 @@ mkdir -p "$I"
 cat >"$T/slots.py" <<'PYEOF'
 # slots.py: fsync'd writes into numbered slots, and their verification.
 #
-#   write VBD LOG SLOT_BYTES FIRST_SLOT   writes slot after slot (data of
-#       a random length up to SLOT_BYTES, fsync), appending "slot seed
-#       len" to LOG after each fsync, until killed or an error
+#   write VBD LOG SLOT_BYTES FIRST END   writes slot after slot from FIRST
+#       (data of a random length up to SLOT_BYTES, fsync), appending
+#       "slot seed len" to LOG after each fsync, until killed, an error,
+#       or slot END (not written)
 #   verify IMAGE_RAW LOG SLOT_BYTES       every logged slot reads back
 import os, random, sys
 
@@ -39,12 +40,12 @@ def data(slot, seed, ln):
     return random.Random(slot * 7919 + seed).randbytes(ln)
 
 
-def cmd_write(vbd, log, sb, first):
+def cmd_write(vbd, log, sb, first, end):
     fd = os.open(vbd, os.O_RDWR)
     lf = open(log, "a")
     rng = random.Random(first)
     slot = first
-    while True:
+    while slot < end:
         seed = rng.randrange(1 << 30)
         ln = rng.randint(1, sb)
         try:
@@ -60,12 +61,17 @@ def cmd_write(vbd, log, sb, first):
 
 def cmd_verify(raw, log, sb):
     fd = os.open(raw, os.O_RDONLY)
-    n = 0
+    last = {}
     for line in open(log):
         p = line.split()
         if len(p) != 3:
             continue        # a torn last line: not confirmed
         slot, seed, ln = map(int, p)
+        # A later round may reach a slot an earlier one wrote: the
+        # last fsync'd write of a slot is what it must hold.
+        last[slot] = (seed, ln)
+    n = 0
+    for slot, (seed, ln) in sorted(last.items()):
         if os.pread(fd, ln, slot * sb) != data(slot, seed, ln):
             sys.exit("slot %d (%d bytes) lost after the crash" % (slot, ln))
         n += 1
@@ -75,12 +81,16 @@ def cmd_verify(raw, log, sb):
 
 
 if sys.argv[1] == "write":
-    cmd_write(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    cmd_write(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]),
+              int(sys.argv[6]))
 else:
     cmd_verify(sys.argv[2], sys.argv[3], int(sys.argv[4]))
 PYEOF
 
 SLOT=$((96 * 1024))
+# Each round's slots, disjoint and below fio's half of the smallest image
+# (128 MiB): a fast round must not reach the next one's or fio's.
+ROUND_SLOTS=$((64 * MiB / SLOT / 3))
 
 # qemu_check_ok IMG: no corruption (leaks allowed).
 qemu_check_ok() {
@@ -138,7 +148,8 @@ for round in 1 2 3; do
 		size=$(file_size "$G/$v")
 		# Slots in the first half, fio in the second.
 		"$PYTHON" -I "$T/slots.py" write "$G/$v" "$T/$v.log" $SLOT \
-			$(( (round - 1) * 200 )) >/dev/null 2>&1 &
+			$(( (round - 1) * ROUND_SLOTS )) \
+			$(( round * ROUND_SLOTS )) >/dev/null 2>&1 &
 		pids+=($!)
 		fio --name="$v$round" --filename="$G/$v" --ioengine=libaio \
 			--direct=1 --rw=randwrite --bsrange=512-128k \
