@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <tapfs/engine.h>
+#include <tapfs/lock.h>
 #include <tapfs/log.h>
 
 #define TD_AIO_BATCH		64
@@ -421,6 +422,9 @@ struct td_engine *td_engine_new(void)
 	e->aioq = td_aio_queue_new(e->loop, TD_AIO_DEPTH);
 	if (!e->aioq)
 		goto fail;
+	e->locks = td_lock_table_new();
+	if (!e->locks)
+		goto fail;
 	return e;
 fail:
 	td_engine_free(e);
@@ -431,6 +435,7 @@ void td_engine_free(struct td_engine *e)
 {
 	if (!e)
 		return;
+	td_lock_table_free(e->locks);
 	td_aio_queue_free(e->aioq);
 	td_loop_free(e->loop);
 	free(e);

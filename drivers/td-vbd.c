@@ -14,16 +14,24 @@
 #include <string.h>
 
 #include <tapfs/engine.h>
+#include <tapfs/lock.h>
 #include <tapfs/log.h>
 
 struct td_image {
 	td_driver_t	 drv;
 	td_image_t	*parent;	/* towards the base, NULL at the base */
 	td_vbd_t	*vbd;
+	struct td_lock	*lock;		/* NULL: not a file */
 };
 
 struct td_vbd {
 	struct td_engine	*engine;
+	/*
+	 * Who holds the images, for the image locks: the VBD itself, or,
+	 * while vbd_reopen() opens a new chain, the VBD being reopened.
+	 */
+	const td_vbd_t		*owner;
+	char			 name[TD_VBD_NAME_MAX];
 	struct vbd_params	 params;
 	td_image_t		**images;	/* [0] = leaf */
 	unsigned		 nimages;
@@ -52,6 +60,11 @@ struct td_vbd {
 static void vbd_dispatch(td_vbd_t *vbd, struct vbd_request *vreq);
 static void vbd_kick(td_vbd_t *vbd);
 static void vbd_pause_timer(struct td_timer *t);
+static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
+			  const char *path, td_flag_t flags,
+			  const struct vbd_params *params,
+			  const td_vbd_t *owner, td_vbd_t **out, char *err,
+			  size_t errlen);
 
 void vbd_params_default(struct vbd_params *p)
 {
@@ -122,6 +135,7 @@ static void vbd_image_free(td_image_t *img)
 {
 	if (!img)
 		return;
+	td_lock_release(img->lock);
 	free(img->drv.data);
 	free(img->drv.name);
 	free(img);
@@ -144,6 +158,37 @@ int td_check_path(td_driver_t *drv, const char *path)
 	rc = td_engine_check_path(drv->engine, path, &real, drv->error,
 				  sizeof(drv->error));
 	free(real);
+	return rc;
+}
+
+/*
+ * Take img's image lock: read-write for a writable leaf (or what a
+ * writable filter stands on), read-only for the rest.  -EBUSY names who
+ * holds the image; other errors read as the driver's open would.
+ */
+static int vbd_image_lock(td_vbd_t *vbd, td_image_t *img, const char *path,
+			  const td_driver_t *child, td_flag_t flags, char *err,
+			  size_t errlen)
+{
+	bool parent = child && !(child->ops->disk_flags & TD_DISK_FILTER);
+	char why[512];
+	int rc;
+
+	rc = td_lock_acquire(vbd->engine ? vbd->engine->locks : NULL, path,
+			     flags & TD_OPEN_RDONLY ? TD_LOCK_READ :
+			     TD_LOCK_WRITE, parent ? TD_LOCK_ROLE_PARENT :
+			     TD_LOCK_ROLE_IMAGE, vbd->owner, vbd->owner->name,
+			     &img->lock, why, sizeof(why));
+	if (rc == -EBUSY && parent)
+		snprintf(err, errlen, "%s: parent %s", child->name, why);
+	else if (rc == -EBUSY)
+		snprintf(err, errlen, "%s", why);
+	else if (rc && child)
+		snprintf(err, errlen, "%s: parent %s: %s", child->name, path,
+			 strerror(-rc));
+	else if (rc)
+		snprintf(err, errlen, "%s: cannot open as %s: %s", path,
+			 img->drv.ops->name, strerror(-rc));
 	return rc;
 }
 
@@ -178,6 +223,17 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 	if (!img) {
 		free(real);
 		return -ENOMEM;
+	}
+	img->drv.ops = ops;
+	if (!(ops->disk_flags & (TD_DISK_FILTER | TD_DISK_NO_FILE))) {
+		/* Before the driver reads (or repairs) anything. */
+		rc = vbd_image_lock(vbd, img, real ? real : path, child,
+				    flags, err, errlen);
+		if (rc) {
+			free(real);
+			free(img);
+			return rc;
+		}
 	}
 	img->vbd = vbd;
 	img->drv.ops = ops;
@@ -240,23 +296,34 @@ static int vbd_parse_spec(const char *spec, char *drv, size_t drvlen,
 	return 0;
 }
 
+/* The driver and path of "driver:path", or -EINVAL and err. */
+static int vbd_spec_driver(const char *spec, const struct tap_disk **ops,
+			   const char **path, char *err, size_t errlen)
+{
+	char dname[64];
+
+	if (vbd_parse_spec(spec, dname, sizeof(dname), path)) {
+		snprintf(err, errlen, "'%s' is not DRIVER:PATH", spec);
+		return -EINVAL;
+	}
+	*ops = td_driver_find(dname);
+	if (!*ops) {
+		snprintf(err, errlen, "unknown driver '%s'", dname);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int vbd_open(struct td_engine *e, const char *spec, td_flag_t flags,
 	     const struct vbd_params *params, td_vbd_t **out,
 	     char *err, size_t errlen)
 {
-	char dname[64];
 	const struct tap_disk *ops;
 	const char *path;
+	int rc = vbd_spec_driver(spec, &ops, &path, err, errlen);
 
-	if (vbd_parse_spec(spec, dname, sizeof(dname), &path)) {
-		snprintf(err, errlen, "'%s' is not DRIVER:PATH", spec);
-		return -EINVAL;
-	}
-	ops = td_driver_find(dname);
-	if (!ops) {
-		snprintf(err, errlen, "unknown driver '%s'", dname);
-		return -EINVAL;
-	}
+	if (rc)
+		return rc;
 	return vbd_open_ops(e, ops, path, flags, params, out, err, errlen);
 }
 
@@ -264,6 +331,30 @@ int vbd_open_ops(struct td_engine *e, const struct tap_disk *ops,
 		 const char *path, td_flag_t flags,
 		 const struct vbd_params *params, td_vbd_t **out,
 		 char *err, size_t errlen)
+{
+	return vbd_open_owned(e, ops, path, flags, params, NULL, out, err,
+			      errlen);
+}
+
+void vbd_set_name(td_vbd_t *vbd, const char *name)
+{
+	snprintf(vbd->name, sizeof(vbd->name), "%s", name);
+}
+
+const char *vbd_name(const td_vbd_t *vbd)
+{
+	return vbd->name;
+}
+
+/*
+ * Open a chain whose images owner holds (NULL: the new VBD itself, named
+ * after its leaf until vbd_set_name()).
+ */
+static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
+			  const char *path, td_flag_t flags,
+			  const struct vbd_params *params,
+			  const td_vbd_t *owner, td_vbd_t **out, char *err,
+			  size_t errlen)
 {
 	td_vbd_t *vbd;
 	int rc;
@@ -276,6 +367,8 @@ int vbd_open_ops(struct td_engine *e, const struct tap_disk *ops,
 		free(vbd);
 		return -ENOMEM;
 	}
+	vbd->owner = owner ? owner : vbd;
+	snprintf(vbd->name, sizeof(vbd->name), "the VBD of %s", path);
 	vbd->engine = e;
 	if (params)
 		vbd->params = *params;
@@ -391,6 +484,8 @@ int vbd_close(td_vbd_t *vbd)
 
 int vbd_reopen(td_vbd_t *vbd, const char *spec, char *err, size_t errlen)
 {
+	const struct tap_disk *ops;
+	const char *path;
 	td_image_t **old;
 	td_vbd_t *nv;
 	unsigned n, i;
@@ -400,8 +495,13 @@ int vbd_reopen(td_vbd_t *vbd, const char *spec, char *err, size_t errlen)
 		snprintf(err, errlen, "the VBD must be paused and drained");
 		return -EBUSY;
 	}
-	rc = vbd_open(vbd->engine, spec, vbd->rdonly ? TD_OPEN_RDONLY : 0,
-		      &vbd->params, &nv, err, errlen);
+	rc = vbd_spec_driver(spec, &ops, &path, err, errlen);
+	if (rc)
+		return rc;
+	/* The new chain's images are held by this VBD, as the old ones. */
+	rc = vbd_open_owned(vbd->engine, ops, path,
+			    vbd->rdonly ? TD_OPEN_RDONLY : 0, &vbd->params,
+			    vbd, &nv, err, errlen);
 	if (rc)
 		return rc;
 	if (vbd_size(nv) != vbd_size(vbd)) {

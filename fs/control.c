@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <tapfs/lock.h>
 #include <tapfs/log.h>
 
 #include "tapfs.h"
@@ -486,10 +487,19 @@ static int control_create(struct tapfs *fs, struct tapfs_group *g,
 		snprintf(path, sizeof(path), "%s/%s/%s", fs->store, g->name,
 			 cmd->name);
 	rc = td_drv_create(ops, path, cmd->size, 0);
-	if (rc == -EEXIST)
+	if (rc == -EEXIST) {
+		char who[256];
+
+		/* Someone's disk: say whose, not how to open it again. */
+		if (!td_lock_describe(fs->engine->locks, path, who,
+				      sizeof(who)) && who[0])
+			return control_status(g, -EBUSY, "image %s already "
+					      "exists and is in use %s", path,
+					      who);
 		return control_status(g, rc, "image %s already exists "
 				      "(use: open %s %s:%s)", path, cmd->name,
 				      cmd->format, path);
+	}
 	if (rc)
 		return control_status(g, rc, "cannot create %s: %s", path,
 				      strerror(-rc));

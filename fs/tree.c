@@ -295,6 +295,12 @@ int tapfs_vbd_add(struct tapfs *fs, struct tapfs_group *g, const char *name,
 		free(tv);
 		return rc;
 	}
+	{
+		char who[TD_VBD_NAME_MAX];
+
+		snprintf(who, sizeof(who), "%s/%s", g->name, name);
+		vbd_set_name(tv->vbd, who);
+	}
 	tv->node = tapfs_node_new(fs, TAPFS_VBD, tv);
 	if (!tv->node) {
 		vbd_close(tv->vbd);

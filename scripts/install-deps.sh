@@ -9,7 +9,7 @@ set -eu
 
 BUILD_PKGS="gcc make pkg-config libc6-dev libfuse3-dev fuse3 libaio-dev
 uuid-dev zlib1g-dev libcmocka-dev"
-TEST_PKGS="fio qemu-utils e2fsprogs util-linux kmod"
+TEST_PKGS="fio qemu-utils qemu-system-common e2fsprogs util-linux kmod"
 BENCH_PKGS="qemu-system-common"
 FUZZ_PKGS="clang libclang-rt-14-dev"
 VALGRIND_PKGS="valgrind"

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <tapfs/lock.h>
 #include <tapfs/tapdisk.h>
 
 #include "qcow2-image.h"
@@ -55,6 +56,52 @@ static void msg(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+}
+
+/*
+ * The image locks of this run (include/tapfs/lock.h): taken before an
+ * image is read for a result or written, held until the verb returns, so
+ * that an image a tapfs mount or QEMU is writing is refused instead of
+ * read half-written or written under its writer.
+ */
+#define IMG_MAX_LOCKS	4
+
+static struct td_lock *img_locks[IMG_MAX_LOCKS];
+static unsigned img_nlocks;
+static bool img_force_share;	/* -U of check and convert */
+
+static int img_lock(const char *path, enum td_lock_mode mode)
+{
+	char err[1024];
+	int rc;
+
+	/* -U: the caller reads an image in use, knowingly (as qemu-img -U). */
+	if (mode == TD_LOCK_READ && img_force_share)
+		return 0;
+
+	if (img_nlocks == IMG_MAX_LOCKS) {
+		msg("%s: too many images locked", path);
+		return EXIT_FAIL;
+	}
+	rc = td_lock_acquire(NULL, path, mode, TD_LOCK_ROLE_IMAGE, NULL,
+			     PROG, &img_locks[img_nlocks], err, sizeof(err));
+	if (rc == -EBUSY) {
+		msg("%s (close the VBD, or stop the program that has it "
+		    "open)", err);
+		return EXIT_FAIL;
+	}
+	if (rc) {
+		msg("%s", err);
+		return EXIT_FAIL;
+	}
+	img_nlocks++;
+	return 0;
+}
+
+static void img_unlock_all(void)
+{
+	while (img_nlocks)
+		td_lock_release(img_locks[--img_nlocks]);
 }
 
 /* A usage error of a verb: the message, then where to find help. */
@@ -478,6 +525,9 @@ static int cmd_create(int argc, char **argv)
 		return ret;
 	if (!parent && optind + 1 >= argc)
 		return usage_error("create", "SIZE is required without -b");
+	/* A parent someone writes would change under its new child. */
+	if (parent && (ret = img_lock(parent, TD_LOCK_READ)))
+		return ret;
 	if (fmt == FORMAT_QCOW2) {
 		if ((ret = parse_qcow2_options("create", opts, &qp)))
 			return ret;
@@ -553,6 +603,8 @@ static int cmd_snapshot(int argc, char **argv)
 	}
 	if (argc - optind != 2)
 		return usage_error("snapshot", "expected BASE NEWCHILD");
+	if ((ret = img_lock(argv[optind], TD_LOCK_READ)))
+		return ret;
 	ret = create_vhd(argv[optind + 1], &o, 0, argv[optind], pfmt);
 	if (!ret)
 		printf("%s: new differencing image on %s\n", argv[optind + 1],
@@ -576,6 +628,25 @@ static void json_str(FILE *f, const char *s)
 			fputc(*p, f);
 	}
 	fputc('"', f);
+}
+
+/* info's "in use" line: who holds path, or "no". */
+static void info_in_use(const char *path, bool json)
+{
+	char who[256];
+
+	if (td_lock_describe(NULL, path, who, sizeof(who)))
+		who[0] = '\0';
+	if (json) {
+		printf("    \"in-use\": ");
+		if (who[0])
+			json_str(stdout, who);
+		else
+			printf("false");
+		printf(",\n");
+	} else {
+		printf("in use: %s\n", who[0] ? who : "no");
+	}
 }
 
 static const char *link_subformat(const struct vhd_link *l)
@@ -643,6 +714,7 @@ static void info_print_text(const struct info *in)
 	printf("virtual size: %s (%" PRIu64 " bytes)\n",
 	       human_size(in->size, a, sizeof(a)), in->size);
 	printf("disk size: %s\n", human_size(in->disk_size, b, sizeof(b)));
+	info_in_use(in->path, false);
 	if (!in->img)
 		goto chain;
 	printf("allocated: %s (%" PRIu64 " bytes)", human_size(
@@ -703,6 +775,7 @@ static void info_print_json(const struct info *in)
 		       vhd_type_name(in->img->footer.type));
 	printf("    \"virtual-size\": %" PRIu64 ",\n", in->size);
 	printf("    \"actual-size\": %" PRIu64 ",\n", in->disk_size);
+	info_in_use(in->path, true);
 	if (in->img) {
 		printf("    \"allocated-bytes\": %" PRIu64 ",\n",
 		       in->alloc_secs << TD_SECTOR_SHIFT);
@@ -778,6 +851,7 @@ static int info_qcow2(const char *path, uint64_t disk_size, bool json)
 		       img->h.version == 2 ? "0.10" : "1.1");
 		printf("    \"virtual-size\": %" PRIu64 ",\n", img->h.size);
 		printf("    \"actual-size\": %" PRIu64 ",\n", disk_size);
+		info_in_use(path, true);
 		printf("    \"allocated-bytes\": %" PRIu64 ",\n", bytes);
 		printf("    \"allocated-clusters\": %" PRIu64 ",\n", clusters);
 		printf("    \"cluster-size\": %u,\n", img->g.cluster_size);
@@ -815,6 +889,7 @@ static int info_qcow2(const char *path, uint64_t disk_size, bool json)
 		printf("virtual size: %s (%" PRIu64 " bytes)\n",
 		       human_size(img->h.size, a, sizeof(a)), img->h.size);
 		printf("disk size: %s\n", human_size(disk_size, b, sizeof(b)));
+		info_in_use(path, false);
 		printf("allocated: %s (%" PRIu64 " bytes) in %" PRIu64
 		       " cluster%s\n", human_size(bytes, a, sizeof(a)), bytes,
 		       clusters, clusters == 1 ? "" : "s");
@@ -987,6 +1062,7 @@ static int check_qcow2(struct check_out *out)
 static int cmd_check(int argc, char **argv)
 {
 	static const struct option lo[] = {
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -996,7 +1072,11 @@ static int cmd_check(int argc, char **argv)
 	bool is_vhd, is_qcow2;
 	int c, ret;
 
-	while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":Uh", lo, NULL)) != -1) {
+		if (c == 'U') {
+			img_force_share = true;
+			continue;
+		}
 		if (c == 'h')
 			return verb_help("check");
 		return bad_option("check", c, argv);
@@ -1005,6 +1085,9 @@ static int cmd_check(int argc, char **argv)
 		return usage_error("check", "expected one FILE");
 	out.path = argv[optind];
 	out.lines = 0;
+	/* An image being written cannot be checked: not "problems found". */
+	if (img_lock(out.path, TD_LOCK_READ))
+		return EXIT_USAGE;
 	if ((ret = qcow2_probe(out.path, &is_qcow2))) {
 		msg("%s: %s", out.path, strerror(-ret));
 		return EXIT_USAGE;
@@ -1102,6 +1185,8 @@ static int cmd_coalesce(int argc, char **argv)
 	}
 	if (argc - optind != 1)
 		return usage_error("coalesce", "expected one CHILD");
+	if ((ret = img_lock(argv[optind], TD_LOCK_READ)))
+		return ret;
 	if (vhd_chain_open(&c, argv[optind], VHD_FORMAT_VHD,
 			   VHD_IMAGE_RDONLY | VHD_CHAIN_PARENT_RDWR, err,
 			   sizeof(err))) {
@@ -1116,6 +1201,9 @@ static int cmd_coalesce(int argc, char **argv)
 		    "coalesce into", argv[optind]);
 		goto out;
 	}
+	/* The parent is written: nobody else may have it open. */
+	if (img_lock(c->link[1].path, TD_LOCK_WRITE))
+		goto out;
 	if (c->link[0].size > c->link[1].size) {
 		msg("cannot coalesce %s (%" PRIu64 " bytes) into its smaller "
 		    "parent %s (%" PRIu64 " bytes)", c->link[0].path,
@@ -1328,6 +1416,7 @@ static int cmd_convert(int argc, char **argv)
 {
 	static const struct option lo[] = {
 		{ "progress", no_argument, NULL, 'p' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1343,8 +1432,11 @@ static int cmd_convert(int argc, char **argv)
 	char err[1024];
 	int ch, ret;
 
-	while ((ch = getopt_long(argc, argv, ":f:O:o:ph", lo, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":f:O:o:pUh", lo, NULL)) != -1) {
 		switch (ch) {
+		case 'U':
+			img_force_share = true;
+			break;
 		case 'f':
 			if ((ret = parse_format("convert", optarg, &ifmt)))
 				return ret;
@@ -1379,6 +1471,8 @@ static int cmd_convert(int argc, char **argv)
 		return usage_error("convert", "-o applies to -O vhd|qcow2 "
 				   "only");
 	in.path = argv[optind];
+	if ((ret = img_lock(in.path, TD_LOCK_READ)))
+		return ret;
 	if ((ret = probe_qcow2(in.path, &ifmt)))
 		return ret;
 	if (ifmt == FORMAT_QCOW2) {
@@ -1401,6 +1495,9 @@ static int cmd_convert(int argc, char **argv)
 	buf = malloc((size_t)COPY_SECTORS << TD_SECTOR_SHIFT);
 	ret = buf ? convert_open_out(&o, ofmt, &co, &qp, in.size) :
 		    EXIT_FAIL;
+	/* New, or a device given as DST: nobody else may be using it. */
+	if (!ret)
+		ret = img_lock(o.path, TD_LOCK_WRITE);
 	if (!ret) {
 		progress_init(&pg, want_progress);
 		ret = convert_copy(&in, &o, &pg, buf);
@@ -1494,12 +1591,18 @@ static const struct verb verbs[] = {
 "base image.  For qcow2: compat, cluster size, refcount bits, the\n"
 "allocated clusters, the dirty flag, the backing file and its format,\n"
 "and the chain (JSON keys: filename, format, compat, virtual-size,\n"
-"actual-size, allocated-bytes, allocated-clusters, cluster-size,\n"
+"actual-size, in-use, allocated-bytes, allocated-clusters, cluster-size,\n"
 "refcount-bits, dirty-flag, backing-filename, backing-filename-format,\n"
 "chain[]).\n"
 "\n"
+"\"in use\" says who has FILE open, from its image locks (docs/locking.md):\n"
+"\"no\", or for example \"read-write by pid 4242 (tapfs)\" or \"read-only by\n"
+"pid 77 (qemu-system-x86_64)\"; a holder on another host sharing the file\n"
+"system is \"by another process\".  info reads an image in use anyway.\n"
+"\n"
 "  --json   the same as one JSON object (keys: filename, format,\n"
-"           subformat, virtual-size, actual-size, allocated-bytes,\n"
+"           subformat, virtual-size, actual-size, in-use (false or\n"
+"           the holder), allocated-bytes,\n"
 "           allocated-blocks, block-size, uuid, created, parent-raw,\n"
 "           parent-uuid, parent-name, parent-timestamp, parent-locators,\n"
 "           chain[] of {filename, format, subformat, virtual-size}).\n"
@@ -1510,7 +1613,7 @@ static const struct verb verbs[] = {
 	},
 	{
 		"check", cmd_check, "check an image's structure",
-"Usage: " PROG " check FILE\n"
+"Usage: " PROG " check [-U] FILE\n"
 "\n"
 "Check the structure of the VHD image FILE and print one line per\n"
 "problem, naming it: footer cookie, checksum (expected and found),\n"
@@ -1532,8 +1635,15 @@ static const struct verb verbs[] = {
 "references is an error; one counted but unused is a \"leak:\" line\n"
 "(space lost by a crash, harmless: not a failure).\n"
 "\n"
+"FILE is locked for reading first (docs/locking.md): an image that a tapfs\n"
+"mount, QEMU or another program has open read-write is refused, naming\n"
+"the holder, since its metadata changes while it is read.\n"
+"\n"
+"  -U, --force-share   check an image that is in use anyway (an idle one:\n"
+"                      a running writer makes the result meaningless).\n"
+"\n"
 "Exit status: 0 no errors, 1 errors found (one line each), 2 usage, or\n"
-"FILE cannot be read at all.\n"
+"FILE cannot be read at all (or is in use).\n"
 	},
 	{
 		"snapshot", cmd_snapshot,
@@ -1548,6 +1658,9 @@ static const struct verb verbs[] = {
 "\n"
 "  -F FORMAT   BASE's format (default: probed); a raw BASE is allowed.\n"
 "\n"
+"BASE is locked for reading while NEWCHILD is made: a BASE that a tapfs\n"
+"mount or QEMU has open read-write is refused, naming the holder.\n"
+"\n"
 "Exit status: 0 created, 1 failed, 2 usage.\n"
 	},
 	{
@@ -1558,7 +1671,9 @@ static const struct verb verbs[] = {
 "parent (a VHD, or a raw image), so that the parent alone then holds what\n"
 "CHILD showed.  CHILD itself is not modified and still reads the same; it\n"
 "can be deleted once nothing else depends on it.  The parent must not be\n"
-"in use, and should be backed up first: an interrupted coalesce leaves it\n"
+"in use (it is locked for writing, CHILD for reading: a holder is named\n"
+"and nothing is written), and should be backed up first: an interrupted\n"
+"coalesce leaves it\n"
 "partly updated (CHILD still reads correctly; run coalesce again).\n"
 "\n"
 "  -p, --progress   show progress (always shown on a terminal).\n"
@@ -1567,7 +1682,7 @@ static const struct verb verbs[] = {
 	},
 	{
 		"convert", cmd_convert, "copy an image (through its chain)",
-"Usage: " PROG " convert [-p] [-f raw|vhd|qcow2] -O raw|vhd|qcow2\n"
+"Usage: " PROG " convert [-p] [-U] [-f raw|vhd|qcow2] -O raw|vhd|qcow2\n"
 "                 [-o OPTIONS] SRC DST\n"
 "\n"
 "Copy what SRC shows (reading through its whole chain of parents) into a\n"
@@ -1583,6 +1698,9 @@ static const struct verb verbs[] = {
 "  -f FORMAT   read SRC as raw, vhd or qcow2 instead of probing (a qcow2\n"
 "              SRC is read through its backing files: qcow2, raw, vhd).\n"
 "  -p, --progress   show progress (always shown on a terminal).\n"
+"  -U, --force-share   copy SRC even though it is in use read-write (a\n"
+"              paused VBD); without -U such a SRC is refused, naming the\n"
+"              holder.  DST is always locked for writing.\n"
 "\n"
 "Exit status: 0 converted, 1 failed, 2 usage.\n"
 "\n"
@@ -1627,6 +1745,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	const struct verb *v;
+	int ret;
 
 	if (argc < 2) {
 		usage(stderr);
@@ -1656,5 +1775,7 @@ int main(int argc, char **argv)
 	}
 	optind = 1;
 	opterr = 0;
-	return v->run(argc - 1, argv + 1);
+	ret = v->run(argc - 1, argv + 1);
+	img_unlock_all();
+	return ret;
 }

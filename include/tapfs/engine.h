@@ -184,9 +184,13 @@ void td_aio_queue_get_stats(const struct td_aio_queue *q,
 typedef int (*td_path_policy_t)(void *arg, const char *path, char **real,
 				char *err, size_t errlen);
 
+struct td_lock_table;
+
 struct td_engine {
 	struct td_loop		*loop;
 	struct td_aio_queue	*aioq;
+	/* Every image file this engine's VBDs hold (include/tapfs/lock.h). */
+	struct td_lock_table	*locks;
 	/* NULL (the default): every path may be opened as it is given. */
 	td_path_policy_t	 path_policy;
 	void			*path_policy_arg;
@@ -301,6 +305,19 @@ int  vbd_open_ops(struct td_engine *e, const struct tap_disk *ops,
 		  const char *path, td_flag_t flags,
 		  const struct vbd_params *params, td_vbd_t **out,
 		  char *err, size_t errlen);
+/*
+ * Every image a VBD opens is locked (include/tapfs/lock.h): read-write for
+ * a writable leaf, read-only for the rest.  An image another VBD of the
+ * engine, another process or another host holds in a way that conflicts
+ * makes vbd_open() fail with -EBUSY, the holder named in err.
+ *
+ * A VBD's name, as other VBDs' refusals give it ("g1/a holds ..."):
+ * "the VBD of PATH" until set.
+ */
+#define TD_VBD_NAME_MAX		512
+void vbd_set_name(td_vbd_t *vbd, const char *name);
+const char *vbd_name(const td_vbd_t *vbd);
+
 /* Close a drained VBD (state paused or idle). Returns first close error. */
 int  vbd_close(td_vbd_t *vbd);
 

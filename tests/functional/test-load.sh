@@ -492,11 +492,12 @@ if [ -n "$LOOP_DEV" ]; then
 else
 	fail "losetup -r --direct-io=on $G/c"
 fi
-# The base and the leaf of b's chain.
+# The base and the leaf of b's chain (idle: the leaf is open, so -U reads
+# it beside tapfs's write lock; the base is a parent, free to read).
 check qemu-img check -q "$S/g/b.qcow2"
-check qemu-img check -q "$(ctl_line "$G" b | cut -d' ' -f6 | cut -d: -f2)"
+check qemu-img check -U -q "$(ctl_line "$G" b | cut -d' ' -f6 | cut -d: -f2)"
 if [ -x "$TAPFS_IMG" ]; then
-	check "$TAPFS_IMG" check "$(ctl_line "$G" a | cut -d' ' -f6 |
+	check "$TAPFS_IMG" check -U "$(ctl_line "$G" a | cut -d' ' -f6 |
 		cut -d: -f2)"
 fi
 # b's 12 qcow2 images would slow down the remounts below.
@@ -580,7 +581,7 @@ msg "SIGTERM: the writer had ${acked:-?} bytes acknowledged, then" \
 tapfs_start "$M" "$S" || summary
 check cmp -n "${acked:-0}" "$T/pat2" "$G/d"
 check_match "e: running again" "^e running qcow2 " "$(ctl_line "$G" e)"
-check qemu-img check -q "$S/g/e.qcow2"
+check qemu-img check -U -q "$S/g/e.qcow2"	# open, idle
 check dd if="$G/e" of=/dev/null bs=1M iflag=direct status=none
 alive "at the end"
 tapfs_stop

@@ -130,9 +130,15 @@ status_says "'..' is followed" "\\(really $O/base\\.raw\\)"
 ctl_err "$G" "open da raw:$A/../outside/base.raw" EACCES
 ctl_err "$G" "open s2 raw:$T/store2/y.raw" EACCES	# not below "store"
 ctl_err "$G" "open f fault:none:raw:$O/base.raw" EACCES
-ln -s d.raw "$S/g/alias"
+truncate -s 4M "$S/g/target.raw"
+ln -s target.raw "$S/g/alias"
 ctl_ok "$G" "open al raw:$S/g/alias ro"		# a link within the store
 ctl_close "$G" al
+# A link to d's image is d's image: refused while d writes it.
+ln -s d.raw "$S/g/alias-d"
+ctl_err "$G" "open ad raw:$S/g/alias-d ro" EBUSY
+status_says "the image is known by its inode" \
+	"g/d holds $S/g/d\\.raw read-write"
 # A link into the mount is refused without looking into it (the daemon
 # would wait for itself).
 ln -s "$M/g" "$S/g/intomnt"
@@ -253,7 +259,7 @@ check_eq "no VBD made by bad input" "" "$(ctl_line "$G" n)$(ctl_line "$G" a)"
 
 # ---- (c) remount without the allow_path --------------------------------------
 
-ctl_ok "$G" "open a raw:$A/a.raw"
+ctl_ok "$G" "open a raw:$A/a.raw ro"	# qa's parent: read-only only
 tapfs_stop
 check_eq "ro raw image unchanged by unmount" "$sum_raw" "$(sha "$S/g/ro.raw")"
 check_eq "ro vhd image unchanged by unmount" "$sum_vhd" "$(sha "$S/g/rov.vhd")"

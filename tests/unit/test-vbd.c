@@ -257,6 +257,8 @@ static const struct tap_disk fake_ops = {
 	.td_validate_parent	= fake_validate_parent,
 	.td_queue_read		= fake_queue,
 	.td_queue_write		= fake_queue,
+	/* Its images are names in a table, not files: nothing to lock. */
+	.disk_flags		= TD_DISK_NO_FILE,
 };
 
 /* Complete held request i: perform it, or fail it with err. */
