@@ -497,6 +497,13 @@ int td_lock_acquire(struct td_lock_table *t, const char *path,
 		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
 		return rc;
 	}
+	/* A directory, FIFO or socket is no image, whatever the driver. */
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		close(fd);
+		snprintf(err, errlen, "%s: not a regular file or block device",
+			 path);
+		return -EINVAL;
+	}
 	f = table_find(t, st.st_dev, st.st_ino);
 	if (f) {
 		close(fd);

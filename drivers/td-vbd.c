@@ -164,7 +164,8 @@ int td_check_path(td_driver_t *drv, const char *path)
 /*
  * Take img's image lock: read-write for a writable leaf (or what a
  * writable filter stands on), read-only for the rest.  -EBUSY names who
- * holds the image; other errors read as the driver's open would.
+ * holds the image, -EINVAL says it is no file; other errors read as the
+ * driver's open would.
  */
 static int vbd_image_lock(td_vbd_t *vbd, td_image_t *img, const char *path,
 			  const td_driver_t *child, td_flag_t flags, char *err,
@@ -179,9 +180,9 @@ static int vbd_image_lock(td_vbd_t *vbd, td_image_t *img, const char *path,
 			     TD_LOCK_WRITE, parent ? TD_LOCK_ROLE_PARENT :
 			     TD_LOCK_ROLE_IMAGE, vbd->owner, vbd->owner->name,
 			     &img->lock, why, sizeof(why));
-	if (rc == -EBUSY && parent)
+	if ((rc == -EBUSY || rc == -EINVAL) && parent)
 		snprintf(err, errlen, "%s: parent %s", child->name, why);
-	else if (rc == -EBUSY)
+	else if (rc == -EBUSY || rc == -EINVAL)
 		snprintf(err, errlen, "%s", why);
 	else if (rc && child)
 		snprintf(err, errlen, "%s: parent %s: %s", child->name, path,
@@ -788,6 +789,20 @@ void vbd_submit(td_vbd_t *vbd, struct vbd_request *vreq)
 	td_list_add_tail(&vreq->link, &vbd->queue);
 	vbd->nqueued++;
 	vbd_kick(vbd);
+}
+
+int vbd_cancel(td_vbd_t *vbd, struct vbd_request *vreq)
+{
+	/* Only a waiting request is on the queue; a dispatched one is not. */
+	if (vreq->vbd != vbd || td_list_empty(&vreq->link))
+		return -EBUSY;
+	td_list_del(&vreq->link);
+	vbd->nqueued--;
+	vbd->stats.interrupted++;
+	vreq->cb(vreq, -EINTR);
+	/* It may have been an RMW holding back the requests behind it. */
+	vbd_kick(vbd);
+	return 0;
 }
 
 /* ---- pause / resume ------------------------------------------------- */

@@ -762,7 +762,8 @@ char *control_render_stats(struct tapfs *fs, struct tapfs_group *g,
 			    "%s.read_bytes %llu\n%s.write_bytes %llu\n"
 			    "%s.flushes %llu\n%s.discards %llu\n"
 			    "%s.inflight %u\n%s.queued %u\n"
-			    "%s.errors %llu\n%s.retries %llu\n",
+			    "%s.errors %llu\n%s.retries %llu\n"
+			    "%s.interrupted %llu\n",
 			    n, (unsigned long long)s->reads,
 			    n, (unsigned long long)s->writes,
 			    n, (unsigned long long)s->read_bytes,
@@ -772,7 +773,8 @@ char *control_render_stats(struct tapfs *fs, struct tapfs_group *g,
 			    n, vbd_inflight(tv->vbd),
 			    n, vbd_queued(tv->vbd),
 			    n, (unsigned long long)s->errors,
-			    n, (unsigned long long)s->retries);
+			    n, (unsigned long long)s->retries,
+			    n, (unsigned long long)s->interrupted);
 		text_printf(&t, "%s.read_lat_us %llu\n%s.write_lat_us %llu\n"
 			    "%s.max_lat_us %llu\n",
 			    n, (unsigned long long)(s->reads ?

@@ -721,6 +721,28 @@ static void io_done(struct vbd_request *vreq, int err)
 	io_release(c);
 }
 
+/*
+ * The kernel's INTERRUPT for c's request (its client got a signal: a
+ * killed or timed-out reader of a paused VBD).  A request not yet handed
+ * to a driver - waiting for a buffer, or queued on a paused VBD or behind
+ * a read-modify-write - is answered EINTR now and forgotten; one in
+ * flight completes normally (its buffer is in use).  Runs on the loop.
+ */
+static void io_interrupt(fuse_req_t req, void *data)
+{
+	struct io_ctx *c = data;
+
+	(void)req;
+	if (!td_list_empty(&c->wait)) {
+		td_list_del(&c->wait);
+		fuse_reply_err(c->req, EINTR);
+		io_release(c);
+		return;
+	}
+	if (c->vreq.vbd)
+		vbd_cancel(c->vreq.vbd, &c->vreq);	/* io_done: EINTR */
+}
+
 static void io_start(struct io_ctx *c)
 {
 	struct vbd_request *v = &c->vreq;
@@ -765,6 +787,14 @@ static struct io_ctx *io_new(fuse_req_t req, struct fuse_file_info *fi,
 	c->tv = tv;
 	c->kind = kind;
 	td_list_init(&c->wait);
+	td_list_init(&c->vreq.link);
+	/* Calls io_interrupt() at once if the INTERRUPT came first. */
+	fuse_req_interrupt_func(req, io_interrupt, c);
+	if (fuse_req_interrupted(req)) {
+		fuse_reply_err(req, EINTR);
+		td_pool_put(&st->ctx_pool, c);
+		return NULL;
+	}
 	return c;
 }
 

@@ -239,6 +239,7 @@ struct vbd_stats {
 	uint64_t reads, writes, flushes, discards;
 	uint64_t read_bytes, write_bytes;
 	uint64_t errors, retries;
+	uint64_t interrupted;		/* withdrawn by vbd_cancel() */
 	uint64_t read_ns, write_ns;	/* summed completion latency */
 	uint64_t max_ns;		/* worst completion latency */
 };
@@ -328,6 +329,13 @@ int  vbd_close(td_vbd_t *vbd);
 int  vbd_reopen(td_vbd_t *vbd, const char *spec, char *err, size_t errlen);
 
 void vbd_submit(td_vbd_t *vbd, struct vbd_request *vreq);
+/*
+ * Withdraw a request that has not been handed to a driver yet (it waits
+ * on a paused VBD, or behind a read-modify-write): its callback runs now
+ * with -EINTR and 0 is returned.  A request already dispatched is not
+ * touched (its buffer is in use) and completes normally: -EBUSY.
+ */
+int  vbd_cancel(td_vbd_t *vbd, struct vbd_request *vreq);
 
 /*
  * Pause: new requests wait; cb(arg, 0) runs once nothing is in flight:

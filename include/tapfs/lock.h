@@ -61,7 +61,8 @@ void td_lock_table_free(struct td_lock_table *t);
  * and may change, while the lock is held.  t may be NULL (a tool with one
  * owner): the OFD locks only.
  *
- * Fails at once, never waits: -EBUSY with a reason naming the holder
+ * Fails at once, never waits: -EINVAL for anything but a regular file or
+ * a block device; -EBUSY with a reason naming the holder
  * ("g1/a holds /imgs/x.qcow2 read-write", or the PID and program of
  * another process where this host can see it), or another -errno with
  * the reason in err.  A file system without byte-range locks (NFSv3

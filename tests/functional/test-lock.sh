@@ -182,6 +182,16 @@ status_says "create over a held image names the holder" "$G1" \
 ctl_close "$G2" n
 ctl_err "$G1" "create n raw 16M" EEXIST
 
+# Not an image at all: a directory or a FIFO (opened without blocking).
+check mkdir "$I/adir"
+check mkfifo "$I/afifo"
+ctl_err "$G1" "open dir raw:$I/adir" EINVAL
+status_says "a directory: not a regular file" "$G1" \
+	"adir: not a regular file or block device"
+ctl_err "$G1" "open fifo qcow2:$I/afifo ro" EINVAL
+status_says "a FIFO: not a regular file" "$G1" \
+	"afifo: not a regular file or block device"
+
 # ---- (b) tapfs-img on images a mount holds ---------------------------------
 
 ctl_ok "$G1" "open v vhd:$I/vchild.vhd"

@@ -314,6 +314,17 @@ static void test_lock_errors(void **state)
 	assert_int_equal(td_lock_describe(NULL, "/nonexistent/img", who,
 					  sizeof(who)), -ENOENT);
 	td_lock_release(NULL);
+
+	/* A directory or a FIFO is no image (and a FIFO must not hang). */
+	assert_int_equal(td_lock_acquire(f->t, "/", TD_LOCK_READ,
+					 TD_LOCK_ROLE_IMAGE, o, "x", &l,
+					 f->err, sizeof(f->err)), -EINVAL);
+	assert_string_equal(f->err, "/: not a regular file or block device");
+	unlink(f->link);	/* the hard link of setup(): a FIFO now */
+	assert_int_equal(mkfifo(f->link, 0600), 0);
+	assert_int_equal(td_lock_acquire(f->t, f->link, TD_LOCK_WRITE,
+					 TD_LOCK_ROLE_IMAGE, o, "x", &l,
+					 f->err, sizeof(f->err)), -EINVAL);
 }
 
 int main(void)

@@ -1274,6 +1274,58 @@ static void test_rmw_runs_alone(void **state)
 	assert_int_equal(f->buf2[SEC + 110], 'o');
 }
 
+/*
+ * vbd_cancel: a waiting request (paused VBD, or behind an RMW) completes
+ * with -EINTR and never reaches the driver; a dispatched one is left.
+ */
+static void test_cancel(void **state)
+{
+	struct fix *f = *state;
+	struct fake_image *leaf = fake_add("leaf", 64, NULL);
+	struct vbd_request r0, w, r2, q;
+	struct vrec rec0, recw, rec2, recq;
+	char data[10];
+
+	fake_fill(leaf, 0, 64, 'o');
+	W.hold = true;
+	fix_open(f, "leaf", 0, NULL);
+	memset(data, 'N', sizeof(data));
+
+	/* Behind an RMW that waits for a read: cancel the RMW itself. */
+	vsubmit(f->v, &r0, &rec0, TD_OP_READ, f->buf2, 0, 1);
+	rmw_prep(&w, &recw, f->buf, 8, 1, data, 100, sizeof(data));
+	vbd_submit(f->v, &w);
+	vsubmit(f->v, &r2, &rec2, TD_OP_READ, f->buf2 + SEC, 9, 1);
+	assert_int_equal(vbd_queued(f->v), 2);
+	assert_int_equal(vbd_cancel(f->v, &r0), -EBUSY);	/* in flight */
+	assert_int_equal(vbd_cancel(f->v, &w), 0);
+	assert_int_equal(recw.calls, 1);
+	assert_int_equal(recw.err, -EINTR);
+	/* The read behind it is free to go now. */
+	assert_int_equal(vbd_queued(f->v), 0);
+	assert_int_equal(W.nheld, 2);
+	assert_int_equal(W.held[1].sec, 9);
+	assert_int_equal(vbd_cancel(f->v, &w), -EBUSY);	/* done */
+	fake_release(0, 0);
+	fake_release(1, 0);
+	assert_int_equal(rec0.calls, 1);
+	assert_int_equal(rec2.calls, 1);
+
+	/* On a paused VBD: withdrawn, and the pause is undisturbed. */
+	assert_int_equal(vbd_pause(f->v, NULL, NULL), 0);
+	vsubmit(f->v, &q, &recq, TD_OP_WRITE, f->buf, 8, 1);
+	assert_int_equal(vbd_queued(f->v), 1);
+	assert_int_equal(vbd_cancel(f->v, &q), 0);
+	assert_int_equal(recq.calls, 1);
+	assert_int_equal(recq.err, -EINTR);
+	assert_int_equal(vbd_queued(f->v), 0);
+	assert_int_equal(vbd_state(f->v), VBD_PAUSED);
+	vbd_resume(f->v);
+	assert_int_equal(W.nheld, 2);		/* nothing was written */
+	assert_int_equal(leaf->data[8 * SEC + 100], 'o');
+	assert_int_equal(vbd_get_stats(f->v)->interrupted, 2);
+}
+
 /* A failed RMW releases the VBD for the requests behind it. */
 static void test_rmw_error(void **state)
 {
@@ -1562,6 +1614,7 @@ int main(void)
 		T(test_rmw),
 		T(test_rmw_runs_alone),
 		T(test_rmw_error),
+		T(test_cancel),
 		T(test_rmw_invalid),
 		T(test_bounds),
 		T(test_readonly),
