@@ -6,12 +6,13 @@
 #   make asan       the same tests with ASan + UBSan (build-asan/)
 #   make valgrind   the unit tests under valgrind memcheck
 #   make bench      fio: raw file vs tapfs vs qemu-storage-daemon
-#   make install    PREFIX=/usr/local, DESTDIR=
+#   make install    PREFIX=/usr/local, DESTDIR=, MANDIR=
 #   make clean
 
 PREFIX	?= /usr/local
 SBINDIR	?= $(PREFIX)/sbin
 MOUNTHELPERDIR ?= /sbin
+MANDIR	?= $(PREFIX)/share/man
 DESTDIR	?=
 BUILD	?= build
 MNT	?= /srv/vbds
@@ -45,6 +46,11 @@ DAEMON_OBJS := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 LIBTAPFS := $(BUILD)/libtapfs.a
+
+# The manual pages (roff), by section.
+MAN1	:= docs/man/tapfs-img.1
+MAN7	:= docs/man/tapfs-ctl.7
+MAN8	:= docs/man/tapfs.8 docs/man/mount.tapfs.8 docs/man/block-tapfs.8
 
 .PHONY: all deps deps-build deps-fuzz fuzz-run run check test unit functional asan bench \
 	soak install uninstall clean fuzz xen-e2e
@@ -138,11 +144,17 @@ install: $(BUILD)/tapfs $(BUILD)/tapfs-img
 	install -D -m 0755 mount-helpers/mount.tapfs \
 		$(DESTDIR)$(MOUNTHELPERDIR)/mount.tapfs
 	install -D -m 0755 xen/block-tapfs $(DESTDIR)/etc/xen/scripts/block-tapfs
+	install -D -m 0644 -t $(DESTDIR)$(MANDIR)/man1 $(MAN1)
+	install -D -m 0644 -t $(DESTDIR)$(MANDIR)/man7 $(MAN7)
+	install -D -m 0644 -t $(DESTDIR)$(MANDIR)/man8 $(MAN8)
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/tapfs $(DESTDIR)$(MOUNTHELPERDIR)/mount.tapfs \
 		$(DESTDIR)$(PREFIX)/bin/tapfs-img \
-		$(DESTDIR)/etc/xen/scripts/block-tapfs
+		$(DESTDIR)/etc/xen/scripts/block-tapfs \
+		$(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MAN1))) \
+		$(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(MAN7))) \
+		$(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(MAN8)))
 
 # make fuzz: libFuzzer (clang, ASan+UBSan) on the .ctl parser and the VHD
 # and qcow2 parsers and image helpers; seeds from tests/fuzz/make-seeds.sh.

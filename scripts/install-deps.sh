@@ -9,7 +9,10 @@ set -eu
 
 BUILD_PKGS="gcc make pkg-config libc6-dev libfuse3-dev fuse3 libaio-dev
 uuid-dev zlib1g-dev libcmocka-dev"
-TEST_PKGS="fio qemu-utils qemu-system-common e2fsprogs util-linux kmod"
+# The functional tests; man-db (man, lexgrog) and groff-base render and
+# check the manual pages (test-man.sh).
+TEST_PKGS="fio qemu-utils qemu-system-common e2fsprogs util-linux kmod
+man-db groff-base"
 BENCH_PKGS="qemu-system-common"
 FUZZ_PKGS="clang libclang-rt-14-dev"
 VALGRIND_PKGS="valgrind"
