@@ -554,6 +554,7 @@ static void vbd_account(td_vbd_t *vbd, struct vbd_request *vreq, int err)
 		s->errors++;
 	if (ns > s->max_ns)
 		s->max_ns = ns;
+	s->lat[vreq->op][vbd_lat_bucket(ns / 1000)]++;
 	switch (vreq->op) {
 	case TD_OP_READ:
 		s->reads++;
@@ -860,6 +861,46 @@ uint64_t vbd_size(const td_vbd_t *vbd)
 bool vbd_readonly(const td_vbd_t *vbd)
 {
 	return vbd->rdonly;
+}
+
+_Static_assert(TD_OP_DISCARD + 1 == VBD_LAT_OPS,
+	       "one latency histogram per enum td_op");
+
+unsigned vbd_lat_bucket(uint64_t us)
+{
+	unsigned b = us <= 1 ? 0 : 64 - (unsigned)__builtin_clzll(us - 1);
+
+	return b < VBD_LAT_BUCKETS - 1 ? b : VBD_LAT_BUCKETS - 1;
+}
+
+uint64_t vbd_lat_quantile(const uint64_t *hist, unsigned permille)
+{
+	uint64_t total = 0, want, seen = 0, lo, hi;
+	unsigned b;
+
+	for (b = 0; b < VBD_LAT_BUCKETS; b++)
+		total += hist[b];
+	if (!total)
+		return 0;
+	/* The rank of the permille-th completion, at least the first. */
+	want = (total * permille + 999) / 1000;
+	if (!want)
+		want = 1;
+	for (b = 0; b < VBD_LAT_BUCKETS - 1; b++) {
+		if (seen + hist[b] >= want)
+			break;
+		seen += hist[b];
+	}
+	lo = b ? 1ull << (b - 1) : 0;
+	if (b == VBD_LAT_BUCKETS - 1)
+		return lo;
+	hi = 1ull << b;
+	return lo + (hi - lo) * (want - seen) / hist[b];
+}
+
+void vbd_reset_stats(td_vbd_t *vbd)
+{
+	memset(&vbd->stats, 0, sizeof(vbd->stats));
 }
 
 const struct vbd_stats *vbd_get_stats(const td_vbd_t *vbd)

@@ -621,6 +621,7 @@ int control_exec(struct tapfs *fs, struct tapfs_group *g, const char *buf,
 	case CTL_RESUME:
 	case CTL_FLUSH:
 	case CTL_SNAPSHOT:
+	case CTL_RESET_STATS:
 		break;
 	}
 	rc = control_targets(g, cmd.name, &one);
@@ -632,8 +633,12 @@ int control_exec(struct tapfs *fs, struct tapfs_group *g, const char *buf,
 		return control_flush(fs, g, one, done, arg);
 	if (cmd.verb == CTL_SNAPSHOT)
 		return control_snapshot(fs, g, one, done, arg);
-	for_each_target(g, one, tv, pos)
-		vbd_resume(tv->vbd);
+	for_each_target(g, one, tv, pos) {
+		if (cmd.verb == CTL_RESET_STATS)
+			vbd_reset_stats(tv->vbd);
+		else
+			vbd_resume(tv->vbd);
+	}
 	return control_status(g, 0, NULL);
 }
 
@@ -739,6 +744,45 @@ char *control_render_ctl(struct tapfs *fs, struct tapfs_group *g,
 	return text_finish(&t, len);
 }
 
+/*
+ * The latency histograms: NAME.OP_lat_us.p50/.p99/.p999 estimates, then
+ * cumulative buckets NAME.OP_lat_us.le_N (completions of at most N µs)
+ * up to the first that holds them all, and le_inf, for each operation
+ * that completed at least once.
+ */
+static void render_latency(struct text *t, const char *n,
+			   const struct vbd_stats *s)
+{
+	static const char *const op[VBD_LAT_OPS] = {
+		[TD_OP_READ] = "read", [TD_OP_WRITE] = "write",
+		[TD_OP_FLUSH] = "flush", [TD_OP_DISCARD] = "discard",
+	};
+	static const unsigned q[] = { 500, 990, 999 };
+	static const char *const qname[] = { "p50", "p99", "p999" };
+	unsigned o, b, i;
+
+	for (o = 0; o < VBD_LAT_OPS; o++) {
+		const uint64_t *h = s->lat[o];
+		uint64_t total = 0, cum = 0;
+
+		for (b = 0; b < VBD_LAT_BUCKETS; b++)
+			total += h[b];
+		if (!total)
+			continue;
+		for (i = 0; i < sizeof(q) / sizeof(q[0]); i++)
+			text_printf(t, "%s.%s_lat_us.%s %llu\n", n, op[o],
+				    qname[i], (unsigned long long)
+				    vbd_lat_quantile(h, q[i]));
+		for (b = 0; b < VBD_LAT_BUCKETS - 1 && cum < total; b++) {
+			cum += h[b];
+			text_printf(t, "%s.%s_lat_us.le_%llu %llu\n", n, op[o],
+				    1ull << b, (unsigned long long)cum);
+		}
+		text_printf(t, "%s.%s_lat_us.le_inf %llu\n", n, op[o],
+			    (unsigned long long)total);
+	}
+}
+
 char *control_render_stats(struct tapfs *fs, struct tapfs_group *g,
 			   size_t *len)
 {
@@ -782,6 +826,7 @@ char *control_render_stats(struct tapfs *fs, struct tapfs_group *g,
 			    n, (unsigned long long)(s->writes ?
 				s->write_ns / s->writes / 1000 : 0),
 			    n, (unsigned long long)(s->max_ns / 1000));
+		render_latency(&t, n, s);
 	}
 	return text_finish(&t, len);
 }

@@ -23,6 +23,7 @@ static const struct {
 	{ "flush",  CTL_FLUSH,  0, 1, "flush [NAME]" },
 	{ "snapshot", CTL_SNAPSHOT, 0, 1, "snapshot [NAME]" },
 	{ "fault",  CTL_FAULT,  2, 2, "fault NAME SETTINGS" },
+	{ "reset-stats", CTL_RESET_STATS, 0, 1, "reset-stats [NAME]" },
 };
 
 #define CTL_NVERBS	(sizeof(ctl_verbs) / sizeof(ctl_verbs[0]))

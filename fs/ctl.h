@@ -24,6 +24,7 @@ enum ctl_verb {
 	CTL_FLUSH,	/* flush [NAME] */
 	CTL_SNAPSHOT,	/* snapshot [NAME] */
 	CTL_FAULT,	/* fault NAME SETTINGS (in path) */
+	CTL_RESET_STATS, /* reset-stats [NAME] */
 };
 
 /* The format of "create NAME SIZE". */

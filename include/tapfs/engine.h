@@ -235,6 +235,16 @@ enum vbd_state {
 	VBD_PAUSED,
 };
 
+/*
+ * Completion latency histograms, one per operation (indexed by enum
+ * td_op): bucket b counts completions of at most 2^b µs and more than
+ * 2^(b-1) (bucket 0: at most 1 µs); the last bucket counts everything
+ * above 2^(VBD_LAT_BUCKETS - 2) µs (about 67 s).  Updated with a shift
+ * and an increment per request.
+ */
+#define VBD_LAT_BUCKETS		28
+#define VBD_LAT_OPS		4	/* TD_OP_READ ... TD_OP_DISCARD */
+
 struct vbd_stats {
 	uint64_t reads, writes, flushes, discards;
 	uint64_t read_bytes, write_bytes;
@@ -242,7 +252,17 @@ struct vbd_stats {
 	uint64_t interrupted;		/* withdrawn by vbd_cancel() */
 	uint64_t read_ns, write_ns;	/* summed completion latency */
 	uint64_t max_ns;		/* worst completion latency */
+	uint64_t lat[VBD_LAT_OPS][VBD_LAT_BUCKETS];
 };
+
+/* The bucket of a latency of us microseconds. */
+unsigned vbd_lat_bucket(uint64_t us);
+/*
+ * Estimate the latency (µs) under which permille/1000 of the completions
+ * of a histogram fell, interpolating within its bucket; 0 if it is
+ * empty.  In the last bucket, its lower bound.
+ */
+uint64_t vbd_lat_quantile(const uint64_t *hist, unsigned permille);
 
 typedef struct td_vbd td_vbd_t;
 struct vbd_request;
@@ -354,6 +374,8 @@ unsigned vbd_queued(const td_vbd_t *vbd);	/* waiting for dispatch */
 uint64_t vbd_size(const td_vbd_t *vbd);		/* bytes */
 bool     vbd_readonly(const td_vbd_t *vbd);
 const struct vbd_stats *vbd_get_stats(const td_vbd_t *vbd);
+/* Zero the counters and histograms (not the gauges: inflight, queued). */
+void vbd_reset_stats(td_vbd_t *vbd);
 
 /* Chain walk: leaf is depth 0. NULL past the base. */
 td_driver_t *vbd_image(const td_vbd_t *vbd, unsigned depth);

@@ -1326,6 +1326,68 @@ static void test_cancel(void **state)
 	assert_int_equal(vbd_get_stats(f->v)->interrupted, 2);
 }
 
+static void test_lat_buckets(void **state)
+{
+	uint64_t h[VBD_LAT_BUCKETS] = { 0 };
+
+	(void)state;
+	assert_int_equal(vbd_lat_bucket(0), 0);
+	assert_int_equal(vbd_lat_bucket(1), 0);
+	assert_int_equal(vbd_lat_bucket(2), 1);
+	assert_int_equal(vbd_lat_bucket(3), 2);
+	assert_int_equal(vbd_lat_bucket(4), 2);
+	assert_int_equal(vbd_lat_bucket(5), 3);
+	assert_int_equal(vbd_lat_bucket(1024), 10);
+	assert_int_equal(vbd_lat_bucket(1025), 11);
+	assert_int_equal(vbd_lat_bucket(1ull << 26), 26);
+	assert_int_equal(vbd_lat_bucket((1ull << 26) + 1), 27);
+	assert_int_equal(vbd_lat_bucket(UINT64_MAX), VBD_LAT_BUCKETS - 1);
+
+	assert_int_equal(vbd_lat_quantile(h, 500), 0);	/* empty */
+	h[3] = 100;				/* (4, 8] µs */
+	assert_int_equal(vbd_lat_quantile(h, 500), 6);
+	assert_int_equal(vbd_lat_quantile(h, 999), 8);
+	assert_int_equal(vbd_lat_quantile(h, 0), 4);	/* the first */
+	h[3] = 0;
+	h[0] = 990;
+	h[20] = 10;				/* (2^19, 2^20] µs */
+	assert_int_equal(vbd_lat_quantile(h, 500), 0);
+	assert_int_equal(vbd_lat_quantile(h, 990), 1);
+	assert_int_equal(vbd_lat_quantile(h, 999),
+			 (1ull << 19) + (1ull << 19) * 9 / 10);
+	h[VBD_LAT_BUCKETS - 1] = 1000000;	/* beyond: its lower bound */
+	assert_int_equal(vbd_lat_quantile(h, 999), 1ull << 26);
+}
+
+/* Every completion lands in its operation's histogram; reset zeroes. */
+static void test_lat_accounting(void **state)
+{
+	struct fix *f = *state;
+	struct vbd_request r[3];
+	struct vrec rec[3];
+	const struct vbd_stats *st;
+	uint64_t n;
+	unsigned b;
+
+	fake_add("leaf", 64, NULL);
+	fix_open(f, "leaf", 0, NULL);
+	vsubmit(f->v, &r[0], &rec[0], TD_OP_WRITE, f->buf, 0, 1);
+	vsubmit(f->v, &r[1], &rec[1], TD_OP_READ, f->buf2, 0, 1);
+	vsubmit(f->v, &r[2], &rec[2], TD_OP_READ, f->buf2, 1, 1);
+	st = vbd_get_stats(f->v);
+	for (n = 0, b = 0; b < VBD_LAT_BUCKETS; b++)
+		n += st->lat[TD_OP_READ][b];
+	assert_int_equal(n, 2);
+	for (n = 0, b = 0; b < VBD_LAT_BUCKETS; b++)
+		n += st->lat[TD_OP_WRITE][b];
+	assert_int_equal(n, 1);
+	vbd_reset_stats(f->v);
+	assert_int_equal(st->reads, 0);
+	for (n = 0, b = 0; b < VBD_LAT_BUCKETS; b++)
+		n += st->lat[TD_OP_READ][b];
+	assert_int_equal(n, 0);
+}
+
 /* A failed RMW releases the VBD for the requests behind it. */
 static void test_rmw_error(void **state)
 {
@@ -1615,6 +1677,8 @@ int main(void)
 		T(test_rmw_runs_alone),
 		T(test_rmw_error),
 		T(test_cancel),
+		T(test_lat_accounting),
+		cmocka_unit_test(test_lat_buckets),
 		T(test_rmw_invalid),
 		T(test_bounds),
 		T(test_readonly),

@@ -1,0 +1,82 @@
+#!/bin/bash
+# test-stats.sh - .stats latency histograms and quantiles, reset-stats.
+#
+# After known numbers of reads, writes, flushes and discards, each
+# operation's cumulative buckets NAME.OP_lat_us.le_N never decrease, end
+# (le_inf) at the operation's count, and p50 <= p99 <= p999 <= the
+# bucket bound that holds everything; reset-stats zeroes the counters of
+# one VBD or of the group, and refuses an unknown name.
+. "$(dirname "$0")/lib.sh"
+requires dd fallocate
+
+M=$T/mnt
+S=$T/store
+G=$M/g
+
+# hist_ok VBD OP COUNT: the histogram of OP is well-formed and counts COUNT.
+hist_ok() {
+	local out
+	out=$(timeout 10 cat "$G/.stats" | "$PYTHON" -I -c '
+import sys
+v, op, want = sys.argv[1], sys.argv[2], int(sys.argv[3])
+pre = "%s.%s_lat_us." % (v, op)
+kv = {}
+for line in sys.stdin:
+    k, _, val = line.rstrip("\n").partition(" ")
+    if k.startswith(pre):
+        kv[k[len(pre):]] = int(val)
+les = sorted((int(k[3:]), n) for k, n in kv.items()
+             if k.startswith("le_") and k != "le_inf")
+if kv.get("le_inf") != want:
+    sys.exit("le_inf %s, expected %d" % (kv.get("le_inf"), want))
+prev = 0
+for bound, n in les:
+    if bound & (bound - 1):
+        sys.exit("bucket le_%d is not a power of two" % bound)
+    if n < prev:
+        sys.exit("le_%d = %d after %d: not cumulative" % (bound, n, prev))
+    prev = n
+if not les or les[-1][1] != want:
+    sys.exit("the last bucket does not hold all %d" % want)
+p = [kv.get(q) for q in ("p50", "p99", "p999")]
+if None in p or not (p[0] <= p[1] <= p[2] <= les[-1][0]):
+    sys.exit("quantiles %s not ordered below %d" % (p, les[-1][0]))
+print("ok")' "$1" "$2" "$3" 2>&1)
+	check_eq "$1: $2 histogram of $3 completions" ok "$out"
+}
+
+tapfs_start "$M" "$S" || summary
+check mkdir "$G"
+ctl_ok "$G" "create d raw 16M"
+ctl_ok "$G" "create e raw 16M"
+check dd if=/dev/urandom of="$G/d" bs=4k count=40 oflag=direct \
+	conv=notrunc status=none
+check dd if="$G/d" of=/dev/null bs=4k count=25 iflag=direct status=none
+check dd if="$G/e" of=/dev/null bs=4k count=3 iflag=direct status=none
+ctl_ok "$G" "flush d"
+check fallocate --punch-hole -o 0 -l 64k "$G/d"
+check_eq "d: 40 writes counted" 40 "$(stat_val "$G" d writes)"
+check_eq "d: 25 reads counted" 25 "$(stat_val "$G" d reads)"
+hist_ok d write 40
+hist_ok d read 25
+hist_ok d flush "$(stat_val "$G" d flushes)"
+hist_ok d discard 1
+hist_ok e read 3
+check_eq "no histogram for an operation that never ran" "" \
+	"$(timeout 10 cat "$G/.stats" | grep '^e\.write_lat_us\.')"
+
+ctl_ok "$G" "reset-stats d"
+check_eq "reset: d's reads are 0" 0 "$(stat_val "$G" d reads)"
+check_eq "reset: d's histograms are gone" "" \
+	"$(timeout 10 cat "$G/.stats" | grep '^d\.[a-z]*_lat_us\.')"
+check_eq "reset of d leaves e" 3 "$(stat_val "$G" e reads)"
+check_eq "the size is no counter" 16777216 "$(stat_val "$G" d size)"
+ctl_ok "$G" "reset-stats"
+check_eq "reset of the group: e's reads are 0" 0 \
+	"$(stat_val "$G" e reads)"
+ctl_err "$G" "reset-stats nosuch" ENOENT
+check dd if="$G/d" of=/dev/null bs=4k count=2 iflag=direct status=none
+hist_ok d read 2
+alive "at the end"
+tapfs_stop
+summary
