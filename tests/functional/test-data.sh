@@ -37,6 +37,8 @@ check_eq "d.inflight after fio" 0 "$(stat_val "$G" d inflight)"
 SIZE=$((64 * MiB))
 ctl_ok "$G" "create e raw 64M"
 V=$G/e
+# A disk's preferred I/O size (cp, cmp read this much at a time).
+check_eq "st_blksize of a VBD: 1 MiB" 1048576 "$(stat -c %o "$V")"
 MODEL=$T/model
 head -c $SIZE /dev/urandom >"$MODEL"
 
