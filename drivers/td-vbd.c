@@ -54,12 +54,23 @@ struct td_vbd {
 	 */
 	struct td_timer		 pause_timer;
 
+	/* Dispatched requests, oldest first: what the watchdog looks at. */
+	struct td_list		 active;
+	struct td_timer		 watchdog;
+	bool			 failed;
+	char			 fail_reason[256];
+	/* Closed while failed with requests stuck: freed when they return. */
+	bool			 closing;
+	struct td_timer		 close_timer;
+
 	struct vbd_stats	 stats;
 };
 
 static void vbd_dispatch(td_vbd_t *vbd, struct vbd_request *vreq);
 static void vbd_kick(td_vbd_t *vbd);
 static void vbd_pause_timer(struct td_timer *t);
+static void vbd_watchdog(struct td_timer *t);
+static void vbd_close_timer(struct td_timer *t);
 static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 			  const char *path, td_flag_t flags,
 			  const struct vbd_params *params,
@@ -274,6 +285,8 @@ static void vbd_free(td_vbd_t *vbd)
 	unsigned i;
 
 	td_timer_cancel(&vbd->pause_timer);
+	td_timer_cancel(&vbd->watchdog);
+	td_timer_cancel(&vbd->close_timer);
 	for (i = 0; i < vbd->nimages; i++) {
 		vbd->images[i]->drv.ops->td_close(&vbd->images[i]->drv);
 		vbd_image_free(vbd->images[i]);
@@ -379,7 +392,10 @@ static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 		vbd->params.max_segment_secs = VBD_MAX_SEGMENT_SECS;
 	vbd->rdonly = flags & TD_OPEN_RDONLY;
 	td_list_init(&vbd->queue);
+	td_list_init(&vbd->active);
 	td_timer_init(&vbd->pause_timer, vbd_pause_timer, vbd);
+	td_timer_init(&vbd->watchdog, vbd_watchdog, vbd);
+	td_timer_init(&vbd->close_timer, vbd_close_timer, vbd);
 
 	rc = vbd_image_open(vbd, ops, path, NULL, flags, &vbd->images[0],
 			    err, errlen);
@@ -468,9 +484,18 @@ int vbd_close(td_vbd_t *vbd)
 	int rc = 0, r;
 	unsigned i;
 
+	if (vbd->failed && vbd->inflight && !vbd->nqueued) {
+		/* Stuck in the image: the last to return frees the VBD. */
+		vbd->closing = true;
+		td_timer_cancel(&vbd->pause_timer);
+		td_timer_cancel(&vbd->watchdog);
+		return 0;
+	}
 	if (vbd->inflight || vbd->nqueued)
 		return -EBUSY;
 	td_timer_cancel(&vbd->pause_timer);
+	td_timer_cancel(&vbd->watchdog);
+	td_timer_cancel(&vbd->close_timer);
 	for (i = 0; i < vbd->nimages; i++) {
 		r = vbd->images[i]->drv.ops->td_close(&vbd->images[i]->drv);
 		if (r && !rc)
@@ -608,8 +633,15 @@ static void vbd_finish(td_vbd_t *vbd, struct vbd_request *vreq, int err)
 	if (vreq->rmw_len)
 		vbd->exclusive = false;
 	vbd->inflight--;
+	td_list_del(&vreq->active);
 	vbd_account(vbd, vreq, err);
 	vreq->cb(vreq, err);
+	if (vbd->closing) {
+		/* From the loop: we may be inside the driver's completion. */
+		if (!vbd->inflight)
+			td_timer_arm(vbd->engine->loop, &vbd->close_timer, 0);
+		return;
+	}
 	vbd_check_paused(vbd, true);
 	vbd_kick(vbd);
 }
@@ -634,7 +666,7 @@ static void vbd_attempt_done(td_vbd_t *vbd, struct vbd_request *vreq)
 		vbd_dispatch(vbd, vreq);
 		return;
 	}
-	if (!err || !vbd_transient(vbd, err)) {
+	if (!err || !vbd_transient(vbd, err) || vbd->failed) {
 		vbd_finish(vbd, vreq, err);
 		return;
 	}
@@ -717,6 +749,12 @@ static void vbd_start(td_vbd_t *vbd, struct vbd_request *vreq)
 	vreq->start_ns = td_now_ns();
 	vreq->deadline_ns = vreq->start_ns +
 			    (uint64_t)vbd->params.deadline_ms * 1000000ull;
+	vreq->abandoned = false;
+	td_list_add_tail(&vreq->active, &vbd->active);
+	if (!vbd->watchdog.armed && vbd->engine)
+		td_timer_arm(vbd->engine->loop, &vbd->watchdog,
+			     (uint64_t)vbd->params.deadline_ms +
+			     VBD_WATCHDOG_GRACE_MS);
 	if (vreq->rmw_len) {
 		vbd->exclusive = true;
 		vreq->rmw_reading = true;
@@ -776,7 +814,8 @@ void vbd_submit(td_vbd_t *vbd, struct vbd_request *vreq)
 	vreq->retries = 0;
 	vreq->rmw_reading = false;
 	td_list_init(&vreq->link);
-	err = vbd_check_request(vbd, vreq);
+	td_list_init(&vreq->active);
+	err = vbd->failed ? -EIO : vbd_check_request(vbd, vreq);
 	if (err) {
 		vbd->stats.errors++;
 		vreq->cb(vreq, err);
@@ -790,6 +829,84 @@ void vbd_submit(td_vbd_t *vbd, struct vbd_request *vreq)
 	td_list_add_tail(&vreq->link, &vbd->queue);
 	vbd->nqueued++;
 	vbd_kick(vbd);
+}
+
+/* ---- the watchdog ---------------------------------------------------- */
+
+static void vbd_fail(td_vbd_t *vbd, const struct vbd_request *stuck,
+		     uint64_t now)
+{
+	struct td_list *pos;
+	vbd_notify_cb_t cb;
+
+	vbd->failed = true;
+	snprintf(vbd->fail_reason, sizeof(vbd->fail_reason), "%s: a %s of "
+		 "%u sectors at %llu has been in the image for %llu ms "
+		 "(deadline_ms %u): the storage does not answer",
+		 vbd->images[0]->drv.name, stuck->op == TD_OP_READ ? "read" :
+		 stuck->op == TD_OP_WRITE ? "write" : stuck->op ==
+		 TD_OP_FLUSH ? "flush" : "discard", stuck->secs,
+		 (unsigned long long)stuck->sec,
+		 (unsigned long long)((now - stuck->start_ns) / 1000000),
+		 vbd->params.deadline_ms);
+	td_log(TD_LOG_ERR, "%s; the VBD is failed", vbd->fail_reason);
+	while (!td_list_empty(&vbd->queue)) {
+		struct vbd_request *q = td_container_of(vbd->queue.next,
+							struct vbd_request,
+							link);
+		td_list_del(&q->link);
+		vbd->nqueued--;
+		vbd->stats.errors++;
+		q->cb(q, -EIO);
+	}
+	for (pos = vbd->active.next; pos != &vbd->active; pos = pos->next) {
+		struct vbd_request *a = td_container_of(pos,
+							struct vbd_request,
+							active);
+		if (a->abandon && !a->abandoned) {
+			a->abandoned = true;
+			a->abandon(a);
+		}
+	}
+	cb = vbd->pause_cb;
+	vbd->pause_cb = NULL;
+	if (cb)
+		cb(vbd, vbd->pause_arg, -EIO);
+}
+
+/* Runs while requests are dispatched, at the oldest one's deadline. */
+static void vbd_watchdog(struct td_timer *t)
+{
+	td_vbd_t *vbd = t->arg;
+	const struct vbd_request *oldest;
+	uint64_t now = td_now_ns(), due;
+
+	if (td_list_empty(&vbd->active) || vbd->failed)
+		return;
+	oldest = td_container_of(vbd->active.next, struct vbd_request,
+				 active);
+	due = oldest->deadline_ns + VBD_WATCHDOG_GRACE_MS * 1000000ull;
+	if (now < due) {
+		td_timer_arm(vbd->engine->loop, &vbd->watchdog,
+			     (due - now + 999999) / 1000000);
+		return;
+	}
+	vbd_fail(vbd, oldest, now);
+}
+
+static void vbd_close_timer(struct td_timer *t)
+{
+	vbd_free(t->arg);
+}
+
+bool vbd_failed(const td_vbd_t *vbd)
+{
+	return vbd->failed;
+}
+
+const char *vbd_fail_reason(const td_vbd_t *vbd)
+{
+	return vbd->fail_reason;
 }
 
 int vbd_cancel(td_vbd_t *vbd, struct vbd_request *vreq)
@@ -810,6 +927,12 @@ int vbd_cancel(td_vbd_t *vbd, struct vbd_request *vreq)
 
 int vbd_pause(td_vbd_t *vbd, vbd_notify_cb_t cb, void *arg)
 {
+	if (vbd->failed) {
+		/* What is stuck in the image may never drain. */
+		if (cb)
+			cb(vbd, arg, -EIO);
+		return 0;
+	}
 	if (vbd->state == VBD_PAUSED) {
 		if (cb)
 			cb(vbd, arg, 0);

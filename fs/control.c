@@ -89,14 +89,19 @@ static int control_targets(struct tapfs_group *g, const char *name,
 	if (!tv->vbd)
 		return control_status(g, -EIO, "VBD '%s' failed to open: %s",
 				      name, tv->error);
+	if (vbd_failed(tv->vbd))
+		return control_status(g, -EIO, "VBD '%s' failed: %s (close "
+				      "it)", name, vbd_fail_reason(tv->vbd));
 	*one = tv;
 	return 0;
 }
 
+/* The VBDs a command without a name (or with one) acts on: live ones. */
 #define for_each_target(g, one, tv, pos)				\
 	for (pos = (g)->vbds.next; pos != &(g)->vbds; pos = pos->next)	\
 		if ((tv = td_container_of(pos, struct tapfs_vbd, link)),	\
-		    tv->vbd && (!(one) || tv == (one)))
+		    tv->vbd && !vbd_failed(tv->vbd) &&			\
+		    (!(one) || tv == (one)))
 
 static int control_op_finish(struct control_op *op)
 {
@@ -555,7 +560,9 @@ static int control_close(struct tapfs *fs, struct tapfs_group *g,
 		return control_status(g, -EBUSY, "'%s' is open (%u handles);"
 				      " detach its users first", tv->name,
 				      tv->open_count);
-	if (tv->vbd && (vbd_inflight(tv->vbd) || vbd_queued(tv->vbd)))
+	/* A failed VBD closes with I/O stuck in its image (vbd_close). */
+	if (tv->vbd && !vbd_failed(tv->vbd) &&
+	    (vbd_inflight(tv->vbd) || vbd_queued(tv->vbd)))
 		return control_status(g, -EBUSY, "'%s' has I/O in flight",
 				      tv->name);
 	persistent = tv->persistent;
@@ -685,7 +692,7 @@ static void text_printf(struct text *t, const char *fmt, ...)
 
 static const char *state_name(const struct tapfs_vbd *tv)
 {
-	if (!tv->vbd)
+	if (!tv->vbd || vbd_failed(tv->vbd))
 		return "failed";
 	switch (vbd_state(tv->vbd)) {
 	case VBD_RUNNING:
@@ -739,6 +746,8 @@ char *control_render_ctl(struct tapfs *fs, struct tapfs_group *g,
 			text_printf(&t, "%s%s:%s", i ? " -> " : " ",
 				    d->ops->name, d->name);
 		}
+		if (vbd_failed(tv->vbd))
+			text_printf(&t, " (%s)", vbd_fail_reason(tv->vbd));
 		text_printf(&t, "\n");
 	}
 	return text_finish(&t, len);

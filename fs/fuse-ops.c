@@ -75,6 +75,7 @@ struct io_ctx {
 	size_t			 need;		/* buffer bytes needed */
 	uint32_t		 head;		/* offset in first sector */
 	bool			 zero_copy;
+	bool			 abandoned;	/* answered; the I/O is not */
 	struct td_list		 wait;
 };
 
@@ -708,6 +709,11 @@ static void io_done(struct vbd_request *vreq, int err)
 {
 	struct io_ctx *c = td_container_of(vreq, struct io_ctx, vreq);
 
+	if (c->abandoned) {
+		/* Answered when the VBD failed; now the buffer is free. */
+		io_release(c);
+		return;
+	}
 	if (err) {
 		fuse_reply_err(c->req, -err);
 	} else {
@@ -739,6 +745,8 @@ static void io_interrupt(fuse_req_t req, void *data)
 	struct io_ctx *c = data;
 
 	(void)req;
+	if (c->abandoned)
+		return;
 	if (!td_list_empty(&c->wait)) {
 		td_list_del(&c->wait);
 		fuse_reply_err(c->req, EINTR);
@@ -749,12 +757,26 @@ static void io_interrupt(fuse_req_t req, void *data)
 		vbd_cancel(c->vreq.vbd, &c->vreq);	/* io_done: EINTR */
 }
 
+/*
+ * The VBD failed with c's request stuck in the image: the client gets
+ * EIO now (and can close the file, so the VBD can be closed); c and its
+ * buffers stay reserved until the image gives the request back.
+ */
+static void io_abandon(struct vbd_request *vreq)
+{
+	struct io_ctx *c = td_container_of(vreq, struct io_ctx, vreq);
+
+	c->abandoned = true;
+	fuse_reply_err(c->req, EIO);
+}
+
 static void io_start(struct io_ctx *c)
 {
 	struct vbd_request *v = &c->vreq;
 
 	v->buf = c->buf;
 	v->cb = io_done;
+	v->abandon = io_abandon;
 	v->rmw_len = 0;
 	if (c->kind == IO_WRITE && !c->zero_copy) {
 		if (c->head || c->len & (TD_SECTOR_SIZE - 1)) {

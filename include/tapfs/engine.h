@@ -297,8 +297,18 @@ struct vbd_request {
 	 */
 	bool		 pass_pause;
 
+	/*
+	 * Optional.  The VBD failed (its watchdog found a request in the
+	 * image past the deadline) while this request was in the image:
+	 * answer the client now.  cb still runs if and when the image gives
+	 * the request back, and the buffer stays in use until then.
+	 */
+	void		(*abandon)(struct vbd_request *vreq);
+
 	/* engine-private */
 	struct td_list	 link;
+	struct td_list	 active;	/* in vbd->active while dispatched */
+	bool		 abandoned;
 	td_vbd_t	*vbd;
 	int		 error;		/* first error of this attempt */
 	uint32_t	 units_done;	/* sectors (flush: 1) completed */
@@ -339,8 +349,25 @@ int  vbd_open_ops(struct td_engine *e, const struct tap_disk *ops,
 void vbd_set_name(td_vbd_t *vbd, const char *name);
 const char *vbd_name(const td_vbd_t *vbd);
 
-/* Close a drained VBD (state paused or idle). Returns first close error. */
+/*
+ * Close a drained VBD (state paused or idle). Returns first close error.
+ * A failed VBD closes even with requests stuck in its image: it is freed
+ * (its images closed, their locks released) when the last one returns.
+ */
 int  vbd_close(td_vbd_t *vbd);
+
+/*
+ * The watchdog.  A request still in the image VBD_WATCHDOG_GRACE_MS after
+ * its deadline (deadline_ms after its first dispatch) means the storage
+ * stopped answering (a hung NFS server, a dead disk): the VBD fails.
+ * Queued and new requests then get -EIO at once, requests in the image are
+ * abandoned (see vbd_request.abandon), retries stop, a pause waiting for
+ * them gets -EIO.  Other VBDs are not affected.
+ */
+#define VBD_WATCHDOG_GRACE_MS	1000
+bool vbd_failed(const td_vbd_t *vbd);
+/* Why the VBD failed, in words naming the image; "" while it has not. */
+const char *vbd_fail_reason(const td_vbd_t *vbd);
 
 /*
  * Replace a paused, drained VBD's chain by the one spec opens (same

@@ -1388,6 +1388,75 @@ static void test_lat_accounting(void **state)
 	assert_int_equal(n, 0);
 }
 
+static unsigned abandoned_calls;
+
+static void abandon_cb(struct vbd_request *vreq)
+{
+	(void)vreq;
+	abandoned_calls++;
+}
+
+/*
+ * The watchdog: a request held in the image past deadline + grace fails
+ * the VBD; queued and new requests get EIO, the stuck one is abandoned,
+ * and close frees the VBD once the image gives it back.
+ */
+static void test_watchdog(void **state)
+{
+	struct fix *f = *state;
+	struct fake_image *leaf = fake_add("leaf", 64, NULL);
+	struct vbd_params p;
+	struct vbd_request r0, r1, r2;
+	struct vrec rec0, rec1, rec2;
+	struct pause_rec pr = { 0 };
+	uint64_t start = td_now_ns();
+
+	vbd_params_default(&p);
+	p.deadline_ms = 20;
+	W.hold = true;
+	fix_open(f, "leaf", 0, &p);
+	abandoned_calls = 0;
+	memset(&r0, 0, sizeof(r0));
+	r0.abandon = abandon_cb;
+	r0.op = TD_OP_READ;
+	r0.buf = f->buf;
+	r0.secs = 1;
+	r0.cb = vrec_cb;
+	r0.cb_data = &rec0;
+	memset(&rec0, 0, sizeof(rec0));
+	vbd_submit(f->v, &r0);
+	assert_int_equal(vbd_pause(f->v, pause_cb, &pr), 0);
+	vsubmit(f->v, &r1, &rec1, TD_OP_WRITE, f->buf2, 1, 1);
+	assert_int_equal(vbd_queued(f->v), 1);
+	while (!vbd_failed(f->v) && td_now_ns() - start < 5000000000ull)
+		td_loop_run_once(f->e->loop, 100);
+	assert_true(vbd_failed(f->v));
+	/* Not before the deadline and its grace. */
+	assert_true(td_now_ns() - start >=
+		    (20 + VBD_WATCHDOG_GRACE_MS) * 1000000ull);
+	assert_non_null(strstr(vbd_fail_reason(f->v),
+			       "leaf: a read of 1 sectors at 0 has been in "
+			       "the image for"));
+	assert_int_equal(abandoned_calls, 1);
+	assert_int_equal(rec0.calls, 0);	/* still in the image */
+	assert_int_equal(rec1.calls, 1);	/* queued: failed */
+	assert_int_equal(rec1.err, -EIO);
+	assert_int_equal(pr.calls, 1);		/* the pause gave up */
+	assert_int_equal(pr.err, -EIO);
+	vsubmit(f->v, &r2, &rec2, TD_OP_READ, f->buf2, 2, 1);
+	assert_int_equal(rec2.err, -EIO);	/* new: at once */
+
+	/* Closed while stuck; freed when the image returns the request. */
+	assert_int_equal(vbd_close(f->v), 0);
+	f->v = NULL;
+	assert_int_equal(leaf->closes, 0);
+	fake_release(0, 0);
+	assert_int_equal(rec0.calls, 1);
+	assert_int_equal(abandoned_calls, 1);
+	assert_int_equal(td_loop_run_once(f->e->loop, 10), 0);
+	assert_int_equal(leaf->closes, 1);
+}
+
 /* A failed RMW releases the VBD for the requests behind it. */
 static void test_rmw_error(void **state)
 {
@@ -1677,6 +1746,7 @@ int main(void)
 		T(test_rmw_runs_alone),
 		T(test_rmw_error),
 		T(test_cancel),
+		T(test_watchdog),
 		T(test_lat_accounting),
 		cmocka_unit_test(test_lat_buckets),
 		T(test_rmw_invalid),
