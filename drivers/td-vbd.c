@@ -36,6 +36,7 @@ struct td_vbd {
 	td_image_t		**images;	/* [0] = leaf */
 	unsigned		 nimages;
 	bool			 rdonly;
+	uint32_t		 io_align;	/* bytes, the chain's largest */
 
 	enum vbd_state		 state;
 	struct td_list		 queue;		/* waiting vbd_requests */
@@ -472,6 +473,33 @@ static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 		rc = -EINVAL;
 		goto fail;
 	}
+	/* Reads go down the chain at the leaf's offsets: the largest. */
+	vbd->io_align = TD_SECTOR_SIZE;
+	for (unsigned i = 0; i < vbd->nimages; i++) {
+		uint32_t a = vbd->images[i]->drv.info.io_align;
+
+		if (a > TD_MAX_IO_ALIGN || (a & (a - 1)) ||
+		    (a && a < TD_SECTOR_SIZE)) {
+			snprintf(err, errlen, "%s: I/O alignment %u is not a "
+				 "power of two from %u to %u",
+				 vbd->images[i]->drv.name, a, TD_SECTOR_SIZE,
+				 TD_MAX_IO_ALIGN);
+			rc = -EINVAL;
+			goto fail;
+		}
+		if (a > vbd->io_align)
+			vbd->io_align = a;
+	}
+	if (vbd->images[0]->drv.info.size & ((vbd->io_align >>
+					       TD_SECTOR_SHIFT) - 1)) {
+		snprintf(err, errlen, "%s: size %llu is not a multiple of "
+			 "the %u-byte I/O alignment of its storage",
+			 vbd->images[0]->drv.name, (unsigned long long)
+			 (vbd->images[0]->drv.info.size << TD_SECTOR_SHIFT),
+			 vbd->io_align);
+		rc = -EINVAL;
+		goto fail;
+	}
 	*out = vbd;
 	return 0;
 fail:
@@ -541,6 +569,7 @@ int vbd_reopen(td_vbd_t *vbd, const char *spec, char *err, size_t errlen)
 	n = vbd->nimages;
 	vbd->images = nv->images;
 	vbd->nimages = nv->nimages;
+	vbd->io_align = nv->io_align;
 	for (i = 0; i < vbd->nimages; i++)
 		vbd->images[i]->vbd = vbd;
 	nv->images = old;
@@ -799,6 +828,11 @@ static int vbd_check_request(const td_vbd_t *vbd,
 		return 0;
 	if (!vreq->secs || vreq->sec >= size || vreq->secs > size - vreq->sec)
 		return vreq->op == TD_OP_READ ? -EIO : -ENOSPC;
+	/* The caller aligns (vbd_io_align); a driver never sees less. */
+	if (vreq->op != TD_OP_DISCARD &&
+	    ((vreq->sec | vreq->secs) &
+	     ((vbd->io_align >> TD_SECTOR_SHIFT) - 1)))
+		return -EINVAL;
 	if (vreq->rmw_len && (vreq->op != TD_OP_WRITE ||
 	    (uint64_t)vreq->rmw_off + vreq->rmw_len >
 	    (uint64_t)vreq->secs << TD_SECTOR_SHIFT))
@@ -974,6 +1008,11 @@ unsigned vbd_inflight(const td_vbd_t *vbd)
 unsigned vbd_queued(const td_vbd_t *vbd)
 {
 	return vbd->nqueued;
+}
+
+uint32_t vbd_io_align(const td_vbd_t *vbd)
+{
+	return vbd->io_align;
 }
 
 uint64_t vbd_size(const td_vbd_t *vbd)

@@ -73,7 +73,8 @@ struct io_ctx {
 	const char		*data;		/* write payload */
 	size_t			 len;		/* bytes asked for */
 	size_t			 need;		/* buffer bytes needed */
-	uint32_t		 head;		/* offset in first sector */
+	uint32_t		 head;		/* offset in the first unit */
+	uint32_t		 unit;		/* the VBD's I/O alignment */
 	bool			 zero_copy;
 	bool			 abandoned;	/* answered; the I/O is not */
 	struct td_list		 wait;
@@ -779,7 +780,7 @@ static void io_start(struct io_ctx *c)
 	v->abandon = io_abandon;
 	v->rmw_len = 0;
 	if (c->kind == IO_WRITE && !c->zero_copy) {
-		if (c->head || c->len & (TD_SECTOR_SIZE - 1)) {
+		if (c->head || c->len & (c->unit - 1)) {
 			v->rmw_data = c->data;
 			v->rmw_off = c->head;
 			v->rmw_len = (uint32_t)c->len;
@@ -838,16 +839,24 @@ static size_t io_clamp(struct tapfs_vbd *tv, off_t off, size_t size)
 	return size;
 }
 
+/*
+ * The sectors of [off, off+len), widened to the VBD's I/O alignment (a
+ * sector, or 4 KiB on a 4Kn store): the part outside the client's range
+ * is read (and for a write, written back) around it.
+ */
 static void io_set_range(struct io_ctx *c, off_t off, size_t len)
 {
-	uint64_t first = (uint64_t)off >> TD_SECTOR_SHIFT;
-	uint64_t end = ((uint64_t)off + len + TD_SECTOR_SIZE - 1) >>
-		       TD_SECTOR_SHIFT;
+	/* A discard is exact (sectors): widened, it would drop neighbours. */
+	uint64_t unit = c->kind == IO_DISCARD ? TD_SECTOR_SIZE :
+			vbd_io_align(c->tv->vbd);
+	uint64_t first = (uint64_t)off & ~(unit - 1);
+	uint64_t end = ((uint64_t)off + len + unit - 1) & ~(unit - 1);
 
 	c->len = len;
-	c->head = (uint32_t)((uint64_t)off & (TD_SECTOR_SIZE - 1));
-	c->vreq.sec = first;
-	c->vreq.secs = (uint32_t)(end - first);
+	c->unit = (uint32_t)unit;
+	c->head = (uint32_t)((uint64_t)off - first);
+	c->vreq.sec = first >> TD_SECTOR_SHIFT;
+	c->vreq.secs = (uint32_t)((end - first) >> TD_SECTOR_SHIFT);
 	c->need = (size_t)c->vreq.secs << TD_SECTOR_SHIFT;
 }
 
@@ -903,7 +912,7 @@ static void vbd_write(fuse_req_t req, const char *buf, size_t size,
 	io_set_range(c, off, len);
 	c->vreq.op = TD_OP_WRITE;
 	c->data = buf;
-	if (!c->head && !(len & (TD_SECTOR_SIZE - 1)) &&
+	if (!c->head && !(len & (c->unit - 1)) &&
 	    !((uintptr_t)buf & (TD_BUF_ALIGN - 1)) &&
 	    in_recv_buffer(st, buf, len) &&
 	    (len > SMALL_BUF || !st->small_pool.nfree)) {
@@ -918,7 +927,7 @@ static void vbd_write(fuse_req_t req, const char *buf, size_t size,
 	 * A partial-sector write copies its payload only after reading the
 	 * old sectors: keep the receive buffer it lives in until then.
 	 */
-	if (c->head || (len & (TD_SECTOR_SIZE - 1)))
+	if (c->head || (len & (c->unit - 1)))
 		io_hold_recv(c);
 	io_get_buffer(c);
 }
@@ -1200,10 +1209,10 @@ static int fuse_state_pools(struct fuse_state *st)
 	if (!rc)
 		rc = td_pool_init(&st->small_pool, NR_SMALL, SMALL_BUF,
 				  TD_BUF_ALIGN);
-	/* Bounce for a 1 MiB write at an odd offset: two more sectors. */
+	/* Bounce for a 1 MiB write at an odd offset: two more units. */
 	if (!rc)
 		rc = td_pool_init(&st->large_pool, NR_LARGE,
-				  MAX_IO + 2 * TD_SECTOR_SIZE, TD_BUF_ALIGN);
+				  MAX_IO + 2 * TD_MAX_IO_ALIGN, TD_BUF_ALIGN);
 	if (!rc)
 		rc = td_pool_init(&st->recv_pool, NR_RECV,
 				  FUSE_HDR_PAGE + st->recv_size,

@@ -399,6 +399,13 @@ enum vbd_state vbd_state(const td_vbd_t *vbd);
 unsigned vbd_inflight(const td_vbd_t *vbd);	/* dispatched, not done */
 unsigned vbd_queued(const td_vbd_t *vbd);	/* waiting for dispatch */
 uint64_t vbd_size(const td_vbd_t *vbd);		/* bytes */
+/*
+ * Bytes that reads' and writes' sec and secs must be multiples of (the
+ * largest io_align of the chain; TD_SECTOR_SIZE usually); others fail
+ * with -EINVAL.  A VBD's size is a multiple of it (vbd_open refuses
+ * others).
+ */
+uint32_t vbd_io_align(const td_vbd_t *vbd);
 bool     vbd_readonly(const td_vbd_t *vbd);
 const struct vbd_stats *vbd_get_stats(const td_vbd_t *vbd);
 /* Zero the counters and histograms (not the gauges: inflight, queued). */

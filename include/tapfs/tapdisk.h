@@ -91,10 +91,20 @@ struct td_disk_id {
 };
 typedef struct td_disk_id td_disk_id_t;
 
+/* The largest I/O alignment an image may ask for (td_disk_info.io_align). */
+#define TD_MAX_IO_ALIGN		4096u
+
 struct td_disk_info {
 	td_sector_t	size;		/* virtual size in sectors */
 	uint32_t	sector_size;	/* TD_SECTOR_SIZE */
-	uint32_t	info;		/* reserved, 0 */
+	/*
+	 * Bytes that the offset and length of every read and write must be
+	 * multiples of (O_DIRECT on a device with 4096-byte sectors): a
+	 * power of two up to TD_MAX_IO_ALIGN.  0 (or TD_SECTOR_SIZE): any
+	 * sector.  The VBD aligns client requests to the largest of its
+	 * chain's, read-modify-writing what is smaller.
+	 */
+	uint32_t	io_align;
 };
 
 /* One open image, as a driver sees it. */
