@@ -170,12 +170,11 @@ static int image_read_footer(struct vhd_image *img, char *err,
 
 static int image_open_fixed(struct vhd_image *img, char *err, size_t errlen)
 {
-	if (img->footer_off < img->footer.curr_size)
+	if (img->footer_off < vhd_image_size(img))
 		return td_errf(err, errlen, -EINVAL,
 			    "%s: fixed disk is truncated: %" PRIu64 " bytes of "
-			    "data before the footer, current size %" PRIu64,
-			    img->path, img->footer_off,
-			    img->footer.curr_size);
+			    "data before the footer, virtual size %" PRIu64,
+			    img->path, img->footer_off, vhd_image_size(img));
 	return 0;
 }
 
@@ -216,8 +215,13 @@ static int image_read_bat(struct vhd_image *img, uint64_t limit, char *err,
 	uint8_t *raw;
 	int ret;
 
-	need = vhd_blocks_for_size(img->footer.curr_size,
-				   img->header.block_size);
+	/* Every entry a block may use, past the virtual size too: the
+	 * allocator must know them all (header validation only promises
+	 * the entries the virtual size needs). */
+	vhd_layout_init(&layout, &img->footer, &img->header, limit);
+	need = vhd_blocks_for_size(layout.size, img->header.block_size);
+	if (need > img->header.max_bat_entries)
+		need = img->header.max_bat_entries;
 	if (need * VHD_BAT_ENTRY_SIZE > VHD_MAX_BAT_BYTES)
 		return td_errf(err, errlen, -EFBIG,
 			    "%s: BAT of %" PRIu64 " entries is larger than the "
@@ -242,7 +246,6 @@ static int image_read_bat(struct vhd_image *img, uint64_t limit, char *err,
 	}
 	vhd_bat_decode(raw, img->bat_entries, img->bat);
 
-	vhd_layout_init(&layout, &img->footer, &img->header, limit);
 	layout.entries = img->bat_entries;
 	{
 		char why[384];
@@ -406,7 +409,7 @@ int vhd_image_read_bitmap(struct vhd_image *img, uint32_t block,
 int vhd_image_map(struct vhd_image *img, uint64_t sec, uint32_t max,
 		  uint32_t *run, uint64_t *off)
 {
-	uint64_t total = img->footer.curr_size >> VHD_SECTOR_SHIFT;
+	uint64_t total = vhd_image_size(img) >> VHD_SECTOR_SHIFT;
 	uint32_t blk, in, lim, n;
 	enum vhd_map absent;
 	const uint8_t *map;
@@ -451,7 +454,7 @@ int vhd_image_map(struct vhd_image *img, uint64_t sec, uint32_t max,
 int vhd_image_allocated(struct vhd_image *img, uint64_t *sectors,
 			uint32_t *blocks)
 {
-	uint64_t total = img->footer.curr_size >> VHD_SECTOR_SHIFT;
+	uint64_t total = vhd_image_size(img) >> VHD_SECTOR_SHIFT;
 	const uint8_t *map;
 	uint32_t i;
 	int ret;
@@ -585,7 +588,7 @@ static int image_write_block(struct vhd_image *img, uint32_t blk,
 int vhd_image_write(struct vhd_image *img, uint64_t sec, uint32_t secs,
 		    const void *buf)
 {
-	uint64_t total = img->footer.curr_size >> VHD_SECTOR_SHIFT;
+	uint64_t total = vhd_image_size(img) >> VHD_SECTOR_SHIFT;
 	const uint8_t *p = buf;
 	int ret;
 
@@ -1429,6 +1432,8 @@ static int check_footers(struct check_ctx *c, struct vhd_footer *f,
 static void check_footer_fields(struct check_ctx *c,
 				const struct vhd_footer *f, uint64_t limit)
 {
+	uint64_t data;
+
 	if (vhd_uuid_is_nil(f->uuid))
 		check_emit(c, VHD_SEV_WARNING, "footer: UUID is nil");
 	if (!(f->features & VHD_FEATURE_RESERVED))
@@ -1438,14 +1443,18 @@ static void check_footer_fields(struct check_ctx *c,
 		check_emit(c, VHD_SEV_WARNING, "footer: saved state is set");
 	if (f->type != VHD_TYPE_FIXED)
 		return;
-	if (limit < f->curr_size)
+	/* Data for the virtual size must be there; up to the current
+	 * size (when the geometry gives less) is still data. */
+	data = vhd_footer_virtual_size(f);
+	if (limit < data)
 		check_emit(c, VHD_SEV_ERROR, "fixed disk is truncated: %"
-			   PRIu64 " bytes of data before the footer, current "
-			   "size %" PRIu64, limit, f->curr_size);
-	else if (limit > f->curr_size)
+			   PRIu64 " bytes of data before the footer, virtual "
+			   "size %" PRIu64, limit, data);
+	if (f->curr_size > data)
+		data = f->curr_size;
+	if (limit > data)
 		check_emit(c, VHD_SEV_WARNING, "fixed disk: %" PRIu64 " bytes "
-			   "between the data and the footer", limit -
-			   f->curr_size);
+			   "between the data and the footer", limit - data);
 }
 
 static int check_bitmaps(struct check_ctx *c, const struct vhd_footer *f,
@@ -1454,7 +1463,7 @@ static int check_bitmaps(struct check_ctx *c, const struct vhd_footer *f,
 {
 	uint32_t bsize = vhd_bitmap_size(h->block_size);
 	uint32_t spb = h->block_size >> VHD_SECTOR_SHIFT;
-	uint64_t total = f->curr_size >> VHD_SECTOR_SHIFT;
+	uint64_t total = vhd_footer_virtual_size(f) >> VHD_SECTOR_SHIFT;
 	uint8_t *map;
 	uint32_t i;
 	int ret = 0;
@@ -1551,7 +1560,6 @@ static int check_dynamic(struct check_ctx *c, const struct vhd_footer *f,
 	    limit - h.table_offset)
 		return 0;
 	entries = h.max_bat_entries;
-	need = vhd_blocks_for_size(f->curr_size, h.block_size);
 	if ((uint64_t)entries * VHD_BAT_ENTRY_SIZE > VHD_MAX_BAT_BYTES) {
 		check_emit(c, VHD_SEV_ERROR, "BAT of %" PRIu32 " entries is "
 			   "too large to check", entries);
@@ -1572,6 +1580,7 @@ static int check_dynamic(struct check_ctx *c, const struct vhd_footer *f,
 	vhd_layout_init(&layout, f, &h, limit);
 	r = check_report(c, "");
 	vhd_bat_check(&layout, bat, scratch, &r);
+	need = vhd_blocks_for_size(layout.size, h.block_size);
 	if (need < entries)
 		entries = (uint32_t)need;
 	ret = check_bitmaps(c, f, &h, bat, entries, limit);

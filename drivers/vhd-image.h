@@ -113,9 +113,10 @@ int vhd_image_open_fd(struct vhd_image **out, int fd, const char *name,
 /* fsync if writable, then free; NULL is a no-op.  0 or -errno. */
 int vhd_image_close(struct vhd_image *img);
 
+/* The virtual size (vhd_footer_virtual_size): reads and writes stop here. */
 static inline uint64_t vhd_image_size(const struct vhd_image *img)
 {
-	return img->footer.curr_size;
+	return vhd_footer_virtual_size(&img->footer);
 }
 
 static inline bool vhd_image_sparse(const struct vhd_image *img)
