@@ -797,6 +797,41 @@ int vhd_bat_check(const struct vhd_layout *l, const uint32_t *bat,
 	return ret;
 }
 
+uint64_t vhd_data_end(const struct vhd_footer *f, const struct vhd_header *h,
+		      const uint32_t *bat, uint32_t entries,
+		      uint64_t footer_off)
+{
+	uint64_t end = f->data_offset + VHD_HEADER_SIZE, e;
+	uint32_t bsize = vhd_bitmap_size(h->block_size), i;
+	unsigned k;
+
+	e = h->table_offset + vhd_bat_bytes(h->max_bat_entries);
+	if (e > end)
+		end = e;
+	for (k = 0; k < VHD_MAX_LOCATORS && f->type == VHD_TYPE_DIFF; k++) {
+		const struct vhd_locator *loc = &h->loc[k];
+		uint64_t len = loc->data_len;
+
+		if (loc->code == VHD_PLAT_NONE || !len ||
+		    loc->data_offset >= footer_off)
+			continue;
+		if (locator_supported(loc->code) &&
+		    vhd_locator_space(loc) > len)
+			len = vhd_locator_space(loc);
+		if (loc->data_offset + len > end)
+			end = loc->data_offset + len;
+	}
+	for (i = 0; i < entries; i++) {
+		if (bat[i] == VHD_BAT_UNUSED)
+			continue;
+		e = ((uint64_t)bat[i] << VHD_SECTOR_SHIFT) + bsize +
+		    h->block_size;
+		if (e > end)
+			end = e;
+	}
+	return (end + VHD_SECTOR_SIZE - 1) & ~(uint64_t)(VHD_SECTOR_SIZE - 1);
+}
+
 /* ---- sector bitmaps ------------------------------------------------- */
 
 void vhd_bitmap_set_range(uint8_t *map, uint32_t first, uint32_t count)

@@ -343,6 +343,20 @@ void vhd_layout_init(struct vhd_layout *l, const struct vhd_footer *f,
 int vhd_bat_check(const struct vhd_layout *l, const uint32_t *bat,
 		  uint64_t *scratch, struct vhd_report *r);
 
+/*
+ * End of everything a dynamic or differencing image references, rounded
+ * up to a sector: the dynamic header, the BAT (whole sectors), in a
+ * differencing disk every parent locator that starts before footer_off
+ * (through its reserved data space, for the codes tapfs reads), and every
+ * allocated entry of bat[0..entries) (its bitmap and a whole block).
+ * Nothing the image uses lies at or past it.  In a clean image it is the
+ * trailing footer's offset; space between it and the footer is
+ * referenced by nothing (left by an interrupted block allocation).
+ */
+uint64_t vhd_data_end(const struct vhd_footer *f, const struct vhd_header *h,
+		      const uint32_t *bat, uint32_t entries,
+		      uint64_t footer_off);
+
 /* ---- sector bitmaps ------------------------------------------------- */
 
 /*

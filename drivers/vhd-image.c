@@ -178,35 +178,6 @@ static int image_open_fixed(struct vhd_image *img, char *err, size_t errlen)
 	return 0;
 }
 
-/* End of the furthest metadata or block, the next allocation's floor. */
-static uint64_t image_data_end(const struct vhd_image *img)
-{
-	const struct vhd_header *h = &img->header;
-	uint64_t end = img->footer.data_offset + VHD_HEADER_SIZE;
-	uint32_t i;
-
-	if (h->table_offset + vhd_bat_bytes(h->max_bat_entries) > end)
-		end = h->table_offset + vhd_bat_bytes(h->max_bat_entries);
-	for (i = 0; i < VHD_MAX_LOCATORS; i++) {
-		const struct vhd_locator *l = &h->loc[i];
-
-		if (img->footer.type == VHD_TYPE_DIFF && l->data_len &&
-		    l->data_offset + l->data_len > end)
-			end = l->data_offset + l->data_len;
-	}
-	for (i = 0; i < img->bat_entries; i++) {
-		uint64_t e;
-
-		if (img->bat[i] == VHD_BAT_UNUSED)
-			continue;
-		e = ((uint64_t)img->bat[i] << VHD_SECTOR_SHIFT) +
-		    img->bitmap_size + h->block_size;
-		if (e > end)
-			end = e;
-	}
-	return round_up(end, VHD_SECTOR_SIZE);
-}
-
 static int image_read_bat(struct vhd_image *img, uint64_t limit, char *err,
 			  size_t errlen)
 {
@@ -296,7 +267,8 @@ static int image_open_dynamic(struct vhd_image *img, char *err,
 	if (ret)
 		return ret;
 
-	img->next_block = image_data_end(img);
+	img->next_block = vhd_data_end(&img->footer, &img->header, img->bat,
+				       img->bat_entries, limit);
 	if (img->footer_from_backup) {
 		if (round_up(img->file_size, VHD_SECTOR_SIZE) > img->next_block)
 			img->next_block = round_up(img->file_size,
@@ -1500,26 +1472,8 @@ static void check_tail(struct check_ctx *c, const struct vhd_footer *f,
 		       const struct vhd_header *h, const uint32_t *bat,
 		       uint32_t entries, uint64_t limit)
 {
-	uint64_t end = f->data_offset + VHD_HEADER_SIZE;
-	uint32_t bsize = vhd_bitmap_size(h->block_size), i;
+	uint64_t end = vhd_data_end(f, h, bat, entries, limit);
 
-	if (h->table_offset + vhd_bat_bytes(h->max_bat_entries) > end)
-		end = h->table_offset + vhd_bat_bytes(h->max_bat_entries);
-	for (i = 0; i < VHD_MAX_LOCATORS && f->type == VHD_TYPE_DIFF; i++)
-		if (locator_code_ok(h->loc[i].code) && h->loc[i].data_len &&
-		    h->loc[i].data_offset + vhd_locator_space(&h->loc[i]) > end)
-			end = h->loc[i].data_offset +
-			      vhd_locator_space(&h->loc[i]);
-	for (i = 0; i < entries; i++) {
-		uint64_t e;
-
-		if (bat[i] == VHD_BAT_UNUSED)
-			continue;
-		e = ((uint64_t)bat[i] << VHD_SECTOR_SHIFT) + bsize +
-		    h->block_size;
-		if (e > end)
-			end = e;
-	}
 	if (end < limit)
 		check_emit(c, VHD_SEV_WARNING, "%" PRIu64 " bytes at 0x%"
 			   PRIx64 "-0x%" PRIx64 " before the footer are not "

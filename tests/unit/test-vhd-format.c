@@ -252,6 +252,47 @@ static void test_bat_span(void **state)
 	assert_int_equal(l.size, 40 * 4 * 17 * 512);
 }
 
+/* The end of what an image references: the floor of reclaim. */
+static void test_data_end(void **state)
+{
+	struct vhd_footer f = dyn_footer(1 << 20);
+	struct vhd_header h;
+	uint32_t bat[256];
+
+	(void)state;
+	/* Header at 512, BAT of 256 entries (1024 bytes) at 1536. */
+	vhd_header_init(&h, 1 << 20, 4096, 1536);
+	memset(bat, 0xff, sizeof(bat));
+	assert_int_equal(vhd_data_end(&f, &h, bat, 256, 1 << 20), 2560);
+	/* A block at sector 6: bitmap (512) and 4 KiB of data. */
+	bat[3] = 6;
+	assert_int_equal(vhd_data_end(&f, &h, bat, 256, 1 << 20),
+			 3072 + 512 + 4096);
+	/* Entries past the count given are not looked at. */
+	bat[200] = 100;
+	assert_int_equal(vhd_data_end(&f, &h, bat, 200, 1 << 20),
+			 3072 + 512 + 4096);
+	assert_int_equal(vhd_data_end(&f, &h, bat, 201, 1 << 20),
+			 51200 + 512 + 4096);
+	bat[200] = VHD_BAT_UNUSED;
+
+	/* Locators count in a differencing disk only, through their
+	 * reserved space for codes tapfs reads, inside the file only. */
+	h.loc[0].code = VHD_PLAT_W2RU;
+	h.loc[0].data_offset = 16384;
+	h.loc[0].data_len = 100;
+	h.loc[0].data_space = 4;		/* sectors */
+	assert_int_equal(vhd_data_end(&f, &h, bat, 256, 1 << 20), 7680);
+	f.type = VHD_TYPE_DIFF;
+	assert_int_equal(vhd_data_end(&f, &h, bat, 256, 1 << 20),
+			 16384 + 2048);
+	assert_int_equal(vhd_data_end(&f, &h, bat, 256, 16384), 7680);
+	h.loc[0].code = VHD_PLAT_WI2R;		/* not read: its length */
+	h.loc[0].data_len = 700;
+	assert_int_equal(vhd_data_end(&f, &h, bat, 256, 1 << 20),
+			 16384 + 1024);
+}
+
 static void test_time(void **state)
 {
 	(void)state;
@@ -1297,6 +1338,7 @@ int main(void)
 		cmocka_unit_test(test_virtual_size),
 		cmocka_unit_test(test_virtual_size_header),
 		cmocka_unit_test(test_bat_span),
+		cmocka_unit_test(test_data_end),
 		cmocka_unit_test(test_time),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_footer_round_trip),
