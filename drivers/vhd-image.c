@@ -232,6 +232,66 @@ out:
 	return ret;
 }
 
+static int image_barrier(struct vhd_image *img);
+
+/* Append one sentence to img->warning. */
+static void image_warn(struct vhd_image *img, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void image_warn(struct vhd_image *img, const char *fmt, ...)
+{
+	size_t n = strlen(img->warning);
+	va_list ap;
+
+	if (n && n + 2 < sizeof(img->warning)) {
+		memcpy(img->warning + n, "; ", 2);
+		n += 2;
+	}
+	va_start(ap, fmt);
+	vsnprintf(img->warning + n, sizeof(img->warning) - n, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * Give back [next_block, footer_off): referenced by nothing, left by an
+ * interrupted allocation (see "Reclaim" in vhd-image.h for the order and
+ * why a crash anywhere leaves a valid image).  0, with what was done in
+ * ->notice, or a warning if nothing was; -errno only once the file has
+ * been truncated and cannot be made durable.
+ */
+static int image_reclaim(struct vhd_image *img, char *err, size_t errlen)
+{
+	uint64_t end = img->next_block, old = img->file_size;
+	int ret;
+
+	ret = td_pwrite_full(img->fd, img->footer_buf, VHD_FOOTER_SIZE, end);
+	if (!ret)
+		ret = image_barrier(img);
+	if (!ret && ftruncate(img->fd, (off_t)(end + VHD_FOOTER_SIZE)) < 0)
+		ret = -errno;
+	if (ret) {
+		image_warn(img, "%s: %" PRIu64 " bytes at 0x%" PRIx64 "-0x%"
+			   PRIx64 " are referenced by nothing (an interrupted "
+			   "block allocation) and could not be reclaimed: %s",
+			   img->path, img->footer_off - end, end,
+			   img->footer_off, strerror(-ret));
+		return 0;
+	}
+	img->footer_off = end;
+	img->file_size = end + VHD_FOOTER_SIZE;
+	ret = image_barrier(img);
+	if (ret)
+		return td_errf(err, errlen, ret, "%s: syncing the file after "
+			       "truncating it to %" PRIu64 " bytes: %s",
+			       img->path, img->file_size, strerror(-ret));
+	img->reclaimed = old - img->file_size;
+	snprintf(img->notice, sizeof(img->notice), "%s: reclaimed %" PRIu64
+		 " bytes left past the last block by an interrupted block "
+		 "allocation: the file went from %" PRIu64 " to %" PRIu64
+		 " bytes", img->path, img->reclaimed, old, img->file_size);
+	return 0;
+}
+
 static int image_open_dynamic(struct vhd_image *img, char *err,
 			      size_t errlen)
 {
@@ -269,6 +329,13 @@ static int image_open_dynamic(struct vhd_image *img, char *err,
 
 	img->next_block = vhd_data_end(&img->footer, &img->header, img->bat,
 				       img->bat_entries, limit);
+	if ((img->flags & VHD_IMAGE_RECLAIM) &&
+	    !(img->flags & VHD_IMAGE_RDONLY) && !img->footer_from_backup &&
+	    img->next_block < img->footer_off) {
+		ret = image_reclaim(img, err, errlen);
+		if (ret)
+			return ret;
+	}
 	if (img->footer_from_backup) {
 		if (round_up(img->file_size, VHD_SECTOR_SIZE) > img->next_block)
 			img->next_block = round_up(img->file_size,
@@ -1478,7 +1545,8 @@ static void check_tail(struct check_ctx *c, const struct vhd_footer *f,
 		check_emit(c, VHD_SEV_WARNING, "%" PRIu64 " bytes at 0x%"
 			   PRIx64 "-0x%" PRIx64 " before the footer are not "
 			   "used by any block (left by an interrupted "
-			   "allocation)", limit - end, end, limit);
+			   "allocation; a read-write open in tapfs reclaims "
+			   "them)", limit - end, end, limit);
 }
 
 static int check_dynamic(struct check_ctx *c, const struct vhd_footer *f,

@@ -1297,6 +1297,176 @@ static void test_image_geometry_size(void **state)
 	}
 }
 
+/* A clean 8 MiB dynamic disk with block 1 written: path, its size. */
+static off_t reclaim_image(const char *path, uint8_t *data)
+{
+	struct vhd_image *img;
+	struct stat st;
+	char err[512];
+
+	create_vhd(path, VHD_TYPE_DYNAMIC, 8 << 20, 0, NULL, false);
+	assert_int_equal(vhd_image_open(&img, path, 0, err, sizeof(err)), 0);
+	pattern(data, 16, 4096, 1);
+	assert_int_equal(vhd_image_write(img, 4096, 16, data), 0);
+	assert_int_equal(vhd_image_close(img), 0);
+	check_clean(path, 0);
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_size;
+}
+
+/*
+ * What a crash before the BAT write leaves: past the old footer, a new
+ * block (its data aligned to 4 KiB, as the allocator places it) and a
+ * footer after it.  mid_reclaim: also the footer copy reclaim writes at
+ * the data end before it truncates (a crash in between).  Returns the
+ * new file size.
+ */
+static off_t leak_block(const char *path, off_t size, bool mid_reclaim)
+{
+	uint8_t footer[VHD_FOOTER_SIZE], junk[4096];
+	off_t block = (size + 4096) / 4096 * 4096 - 512, end;
+	int fd, i;
+
+	memset(junk, 0xa5, sizeof(junk));
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, footer, sizeof(footer),
+			       size - VHD_FOOTER_SIZE), sizeof(footer));
+	for (i = 0; i < (512 + (2 << 20)) / 4096; i++)
+		assert_int_equal(pwrite(fd, junk, sizeof(junk),
+					block + (off_t)i * 4096),
+				 sizeof(junk));
+	end = block + 512 + (2 << 20);
+	assert_int_equal(pwrite(fd, footer, sizeof(footer), end),
+			 sizeof(footer));
+	if (mid_reclaim)
+		assert_int_equal(pwrite(fd, footer, sizeof(footer),
+					size - VHD_FOOTER_SIZE),
+				 sizeof(footer));
+	close(fd);
+	return end + VHD_FOOTER_SIZE;
+}
+
+static off_t file_size_of(const char *path)
+{
+	struct stat st;
+
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_size;
+}
+
+/* Block 1 of path reads back as reclaim_image wrote it. */
+static void reclaim_data_intact(const char *path, const uint8_t *data)
+{
+	uint8_t got[16 * 512];
+	struct vhd_chain *c;
+	char err[512];
+
+	assert_int_equal(vhd_chain_open(&c, path, VHD_FORMAT_VHD,
+					VHD_IMAGE_RDONLY, err, sizeof(err)),
+			 0);
+	assert_int_equal(vhd_chain_read(c, 4096, 16, got), 0);
+	assert_memory_equal(got, data, sizeof(got));
+	vhd_chain_close(c);
+}
+
+/* Leaked space at the end goes at a read-write open with RECLAIM. */
+static void test_image_reclaim(void **state)
+{
+	struct scratch *s = *state;
+	char p[300], err[512], all[4096] = "";
+	struct vhd_check_result res;
+	uint8_t data[16 * 512], buf[512] = { 7 };
+	struct vhd_image *img;
+	off_t clean, leaky;
+	int mid;
+
+	for (mid = 0; mid < 2; mid++) {
+		spath(s, mid ? "mid.vhd" : "leak.vhd", p, sizeof(p));
+		clean = reclaim_image(p, data);
+		leaky = leak_block(p, clean, mid);
+		all[0] = '\0';
+		assert_int_equal(vhd_image_check(p, collect_check, all, &res,
+						 err, sizeof(err)), 0);
+		assert_int_equal(res.errors, 0);
+		assert_int_equal(res.warnings, 1);
+		assert_contains(all, "before the footer are not used by any "
+				"block");
+
+		/* Without the flag, or read-only: the file is left alone. */
+		assert_int_equal(vhd_image_open(&img, p, 0, err, sizeof(err)),
+				 0);
+		assert_int_equal(img->reclaimed, 0);
+		assert_int_equal(vhd_image_close(img), 0);
+		assert_int_equal(vhd_image_open(&img, p, VHD_IMAGE_RDONLY |
+						VHD_IMAGE_RECLAIM, err,
+						sizeof(err)), 0);
+		assert_int_equal(img->reclaimed, 0);
+		vhd_image_close(img);
+		assert_int_equal(file_size_of(p), leaky);
+
+		assert_int_equal(vhd_image_open(&img, p, VHD_IMAGE_RECLAIM,
+						err, sizeof(err)), 0);
+		assert_int_equal(img->reclaimed, leaky - clean);
+		assert_int_equal(img->file_size, clean);
+		assert_int_equal(img->footer_off, clean - VHD_FOOTER_SIZE);
+		assert_contains(img->notice, "reclaimed");
+		assert_string_equal(img->warning, "");
+		assert_int_equal(vhd_image_close(img), 0);
+		assert_int_equal(file_size_of(p), clean);
+		check_clean(p, 0);
+		reclaim_data_intact(p, data);
+
+		/* Nothing more to give back; allocation goes on after it. */
+		assert_int_equal(vhd_image_open(&img, p, VHD_IMAGE_RECLAIM,
+						err, sizeof(err)), 0);
+		assert_int_equal(img->reclaimed, 0);
+		assert_string_equal(img->notice, "");
+		assert_int_equal(vhd_image_write(img, 0, 1, buf), 0);
+		assert_int_equal(vhd_image_close(img), 0);
+		check_clean(p, 0);
+		reclaim_data_intact(p, data);
+	}
+}
+
+/* When reclaim cannot write, the image stays as it was: a warning. */
+static void test_image_reclaim_fails(void **state)
+{
+	struct scratch *s = *state;
+	uint8_t data[16 * 512], byte = 0x5a;
+	struct vhd_image *img;
+	char p[300], err[512];
+	off_t clean, leaky;
+	int fd;
+
+	spath(s, "ro.vhd", p, sizeof(p));
+	clean = reclaim_image(p, data);
+	leaky = leak_block(p, clean, false);
+	fd = open(p, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(vhd_image_open_fd(&img, fd, p, VHD_IMAGE_RECLAIM,
+					   err, sizeof(err)), 0);
+	assert_int_equal(img->reclaimed, 0);
+	assert_int_equal(img->file_size, leaky);
+	assert_contains(img->warning, "could not be reclaimed: Bad file "
+			"descriptor");
+	vhd_image_close(img);
+	assert_int_equal(file_size_of(p), leaky);
+	reclaim_data_intact(p, data);
+
+	/* No trailing footer to trust (the backup is used): no reclaim. */
+	fd = open(p, O_WRONLY);
+	assert_int_equal(pwrite(fd, &byte, 1, leaky - VHD_FOOTER_SIZE + 40),
+			 1);
+	close(fd);
+	assert_int_equal(vhd_image_open(&img, p, VHD_IMAGE_RECLAIM, err,
+					sizeof(err)), 0);
+	assert_true(img->footer_from_backup);
+	assert_int_equal(img->reclaimed, 0);
+	assert_int_equal(vhd_image_close(img), 0);
+	assert_int_equal(file_size_of(p), leaky);
+}
+
 static void test_image_create_errors(void **state)
 {
 	struct scratch *s = *state;
@@ -1370,6 +1540,12 @@ int main(void)
 						scratch_setup,
 						scratch_teardown),
 		cmocka_unit_test_setup_teardown(test_image_geometry_size,
+						scratch_setup,
+						scratch_teardown),
+		cmocka_unit_test_setup_teardown(test_image_reclaim,
+						scratch_setup,
+						scratch_teardown),
+		cmocka_unit_test_setup_teardown(test_image_reclaim_fails,
 						scratch_setup,
 						scratch_teardown),
 		cmocka_unit_test_setup_teardown(test_image_create_errors,
