@@ -20,7 +20,8 @@
  *   3. a barrier (fsync): nothing below may be durable before 2 is;
  *   4. the BAT entry: the commit point.  Then the write completes.
  * A crash at any point leaves a valid image: before 4 the new space is
- * unreferenced (a leak), after 4 the block is complete.  Footers,
+ * unreferenced (a leak, which the next read-write open reclaims:
+ * VHD_IMAGE_RECLAIM), after 4 the block is complete.  Footers,
  * barriers and BAT sectors are written by group-commit sequencers, so
  * concurrent allocations share their metadata writes, and never two
  * writes of the same metadata are in flight (a late stale copy could
@@ -936,8 +937,11 @@ static int vhd_open(td_driver_t *drv, const char *path, td_flag_t flags)
 
 	s->drv = drv;
 	s->fd = -1;
+	/* The engine holds the image's write lock (td-vbd.c) before a
+	 * read-write open: reclaiming leaked space is safe. */
 	rc = vhd_image_open(&s->img, path, flags & TD_OPEN_RDONLY ?
-			    VHD_IMAGE_RDONLY : 0, err, sizeof(err));
+			    VHD_IMAGE_RDONLY : VHD_IMAGE_RECLAIM, err,
+			    sizeof(err));
 	if (rc) {
 		snprintf(drv->error, sizeof(drv->error), "%s", err);
 		if (!(flags & TD_OPEN_QUIET))
@@ -947,6 +951,8 @@ static int vhd_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	}
 	if (s->img->warning[0])
 		td_log(TD_LOG_WARN, "%s", s->img->warning);
+	if (s->img->notice[0])
+		td_log(TD_LOG_INFO, "%s", s->img->notice);
 	rc = vhd_open_fd(s, path, flags);
 	if (rc) {
 		td_log(TD_LOG_ERR, "%s: %s", path, strerror(-rc));

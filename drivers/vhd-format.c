@@ -410,6 +410,21 @@ int vhd_footer_decode(const uint8_t *buf, struct vhd_footer *f,
 	return vhd_footer_parse(buf, f, &r);
 }
 
+bool vhd_footer_size_from_geometry(const struct vhd_footer *f)
+{
+	if (memcmp(f->creator_app, VHD_CREATOR_VPC, sizeof(f->creator_app)) &&
+	    memcmp(f->creator_app, VHD_CREATOR_QEMU, sizeof(f->creator_app)))
+		return false;
+	return vhd_geometry_sectors(&f->geometry) != VHD_GEOMETRY_MAX_SECTORS;
+}
+
+uint64_t vhd_footer_virtual_size(const struct vhd_footer *f)
+{
+	if (vhd_footer_size_from_geometry(f))
+		return vhd_geometry_sectors(&f->geometry) << VHD_SECTOR_SHIFT;
+	return f->curr_size;
+}
+
 /* ---- dynamic header ------------------------------------------------- */
 
 void vhd_header_init(struct vhd_header *h, uint64_t size,
@@ -587,13 +602,15 @@ int vhd_header_parse(const uint8_t *buf, struct vhd_header *h,
 	bs_err = header_check_block_size(h, r);
 	ret = first_err(ret, bs_err);
 	if (!bs_err) {
-		need = vhd_blocks_for_size(f->curr_size, h->block_size);
+		uint64_t size = vhd_footer_virtual_size(f);
+
+		need = vhd_blocks_for_size(size, h->block_size);
 		if (h->max_bat_entries < need)
 			ret = first_err(ret, vhd_report(r, -EINVAL,
 				"max table entries %" PRIu32 " too small: "
-				"current size %" PRIu64 " with block size %"
+				"virtual size %" PRIu64 " with block size %"
 				PRIu32 " needs %" PRIu64, h->max_bat_entries,
-				f->curr_size, h->block_size, need));
+				size, h->block_size, need));
 	}
 
 	bat_len = (uint64_t)h->max_bat_entries * VHD_BAT_ENTRY_SIZE;
@@ -658,7 +675,9 @@ void vhd_layout_init(struct vhd_layout *l, const struct vhd_footer *f,
 	unsigned i;
 
 	memset(l, 0, sizeof(*l));
-	l->curr_size = f->curr_size;
+	l->size = vhd_footer_virtual_size(f);
+	if (f->curr_size > l->size)
+		l->size = f->curr_size;
 	l->footer_off = footer_off;
 	l->block_size = h->block_size;
 	l->bitmap_size = vhd_bitmap_size(h->block_size);
@@ -695,8 +714,8 @@ static uint64_t block_extent(const struct vhd_layout *l, uint32_t i)
 	uint64_t start = (uint64_t)i * l->block_size;
 	uint64_t data = l->block_size;
 
-	if (start < l->curr_size && l->curr_size - start < data)
-		data = l->curr_size - start;
+	if (start < l->size && l->size - start < data)
+		data = l->size - start;
 	return l->bitmap_size + data;
 }
 
@@ -734,7 +753,7 @@ static int bat_check_overlaps(const struct vhd_layout *l,
 int vhd_bat_check(const struct vhd_layout *l, const uint32_t *bat,
 		  uint64_t *scratch, struct vhd_report *r)
 {
-	uint64_t need = vhd_blocks_for_size(l->curr_size, l->block_size);
+	uint64_t need = vhd_blocks_for_size(l->size, l->block_size);
 	uint32_t i;
 	unsigned m;
 	int ret = 0;
@@ -776,6 +795,41 @@ int vhd_bat_check(const struct vhd_layout *l, const uint32_t *bat,
 	if (scratch)
 		ret = first_err(ret, bat_check_overlaps(l, bat, scratch, r));
 	return ret;
+}
+
+uint64_t vhd_data_end(const struct vhd_footer *f, const struct vhd_header *h,
+		      const uint32_t *bat, uint32_t entries,
+		      uint64_t footer_off)
+{
+	uint64_t end = f->data_offset + VHD_HEADER_SIZE, e;
+	uint32_t bsize = vhd_bitmap_size(h->block_size), i;
+	unsigned k;
+
+	e = h->table_offset + vhd_bat_bytes(h->max_bat_entries);
+	if (e > end)
+		end = e;
+	for (k = 0; k < VHD_MAX_LOCATORS && f->type == VHD_TYPE_DIFF; k++) {
+		const struct vhd_locator *loc = &h->loc[k];
+		uint64_t len = loc->data_len;
+
+		if (loc->code == VHD_PLAT_NONE || !len ||
+		    loc->data_offset >= footer_off)
+			continue;
+		if (locator_supported(loc->code) &&
+		    vhd_locator_space(loc) > len)
+			len = vhd_locator_space(loc);
+		if (loc->data_offset + len > end)
+			end = loc->data_offset + len;
+	}
+	for (i = 0; i < entries; i++) {
+		if (bat[i] == VHD_BAT_UNUSED)
+			continue;
+		e = ((uint64_t)bat[i] << VHD_SECTOR_SHIFT) + bsize +
+		    h->block_size;
+		if (e > end)
+			end = e;
+	}
+	return (end + VHD_SECTOR_SIZE - 1) & ~(uint64_t)(VHD_SECTOR_SIZE - 1);
 }
 
 /* ---- sector bitmaps ------------------------------------------------- */

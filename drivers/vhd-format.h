@@ -80,6 +80,9 @@
  * for this creator, so both agree on the virtual size to the byte.
  */
 #define VHD_CREATOR_APP		"tap"
+/* Creators whose disks are sized by their CHS geometry (see below). */
+#define VHD_CREATOR_VPC		"vpc "	/* Microsoft Virtual PC */
+#define VHD_CREATOR_QEMU	"qemu"	/* qemu-img create -f vpc */
 /*
  * Creator version 1.1: blktap's vhd-util looks for its private "batmap"
  * only for tap images of version 1.2 and later (1.1: when one is present),
@@ -196,6 +199,13 @@ uint32_t vhd_checksum(const uint8_t *buf, size_t len, size_t csum_off);
 void vhd_geometry_from_size(uint64_t size, struct vhd_geometry *g);
 uint64_t vhd_geometry_sectors(const struct vhd_geometry *g);
 
+/*
+ * The geometry 65535 x 16 x 255 (compared as a product of sectors, as
+ * QEMU does): "larger than CHS can say".  The algorithm above gives it to
+ * every disk of 127 GiB and more.
+ */
+#define VHD_GEOMETRY_MAX_SECTORS	(65535ull * 16 * 255)
+
 /* UNIX time <-> VHD time (clamped to the VHD range). */
 uint32_t vhd_time_from_unix(time_t t);
 time_t vhd_time_to_unix(uint32_t vt);
@@ -235,6 +245,28 @@ int vhd_footer_parse(const uint8_t *buf, struct vhd_footer *f,
 int vhd_footer_decode(const uint8_t *buf, struct vhd_footer *f,
 		      char *err, size_t errlen);
 
+/*
+ * The virtual size of the disk f describes, in bytes: what a virtual
+ * machine sees, and the bound of every read and write.  The one place
+ * this rule lives (the daemon, tapfs-img and the checks all ask here):
+ *
+ *  - creator "vpc " (Virtual PC) or "qemu" (qemu-img create -f vpc):
+ *    cylinders * heads * sectors per track * 512, the size Virtual PC's
+ *    and QEMU's emulated ATA disk has (the footer's current size is
+ *    usually larger: the geometry rounds it down), unless the geometry is
+ *    the maximum (VHD_GEOMETRY_MAX_SECTORS), which only says the disk is
+ *    larger than CHS can express: then the current size, as QEMU does;
+ *  - any other creator: the footer's current size.  "tap\0" (tapfs,
+ *    blktap, XenServer), "win " (Hyper-V), "qem2" (qemu-img's
+ *    force_size), "d2v " (Disk2vhd) and "CTXS" (XenConverter) are sized
+ *    so by QEMU too; for creators QEMU does not list ("vs  " Virtual
+ *    Server, "vbox", ...) QEMU 7.2 takes the geometry and tapfs the
+ *    current size, which never hides sectors the footer declares.
+ */
+uint64_t vhd_footer_virtual_size(const struct vhd_footer *f);
+/* Does vhd_footer_virtual_size come from the geometry (not curr_size)? */
+bool vhd_footer_size_from_geometry(const struct vhd_footer *f);
+
 /* ---- dynamic header ------------------------------------------------- */
 
 /*
@@ -251,7 +283,7 @@ void vhd_header_encode(struct vhd_header *h, uint8_t *buf);
  * Parse 1024 bytes and validate them against the footer f (current size,
  * disk type) and the file: file_size bytes, the trailing footer at
  * footer_off.  Checks cookie, checksum, version, block size (power of two,
- * 512 B to 256 MiB), max_bat_entries against current size / block size,
+ * 512 B to 256 MiB), max_bat_entries against virtual size / block size,
  * the BAT inside the file before the footer, and for differencing disks
  * each parent locator's payload inside the file.
  */
@@ -285,7 +317,10 @@ struct vhd_extent {
  * lists the metadata ranges (footer copy, header, BAT, locators).
  */
 struct vhd_layout {
-	uint64_t		 curr_size;	/* virtual size, bytes */
+	/* Bytes the BAT maps: the larger of the virtual size and the
+	 * footer's current size (a block past the virtual size is harmless:
+	 * written while the size was read from the current size). */
+	uint64_t		 size;
 	uint64_t		 footer_off;	/* trailing footer */
 	uint32_t		 block_size;
 	uint32_t		 bitmap_size;
@@ -300,13 +335,27 @@ void vhd_layout_init(struct vhd_layout *l, const struct vhd_footer *f,
 
 /*
  * Check every allocated entry: its bitmap and the part of its block that
- * holds virtual sectors lie before the trailing footer, outside the
- * metadata, and no two blocks overlap.  Entries past the blocks the
- * virtual size needs must be unused.  scratch holds entries uint64_t
- * (used to sort); NULL skips the block-vs-block overlap test.
+ * holds sectors below l->size lie before the trailing footer, outside
+ * the metadata, and no two blocks overlap.  Entries past the blocks
+ * l->size needs must be unused.  scratch holds entries uint64_t (used to
+ * sort); NULL skips the block-vs-block overlap test.
  */
 int vhd_bat_check(const struct vhd_layout *l, const uint32_t *bat,
 		  uint64_t *scratch, struct vhd_report *r);
+
+/*
+ * End of everything a dynamic or differencing image references, rounded
+ * up to a sector: the dynamic header, the BAT (whole sectors), in a
+ * differencing disk every parent locator that starts before footer_off
+ * (through its reserved data space, for the codes tapfs reads), and every
+ * allocated entry of bat[0..entries) (its bitmap and a whole block).
+ * Nothing the image uses lies at or past it.  In a clean image it is the
+ * trailing footer's offset; space between it and the footer is
+ * referenced by nothing (left by an interrupted block allocation).
+ */
+uint64_t vhd_data_end(const struct vhd_footer *f, const struct vhd_header *h,
+		      const uint32_t *bat, uint32_t entries,
+		      uint64_t footer_off);
 
 /* ---- sector bitmaps ------------------------------------------------- */
 

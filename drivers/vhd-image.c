@@ -170,42 +170,12 @@ static int image_read_footer(struct vhd_image *img, char *err,
 
 static int image_open_fixed(struct vhd_image *img, char *err, size_t errlen)
 {
-	if (img->footer_off < img->footer.curr_size)
+	if (img->footer_off < vhd_image_size(img))
 		return td_errf(err, errlen, -EINVAL,
 			    "%s: fixed disk is truncated: %" PRIu64 " bytes of "
-			    "data before the footer, current size %" PRIu64,
-			    img->path, img->footer_off,
-			    img->footer.curr_size);
+			    "data before the footer, virtual size %" PRIu64,
+			    img->path, img->footer_off, vhd_image_size(img));
 	return 0;
-}
-
-/* End of the furthest metadata or block, the next allocation's floor. */
-static uint64_t image_data_end(const struct vhd_image *img)
-{
-	const struct vhd_header *h = &img->header;
-	uint64_t end = img->footer.data_offset + VHD_HEADER_SIZE;
-	uint32_t i;
-
-	if (h->table_offset + vhd_bat_bytes(h->max_bat_entries) > end)
-		end = h->table_offset + vhd_bat_bytes(h->max_bat_entries);
-	for (i = 0; i < VHD_MAX_LOCATORS; i++) {
-		const struct vhd_locator *l = &h->loc[i];
-
-		if (img->footer.type == VHD_TYPE_DIFF && l->data_len &&
-		    l->data_offset + l->data_len > end)
-			end = l->data_offset + l->data_len;
-	}
-	for (i = 0; i < img->bat_entries; i++) {
-		uint64_t e;
-
-		if (img->bat[i] == VHD_BAT_UNUSED)
-			continue;
-		e = ((uint64_t)img->bat[i] << VHD_SECTOR_SHIFT) +
-		    img->bitmap_size + h->block_size;
-		if (e > end)
-			end = e;
-	}
-	return round_up(end, VHD_SECTOR_SIZE);
 }
 
 static int image_read_bat(struct vhd_image *img, uint64_t limit, char *err,
@@ -216,8 +186,13 @@ static int image_read_bat(struct vhd_image *img, uint64_t limit, char *err,
 	uint8_t *raw;
 	int ret;
 
-	need = vhd_blocks_for_size(img->footer.curr_size,
-				   img->header.block_size);
+	/* Every entry a block may use, past the virtual size too: the
+	 * allocator must know them all (header validation only promises
+	 * the entries the virtual size needs). */
+	vhd_layout_init(&layout, &img->footer, &img->header, limit);
+	need = vhd_blocks_for_size(layout.size, img->header.block_size);
+	if (need > img->header.max_bat_entries)
+		need = img->header.max_bat_entries;
 	if (need * VHD_BAT_ENTRY_SIZE > VHD_MAX_BAT_BYTES)
 		return td_errf(err, errlen, -EFBIG,
 			    "%s: BAT of %" PRIu64 " entries is larger than the "
@@ -242,7 +217,6 @@ static int image_read_bat(struct vhd_image *img, uint64_t limit, char *err,
 	}
 	vhd_bat_decode(raw, img->bat_entries, img->bat);
 
-	vhd_layout_init(&layout, &img->footer, &img->header, limit);
 	layout.entries = img->bat_entries;
 	{
 		char why[384];
@@ -256,6 +230,66 @@ out:
 	free(raw);
 	free(scratch);
 	return ret;
+}
+
+static int image_barrier(struct vhd_image *img);
+
+/* Append one sentence to img->warning. */
+static void image_warn(struct vhd_image *img, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void image_warn(struct vhd_image *img, const char *fmt, ...)
+{
+	size_t n = strlen(img->warning);
+	va_list ap;
+
+	if (n && n + 2 < sizeof(img->warning)) {
+		memcpy(img->warning + n, "; ", 2);
+		n += 2;
+	}
+	va_start(ap, fmt);
+	vsnprintf(img->warning + n, sizeof(img->warning) - n, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * Give back [next_block, footer_off): referenced by nothing, left by an
+ * interrupted allocation (see "Reclaim" in vhd-image.h for the order and
+ * why a crash anywhere leaves a valid image).  0, with what was done in
+ * ->notice, or a warning if nothing was; -errno only once the file has
+ * been truncated and cannot be made durable.
+ */
+static int image_reclaim(struct vhd_image *img, char *err, size_t errlen)
+{
+	uint64_t end = img->next_block, old = img->file_size;
+	int ret;
+
+	ret = td_pwrite_full(img->fd, img->footer_buf, VHD_FOOTER_SIZE, end);
+	if (!ret)
+		ret = image_barrier(img);
+	if (!ret && ftruncate(img->fd, (off_t)(end + VHD_FOOTER_SIZE)) < 0)
+		ret = -errno;
+	if (ret) {
+		image_warn(img, "%s: %" PRIu64 " bytes at 0x%" PRIx64 "-0x%"
+			   PRIx64 " are referenced by nothing (an interrupted "
+			   "block allocation) and could not be reclaimed: %s",
+			   img->path, img->footer_off - end, end,
+			   img->footer_off, strerror(-ret));
+		return 0;
+	}
+	img->footer_off = end;
+	img->file_size = end + VHD_FOOTER_SIZE;
+	ret = image_barrier(img);
+	if (ret)
+		return td_errf(err, errlen, ret, "%s: syncing the file after "
+			       "truncating it to %" PRIu64 " bytes: %s",
+			       img->path, img->file_size, strerror(-ret));
+	img->reclaimed = old - img->file_size;
+	snprintf(img->notice, sizeof(img->notice), "%s: reclaimed %" PRIu64
+		 " bytes left past the last block by an interrupted block "
+		 "allocation: the file went from %" PRIu64 " to %" PRIu64
+		 " bytes", img->path, img->reclaimed, old, img->file_size);
+	return 0;
 }
 
 static int image_open_dynamic(struct vhd_image *img, char *err,
@@ -293,7 +327,15 @@ static int image_open_dynamic(struct vhd_image *img, char *err,
 	if (ret)
 		return ret;
 
-	img->next_block = image_data_end(img);
+	img->next_block = vhd_data_end(&img->footer, &img->header, img->bat,
+				       img->bat_entries, limit);
+	if ((img->flags & VHD_IMAGE_RECLAIM) &&
+	    !(img->flags & VHD_IMAGE_RDONLY) && !img->footer_from_backup &&
+	    img->next_block < img->footer_off) {
+		ret = image_reclaim(img, err, errlen);
+		if (ret)
+			return ret;
+	}
 	if (img->footer_from_backup) {
 		if (round_up(img->file_size, VHD_SECTOR_SIZE) > img->next_block)
 			img->next_block = round_up(img->file_size,
@@ -406,7 +448,7 @@ int vhd_image_read_bitmap(struct vhd_image *img, uint32_t block,
 int vhd_image_map(struct vhd_image *img, uint64_t sec, uint32_t max,
 		  uint32_t *run, uint64_t *off)
 {
-	uint64_t total = img->footer.curr_size >> VHD_SECTOR_SHIFT;
+	uint64_t total = vhd_image_size(img) >> VHD_SECTOR_SHIFT;
 	uint32_t blk, in, lim, n;
 	enum vhd_map absent;
 	const uint8_t *map;
@@ -451,7 +493,7 @@ int vhd_image_map(struct vhd_image *img, uint64_t sec, uint32_t max,
 int vhd_image_allocated(struct vhd_image *img, uint64_t *sectors,
 			uint32_t *blocks)
 {
-	uint64_t total = img->footer.curr_size >> VHD_SECTOR_SHIFT;
+	uint64_t total = vhd_image_size(img) >> VHD_SECTOR_SHIFT;
 	const uint8_t *map;
 	uint32_t i;
 	int ret;
@@ -585,7 +627,7 @@ static int image_write_block(struct vhd_image *img, uint32_t blk,
 int vhd_image_write(struct vhd_image *img, uint64_t sec, uint32_t secs,
 		    const void *buf)
 {
-	uint64_t total = img->footer.curr_size >> VHD_SECTOR_SHIFT;
+	uint64_t total = vhd_image_size(img) >> VHD_SECTOR_SHIFT;
 	const uint8_t *p = buf;
 	int ret;
 
@@ -1429,6 +1471,8 @@ static int check_footers(struct check_ctx *c, struct vhd_footer *f,
 static void check_footer_fields(struct check_ctx *c,
 				const struct vhd_footer *f, uint64_t limit)
 {
+	uint64_t data;
+
 	if (vhd_uuid_is_nil(f->uuid))
 		check_emit(c, VHD_SEV_WARNING, "footer: UUID is nil");
 	if (!(f->features & VHD_FEATURE_RESERVED))
@@ -1438,14 +1482,18 @@ static void check_footer_fields(struct check_ctx *c,
 		check_emit(c, VHD_SEV_WARNING, "footer: saved state is set");
 	if (f->type != VHD_TYPE_FIXED)
 		return;
-	if (limit < f->curr_size)
+	/* Data for the virtual size must be there; up to the current
+	 * size (when the geometry gives less) is still data. */
+	data = vhd_footer_virtual_size(f);
+	if (limit < data)
 		check_emit(c, VHD_SEV_ERROR, "fixed disk is truncated: %"
-			   PRIu64 " bytes of data before the footer, current "
-			   "size %" PRIu64, limit, f->curr_size);
-	else if (limit > f->curr_size)
+			   PRIu64 " bytes of data before the footer, virtual "
+			   "size %" PRIu64, limit, data);
+	if (f->curr_size > data)
+		data = f->curr_size;
+	if (limit > data)
 		check_emit(c, VHD_SEV_WARNING, "fixed disk: %" PRIu64 " bytes "
-			   "between the data and the footer", limit -
-			   f->curr_size);
+			   "between the data and the footer", limit - data);
 }
 
 static int check_bitmaps(struct check_ctx *c, const struct vhd_footer *f,
@@ -1454,7 +1502,7 @@ static int check_bitmaps(struct check_ctx *c, const struct vhd_footer *f,
 {
 	uint32_t bsize = vhd_bitmap_size(h->block_size);
 	uint32_t spb = h->block_size >> VHD_SECTOR_SHIFT;
-	uint64_t total = f->curr_size >> VHD_SECTOR_SHIFT;
+	uint64_t total = vhd_footer_virtual_size(f) >> VHD_SECTOR_SHIFT;
 	uint8_t *map;
 	uint32_t i;
 	int ret = 0;
@@ -1491,31 +1539,14 @@ static void check_tail(struct check_ctx *c, const struct vhd_footer *f,
 		       const struct vhd_header *h, const uint32_t *bat,
 		       uint32_t entries, uint64_t limit)
 {
-	uint64_t end = f->data_offset + VHD_HEADER_SIZE;
-	uint32_t bsize = vhd_bitmap_size(h->block_size), i;
+	uint64_t end = vhd_data_end(f, h, bat, entries, limit);
 
-	if (h->table_offset + vhd_bat_bytes(h->max_bat_entries) > end)
-		end = h->table_offset + vhd_bat_bytes(h->max_bat_entries);
-	for (i = 0; i < VHD_MAX_LOCATORS && f->type == VHD_TYPE_DIFF; i++)
-		if (locator_code_ok(h->loc[i].code) && h->loc[i].data_len &&
-		    h->loc[i].data_offset + vhd_locator_space(&h->loc[i]) > end)
-			end = h->loc[i].data_offset +
-			      vhd_locator_space(&h->loc[i]);
-	for (i = 0; i < entries; i++) {
-		uint64_t e;
-
-		if (bat[i] == VHD_BAT_UNUSED)
-			continue;
-		e = ((uint64_t)bat[i] << VHD_SECTOR_SHIFT) + bsize +
-		    h->block_size;
-		if (e > end)
-			end = e;
-	}
 	if (end < limit)
 		check_emit(c, VHD_SEV_WARNING, "%" PRIu64 " bytes at 0x%"
 			   PRIx64 "-0x%" PRIx64 " before the footer are not "
 			   "used by any block (left by an interrupted "
-			   "allocation)", limit - end, end, limit);
+			   "allocation; a read-write open in tapfs reclaims "
+			   "them)", limit - end, end, limit);
 }
 
 static int check_dynamic(struct check_ctx *c, const struct vhd_footer *f,
@@ -1551,7 +1582,6 @@ static int check_dynamic(struct check_ctx *c, const struct vhd_footer *f,
 	    limit - h.table_offset)
 		return 0;
 	entries = h.max_bat_entries;
-	need = vhd_blocks_for_size(f->curr_size, h.block_size);
 	if ((uint64_t)entries * VHD_BAT_ENTRY_SIZE > VHD_MAX_BAT_BYTES) {
 		check_emit(c, VHD_SEV_ERROR, "BAT of %" PRIu32 " entries is "
 			   "too large to check", entries);
@@ -1572,6 +1602,7 @@ static int check_dynamic(struct check_ctx *c, const struct vhd_footer *f,
 	vhd_layout_init(&layout, f, &h, limit);
 	r = check_report(c, "");
 	vhd_bat_check(&layout, bat, scratch, &r);
+	need = vhd_blocks_for_size(layout.size, h.block_size);
 	if (need < entries)
 		entries = (uint32_t)need;
 	ret = check_bitmaps(c, f, &h, bat, entries, limit);

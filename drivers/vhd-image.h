@@ -47,6 +47,21 @@
  * BAT, footer last) would leave the file without a trailing footer after
  * a crash between the BAT write and the footer write.  The data area of
  * a new block starts on a 4 KiB boundary (O_DIRECT on 4Kn disks).
+ *
+ * Reclaim (VHD_IMAGE_RECLAIM, a read-write open of a dynamic or
+ * differencing image whose trailing footer is valid).  The space between
+ * the end of everything the image references (vhd_data_end: header, BAT,
+ * locators, allocated blocks) and the trailing footer is what a crash
+ * before step 3 leaves: the new block's data and bitmap, footers.  Open
+ * writes a footer at that end, makes it durable (fdatasync), then
+ * truncates the file to just past it: until the truncate, the old footer
+ * still ends the file; after it, the new one does, so a crash at any
+ * point leaves a valid image.  Unreferenced space *between* referenced
+ * blocks (concurrent allocations of which a later one committed) stays:
+ * only moving the blocks after it (copy, BAT rewrite) could give it back,
+ * which is a compaction, not an open.  A failure before the truncate
+ * leaves the image as it was (noted in ->warning); one after it fails
+ * the open.
  */
 #ifndef TAPFS_VHD_IMAGE_H
 #define TAPFS_VHD_IMAGE_H
@@ -63,6 +78,12 @@
 #define VHD_IMAGE_NOSYNC	(1u << 1)
 /* vhd_chain_open: open the leaf's parent read-write too (coalesce). */
 #define VHD_CHAIN_PARENT_RDWR	(1u << 2)
+/*
+ * Read-write open: give back the space an interrupted block allocation
+ * left at the end of the file (see "Reclaim" above).  The caller must
+ * hold the image's write lock: the file may be truncated.
+ */
+#define VHD_IMAGE_RECLAIM	(1u << 3)
 
 /* Longest chain followed (a longer one is taken for a loop). */
 #define VHD_MAX_CHAIN		256u
@@ -84,6 +105,9 @@ struct vhd_image {
 	bool			 footer_from_backup;
 	/* A non-fatal problem found at open ("" if none), to show once. */
 	char			 warning[512];
+	/* What open changed in the file ("" if nothing), to log once. */
+	char			 notice[384];
+	uint64_t		 reclaimed;	/* bytes given back at open */
 
 	/* Dynamic and differencing images only. */
 	struct vhd_header	 header;
@@ -103,7 +127,9 @@ struct vhd_image {
  * Open and validate the VHD at path: trailing footer (or, for a dynamic
  * disk, the backup at offset 0 if the trailing one is bad, noted in
  * ->warning), dynamic header, BAT (every entry inside the file, no
- * overlaps).  *out is owned by the caller (vhd_image_close).
+ * overlaps); with VHD_IMAGE_RECLAIM, reclaim leaked space at the end
+ * (described in ->notice, counted in ->reclaimed).  *out is owned by the
+ * caller (vhd_image_close).
  */
 int vhd_image_open(struct vhd_image **out, const char *path,
 		   unsigned flags, char *err, size_t errlen);
@@ -113,9 +139,10 @@ int vhd_image_open_fd(struct vhd_image **out, int fd, const char *name,
 /* fsync if writable, then free; NULL is a no-op.  0 or -errno. */
 int vhd_image_close(struct vhd_image *img);
 
+/* The virtual size (vhd_footer_virtual_size): reads and writes stop here. */
 static inline uint64_t vhd_image_size(const struct vhd_image *img)
 {
-	return img->footer.curr_size;
+	return vhd_footer_virtual_size(&img->footer);
 }
 
 static inline bool vhd_image_sparse(const struct vhd_image *img)

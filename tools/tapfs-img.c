@@ -8,6 +8,7 @@
  * were found); 2 usage error (and, for check, an image that cannot be
  * read at all).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -703,6 +704,19 @@ static void info_locators(struct vhd_image *img, bool json)
 	}
 }
 
+/* Why the virtual size is not the footer's current size. */
+static void info_size_source(const struct vhd_image *img)
+{
+	const struct vhd_footer *f = &img->footer;
+	char a[32];
+
+	printf("current size: %s (%" PRIu64 " bytes) in the footer; the "
+	       "virtual size is the CHS geometry %u/%u/%u of creator "
+	       "\"%.4s\"\n", human_size(f->curr_size, a, sizeof(a)),
+	       f->curr_size, f->geometry.cylinders, f->geometry.heads,
+	       f->geometry.sectors, f->creator_app);
+}
+
 static void info_print_text(const struct info *in)
 {
 	char a[32], b[32], u[40];
@@ -713,6 +727,8 @@ static void info_print_text(const struct info *in)
 		printf("subformat: %s\n", vhd_type_name(in->img->footer.type));
 	printf("virtual size: %s (%" PRIu64 " bytes)\n",
 	       human_size(in->size, a, sizeof(a)), in->size);
+	if (in->img && in->img->footer.curr_size != in->size)
+		info_size_source(in->img);
 	printf("disk size: %s\n", human_size(in->disk_size, b, sizeof(b)));
 	info_in_use(in->path, false);
 	if (!in->img)
@@ -783,10 +799,25 @@ static void info_print_json(const struct info *in)
 			printf("    \"allocated-blocks\": %" PRIu32 ",\n"
 			       "    \"block-size\": %" PRIu32 ",\n",
 			       in->alloc_blocks, in->img->header.block_size);
-		vhd_uuid_format(in->img->footer.uuid, u);
-		vhd_time_str(in->img->footer.timestamp, t, sizeof(t));
+		const struct vhd_footer *f = &in->img->footer;
+		char app[sizeof(f->creator_app) + 1];
+
+		vhd_uuid_format(f->uuid, u);
+		vhd_time_str(f->timestamp, t, sizeof(t));
 		printf("    \"uuid\": \"%s\",\n    \"created\": \"%s\",\n", u,
 		       t);
+		snprintf(app, sizeof(app), "%.4s", f->creator_app);
+		for (i = 0; app[i]; i++)
+			if (!isprint((unsigned char)app[i]))
+				app[i] = '?';	/* JSON wants UTF-8 */
+		printf("    \"creator\": ");
+		json_str(stdout, app);
+		printf(",\n    \"current-size\": %" PRIu64 ",\n"
+		       "    \"geometry\": { \"cylinders\": %u, \"heads\": %u, "
+		       "\"sectors\": %u },\n    \"size-from\": \"%s\",\n",
+		       f->curr_size, f->geometry.cylinders, f->geometry.heads,
+		       f->geometry.sectors, vhd_footer_size_from_geometry(f) ?
+		       "geometry" : "current-size");
 	}
 	if (in->img && in->img->footer.type == VHD_TYPE_DIFF) {
 		char name[VHD_PARENT_NAME_SIZE * 2] = "";

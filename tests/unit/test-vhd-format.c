@@ -118,6 +118,181 @@ static void test_geometry(void **state)
 	assert_true(vhd_geometry_sectors(&g) <= (20ull << 30) / 512);
 }
 
+/* A footer of size bytes by creator app with geometry c/h/s. */
+static struct vhd_footer creator_footer(const char app[4], uint64_t size,
+					uint16_t c, uint8_t h, uint8_t spt)
+{
+	struct vhd_footer f;
+
+	vhd_footer_init(&f, VHD_TYPE_DYNAMIC, size, 0, test_uuid);
+	memcpy(f.creator_app, app, sizeof(f.creator_app));
+	f.geometry.cylinders = c;
+	f.geometry.heads = h;
+	f.geometry.sectors = spt;
+	return f;
+}
+
+/*
+ * The virtual size by creator: the geometry for "vpc " and "qemu" unless
+ * it is the CHS maximum, the current size for everyone else.
+ */
+static void test_virtual_size(void **state)
+{
+	/* Virtual PC's 300 MiB disk: 609/16/63, 264 KiB less. */
+	static const uint64_t mib300 = 300ull << 20, chs300 = 314302464;
+	static const char *const by_size[] = {
+		"tap", "win ", "qem2", "d2v ", "CTXS", "vs  ", "vbox",
+		"VPC ", "vpc", "QEMU", "\xff\xff\xff\xff",
+	};
+	struct vhd_footer f;
+	size_t i;
+
+	(void)state;
+	f = creator_footer("vpc ", mib300, 609, 16, 63);
+	assert_int_equal(vhd_footer_virtual_size(&f), chs300);
+	assert_true(vhd_footer_size_from_geometry(&f));
+	assert_int_equal(mib300 - chs300, 264 << 10);
+	f = creator_footer("qemu", mib300, 609, 16, 63);
+	assert_int_equal(vhd_footer_virtual_size(&f), chs300);
+	assert_true(vhd_footer_size_from_geometry(&f));
+	for (i = 0; i < sizeof(by_size) / sizeof(by_size[0]); i++) {
+		f = creator_footer(by_size[i], mib300, 609, 16, 63);
+		if (vhd_footer_virtual_size(&f) != mib300 ||
+		    vhd_footer_size_from_geometry(&f))
+			fail_msg("creator \"%.4s\": virtual size %llu",
+				 by_size[i], (unsigned long long)
+				 vhd_footer_virtual_size(&f));
+	}
+	/* What tapfs writes: the current size, whatever the geometry. */
+	vhd_footer_init(&f, VHD_TYPE_FIXED, mib300, 0, test_uuid);
+	assert_int_equal(vhd_footer_virtual_size(&f), mib300);
+
+	/* The CHS maximum means "larger than CHS says": current size. */
+	f = creator_footer("vpc ", 200ull << 30, 65535, 16, 255);
+	assert_int_equal(vhd_footer_virtual_size(&f), 200ull << 30);
+	assert_false(vhd_footer_size_from_geometry(&f));
+	f = creator_footer("qemu", 127ull << 30, 65535, 16, 255);
+	assert_int_equal(vhd_footer_virtual_size(&f), 127ull << 30);
+	/* ... compared as a product, as QEMU does. */
+	f = creator_footer("qemu", 1ull << 30, 65535, 255, 16);
+	assert_int_equal(vhd_footer_virtual_size(&f), 1ull << 30);
+	/* One sector per track less is an ordinary geometry. */
+	f = creator_footer("vpc ", 200ull << 30, 65535, 16, 254);
+	assert_int_equal(vhd_footer_virtual_size(&f),
+			 65535ull * 16 * 254 * 512);
+	/* A geometry larger than the current size wins too (QEMU). */
+	f = creator_footer("vpc ", 1 << 20, 100, 16, 63);
+	assert_int_equal(vhd_footer_virtual_size(&f), 100ull * 16 * 63 * 512);
+	/* And no geometry is no disk (QEMU: 0 bytes; tapfs refuses it). */
+	f = creator_footer("vpc ", 1 << 20, 0, 0, 0);
+	assert_int_equal(vhd_footer_virtual_size(&f), 0);
+}
+
+/* The rule applies to footers read from bytes, and to the header check. */
+static void test_virtual_size_header(void **state)
+{
+	uint8_t buf[VHD_HEADER_SIZE], fbuf[VHD_FOOTER_SIZE];
+	struct vhd_footer f, d;
+	struct vhd_header h;
+	char err[256];
+
+	(void)state;
+	f = creator_footer("vpc ", 300ull << 20, 609, 16, 63);
+	vhd_footer_encode(&f, fbuf);
+	assert_int_equal(vhd_footer_decode(fbuf, &d, err, sizeof(err)), 0);
+	assert_int_equal(vhd_footer_virtual_size(&d), 314302464);
+
+	/* 302 MiB of current size (151 blocks), 150 blocks of geometry:
+	 * a BAT of 150 entries covers what is read and written. */
+	f = creator_footer("vpc ", 302ull << 20, 609, 16, 63);
+	vhd_header_init(&h, 300ull << 20, VHD_DEFAULT_BLOCK_SIZE, 1536);
+	assert_int_equal(h.max_bat_entries, 150);
+	vhd_header_encode(&h, buf);
+	assert_int_equal(vhd_header_decode(buf, &h, &f, 1 << 20, err,
+					   sizeof(err)), 0);
+	/* A geometry past the BAT is refused, naming the virtual size. */
+	f = creator_footer("qemu", 300ull << 20, 610, 16, 255);
+	assert_int_equal(vhd_header_decode(buf, &h, &f, 1 << 20, err,
+					   sizeof(err)), -EINVAL);
+	assert_contains(err, "max table entries 150 too small: virtual size "
+			"1274265600 with block size 2097152 needs 608");
+}
+
+/*
+ * A block past the virtual size but inside the current size (written
+ * while tapfs still sized a Virtual PC disk by its current size) is
+ * allowed; past both it is not.
+ */
+static void test_bat_span(void **state)
+{
+	/* 1 MiB of 4 KiB blocks; the geometry 30/4/17 gives 255 blocks. */
+	struct vhd_footer f = creator_footer("vpc ", 1 << 20, 30, 4, 17);
+	struct vhd_header h;
+	struct vhd_layout l;
+	uint32_t bat[300];
+	char err[256];
+	struct vhd_report r = vhd_report_err(err, sizeof(err));
+
+	(void)state;
+	assert_int_equal(vhd_footer_virtual_size(&f), 255 * 4096);
+	vhd_header_init(&h, 1 << 20, 4096, 1536);
+	h.max_bat_entries = 300;
+	vhd_layout_init(&l, &f, &h, 4 << 20);
+	assert_int_equal(l.size, 1 << 20);
+	memset(bat, 0xff, sizeof(bat));
+	bat[255] = 8;
+	assert_int_equal(vhd_bat_check(&l, bat, NULL, &r), 0);
+	bat[256] = 32;
+	assert_int_equal(vhd_bat_check(&l, bat, NULL, &r), -EINVAL);
+	assert_contains(err, "BAT entry 256 lies beyond the virtual size "
+			"(256 blocks)");
+	/* A geometry larger than the current size widens the span. */
+	f = creator_footer("vpc ", 1 << 20, 40, 4, 17);
+	vhd_layout_init(&l, &f, &h, 4 << 20);
+	assert_int_equal(l.size, 40 * 4 * 17 * 512);
+}
+
+/* The end of what an image references: the floor of reclaim. */
+static void test_data_end(void **state)
+{
+	struct vhd_footer f = dyn_footer(1 << 20);
+	struct vhd_header h;
+	uint32_t bat[256];
+
+	(void)state;
+	/* Header at 512, BAT of 256 entries (1024 bytes) at 1536. */
+	vhd_header_init(&h, 1 << 20, 4096, 1536);
+	memset(bat, 0xff, sizeof(bat));
+	assert_int_equal(vhd_data_end(&f, &h, bat, 256, 1 << 20), 2560);
+	/* A block at sector 6: bitmap (512) and 4 KiB of data. */
+	bat[3] = 6;
+	assert_int_equal(vhd_data_end(&f, &h, bat, 256, 1 << 20),
+			 3072 + 512 + 4096);
+	/* Entries past the count given are not looked at. */
+	bat[200] = 100;
+	assert_int_equal(vhd_data_end(&f, &h, bat, 200, 1 << 20),
+			 3072 + 512 + 4096);
+	assert_int_equal(vhd_data_end(&f, &h, bat, 201, 1 << 20),
+			 51200 + 512 + 4096);
+	bat[200] = VHD_BAT_UNUSED;
+
+	/* Locators count in a differencing disk only, through their
+	 * reserved space for codes tapfs reads, inside the file only. */
+	h.loc[0].code = VHD_PLAT_W2RU;
+	h.loc[0].data_offset = 16384;
+	h.loc[0].data_len = 100;
+	h.loc[0].data_space = 4;		/* sectors */
+	assert_int_equal(vhd_data_end(&f, &h, bat, 256, 1 << 20), 7680);
+	f.type = VHD_TYPE_DIFF;
+	assert_int_equal(vhd_data_end(&f, &h, bat, 256, 1 << 20),
+			 16384 + 2048);
+	assert_int_equal(vhd_data_end(&f, &h, bat, 256, 16384), 7680);
+	h.loc[0].code = VHD_PLAT_WI2R;		/* not read: its length */
+	h.loc[0].data_len = 700;
+	assert_int_equal(vhd_data_end(&f, &h, bat, 256, 1 << 20),
+			 16384 + 1024);
+}
+
 static void test_time(void **state)
 {
 	(void)state;
@@ -394,7 +569,7 @@ static void test_header_errors(void **state)
 	be32(buf + 28, 255);
 	fix_header_csum(buf);
 	header_expect(buf, &f, 1 << 20, -EINVAL, "max table entries 255 too "
-		      "small: current size 1048576 with block size 4096 "
+		      "small: virtual size 1048576 with block size 4096 "
 		      "needs 256");
 
 	/* BAT of 256 entries (1024 bytes) at 1536 needs the footer >= 2560 */
@@ -1058,6 +1233,240 @@ static void test_image_check_bitmap_tail(void **state)
 	check_clean(p, 0);
 }
 
+/* Patch the creator of path's footers (both, if there are two). */
+static void set_creator(const char *path, const char app[4])
+{
+	uint8_t buf[VHD_FOOTER_SIZE];
+	off_t offs[2];
+	struct stat st;
+	int fd, i;
+
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	offs[0] = 0;
+	offs[1] = st.st_size - VHD_FOOTER_SIZE;
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(pread(fd, buf, sizeof(buf), offs[i]),
+				 sizeof(buf));
+		if (memcmp(buf, VHD_FOOTER_COOKIE, VHD_COOKIE_SIZE))
+			continue;
+		memcpy(buf + 28, app, 4);
+		fix_footer_csum(buf);
+		assert_int_equal(pwrite(fd, buf, sizeof(buf), offs[i]),
+				 sizeof(buf));
+	}
+	close(fd);
+}
+
+/* A Virtual PC disk of 300 MiB is 609/16/63 sectors, for writes too. */
+static void test_image_geometry_size(void **state)
+{
+	static const enum vhd_disk_type types[] = {
+		VHD_TYPE_DYNAMIC, VHD_TYPE_FIXED,
+	};
+	struct scratch *s = *state;
+	const uint64_t chs = 609ull * 16 * 63;
+	uint8_t buf[1024] = { 0x5a, 0x5a };
+	struct vhd_image *img;
+	char p[300], err[512];
+	uint64_t off;
+	uint32_t run;
+	unsigned i;
+
+	for (i = 0; i < 2; i++) {
+		spath(s, i ? "vpc-fixed.vhd" : "vpc-dyn.vhd", p, sizeof(p));
+		create_vhd(p, types[i], 300ull << 20, 0, NULL, false);
+		set_creator(p, "vpc ");
+		assert_int_equal(vhd_image_open(&img, p, 0, err, sizeof(err)),
+				 0);
+		assert_int_equal(vhd_image_size(img), chs * 512);
+		assert_int_equal(img->footer.curr_size, 300ull << 20);
+		assert_int_equal(vhd_image_write(img, chs - 1, 1, buf), 0);
+		assert_int_equal(vhd_image_write(img, chs - 1, 2, buf),
+				 -ERANGE);
+		assert_int_equal(vhd_image_write(img, chs, 1, buf), -ERANGE);
+		assert_int_equal(vhd_image_map(img, chs, 8, &run, &off),
+				 VHD_MAP_ZERO);
+		assert_int_equal(vhd_image_map(img, chs - 1, 8, &run, &off),
+				 VHD_MAP_DATA);
+		assert_int_equal(run, 1);
+		assert_int_equal(vhd_image_close(img), 0);
+		/* The 264 KiB between the sizes is data, not a gap. */
+		check_clean(p, 0);
+	}
+}
+
+/* A clean 8 MiB dynamic disk with block 1 written: path, its size. */
+static off_t reclaim_image(const char *path, uint8_t *data)
+{
+	struct vhd_image *img;
+	struct stat st;
+	char err[512];
+
+	create_vhd(path, VHD_TYPE_DYNAMIC, 8 << 20, 0, NULL, false);
+	assert_int_equal(vhd_image_open(&img, path, 0, err, sizeof(err)), 0);
+	pattern(data, 16, 4096, 1);
+	assert_int_equal(vhd_image_write(img, 4096, 16, data), 0);
+	assert_int_equal(vhd_image_close(img), 0);
+	check_clean(path, 0);
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_size;
+}
+
+/*
+ * What a crash before the BAT write leaves: past the old footer, a new
+ * block (its data aligned to 4 KiB, as the allocator places it) and a
+ * footer after it.  mid_reclaim: also the footer copy reclaim writes at
+ * the data end before it truncates (a crash in between).  Returns the
+ * new file size.
+ */
+static off_t leak_block(const char *path, off_t size, bool mid_reclaim)
+{
+	uint8_t footer[VHD_FOOTER_SIZE], junk[4096];
+	off_t block = (size + 4096) / 4096 * 4096 - 512, end;
+	int fd, i;
+
+	memset(junk, 0xa5, sizeof(junk));
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, footer, sizeof(footer),
+			       size - VHD_FOOTER_SIZE), sizeof(footer));
+	for (i = 0; i < (512 + (2 << 20)) / 4096; i++)
+		assert_int_equal(pwrite(fd, junk, sizeof(junk),
+					block + (off_t)i * 4096),
+				 sizeof(junk));
+	end = block + 512 + (2 << 20);
+	assert_int_equal(pwrite(fd, footer, sizeof(footer), end),
+			 sizeof(footer));
+	if (mid_reclaim)
+		assert_int_equal(pwrite(fd, footer, sizeof(footer),
+					size - VHD_FOOTER_SIZE),
+				 sizeof(footer));
+	close(fd);
+	return end + VHD_FOOTER_SIZE;
+}
+
+static off_t file_size_of(const char *path)
+{
+	struct stat st;
+
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_size;
+}
+
+/* Block 1 of path reads back as reclaim_image wrote it. */
+static void reclaim_data_intact(const char *path, const uint8_t *data)
+{
+	uint8_t got[16 * 512];
+	struct vhd_chain *c;
+	char err[512];
+
+	assert_int_equal(vhd_chain_open(&c, path, VHD_FORMAT_VHD,
+					VHD_IMAGE_RDONLY, err, sizeof(err)),
+			 0);
+	assert_int_equal(vhd_chain_read(c, 4096, 16, got), 0);
+	assert_memory_equal(got, data, sizeof(got));
+	vhd_chain_close(c);
+}
+
+/* Leaked space at the end goes at a read-write open with RECLAIM. */
+static void test_image_reclaim(void **state)
+{
+	struct scratch *s = *state;
+	char p[300], err[512], all[4096] = "";
+	struct vhd_check_result res;
+	uint8_t data[16 * 512], buf[512] = { 7 };
+	struct vhd_image *img;
+	off_t clean, leaky;
+	int mid;
+
+	for (mid = 0; mid < 2; mid++) {
+		spath(s, mid ? "mid.vhd" : "leak.vhd", p, sizeof(p));
+		clean = reclaim_image(p, data);
+		leaky = leak_block(p, clean, mid);
+		all[0] = '\0';
+		assert_int_equal(vhd_image_check(p, collect_check, all, &res,
+						 err, sizeof(err)), 0);
+		assert_int_equal(res.errors, 0);
+		assert_int_equal(res.warnings, 1);
+		assert_contains(all, "before the footer are not used by any "
+				"block");
+
+		/* Without the flag, or read-only: the file is left alone. */
+		assert_int_equal(vhd_image_open(&img, p, 0, err, sizeof(err)),
+				 0);
+		assert_int_equal(img->reclaimed, 0);
+		assert_int_equal(vhd_image_close(img), 0);
+		assert_int_equal(vhd_image_open(&img, p, VHD_IMAGE_RDONLY |
+						VHD_IMAGE_RECLAIM, err,
+						sizeof(err)), 0);
+		assert_int_equal(img->reclaimed, 0);
+		vhd_image_close(img);
+		assert_int_equal(file_size_of(p), leaky);
+
+		assert_int_equal(vhd_image_open(&img, p, VHD_IMAGE_RECLAIM,
+						err, sizeof(err)), 0);
+		assert_int_equal(img->reclaimed, leaky - clean);
+		assert_int_equal(img->file_size, clean);
+		assert_int_equal(img->footer_off, clean - VHD_FOOTER_SIZE);
+		assert_contains(img->notice, "reclaimed");
+		assert_string_equal(img->warning, "");
+		assert_int_equal(vhd_image_close(img), 0);
+		assert_int_equal(file_size_of(p), clean);
+		check_clean(p, 0);
+		reclaim_data_intact(p, data);
+
+		/* Nothing more to give back; allocation goes on after it. */
+		assert_int_equal(vhd_image_open(&img, p, VHD_IMAGE_RECLAIM,
+						err, sizeof(err)), 0);
+		assert_int_equal(img->reclaimed, 0);
+		assert_string_equal(img->notice, "");
+		assert_int_equal(vhd_image_write(img, 0, 1, buf), 0);
+		assert_int_equal(vhd_image_close(img), 0);
+		check_clean(p, 0);
+		reclaim_data_intact(p, data);
+	}
+}
+
+/* When reclaim cannot write, the image stays as it was: a warning. */
+static void test_image_reclaim_fails(void **state)
+{
+	struct scratch *s = *state;
+	uint8_t data[16 * 512], byte = 0x5a;
+	struct vhd_image *img;
+	char p[300], err[512];
+	off_t clean, leaky;
+	int fd;
+
+	spath(s, "ro.vhd", p, sizeof(p));
+	clean = reclaim_image(p, data);
+	leaky = leak_block(p, clean, false);
+	fd = open(p, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(vhd_image_open_fd(&img, fd, p, VHD_IMAGE_RECLAIM,
+					   err, sizeof(err)), 0);
+	assert_int_equal(img->reclaimed, 0);
+	assert_int_equal(img->file_size, leaky);
+	assert_contains(img->warning, "could not be reclaimed: Bad file "
+			"descriptor");
+	vhd_image_close(img);
+	assert_int_equal(file_size_of(p), leaky);
+	reclaim_data_intact(p, data);
+
+	/* No trailing footer to trust (the backup is used): no reclaim. */
+	fd = open(p, O_WRONLY);
+	assert_int_equal(pwrite(fd, &byte, 1, leaky - VHD_FOOTER_SIZE + 40),
+			 1);
+	close(fd);
+	assert_int_equal(vhd_image_open(&img, p, VHD_IMAGE_RECLAIM, err,
+					sizeof(err)), 0);
+	assert_true(img->footer_from_backup);
+	assert_int_equal(img->reclaimed, 0);
+	assert_int_equal(vhd_image_close(img), 0);
+	assert_int_equal(file_size_of(p), leaky);
+}
+
 static void test_image_create_errors(void **state)
 {
 	struct scratch *s = *state;
@@ -1096,6 +1505,10 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_checksum),
 		cmocka_unit_test(test_geometry),
+		cmocka_unit_test(test_virtual_size),
+		cmocka_unit_test(test_virtual_size_header),
+		cmocka_unit_test(test_bat_span),
+		cmocka_unit_test(test_data_end),
 		cmocka_unit_test(test_time),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_footer_round_trip),
@@ -1124,6 +1537,15 @@ int main(void)
 						scratch_setup,
 						scratch_teardown),
 		cmocka_unit_test_setup_teardown(test_image_check_bitmap_tail,
+						scratch_setup,
+						scratch_teardown),
+		cmocka_unit_test_setup_teardown(test_image_geometry_size,
+						scratch_setup,
+						scratch_teardown),
+		cmocka_unit_test_setup_teardown(test_image_reclaim,
+						scratch_setup,
+						scratch_teardown),
+		cmocka_unit_test_setup_teardown(test_image_reclaim_fails,
 						scratch_setup,
 						scratch_teardown),
 		cmocka_unit_test_setup_teardown(test_image_create_errors,
