@@ -48,6 +48,7 @@
 #include <tapfs/engine.h>
 #include <tapfs/log.h>
 
+#include "td-fileio.h"
 #include "vhd-image.h"
 
 #define VHD_MAX_IOCBS		2048
@@ -923,6 +924,18 @@ static int vhd_open_fd(struct vhd_state *s, const char *path,
 	int oflags = (flags & TD_OPEN_RDONLY ? O_RDONLY : O_RDWR) | O_CLOEXEC;
 
 	s->fd = open(path, oflags | O_DIRECT);
+	if (s->fd >= 0 && td_dio_align(s->fd) > TD_SECTOR_SIZE) {
+		/*
+		 * A 4Kn device: block data and bitmaps sit at 512-byte
+		 * offsets, which O_DIRECT would refuse.
+		 */
+		td_log(TD_LOG_INFO, "%s: the device needs %u-byte aligned "
+		       "direct I/O; VHD uses buffered I/O there", path,
+		       td_dio_align(s->fd));
+		close(s->fd);
+		s->fd = -1;
+		errno = EINVAL;
+	}
 	if (s->fd < 0 && errno == EINVAL)
 		s->fd = open(path, oflags);
 	return s->fd < 0 ? -errno : 0;

@@ -1,8 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <tapfs/tapdisk.h>
 
 #include "td-fileio.h"
 
@@ -42,6 +48,22 @@ int td_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 		done += (size_t)n;
 	}
 	return 0;
+}
+
+uint32_t td_dio_align(int fd)
+{
+	struct statx sx;
+	struct stat st;
+	int lbs;
+
+	if (!statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) &&
+	    (sx.stx_mask & STATX_DIOALIGN) && sx.stx_dio_offset_align)
+		return sx.stx_dio_offset_align > sx.stx_dio_mem_align ?
+		       sx.stx_dio_offset_align : sx.stx_dio_mem_align;
+	if (!fstat(fd, &st) && S_ISBLK(st.st_mode) &&
+	    !ioctl(fd, BLKSSZGET, &lbs) && lbs > 0)
+		return (uint32_t)lbs;
+	return TD_SECTOR_SIZE;
 }
 
 int td_errf(char *err, size_t errlen, int ret, const char *fmt, ...)

@@ -14,6 +14,12 @@
 int td_pread_full(int fd, void *buf, size_t len, uint64_t off);
 /* pwrite exactly len bytes: 0, -errno, or -EIO if nothing is written. */
 int td_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+/*
+ * The offset (and memory) alignment O_DIRECT needs on fd: the file
+ * system's (statx STATX_DIOALIGN), else a block device's logical block
+ * size, else one sector.  4096 on a 4Kn device.
+ */
+uint32_t td_dio_align(int fd);
 /* Format the reason into err (if given) and return ret. */
 int td_errf(char *err, size_t errlen, int ret, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));

@@ -11,26 +11,8 @@
 
 #include <tapfs/log.h>
 
+#include "td-fileio.h"
 #include "td-rawfile.h"
-
-/*
- * The offset alignment O_DIRECT needs on fd: the file system's (statx
- * STATX_DIOALIGN), else a block device's logical block size, else one
- * sector.
- */
-static uint32_t rawfile_dio_align(int fd, bool blockdev)
-{
-	struct statx sx;
-	int lbs;
-
-	if (!statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) &&
-	    (sx.stx_mask & STATX_DIOALIGN) && sx.stx_dio_offset_align)
-		return sx.stx_dio_offset_align > sx.stx_dio_mem_align ?
-		       sx.stx_dio_offset_align : sx.stx_dio_mem_align;
-	if (blockdev && !ioctl(fd, BLKSSZGET, &lbs) && lbs > 0)
-		return (uint32_t)lbs;
-	return TD_SECTOR_SIZE;
-}
 
 int td_rawfile_open(struct td_rawfile *rf, td_driver_t *drv,
 		    const char *path, td_flag_t flags, bool want_direct)
@@ -85,7 +67,7 @@ int td_rawfile_open(struct td_rawfile *rf, td_driver_t *drv,
 	drv->info.sector_size = TD_SECTOR_SIZE;
 	drv->info.io_align = 0;
 	if (rf->direct) {
-		uint32_t align = rawfile_dio_align(rf->fd, rf->blockdev);
+		uint32_t align = td_dio_align(rf->fd);
 
 		if (align > TD_MAX_IO_ALIGN || (align & (align - 1))) {
 			/* Not something requests can be aligned to. */

@@ -14,6 +14,7 @@ requires losetup mkfs.ext4 fsck.ext4 fio blockdev cmp
 M=$T/mnt
 FS=$T/fs4k
 G=$M/g
+TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 mkdir -p "$FS"
 
 check truncate -s 512M "$T/disk"
@@ -50,6 +51,17 @@ if [ -n "$LOOP_DEV" ]; then
 	check fsck.ext4 -fn "$LOOP_DEV"
 	check losetup -d "$LOOP_DEV"
 fi
+
+# VHD: block data at 512-byte offsets: buffered I/O on such a device.
+ctl_ok "$G" "create v vhd 16M"
+fio_verify fio-4kn-vhd 120 --filename="$G/v" --ioengine=libaio --direct=1 \
+	--rw=randwrite --bsrange=512-64k --blockalign=512 --size=16M \
+	--iodepth=8 --verify=crc32c --verify_fatal=1 --do_verify=1 \
+	--randrepeat=0
+ctl_close "$G" v
+check "$TAPFS_IMG" check "$S/g/v.vhd"
+check_match "the log says why it is buffered" "VHD uses buffered I/O" \
+	"$(cat "$TAPFS_LOG")"
 
 check truncate -s $((16 * 1048576 + 512)) "$S/g/odd.raw"
 ctl_err "$G" "open odd raw:$S/g/odd.raw" EINVAL
