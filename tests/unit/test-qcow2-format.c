@@ -3,7 +3,8 @@
  * Unit tests of the qcow2 format code (drivers/qcow2-format.c): header
  * round trips, every validation message, header extensions, L1/L2/
  * refcount table entries, compressed descriptors, refcounts of every
- * width, deflate; and of the image helpers (drivers/qcow2-image.c) on
+ * width, deflate, the placement of the tables, the refcount verdict; and
+ * of the image helpers (drivers/qcow2-image.c) on
  * scratch files: create, open read-write (dirty bit, refcount table
  * growth, the dirty scan), the writer and chain reads, the check.
  */
@@ -157,6 +158,10 @@ static void test_header_errors(void **state)
 		{ QH_COMPRESSION_TYPE, 1, 1, -EINVAL, "compression_type 1 "
 		  "without" },
 		{ QH_BACKING_SIZE, 4, 2000, -EINVAL, "backing_file_size 2000" },
+		{ QH_L1_OFFSET, 8, CS, -EINVAL, "L1 table at 65536 (8 bytes) "
+		  "overlaps the refcount table at 65536 (65536 bytes)" },
+		{ QH_REFT_OFFSET, 8, 3 * CS, -EINVAL, "L1 table at 196608 (8 "
+		  "bytes) overlaps the refcount table at 196608" },
 	};
 	uint8_t *buf = new_buf();
 	struct qcow2_header h;
@@ -186,6 +191,20 @@ static void test_header_errors(void **state)
 	qcow2_put_be32(buf + QH_L1_SIZE, 64);
 	assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)), -EINVAL);
 	assert_contains(err, "extended L2 entries need clusters of 16 KiB");
+	/* A snapshot table starting inside the refcount or L1 table. */
+	make_header(buf, 3, NULL, NULL);
+	qcow2_put_be32(buf + QH_NB_SNAPSHOTS, 1);
+	qcow2_put_be64(buf + QH_SNAPSHOTS_OFFSET, CS);
+	assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)), -EINVAL);
+	assert_contains(err, "snapshot table at 65536 overlaps the refcount "
+			"table at 65536");
+	qcow2_put_be64(buf + QH_SNAPSHOTS_OFFSET, 3 * CS);
+	assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)), -EINVAL);
+	assert_contains(err, "snapshot table at 196608 overlaps the L1 table");
+	/* Tables side by side in one file are fine. */
+	make_header(buf, 3, NULL, NULL);
+	qcow2_put_be64(buf + QH_L1_OFFSET, 2 * CS);
+	assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)), 0);
 	/* Truncated. */
 	{
 		struct qcow2_report r = qcow2_report_err(err, sizeof(err));
@@ -378,6 +397,68 @@ static void test_refcounts(void **state)
 	assert_int_equal(block[2], 1);
 	assert_int_equal(block[3], 2);
 	assert_int_equal(qcow2_refcount_max(6), UINT64_MAX);
+}
+
+static void test_refcount_verdict(void **state)
+{
+	const unsigned d = QCOW2_REF_DATA, l2 = QCOW2_REF_L2;
+	const unsigned z = QCOW2_REF_COMPRESSED, rt = QCOW2_REF_REFTABLE;
+	char buf[96];
+
+	(void)state;
+	/* Stored refcount against references, one kind of use. */
+	assert_int_equal(qcow2_refcount_verdict(0, 0, 0, 4), QCOW2_RC_OK);
+	assert_int_equal(qcow2_refcount_verdict(1, 1, d, 4), QCOW2_RC_OK);
+	assert_int_equal(qcow2_refcount_verdict(1, 0, 0, 4), QCOW2_RC_LEAK);
+	assert_int_equal(qcow2_refcount_verdict(3, 1, d, 4), QCOW2_RC_LEAK);
+	assert_int_equal(qcow2_refcount_verdict(0, 1, d, 4), QCOW2_RC_LOW);
+	assert_int_equal(qcow2_refcount_verdict(0, 1, rt, 4), QCOW2_RC_LOW);
+	assert_int_equal(qcow2_refcount_verdict(0, 1, l2, 4), QCOW2_RC_LOW);
+	/* Compressed data shares host clusters: raised like one owner. */
+	assert_int_equal(qcow2_refcount_verdict(1, 3, z, 4), QCOW2_RC_LOW);
+	assert_int_equal(qcow2_refcount_verdict(3, 3, z, 4), QCOW2_RC_OK);
+	/* Data or L2 tables shared with their refcount (snapshots)... */
+	assert_int_equal(qcow2_refcount_verdict(2, 2, d, 4), QCOW2_RC_OK);
+	assert_int_equal(qcow2_refcount_verdict(2, 2, l2, 4), QCOW2_RC_OK);
+	/* ...but without it no crash explains them. */
+	assert_int_equal(qcow2_refcount_verdict(1, 2, d, 4),
+			 QCOW2_RC_SHARED);
+	assert_int_equal(qcow2_refcount_verdict(0, 2, l2, 4),
+			 QCOW2_RC_SHARED);
+	/* Metadata with anything else, or two kinds of use: whatever the
+	 * refcount says. */
+	assert_int_equal(qcow2_refcount_verdict(2, 2, rt | d, 4),
+			 QCOW2_RC_OVERLAP);
+	assert_int_equal(qcow2_refcount_verdict(1, 2, rt | d, 4),
+			 QCOW2_RC_OVERLAP);
+	assert_int_equal(qcow2_refcount_verdict(2, 2, rt, 4),
+			 QCOW2_RC_OVERLAP);
+	assert_int_equal(qcow2_refcount_verdict(2, 2, QCOW2_REF_L1 |
+						QCOW2_REF_REFBLOCK, 4),
+			 QCOW2_RC_OVERLAP);
+	assert_int_equal(qcow2_refcount_verdict(2, 2, l2 | d, 4),
+			 QCOW2_RC_OVERLAP);
+	assert_int_equal(qcow2_refcount_verdict(2, 2, d | z, 4),
+			 QCOW2_RC_OVERLAP);
+	/* References the width cannot hold. */
+	assert_int_equal(qcow2_refcount_verdict(1, 2, z, 0),
+			 QCOW2_RC_OVERFLOW);
+	assert_int_equal(qcow2_refcount_verdict(1, 4, z, 1),
+			 QCOW2_RC_OVERFLOW);
+	assert_int_equal(qcow2_refcount_verdict(0, 3, z, 1), QCOW2_RC_LOW);
+
+	assert_string_equal(qcow2_ref_kinds_name(0, buf, sizeof(buf)),
+			    "nothing");
+	assert_string_equal(qcow2_ref_kinds_name(d, buf, sizeof(buf)),
+			    "data cluster");
+	assert_string_equal(qcow2_ref_kinds_name(rt | d, buf, sizeof(buf)),
+			    "refcount table and data cluster");
+	assert_string_equal(qcow2_ref_kinds_name(QCOW2_REF_HEADER | l2 | z,
+						 buf, sizeof(buf)),
+			    "header, L2 table and compressed data");
+	/* Cut short, still terminated. */
+	assert_string_equal(qcow2_ref_kinds_name(rt | d, buf, 9),
+			    "refcount");
 }
 
 static void test_deflate(void **state)
@@ -594,6 +675,7 @@ int main(void)
 		cmocka_unit_test(test_extensions),
 		cmocka_unit_test(test_l2_entries),
 		cmocka_unit_test(test_refcounts),
+		cmocka_unit_test(test_refcount_verdict),
 		cmocka_unit_test(test_deflate),
 		cmocka_unit_test(test_writable),
 		cmocka_unit_test(test_create_open),
