@@ -17,9 +17,16 @@
  *   1. features the driver cannot write are refused (-ENOTSUP/-EROFS,
  *      naming the feature);
  *   2. every refcount block is loaded; if the dirty bit is set (a crash
- *      while open read-write), every reference is counted from the L1
- *      and L2 tables and the image is refused if a cluster in use has a
- *      refcount lower than its references (leaks are accepted);
+ *      while open read-write), the image is repaired: every reference is
+ *      counted from the header, the L1 and L2 tables and the refcount
+ *      structure (the check's own counting, qcow2_image_check) and every
+ *      refcount set to its references in place (leaks lowered, clusters
+ *      in use that lazy refcounts had not counted yet raised), written
+ *      and synced while the dirty bit stays set; an image with any other
+ *      damage (overlapping uses of a cluster, a cluster referenced twice
+ *      without the refcount for it, entries past the end of the file, a
+ *      copied flag the references contradict) is refused with -EUCLEAN;
+ *      what was repaired is in img->warning;
  *   3. if the refcount table cannot cover the file grown by the whole
  *      virtual size and its metadata, a larger table is written past the
  *      end of the file, then the header is pointed at it, then the old
@@ -42,7 +49,7 @@
 
 /* Open flags. */
 #define QCOW2_IMAGE_RDWR	(1u << 0)
-/* Skip the dirty-bit consistency scan (the check does its own). */
+/* Skip the repair of a dirty image (the check does its own counting). */
 #define QCOW2_IMAGE_NOSCAN	(1u << 1)
 
 /* Longest backing chain followed (a longer one is taken for a loop). */
@@ -240,14 +247,27 @@ struct qcow2_check_result {
 	unsigned	leaks;
 	unsigned	warnings;
 	uint64_t	allocated_clusters;	/* data clusters */
+	/*
+	 * What a read-write open does (the same code judges): a dirty
+	 * image is repaired, lowering repair_lower refcounts (the leaks)
+	 * and raising repair_raise (clusters in use, counted too low),
+	 * unless unrepairable errors make it refuse the image.  A clean
+	 * image is not scanned at open.
+	 */
+	bool		dirty;
+	unsigned	unrepairable;
+	unsigned	repair_lower;
+	unsigned	repair_raise;
 };
 
 /*
  * Check the image at path: header, every L1/L2 entry, the refcount table
  * and blocks; count every reference (header, tables, data, compressed
  * data, snapshot tables) and compare with the stored refcounts; check
- * the copied flags.  Returns 0 once checked (counts in *res), or -errno
- * when the file cannot be read at all (reason in err).
+ * the kinds of use of every cluster (metadata overlapping anything, data
+ * in an L2 table) and the copied flags.  Returns 0 once checked (counts
+ * in *res), or -errno when the file cannot be read at all (reason in
+ * err).
  */
 int qcow2_image_check(const char *path, qcow2_check_fn *fn, void *arg,
 		      struct qcow2_check_result *res, char *err,
