@@ -106,6 +106,11 @@ static void image_free(struct qcow2_image *img)
 			free(img->refblocks[i]);
 		free(img->refblocks);
 	}
+	if (img->meta) {
+		for (i = 0; i < img->reftable_entries; i++)
+			free(img->meta[i]);
+		free(img->meta);
+	}
 	free(img->reftable);
 	free(img->l1);
 	free(img->hdr_buf);
@@ -939,6 +944,144 @@ out:
 	return ret;
 }
 
+/* ---- metadata map ------------------------------------------------------- */
+
+int qcow2_image_meta_add(struct qcow2_image *img, uint64_t c)
+{
+	uint64_t i = c >> img->g.rb_bits;
+	uint64_t j = c & ((1ull << img->g.rb_bits) - 1);
+
+	if (i >= img->reftable_entries)
+		return -ERANGE;
+	if (!img->meta[i]) {
+		img->meta[i] = calloc(((1ull << img->g.rb_bits) + 7) / 8, 1);
+		if (!img->meta[i])
+			return -ENOMEM;
+	}
+	img->meta[i][j >> 3] |= (uint8_t)(1u << (j & 7));
+	return 0;
+}
+
+const char *qcow2_image_meta_name(const struct qcow2_image *img, uint64_t c,
+				  char *buf, size_t len)
+{
+	uint32_t bits = img->g.cluster_bits;
+	uint64_t l1 = img->h.l1_table_offset >> bits;
+	uint64_t l1n = div_up((uint64_t)img->h.l1_size * 8,
+			      img->g.cluster_size);
+	uint64_t rt = img->h.refcount_table_offset >> bits, i;
+
+	if (c == 0)
+		snprintf(buf, len, "the header");
+	else if (c >= l1 && c < l1 + l1n)
+		snprintf(buf, len, "the L1 table");
+	else if (c >= rt && c < rt + img->h.refcount_table_clusters)
+		snprintf(buf, len, "the refcount table");
+	else {
+		snprintf(buf, len, "metadata");
+		for (i = 0; i < img->reftable_entries; i++) {
+			if (img->reftable[i] && img->reftable[i] >> bits == c) {
+				snprintf(buf, len, "refcount block %" PRIu64,
+					 i);
+				return buf;
+			}
+		}
+		for (i = 0; i < img->h.l1_size; i++) {
+			if ((img->l1[i] & QCOW2_OFFSET_MASK) >> bits == c &&
+			    (img->l1[i] & QCOW2_OFFSET_MASK)) {
+				snprintf(buf, len, "the L2 table of L1 entry %"
+					 PRIu64, i);
+				return buf;
+			}
+		}
+	}
+	return buf;
+}
+
+/* Mark [off, off + bytes) as metadata; what names it in a refusal. */
+static int meta_add_range(struct qcow2_image *img, uint64_t off,
+			  uint64_t bytes, const char *what, uint64_t index,
+			  char *err, size_t errlen)
+{
+	uint64_t c, first = off >> img->g.cluster_bits;
+	uint64_t last = bytes ? (off + bytes - 1) >> img->g.cluster_bits : 0;
+	char other[96], name[96];
+	int ret;
+
+	if (!bytes)
+		return 0;
+	snprintf(name, sizeof(name), what, index);
+	for (c = first; c <= last; c++) {
+		if (qcow2_image_is_meta(img, c))
+			return td_errf(err, errlen, -EINVAL, "qcow2: %s: %s at "
+				    "%" PRIu64 " overlaps %s", img->path,
+				    name, off, qcow2_image_meta_name(img, c,
+				    other, sizeof(other)));
+		ret = qcow2_image_meta_add(img, c);
+		if (ret == -ERANGE)
+			return td_errf(err, errlen, -EINVAL, "qcow2: %s: %s at "
+				    "%" PRIu64 " lies past what the refcount "
+				    "table covers", img->path, name, off);
+		if (ret)
+			return td_errf(err, errlen, ret, "%s: out of memory",
+				    img->path);
+	}
+	return 0;
+}
+
+/*
+ * The metadata map of a read-write image, from the header, the L1 table
+ * and the refcount table: the cheap placement check of every table too
+ * (a table sharing a cluster with another is refused, naming both).
+ */
+static int image_build_meta(struct qcow2_image *img, char *err,
+			    size_t errlen)
+{
+	uint64_t i, l2;
+	int ret;
+
+	img->meta = calloc(img->reftable_entries ? img->reftable_entries : 1,
+			   sizeof(uint8_t *));
+	if (!img->meta)
+		return td_errf(err, errlen, -ENOMEM, "%s: out of memory",
+			    img->path);
+	ret = meta_add_range(img, 0, img->g.cluster_size, "the header", 0,
+			     err, errlen);
+	if (!ret)
+		ret = meta_add_range(img, img->h.l1_table_offset,
+				     (uint64_t)img->h.l1_size * 8,
+				     "the L1 table", 0, err, errlen);
+	if (!ret)
+		ret = meta_add_range(img, img->h.refcount_table_offset,
+				     (uint64_t)img->h.refcount_table_clusters <<
+				     img->g.cluster_bits, "the refcount table",
+				     0, err, errlen);
+	for (i = 0; !ret && i < img->reftable_entries; i++)
+		if (img->reftable[i])
+			ret = meta_add_range(img, img->reftable[i],
+					     img->g.cluster_size,
+					     "refcount block %" PRIu64, i, err,
+					     errlen);
+	for (i = 0; !ret && i < img->h.l1_size; i++) {
+		l2 = img->l1[i] & QCOW2_OFFSET_MASK;
+		if (l2)
+			ret = meta_add_range(img, l2, img->g.cluster_size,
+					     "the L2 table of L1 entry %" PRIu64,
+					     i, err, errlen);
+	}
+	return ret;
+}
+
+int qcow2_image_mark_corrupt(struct qcow2_image *img, char *err,
+			     size_t errlen)
+{
+	if (img->h.version < 3)
+		return td_errf(err, errlen, -ENOTSUP, "qcow2: %s: a version 2 "
+			    "image has no corrupt bit", img->path);
+	img->h.incompatible_features |= QCOW2_INCOMPAT_CORRUPT;
+	return image_write_features(img, err, errlen);
+}
+
 static int image_prepare_write(struct qcow2_image *img, char *err,
 			       size_t errlen)
 {
@@ -972,6 +1115,9 @@ static int image_prepare_write(struct qcow2_image *img, char *err,
 		if (ret)
 			return ret;
 	}
+	ret = image_build_meta(img, err, errlen);
+	if (ret)
+		return ret;
 	if (img->h.version < 3)
 		return 0;
 	img->h.incompatible_features |= QCOW2_INCOMPAT_DIRTY;

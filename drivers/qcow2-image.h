@@ -32,7 +32,10 @@
  *      end of the file, then the header is pointed at it, then the old
  *      table's clusters are freed (a crash leaks at most the new or the
  *      old table);
- *   4. unknown autoclear bits and the bitmaps bit are cleared (bitmaps
+ *   4. the map of metadata clusters is made (header, L1 table, refcount
+ *      table and blocks, L2 tables), refusing an image where two of them
+ *      share a cluster;
+ *   5. unknown autoclear bits and the bitmaps bit are cleared (bitmaps
  *      are not kept up to date) and, in version 3, the dirty bit is set.
  * The driver writes the refcount blocks it changed back itself; then
  * qcow2_image_close() syncs the file and, when the session was clean,
@@ -73,6 +76,9 @@ struct qcow2_image {
 	uint64_t		 reftable_entries;
 	uint8_t			**refblocks;	/* disk format, aligned;
 						 * NULL where entry is 0 */
+	uint8_t			**meta;		/* metadata bitmap per
+						 * refcount block's range;
+						 * NULL: none there */
 	/* A problem found at open that did not stop it ("" if none). */
 	char			 warning[512];
 };
@@ -106,6 +112,48 @@ static inline uint64_t qcow2_image_ref_coverage(const struct qcow2_image *img)
 {
 	return img->reftable_entries << img->g.rb_bits;
 }
+
+/* ---- metadata map (read-write images) ------------------------------- */
+
+/*
+ * Host clusters holding the image's own metadata: the header, the L1
+ * table, the refcount table and blocks, the L2 tables.  Made at a
+ * read-write open; the driver adds the L2 tables and refcount blocks it
+ * makes.  A write of data into one of them is corruption (a table entry
+ * pointing where it must not): the driver refuses it.
+ */
+static inline bool qcow2_image_is_meta(const struct qcow2_image *img,
+				       uint64_t c)
+{
+	uint64_t i = c >> img->g.rb_bits;
+	uint64_t j = c & ((1ull << img->g.rb_bits) - 1);
+
+	return img->meta && i < img->reftable_entries && img->meta[i] &&
+	       (img->meta[i][j >> 3] >> (j & 7) & 1);
+}
+
+/*
+ * Host cluster c now holds metadata (a new L2 table or refcount block):
+ * 0, -ENOMEM, or -ERANGE past what the refcount table covers.
+ */
+int qcow2_image_meta_add(struct qcow2_image *img, uint64_t c);
+
+/*
+ * Which metadata host cluster c holds, for a message ("the refcount
+ * table", "the L2 table of L1 entry 3"); looks through the tables, so
+ * only for errors.
+ */
+const char *qcow2_image_meta_name(const struct qcow2_image *img, uint64_t c,
+				  char *buf, size_t len);
+
+/*
+ * Set the corrupt bit (version 3 incompatible bit 1) in the header and
+ * sync: QEMU and tapfs then open the image read-only until 'qemu-img
+ * check -r all' repairs it.  -ENOTSUP for version 2, which has no such
+ * bit.  Blocks (a header write and an fdatasync).
+ */
+int qcow2_image_mark_corrupt(struct qcow2_image *img, char *err,
+			     size_t errlen);
 
 /* ---- backing file ------------------------------------------------------ */
 

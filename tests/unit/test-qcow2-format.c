@@ -6,7 +6,8 @@
  * width, deflate, the placement of the tables, the refcount verdict; and
  * of the image helpers (drivers/qcow2-image.c) on scratch files: create,
  * open read-write (dirty bit, refcount table growth, the repair of a
- * dirty image), the writer and chain reads, the check.
+ * dirty image, the metadata map, the corrupt bit), the writer and chain
+ * reads, the check.
  */
 #include <sys/stat.h>
 
@@ -866,6 +867,68 @@ static void test_dirty_refused(void **state)
 	free(after);
 }
 
+/* A v3 image whose first L1 entry points at its refcount table. */
+static void test_meta_map(void **state)
+{
+	struct qcow2_image *img;
+	char path[256], err[512], name[96];
+	int fd;
+
+	(void)state;
+	fd = make_data_image(path, sizeof(path), "q2meta", 0);
+	close(fd);
+	assert_int_equal(qcow2_image_open(&img, path, QCOW2_IMAGE_RDWR, err,
+					  sizeof(err)), 0);
+	assert_true(qcow2_image_is_meta(img, 0));
+	assert_true(qcow2_image_is_meta(img, 1));	/* refcount table */
+	assert_true(qcow2_image_is_meta(img, 2));	/* refcount block */
+	assert_true(qcow2_image_is_meta(img, 3));	/* L1 table */
+	assert_true(qcow2_image_is_meta(img, 4));	/* L2 table */
+	assert_false(qcow2_image_is_meta(img, 5));	/* data */
+	assert_false(qcow2_image_is_meta(img, 7));
+	assert_false(qcow2_image_is_meta(img, 1ull << 40));
+	assert_string_equal(qcow2_image_meta_name(img, 1, name, sizeof(name)),
+			    "the refcount table");
+	assert_string_equal(qcow2_image_meta_name(img, 2, name, sizeof(name)),
+			    "refcount block 0");
+	assert_string_equal(qcow2_image_meta_name(img, 4, name, sizeof(name)),
+			    "the L2 table of L1 entry 0");
+	assert_int_equal(qcow2_image_meta_add(img, 7), 0);
+	assert_true(qcow2_image_is_meta(img, 7));
+	assert_int_equal(qcow2_image_meta_add(img, 1ull << 40), -ERANGE);
+	/* The corrupt bit, durable, and it survives a clean close. */
+	assert_int_equal(qcow2_image_mark_corrupt(img, err, sizeof(err)), 0);
+	assert_true(header_incompat(path) & QCOW2_INCOMPAT_CORRUPT);
+	assert_int_equal(qcow2_image_close(img, true), 0);
+	assert_int_equal(header_incompat(path), QCOW2_INCOMPAT_CORRUPT);
+	assert_int_equal(qcow2_image_open(&img, path, QCOW2_IMAGE_RDWR, err,
+					  sizeof(err)), -EROFS);
+	unlink(path);
+
+	/* An L2 table placed on the refcount table: refused at open. */
+	fd = make_data_image(path, sizeof(path), "q2meta", 0);
+	put_be64_at(fd, 3 * CS, 1 * CS | QCOW2_OFLAG_COPIED);
+	close(fd);
+	assert_int_equal(qcow2_image_open(&img, path, QCOW2_IMAGE_RDWR, err,
+					  sizeof(err)), -EINVAL);
+	assert_contains(err, "the L2 table of L1 entry 0 at 65536 overlaps "
+			"the refcount table");
+	assert_int_equal(qcow2_image_open(&img, path, 0, err, sizeof(err)), 0);
+	qcow2_image_close(img, false);
+	unlink(path);
+
+	/* Version 2 has no corrupt bit. */
+	fd = make_data_image(path, sizeof(path), "q2meta", 2);
+	close(fd);
+	assert_int_equal(qcow2_image_open(&img, path, QCOW2_IMAGE_RDWR, err,
+					  sizeof(err)), 0);
+	assert_int_equal(qcow2_image_mark_corrupt(img, err, sizeof(err)),
+			 -ENOTSUP);
+	assert_contains(err, "version 2");
+	qcow2_image_close(img, true);
+	unlink(path);
+}
+
 static void test_writer_chain(void **state)
 {
 	struct qcow2_create_params p = { .size = (3u << 20) + 4096,
@@ -930,6 +993,7 @@ int main(void)
 		cmocka_unit_test(test_dirty_repair_leaks),
 		cmocka_unit_test(test_dirty_repair_lazy),
 		cmocka_unit_test(test_dirty_refused),
+		cmocka_unit_test(test_meta_map),
 		cmocka_unit_test(test_writer_chain),
 	};
 
