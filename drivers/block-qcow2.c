@@ -547,8 +547,8 @@ static int q2_check_meta(struct q2_state *s, uint64_t off, uint64_t len,
 }
 
 /* The host clusters an old mapping owns: about to be copied and freed. */
-static int q2_check_meta_old(struct q2_state *s, const struct qcow2_mapping *m,
-			     uint64_t gcl)
+static int q2_check_meta_old(struct q2_state *s,
+			     const struct qcow2_mapping *m, uint64_t gcl)
 {
 	uint64_t first, last;
 
@@ -1477,7 +1477,9 @@ static void q2_l2_alloc(struct q2_state *s, struct q2_l2 *t,
 	}
 	a->l2 = t;
 	err = q2_alloc_cluster(s, &a->host);
-	if (!err && qcow2_image_meta_add(s->img, a->host >> s->g->cluster_bits)) {
+	/* An L2 table is metadata from now on. */
+	if (!err && qcow2_image_meta_add(s->img,
+					 a->host >> s->g->cluster_bits)) {
 		q2_set_refcount(s, a->host >> s->g->cluster_bits, 0);
 		err = -ENOMEM;
 	}
@@ -1687,6 +1689,12 @@ static void q2_dispatch_write_seg(struct q2_state *s, struct q2_l2 *t,
 	bool whole = seg.sec == first && (seg.secs == s->cl_secs ||
 					  first + seg.secs == s->vsecs);
 
+	if (s->corrupt) {
+		/* Found by an earlier segment, or while this one waited. */
+		run_flush(s, run);
+		td_complete_request(seg, -EIO);
+		return;
+	}
 	if (seg.op == TD_OP_DISCARD) {
 		run_flush(s, run);
 		if (q2_reads_zero(s, m) && (m->type != QCOW2_CLUSTER_ZERO_ALLOC ||

@@ -598,14 +598,18 @@ static int refs_judge(struct refs *rf)
 	uint32_t order = img->g.refcount_order;
 	struct qcow2_check_result *res = rf->res;
 	uint64_t c, stored, off;
+	enum qcow2_verdict v;
 	char kinds[96];
 
 	for (c = 0; c < rf->n; c++) {
 		stored = qcow2_image_refcount(img, c);
+		v = qcow2_refcount_verdict(stored, rf->count[c], rf->kind[c],
+					   order);
+		if (v == QCOW2_RC_OK)
+			continue;
 		off = c << img->g.cluster_bits;
 		qcow2_ref_kinds_name(rf->kind[c], kinds, sizeof(kinds));
-		switch (qcow2_refcount_verdict(stored, rf->count[c],
-					       rf->kind[c], order)) {
+		switch (v) {
 		case QCOW2_RC_OK:
 			break;
 		case QCOW2_RC_LEAK:
@@ -998,19 +1002,18 @@ const char *qcow2_image_meta_name(const struct qcow2_image *img, uint64_t c,
 	return buf;
 }
 
-/* Mark [off, off + bytes) as metadata; what names it in a refusal. */
+/* Mark [off, off + bytes) as metadata; name says what, in a refusal. */
 static int meta_add_range(struct qcow2_image *img, uint64_t off,
-			  uint64_t bytes, const char *what, uint64_t index,
-			  char *err, size_t errlen)
+			  uint64_t bytes, const char *name, char *err,
+			  size_t errlen)
 {
 	uint64_t c, first = off >> img->g.cluster_bits;
 	uint64_t last = bytes ? (off + bytes - 1) >> img->g.cluster_bits : 0;
-	char other[96], name[96];
+	char other[96];
 	int ret;
 
 	if (!bytes)
 		return 0;
-	snprintf(name, sizeof(name), what, index);
 	for (c = first; c <= last; c++) {
 		if (qcow2_image_is_meta(img, c))
 			return td_errf(err, errlen, -EINVAL, "qcow2: %s: %s at "
@@ -1038,6 +1041,7 @@ static int image_build_meta(struct qcow2_image *img, char *err,
 			    size_t errlen)
 {
 	uint64_t i, l2;
+	char name[64];
 	int ret;
 
 	img->meta = calloc(img->reftable_entries ? img->reftable_entries : 1,
@@ -1045,29 +1049,32 @@ static int image_build_meta(struct qcow2_image *img, char *err,
 	if (!img->meta)
 		return td_errf(err, errlen, -ENOMEM, "%s: out of memory",
 			    img->path);
-	ret = meta_add_range(img, 0, img->g.cluster_size, "the header", 0,
-			     err, errlen);
+	ret = meta_add_range(img, 0, img->g.cluster_size, "the header", err,
+			     errlen);
 	if (!ret)
 		ret = meta_add_range(img, img->h.l1_table_offset,
 				     (uint64_t)img->h.l1_size * 8,
-				     "the L1 table", 0, err, errlen);
+				     "the L1 table", err, errlen);
 	if (!ret)
 		ret = meta_add_range(img, img->h.refcount_table_offset,
 				     (uint64_t)img->h.refcount_table_clusters <<
 				     img->g.cluster_bits, "the refcount table",
-				     0, err, errlen);
-	for (i = 0; !ret && i < img->reftable_entries; i++)
-		if (img->reftable[i])
-			ret = meta_add_range(img, img->reftable[i],
-					     img->g.cluster_size,
-					     "refcount block %" PRIu64, i, err,
-					     errlen);
+				     err, errlen);
+	for (i = 0; !ret && i < img->reftable_entries; i++) {
+		if (!img->reftable[i])
+			continue;
+		snprintf(name, sizeof(name), "refcount block %" PRIu64, i);
+		ret = meta_add_range(img, img->reftable[i],
+				     img->g.cluster_size, name, err, errlen);
+	}
 	for (i = 0; !ret && i < img->h.l1_size; i++) {
 		l2 = img->l1[i] & QCOW2_OFFSET_MASK;
-		if (l2)
-			ret = meta_add_range(img, l2, img->g.cluster_size,
-					     "the L2 table of L1 entry %" PRIu64,
-					     i, err, errlen);
+		if (!l2)
+			continue;
+		snprintf(name, sizeof(name), "the L2 table of L1 entry %"
+			 PRIu64, i);
+		ret = meta_add_range(img, l2, img->g.cluster_size, name, err,
+				     errlen);
 	}
 	return ret;
 }
