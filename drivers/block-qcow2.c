@@ -52,13 +52,24 @@
  *
  * Flush: a refcount commit (pending refcount blocks, then fsync).  The
  * dirty bit (version 3) is set while open read-write and cleared by a
- * clean close, after the refcount blocks are written back.
+ * clean close, after the refcount blocks are written back; an image
+ * found dirty at open was repaired by qcow2_image_open() first.
+ *
+ * Metadata overlap: before any data is written to a host cluster (in
+ * place, into a new cluster, or freeing an old one) it is looked up in
+ * the image's map of metadata clusters (qcow2_image_is_meta, O(1)).  A
+ * hit means a table entry points at the header, the L1 table, the
+ * refcount structure or an L2 table: the request fails with EIO before
+ * anything is written, the image gets the corrupt bit (version 3), the
+ * reason is logged once, and every later write or discard fails with
+ * EIO.  Reads and flushes go on.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <linux/falloc.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -176,6 +187,7 @@ struct q2_state {
 	bool			 rdonly;
 	bool			 has_backing;
 	bool			 meta_error;	/* leave the dirty bit set */
+	bool			 corrupt;	/* writes fail: see q2_corrupt */
 	uint32_t		 version;
 	const struct qcow2_geometry *g;
 	uint32_t		 cs;		/* cluster size */
@@ -477,6 +489,84 @@ static void q2_data_io(struct q2_state *s, td_request_t treq, uint64_t off)
 	td_queue_tiocb(s->drv, t);
 }
 
+/* ---- metadata overlap ---------------------------------------------------- */
+
+static int q2_corrupt(struct q2_state *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/*
+ * The image's tables point where they must not (found before a write
+ * landed): set the corrupt bit, say why once, and fail this and every
+ * later write and discard.  Returns -EIO.
+ */
+static int q2_corrupt(struct q2_state *s, const char *fmt, ...)
+{
+	char why[384], err[512];
+	va_list ap;
+	int rc;
+
+	if (s->corrupt)
+		return -EIO;
+	s->corrupt = true;
+	s->meta_error = true;		/* the dirty bit stays too */
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	rc = qcow2_image_mark_corrupt(s->img, err, sizeof(err));
+	td_log(TD_LOG_ERR, "qcow2: %s: %s: write refused, image marked "
+	       "corrupt%s; writes fail with EIO from now on (open it "
+	       "read-only, or repair it with 'qemu-img check -r all')",
+	       s->drv->name, why, rc == -ENOTSUP ? " until closed (version "
+	       "2 has no corrupt bit)" : rc ? "" : " (corrupt bit set)");
+	if (rc && rc != -ENOTSUP)
+		td_log(TD_LOG_ERR, "%s", err);
+	return -EIO;
+}
+
+/*
+ * Would data written to (or freed from) host bytes [off, off + len)
+ * land on metadata?  0, or -EIO with the image marked corrupt.  One
+ * bitmap lookup per cluster.
+ */
+static int q2_check_meta(struct q2_state *s, uint64_t off, uint64_t len,
+			 uint64_t gcl, const char *what)
+{
+	uint64_t c, last = (off + len - 1) >> s->g->cluster_bits;
+	char name[96];
+
+	for (c = off >> s->g->cluster_bits; c <= last; c++) {
+		if (!qcow2_image_is_meta(s->img, c))
+			continue;
+		return q2_corrupt(s, "guest cluster %" PRIu64 ": %s at %"
+				  PRIu64 " is %s", gcl, what,
+				  c << s->g->cluster_bits,
+				  qcow2_image_meta_name(s->img, c, name,
+							sizeof(name)));
+	}
+	return 0;
+}
+
+/* The host clusters an old mapping owns: about to be copied and freed. */
+static int q2_check_meta_old(struct q2_state *s,
+			     const struct qcow2_mapping *m, uint64_t gcl)
+{
+	uint64_t first, last;
+
+	switch (m->type) {
+	case QCOW2_CLUSTER_NORMAL:
+	case QCOW2_CLUSTER_ZERO_ALLOC:
+		return q2_check_meta(s, m->host_offset, s->cs, gcl,
+				     "its host cluster");
+	case QCOW2_CLUSTER_COMPRESSED:
+		qcow2_compressed_clusters(s->g, m, &first, &last);
+		return q2_check_meta(s, first << s->g->cluster_bits,
+				     (last - first + 1) << s->g->cluster_bits,
+				     gcl, "its compressed data");
+	default:
+		return 0;
+	}
+}
+
 /* ---- refcounts in memory ------------------------------------------------ */
 
 /* Entries [lo, hi] of block rbi changed. */
@@ -524,6 +614,10 @@ static int q2_alloc_cluster(struct q2_state *s, uint64_t *off)
 		c = s->free_stack[--s->free_n];
 		if (q2_refcount(s, c))
 			continue;	/* taken by the scan since */
+		if (qcow2_image_is_meta(img, c))
+			return q2_corrupt(s, "host cluster %" PRIu64 " is free "
+					  "by its refcount but holds metadata",
+					  c);
 		q2_set_refcount(s, c, 1);
 		*off = c << s->g->cluster_bits;
 		s->n_alloc++;
@@ -532,10 +626,18 @@ static int q2_alloc_cluster(struct q2_state *s, uint64_t *off)
 	for (c = s->free_hint; c < cover; c++) {
 		rbi = c >> s->g->rb_bits;
 		if (!img->refblocks[rbi]) {
+			if (qcow2_image_is_meta(img, c))
+				return q2_corrupt(s, "host cluster %" PRIu64
+						  " has no refcount block but "
+						  "holds metadata", c);
 			/* Once per refcount block in the image's life. */
 			img->refblocks[rbi] = aligned_alloc_zero(s->cs);
-			if (!img->refblocks[rbi])
+			if (!img->refblocks[rbi] ||
+			    qcow2_image_meta_add(img, c)) {
+				free(img->refblocks[rbi]);
+				img->refblocks[rbi] = NULL;
 				return -ENOMEM;
+			}
 			img->reftable[rbi] = c << s->g->cluster_bits;
 			s->rb_new[rbi] = true;
 			q2_set_refcount(s, c, 1);
@@ -543,6 +645,10 @@ static int q2_alloc_cluster(struct q2_state *s, uint64_t *off)
 		}
 		if (q2_refcount(s, c))
 			continue;
+		if (qcow2_image_is_meta(img, c))
+			return q2_corrupt(s, "host cluster %" PRIu64 " is free "
+					  "by its refcount but holds metadata",
+					  c);
 		q2_set_refcount(s, c, 1);
 		s->free_hint = c + 1;
 		*off = c << s->g->cluster_bits;
@@ -1224,9 +1330,14 @@ static void q2_alloc_data(struct q2_state *s, struct q2_l2 *t, uint32_t l2i,
 			  uint64_t gcl, const struct qcow2_mapping *old,
 			  td_request_t treq)
 {
-	struct q2_alloc *a = q2_alloc_get(s, A_DATA, gcl);
+	struct q2_alloc *a;
 	int err;
 
+	if (q2_check_meta_old(s, old, gcl)) {
+		td_complete_request(treq, -EIO);
+		return;
+	}
+	a = q2_alloc_get(s, A_DATA, gcl);
 	if (!a) {
 		q2_park(s, &s->res_waiters, treq);
 		return;
@@ -1250,8 +1361,13 @@ static void q2_discard_cluster(struct q2_state *s, struct q2_l2 *t,
 			       const struct qcow2_mapping *old,
 			       td_request_t treq)
 {
-	struct q2_alloc *a = q2_alloc_get(s, A_DISCARD, gcl);
+	struct q2_alloc *a;
 
+	if (q2_check_meta_old(s, old, gcl)) {
+		td_complete_request(treq, -EIO);
+		return;
+	}
+	a = q2_alloc_get(s, A_DISCARD, gcl);
 	if (!a) {
 		q2_park(s, &s->res_waiters, treq);
 		return;
@@ -1361,6 +1477,12 @@ static void q2_l2_alloc(struct q2_state *s, struct q2_l2 *t,
 	}
 	a->l2 = t;
 	err = q2_alloc_cluster(s, &a->host);
+	/* An L2 table is metadata from now on. */
+	if (!err && qcow2_image_meta_add(s->img,
+					 a->host >> s->g->cluster_bits)) {
+		q2_set_refcount(s, a->host >> s->g->cluster_bits, 0);
+		err = -ENOMEM;
+	}
 	if (err) {
 		q2_alloc_finish(a, err);
 		td_complete_request(treq, err);
@@ -1567,6 +1689,12 @@ static void q2_dispatch_write_seg(struct q2_state *s, struct q2_l2 *t,
 	bool whole = seg.sec == first && (seg.secs == s->cl_secs ||
 					  first + seg.secs == s->vsecs);
 
+	if (s->corrupt) {
+		/* Found by an earlier segment, or while this one waited. */
+		run_flush(s, run);
+		td_complete_request(seg, -EIO);
+		return;
+	}
 	if (seg.op == TD_OP_DISCARD) {
 		run_flush(s, run);
 		if (q2_reads_zero(s, m) && (m->type != QCOW2_CLUSTER_ZERO_ALLOC ||
@@ -1582,14 +1710,25 @@ static void q2_dispatch_write_seg(struct q2_state *s, struct q2_l2 *t,
 		seg.op = TD_OP_WRITE;
 		seg.buf = (char *)s->zeros;
 		if (m->type == QCOW2_CLUSTER_NORMAL && m->copied) {
-			q2_data_io(s, seg, m->host_offset +
-				   ((seg.sec - first) << TD_SECTOR_SHIFT));
+			if (q2_check_meta(s, m->host_offset, s->cs, gcl,
+					  "its host cluster"))
+				td_complete_request(seg, -EIO);
+			else
+				q2_data_io(s, seg, m->host_offset +
+					   ((seg.sec - first) <<
+					    TD_SECTOR_SHIFT));
 			return;
 		}
 		q2_alloc_data(s, t, l2i, gcl, m, seg);
 		return;
 	}
 	if (m->type == QCOW2_CLUSTER_NORMAL && m->copied) {
+		if (q2_check_meta(s, m->host_offset, s->cs, gcl,
+				  "its host cluster")) {
+			run_flush(s, run);
+			td_complete_request(seg, -EIO);
+			return;
+		}
 		run_add(s, run, RUN_DATA, seg, m->host_offset +
 			((seg.sec - first) << TD_SECTOR_SHIFT));
 		return;
@@ -1735,12 +1874,18 @@ static void q2_dispatch(struct q2_state *s, td_request_t treq)
 
 static void q2_queue_rw(td_driver_t *drv, td_request_t treq)
 {
-	q2_dispatch(drv->data, treq);
+	struct q2_state *s = drv->data;
+
+	if (s->corrupt && treq.op != TD_OP_READ) {
+		td_complete_request(treq, -EIO);
+		return;
+	}
+	q2_dispatch(s, treq);
 }
 
 static void q2_queue_discard(td_driver_t *drv, td_request_t treq)
 {
-	q2_dispatch(drv->data, treq);
+	q2_queue_rw(drv, treq);
 }
 
 static void q2_flush_done(struct q2_wait *w, int err)

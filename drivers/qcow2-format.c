@@ -157,6 +157,47 @@ static int check_table(const char *what, uint64_t off, uint64_t bytes,
 	return 0;
 }
 
+/* Do two byte ranges (both checked by check_table) share a cluster? */
+static bool tables_overlap(uint64_t a, uint64_t alen, uint64_t b,
+			   uint64_t blen, uint32_t cluster_size)
+{
+	if (!alen || !blen)
+		return false;
+	return a / cluster_size <= (b + blen - 1) / cluster_size &&
+	       b / cluster_size <= (a + alen - 1) / cluster_size;
+}
+
+/* The L1 table, the refcount table and the snapshot table's start apart. */
+static int check_placement(const struct qcow2_header *h, uint32_t cs,
+			   bool l1_ok, bool rt_ok, bool snap_ok,
+			   struct qcow2_report *r)
+{
+	uint64_t l1 = (uint64_t)h->l1_size * 8;
+	uint64_t rt = (uint64_t)h->refcount_table_clusters * cs;
+	int ret = 0;
+
+	if (l1_ok && rt_ok && tables_overlap(h->l1_table_offset, l1,
+					     h->refcount_table_offset, rt, cs))
+		ret = qcow2_report(r, -EINVAL, "L1 table at %" PRIu64 " (%"
+				   PRIu64 " bytes) overlaps the refcount table "
+				   "at %" PRIu64 " (%" PRIu64 " bytes)",
+				   h->l1_table_offset, l1,
+				   h->refcount_table_offset, rt);
+	if (!snap_ok || !h->nb_snapshots)
+		return ret;
+	if (l1_ok && tables_overlap(h->snapshots_offset, 1,
+				    h->l1_table_offset, l1, cs))
+		ret = first_err(ret, qcow2_report(r, -EINVAL, "snapshot table "
+			"at %" PRIu64 " overlaps the L1 table at %" PRIu64,
+			h->snapshots_offset, h->l1_table_offset));
+	if (rt_ok && tables_overlap(h->snapshots_offset, 1,
+				    h->refcount_table_offset, rt, cs))
+		ret = first_err(ret, qcow2_report(r, -EINVAL, "snapshot table "
+			"at %" PRIu64 " overlaps the refcount table at %" PRIu64,
+			h->snapshots_offset, h->refcount_table_offset));
+	return ret;
+}
+
 static int check_incompat(const struct qcow2_header *h,
 			  const struct qcow2_extensions *ext,
 			  struct qcow2_report *r)
@@ -206,9 +247,10 @@ int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
 {
 	struct qcow2_extensions local;
 	struct qcow2_geometry g;
+	bool l1_ok = false, rt_ok = false, snap_ok = false;
 	uint32_t cs;
 	uint64_t need;
-	int ret = 0;
+	int ret = 0, rc;
 
 	memset(h, 0, sizeof(*h));
 	if (len < QCOW2_V2_HEADER_SIZE)
@@ -274,28 +316,36 @@ int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
 		ret = first_err(ret, qcow2_report(r, -EINVAL, "l1_size %u is "
 			"larger than %u entries", h->l1_size,
 			QCOW2_MAX_L1_BYTES / 8));
-	else
-		ret = first_err(ret, check_table("L1 table",
-			h->l1_table_offset, (uint64_t)h->l1_size * 8, cs,
-			file_size, r));
+	else {
+		rc = check_table("L1 table", h->l1_table_offset,
+				 (uint64_t)h->l1_size * 8, cs, file_size, r);
+		l1_ok = rc == 0;
+		ret = first_err(ret, rc);
+	}
 	if ((uint64_t)h->refcount_table_clusters * cs >
 	    QCOW2_MAX_REFTABLE_BYTES)
 		ret = first_err(ret, qcow2_report(r, -EINVAL,
 			"refcount_table_clusters %u is larger than %u bytes",
 			h->refcount_table_clusters,
 			QCOW2_MAX_REFTABLE_BYTES));
-	else
-		ret = first_err(ret, check_table("refcount table",
-			h->refcount_table_offset,
-			(uint64_t)h->refcount_table_clusters * cs, cs,
-			file_size, r));
+	else {
+		rc = check_table("refcount table", h->refcount_table_offset,
+				 (uint64_t)h->refcount_table_clusters * cs, cs,
+				 file_size, r);
+		rt_ok = rc == 0;
+		ret = first_err(ret, rc);
+	}
 	if (h->nb_snapshots > QCOW2_MAX_SNAPSHOTS)
 		ret = first_err(ret, qcow2_report(r, -EINVAL, "nb_snapshots "
 			"%u is larger than %u", h->nb_snapshots,
 			QCOW2_MAX_SNAPSHOTS));
-	else if (h->nb_snapshots)
-		ret = first_err(ret, check_table("snapshot table",
-			h->snapshots_offset, 1, cs, file_size, r));
+	else if (h->nb_snapshots) {
+		rc = check_table("snapshot table", h->snapshots_offset, 1, cs,
+				 file_size, r);
+		snap_ok = rc == 0;
+		ret = first_err(ret, rc);
+	}
+	ret = first_err(ret, check_placement(h, cs, l1_ok, rt_ok, snap_ok, r));
 	if (h->backing_file_offset) {
 		if (h->backing_file_size > QCOW2_MAX_BACKING_NAME ||
 		    h->backing_file_size == 0)
@@ -701,6 +751,62 @@ int qcow2_subcluster_state(uint64_t bitmap, unsigned sc)
 	if (alloc)
 		return QCOW2_CLUSTER_NORMAL;
 	return zero ? QCOW2_CLUSTER_ZERO_PLAIN : QCOW2_CLUSTER_UNALLOCATED;
+}
+
+/* ---- references and refcounts ------------------------------------------- */
+
+enum qcow2_verdict qcow2_refcount_verdict(uint64_t stored, uint64_t refs,
+					  unsigned kinds, uint32_t order)
+{
+	unsigned uses = kinds & ~QCOW2_REF_SOLE;
+
+	/* Metadata is referenced once, by its own kind alone; a cluster is
+	 * an L2 table, data or compressed data, never two of them. */
+	if ((kinds & QCOW2_REF_SOLE) && refs > 1)
+		return QCOW2_RC_OVERLAP;
+	if (uses & (uses - 1))
+		return QCOW2_RC_OVERLAP;
+	if (refs > qcow2_refcount_max(order))
+		return QCOW2_RC_OVERFLOW;
+	if (stored == refs)
+		return QCOW2_RC_OK;
+	if (stored > refs)
+		return QCOW2_RC_LEAK;
+	/* Compressed clusters share host clusters by design; anything else
+	 * with several references had them counted (snapshots). */
+	if (refs > 1 && kinds != QCOW2_REF_COMPRESSED)
+		return QCOW2_RC_SHARED;
+	return QCOW2_RC_LOW;
+}
+
+const char *qcow2_ref_kinds_name(unsigned kinds, char *buf, size_t len)
+{
+	static const char *const names[] = {
+		"header", "L1 table", "refcount table", "refcount block",
+		"snapshot table", "L2 table", "data cluster",
+		"compressed data",
+	};
+	size_t n = 0, i, left = 0, k;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (kinds & (1u << i))
+			left++;
+	if (len)
+		buf[0] = '\0';
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (!(kinds & (1u << i)))
+			continue;
+		left--;
+		k = (size_t)snprintf(buf + n, n < len ? len - n : 0, "%s%s",
+				     names[i], !left ? "" : left == 1 ?
+				     " and " : ", ");
+		n += k;
+		if (n >= len)
+			break;
+	}
+	if (!kinds)
+		snprintf(buf, len, "nothing");
+	return buf;
 }
 
 /* ---- refcount blocks ---------------------------------------------------- */

@@ -362,6 +362,50 @@ void qcow2_compressed_clusters(const struct qcow2_geometry *g,
 int qcow2_subcluster_state(uint64_t bitmap, unsigned sc);
 #define QCOW2_SUBCLUSTERS	32u
 
+/* ---- references and refcounts (check, repair at open) -------------- */
+
+/*
+ * What references one host cluster, ORed over its references: the
+ * check counts every reference to every cluster and keeps their kinds.
+ */
+#define QCOW2_REF_HEADER	(1u << 0)
+#define QCOW2_REF_L1		(1u << 1)	/* active or snapshot L1 table */
+#define QCOW2_REF_REFTABLE	(1u << 2)
+#define QCOW2_REF_REFBLOCK	(1u << 3)
+#define QCOW2_REF_SNAPTABLE	(1u << 4)
+#define QCOW2_REF_L2		(1u << 5)
+#define QCOW2_REF_DATA		(1u << 6)	/* normal, preallocated zero */
+#define QCOW2_REF_COMPRESSED	(1u << 7)
+/* Kinds a cluster holds alone, once: never shared, even by snapshots. */
+#define QCOW2_REF_SOLE		(QCOW2_REF_HEADER | QCOW2_REF_L1 | \
+				 QCOW2_REF_REFTABLE | QCOW2_REF_REFBLOCK | \
+				 QCOW2_REF_SNAPTABLE)
+
+enum qcow2_verdict {
+	QCOW2_RC_OK,		/* refcount == references */
+	QCOW2_RC_LEAK,		/* refcount > references: lower it */
+	QCOW2_RC_LOW,		/* refcount < references of one owner (or of
+				 * compressed data only): raise it; what a
+				 * crash with lazy refcounts leaves */
+	QCOW2_RC_OVERLAP,	/* metadata and something else, or two kinds
+				 * of use, in one cluster */
+	QCOW2_RC_SHARED,	/* several references, refcount too low: no
+				 * crash leaves that */
+	QCOW2_RC_OVERFLOW,	/* more references than the width holds */
+};
+
+/*
+ * Judge one host cluster: its stored refcount, the references counted
+ * to it and their kinds (QCOW2_REF_*), for refcounts of 2^order bits.
+ * LEAK and LOW are what the repair at open fixes (by setting the
+ * refcount to refs); the others are corruption it refuses.
+ */
+enum qcow2_verdict qcow2_refcount_verdict(uint64_t stored, uint64_t refs,
+					  unsigned kinds, uint32_t order);
+
+/* "refcount table and data cluster": the kinds named, for messages. */
+const char *qcow2_ref_kinds_name(unsigned kinds, char *buf, size_t len);
+
 /* ---- refcount blocks -------------------------------------------------- */
 
 /* Entry i of a refcount block of 2^order-bit entries. */

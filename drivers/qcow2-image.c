@@ -106,6 +106,11 @@ static void image_free(struct qcow2_image *img)
 			free(img->refblocks[i]);
 		free(img->refblocks);
 	}
+	if (img->meta) {
+		for (i = 0; i < img->reftable_entries; i++)
+			free(img->meta[i]);
+		free(img->meta);
+	}
 	free(img->reftable);
 	free(img->l1);
 	free(img->hdr_buf);
@@ -269,47 +274,60 @@ static void image_set_refcount(struct qcow2_image *img, uint64_t c,
 			   img->g.refcount_order, v);
 }
 
-/* ---- reference counting (dirty-bit scan and check) ------------------- */
+/* ---- reference counting (check, and repair at open) ------------------ */
 
+/*
+ * Every reference to every host cluster, counted from the header and the
+ * tables, with the kinds of use (QCOW2_REF_*).  qcow2_image_check()
+ * reports what it finds; a read-write open of a dirty image repairs
+ * from it (image_repair): both judge the image with refs_judge(), so
+ * what the check says an open would repair is what the open repairs.
+ */
 struct refs {
 	struct qcow2_image	*img;
 	uint32_t		*count;		/* per host cluster */
+	uint8_t			*kind;		/* per host cluster */
 	uint64_t		 n;		/* clusters counted */
 	qcow2_check_fn		*fn;
 	void			*arg;
 	struct qcow2_check_result *res;
 	uint64_t		 data_clusters;
+	char			 first[384];	/* first unrepairable problem */
 };
 
 static void refs_report(struct refs *rf, enum qcow2_severity sev,
-			const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+			bool repairable, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
+/*
+ * One problem: counted by severity; an error the repair at open does not
+ * fix is counted in unrepairable too, the first one kept for the refusal.
+ */
 static void refs_report(struct refs *rf, enum qcow2_severity sev,
-			const char *fmt, ...)
+			bool repairable, const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;
 
-	if (rf->res) {
-		if (sev == QCOW2_SEV_ERROR)
-			rf->res->errors++;
-		else if (sev == QCOW2_SEV_LEAK)
-			rf->res->leaks++;
-		else
-			rf->res->warnings++;
-	}
-	if (!rf->fn)
-		return;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	rf->fn(rf->arg, sev, msg);
+	if (sev == QCOW2_SEV_ERROR)
+		rf->res->errors++;
+	else if (sev == QCOW2_SEV_LEAK)
+		rf->res->leaks++;
+	else
+		rf->res->warnings++;
+	if (sev == QCOW2_SEV_ERROR && !repairable &&
+	    !rf->res->unrepairable++)
+		snprintf(rf->first, sizeof(rf->first), "%s", msg);
+	if (rf->fn)
+		rf->fn(rf->arg, sev, msg);
 }
 
-/* Count one reference to bytes [off, off + len) of the file. */
+/* Count one reference of a kind to bytes [off, off + len) of the file. */
 static void refs_add(struct refs *rf, uint64_t off, uint64_t len,
-		     const char *what)
+		     unsigned kind, const char *what)
 {
 	uint64_t c, first, last;
 
@@ -319,13 +337,14 @@ static void refs_add(struct refs *rf, uint64_t off, uint64_t len,
 	last = (off + len - 1) >> rf->img->g.cluster_bits;
 	for (c = first; c <= last; c++) {
 		if (c >= rf->n) {
-			refs_report(rf, QCOW2_SEV_ERROR, "%s at %" PRIu64
+			refs_report(rf, QCOW2_SEV_ERROR, false, "%s at %" PRIu64
 				    " lies past the end of the file", what,
 				    off);
 			return;
 		}
 		if (rf->count[c] < UINT32_MAX)
 			rf->count[c]++;
+		rf->kind[c] |= (uint8_t)kind;
 	}
 }
 
@@ -344,13 +363,13 @@ static int refs_walk_l1(struct refs *rf, const uint64_t *l1, uint64_t n,
 	for (i = 0; i < n; i++) {
 		r = qcow2_report_err(why, sizeof(why));
 		if (qcow2_l1_decode(g, l1[i], &l2off, &r)) {
-			refs_report(rf, QCOW2_SEV_ERROR, "L1 entry %" PRIu64
-				    ": %s", i, why);
+			refs_report(rf, QCOW2_SEV_ERROR, false, "L1 entry %"
+				    PRIu64 ": %s", i, why);
 			continue;
 		}
 		if (!l2off)
 			continue;
-		refs_add(rf, l2off, g->cluster_size, "L2 table");
+		refs_add(rf, l2off, g->cluster_size, QCOW2_REF_L2, "L2 table");
 		if (l2off + g->cluster_size > img->file_size)
 			continue;
 		ret = td_pread_full(img->fd, l2buf, g->cluster_size, l2off);
@@ -362,21 +381,22 @@ static int refs_walk_l1(struct refs *rf, const uint64_t *l1, uint64_t n,
 
 			r = qcow2_report_err(why, sizeof(why));
 			if (qcow2_l2_decode(g, img->h.version, e, &m, &r)) {
-				refs_report(rf, QCOW2_SEV_ERROR, "L2 table at %"
-					    PRIu64 " entry %" PRIu64 ": %s",
-					    l2off, j, why);
+				refs_report(rf, QCOW2_SEV_ERROR, false, "L2 "
+					    "table at %" PRIu64 " entry %"
+					    PRIu64 ": %s", l2off, j, why);
 				continue;
 			}
 			switch (m.type) {
 			case QCOW2_CLUSTER_NORMAL:
 			case QCOW2_CLUSTER_ZERO_ALLOC:
 				refs_add(rf, m.host_offset, g->cluster_size,
-					 "data cluster");
+					 QCOW2_REF_DATA, "data cluster");
 				if (active)
 					rf->data_clusters++;
 				break;
 			case QCOW2_CLUSTER_COMPRESSED:
 				refs_add(rf, m.host_offset, m.csize,
+					 QCOW2_REF_COMPRESSED,
 					 "compressed data");
 				if (active)
 					rf->data_clusters++;
@@ -404,8 +424,9 @@ static int refs_walk_snapshots(struct refs *rf, uint8_t *l2buf)
 
 		ret = td_pread_full(img->fd, e, sizeof(e), off);
 		if (ret) {
-			refs_report(rf, QCOW2_SEV_ERROR, "snapshot %u: table "
-				    "entry at %" PRIu64 " unreadable", i, off);
+			refs_report(rf, QCOW2_SEV_ERROR, false, "snapshot %u: "
+				    "table entry at %" PRIu64 " unreadable",
+				    i, off);
 			break;
 		}
 		l1off = qcow2_get_be64(e);
@@ -417,12 +438,13 @@ static int refs_walk_snapshots(struct refs *rf, uint8_t *l2buf)
 		if (l1n * 8 > QCOW2_MAX_L1_BYTES ||
 		    (l1off & (img->g.cluster_size - 1)) ||
 		    l1off + l1n * 8 > img->file_size) {
-			refs_report(rf, QCOW2_SEV_ERROR, "snapshot %u: L1 "
-				    "table at %" PRIu64 " (%" PRIu64
+			refs_report(rf, QCOW2_SEV_ERROR, false, "snapshot %u: "
+				    "L1 table at %" PRIu64 " (%" PRIu64
 				    " entries) is invalid", i, l1off, l1n);
 			continue;
 		}
-		refs_add(rf, l1off, l1n * 8, "snapshot L1 table");
+		refs_add(rf, l1off, l1n * 8, QCOW2_REF_L1,
+			 "snapshot L1 table");
 		l1 = calloc(l1n ? l1n : 1, 8);
 		if (!l1)
 			return -ENOMEM;
@@ -435,13 +457,14 @@ static int refs_walk_snapshots(struct refs *rf, uint8_t *l2buf)
 		if (ret)
 			return ret;
 	}
-	refs_add(rf, start, off - start, "snapshot table");
+	refs_add(rf, start, off - start, QCOW2_REF_SNAPTABLE,
+		 "snapshot table");
 	return 0;
 }
 
 /*
- * Count every reference of the image into rf->count (rf->n clusters:
- * the file and what is counted past it).  Needs img->refblocks.
+ * Count every reference of the image into rf->count and rf->kind (rf->n
+ * clusters: the file and what is counted past it).  Needs img->refblocks.
  */
 static int refs_count(struct refs *rf)
 {
@@ -450,16 +473,16 @@ static int refs_count(struct refs *rf)
 	uint8_t *l2buf;
 	int ret;
 
-	refs_add(rf, 0, img->g.cluster_size, "header");
+	refs_add(rf, 0, img->g.cluster_size, QCOW2_REF_HEADER, "header");
 	refs_add(rf, img->h.l1_table_offset, (uint64_t)img->h.l1_size * 8,
-		 "L1 table");
+		 QCOW2_REF_L1, "L1 table");
 	refs_add(rf, img->h.refcount_table_offset,
 		 (uint64_t)img->h.refcount_table_clusters << img->g.cluster_bits,
-		 "refcount table");
+		 QCOW2_REF_REFTABLE, "refcount table");
 	for (i = 0; i < img->reftable_entries; i++)
 		if (img->reftable[i])
 			refs_add(rf, img->reftable[i], img->g.cluster_size,
-				 "refcount block");
+				 QCOW2_REF_REFBLOCK, "refcount block");
 	l2buf = aligned_zalloc(img->g.cluster_size);
 	if (!l2buf)
 		return -ENOMEM;
@@ -472,46 +495,195 @@ static int refs_count(struct refs *rf)
 
 static uint64_t image_end_cluster(const struct qcow2_image *img);
 
-static int refs_init(struct refs *rf, struct qcow2_image *img)
+static int refs_init(struct refs *rf, struct qcow2_image *img,
+		     struct qcow2_check_result *res)
 {
 	memset(rf, 0, sizeof(*rf));
+	memset(res, 0, sizeof(*res));
 	rf->img = img;
+	rf->res = res;
+	res->dirty = img->h.incompatible_features & QCOW2_INCOMPAT_DIRTY;
 	/* The file, and any cluster counted past its end. */
 	rf->n = image_end_cluster(img);
 	rf->count = calloc(rf->n ? rf->n : 1, sizeof(uint32_t));
-	return rf->count ? 0 : -ENOMEM;
+	rf->kind = calloc(rf->n ? rf->n : 1, 1);
+	return rf->count && rf->kind ? 0 : -ENOMEM;
 }
 
-/* After a crash (dirty bit): refuse an image with undercounted clusters. */
-static int image_dirty_scan(struct qcow2_image *img, char *err,
-			    size_t errlen)
+static void refs_fini(struct refs *rf)
 {
-	struct refs rf;
-	uint64_t c, bad = 0, first = 0;
-	int ret = refs_init(&rf, img);
+	free(rf->count);
+	free(rf->kind);
+}
+
+/* References to cluster c: its refcount once repaired. */
+static uint64_t refs_after(const struct refs *rf, uint64_t c)
+{
+	return c < rf->n ? rf->count[c] : 0;
+}
+
+/* Does a refcount block hold cluster c's refcount? */
+static bool image_has_refblock(const struct qcow2_image *img, uint64_t c)
+{
+	uint64_t i = c >> img->g.rb_bits;
+
+	return i < img->reftable_entries && img->refblocks[i];
+}
+
+/*
+ * The copied flag of one L1 or L2 entry against the refcount.  A flag
+ * that disagrees only with the stored refcount is right once the
+ * refcount is repaired; one that disagrees with the references is not.
+ */
+static void refs_judge_copied(struct refs *rf, bool copied, uint64_t c,
+			      const char *what, uint64_t index)
+{
+	uint64_t stored = qcow2_image_refcount(rf->img, c);
+	uint64_t after = refs_after(rf, c);
+
+	if ((after == 1) != copied)
+		refs_report(rf, QCOW2_SEV_ERROR, false, "%s %" PRIu64
+			    ": copied flag %s but %" PRIu64 " references "
+			    "(refcount %" PRIu64 ")", what, index,
+			    copied ? "set" : "clear", after, stored);
+	else if ((stored == 1) != copied)
+		refs_report(rf, QCOW2_SEV_ERROR, true, "%s %" PRIu64
+			    ": copied flag %s but refcount %" PRIu64, what,
+			    index, copied ? "set" : "clear", stored);
+}
+
+/* Copied flags of the active tables. */
+static int refs_judge_copied_all(struct refs *rf)
+{
+	struct qcow2_image *img = rf->img;
+	const struct qcow2_geometry *g = &img->g;
+	uint64_t i, j, l2off, entries = 1ull << g->l2_bits;
+	struct qcow2_mapping m;
+	uint8_t *l2 = aligned_zalloc(g->cluster_size);
+
+	if (!l2)
+		return -ENOMEM;
+	for (i = 0; i < img->h.l1_size; i++) {
+		if (qcow2_l1_decode(g, img->l1[i], &l2off, NULL) || !l2off)
+			continue;
+		refs_judge_copied(rf, img->l1[i] & QCOW2_OFLAG_COPIED,
+				  l2off >> g->cluster_bits, "L1 entry", i);
+		if (l2off + g->cluster_size > img->file_size ||
+		    td_pread_full(img->fd, l2, g->cluster_size, l2off))
+			continue;
+		for (j = 0; j < entries; j++) {
+			uint64_t e = qcow2_get_be64(l2 + j * g->l2_entry_size);
+
+			if (qcow2_l2_decode(g, img->h.version, e, &m, NULL))
+				continue;
+			if (m.type != QCOW2_CLUSTER_NORMAL &&
+			    m.type != QCOW2_CLUSTER_ZERO_ALLOC)
+				continue;
+			refs_judge_copied(rf, m.copied, m.host_offset >>
+					  g->cluster_bits, "guest cluster",
+					  (i << g->l2_bits) + j);
+		}
+	}
+	free(l2);
+	return 0;
+}
+
+/*
+ * Judge every cluster's refcount against its references, and the copied
+ * flags; count in rf->res what the repair would lower and raise.
+ */
+static int refs_judge(struct refs *rf)
+{
+	struct qcow2_image *img = rf->img;
+	uint32_t order = img->g.refcount_order;
+	struct qcow2_check_result *res = rf->res;
+	uint64_t c, stored, off;
+	enum qcow2_verdict v;
+	char kinds[96];
+
+	for (c = 0; c < rf->n; c++) {
+		stored = qcow2_image_refcount(img, c);
+		v = qcow2_refcount_verdict(stored, rf->count[c], rf->kind[c],
+					   order);
+		if (v == QCOW2_RC_OK)
+			continue;
+		off = c << img->g.cluster_bits;
+		qcow2_ref_kinds_name(rf->kind[c], kinds, sizeof(kinds));
+		switch (v) {
+		case QCOW2_RC_OK:
+			break;
+		case QCOW2_RC_LEAK:
+			refs_report(rf, QCOW2_SEV_LEAK, true, "cluster %"
+				    PRIu64 " (offset %" PRIu64 "): refcount %"
+				    PRIu64 " but %u references (leaked)", c,
+				    off, stored, rf->count[c]);
+			res->repair_lower++;
+			break;
+		case QCOW2_RC_LOW:
+			if (!image_has_refblock(img, c)) {
+				refs_report(rf, QCOW2_SEV_ERROR, false,
+					    "cluster %" PRIu64 " (offset %"
+					    PRIu64 "): %s in use but no "
+					    "refcount block counts it", c, off,
+					    kinds);
+				break;
+			}
+			refs_report(rf, QCOW2_SEV_ERROR, true, "cluster %"
+				    PRIu64 " (offset %" PRIu64 "): refcount %"
+				    PRIu64 " but %u references", c, off,
+				    stored, rf->count[c]);
+			res->repair_raise++;
+			break;
+		case QCOW2_RC_OVERLAP:
+			refs_report(rf, QCOW2_SEV_ERROR, false, "cluster %"
+				    PRIu64 " (offset %" PRIu64 "): used as %s "
+				    "at once (%u references, refcount %"
+				    PRIu64 ")", c, off, kinds, rf->count[c],
+				    stored);
+			break;
+		case QCOW2_RC_SHARED:
+			refs_report(rf, QCOW2_SEV_ERROR, false, "cluster %"
+				    PRIu64 " (offset %" PRIu64 "): refcount %"
+				    PRIu64 " but %u references (one %s "
+				    "referenced %u times)", c, off, stored,
+				    rf->count[c], kinds, rf->count[c]);
+			break;
+		case QCOW2_RC_OVERFLOW:
+			refs_report(rf, QCOW2_SEV_ERROR, false, "cluster %"
+				    PRIu64 " (offset %" PRIu64 "): %u "
+				    "references do not fit in %u-bit "
+				    "refcounts", c, off, rf->count[c],
+				    1u << order);
+			break;
+		}
+	}
+	return refs_judge_copied_all(rf);
+}
+
+/* Count and judge the image (refcount blocks loaded); rf is set up. */
+static int refs_run(struct refs *rf, struct qcow2_image *img,
+		    struct qcow2_check_result *res, qcow2_check_fn *fn,
+		    void *arg)
+{
+	int ret = refs_init(rf, img, res);
 
 	if (ret)
 		return ret;
-	ret = refs_count(&rf);
-	if (ret) {
-		free(rf.count);
-		return td_errf(err, errlen, ret, "%s: scanning the tables: %s",
-			    img->path, strerror(-ret));
-	}
-	for (c = 0; c < rf.n; c++) {
-		if (qcow2_image_refcount(img, c) < rf.count[c]) {
-			if (!bad++)
-				first = c;
-		}
-	}
-	free(rf.count);
-	if (bad)
-		return td_errf(err, errlen, -EUCLEAN, "qcow2: %s: dirty image "
-			    "with %" PRIu64 " clusters in use but not counted "
-			    "(first: cluster %" PRIu64 "); repair it with "
-			    "'qemu-img check -r all'", img->path, bad, first);
-	return 0;
+	rf->fn = fn;
+	rf->arg = arg;
+	if (res->dirty)
+		refs_report(rf, QCOW2_SEV_WARNING, true, "the dirty bit is "
+			    "set: the image was not closed cleanly");
+	if (img->ext.has_bitmaps)
+		refs_report(rf, QCOW2_SEV_WARNING, true, "persistent bitmaps "
+			    "are not checked: their clusters count as leaks");
+	ret = refs_count(rf);
+	if (!ret)
+		ret = refs_judge(rf);
+	res->allocated_clusters = rf->data_clusters;
+	return ret;
 }
+
 
 /* ---- preparing for writes ---------------------------------------------- */
 
@@ -687,6 +859,236 @@ static int image_write_features(struct qcow2_image *img, char *err,
 	return image_sync(img, err, errlen);
 }
 
+/*
+ * A dirty image (a crash while open read-write): count every reference
+ * and refuse the image if anything but refcounts is wrong; else set each
+ * refcount to its references in place: leaks lowered, clusters in use
+ * that a lazy-refcounts writer had not counted yet raised.  Each write
+ * moves refcounts to their true values and the dirty bit stays set until
+ * a clean close, so a crash during the repair leaves an image the next
+ * open repairs again.
+ */
+static int image_repair(struct qcow2_image *img, char *err, size_t errlen)
+{
+	struct qcow2_check_result res;
+	uint64_t c, i, per = 1ull << img->g.rb_bits, want;
+	bool *touched = NULL;
+	struct refs rf;
+	int ret;
+
+	ret = refs_run(&rf, img, &res, NULL, NULL);
+	if (ret) {
+		refs_fini(&rf);
+		return td_errf(err, errlen, ret, "%s: scanning the tables: %s",
+			    img->path, strerror(-ret));
+	}
+	if (res.unrepairable) {
+		td_errf(err, errlen, -EUCLEAN, "qcow2: %s: dirty image with "
+		     "damage a repair of refcounts does not fix: %s%s; "
+		     "repair it with 'qemu-img check -r all'", img->path,
+		     rf.first, res.unrepairable > 1 ? " (and more)" : "");
+		refs_fini(&rf);
+		return -EUCLEAN;
+	}
+	if (!res.repair_lower && !res.repair_raise) {
+		refs_fini(&rf);
+		snprintf(img->warning, sizeof(img->warning), "qcow2: %s: the "
+			 "dirty bit was set (not closed cleanly); refcounts "
+			 "checked: nothing to repair", img->path);
+		return 0;
+	}
+	/* Bitmap clusters count as leaks: their bit goes first, so that
+	 * no reader ever follows bitmaps into freed clusters. */
+	if (img->h.autoclear_features && res.repair_lower) {
+		img->h.autoclear_features = 0;
+		ret = image_write_features(img, err, errlen);
+		if (ret)
+			goto out;
+	}
+	touched = calloc(img->reftable_entries ? img->reftable_entries : 1,
+			 sizeof(bool));
+	if (!touched) {
+		ret = td_errf(err, errlen, -ENOMEM, "%s: out of memory",
+			   img->path);
+		goto out;
+	}
+	for (c = 0; c < rf.n; c++) {
+		want = rf.count[c];
+		if (qcow2_image_refcount(img, c) == want)
+			continue;
+		image_set_refcount(img, c, want);
+		touched[c / per] = true;
+	}
+	for (i = 0; i < img->reftable_entries; i++) {
+		if (!touched[i])
+			continue;
+		ret = td_pwrite_full(img->fd, img->refblocks[i],
+				     img->g.cluster_size, img->reftable[i]);
+		if (ret) {
+			td_errf(err, errlen, ret, "%s: repairing refcount "
+			     "block %" PRIu64 ": %s", img->path, i,
+			     strerror(-ret));
+			goto out;
+		}
+	}
+	ret = image_sync(img, err, errlen);
+	if (ret)
+		goto out;
+	snprintf(img->warning, sizeof(img->warning), "qcow2: %s: the dirty "
+		 "bit was set (not closed cleanly); repaired: %u leaked "
+		 "cluster%s freed, %u cluster%s in use counted (refcount "
+		 "raised%s)", img->path, res.repair_lower,
+		 res.repair_lower == 1 ? "" : "s", res.repair_raise,
+		 res.repair_raise == 1 ? "" : "s",
+		 img->h.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS ?
+		 ": lazy refcounts" : "");
+out:
+	free(touched);
+	refs_fini(&rf);
+	return ret;
+}
+
+/* ---- metadata map ------------------------------------------------------- */
+
+int qcow2_image_meta_add(struct qcow2_image *img, uint64_t c)
+{
+	uint64_t i = c >> img->g.rb_bits;
+	uint64_t j = c & ((1ull << img->g.rb_bits) - 1);
+
+	if (i >= img->reftable_entries)
+		return -ERANGE;
+	if (!img->meta[i]) {
+		img->meta[i] = calloc(((1ull << img->g.rb_bits) + 7) / 8, 1);
+		if (!img->meta[i])
+			return -ENOMEM;
+	}
+	img->meta[i][j >> 3] |= (uint8_t)(1u << (j & 7));
+	return 0;
+}
+
+const char *qcow2_image_meta_name(const struct qcow2_image *img, uint64_t c,
+				  char *buf, size_t len)
+{
+	uint32_t bits = img->g.cluster_bits;
+	uint64_t l1 = img->h.l1_table_offset >> bits;
+	uint64_t l1n = div_up((uint64_t)img->h.l1_size * 8,
+			      img->g.cluster_size);
+	uint64_t rt = img->h.refcount_table_offset >> bits, i;
+
+	if (c == 0)
+		snprintf(buf, len, "the header");
+	else if (c >= l1 && c < l1 + l1n)
+		snprintf(buf, len, "the L1 table");
+	else if (c >= rt && c < rt + img->h.refcount_table_clusters)
+		snprintf(buf, len, "the refcount table");
+	else {
+		snprintf(buf, len, "metadata");
+		for (i = 0; i < img->reftable_entries; i++) {
+			if (img->reftable[i] && img->reftable[i] >> bits == c) {
+				snprintf(buf, len, "refcount block %" PRIu64,
+					 i);
+				return buf;
+			}
+		}
+		for (i = 0; i < img->h.l1_size; i++) {
+			if ((img->l1[i] & QCOW2_OFFSET_MASK) >> bits == c &&
+			    (img->l1[i] & QCOW2_OFFSET_MASK)) {
+				snprintf(buf, len, "the L2 table of L1 entry %"
+					 PRIu64, i);
+				return buf;
+			}
+		}
+	}
+	return buf;
+}
+
+/* Mark [off, off + bytes) as metadata; name says what, in a refusal. */
+static int meta_add_range(struct qcow2_image *img, uint64_t off,
+			  uint64_t bytes, const char *name, char *err,
+			  size_t errlen)
+{
+	uint64_t c, first = off >> img->g.cluster_bits;
+	uint64_t last = bytes ? (off + bytes - 1) >> img->g.cluster_bits : 0;
+	char other[96];
+	int ret;
+
+	if (!bytes)
+		return 0;
+	for (c = first; c <= last; c++) {
+		if (qcow2_image_is_meta(img, c))
+			return td_errf(err, errlen, -EINVAL, "qcow2: %s: %s at "
+				    "%" PRIu64 " overlaps %s", img->path,
+				    name, off, qcow2_image_meta_name(img, c,
+				    other, sizeof(other)));
+		ret = qcow2_image_meta_add(img, c);
+		if (ret == -ERANGE)
+			return td_errf(err, errlen, -EINVAL, "qcow2: %s: %s at "
+				    "%" PRIu64 " lies past what the refcount "
+				    "table covers", img->path, name, off);
+		if (ret)
+			return td_errf(err, errlen, ret, "%s: out of memory",
+				    img->path);
+	}
+	return 0;
+}
+
+/*
+ * The metadata map of a read-write image, from the header, the L1 table
+ * and the refcount table: the cheap placement check of every table too
+ * (a table sharing a cluster with another is refused, naming both).
+ */
+static int image_build_meta(struct qcow2_image *img, char *err,
+			    size_t errlen)
+{
+	uint64_t i, l2;
+	char name[64];
+	int ret;
+
+	img->meta = calloc(img->reftable_entries ? img->reftable_entries : 1,
+			   sizeof(uint8_t *));
+	if (!img->meta)
+		return td_errf(err, errlen, -ENOMEM, "%s: out of memory",
+			    img->path);
+	ret = meta_add_range(img, 0, img->g.cluster_size, "the header", err,
+			     errlen);
+	if (!ret)
+		ret = meta_add_range(img, img->h.l1_table_offset,
+				     (uint64_t)img->h.l1_size * 8,
+				     "the L1 table", err, errlen);
+	if (!ret)
+		ret = meta_add_range(img, img->h.refcount_table_offset,
+				     (uint64_t)img->h.refcount_table_clusters <<
+				     img->g.cluster_bits, "the refcount table",
+				     err, errlen);
+	for (i = 0; !ret && i < img->reftable_entries; i++) {
+		if (!img->reftable[i])
+			continue;
+		snprintf(name, sizeof(name), "refcount block %" PRIu64, i);
+		ret = meta_add_range(img, img->reftable[i],
+				     img->g.cluster_size, name, err, errlen);
+	}
+	for (i = 0; !ret && i < img->h.l1_size; i++) {
+		l2 = img->l1[i] & QCOW2_OFFSET_MASK;
+		if (!l2)
+			continue;
+		snprintf(name, sizeof(name), "the L2 table of L1 entry %"
+			 PRIu64, i);
+		ret = meta_add_range(img, l2, img->g.cluster_size, name, err,
+				     errlen);
+	}
+	return ret;
+}
+
+int qcow2_image_mark_corrupt(struct qcow2_image *img, char *err,
+			     size_t errlen)
+{
+	if (img->h.version < 3)
+		return td_errf(err, errlen, -ENOTSUP, "qcow2: %s: a version 2 "
+			    "image has no corrupt bit", img->path);
+	img->h.incompatible_features |= QCOW2_INCOMPAT_CORRUPT;
+	return image_write_features(img, err, errlen);
+}
+
 static int image_prepare_write(struct qcow2_image *img, char *err,
 			       size_t errlen)
 {
@@ -705,12 +1107,9 @@ static int image_prepare_write(struct qcow2_image *img, char *err,
 		return ret;
 	if ((img->h.incompatible_features & QCOW2_INCOMPAT_DIRTY) &&
 	    !(img->flags & QCOW2_IMAGE_NOSCAN)) {
-		ret = image_dirty_scan(img, err, errlen);
+		ret = image_repair(img, err, errlen);
 		if (ret)
 			return ret;
-		snprintf(img->warning, sizeof(img->warning), "qcow2: %s: "
-			 "the dirty bit was set (not closed cleanly); "
-			 "refcounts checked, leaks may remain", img->path);
 	}
 	/* Room for the file, the whole disk and its L2 tables, twice the
 	 * refcount blocks that needs, and some slack. */
@@ -723,6 +1122,9 @@ static int image_prepare_write(struct qcow2_image *img, char *err,
 		if (ret)
 			return ret;
 	}
+	ret = image_build_meta(img, err, errlen);
+	if (ret)
+		return ret;
 	if (img->h.version < 3)
 		return 0;
 	img->h.incompatible_features |= QCOW2_INCOMPAT_DIRTY;
@@ -1676,59 +2078,12 @@ int qcow2_chain_read(struct qcow2_chain *c, uint64_t sec, uint32_t secs,
 
 /* ---- consistency check ------------------------------------------------- */
 
-/* Copied flags of the active tables against the stored refcounts. */
-static int check_copied(struct refs *rf)
-{
-	struct qcow2_image *img = rf->img;
-	const struct qcow2_geometry *g = &img->g;
-	uint64_t i, j, l2off, entries = 1ull << g->l2_bits, rc;
-	struct qcow2_mapping m;
-	uint8_t *l2 = aligned_zalloc(g->cluster_size);
-
-	if (!l2)
-		return -ENOMEM;
-	for (i = 0; i < img->h.l1_size; i++) {
-		if (qcow2_l1_decode(g, img->l1[i], &l2off, NULL) || !l2off)
-			continue;
-		rc = qcow2_image_refcount(img, l2off >> g->cluster_bits);
-		if ((rc == 1) != !!(img->l1[i] & QCOW2_OFLAG_COPIED))
-			refs_report(rf, QCOW2_SEV_ERROR, "L1 entry %" PRIu64
-				    ": copied flag %s but the L2 table's "
-				    "refcount is %" PRIu64, i,
-				    img->l1[i] & QCOW2_OFLAG_COPIED ? "set" :
-				    "clear", rc);
-		if (l2off + g->cluster_size > img->file_size ||
-		    td_pread_full(img->fd, l2, g->cluster_size, l2off))
-			continue;
-		for (j = 0; j < entries; j++) {
-			uint64_t e = qcow2_get_be64(l2 + j * g->l2_entry_size);
-
-			if (qcow2_l2_decode(g, img->h.version, e, &m, NULL))
-				continue;
-			if (m.type != QCOW2_CLUSTER_NORMAL &&
-			    m.type != QCOW2_CLUSTER_ZERO_ALLOC)
-				continue;
-			rc = qcow2_image_refcount(img, m.host_offset >>
-						  g->cluster_bits);
-			if ((rc == 1) != m.copied)
-				refs_report(rf, QCOW2_SEV_ERROR, "guest cluster "
-					    "%" PRIu64 ": copied flag %s but "
-					    "refcount %" PRIu64, (i <<
-					    g->l2_bits) + j, m.copied ? "set" :
-					    "clear", rc);
-		}
-	}
-	free(l2);
-	return 0;
-}
-
 int qcow2_image_check(const char *path, qcow2_check_fn *fn, void *arg,
 		      struct qcow2_check_result *res, char *err,
 		      size_t errlen)
 {
 	struct qcow2_image *img;
 	struct refs rf;
-	uint64_t c, stored;
 	int ret;
 
 	memset(res, 0, sizeof(*res));
@@ -1740,45 +2095,10 @@ int qcow2_image_check(const char *path, qcow2_check_fn *fn, void *arg,
 		qcow2_image_close(img, false);
 		return ret;
 	}
-	ret = refs_init(&rf, img);
-	if (ret) {
-		qcow2_image_close(img, false);
-		return td_errf(err, errlen, ret, "out of memory");
-	}
-	rf.fn = fn;
-	rf.arg = arg;
-	rf.res = res;
-	if (img->h.incompatible_features & QCOW2_INCOMPAT_DIRTY)
-		refs_report(&rf, QCOW2_SEV_WARNING, "the dirty bit is set: "
-			    "the image was not closed cleanly");
-	if (img->ext.has_bitmaps)
-		refs_report(&rf, QCOW2_SEV_WARNING, "persistent bitmaps are "
-			    "not checked: their clusters count as leaks");
-	ret = refs_count(&rf);
-	if (!ret)
-		ret = check_copied(&rf);
-	if (ret) {
-		free(rf.count);
-		qcow2_image_close(img, false);
-		return td_errf(err, errlen, ret, "%s: %s", path, strerror(-ret));
-	}
-	for (c = 0; c < rf.n; c++) {
-		stored = qcow2_image_refcount(img, c);
-		if (stored < rf.count[c])
-			refs_report(&rf, QCOW2_SEV_ERROR, "cluster %" PRIu64
-				    " (offset %" PRIu64 "): refcount %" PRIu64
-				    " but %u references", c,
-				    c << img->g.cluster_bits, stored,
-				    rf.count[c]);
-		else if (stored > rf.count[c])
-			refs_report(&rf, QCOW2_SEV_LEAK, "cluster %" PRIu64
-				    " (offset %" PRIu64 "): refcount %" PRIu64
-				    " but %u references (leaked)", c,
-				    c << img->g.cluster_bits, stored,
-				    rf.count[c]);
-	}
-	res->allocated_clusters = rf.data_clusters;
-	free(rf.count);
+	ret = refs_run(&rf, img, res, fn, arg);
+	refs_fini(&rf);
 	qcow2_image_close(img, false);
+	if (ret)
+		return td_errf(err, errlen, ret, "%s: %s", path, strerror(-ret));
 	return 0;
 }

@@ -17,15 +17,25 @@
  *   1. features the driver cannot write are refused (-ENOTSUP/-EROFS,
  *      naming the feature);
  *   2. every refcount block is loaded; if the dirty bit is set (a crash
- *      while open read-write), every reference is counted from the L1
- *      and L2 tables and the image is refused if a cluster in use has a
- *      refcount lower than its references (leaks are accepted);
+ *      while open read-write), the image is repaired: every reference is
+ *      counted from the header, the L1 and L2 tables and the refcount
+ *      structure (the check's own counting, qcow2_image_check) and every
+ *      refcount set to its references in place (leaks lowered, clusters
+ *      in use that lazy refcounts had not counted yet raised), written
+ *      and synced while the dirty bit stays set; an image with any other
+ *      damage (overlapping uses of a cluster, a cluster referenced twice
+ *      without the refcount for it, entries past the end of the file, a
+ *      copied flag the references contradict) is refused with -EUCLEAN;
+ *      what was repaired is in img->warning;
  *   3. if the refcount table cannot cover the file grown by the whole
  *      virtual size and its metadata, a larger table is written past the
  *      end of the file, then the header is pointed at it, then the old
  *      table's clusters are freed (a crash leaks at most the new or the
  *      old table);
- *   4. unknown autoclear bits and the bitmaps bit are cleared (bitmaps
+ *   4. the map of metadata clusters is made (header, L1 table, refcount
+ *      table and blocks, L2 tables), refusing an image where two of them
+ *      share a cluster;
+ *   5. unknown autoclear bits and the bitmaps bit are cleared (bitmaps
  *      are not kept up to date) and, in version 3, the dirty bit is set.
  * The driver writes the refcount blocks it changed back itself; then
  * qcow2_image_close() syncs the file and, when the session was clean,
@@ -42,7 +52,7 @@
 
 /* Open flags. */
 #define QCOW2_IMAGE_RDWR	(1u << 0)
-/* Skip the dirty-bit consistency scan (the check does its own). */
+/* Skip the repair of a dirty image (the check does its own counting). */
 #define QCOW2_IMAGE_NOSCAN	(1u << 1)
 
 /* Longest backing chain followed (a longer one is taken for a loop). */
@@ -66,6 +76,9 @@ struct qcow2_image {
 	uint64_t		 reftable_entries;
 	uint8_t			**refblocks;	/* disk format, aligned;
 						 * NULL where entry is 0 */
+	uint8_t			**meta;		/* metadata bitmap per
+						 * refcount block's range;
+						 * NULL: none there */
 	/* A problem found at open that did not stop it ("" if none). */
 	char			 warning[512];
 };
@@ -99,6 +112,48 @@ static inline uint64_t qcow2_image_ref_coverage(const struct qcow2_image *img)
 {
 	return img->reftable_entries << img->g.rb_bits;
 }
+
+/* ---- metadata map (read-write images) ------------------------------- */
+
+/*
+ * Host clusters holding the image's own metadata: the header, the L1
+ * table, the refcount table and blocks, the L2 tables.  Made at a
+ * read-write open; the driver adds the L2 tables and refcount blocks it
+ * makes.  A write of data into one of them is corruption (a table entry
+ * pointing where it must not): the driver refuses it.
+ */
+static inline bool qcow2_image_is_meta(const struct qcow2_image *img,
+				       uint64_t c)
+{
+	uint64_t i = c >> img->g.rb_bits;
+	uint64_t j = c & ((1ull << img->g.rb_bits) - 1);
+
+	return img->meta && i < img->reftable_entries && img->meta[i] &&
+	       (img->meta[i][j >> 3] >> (j & 7) & 1);
+}
+
+/*
+ * Host cluster c now holds metadata (a new L2 table or refcount block):
+ * 0, -ENOMEM, or -ERANGE past what the refcount table covers.
+ */
+int qcow2_image_meta_add(struct qcow2_image *img, uint64_t c);
+
+/*
+ * Which metadata host cluster c holds, for a message ("the refcount
+ * table", "the L2 table of L1 entry 3"); looks through the tables, so
+ * only for errors.
+ */
+const char *qcow2_image_meta_name(const struct qcow2_image *img, uint64_t c,
+				  char *buf, size_t len);
+
+/*
+ * Set the corrupt bit (version 3 incompatible bit 1) in the header and
+ * sync: QEMU and tapfs then open the image read-only until 'qemu-img
+ * check -r all' repairs it.  -ENOTSUP for version 2, which has no such
+ * bit.  Blocks (a header write and an fdatasync).
+ */
+int qcow2_image_mark_corrupt(struct qcow2_image *img, char *err,
+			     size_t errlen);
 
 /* ---- backing file ------------------------------------------------------ */
 
@@ -240,14 +295,27 @@ struct qcow2_check_result {
 	unsigned	leaks;
 	unsigned	warnings;
 	uint64_t	allocated_clusters;	/* data clusters */
+	/*
+	 * What a read-write open does (the same code judges): a dirty
+	 * image is repaired, lowering repair_lower refcounts (the leaks)
+	 * and raising repair_raise (clusters in use, counted too low),
+	 * unless unrepairable errors make it refuse the image.  A clean
+	 * image is not scanned at open.
+	 */
+	bool		dirty;
+	unsigned	unrepairable;
+	unsigned	repair_lower;
+	unsigned	repair_raise;
 };
 
 /*
  * Check the image at path: header, every L1/L2 entry, the refcount table
  * and blocks; count every reference (header, tables, data, compressed
  * data, snapshot tables) and compare with the stored refcounts; check
- * the copied flags.  Returns 0 once checked (counts in *res), or -errno
- * when the file cannot be read at all (reason in err).
+ * the kinds of use of every cluster (metadata overlapping anything, data
+ * in an L2 table) and the copied flags.  Returns 0 once checked (counts
+ * in *res), or -errno when the file cannot be read at all (reason in
+ * err).
  */
 int qcow2_image_check(const char *path, qcow2_check_fn *fn, void *arg,
 		      struct qcow2_check_result *res, char *err,

@@ -1061,6 +1061,34 @@ static void check_line_qcow2(void *arg, enum qcow2_severity sev,
 	       "warning: " : sev == QCOW2_SEV_LEAK ? "leak: " : "", m);
 }
 
+/*
+ * What a read-write open (tapfs) does with the image: the check and the
+ * open judge it with the same code (qcow2_image_check).
+ */
+static void check_qcow2_open(const char *path,
+			     const struct qcow2_check_result *res)
+{
+	if (res->dirty && res->unrepairable) {
+		printf("%s: a read-write open refuses this dirty image: %u "
+		       "error%s a repair of refcounts does not fix "
+		       "('qemu-img check -r all' may)\n", path,
+		       res->unrepairable, res->unrepairable == 1 ? "" : "s");
+		return;
+	}
+	if (res->dirty && (res->repair_lower || res->repair_raise)) {
+		printf("%s: a read-write open repairs this dirty image: %u "
+		       "leaked cluster%s freed, %u cluster%s in use counted\n",
+		       path, res->repair_lower,
+		       res->repair_lower == 1 ? "" : "s", res->repair_raise,
+		       res->repair_raise == 1 ? "" : "s");
+		return;
+	}
+	if (!res->dirty && res->leaks)
+		printf("%s: the image is not dirty: a read-write open does "
+		       "not scan it, and the leaks stay ('qemu-img check -r "
+		       "leaks' reclaims them)\n", path);
+}
+
 /* Leaks (clusters counted but unused: a crash) do not fail the check. */
 static int check_qcow2(struct check_out *out)
 {
@@ -1079,14 +1107,15 @@ static int check_qcow2(struct check_out *out)
 		printf("%s: %u error%s, %u leaked cluster%s\n", out->path,
 		       res.errors, res.errors == 1 ? "" : "s", res.leaks,
 		       res.leaks == 1 ? "" : "s");
+		check_qcow2_open(out->path, &res);
 		return EXIT_FAIL;
 	}
 	printf("%s: no errors found", out->path);
 	if (res.leaks)
-		printf(" (%u leaked cluster%s: space, not data; "
-		       "'qemu-img check -r leaks' reclaims it)", res.leaks,
+		printf(" (%u leaked cluster%s: space, not data)", res.leaks,
 		       res.leaks == 1 ? "" : "s");
 	printf("\n");
+	check_qcow2_open(out->path, &res);
 	return 0;
 }
 
@@ -1662,9 +1691,14 @@ static const struct verb verbs[] = {
 "A qcow2 FILE: the header and every L1, L2 and refcount table entry;\n"
 "every reference (header, tables, data and compressed clusters,\n"
 "internal snapshots) counted and compared with the stored refcounts;\n"
-"the copied flags.  A cluster in use with a refcount lower than its\n"
-"references is an error; one counted but unused is a \"leak:\" line\n"
-"(space lost by a crash, harmless: not a failure).\n"
+"the copied flags; a cluster used as two things at once (metadata and\n"
+"data, an L2 table and data).  A cluster in use with a refcount lower\n"
+"than its references is an error; one counted but unused is a \"leak:\"\n"
+"line (space lost by a crash, harmless: not a failure).  A last line\n"
+"says what a read-write open (tapfs) does with the image: a dirty one\n"
+"(not closed cleanly) is repaired, leaks freed and refcounts raised,\n"
+"unless it has damage that fixing refcounts does not mend, which makes\n"
+"the open refuse it.\n"
 "\n"
 "FILE is locked for reading first (docs/locking.md): an image that a tapfs\n"
 "mount, QEMU or another program has open read-write is refused, naming\n"

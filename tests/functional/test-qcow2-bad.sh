@@ -6,9 +6,10 @@
 # errno, no VBD is made, the daemon's log names the file and the problem
 # (the field and its value, or the feature by name), and the daemon stays
 # up.  Features that can be read but not written (corrupt bit, extended
-# L2 entries, internal snapshots, a dirty image with undercounted
-# refcounts) are refused read-write and open read-only, reading what
-# qemu reads.  Malformed table entries met while reading fail that read
+# L2 entries, internal snapshots, a dirty image with damage that fixing
+# refcounts does not repair) are refused read-write and open read-only,
+# reading what qemu reads.  (A dirty image whose only damage is leaked or
+# undercounted refcounts is repaired at open: test-qcow2-repair.sh.)  Malformed table entries met while reading fail that read
 # with EIO, naming the entry, and nothing else.  tapfs-img check and info
 # refuse the same headers with a message and exit status 1 or 2.
 . "$(dirname "$0")/lib.sh"
@@ -27,6 +28,7 @@ cat >"$T/q2edit.py" <<'PYEOF'
 #   l1entry N VALUE     the Nth L1 entry
 #   l2entry N VALUE     the Nth entry of the first L2 table
 #   refcount N VALUE    the 16-bit refcount of cluster N (first block)
+#   l2copy N M          entry M of the first L2 table := entry N
 #   bytes OFF HEX       raw bytes
 #   feature BIT NAME    retarget the feature name table's first entry
 import sys
@@ -69,6 +71,13 @@ elif field == "l2entry":
     f.seek(be(40, 8))
     l2 = int.from_bytes(f.read(8), "big") & 0x00fffffffffffe00
     put(l2 + 8 * int(val), 8, int(sys.argv[4], 0))
+elif field == "l2copy":
+    f.seek(be(40, 8))
+    l2 = int.from_bytes(f.read(8), "big") & 0x00fffffffffffe00
+    f.seek(l2 + 8 * int(val))
+    e = f.read(8)
+    f.seek(l2 + 8 * int(sys.argv[4]))
+    f.write(e)
 elif field == "refcount":
     f.seek(be(48, 8))
     rb = int.from_bytes(f.read(8), "big")
@@ -255,11 +264,14 @@ refused snap "internal snapshots \(1\): writing is not supported" \
 	"${NOTSUP[@]}"
 readable snap
 
-# A dirty image whose refcounts undercount a cluster in use (as a lazy-
-# refcounts crash of another writer leaves): read-only only.
-mk dirty && q2edit "$I/dirty.qcow2" refcount 5 0 &&
+# A dirty image where two L2 entries share a data cluster counted once:
+# no crash leaves that, and raising the refcount would keep two guest
+# clusters on one host cluster.  Read-only only.
+mk dirty && q2edit "$I/dirty.qcow2" l2copy 0 1 &&
 	q2edit "$I/dirty.qcow2" incompat "|0x1"
-refused dirty "dirty image with 1 clusters in use but not counted" EUCLEAN
+refused dirty "dirty image with damage a repair of refcounts does not \
+fix: cluster [0-9]+ .*refcount 1 but 2 references \(one data cluster \
+referenced 2 times\)" EUCLEAN
 readable dirty
 
 # ---- malformed table entries: the read fails, nothing else -------------------
@@ -301,9 +313,14 @@ if [ -x "$TAPFS_IMG" ]; then
 	check_not "$TAPFS_IMG" check "$I/aes.qcow2"
 	check_match "tapfs-img check names the feature" "AES" \
 		"$("$TAPFS_IMG" check "$I/aes.qcow2" 2>&1)"
-	check_not "$TAPFS_IMG" check "$I/dirty.qcow2"
+	mk low && q2edit "$I/low.qcow2" refcount 5 0
+	check_not "$TAPFS_IMG" check "$I/low.qcow2"
 	check_match "tapfs-img check finds the undercounted cluster" \
 		"cluster 5 .*refcount 0 but 1 references" \
+		"$("$TAPFS_IMG" check "$I/low.qcow2" 2>&1)"
+	check_not "$TAPFS_IMG" check "$I/dirty.qcow2"
+	check_match "tapfs-img check says open refuses the dirty image" \
+		"a read-write open refuses this dirty image" \
 		"$("$TAPFS_IMG" check "$I/dirty.qcow2" 2>&1)"
 fi
 

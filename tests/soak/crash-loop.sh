@@ -36,7 +36,8 @@
 #   4. wait for the clients to fail, unmount the dead mount;
 #   5. check the image: tapfs-img check (warnings, e.g. leaked space,
 #      allowed) and, for qcow2, qemu-img check (leaks allowed, corruption
-#      not); read the first half with an outside reader (the raw file
+#      not; the leaks counted: the next mount repairs them, so they never
+#      add up); read the first half with an outside reader (the raw file
 #      itself, or qemu-img dd);
 #   6. mount again and verify the first half through the VBD against the
 #      model (crashio.py verify): every acknowledged write is there,
@@ -49,8 +50,10 @@
 # Prints one figures line per format and a total: cycles, images checked,
 # corruptions (failed image checks), lost bytes (acknowledged before the
 # last fsync, or from earlier cycles, and not read back), acknowledged but
-# unsynced bytes lost, torn bytes (in flight, neither old nor new); then
-# "N passed, N failed".
+# unsynced bytes lost, torn bytes (in flight, neither old nor new), and for
+# qcow2 the most leaked clusters a crash left and those left after the
+# final clean unmount (must be 0: each mount repairs the last crash's);
+# then "N passed, N failed".
 . "$(dirname "$0")/../functional/lib.sh"
 
 usage() {
@@ -165,8 +168,15 @@ image_check() {
 	if { [ $rc -eq 0 ] || [ $rc -eq 3 ]; } &&
 		! printf '%s\n' "$out" | grep -q '^ERROR'; then
 		leaks=$(printf '%s\n' "$out" |
-			sed -n 's/^\([0-9]*\) leaked clusters.*/, \1 leaked/p')
-		ok "$fmt cycle $c: qemu-img check (exit $rc$leaks)"
+			sed -n 's/^\([0-9]*\) leaked clusters.*/\1/p')
+		leaks=${leaks:-0}
+		ok "$fmt cycle $c: qemu-img check (exit $rc, $leaks leaked)"
+		[ "$leaks" -gt "$n_leak_max" ] && n_leak_max=$leaks
+		if [ "$c" = end ]; then
+			n_leak_end=$leaks
+			check_eq "$fmt: no leaked cluster after the clean \
+unmount (each mount repaired the crash before it)" 0 "$leaks"
+		fi
 	else
 		n_corrupt=$((n_corrupt + 1))
 		fail "$fmt cycle $c: qemu-img check" "exit $rc: $(printf \
@@ -212,7 +222,7 @@ wait_vbd() {
 # ---- the loop -------------------------------------------------------------
 
 T_CYCLES=0 T_CHECKED=0 T_CORRUPT=0 T_LOST=0 T_UNSYNCED=0 T_TORN=0
-T_ACKED=0 T_DURABLE=0 T_INFLIGHT=0 T_BAD=0
+T_ACKED=0 T_DURABLE=0 T_INFLIGHT=0 T_BAD=0 T_LEAK_END=0
 FIGS=()
 
 # run_format FMT: CYCLES crash cycles on a fresh VBD of format FMT.
@@ -223,6 +233,8 @@ run_format() {
 	local n_durable=0 n_inflight=0 n_bad=0 t0=$SECONDS broken=0
 	n_checked=0
 	n_corrupt=0
+	n_leak_max=0
+	n_leak_end=0
 	G=$M/g
 	img=$S/g/d.$fmt
 	model=$T/$fmt.model
@@ -318,9 +330,15 @@ run_format() {
 	fi
 	rm -f "$T/$fmt.outside" "$model"
 
-	FIGS+=("$(printf '%-6s %6d %7d %11d %10d %14d %5d %14d %8d  %ds' \
+	if [ "$fmt" = qcow2 ]; then
+		leakfig=$(printf '%9d %9d' $n_leak_max $n_leak_end)
+		T_LEAK_END=$((T_LEAK_END + n_leak_end))
+	else
+		leakfig=$(printf '%9s %9s' - -)
+	fi
+	FIGS+=("$(printf '%-6s %6d %7d %11d %10d %14d %5d %14d %8d %s  %ds' \
 		"$fmt" $n_cycles $n_checked $n_corrupt $n_lost $n_unsynced \
-		$n_torn $n_durable $n_inflight $((SECONDS - t0)))")
+		$n_torn $n_durable $n_inflight "$leakfig" $((SECONDS - t0)))")
 	T_CYCLES=$((T_CYCLES + n_cycles))
 	T_CHECKED=$((T_CHECKED + n_checked))
 	T_CORRUPT=$((T_CORRUPT + n_corrupt))
@@ -344,15 +362,15 @@ for f in $FORMATS; do
 done
 
 echo "crash-loop figures (SEED=$SEED):"
-printf '%-6s %6s %7s %11s %10s %14s %5s %14s %8s  %s\n' format cycles \
-	checked corruptions lost_bytes unsynced_lost torn durable_bytes \
-	inflight time
+printf '%-6s %6s %7s %11s %10s %14s %5s %14s %8s %9s %9s  %s\n' format \
+	cycles checked corruptions lost_bytes unsynced_lost torn \
+	durable_bytes inflight leaks_max leaks_end time
 for l in "${FIGS[@]}"; do
 	echo "$l"
 done
-printf '%-6s %6d %7d %11d %10d %14d %5d %14d %8d  %ds\n' total $T_CYCLES \
-	$T_CHECKED $T_CORRUPT $T_LOST $T_UNSYNCED $T_TORN $T_DURABLE \
-	$T_INFLIGHT $((SECONDS - START))
+printf '%-6s %6d %7d %11d %10d %14d %5d %14d %8d %9s %9d  %ds\n' total \
+	$T_CYCLES $T_CHECKED $T_CORRUPT $T_LOST $T_UNSYNCED $T_TORN \
+	$T_DURABLE $T_INFLIGHT - $T_LEAK_END $((SECONDS - START))
 echo "crash-loop: $T_CYCLES cycles, $T_CHECKED images checked," \
 	"$T_CORRUPT corruptions, $T_LOST lost bytes ($T_DURABLE bytes" \
 	"fsync'd and $T_ACKED acknowledged in all), $T_UNSYNCED" \

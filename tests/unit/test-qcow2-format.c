@@ -3,9 +3,11 @@
  * Unit tests of the qcow2 format code (drivers/qcow2-format.c): header
  * round trips, every validation message, header extensions, L1/L2/
  * refcount table entries, compressed descriptors, refcounts of every
- * width, deflate; and of the image helpers (drivers/qcow2-image.c) on
- * scratch files: create, open read-write (dirty bit, refcount table
- * growth, the dirty scan), the writer and chain reads, the check.
+ * width, deflate, the placement of the tables, the refcount verdict; and
+ * of the image helpers (drivers/qcow2-image.c) on scratch files: create,
+ * open read-write (dirty bit, refcount table growth, the repair of a
+ * dirty image, the metadata map, the corrupt bit), the writer and chain
+ * reads, the check.
  */
 #include <sys/stat.h>
 
@@ -157,6 +159,10 @@ static void test_header_errors(void **state)
 		{ QH_COMPRESSION_TYPE, 1, 1, -EINVAL, "compression_type 1 "
 		  "without" },
 		{ QH_BACKING_SIZE, 4, 2000, -EINVAL, "backing_file_size 2000" },
+		{ QH_L1_OFFSET, 8, CS, -EINVAL, "L1 table at 65536 (8 bytes) "
+		  "overlaps the refcount table at 65536 (65536 bytes)" },
+		{ QH_REFT_OFFSET, 8, 3 * CS, -EINVAL, "L1 table at 196608 (8 "
+		  "bytes) overlaps the refcount table at 196608" },
 	};
 	uint8_t *buf = new_buf();
 	struct qcow2_header h;
@@ -186,6 +192,20 @@ static void test_header_errors(void **state)
 	qcow2_put_be32(buf + QH_L1_SIZE, 64);
 	assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)), -EINVAL);
 	assert_contains(err, "extended L2 entries need clusters of 16 KiB");
+	/* A snapshot table starting inside the refcount or L1 table. */
+	make_header(buf, 3, NULL, NULL);
+	qcow2_put_be32(buf + QH_NB_SNAPSHOTS, 1);
+	qcow2_put_be64(buf + QH_SNAPSHOTS_OFFSET, CS);
+	assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)), -EINVAL);
+	assert_contains(err, "snapshot table at 65536 overlaps the refcount "
+			"table at 65536");
+	qcow2_put_be64(buf + QH_SNAPSHOTS_OFFSET, 3 * CS);
+	assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)), -EINVAL);
+	assert_contains(err, "snapshot table at 196608 overlaps the L1 table");
+	/* Tables side by side in one file are fine. */
+	make_header(buf, 3, NULL, NULL);
+	qcow2_put_be64(buf + QH_L1_OFFSET, 2 * CS);
+	assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)), 0);
 	/* Truncated. */
 	{
 		struct qcow2_report r = qcow2_report_err(err, sizeof(err));
@@ -380,6 +400,68 @@ static void test_refcounts(void **state)
 	assert_int_equal(qcow2_refcount_max(6), UINT64_MAX);
 }
 
+static void test_refcount_verdict(void **state)
+{
+	const unsigned d = QCOW2_REF_DATA, l2 = QCOW2_REF_L2;
+	const unsigned z = QCOW2_REF_COMPRESSED, rt = QCOW2_REF_REFTABLE;
+	char buf[96];
+
+	(void)state;
+	/* Stored refcount against references, one kind of use. */
+	assert_int_equal(qcow2_refcount_verdict(0, 0, 0, 4), QCOW2_RC_OK);
+	assert_int_equal(qcow2_refcount_verdict(1, 1, d, 4), QCOW2_RC_OK);
+	assert_int_equal(qcow2_refcount_verdict(1, 0, 0, 4), QCOW2_RC_LEAK);
+	assert_int_equal(qcow2_refcount_verdict(3, 1, d, 4), QCOW2_RC_LEAK);
+	assert_int_equal(qcow2_refcount_verdict(0, 1, d, 4), QCOW2_RC_LOW);
+	assert_int_equal(qcow2_refcount_verdict(0, 1, rt, 4), QCOW2_RC_LOW);
+	assert_int_equal(qcow2_refcount_verdict(0, 1, l2, 4), QCOW2_RC_LOW);
+	/* Compressed data shares host clusters: raised like one owner. */
+	assert_int_equal(qcow2_refcount_verdict(1, 3, z, 4), QCOW2_RC_LOW);
+	assert_int_equal(qcow2_refcount_verdict(3, 3, z, 4), QCOW2_RC_OK);
+	/* Data or L2 tables shared with their refcount (snapshots)... */
+	assert_int_equal(qcow2_refcount_verdict(2, 2, d, 4), QCOW2_RC_OK);
+	assert_int_equal(qcow2_refcount_verdict(2, 2, l2, 4), QCOW2_RC_OK);
+	/* ...but without it no crash explains them. */
+	assert_int_equal(qcow2_refcount_verdict(1, 2, d, 4),
+			 QCOW2_RC_SHARED);
+	assert_int_equal(qcow2_refcount_verdict(0, 2, l2, 4),
+			 QCOW2_RC_SHARED);
+	/* Metadata with anything else, or two kinds of use: whatever the
+	 * refcount says. */
+	assert_int_equal(qcow2_refcount_verdict(2, 2, rt | d, 4),
+			 QCOW2_RC_OVERLAP);
+	assert_int_equal(qcow2_refcount_verdict(1, 2, rt | d, 4),
+			 QCOW2_RC_OVERLAP);
+	assert_int_equal(qcow2_refcount_verdict(2, 2, rt, 4),
+			 QCOW2_RC_OVERLAP);
+	assert_int_equal(qcow2_refcount_verdict(2, 2, QCOW2_REF_L1 |
+						QCOW2_REF_REFBLOCK, 4),
+			 QCOW2_RC_OVERLAP);
+	assert_int_equal(qcow2_refcount_verdict(2, 2, l2 | d, 4),
+			 QCOW2_RC_OVERLAP);
+	assert_int_equal(qcow2_refcount_verdict(2, 2, d | z, 4),
+			 QCOW2_RC_OVERLAP);
+	/* References the width cannot hold. */
+	assert_int_equal(qcow2_refcount_verdict(1, 2, z, 0),
+			 QCOW2_RC_OVERFLOW);
+	assert_int_equal(qcow2_refcount_verdict(1, 4, z, 1),
+			 QCOW2_RC_OVERFLOW);
+	assert_int_equal(qcow2_refcount_verdict(0, 3, z, 1), QCOW2_RC_LOW);
+
+	assert_string_equal(qcow2_ref_kinds_name(0, buf, sizeof(buf)),
+			    "nothing");
+	assert_string_equal(qcow2_ref_kinds_name(d, buf, sizeof(buf)),
+			    "data cluster");
+	assert_string_equal(qcow2_ref_kinds_name(rt | d, buf, sizeof(buf)),
+			    "refcount table and data cluster");
+	assert_string_equal(qcow2_ref_kinds_name(QCOW2_REF_HEADER | l2 | z,
+						 buf, sizeof(buf)),
+			    "header, L2 table and compressed data");
+	/* Cut short, still terminated. */
+	assert_string_equal(qcow2_ref_kinds_name(rt | d, buf, 9),
+			    "refcount");
+}
+
 static void test_deflate(void **state)
 {
 	uint8_t in[CS], out[2 * CS], back[CS];
@@ -508,32 +590,342 @@ static void test_create_open(void **state)
 	}
 }
 
-static void test_dirty_scan(void **state)
+/*
+ * A fresh 8 MiB image (header 0, refcount table 1, refcount block 2, L1
+ * table 3) given an L2 table at cluster 4 for guest clusters 0 and 1 at
+ * data clusters 5 and 6, all counted: a clean image with data.
+ */
+#define RB_OFF		(2 * CS)
+
+static void put_refcount(int fd, uint64_t c, uint16_t v)
 {
-	struct qcow2_create_params p = { .size = 8u << 20 };
+	uint8_t b[2] = { (uint8_t)(v >> 8), (uint8_t)v };
+
+	assert_int_equal(pwrite(fd, b, 2, RB_OFF + 2 * c), 2);
+}
+
+static uint16_t get_refcount(const char *path, uint64_t c)
+{
+	uint8_t b[2];
+	int fd = open(path, O_RDONLY);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, b, 2, RB_OFF + 2 * c), 2);
+	close(fd);
+	return (uint16_t)(b[0] << 8 | b[1]);
+}
+
+static void put_be64_at(int fd, uint64_t off, uint64_t v)
+{
+	uint8_t b[8];
+
+	qcow2_put_be64(b, v);
+	assert_int_equal(pwrite(fd, b, 8, (off_t)off), 8);
+}
+
+/* Returns an O_RDWR fd on it, for the test's damage. */
+static int make_data_image(char *path, size_t len, const char *tag,
+			   uint32_t version)
+{
+	struct qcow2_create_params p = { .size = 8u << 20,
+					 .version = version };
+	uint8_t *data = unit_aligned(CS);
+	char err[512];
+	int fd;
+
+	scratch_path(path, len, tag);
+	assert_int_equal(qcow2_image_create(path, &p, err, sizeof(err)), 0);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	memset(data, 0x5a, CS);
+	assert_int_equal(pwrite(fd, data, CS, 5 * CS), CS);
+	assert_int_equal(pwrite(fd, data, CS, 6 * CS), CS);
+	memset(data, 0, CS);
+	assert_int_equal(pwrite(fd, data, CS, 4 * CS), CS);
+	put_be64_at(fd, 4 * CS, 5 * CS | QCOW2_OFLAG_COPIED);
+	put_be64_at(fd, 4 * CS + 8, 6 * CS | QCOW2_OFLAG_COPIED);
+	put_be64_at(fd, 3 * CS, 4 * CS | QCOW2_OFLAG_COPIED);
+	put_refcount(fd, 4, 1);
+	put_refcount(fd, 5, 1);
+	put_refcount(fd, 6, 1);
+	free(data);
+	return fd;
+}
+
+static void set_dirty(int fd)
+{
+	uint8_t b[8];
+
+	assert_int_equal(pread(fd, b, 8, QH_INCOMPAT), 8);
+	qcow2_put_be64(b, qcow2_get_be64(b) | QCOW2_INCOMPAT_DIRTY);
+	assert_int_equal(pwrite(fd, b, 8, QH_INCOMPAT), 8);
+}
+
+static void check_result(const char *path, struct qcow2_check_result *res)
+{
+	char err[512];
+
+	assert_int_equal(qcow2_image_check(path, NULL, NULL, res, err,
+					   sizeof(err)), 0);
+}
+
+/* Open read-write and close clean: 0, or the open's error in err. */
+static int open_rw(const char *path, char *warning, char *err, size_t errlen)
+{
 	struct qcow2_image *img;
-	char path[256], err[512];
-	uint8_t b[8], two[2] = { 0, 0 };
+	int ret = qcow2_image_open(&img, path, QCOW2_IMAGE_RDWR, err, errlen);
+
+	if (ret)
+		return ret;
+	snprintf(warning, 512, "%s", img->warning);
+	assert_int_equal(qcow2_image_close(img, true), 0);
+	return 0;
+}
+
+static void test_dirty_repair_leaks(void **state)
+{
+	struct qcow2_check_result res;
+	char path[256], err[512], warn[512];
 	int fd;
 
 	(void)state;
-	scratch_path(path, sizeof(path), "q2dirty");
-	assert_int_equal(qcow2_image_create(path, &p, err, sizeof(err)), 0);
-	/* Dirty, with the L1 table's cluster (3) counted 0. */
+	fd = make_data_image(path, sizeof(path), "q2leak", 0);
+	close(fd);
+	check_result(path, &res);
+	assert_int_equal(res.errors + res.leaks, 0);
+	/* A crash left clusters 7 and 9 counted, and 6 counted twice. */
 	fd = open(path, O_RDWR);
-	assert_true(fd >= 0);
-	qcow2_put_be64(b, QCOW2_INCOMPAT_DIRTY);
-	assert_int_equal(pwrite(fd, b, 8, QH_INCOMPAT), 8);
-	assert_int_equal(pwrite(fd, two, 2, 2 * CS + 3 * 2), 2);
+	put_refcount(fd, 7, 1);
+	put_refcount(fd, 9, 1);
+	put_refcount(fd, 6, 2);
+	close(fd);
+	/* Clean: the check sees the leaks (and 6's copied flag at odds
+	 * with its refcount), open does not scan. */
+	check_result(path, &res);
+	assert_int_equal(res.leaks, 3);
+	assert_int_equal(res.errors, 1);
+	assert_false(res.dirty);
+	assert_int_equal(open_rw(path, warn, err, sizeof(err)), 0);
+	assert_string_equal(warn, "");
+	assert_int_equal(get_refcount(path, 7), 1);
+	/* Dirty: the check says what open repairs, and open repairs it. */
+	fd = open(path, O_RDWR);
+	set_dirty(fd);
+	close(fd);
+	check_result(path, &res);
+	assert_true(res.dirty);
+	assert_int_equal(res.leaks, 3);
+	assert_int_equal(res.errors, 1);
+	assert_int_equal(res.repair_lower, 3);
+	assert_int_equal(res.repair_raise, 0);
+	assert_int_equal(res.unrepairable, 0);
+	assert_int_equal(open_rw(path, warn, err, sizeof(err)), 0);
+	assert_contains(warn, path);
+	assert_contains(warn, "repaired: 3 leaked clusters freed, 0 clusters "
+			"in use counted");
+	assert_int_equal(get_refcount(path, 7), 0);
+	assert_int_equal(get_refcount(path, 9), 0);
+	assert_int_equal(get_refcount(path, 6), 1);
+	assert_int_equal(header_incompat(path), 0);
+	check_result(path, &res);
+	assert_int_equal(res.errors + res.leaks, 0);
+	/* Dirty with nothing to repair. */
+	fd = open(path, O_RDWR);
+	set_dirty(fd);
+	close(fd);
+	assert_int_equal(open_rw(path, warn, err, sizeof(err)), 0);
+	assert_contains(warn, "nothing to repair");
+	unlink(path);
+}
+
+static void test_dirty_repair_lazy(void **state)
+{
+	struct qcow2_check_result res;
+	char path[256], err[512], warn[512];
+	uint8_t b[8];
+	int fd;
+
+	(void)state;
+	/* Lazy refcounts: the L2 table, a data cluster and the L1 table's
+	 * own cluster never counted, and a freed cluster still counted. */
+	fd = make_data_image(path, sizeof(path), "q2lazy", 0);
+	put_refcount(fd, 3, 0);
+	put_refcount(fd, 4, 0);
+	put_refcount(fd, 6, 0);
+	put_refcount(fd, 8, 1);
+	qcow2_put_be64(b, QCOW2_COMPAT_LAZY_REFCOUNTS);
+	assert_int_equal(pwrite(fd, b, 8, QH_COMPAT), 8);
+	set_dirty(fd);
+	close(fd);
+	check_result(path, &res);
+	assert_true(res.dirty);
+	assert_int_equal(res.repair_raise, 3);
+	assert_int_equal(res.repair_lower, 1);
+	assert_int_equal(res.unrepairable, 0);
+	/* The stored refcounts are wrong until then: errors. */
+	assert_true(res.errors >= 3);
+	assert_int_equal(open_rw(path, warn, err, sizeof(err)), 0);
+	assert_contains(warn, "repaired: 1 leaked cluster freed, 3 clusters "
+			"in use counted (refcount raised: lazy refcounts)");
+	assert_int_equal(get_refcount(path, 3), 1);
+	assert_int_equal(get_refcount(path, 4), 1);
+	assert_int_equal(get_refcount(path, 6), 1);
+	assert_int_equal(get_refcount(path, 8), 0);
+	check_result(path, &res);
+	assert_int_equal(res.errors + res.leaks, 0);
+	unlink(path);
+}
+
+/* Damage open must refuse, dirty; the file is left as it was. */
+struct damage {
+	const char	*what;
+	void		(*apply)(int fd);
+	const char	*msg;
+};
+
+static void dmg_shared(int fd)
+{
+	/* Guest cluster 1 points at guest cluster 0's data cluster. */
+	put_be64_at(fd, 4 * CS + 8, 5 * CS | QCOW2_OFLAG_COPIED);
+	put_refcount(fd, 6, 0);
+}
+
+static void dmg_reftable(int fd)
+{
+	/* Guest cluster 1 points at the refcount table. */
+	put_be64_at(fd, 4 * CS + 8, 1 * CS | QCOW2_OFLAG_COPIED);
+	put_refcount(fd, 6, 0);
+}
+
+static void dmg_past_end(int fd)
+{
+	put_be64_at(fd, 4 * CS + 8, 100 * CS | QCOW2_OFLAG_COPIED);
+	put_refcount(fd, 6, 0);
+}
+
+static void dmg_copied(int fd)
+{
+	/* Guest cluster 1: shared by its refcount, but the copied flag. */
+	put_be64_at(fd, 4 * CS + 8, 5 * CS | QCOW2_OFLAG_COPIED);
+	put_refcount(fd, 5, 2);
+	put_refcount(fd, 6, 0);
+}
+
+static void dmg_no_block(int fd)
+{
+	/* No refcount block: nothing counts the clusters in use. */
+	put_be64_at(fd, 1 * CS, 0);
+}
+
+static void test_dirty_refused(void **state)
+{
+	static const struct damage dmg[] = {
+		{ "shared", dmg_shared, "cluster 5 (offset 327680): refcount "
+		  "1 but 2 references (one data cluster referenced 2 times)" },
+		{ "reftable", dmg_reftable, "cluster 1 (offset 65536): used "
+		  "as refcount table and data cluster at once" },
+		{ "past end", dmg_past_end, "data cluster at 6553600 lies past "
+		  "the end of the file" },
+		{ "copied", dmg_copied, "guest cluster 0: copied flag set but "
+		  "2 references" },
+		{ "no block", dmg_no_block, "cluster 0 (offset 0): header in "
+		  "use but no refcount block counts it" },
+	};
+	struct qcow2_check_result res;
+	char path[256], err[512], warn[512];
+	uint8_t *before = unit_aligned(8 * CS), *after = unit_aligned(8 * CS);
+	struct qcow2_image *img;
+	size_t i;
+	int fd;
+
+	(void)state;
+	for (i = 0; i < sizeof(dmg) / sizeof(dmg[0]); i++) {
+		fd = make_data_image(path, sizeof(path), "q2bad", 0);
+		dmg[i].apply(fd);
+		set_dirty(fd);
+		close(fd);
+		check_result(path, &res);
+		if (!res.unrepairable)
+			fail_msg("%s: no unrepairable error", dmg[i].what);
+		fd = open(path, O_RDONLY);
+		assert_int_equal(pread(fd, before, 8 * CS, 0), 7 * CS);
+		assert_int_equal(open_rw(path, warn, err, sizeof(err)),
+				 -EUCLEAN);
+		assert_contains(err, path);
+		assert_contains(err, dmg[i].msg);
+		assert_contains(err, "qemu-img check -r all");
+		assert_int_equal(pread(fd, after, 8 * CS, 0), 7 * CS);
+		assert_memory_equal(before, after, 7 * CS);
+		close(fd);
+		/* Read-only, it still opens. */
+		assert_int_equal(qcow2_image_open(&img, path, 0, err,
+						  sizeof(err)), 0);
+		qcow2_image_close(img, false);
+		unlink(path);
+	}
+	free(before);
+	free(after);
+}
+
+/* A v3 image whose first L1 entry points at its refcount table. */
+static void test_meta_map(void **state)
+{
+	struct qcow2_image *img;
+	char path[256], err[512], name[96];
+	int fd;
+
+	(void)state;
+	fd = make_data_image(path, sizeof(path), "q2meta", 0);
 	close(fd);
 	assert_int_equal(qcow2_image_open(&img, path, QCOW2_IMAGE_RDWR, err,
-					  sizeof(err)), -EUCLEAN);
-	assert_contains(err, "1 clusters in use but not counted (first: "
-			"cluster 3)");
-	assert_int_equal(qcow2_image_open(&img, path, 0, err, sizeof(err)),
-			 0);
+					  sizeof(err)), 0);
+	assert_true(qcow2_image_is_meta(img, 0));
+	assert_true(qcow2_image_is_meta(img, 1));	/* refcount table */
+	assert_true(qcow2_image_is_meta(img, 2));	/* refcount block */
+	assert_true(qcow2_image_is_meta(img, 3));	/* L1 table */
+	assert_true(qcow2_image_is_meta(img, 4));	/* L2 table */
+	assert_false(qcow2_image_is_meta(img, 5));	/* data */
+	assert_false(qcow2_image_is_meta(img, 7));
+	assert_false(qcow2_image_is_meta(img, 1ull << 40));
+	assert_string_equal(qcow2_image_meta_name(img, 1, name, sizeof(name)),
+			    "the refcount table");
+	assert_string_equal(qcow2_image_meta_name(img, 2, name, sizeof(name)),
+			    "refcount block 0");
+	assert_string_equal(qcow2_image_meta_name(img, 4, name, sizeof(name)),
+			    "the L2 table of L1 entry 0");
+	assert_int_equal(qcow2_image_meta_add(img, 7), 0);
+	assert_true(qcow2_image_is_meta(img, 7));
+	assert_int_equal(qcow2_image_meta_add(img, 1ull << 40), -ERANGE);
+	/* The corrupt bit, durable, and it survives a clean close. */
+	assert_int_equal(qcow2_image_mark_corrupt(img, err, sizeof(err)), 0);
+	assert_true(header_incompat(path) & QCOW2_INCOMPAT_CORRUPT);
+	assert_int_equal(qcow2_image_close(img, true), 0);
+	assert_int_equal(header_incompat(path), QCOW2_INCOMPAT_CORRUPT);
+	assert_int_equal(qcow2_image_open(&img, path, QCOW2_IMAGE_RDWR, err,
+					  sizeof(err)), -EROFS);
+	unlink(path);
+
+	/* An L2 table placed on the refcount table: refused at open. */
+	fd = make_data_image(path, sizeof(path), "q2meta", 0);
+	put_be64_at(fd, 3 * CS, 1 * CS | QCOW2_OFLAG_COPIED);
+	close(fd);
+	assert_int_equal(qcow2_image_open(&img, path, QCOW2_IMAGE_RDWR, err,
+					  sizeof(err)), -EINVAL);
+	assert_contains(err, "the L2 table of L1 entry 0 at 65536 overlaps "
+			"the refcount table");
+	assert_int_equal(qcow2_image_open(&img, path, 0, err, sizeof(err)), 0);
 	qcow2_image_close(img, false);
-	assert_int_equal(check_errors(path, NULL), 1);
+	unlink(path);
+
+	/* Version 2 has no corrupt bit. */
+	fd = make_data_image(path, sizeof(path), "q2meta", 2);
+	close(fd);
+	assert_int_equal(qcow2_image_open(&img, path, QCOW2_IMAGE_RDWR, err,
+					  sizeof(err)), 0);
+	assert_int_equal(qcow2_image_mark_corrupt(img, err, sizeof(err)),
+			 -ENOTSUP);
+	assert_contains(err, "version 2");
+	qcow2_image_close(img, true);
 	unlink(path);
 }
 
@@ -597,7 +989,11 @@ int main(void)
 		cmocka_unit_test(test_deflate),
 		cmocka_unit_test(test_writable),
 		cmocka_unit_test(test_create_open),
-		cmocka_unit_test(test_dirty_scan),
+		cmocka_unit_test(test_refcount_verdict),
+		cmocka_unit_test(test_dirty_repair_leaks),
+		cmocka_unit_test(test_dirty_repair_lazy),
+		cmocka_unit_test(test_dirty_refused),
+		cmocka_unit_test(test_meta_map),
 		cmocka_unit_test(test_writer_chain),
 	};
 
