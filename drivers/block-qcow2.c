@@ -78,6 +78,7 @@
 #include <tapfs/log.h>
 
 #include "qcow2-image.h"
+#include "td-fileio.h"
 #include "td-grace.h"
 
 #define Q2_MAX_IOCBS		4096
@@ -513,6 +514,9 @@ static int q2_corrupt(struct q2_state *s, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	rc = qcow2_image_mark_corrupt(s->img, err, sizeof(err));
+	/* .ctl shows it after the chain (tapdisk.h, td_driver.error). */
+	snprintf(s->drv->error, sizeof(s->drv->error), "%s: image marked "
+		 "corrupt, writes fail: %s", s->drv->name, why);
 	td_log(TD_LOG_ERR, "qcow2: %s: %s: write refused, image marked "
 	       "corrupt%s; writes fail with EIO from now on (open it "
 	       "read-only, or repair it with 'qemu-img check -r all')",
@@ -2022,6 +2026,11 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	/* O_DIRECT needs 4 KiB-aligned clusters on 4Kn disks. */
 	if (s->cs >= Q2_IO_ALIGN)
 		s->fd = open(path, oflags | O_DIRECT);
+	if (s->fd >= 0 && td_dio_align(s->fd) > Q2_IO_ALIGN) {
+		/* Metadata I/O is only 4 KiB aligned: buffered there. */
+		close(s->fd);
+		s->fd = -1;
+	}
 	if (s->fd < 0)
 		s->fd = open(path, oflags);
 	if (s->fd < 0) {
@@ -2068,6 +2077,16 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	seq_init(&s->barrier_seq);
 	drv->info.size = s->vsecs;
 	drv->info.sector_size = TD_SECTOR_SIZE;
+	/*
+	 * On a 4Kn device O_DIRECT data I/O must be 4 KiB aligned too:
+	 * clusters are (4 KiB at least here), so the VBD widens requests.
+	 */
+	if (fcntl(s->fd, F_GETFL) & O_DIRECT) {
+		uint32_t align = td_dio_align(s->fd);
+
+		if (align > TD_SECTOR_SIZE)
+			drv->info.io_align = align;
+	}
 	return 0;
 fail:
 	q2_free_state(s);

@@ -490,6 +490,8 @@ static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 		if (a > vbd->io_align)
 			vbd->io_align = a;
 	}
+	for (unsigned i = 0; i < vbd->nimages; i++)
+		vbd->images[i]->drv.error[0] = '\0';	/* open: said */
 	if (vbd->images[0]->drv.info.size & ((vbd->io_align >>
 					       TD_SECTOR_SHIFT) - 1)) {
 		snprintf(err, errlen, "%s: size %llu is not a multiple of "

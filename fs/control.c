@@ -748,6 +748,13 @@ char *control_render_ctl(struct tapfs *fs, struct tapfs_group *g,
 		}
 		if (vbd_failed(tv->vbd))
 			text_printf(&t, " (%s)", vbd_fail_reason(tv->vbd));
+		/* What a driver refuses since (a corrupt image). */
+		for (i = 0; i < vbd_chain_length(tv->vbd); i++) {
+			td_driver_t *d = vbd_image(tv->vbd, i);
+
+			if (d->error[0])
+				text_printf(&t, " (%s)", d->error);
+		}
 		text_printf(&t, "\n");
 	}
 	return text_finish(&t, len);

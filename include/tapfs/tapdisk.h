@@ -119,6 +119,9 @@ struct td_driver {
 	 * Why td_open or td_get_parent_id failed, in words naming the file
 	 * and the value ("block size 3 is not a power of two"): shown to
 	 * the user (the .ctl status line).  Empty if the errno says it all.
+	 * The engine empties it once the VBD is open; from then on a driver
+	 * sets it to say why it refuses I/O (an image found corrupt), and
+	 * .ctl shows it after the VBD's chain.
 	 */
 	char			 error[256];
 };

@@ -9,7 +9,7 @@
 # the VBD; an image whose size is not a multiple of 4 KiB is refused.
 . "$(dirname "$0")/lib.sh"
 requires_root
-requires losetup mkfs.ext4 fsck.ext4 fio blockdev cmp
+requires losetup mkfs.ext4 fsck.ext4 fio blockdev cmp qemu-img
 
 M=$T/mnt
 FS=$T/fs4k
@@ -62,6 +62,16 @@ ctl_close "$G" v
 check "$TAPFS_IMG" check "$S/g/v.vhd"
 check_match "the log says why it is buffered" "VHD uses buffered I/O" \
 	"$(cat "$TAPFS_LOG")"
+
+# qcow2: clusters are 4 KiB aligned, requests widened as for raw.
+ctl_ok "$G" "create q qcow2 16M"
+fio_verify fio-4kn-qcow2 120 --filename="$G/q" --ioengine=libaio \
+	--direct=1 --rw=randwrite --bsrange=512-64k --blockalign=512 \
+	--size=16M --iodepth=8 --verify=crc32c --verify_fatal=1 \
+	--do_verify=1 --randrepeat=0
+check_eq "q: no request failed" 0 "$(stat_val "$G" q errors)"
+ctl_close "$G" q
+check qemu-img check -q "$S/g/q.qcow2"
 
 check truncate -s $((16 * 1048576 + 512)) "$S/g/odd.raw"
 ctl_err "$G" "open odd raw:$S/g/odd.raw" EINVAL

@@ -445,6 +445,9 @@ check_match "ovl: failed writes counted in .stats" "^[1-9]" \
 	"$(stat_val "$G" ovl errors)"
 check_eq "ovl: the reason is logged once" 1 \
 	"$(log_since "$lines" | grep -c 'image marked corrupt')"
+check_match "ovl: .ctl says why writes fail" \
+	"^ovl running qcow2 .*\\($I/ovl\\.qcow2: image marked corrupt, writes fail: guest cluster 5: " \
+	"$(ctl_line "$G" ovl)"
 ctl_close "$G" ovl
 check_eq "ovl: the refcount table is intact after close" "$before" "$(rt_sum)"
 check_eq "ovl: qemu-img check finds what it found before the write" \
