@@ -330,7 +330,8 @@ int main(int argc, char **argv)
 		.store = TAPFS_DEFAULT_STORE,
 		.max_background = DEFAULT_MAX_BACKGROUND,
 	};
-	int c, pipefd[2];
+	char *mnt_abs = NULL;
+	int c, rc, pipefd[2];
 	pid_t pid;
 
 	vbd_params_default(&opts.params);
@@ -364,28 +365,47 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	opts.mountpoint = argv[optind];
+	/*
+	 * A daemon works from "/": a relative mount point is resolved now,
+	 * or "mnt" would be /mnt.
+	 */
+	if (opts.mountpoint[0] != '/') {
+		mnt_abs = realpath(opts.mountpoint, NULL);
+		if (!mnt_abs) {
+			fprintf(stderr, "tapfs: mount point %s: %s\n",
+				opts.mountpoint, strerror(errno));
+			return 1;
+		}
+		opts.mountpoint = mnt_abs;
+	}
 	if (opts.store[0] != '/') {
 		fprintf(stderr, "tapfs: store %s must be an absolute path\n",
 			opts.store);
+		free(mnt_abs);
 		return 1;
 	}
 
 	if (opts.foreground) {
 		td_log_open("tapfs", false, opts.debug ? TD_LOG_DEBUG :
 			    TD_LOG_INFO);
-		return serve(&opts, -1);
+		rc = serve(&opts, -1);
+		free(mnt_abs);
+		return rc;
 	}
 	if (pipe2(pipefd, O_CLOEXEC) < 0) {
 		perror("tapfs: pipe");
+		free(mnt_abs);
 		return 1;
 	}
 	pid = fork();
 	if (pid < 0) {
 		perror("tapfs: fork");
+		free(mnt_abs);
 		return 1;
 	}
 	if (pid > 0) {
 		close(pipefd[1]);
+		free(mnt_abs);
 		return wait_for_child(pipefd[0]);
 	}
 	close(pipefd[0]);
@@ -393,5 +413,7 @@ int main(int argc, char **argv)
 	if (chdir("/") < 0)
 		_exit(1);
 	td_log_open("tapfs", true, TD_LOG_INFO);
-	return serve(&opts, pipefd[1]);
+	rc = serve(&opts, pipefd[1]);
+	free(mnt_abs);
+	return rc;
 }

@@ -175,6 +175,21 @@ check pid_alive "$(cat "$P" 2>/dev/null)"
 check_eq "same data (daemonised)" "$(cat "$T/sums.2")" "$(sums)"
 stop_daemonised "tapfs daemonised" "$M" "$P"
 
+# A relative mount point is the one below the working directory, even
+# though the daemon works from / ("mnt" must not become /mnt).
+P=$T/rel.pid
+on_exit "_daemon_reap '$M' '$P'"
+(cd "$T" && timeout 30 "$TAPFS" -o store="$S",pidfile="$P",allow_path="$T" \
+	"$(basename "$M")" </dev/null >"$T/rel.out" 2>&1)
+check_eq "tapfs with a relative mount point exits 0" 0 "$?"
+check is_fuse_mounted "$M"
+check_eq "relative mount point: the store's groups" "empty g1 g2" \
+	"$(ls "$M" 2>&1 | tr '\n' ' ' | sed 's/ $//')"
+stop_daemonised "tapfs (relative mount point)" "$M" "$P"
+out=$(cd "$T" && timeout 10 "$TAPFS" -o store="$S" no-such-dir 2>&1)
+check_match "a relative mount point that does not exist: said" \
+	"mount point no-such-dir: No such file or directory" "$out"
+
 # ---- mount.tapfs ---------------------------------------------------------
 
 if check test -x "$MOUNT_TAPFS"; then
