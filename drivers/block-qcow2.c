@@ -2025,14 +2025,14 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	oflags = (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
 	/* O_DIRECT needs 4 KiB-aligned clusters on 4Kn disks. */
 	if (s->cs >= Q2_IO_ALIGN)
-		s->fd = open(path, oflags | O_DIRECT);
+		s->fd = td_open_file(path, oflags | O_DIRECT);
 	if (s->fd >= 0 && td_dio_align(s->fd) > Q2_IO_ALIGN) {
 		/* Metadata I/O is only 4 KiB aligned: buffered there. */
 		close(s->fd);
 		s->fd = -1;
 	}
 	if (s->fd < 0)
-		s->fd = open(path, oflags);
+		s->fd = td_open_file(path, oflags);
 	if (s->fd < 0) {
 		rc = -errno;
 		td_log(TD_LOG_ERR, "%s: %s", path, strerror(-rc));

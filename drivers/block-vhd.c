@@ -923,7 +923,7 @@ static int vhd_open_fd(struct vhd_state *s, const char *path,
 {
 	int oflags = (flags & TD_OPEN_RDONLY ? O_RDONLY : O_RDWR) | O_CLOEXEC;
 
-	s->fd = open(path, oflags | O_DIRECT);
+	s->fd = td_open_file(path, oflags | O_DIRECT);
 	if (s->fd >= 0 && td_dio_align(s->fd) > TD_SECTOR_SIZE) {
 		/*
 		 * A 4Kn device: block data and bitmaps sit at 512-byte
@@ -937,7 +937,7 @@ static int vhd_open_fd(struct vhd_state *s, const char *path,
 		errno = EINVAL;
 	}
 	if (s->fd < 0 && errno == EINVAL)
-		s->fd = open(path, oflags);
+		s->fd = td_open_file(path, oflags);
 	return s->fd < 0 ? -errno : 0;
 }
 

@@ -81,7 +81,7 @@ static void be64_array_to_host(uint64_t *t, uint64_t n)
 int qcow2_probe(const char *path, bool *is_qcow2)
 {
 	uint8_t magic[4];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = td_open_file(path, O_RDONLY | O_CLOEXEC);
 	ssize_t n;
 
 	*is_qcow2 = false;
@@ -1175,8 +1175,8 @@ fail:
 int qcow2_image_open(struct qcow2_image **out, const char *path,
 		     unsigned flags, char *err, size_t errlen)
 {
-	int fd = open(path, ((flags & QCOW2_IMAGE_RDWR) ? O_RDWR : O_RDONLY) |
-		      O_CLOEXEC);
+	int fd = td_open_file(path, ((flags & QCOW2_IMAGE_RDWR) ? O_RDWR :
+				     O_RDONLY) | O_CLOEXEC);
 
 	*out = NULL;
 	if (fd < 0)
@@ -1893,7 +1893,7 @@ static int link_open(struct qcow2_link *l, const char *path,
 			l->size = vhd_image_size(l->vhd->link[0].vhd);
 		return ret;
 	}
-	l->fd = open(path, O_RDONLY | O_CLOEXEC);
+	l->fd = td_open_file(path, O_RDONLY | O_CLOEXEC);
 	if (l->fd < 0 || fstat(l->fd, &st) < 0)
 		return td_errf(err, errlen, -errno, "%s: %m", path);
 	l->size = (uint64_t)st.st_size;

@@ -4,6 +4,7 @@
 #include <linux/fs.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -48,6 +49,29 @@ int td_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 		done += (size_t)n;
 	}
 	return 0;
+}
+
+/*
+ * The image the engine is opening on this thread (td_open_redirect):
+ * thread-local, set and cleared around one td_open, so no driver state.
+ */
+static __thread const char *redirect_path;
+static __thread int redirect_fd = -1;
+
+void td_open_redirect(const char *path, int fd)
+{
+	redirect_path = path;
+	redirect_fd = path ? fd : -1;
+}
+
+int td_open_file(const char *path, int flags)
+{
+	char proc[40];
+
+	if (!redirect_path || strcmp(path, redirect_path))
+		return open(path, flags);
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", redirect_fd);
+	return open(proc, flags & ~(O_CREAT | O_EXCL | O_NOFOLLOW));
 }
 
 uint32_t td_dio_align(int fd)

@@ -20,6 +20,19 @@ int td_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
  * size, else one sector.  4096 on a 4Kn device.
  */
 uint32_t td_dio_align(int fd);
+/*
+ * open(2) for an image's own file.  While the engine opens an image it
+ * has already opened race-free (td_open_redirect), every open of that
+ * path by the driver reopens that very file (/proc/self/fd/N): a path
+ * component swapped for a symbolic link in between changes nothing.
+ * Otherwise a plain open(2).
+ */
+int td_open_file(const char *path, int flags);
+/*
+ * Route td_open_file(path) to fd on this thread until called again with
+ * NULL.  For the engine, around a driver's td_open.
+ */
+void td_open_redirect(const char *path, int fd);
 /* Format the reason into err (if given) and return ret. */
 int td_errf(char *err, size_t errlen, int ret, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));

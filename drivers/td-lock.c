@@ -471,26 +471,19 @@ static void file_free(struct lock_file *f)
 	free(f);
 }
 
-int td_lock_acquire(struct td_lock_table *t, const char *path,
-		    enum td_lock_mode mode, enum td_lock_role role,
-		    const void *owner, const char *name,
-		    struct td_lock **out, char *err, size_t errlen)
+/* td_lock_acquire on an fd of the image's own (closed on failure). */
+static int lock_acquire_fd(struct td_lock_table *t, int fd, const char *path,
+			   enum td_lock_mode mode, enum td_lock_role role,
+			   const void *owner, const char *name,
+			   struct td_lock **out, char *err, size_t errlen)
 {
 	struct lock_file *f;
 	struct td_lock *l;
 	const struct td_lock *h;
 	struct stat st;
 	bool fresh = false;
-	int fd, rc;
+	int rc;
 
-	*out = NULL;
-	/* O_NONBLOCK: a FIFO named as an image must not hang the open. */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-	if (fd < 0) {
-		rc = -errno;
-		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
-		return rc;
-	}
 	if (fstat(fd, &st) < 0) {
 		rc = -errno;
 		close(fd);
@@ -550,6 +543,42 @@ fail:
 	if (fresh)
 		file_free(f);
 	return rc;
+}
+
+int td_lock_acquire(struct td_lock_table *t, const char *path,
+		    enum td_lock_mode mode, enum td_lock_role role,
+		    const void *owner, const char *name,
+		    struct td_lock **out, char *err, size_t errlen)
+{
+	int fd, rc;
+
+	*out = NULL;
+	/* O_NONBLOCK: a FIFO named as an image must not hang the open. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+		return rc;
+	}
+	return lock_acquire_fd(t, fd, path, mode, role, owner, name, out, err,
+			       errlen);
+}
+
+int td_lock_acquire_fd(struct td_lock_table *t, int fd, const char *path,
+		       enum td_lock_mode mode, enum td_lock_role role,
+		       const void *owner, const char *name,
+		       struct td_lock **out, char *err, size_t errlen)
+{
+	/* A dup shares the open file description, and so its OFD locks. */
+	int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+
+	*out = NULL;
+	if (dfd < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	return lock_acquire_fd(t, dfd, path, mode, role, owner, name, out,
+			       err, errlen);
 }
 
 void td_lock_release(struct td_lock *l)

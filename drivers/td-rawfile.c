@@ -26,7 +26,7 @@ int td_rawfile_open(struct td_rawfile *rf, td_driver_t *drv,
 	rf->fd = -1;
 	rf->direct = false;
 	if (want_direct) {
-		rf->fd = open(path, oflags | O_DIRECT);
+		rf->fd = td_open_file(path, oflags | O_DIRECT);
 		if (rf->fd >= 0)
 			rf->direct = true;
 		else if (errno == EINVAL && !quiet)
@@ -35,7 +35,7 @@ int td_rawfile_open(struct td_rawfile *rf, td_driver_t *drv,
 			       path);
 	}
 	if (rf->fd < 0)
-		rf->fd = open(path, oflags);
+		rf->fd = td_open_file(path, oflags);
 	if (rf->fd < 0) {
 		err = -errno;
 		if (!quiet)
@@ -77,7 +77,7 @@ int td_rawfile_open(struct td_rawfile *rf, td_driver_t *drv,
 				       align);
 			close(rf->fd);
 			rf->direct = false;
-			rf->fd = open(path, (flags & TD_OPEN_RDONLY ?
+			rf->fd = td_open_file(path, (flags & TD_OPEN_RDONLY ?
 					     O_RDONLY : O_RDWR) | O_CLOEXEC);
 			if (rf->fd < 0)
 				goto fail_errno;

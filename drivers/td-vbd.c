@@ -10,12 +10,18 @@
  * for a retry).  Pause waits for inflight to reach zero.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <tapfs/engine.h>
 #include <tapfs/lock.h>
 #include <tapfs/log.h>
+
+#include "td-fileio.h"
 
 struct td_image {
 	td_driver_t	 drv;
@@ -180,18 +186,26 @@ int td_check_path(td_driver_t *drv, const char *path)
  * driver's open would.
  */
 static int vbd_image_lock(td_vbd_t *vbd, td_image_t *img, const char *path,
-			  const td_driver_t *child, td_flag_t flags, char *err,
-			  size_t errlen)
+			  int fd, const td_driver_t *child, td_flag_t flags,
+			  char *err, size_t errlen)
 {
 	bool parent = child && !(child->ops->disk_flags & TD_DISK_FILTER);
+	struct td_lock_table *t = vbd->engine ? vbd->engine->locks : NULL;
+	enum td_lock_mode mode = flags & TD_OPEN_RDONLY ? TD_LOCK_READ :
+				 TD_LOCK_WRITE;
+	enum td_lock_role role = parent ? TD_LOCK_ROLE_PARENT :
+				 TD_LOCK_ROLE_IMAGE;
 	char why[512];
 	int rc;
 
-	rc = td_lock_acquire(vbd->engine ? vbd->engine->locks : NULL, path,
-			     flags & TD_OPEN_RDONLY ? TD_LOCK_READ :
-			     TD_LOCK_WRITE, parent ? TD_LOCK_ROLE_PARENT :
-			     TD_LOCK_ROLE_IMAGE, vbd->owner, vbd->owner->name,
-			     &img->lock, why, sizeof(why));
+	if (fd >= 0)
+		rc = td_lock_acquire_fd(t, fd, path, mode, role, vbd->owner,
+					vbd->owner->name, &img->lock, why,
+					sizeof(why));
+	else
+		rc = td_lock_acquire(t, path, mode, role, vbd->owner,
+				     vbd->owner->name, &img->lock, why,
+				     sizeof(why));
 	if ((rc == -EBUSY || rc == -EINVAL) && parent)
 		snprintf(err, errlen, "%s: parent %s", child->name, why);
 	else if (rc == -EBUSY || rc == -EINVAL)
@@ -202,6 +216,34 @@ static int vbd_image_lock(td_vbd_t *vbd, td_image_t *img, const char *path,
 	else if (rc)
 		snprintf(err, errlen, "%s: cannot open as %s: %s", path,
 			 img->drv.ops->name, strerror(-rc));
+	return rc;
+}
+
+/*
+ * Open the canonical path the path policy approved, following no
+ * symbolic link: there is none in it, so one found now was swapped in
+ * since the check.  -ELOOP then, with the reason in err.
+ */
+static int vbd_open_checked(const char *real, int *fd, char *err,
+			    size_t errlen)
+{
+	struct open_how how = {
+		.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
+		.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	};
+	long r = syscall(SYS_openat2, AT_FDCWD, real, &how, sizeof(how));
+	int rc;
+
+	if (r >= 0) {
+		*fd = (int)r;
+		return 0;
+	}
+	rc = -errno;
+	if (rc == -ELOOP)
+		snprintf(err, errlen, "image %s changed while it was opened (a "
+			 "symbolic link appeared in its path): refused", real);
+	else
+		snprintf(err, errlen, "%s: %s", real, strerror(-rc));
 	return rc;
 }
 
@@ -217,7 +259,7 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 {
 	td_image_t *img;
 	char *real = NULL, why[512];
-	int rc;
+	int rc, fd = -1;
 
 	if (!(ops->disk_flags & (TD_DISK_FILTER | TD_DISK_NO_FILE))) {
 		rc = td_engine_check_path(vbd->engine, path, &real, why,
@@ -238,11 +280,22 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 		return -ENOMEM;
 	}
 	img->drv.ops = ops;
+	/*
+	 * With a policy, the file it approved is opened now, once, and the
+	 * lock and the driver's opens all use that file (td_open_file).
+	 */
+	if (real && (rc = vbd_open_checked(real, &fd, err, errlen))) {
+		free(real);
+		free(img);
+		return rc;
+	}
 	if (!(ops->disk_flags & (TD_DISK_FILTER | TD_DISK_NO_FILE))) {
 		/* Before the driver reads (or repairs) anything. */
-		rc = vbd_image_lock(vbd, img, real ? real : path, child,
+		rc = vbd_image_lock(vbd, img, real ? real : path, fd, child,
 				    flags, err, errlen);
 		if (rc) {
+			if (fd >= 0)
+				close(fd);
 			free(real);
 			free(img);
 			return rc;
@@ -256,11 +309,19 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 	if (ops->private_data_size)
 		img->drv.data = calloc(1, ops->private_data_size);
 	if (!img->drv.name || (ops->private_data_size && !img->drv.data)) {
+		if (fd >= 0)
+			close(fd);
 		free(real);
 		vbd_image_free(img);
 		return -ENOMEM;
 	}
+	if (fd >= 0)
+		td_open_redirect(real, fd);
 	rc = ops->td_open(&img->drv, real ? real : path, flags);
+	if (fd >= 0) {
+		td_open_redirect(NULL, -1);
+		close(fd);
+	}
 	free(real);
 	if (rc < 0) {
 		if (img->drv.error[0])

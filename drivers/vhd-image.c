@@ -80,7 +80,7 @@ int vhd_probe(const char *path, bool *is_vhd)
 	int fd, ret = 0;
 
 	*is_vhd = false;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = td_open_file(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	if (fstat(fd, &st) < 0) {
@@ -398,8 +398,8 @@ int vhd_image_open(struct vhd_image **out, const char *path,
 	int fd;
 
 	*out = NULL;
-	fd = open(path, ((flags & VHD_IMAGE_RDONLY) ? O_RDONLY : O_RDWR) |
-		  O_CLOEXEC);
+	fd = td_open_file(path, ((flags & VHD_IMAGE_RDONLY) ? O_RDONLY :
+				 O_RDWR) | O_CLOEXEC);
 	if (fd < 0)
 		return td_errf(err, errlen, -errno, "%s: %s", path,
 			    strerror(errno));
@@ -1177,7 +1177,7 @@ static int link_open_raw(struct vhd_link *l, const char *path, bool rdwr,
 {
 	struct stat st;
 
-	l->fd = open(path, (rdwr ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	l->fd = td_open_file(path, (rdwr ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 	if (l->fd < 0 || fstat(l->fd, &st) < 0)
 		return td_errf(err, errlen, -errno, "%s: %s", path,
 			    strerror(errno));
@@ -1674,7 +1674,7 @@ int vhd_image_check(const char *path, vhd_check_fn *fn, void *arg,
 	int ret;
 
 	memset(res, 0, sizeof(*res));
-	c.fd = open(path, O_RDONLY | O_CLOEXEC);
+	c.fd = td_open_file(path, O_RDONLY | O_CLOEXEC);
 	if (c.fd < 0 || fstat(c.fd, &st) < 0) {
 		ret = td_errf(err, errlen, -errno, "%s: %s", path,
 			   strerror(errno));

@@ -8,7 +8,10 @@
  *
  * The engine asks (struct td_engine's path_policy) before it opens any
  * image of a chain, leaf or parent; fs/tree.c installs path_policy_check
- * there.  Pure apart from lstat/readlink: unit-tested without a mount.
+ * there.  The engine then opens the canonical path following no link
+ * (openat2 RESOLVE_NO_SYMLINKS), so a link swapped in after the check
+ * is refused, and the driver works on that file.  Pure apart from
+ * lstat/readlink: unit-tested without a mount.
  */
 #ifndef TAPFS_PATH_POLICY_H
 #define TAPFS_PATH_POLICY_H

@@ -73,6 +73,15 @@ int  td_lock_acquire(struct td_lock_table *t, const char *path,
 		     enum td_lock_mode mode, enum td_lock_role role,
 		     const void *owner, const char *name,
 		     struct td_lock **out, char *err, size_t errlen);
+/*
+ * The same on an open fd of the image (any mode; the lock takes its own
+ * reference): the image locked is the one the caller opened, whatever
+ * happens to the path meanwhile.
+ */
+int  td_lock_acquire_fd(struct td_lock_table *t, int fd, const char *path,
+			enum td_lock_mode mode, enum td_lock_role role,
+			const void *owner, const char *name,
+			struct td_lock **out, char *err, size_t errlen);
 /* Release a lock (NULL is fine); the bytes go when the last hold goes. */
 void td_lock_release(struct td_lock *l);
 

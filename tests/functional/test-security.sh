@@ -307,6 +307,47 @@ check_eq "a was closed: forgotten" "" "$(ctl_line "$G" a)"
 ctl_ok "$G" "open s2 raw:$T/store2/y.raw"	# the second allow_path
 tapfs_stop
 
+# ---- (f) a path component swapped for a symbolic link while opens run -------
+
+# The check and the open are one step: whatever the swapper does between
+# them, an open either refuses or gets the image inside.
+mkdir -p "$A/sw/d" "$O/d"
+printf 'INSIDE!!' | dd of="$A/sw/d/img.raw" bs=1M seek=0 conv=notrunc \
+	status=none && truncate -s 1M "$A/sw/d/img.raw"
+printf 'OUTSIDE!' | dd of="$O/d/img.raw" bs=1M seek=0 conv=notrunc \
+	status=none && truncate -s 1M "$O/d/img.raw"
+bg_start swapper "$PYTHON" -I -c '
+import os, sys, time
+a, o = sys.argv[1], sys.argv[2]
+end = time.monotonic() + 60
+while time.monotonic() < end:
+    os.rename(a + "/d", a + "/d.real")
+    os.symlink(o + "/d", a + "/d")
+    os.unlink(a + "/d")
+    os.rename(a + "/d.real", a + "/d")' "$A/sw" "$O"
+SWAP=$BG_PID
+tapfs_start "$M" "$S" "allow_path=$A" || summary
+inside=0 outside=0 refused=0
+for i in $(seq 300); do
+	if [ "$(ctl "$G" "open race raw:$A/sw/d/img.raw ro")" = OK ]; then
+		case "$(fsop pread "$G/race" 0 8)" in
+		494e5349444521*) inside=$((inside + 1)) ;;
+		*) outside=$((outside + 1)) ;;
+		esac
+		ctl "$G" "close race" >/dev/null
+	else
+		refused=$((refused + 1))
+	fi
+done
+kill "$SWAP" 2>/dev/null
+wait "$SWAP" 2>/dev/null
+[ -d "$A/sw/d.real" ] && { rm -f "$A/sw/d"; mv "$A/sw/d.real" "$A/sw/d"; }
+msg "swap race: $inside opens inside, $refused refused, $outside outside"
+check_eq "swap race: no open reached the file outside" 0 $outside
+check_match "swap race: opens did succeed meanwhile" "^[1-9]" "$inside"
+alive "after the swap race"
+tapfs_stop
+
 # ---- bad allow_path options ------------------------------------------------
 
 for o in "allow_path=relative/dir" "allow_path=$M/g" "allow_path="; do
