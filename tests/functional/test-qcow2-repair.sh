@@ -208,36 +208,36 @@ for round in $(seq 10); do
 	msg "round $round: the crash left ${leaks:-?} leaked clusters"
 	[ "${leaks:-0}" -gt 0 ] && break
 done
-if [ "${leaks:-0}" -gt 0 ]; then
-	ok "kill -9 during allocating writes left $leaks leaked clusters"
-	check_eq "k after the crash: no corruption" 0 \
-		"$(qj_field "$I/k.qcow2" corruptions)"
+# Whether a crash leaks is up to timing (the soak sees a few in 50): the
+# repair of a leak is also shown on a crafted image below, so a run whose
+# crashes left none still checks the reopen of the crashed image.
+leaks=${leaks:-0}
+msg "the crashes left $leaks leaked clusters"
+check_eq "k after the crash: no corruption" 0 \
+	"$(qj_field "$I/k.qcow2" corruptions)"
+if [ "$leaks" -gt 0 ]; then
 	check_match "k: tapfs-img check says what open repairs" \
 		"a read-write open repairs this dirty image: $leaks leaked \
 clusters? freed, 0 clusters in use counted" "$(img_last "$I/k.qcow2")"
-	rm -f "$T/k.raw"
-	check qemu-img convert -U -O raw "$I/k.qcow2" "$T/k.raw"
-	tapfs_start "$M" "$S" "allow_path=$T" || summary
-	wait_vbd k
+fi
+rm -f "$T/k.raw"
+check qemu-img convert -U -O raw "$I/k.qcow2" "$T/k.raw"
+tapfs_start "$M" "$S" "allow_path=$T" || summary
+wait_vbd k
+if [ "$leaks" -gt 0 ]; then
 	check_match "k: the reopen logs what it repaired" \
 		"qcow2: $I/k.qcow2: the dirty bit was set .*repaired: $leaks \
 leaked clusters? freed, 0 clusters in use counted" "$(cat "$TAPFS_LOG")"
-	check_eq "k: after the repair, leaks on disk (qemu-img check -U)" 0 \
-		"$(qj_field "$I/k.qcow2" leaks)"
-	check cmp "$G/k" "$T/k.raw"
-	ctl_close "$G" k
-	q_clean k "$I/k.qcow2"
-	check qemu-img compare -q -F raw "$I/k.qcow2" "$T/k.raw"
-	check_eq "k: dirty bit clear after close" 0 \
-		"$(($(header_bits "$I/k.qcow2") & 1))"
-	rm -f "$T/k.raw"
-else
-	fail "kill -9 during allocating writes left leaked clusters" \
-		"10 crashes left none"
-	tapfs_start "$M" "$S" "allow_path=$T" || summary
-	wait_vbd k
-	ctl_close "$G" k
 fi
+check_eq "k: after the reopen, no leak on disk (qemu-img check -U)" 0 \
+	"$(qj_field "$I/k.qcow2" leaks)"
+check cmp "$G/k" "$T/k.raw"
+ctl_close "$G" k
+q_clean k "$I/k.qcow2"
+check qemu-img compare -q -F raw "$I/k.qcow2" "$T/k.raw"
+check_eq "k: dirty bit clear after close" 0 \
+	"$(($(header_bits "$I/k.qcow2") & 1))"
+rm -f "$T/k.raw"
 
 # The same, crafted: a cluster counted, nothing uses it.
 mk over && q2edit "$I/over.qcow2" leak &&
