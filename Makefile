@@ -163,7 +163,7 @@ FUZZ_CC   ?= clang
 FUZZ_TIME ?= 60
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
 	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Iinclude -Idrivers
-FUZZ_SEEDS := $(BUILD)/fuzz/corpus-vhd
+VHD_SEEDS := $(BUILD)/fuzz/corpus-vhd
 $(BUILD)/fuzz/fuzz-vhd: tests/fuzz/fuzz-vhd.c drivers/vhd-format.c \
 		drivers/vhd-image.c drivers/td-fileio.c
 	@mkdir -p $(dir $@)
@@ -195,7 +195,7 @@ fuzz-run: $(BUILD)/fuzz/fuzz-ctl $(BUILD)/fuzz/fuzz-vhd \
 		$(BUILD)/fuzz/fuzz-qcow2 $(BUILD)/tapfs-img
 	tests/fuzz/make-seeds.sh $(BUILD)/tapfs-img $(BUILD)/fuzz
 	$(BUILD)/fuzz/fuzz-ctl $(FUZZ_FLAGS) -max_len=8192 $(BUILD)/fuzz/corpus-ctl
-	$(BUILD)/fuzz/fuzz-vhd $(FUZZ_FLAGS) -max_len=65536 $(FUZZ_SEEDS)
+	$(BUILD)/fuzz/fuzz-vhd $(FUZZ_FLAGS) -max_len=65536 $(VHD_SEEDS)
 	$(BUILD)/fuzz/fuzz-qcow2 $(FUZZ_FLAGS) -max_len=65536 $(Q2_SEEDS)
 
 clean:
