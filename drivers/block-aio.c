@@ -143,8 +143,7 @@ static void aio_debug(td_driver_t *drv, FILE *out)
 }
 
 const struct tap_disk tapdisk_aio = {
-	.api_version		= TD_API_VERSION,
-	.struct_size		= sizeof(struct tap_disk),
+	TD_DISK_VERSION,
 	.name			= "aio",
 	.description		= "raw image or device, libaio + O_DIRECT",
 	.private_data_size	= sizeof(struct aio_state),

@@ -317,8 +317,7 @@ static void fault_debug(td_driver_t *drv, FILE *out)
 }
 
 const struct tap_disk tapdisk_fault = {
-	.api_version		= TD_API_VERSION,
-	.struct_size		= sizeof(struct tap_disk),
+	TD_DISK_VERSION,
 	.name			= "fault",
 	.description		= "filter: inject errors and delays",
 	.private_data_size	= sizeof(struct fault_state),

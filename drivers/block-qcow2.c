@@ -2269,8 +2269,7 @@ static int q2_create_child(const char *path, const char *parent,
 }
 
 const struct tap_disk tapdisk_qcow2 = {
-	.api_version		= TD_API_VERSION,
-	.struct_size		= sizeof(struct tap_disk),
+	TD_DISK_VERSION,
 	.name			= "qcow2",
 	.description		= "qcow2 (QEMU) v2/v3: backing files, compression",
 	.private_data_size	= sizeof(struct q2_state),

@@ -94,8 +94,7 @@ static void ram_queue_discard(td_driver_t *drv, td_request_t treq)
 }
 
 const struct tap_disk tapdisk_ram = {
-	.api_version		= TD_API_VERSION,
-	.struct_size		= sizeof(struct tap_disk),
+	TD_DISK_VERSION,
 	.name			= "ram",
 	.description		= "volatile memory disk; path is the size",
 	.private_data_size	= sizeof(struct ram_state),

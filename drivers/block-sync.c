@@ -86,8 +86,7 @@ static void sync_queue_discard(td_driver_t *drv, td_request_t treq)
 }
 
 const struct tap_disk tapdisk_sync = {
-	.api_version		= TD_API_VERSION,
-	.struct_size		= sizeof(struct tap_disk),
+	TD_DISK_VERSION,
 	.name			= "sync",
 	.description		= "raw image or device, pread/pwrite",
 	.private_data_size	= sizeof(struct sync_state),

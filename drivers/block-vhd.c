@@ -1149,8 +1149,7 @@ static int vhd_create_child(const char *path, const char *parent,
 }
 
 const struct tap_disk tapdisk_vhd = {
-	.api_version		= TD_API_VERSION,
-	.struct_size		= sizeof(struct tap_disk),
+	TD_DISK_VERSION,
 	.name			= "vhd",
 	.description		= "VHD: fixed, dynamic, differencing",
 	.private_data_size	= sizeof(struct vhd_state),

@@ -356,10 +356,10 @@ static int control_snapshot(struct tapfs *fs, struct tapfs_group *g,
 			return control_status(g, -EINVAL, "'%s' is read-only:"
 					      " nothing to snapshot",
 					      tv->name);
-		if (!strcmp(leaf->ops->name, "ram"))
-			return control_status(g, -EINVAL, "'%s' is a ram "
+		if (leaf->ops->disk_flags & TD_DISK_NO_FILE)
+			return control_status(g, -EINVAL, "'%s' is a %s "
 					      "disk: it has no image to keep",
-					      tv->name);
+					      tv->name, leaf->ops->name);
 		if (leaf->ops->disk_flags & TD_DISK_FILTER)
 			return control_status(g, -EINVAL, "'%s' has a %s "
 					      "filter on top: close and open "
@@ -405,6 +405,15 @@ static int control_save(struct tapfs *fs, struct tapfs_group *g)
 }
 
 /*
+ * create takes a driver that makes image files, or one whose argument is
+ * not a file (ram: its size), which it just opens.
+ */
+static bool control_can_create(const struct tap_disk *ops)
+{
+	return ops->td_create || (ops->disk_flags & TD_DISK_NO_FILE);
+}
+
+/*
  * The driver a format word names ("raw" is the aio driver's alias), from
  * the one driver table.  create needs one that can make images.
  */
@@ -413,7 +422,7 @@ static const struct tap_disk *control_driver(const char *format,
 {
 	const struct tap_disk *ops = td_driver_find(format);
 
-	if (ops && creating && !ops->td_create && strcmp(ops->name, "ram"))
+	if (ops && creating && !control_can_create(ops))
 		return NULL;
 	return ops;
 }
@@ -428,7 +437,7 @@ static void control_formats(char *buf, size_t len, bool creating)
 	if (creating)
 		used += (size_t)snprintf(buf, len, "raw");
 	for (d = td_driver_list(); *d && used < len; d++) {
-		if (creating && !(*d)->td_create && strcmp((*d)->name, "ram"))
+		if (creating && !control_can_create(*d))
 			continue;
 		used += (size_t)snprintf(buf + used, len - used, "%s%s",
 					 used ? " " : "", (*d)->name);
@@ -517,7 +526,9 @@ static int control_open(struct tapfs *fs, struct tapfs_group *g,
 {
 	const struct tap_disk *ops = control_driver(cmd->format, false);
 	char spec[TAPFS_SPEC_MAX], formats[128];
-	bool file = ops && strcmp(ops->name, "ram");
+	/* A filter's argument names a file too (SETTINGS:DRIVER:PATH). */
+	bool file = ops && (!(ops->disk_flags & TD_DISK_NO_FILE) ||
+			    (ops->disk_flags & TD_DISK_FILTER));
 
 	if (!ops) {
 		control_formats(formats, sizeof(formats), false);

@@ -145,6 +145,7 @@ struct td_driver {
 struct tap_disk {
 	uint32_t	 api_version;	/* TD_API_VERSION */
 	uint32_t	 struct_size;	/* sizeof(struct tap_disk) */
+	/* (TD_DISK_VERSION in a designated initializer fills these two.) */
 	const char	*name;		/* lookup key: "aio", "vhd", ... */
 	const char	*description;
 	size_t		 private_data_size;
@@ -185,6 +186,13 @@ struct tap_disk {
 	int  (*td_control)(td_driver_t *drv, const char *args, char *err,
 			   size_t errlen);
 };
+
+/*
+ * The version fields of a driver table, for its designated initializer:
+ *	static const struct tap_disk foo_disk = { TD_DISK_VERSION, ... };
+ */
+#define TD_DISK_VERSION \
+	.api_version = TD_API_VERSION, .struct_size = sizeof(struct tap_disk)
 
 /*
  * disk_flags: a filter sits on top of the image it filters (its

@@ -31,8 +31,7 @@ static void min_queue(td_driver_t *drv, td_request_t treq)
 }
 
 static const struct tap_disk min_ops = {
-	.api_version		= TD_API_VERSION,
-	.struct_size		= sizeof(struct tap_disk),
+	TD_DISK_VERSION,
 	.name			= "minimal",
 	.td_open		= min_open,
 	.td_close		= min_close,

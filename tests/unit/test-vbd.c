@@ -246,8 +246,7 @@ static void fake_queue(td_driver_t *drv, td_request_t treq)
 }
 
 static const struct tap_disk fake_ops = {
-	.api_version		= TD_API_VERSION,
-	.struct_size		= sizeof(struct tap_disk),
+	TD_DISK_VERSION,
 	.name			= "fake",
 	.description		= "unit-test driver",
 	.private_data_size	= sizeof(struct fake_state),
