@@ -97,7 +97,7 @@ unit: $(UNIT_BINS)
 
 functional: $(BUILD)/tapfs $(BUILD)/tapfs-img
 	TAPFS=$(abspath $(BUILD)/tapfs) TAPFS_IMG=$(abspath $(BUILD)/tapfs-img) \
-		tests/functional/run.sh
+		TEST_CFLAGS="$(SANITIZE)" tests/functional/run.sh
 
 # block-tapfs end to end on a real Xen stack booted under QEMU emulation
 # (docs/xen.md); installs the emulator if missing, fails if it cannot.
