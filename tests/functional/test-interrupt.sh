@@ -82,7 +82,9 @@ ctl_ok "$G" "open f fault:delay_ms=4000,ops=w:raw:$S/g/f.raw"
 bg_start fw dd if="$T/p2" of="$G/f" bs=64k count=1 oflag=direct \
 	conv=notrunc
 FW=$BG_PID
-sleep 1
+f_inflight() { [ "$(stat_val "$G" f inflight)" -ge 1 ] 2>/dev/null; }
+for _ in $(seq 100); do f_inflight && break; sleep 0.05; done
+check f_inflight
 kill -KILL $FW
 sleep 0.5
 # A writer killed while its write is in the image waits for it.
