@@ -1998,6 +1998,8 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	char err[1024];
 	size_t each;
 	uint64_t i;
+	uint32_t align = 0;
+	bool direct = false;
 	int rc, oflags;
 
 	s->drv = drv;
@@ -2023,21 +2025,23 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	s->vsecs = qcow2_image_size(s->img) >> TD_SECTOR_SHIFT;
 	s->l1 = s->img->l1;
 	oflags = (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
-	/* O_DIRECT needs 4 KiB-aligned clusters on 4Kn disks. */
-	if (s->cs >= Q2_IO_ALIGN)
-		s->fd = td_open_file(path, oflags | O_DIRECT);
-	if (s->fd >= 0 && td_dio_align(s->fd) > Q2_IO_ALIGN) {
-		/* Metadata I/O is only 4 KiB aligned: buffered there. */
-		close(s->fd);
-		s->fd = -1;
+	/*
+	 * O_DIRECT needs 4 KiB-aligned clusters on 4Kn disks, and metadata
+	 * I/O is only 4 KiB aligned: buffered below or beyond that.
+	 */
+	if (s->cs >= Q2_IO_ALIGN) {
+		rc = td_open_direct(path, oflags, Q2_IO_ALIGN, &direct,
+				    &align);
+	} else {
+		rc = td_open_file(path, oflags);
+		if (rc < 0)
+			rc = -errno;
 	}
-	if (s->fd < 0)
-		s->fd = td_open_file(path, oflags);
-	if (s->fd < 0) {
-		rc = -errno;
+	if (rc < 0) {
 		td_log(TD_LOG_ERR, "%s: %s", path, strerror(-rc));
 		goto fail;
 	}
+	s->fd = rc;
 	rc = -ENOMEM;
 	s->l1_bytes = align_up((uint64_t)s->img->h.l1_size * 8, s->io_align);
 	s->l1_disk = aligned_alloc_zero(s->l1_bytes);
@@ -2081,12 +2085,8 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	 * On a 4Kn device O_DIRECT data I/O must be 4 KiB aligned too:
 	 * clusters are (4 KiB at least here), so the VBD widens requests.
 	 */
-	if (fcntl(s->fd, F_GETFL) & O_DIRECT) {
-		uint32_t align = td_dio_align(s->fd);
-
-		if (align > TD_SECTOR_SIZE)
-			drv->info.io_align = align;
-	}
+	if (direct && align > TD_SECTOR_SIZE)
+		drv->info.io_align = align;
 	return 0;
 fail:
 	q2_free_state(s);

@@ -922,23 +922,21 @@ static int vhd_open_fd(struct vhd_state *s, const char *path,
 		       td_flag_t flags)
 {
 	int oflags = (flags & TD_OPEN_RDONLY ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+	uint32_t align;
+	bool direct;
 
-	s->fd = td_open_file(path, oflags | O_DIRECT);
-	if (s->fd >= 0 && td_dio_align(s->fd) > TD_SECTOR_SIZE) {
-		/*
-		 * A 4Kn device: block data and bitmaps sit at 512-byte
-		 * offsets, which O_DIRECT would refuse.
-		 */
+	/* Block data and bitmaps sit at 512-byte offsets. */
+	s->fd = td_open_direct(path, oflags, TD_SECTOR_SIZE, &direct, &align);
+	if (s->fd >= 0 && !direct && align)
 		td_log(TD_LOG_INFO, "%s: the device needs %u-byte aligned "
-		       "direct I/O; VHD uses buffered I/O there", path,
-		       td_dio_align(s->fd));
-		close(s->fd);
+		       "direct I/O; VHD uses buffered I/O there", path, align);
+	if (s->fd < 0) {
+		int rc = s->fd;
+
 		s->fd = -1;
-		errno = EINVAL;
+		return rc;
 	}
-	if (s->fd < 0 && errno == EINVAL)
-		s->fd = td_open_file(path, oflags);
-	return s->fd < 0 ? -errno : 0;
+	return 0;
 }
 
 static int vhd_open(td_driver_t *drv, const char *path, td_flag_t flags)

@@ -74,7 +74,7 @@ int td_open_file(const char *path, int flags)
 	return open(proc, flags & ~(O_CREAT | O_EXCL | O_NOFOLLOW));
 }
 
-uint32_t td_dio_align(int fd)
+static uint32_t td_dio_align(int fd)
 {
 	struct statx sx;
 	struct stat st;
@@ -88,6 +88,27 @@ uint32_t td_dio_align(int fd)
 	    !ioctl(fd, BLKSSZGET, &lbs) && lbs > 0)
 		return (uint32_t)lbs;
 	return TD_SECTOR_SIZE;
+}
+
+int td_open_direct(const char *path, int flags, uint32_t max_align,
+		   bool *direct, uint32_t *align)
+{
+	int fd = td_open_file(path, flags | O_DIRECT);
+
+	*direct = false;
+	*align = 0;
+	if (fd >= 0) {
+		*align = td_dio_align(fd);
+		if (*align <= max_align && !(*align & (*align - 1))) {
+			*direct = true;
+			return fd;
+		}
+		close(fd);
+	} else if (errno != EINVAL) {
+		return -errno;
+	}
+	fd = td_open_file(path, flags);
+	return fd < 0 ? -errno : fd;
 }
 
 int td_errf(char *err, size_t errlen, int ret, const char *fmt, ...)

@@ -7,6 +7,7 @@
 #ifndef TD_FILEIO_H
 #define TD_FILEIO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,11 +16,15 @@ int td_pread_full(int fd, void *buf, size_t len, uint64_t off);
 /* pwrite exactly len bytes: 0, -errno, or -EIO if nothing is written. */
 int td_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 /*
- * The offset (and memory) alignment O_DIRECT needs on fd: the file
- * system's (statx STATX_DIOALIGN), else a block device's logical block
- * size, else one sector.  4096 on a 4Kn device.
+ * Open an image's own file (td_open_file) with O_DIRECT if the file
+ * system takes it and the alignment it then needs (statx STATX_DIOALIGN,
+ * else a block device's logical block size: 4096 on a 4Kn device) is a
+ * power of two of at most max_align bytes; else buffered.  Returns the
+ * fd or -errno; *direct says which, *align is the alignment O_DIRECT
+ * needs here (0 if the file system refuses O_DIRECT).
  */
-uint32_t td_dio_align(int fd);
+int td_open_direct(const char *path, int flags, uint32_t max_align,
+		   bool *direct, uint32_t *align);
 /*
  * open(2) for an image's own file.  While the engine opens an image it
  * has already opened race-free (td_open_redirect), every open of that

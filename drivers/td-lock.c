@@ -398,6 +398,16 @@ static const struct td_lock *file_conflict(const struct lock_file *f,
 	return NULL;
 }
 
+/* Move f's lock fd from the bytes it holds to exactly perm/unshared. */
+static void file_set_bytes(struct lock_file *f, unsigned perm,
+			   unsigned unshared)
+{
+	ofd_apply(f->fd, TD_LOCK_PERM_BASE, f->perm, perm);
+	ofd_apply(f->fd, TD_LOCK_SHARED_BASE, f->unshared, unshared);
+	f->perm = perm;
+	f->unshared = unshared;
+}
+
 /*
  * Give f's lock fd the bytes of mode: lock first, then test (as QEMU
  * does, so that two processes racing for one image both see the other).
@@ -408,36 +418,30 @@ static int file_set_mode(struct lock_file *f, enum td_lock_mode mode,
 {
 	unsigned byte = 0, perm = mode_perm[mode];
 	unsigned unshared = mode_unshared[mode];
+	unsigned old_perm, old_unshared;
 	int rc;
 
 	if (f->nolock || (f->perm == perm && f->unshared == unshared))
 		return 0;
 	/* Giving bytes back (the last writer left) needs no test. */
 	if (!(perm & ~f->perm) && !(unshared & ~f->unshared)) {
-		ofd_apply(f->fd, TD_LOCK_PERM_BASE, f->perm, perm);
-		ofd_apply(f->fd, TD_LOCK_SHARED_BASE, f->unshared, unshared);
-		f->perm = perm;
-		f->unshared = unshared;
+		file_set_bytes(f, perm, unshared);
 		return 0;
 	}
 	/* Take what is new, keep what we had until the test passed. */
+	old_perm = f->perm;
+	old_unshared = f->unshared;
 	rc = ofd_apply(f->fd, TD_LOCK_PERM_BASE, f->perm, f->perm | perm);
 	if (!rc)
 		rc = ofd_apply(f->fd, TD_LOCK_SHARED_BASE, f->unshared,
 			       f->unshared | unshared);
+	f->perm |= perm;
+	f->unshared |= unshared;
 	if (!rc)
 		rc = ofd_check(f->fd, perm, unshared, &byte);
-	if (rc == 0) {
-		ofd_apply(f->fd, TD_LOCK_PERM_BASE, f->perm | perm, perm);
-		ofd_apply(f->fd, TD_LOCK_SHARED_BASE, f->unshared | unshared,
-			  unshared);
-		f->perm = perm;
-		f->unshared = unshared;
+	file_set_bytes(f, rc ? old_perm : perm, rc ? old_unshared : unshared);
+	if (!rc)
 		return 0;
-	}
-	ofd_apply(f->fd, TD_LOCK_PERM_BASE, f->perm | perm, f->perm);
-	ofd_apply(f->fd, TD_LOCK_SHARED_BASE, f->unshared | unshared,
-		  f->unshared);
 	if (rc < 0 && ofd_unsupported(rc)) {
 		td_log(TD_LOG_WARN, "%s: the file system has no byte-range "
 		       "locks (%s): other processes and hosts are not kept "
@@ -570,12 +574,13 @@ int td_lock_acquire_fd(struct td_lock_table *t, int fd, const char *path,
 		       struct td_lock **out, char *err, size_t errlen)
 {
 	/* A dup shares the open file description, and so its OFD locks. */
-	int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0), rc;
 
 	*out = NULL;
 	if (dfd < 0) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -errno;
+		rc = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+		return rc;
 	}
 	return lock_acquire_fd(t, dfd, path, mode, role, owner, name, out,
 			       err, errlen);
@@ -584,7 +589,6 @@ int td_lock_acquire_fd(struct td_lock_table *t, int fd, const char *path,
 void td_lock_release(struct td_lock *l)
 {
 	struct lock_file *f;
-	char err[256];
 
 	if (!l)
 		return;
@@ -596,8 +600,9 @@ void td_lock_release(struct td_lock *l)
 		return;
 	}
 	/* The last writer left: readers remain, and let others read. */
-	if (file_mode(f) == TD_LOCK_READ)
-		file_set_mode(f, TD_LOCK_READ, "", err, sizeof(err));
+	if (file_mode(f) == TD_LOCK_READ && !f->nolock)
+		file_set_bytes(f, mode_perm[TD_LOCK_READ],
+			       mode_unshared[TD_LOCK_READ]);
 }
 
 int td_lock_describe(struct td_lock_table *t, const char *path, char *buf,

@@ -19,29 +19,30 @@ int td_rawfile_open(struct td_rawfile *rf, td_driver_t *drv,
 {
 	int oflags = (flags & TD_OPEN_RDONLY ? O_RDONLY : O_RDWR) | O_CLOEXEC;
 	bool quiet = flags & TD_OPEN_QUIET;
+	uint32_t align = 0;
 	uint64_t bytes;
 	struct stat st;
-	int err;
+	int fd, err;
 
 	rf->fd = -1;
 	rf->direct = false;
-	if (want_direct) {
-		rf->fd = td_open_file(path, oflags | O_DIRECT);
-		if (rf->fd >= 0)
-			rf->direct = true;
-		else if (errno == EINVAL && !quiet)
-			td_log(TD_LOG_WARN, "%s: file system refuses O_DIRECT;"
-			       " using buffered I/O (data is cached twice)",
-			       path);
-	}
-	if (rf->fd < 0)
-		rf->fd = td_open_file(path, oflags);
-	if (rf->fd < 0) {
-		err = -errno;
+	if (want_direct)
+		fd = td_open_direct(path, oflags, TD_MAX_IO_ALIGN, &rf->direct,
+				    &align);
+	else if ((fd = td_open_file(path, oflags)) < 0)
+		fd = -errno;
+	if (fd < 0) {
 		if (!quiet)
-			td_log(TD_LOG_ERR, "%s: %m", path);
-		return err;
+			td_log(TD_LOG_ERR, "%s: %s", path, strerror(-fd));
+		return fd;
 	}
+	rf->fd = fd;
+	if (want_direct && !rf->direct && !quiet && !align)
+		td_log(TD_LOG_WARN, "%s: file system refuses O_DIRECT; using "
+		       "buffered I/O (data is cached twice)", path);
+	else if (want_direct && !rf->direct && !quiet)
+		td_log(TD_LOG_WARN, "%s: O_DIRECT needs %u-byte alignment; "
+		       "using buffered I/O", path, align);
 	if (fstat(rf->fd, &st) < 0)
 		goto fail_errno;
 	if (S_ISBLK(st.st_mode)) {
@@ -65,26 +66,8 @@ int td_rawfile_open(struct td_rawfile *rf, td_driver_t *drv,
 		       (unsigned long long)(bytes & (TD_SECTOR_SIZE - 1)));
 	drv->info.size = bytes >> TD_SECTOR_SHIFT;
 	drv->info.sector_size = TD_SECTOR_SIZE;
-	drv->info.io_align = 0;
-	if (rf->direct) {
-		uint32_t align = td_dio_align(rf->fd);
-
-		if (align > TD_MAX_IO_ALIGN || (align & (align - 1))) {
-			/* Not something requests can be aligned to. */
-			if (!quiet)
-				td_log(TD_LOG_WARN, "%s: O_DIRECT needs %u-byte "
-				       "alignment; using buffered I/O", path,
-				       align);
-			close(rf->fd);
-			rf->direct = false;
-			rf->fd = td_open_file(path, (flags & TD_OPEN_RDONLY ?
-					     O_RDONLY : O_RDWR) | O_CLOEXEC);
-			if (rf->fd < 0)
-				goto fail_errno;
-		} else if (align > TD_SECTOR_SIZE) {
-			drv->info.io_align = align;
-		}
-	}
+	/* A 4Kn device: the VBD aligns requests to 4 KiB. */
+	drv->info.io_align = rf->direct && align > TD_SECTOR_SIZE ? align : 0;
 	return 0;
 
 fail_errno:

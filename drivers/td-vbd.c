@@ -417,11 +417,6 @@ void vbd_set_name(td_vbd_t *vbd, const char *name)
 	snprintf(vbd->name, sizeof(vbd->name), "%s", name);
 }
 
-const char *vbd_name(const td_vbd_t *vbd)
-{
-	return vbd->name;
-}
-
 /*
  * Open a chain whose images owner holds (NULL: the new VBD itself, named
  * after its leaf until vbd_set_name()).

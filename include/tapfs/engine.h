@@ -347,7 +347,6 @@ int  vbd_open_ops(struct td_engine *e, const struct tap_disk *ops,
  */
 #define TD_VBD_NAME_MAX		512
 void vbd_set_name(td_vbd_t *vbd, const char *name);
-const char *vbd_name(const td_vbd_t *vbd);
 
 /*
  * Close a drained VBD (state paused or idle). Returns first close error.
