@@ -78,9 +78,12 @@ $(BUILD)/tapfs: $(DAEMON_OBJS) $(LIBTAPFS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBTAPFS) $(FUSE_LIBS) \
 		$(LDLIBS)
 
+# tapfs-img: one file per verb, on the engine (tools/tapfs-img/tapfs-img.h).
+IMG_SRCS := $(wildcard tools/tapfs-img/*.c)
+IMG_OBJS := $(IMG_SRCS:%.c=$(BUILD)/%.o)
 $(BUILD)/tools/%.o: ALL_CFLAGS += -Idrivers
-$(BUILD)/tapfs-img: $(BUILD)/tools/tapfs-img.o $(LIBTAPFS)
-	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBTAPFS) $(LDLIBS)
+$(BUILD)/tapfs-img: $(IMG_OBJS) $(LIBTAPFS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(IMG_OBJS) $(LIBTAPFS) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIBTAPFS)
 	@mkdir -p $(dir $@)

@@ -198,6 +198,8 @@ static int vbd_image_lock(td_vbd_t *vbd, td_image_t *img, const char *path,
 	char why[512];
 	int rc;
 
+	if (flags & TD_OPEN_FORCE_SHARE)
+		return 0;	/* the caller reads an idle image knowingly */
 	if (fd >= 0)
 		rc = td_lock_acquire_fd(t, fd, path, mode, role, vbd->owner,
 					vbd->owner->name, &img->lock, why,
@@ -464,6 +466,8 @@ static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 		const struct tap_disk *pops = child->drv.ops;
 		td_disk_id_t id;
 
+		if (flags & TD_OPEN_LEAF_ONLY)
+			break;
 		rc = td_drv_get_parent_id(&child->drv, &id);
 		if (rc == TD_NO_PARENT)
 			break;

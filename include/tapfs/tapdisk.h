@@ -51,6 +51,16 @@
 /* Open flags (td_flag_t). */
 #define TD_OPEN_RDONLY		(1u << 0)
 #define TD_OPEN_QUIET		(1u << 1)	/* do not log open errors */
+/*
+ * Engine-level flags (vbd_open), passed down to drivers untouched:
+ * TD_OPEN_LEAF_ONLY opens the leaf without its parents, so that what it
+ * does not hold itself reads as zeros (a tool copying an image's own
+ * data); TD_OPEN_FORCE_SHARE takes no image locks (reading an idle image
+ * someone else holds, as qemu-img -U; implies nothing about TD_OPEN_RDONLY,
+ * which the caller sets).
+ */
+#define TD_OPEN_LEAF_ONLY	(1u << 2)
+#define TD_OPEN_FORCE_SHARE	(1u << 3)
 
 typedef uint64_t td_sector_t;
 typedef uint32_t td_flag_t;

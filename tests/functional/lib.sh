@@ -360,7 +360,8 @@ loop_attach() {
 		LOOP_DEV=
 		return 1
 	}
-	on_exit "_loop_detach '$LOOP_DEV' '$1'"
+	# The kernel shows the absolute path: match that.
+	on_exit "_loop_detach '$LOOP_DEV' '$(realpath -- "$1")'"
 	ok "losetup --direct-io=on $1 -> $LOOP_DEV"
 }
 

@@ -2,9 +2,11 @@
 /* Image locks (drivers/td-lock.c): the table's rules and QEMU's bytes. */
 #include <sys/stat.h>
 
+#include <tapfs/engine.h>
 #include <tapfs/lock.h>
 
 #include "unit.h"
+#include "vhd-image.h"
 
 /* Owners are identities: any distinct addresses. */
 static const char ids[4];
@@ -327,6 +329,55 @@ static void test_lock_errors(void **state)
 					 f->err, sizeof(f->err)), -EINVAL);
 }
 
+/*
+ * The engine's open flags for tools: TD_OPEN_FORCE_SHARE reads an image
+ * another VBD writes, taking no lock; TD_OPEN_LEAF_ONLY opens a child
+ * without its parent (which stays unlocked).
+ */
+static void test_vbd_open_flags(void **state)
+{
+	struct fx *f = *state;
+	struct td_engine *e = td_engine_new();
+	struct vhd_create_params p = {
+		.type = VHD_TYPE_DIFF, .parent = f->path, .parent_raw = true,
+	};
+	char spec[600], child[300];
+	td_vbd_t *w, *r;
+
+	assert_non_null(e);
+	assert_int_equal(td_drivers_init(), 0);
+	snprintf(spec, sizeof(spec), "aio:%s", f->path);
+	assert_int_equal(vbd_open(e, spec, 0, NULL, &w, f->err,
+				  sizeof(f->err)), 0);
+	assert_int_equal(vbd_open(e, spec, TD_OPEN_RDONLY | TD_OPEN_QUIET,
+				  NULL, &r, f->err, sizeof(f->err)), -EBUSY);
+	assert_int_equal(vbd_open(e, spec, TD_OPEN_RDONLY |
+				  TD_OPEN_FORCE_SHARE, NULL, &r, f->err,
+				  sizeof(f->err)), 0);
+	assert_int_equal(bytes_held(f->path), QEMU_WRITER);
+	assert_int_equal(vbd_close(r), 0);
+	assert_int_equal(vbd_close(w), 0);
+	assert_int_equal(bytes_held(f->path), 0);
+
+	snprintf(child, sizeof(child), "%s.vhd", f->path);
+	assert_int_equal(vhd_image_create(child, &p, f->err, sizeof(f->err)),
+			 0);
+	snprintf(spec, sizeof(spec), "vhd:%s", child);
+	assert_int_equal(vbd_open(e, spec, TD_OPEN_RDONLY, NULL, &r, f->err,
+				  sizeof(f->err)), 0);
+	assert_int_equal(vbd_chain_length(r), 2);
+	assert_int_equal(bytes_held(f->path), QEMU_READER);
+	assert_int_equal(vbd_close(r), 0);
+	assert_int_equal(vbd_open(e, spec, TD_OPEN_RDONLY | TD_OPEN_LEAF_ONLY,
+				  NULL, &r, f->err, sizeof(f->err)), 0);
+	assert_int_equal(vbd_chain_length(r), 1);
+	assert_int_equal(bytes_held(f->path), 0);
+	assert_int_equal(bytes_held(child), QEMU_READER);
+	assert_int_equal(vbd_close(r), 0);
+	unlink(child);
+	td_engine_free(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -342,6 +393,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_lock_other_process,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_vbd_open_flags, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_lock_errors, setup,
 						teardown),
 	};
