@@ -4,9 +4,10 @@
  *
  * Used at open time by the asynchronous qcow2 driver (header, L1 table,
  * refcount structures, backing file lookup, the dirty bit) and by the
- * offline tool tapfs-img (create, info, check, reading through a chain,
- * writing a converted image).  They block: never call them on the
- * engine's loop for data-path I/O.
+ * offline tool tapfs-img (create, info, check, the map of what an image
+ * holds).  Image data is read and written by the qcow2 driver only
+ * (block-qcow2.c), by the daemon and by tapfs-img alike.  These block:
+ * never call them on the engine's loop for data-path I/O.
  *
  * Errors: functions return 0 (or a non-negative value where documented)
  * or -errno and write the reason, naming the file and the value, to the
@@ -228,55 +229,6 @@ int qcow2_image_create(const char *path, const struct qcow2_create_params *p,
 /* Virtual size of the image at path, opened by driver ("qcow2", ...). */
 int qcow2_probe_size(const char *path, const char *driver, uint64_t *size,
 		     char *err, size_t errlen);
-
-/*
- * A new image written front to back (tapfs-img convert): clusters go in
- * as they come, L2 tables, L1 table and refcounts at the end.  Not crash
- * safe: on failure the caller removes the file.
- */
-struct qcow2_writer;
-int qcow2_writer_open(struct qcow2_writer **out, const char *path,
-		      const struct qcow2_create_params *p, char *err,
-		      size_t errlen);
-/* Data of guest cluster c (cluster_size bytes; the last may be short). */
-int qcow2_writer_put(struct qcow2_writer *w, uint64_t c, const void *data,
-		     char *err, size_t errlen);
-uint32_t qcow2_writer_cluster_size(const struct qcow2_writer *w);
-/* Finish (fsync) and free; with abort, just free. */
-int qcow2_writer_close(struct qcow2_writer *w, bool abort, char *err,
-		       size_t errlen);
-
-/* ---- chains (tapfs-img) --------------------------------------------- */
-
-struct vhd_chain;
-
-/* One image of a chain: a qcow2 image, a VHD chain (its own parents) or
- * a raw file. */
-struct qcow2_link {
-	char			*path;
-	struct qcow2_image	*q;
-	struct vhd_chain	*vhd;
-	int			 fd;		/* raw */
-	uint64_t		 size;
-	struct qcow2_map_ctx	 map;		/* qcow2: the reader's cache */
-};
-
-struct qcow2_chain {
-	unsigned		 n;
-	struct qcow2_link	*link;		/* [0] leaf ... */
-	uint32_t		 maxcs;		/* largest cluster size */
-	uint8_t			*cbuf;		/* compressed input */
-	uint8_t			*cluster;	/* inflated cluster */
-	void			*zs;		/* NULL until first used */
-};
-
-/* Open the qcow2 image at leaf and its backing files, read-only. */
-int qcow2_chain_open(struct qcow2_chain **out, const char *leaf, char *err,
-		     size_t errlen);
-void qcow2_chain_close(struct qcow2_chain *c);
-/* Read virtual sectors of the leaf through the chain. */
-int qcow2_chain_read(struct qcow2_chain *c, uint64_t sec, uint32_t secs,
-		     void *buf, char *err, size_t errlen);
 
 /* ---- consistency check ---------------------------------------------- */
 

@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Synchronous VHD image helpers (pread/pwrite on one file).
+ * Synchronous VHD image helpers (pread/pwrite on one file): what is
+ * offline by nature.
  *
  * Used at open time by the asynchronous vhd driver (footer, header, BAT,
- * parent lookup and validation) and by the offline tool tapfs-img
- * (create, check, read through a chain, the crash-safe write path).  They
- * block: never call them on the engine's loop for data-path I/O.
+ * parent lookup and validation, reclaim) and by the offline tool
+ * tapfs-img (create, info, check, the map of what an image holds).
+ * Image data is read and written by the vhd driver only (block-vhd.c:
+ * the crash-safe allocation order is written down there), by the daemon
+ * and by tapfs-img alike.  These block: never call them on the engine's
+ * loop for data-path I/O.
  *
  * Errors: functions return 0 (or a non-negative value where documented)
  * or -errno, and write the reason, naming the file and the value, to the
@@ -33,26 +37,12 @@
  *    child (blktap disabled this check for the same reason).
  *  - Timestamps are seconds since 2000-01-01 00:00:00 UTC.
  *
- * Block allocation (vhd_image_write on an unallocated block), in order:
- *   1. the footer is written past the new block (the file grows);
- *   2. the data of the write and the block's sector bitmap, then a
- *      barrier (fdatasync);
- *   3. the BAT entry (one 4-byte write: the commit point), a barrier.
- * The new block starts past the old footer, which no step overwrites (it
- * stays behind as a dead sector in the alignment gap), so until the new
- * footer is durable the old one still ends the old file: every prefix of
- * the sequence leaves a valid image.  A crash before 3 leaves space no
- * block uses before the footer (check: a warning; it is not reused); after 3
- * the block and its data are complete.  The issue's order (data, bitmap,
- * BAT, footer last) would leave the file without a trailing footer after
- * a crash between the BAT write and the footer write.  The data area of
- * a new block starts on a 4 KiB boundary (O_DIRECT on 4Kn disks).
- *
  * Reclaim (VHD_IMAGE_RECLAIM, a read-write open of a dynamic or
  * differencing image whose trailing footer is valid).  The space between
  * the end of everything the image references (vhd_data_end: header, BAT,
  * locators, allocated blocks) and the trailing footer is what a crash
- * before step 3 leaves: the new block's data and bitmap, footers.  Open
+ * before the BAT write of an allocation leaves (block-vhd.c): the new
+ * block's data and bitmap, footers.  Open
  * writes a footer at that end, makes it durable (fdatasync), then
  * truncates the file to just past it: until the truncate, the old footer
  * still ends the file; after it, the new one does, so a crash at any
@@ -74,10 +64,6 @@
 
 /* Open flags. */
 #define VHD_IMAGE_RDONLY	(1u << 0)
-/* No fdatasync barriers: for a new file a crash may lose (convert). */
-#define VHD_IMAGE_NOSYNC	(1u << 1)
-/* vhd_chain_open: open the leaf's parent read-write too (coalesce). */
-#define VHD_CHAIN_PARENT_RDWR	(1u << 2)
 /*
  * Read-write open: give back the space an interrupted block allocation
  * left at the end of the file (see "Reclaim" above).  The caller must
@@ -184,19 +170,6 @@ int vhd_image_map(struct vhd_image *img, uint64_t sec, uint32_t max,
 int vhd_image_allocated(struct vhd_image *img, uint64_t *sectors,
 			uint32_t *blocks);
 
-/* ---- writing (offline tools) --------------------------------------- */
-
-/*
- * Write secs sectors at sec (within the virtual size), allocating blocks
- * with the crash-safe ordering above and setting bitmap bits.  -EROFS on
- * a read-only image, -ERANGE past the virtual size, -ENOSPC when the file
- * would pass the 2 TiB a BAT entry can address.
- */
-int vhd_image_write(struct vhd_image *img, uint64_t sec, uint32_t secs,
-		    const void *buf);
-/* Make every completed write durable (fsync). */
-int vhd_image_flush(struct vhd_image *img);
-
 /* ---- creating ------------------------------------------------------- */
 
 struct vhd_create_params {
@@ -257,46 +230,6 @@ int vhd_image_validate_parent(struct vhd_image *child,
 			      struct vhd_image *parent,
 			      const char *parent_path, char *warn,
 			      size_t warnlen, char *err, size_t errlen);
-
-/* ---- chains --------------------------------------------------------- */
-
-enum vhd_format {
-	VHD_FORMAT_AUTO,	/* probe */
-	VHD_FORMAT_RAW,
-	VHD_FORMAT_VHD,
-};
-
-/* One image of a chain: a VHD, or a raw file (vhd NULL). */
-struct vhd_link {
-	char			*path;
-	struct vhd_image	*vhd;
-	int			 fd;		/* raw only */
-	uint64_t		 size;		/* virtual size, bytes */
-};
-
-struct vhd_chain {
-	unsigned		 n;
-	struct vhd_link		*link;		/* [0] leaf ... [n-1] base */
-	/* Non-fatal problems met while opening, one per line, or "". */
-	char			 warning[1024];
-};
-
-/*
- * Open leaf (with flags) and every parent (read-only, or the first one
- * read-write with VHD_CHAIN_PARENT_RDWR), validating each link.
- */
-int vhd_chain_open(struct vhd_chain **out, const char *leaf,
-		   enum vhd_format format, unsigned flags, char *err,
-		   size_t errlen);
-void vhd_chain_close(struct vhd_chain *c);
-
-/* Read virtual sectors through the chain (zeros past the base). */
-int vhd_chain_read(struct vhd_chain *c, uint64_t sec, uint32_t secs,
-		   void *buf);
-
-/* Write sectors into one link (a VHD or a raw file). */
-int vhd_link_write(struct vhd_link *l, uint64_t sec, uint32_t secs,
-		   const void *buf);
 
 /* ---- consistency check --------------------------------------------- */
 

@@ -5,16 +5,15 @@
  * 8 bytes to the L1, L2 and refcount table entry decoders (and, with
  * extended L2, the subcluster decoder), a block of it to the refcount
  * getters of every width and to inflate; then the image helpers open it
- * from a memfd read-only (header, L1 table), map and read every sector
- * range through the chain reader (compressed clusters inflated), count
+ * from a memfd read-only (header, L1 table), read every sector range
+ * through the qcow2 driver on an engine (compressed clusters inflated), count
  * allocation, run the full check, and - for small virtual sizes - open
  * it read-write (refcount blocks, the dirty-bit scan, refcount table
  * growth, the dirty bit).
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 \
  *	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Iinclude -Idrivers \
- *	tests/fuzz/fuzz-qcow2.c drivers/qcow2-format.c drivers/qcow2-image.c \
- *	drivers/vhd-format.c drivers/vhd-image.c -luuid -lz \
+ *	tests/fuzz/fuzz-qcow2.c drivers/\*.c -laio -luuid -lz -lpthread \
  *	-o build/fuzz-qcow2
  *   build/fuzz-qcow2 -max_len=262144 corpus/
  *
@@ -28,6 +27,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include <tapfs/engine.h>
 
 #include "qcow2-format.h"
 #include "qcow2-image.h"
@@ -105,13 +106,63 @@ static void fuzz_parsers(const uint8_t *data, size_t size)
 	qcow2_header_check_writable(&h, &ext, NULL);
 }
 
+/*
+ * Read every sector range (up to FUZZ_MAX_SECTORS) of path through the
+ * qcow2 driver, as the daemon and tapfs-img read: a VBD on an engine,
+ * the chain opened by the engine (a backing file named by the input does
+ * not exist, or is refused), one request at a time.
+ */
+struct fuzz_req {
+	struct vbd_request	r;
+	bool			done;
+};
+
+static void fuzz_req_done(struct vbd_request *vreq, int err)
+{
+	(void)err;
+	((struct fuzz_req *)vreq)->done = true;
+}
+
+static void fuzz_read_engine(const char *path)
+{
+	static struct td_engine *e;	/* one for the run: io_setup is slow */
+	struct fuzz_req q;
+	char spec[80], err[1024];
+	uint64_t sec, secs;
+	td_vbd_t *v;
+	void *buf;
+
+	if (!e && (td_drivers_init() || !(e = td_engine_new())))
+		return;
+	snprintf(spec, sizeof(spec), "qcow2:%s", path);
+	if (vbd_open(e, spec, TD_OPEN_RDONLY | TD_OPEN_QUIET |
+		     TD_OPEN_FORCE_SHARE, NULL, &v, err, sizeof(err)))
+		return;
+	secs = vbd_size(v) >> 9;
+	if (secs > FUZZ_MAX_SECTORS)
+		secs = FUZZ_MAX_SECTORS;
+	if (!posix_memalign(&buf, TD_BUF_ALIGN, 64 * 512)) {
+		for (sec = 0; sec < secs; sec += 64) {
+			memset(&q, 0, sizeof(q));
+			q.r.op = TD_OP_READ;
+			q.r.buf = buf;
+			q.r.sec = sec;
+			q.r.secs = secs - sec < 64 ? (uint32_t)(secs - sec) : 64;
+			q.r.cb = fuzz_req_done;
+			vbd_submit(v, &q.r);
+			while (!q.done)
+				td_loop_run_once(e->loop, 1000);
+		}
+		free(buf);
+	}
+	vbd_close(v);
+}
+
 static void fuzz_image(int fd)
 {
 	struct qcow2_check_result res;
 	struct qcow2_image *img;
-	struct qcow2_chain *c;
-	uint8_t *buf;
-	uint64_t sec, secs, bytes, clusters;
+	uint64_t bytes, clusters;
 	char err[1024], path[64];
 	int dfd;
 
@@ -122,20 +173,8 @@ static void fuzz_image(int fd)
 	if (qcow2_image_open_fd(&img, dfd, path, 0, err, sizeof(err)))
 		return;
 	qcow2_image_allocated(img, &bytes, &clusters, err, sizeof(err));
-	secs = qcow2_image_size(img) >> 9;
 	qcow2_image_close(img, false);
-	if (secs > FUZZ_MAX_SECTORS)
-		secs = FUZZ_MAX_SECTORS;
-	buf = malloc(64 * 512);
-	/* The backing file, if any, names a file that does not exist. */
-	if (buf && !qcow2_chain_open(&c, path, err, sizeof(err))) {
-		for (sec = 0; sec < secs; sec += 64)
-			if (qcow2_chain_read(c, sec, 64, buf, err,
-					     sizeof(err)))
-				break;
-		qcow2_chain_close(c);
-	}
-	free(buf);
+	fuzz_read_engine(path);
 	qcow2_image_check(path, NULL, NULL, &res, err, sizeof(err));
 }
 

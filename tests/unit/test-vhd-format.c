@@ -990,9 +990,10 @@ static void pattern(uint8_t *buf, uint32_t secs, uint64_t sec, int tag)
 
 /*
  * base (dynamic, 4 KiB blocks) <- mid <- top (differencing), each
- * written with partial, unaligned ranges through vhd_image_write; a
- * model of what every sector holds is compared with reads through the
- * chain, before and after reopening.
+ * written with partial, unaligned ranges through the vhd driver (a VBD,
+ * as the daemon writes); a model of what every sector holds is compared
+ * with reads through the chain, and the bitmaps record only what was
+ * written.
  */
 static void test_image_chain_model(void **state)
 {
@@ -1003,9 +1004,9 @@ static void test_image_chain_model(void **state)
 		{ 1, 2, 4 }, { 1, 8, 8 }, { 1, 30, 70 }, { 1, 511, 1 },
 		{ 2, 1, 1 }, { 2, 9, 2 }, { 2, 64, 200 }, { 2, 300, 5 },
 	};
-	char path[3][300], err[512];
+	char path[3][300], spec[320], err[512];
 	struct vhd_image *img;
-	struct vhd_chain *c;
+	struct unit_vbd u;
 	uint8_t *model, *buf, *got;
 	unsigned i, k;
 
@@ -1022,37 +1023,39 @@ static void test_image_chain_model(void **state)
 		if (k)
 			create_vhd(path[k], VHD_TYPE_DIFF, 0, 4096,
 				   path[k - 1], false);
-		assert_int_equal(vhd_image_open(&img, path[k], 0, err,
-						sizeof(err)), 0);
+		snprintf(spec, sizeof(spec), "vhd:%s", path[k]);
+		assert_int_equal(unit_vbd_open(&u, spec, 0), 0);
 		for (i = 0; i < sizeof(w) / sizeof(w[0]); i++) {
 			if (w[i].img != (int)k)
 				continue;
 			pattern(buf, w[i].n, w[i].sec, (int)k + 1);
-			assert_int_equal(vhd_image_write(img, w[i].sec, w[i].n,
-							 buf), 0);
+			assert_int_equal(unit_vbd_io(&u, TD_OP_WRITE, w[i].sec,
+						     w[i].n, buf), 0);
 			memcpy(model + w[i].sec * 512, buf, w[i].n * 512);
 		}
 		/* A rewrite inside an allocated block keeps its neighbours. */
 		if (k == 2) {
 			pattern(buf, 1, 10, 9);
-			assert_int_equal(vhd_image_write(img, 10, 1, buf), 0);
+			assert_int_equal(unit_vbd_io(&u, TD_OP_WRITE, 10, 1,
+						     buf), 0);
 			memcpy(model + 10 * 512, buf, 512);
 		}
-		assert_int_equal(vhd_image_write(img, SECS, 1, buf), -ERANGE);
-		assert_int_equal(vhd_image_close(img), 0);
+		assert_int_equal(unit_vbd_io(&u, TD_OP_WRITE, SECS, 1, buf),
+				 -ENOSPC);
+		assert_int_equal(unit_vbd_io(&u, TD_OP_FLUSH, 0, 0, NULL), 0);
+		unit_vbd_close(&u);
 		check_clean(path[k], 0);
 	}
 
-	assert_int_equal(vhd_chain_open(&c, path[2], VHD_FORMAT_AUTO,
-					VHD_IMAGE_RDONLY, err, sizeof(err)), 0);
-	assert_int_equal(c->n, 3);
-	assert_string_equal(c->warning, "");
-	assert_int_equal(vhd_chain_read(c, 0, SECS, got), 0);
+	snprintf(spec, sizeof(spec), "vhd:%s", path[2]);
+	assert_int_equal(unit_vbd_open(&u, spec, TD_OPEN_RDONLY), 0);
+	assert_int_equal(vbd_chain_length(u.v), 3);
+	assert_int_equal(unit_vbd_io(&u, TD_OP_READ, 0, SECS, got), 0);
 	assert_memory_equal(got, model, SIZE);
 	/* Unaligned reads across blocks and images. */
-	assert_int_equal(vhd_chain_read(c, 5, 37, got), 0);
+	assert_int_equal(unit_vbd_io(&u, TD_OP_READ, 5, 37, got), 0);
 	assert_memory_equal(got, model + 5 * 512, 37 * 512);
-	vhd_chain_close(c);
+	unit_vbd_close(&u);
 
 	/* The bitmap records only what was written. */
 	assert_int_equal(vhd_image_open(&img, path[2], VHD_IMAGE_RDONLY, err,
@@ -1075,9 +1078,9 @@ static void test_image_chain_model(void **state)
 static void test_image_raw_parent(void **state)
 {
 	struct scratch *s = *state;
-	char raw[300], child[300], err[512];
+	char raw[300], child[300], spec[320], err[512];
 	struct vhd_image *img;
-	struct vhd_chain *c;
+	struct unit_vbd u;
 	uint8_t buf[4096], got[8192];
 	int fd;
 
@@ -1094,20 +1097,20 @@ static void test_image_raw_parent(void **state)
 	assert_int_equal(vhd_image_open(&img, child, 0, err, sizeof(err)), 0);
 	assert_true(vhd_image_parent_is_raw(img));
 	assert_int_equal(vhd_image_size(img), 64 << 10);
-	memset(buf, 0xee, 512);
-	assert_int_equal(vhd_image_write(img, 3, 1, buf), 0);
 	vhd_image_close(img);
+	snprintf(spec, sizeof(spec), "vhd:%s", child);
+	memset(buf, 0xee, 512);
+	assert_int_equal(unit_image_write(spec, 3, 1, buf), 0);
 
-	assert_int_equal(vhd_chain_open(&c, child, VHD_FORMAT_VHD,
-					VHD_IMAGE_RDONLY, err, sizeof(err)), 0);
-	assert_int_equal(c->n, 2);
-	assert_null(c->link[1].vhd);
-	assert_int_equal(vhd_chain_read(c, 0, 16, got), 0);
+	assert_int_equal(unit_vbd_open(&u, spec, TD_OPEN_RDONLY), 0);
+	assert_int_equal(vbd_chain_length(u.v), 2);
+	assert_string_equal(vbd_image(u.v, 1)->ops->name, "aio");
+	assert_int_equal(unit_vbd_io(&u, TD_OP_READ, 0, 16, got), 0);
 	pattern(buf, 8, 0, 5);
 	assert_memory_equal(got, buf, 3 * 512);
 	assert_int_equal(got[3 * 512], 0xee);
 	assert_memory_equal(got + 4 * 512, buf + 4 * 512, 4 * 512);
-	vhd_chain_close(c);
+	unit_vbd_close(&u);
 	check_clean(child, 0);
 }
 
@@ -1115,8 +1118,8 @@ static void test_image_raw_parent(void **state)
 static void test_image_parent_errors(void **state)
 {
 	struct scratch *s = *state;
-	char a[300], b[300], child[300], moved[300], err[1024];
-	struct vhd_chain *c;
+	char a[300], b[300], child[300], moved[300], spec[320];
+	struct unit_vbd u;
 
 	spath(s, "a.vhd", a, sizeof(a));
 	spath(s, "b.vhd", b, sizeof(b));
@@ -1127,19 +1130,16 @@ static void test_image_parent_errors(void **state)
 	create_vhd(child, VHD_TYPE_DIFF, 0, 0, a, false);
 
 	assert_int_equal(rename(b, a), 0);
-	assert_int_equal(vhd_chain_open(&c, child, VHD_FORMAT_AUTO,
-					VHD_IMAGE_RDONLY, err, sizeof(err)),
-			 -EINVAL);
-	assert_contains(err, "parent UUID mismatch: ");
-	assert_contains(err, child);
-	assert_contains(err, a);
+	snprintf(spec, sizeof(spec), "vhd:%s", child);
+	assert_int_equal(unit_vbd_open(&u, spec, TD_OPEN_RDONLY), -EINVAL);
+	assert_contains(u.err, "parent UUID mismatch: ");
+	assert_contains(u.err, child);
+	assert_contains(u.err, a);
 
 	assert_int_equal(unlink(a), 0);
-	assert_int_equal(vhd_chain_open(&c, child, VHD_FORMAT_AUTO,
-					VHD_IMAGE_RDONLY, err, sizeof(err)),
-			 -ENOENT);
-	assert_contains(err, "parent not found; tried ");
-	assert_contains(err, "/a.vhd (W2ru): No such file or directory");
+	assert_int_equal(unit_vbd_open(&u, spec, TD_OPEN_RDONLY), -ENOENT);
+	assert_contains(u.err, "parent not found; tried ");
+	assert_contains(u.err, "/a.vhd (W2ru): No such file or directory");
 
 	/* The relative locator wins when the pair moves together. */
 	create_vhd(a, VHD_TYPE_DYNAMIC, 1 << 20, 0, NULL, false);
@@ -1150,11 +1150,11 @@ static void test_image_parent_errors(void **state)
 	assert_int_equal(rename(a, b), 0);
 	snprintf(a, sizeof(a), "%s/child.vhd", moved);
 	assert_int_equal(rename(child, a), 0);
-	assert_int_equal(vhd_chain_open(&c, a, VHD_FORMAT_AUTO,
-					VHD_IMAGE_RDONLY, err, sizeof(err)), 0);
-	assert_int_equal(c->n, 2);
-	assert_contains(c->link[1].path, "/sub/a.vhd");
-	vhd_chain_close(c);
+	snprintf(spec, sizeof(spec), "vhd:%s", a);
+	assert_int_equal(unit_vbd_open(&u, spec, TD_OPEN_RDONLY), 0);
+	assert_int_equal(vbd_chain_length(u.v), 2);
+	assert_contains(vbd_image(u.v, 1)->name, "/sub/a.vhd");
+	unit_vbd_close(&u);
 }
 
 /* A corrupt trailing footer: open uses the backup, check reports it. */
@@ -1201,7 +1201,7 @@ static void collect_check(void *arg, enum vhd_severity sev, const char *m)
 static void test_image_check_bitmap_tail(void **state)
 {
 	struct scratch *s = *state;
-	char p[300], err[512], all[4096] = "";
+	char p[300], spec[320], err[512], all[4096] = "";
 	struct vhd_check_result res;
 	struct vhd_image *img;
 	uint8_t buf[512] = { 1 }, map[512];
@@ -1211,16 +1211,20 @@ static void test_image_check_bitmap_tail(void **state)
 	spath(s, "tail.vhd", p, sizeof(p));
 	/* 10 KiB with 4 KiB blocks: the last block holds 4 of 8 sectors. */
 	create_vhd(p, VHD_TYPE_DYNAMIC, 10 << 10, 4096, NULL, false);
-	assert_int_equal(vhd_image_open(&img, p, 0, err, sizeof(err)), 0);
-	assert_int_equal(vhd_image_write(img, 19, 1, buf), 0);
+	snprintf(spec, sizeof(spec), "vhd:%s", p);
+	assert_int_equal(unit_image_write(spec, 19, 1, buf), 0);
+	assert_int_equal(vhd_image_open(&img, p, VHD_IMAGE_RDONLY, err,
+					sizeof(err)), 0);
 	bm_off = (uint64_t)img->bat[2] << 9;
 	assert_int_equal(vhd_image_close(img), 0);
 	check_clean(p, 0);
 
 	fd = open(p, O_RDWR);
 	assert_int_equal(pread(fd, map, sizeof(map), (off_t)bm_off), 512);
-	assert_int_equal(map[0], 0x10);			/* sector 3 of block 2 */
-	map[0] |= 0x01;					/* sector 7: past the end */
+	/* The driver fills a new block: every sector present, all ones. */
+	assert_int_equal(map[0], 0xff);
+	memset(map, 0, sizeof(map));
+	map[0] = 0x10 | 0x01;		/* sector 3, and 7: past the end */
 	assert_int_equal(pwrite(fd, map, sizeof(map), (off_t)bm_off), 512);
 	assert_int_equal(vhd_image_check(p, collect_check, all, &res, err,
 					 sizeof(err)), 0);
@@ -1269,7 +1273,8 @@ static void test_image_geometry_size(void **state)
 	const uint64_t chs = 609ull * 16 * 63;
 	uint8_t buf[1024] = { 0x5a, 0x5a };
 	struct vhd_image *img;
-	char p[300], err[512];
+	char p[300], spec[320], err[512];
+	struct unit_vbd u;
 	uint64_t off;
 	uint32_t run;
 	unsigned i;
@@ -1278,14 +1283,21 @@ static void test_image_geometry_size(void **state)
 		spath(s, i ? "vpc-fixed.vhd" : "vpc-dyn.vhd", p, sizeof(p));
 		create_vhd(p, types[i], 300ull << 20, 0, NULL, false);
 		set_creator(p, "vpc ");
-		assert_int_equal(vhd_image_open(&img, p, 0, err, sizeof(err)),
+		snprintf(spec, sizeof(spec), "vhd:%s", p);
+		assert_int_equal(unit_vbd_open(&u, spec, 0), 0);
+		assert_int_equal(vbd_size(u.v), chs * 512);
+		assert_int_equal(unit_vbd_io(&u, TD_OP_WRITE, chs - 1, 1, buf),
 				 0);
+		assert_int_equal(unit_vbd_io(&u, TD_OP_WRITE, chs - 1, 2, buf),
+				 -ENOSPC);
+		assert_int_equal(unit_vbd_io(&u, TD_OP_WRITE, chs, 1, buf),
+				 -ENOSPC);
+		assert_int_equal(unit_vbd_io(&u, TD_OP_FLUSH, 0, 0, NULL), 0);
+		unit_vbd_close(&u);
+		assert_int_equal(vhd_image_open(&img, p, VHD_IMAGE_RDONLY, err,
+						sizeof(err)), 0);
 		assert_int_equal(vhd_image_size(img), chs * 512);
 		assert_int_equal(img->footer.curr_size, 300ull << 20);
-		assert_int_equal(vhd_image_write(img, chs - 1, 1, buf), 0);
-		assert_int_equal(vhd_image_write(img, chs - 1, 2, buf),
-				 -ERANGE);
-		assert_int_equal(vhd_image_write(img, chs, 1, buf), -ERANGE);
 		assert_int_equal(vhd_image_map(img, chs, 8, &run, &off),
 				 VHD_MAP_ZERO);
 		assert_int_equal(vhd_image_map(img, chs - 1, 8, &run, &off),
@@ -1300,15 +1312,13 @@ static void test_image_geometry_size(void **state)
 /* A clean 8 MiB dynamic disk with block 1 written: path, its size. */
 static off_t reclaim_image(const char *path, uint8_t *data)
 {
-	struct vhd_image *img;
 	struct stat st;
-	char err[512];
+	char spec[320];
 
 	create_vhd(path, VHD_TYPE_DYNAMIC, 8 << 20, 0, NULL, false);
-	assert_int_equal(vhd_image_open(&img, path, 0, err, sizeof(err)), 0);
+	snprintf(spec, sizeof(spec), "vhd:%s", path);
 	pattern(data, 16, 4096, 1);
-	assert_int_equal(vhd_image_write(img, 4096, 16, data), 0);
-	assert_int_equal(vhd_image_close(img), 0);
+	assert_int_equal(unit_image_write(spec, 4096, 16, data), 0);
 	check_clean(path, 0);
 	assert_int_equal(stat(path, &st), 0);
 	return st.st_size;
@@ -1359,22 +1369,21 @@ static off_t file_size_of(const char *path)
 static void reclaim_data_intact(const char *path, const uint8_t *data)
 {
 	uint8_t got[16 * 512];
-	struct vhd_chain *c;
-	char err[512];
+	struct unit_vbd u;
+	char spec[320];
 
-	assert_int_equal(vhd_chain_open(&c, path, VHD_FORMAT_VHD,
-					VHD_IMAGE_RDONLY, err, sizeof(err)),
-			 0);
-	assert_int_equal(vhd_chain_read(c, 4096, 16, got), 0);
+	snprintf(spec, sizeof(spec), "vhd:%s", path);
+	assert_int_equal(unit_vbd_open(&u, spec, TD_OPEN_RDONLY), 0);
+	assert_int_equal(unit_vbd_io(&u, TD_OP_READ, 4096, 16, got), 0);
 	assert_memory_equal(got, data, sizeof(got));
-	vhd_chain_close(c);
+	unit_vbd_close(&u);
 }
 
 /* Leaked space at the end goes at a read-write open with RECLAIM. */
 static void test_image_reclaim(void **state)
 {
 	struct scratch *s = *state;
-	char p[300], err[512], all[4096] = "";
+	char p[300], spec[320], err[512], all[4096] = "";
 	struct vhd_check_result res;
 	uint8_t data[16 * 512], buf[512] = { 7 };
 	struct vhd_image *img;
@@ -1422,8 +1431,9 @@ static void test_image_reclaim(void **state)
 						err, sizeof(err)), 0);
 		assert_int_equal(img->reclaimed, 0);
 		assert_string_equal(img->notice, "");
-		assert_int_equal(vhd_image_write(img, 0, 1, buf), 0);
 		assert_int_equal(vhd_image_close(img), 0);
+		snprintf(spec, sizeof(spec), "vhd:%s", p);
+		assert_int_equal(unit_image_write(spec, 0, 1, buf), 0);
 		check_clean(p, 0);
 		reclaim_data_intact(p, data);
 	}

@@ -116,4 +116,99 @@ static inline int unit_in_child(void (*fn)(void *arg), void *arg)
 	return status;
 }
 
+/* ---- images through the engine ---------------------------------------- */
+
+/*
+ * Images are written and read in tests as the daemon does: a VBD on an
+ * engine of its own (drivers, chain, locks), one request at a time.
+ */
+struct unit_vbd {
+	struct td_engine	*e;
+	td_vbd_t		*v;
+	char			 err[1024];
+};
+
+/* Open "driver:path" with flags: 0 (u filled) or -errno (u->err says). */
+static inline int unit_vbd_open(struct unit_vbd *u, const char *spec,
+				td_flag_t flags)
+{
+	int rc;
+
+	memset(u, 0, sizeof(*u));
+	assert_int_equal(td_drivers_init(), 0);
+	u->e = td_engine_new();
+	assert_non_null(u->e);
+	rc = vbd_open(u->e, spec, flags | TD_OPEN_QUIET, NULL, &u->v, u->err,
+		      sizeof(u->err));
+	if (rc) {
+		td_engine_free(u->e);
+		u->e = NULL;
+	}
+	return rc;
+}
+
+static inline void unit_vbd_close(struct unit_vbd *u)
+{
+	assert_int_equal(vbd_close(u->v), 0);
+	td_engine_free(u->e);
+	u->e = NULL;
+}
+
+struct unit_vbd_req {
+	struct vbd_request	r;
+	unsigned		done;
+	int			err;
+};
+
+static inline void unit_vbd_cb(struct vbd_request *vreq, int err)
+{
+	struct unit_vbd_req *q = (struct unit_vbd_req *)vreq;
+
+	q->err = err;
+	q->done = 1;
+}
+
+/*
+ * One read, write or flush of secs sectors at sec (any buffer: it goes
+ * through an aligned bounce buffer); 0 or -errno.
+ */
+static inline int unit_vbd_io(struct unit_vbd *u, enum td_op op,
+			      uint64_t sec, uint32_t secs, void *buf)
+{
+	size_t len = (size_t)secs * TD_SECTOR_SIZE;
+	struct unit_vbd_req q;
+	char *b = unit_aligned(len ? len : TD_SECTOR_SIZE);
+
+	memset(&q, 0, sizeof(q));
+	q.r.op = op;
+	q.r.buf = b;
+	q.r.sec = sec;
+	q.r.secs = secs;
+	q.r.cb = unit_vbd_cb;
+	if (op == TD_OP_WRITE)
+		memcpy(b, buf, len);
+	vbd_submit(u->v, &q.r);
+	assert_true(unit_run_until(u->e->loop, &q.done, 1, 30000));
+	if (op == TD_OP_READ && !q.err)
+		memcpy(buf, b, len);
+	free(b);
+	return q.err;
+}
+
+/* Open spec, write (then flush), close: 0 or the first -errno. */
+static inline int unit_image_write(const char *spec, uint64_t sec,
+				   uint32_t secs, const void *buf)
+{
+	struct unit_vbd u;
+	int rc = unit_vbd_open(&u, spec, 0);
+
+	if (rc)
+		fail_msg("%s: %s", spec, u.err);
+	rc = unit_vbd_io(&u, TD_OP_WRITE, sec, secs, (void *)buf);
+	if (!rc)
+		rc = unit_vbd_io(&u, TD_OP_FLUSH, 0, 0, NULL);
+	unit_vbd_close(&u);
+	return rc;
+}
+
 #endif
