@@ -34,6 +34,9 @@ struct td_aio_queue {
 	unsigned	 inflight;	/* iocbs in the kernel */
 	struct tiocb	*head, *tail;	/* pending, FIFO */
 	unsigned	 npending;
+	/* fsyncs of TD_OPEN_UNSAFE images, completed from the loop */
+	struct tiocb	*skip_head, *skip_tail;
+	unsigned	 nskipped;
 	struct td_pool	 iovs;		/* one per merged iocb in flight */
 	struct td_loop	*loop;
 	struct td_event	 ev;
@@ -76,9 +79,47 @@ void td_prep_fsync(struct tiocb *t, int fd, td_tiocb_cb_t cb, void *arg)
 	t->nomerge = true;
 }
 
+static bool tiocb_is_sync(const struct tiocb *t)
+{
+	return t->iocb.aio_lio_opcode == IO_CMD_FSYNC ||
+	       t->iocb.aio_lio_opcode == IO_CMD_FDSYNC;
+}
+
 void td_queue_tiocb(td_driver_t *drv, struct tiocb *t)
 {
-	td_aio_queue_add(drv->engine->aioq, t);
+	struct td_aio_queue *q = drv->engine->aioq;
+	uint64_t one = 1;
+
+	if (!(drv->flags & TD_OPEN_UNSAFE) || !tiocb_is_sync(t)) {
+		td_aio_queue_add(q, t);
+		return;
+	}
+	/* Completed from the loop, as the kernel's would be: wake it. */
+	t->next = NULL;
+	if (q->skip_tail)
+		q->skip_tail->next = t;
+	else
+		q->skip_head = t;
+	q->skip_tail = t;
+	q->nskipped++;
+	if (write(q->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		td_log(TD_LOG_ERR, "aio eventfd write: %m");
+}
+
+/* Complete the skipped fsyncs queued so far (not those they queue). */
+static void td_aio_complete_skipped(struct td_aio_queue *q)
+{
+	struct tiocb *t = q->skip_head;
+
+	q->skip_head = q->skip_tail = NULL;
+	while (t) {
+		struct tiocb *n = t->next;
+
+		q->nskipped--;
+		t->next = NULL;
+		t->cb(t, 0);
+		t = n;
+	}
 }
 
 static bool tiocb_is_rw(const struct tiocb *t)
@@ -326,6 +367,7 @@ static void td_aio_event(struct td_event *ev, uint32_t events)
 	if (read(q->efd, &count, sizeof(count)) < 0 && errno != EAGAIN)
 		td_log(TD_LOG_ERR, "aio eventfd read: %m");
 	td_aio_reap(q);
+	td_aio_complete_skipped(q);
 	td_aio_queue_submit(q);
 }
 
@@ -401,7 +443,7 @@ void td_aio_queue_free(struct td_aio_queue *q)
 
 unsigned td_aio_queue_inflight(const struct td_aio_queue *q)
 {
-	return q->inflight + q->npending;
+	return q->inflight + q->npending + q->nskipped;
 }
 
 void td_aio_queue_get_stats(const struct td_aio_queue *q,

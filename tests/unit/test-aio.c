@@ -441,6 +441,32 @@ static void test_fsync(void **state)
 	assert_int_equal(stats(f).merged, 0);
 }
 
+/*
+ * TD_OPEN_UNSAFE: an fsync completes from the loop, once, with 0, and
+ * never reaches the kernel; reads and writes still do.
+ */
+static void test_fsync_unsafe(void **state)
+{
+	struct fix *f = *state;
+	struct td_aio_stats before;
+
+	f->drv.flags = TD_OPEN_UNSAFE;
+	memset(page(f, 0), 'u', PAGE);
+	queue_write(f, 0, f->fd, page(f, 0), PAGE, 0);
+	wait_done(f, 1);
+	before = stats(f);
+	td_prep_fsync(&f->t[1], f->fd, rec_cb, &f->rec[1]);
+	td_queue_tiocb(&f->drv, &f->t[1]);
+	/* Not inside td_queue_tiocb: the driver may hold state there. */
+	assert_int_equal(f->rec[1].calls, 0);
+	assert_int_equal(td_aio_queue_inflight(f->e->aioq), 1);
+	wait_done(f, 2);
+	assert_int_equal(f->rec[1].calls, 1);
+	assert_int_equal(f->rec[1].res, 0);
+	assert_int_equal(stats(f).submitted, before.submitted);
+	check_file(f, 0, page(f, 0), PAGE);
+}
+
 /* A full batch is submitted at once, without waiting for the loop. */
 static void test_full_batch_submits(void **state)
 {
@@ -548,6 +574,7 @@ int main(void)
 		T(test_split_short_read),
 		T(test_split_failed_write),
 		T(test_fsync),
+		T(test_fsync_unsafe),
 		T(test_full_batch_submits),
 		T(test_callback_requeues),
 		T(test_merge_odirect),

@@ -91,8 +91,13 @@ static int cmd_convert(int argc, char **argv)
 		ret = ofmt->create(&oc);
 		created = !ret;
 	}
+	/*
+	 * DST is removed if the copy fails: the drivers' ordering barriers
+	 * are skipped (as qemu-img convert's default cache=unsafe) and the
+	 * file is synced once, when it is complete.
+	 */
 	if (!ret)
-		ret = img_open(ofmt, oc.path, 0, &dst);
+		ret = img_open(ofmt, oc.path, TD_OPEN_UNSAFE, &dst);
 	if (!ret && device && vbd_size(dst) < oc.size) {
 		msg("%s has %" PRIu64 " bytes, %s %" PRIu64, oc.path,
 		    vbd_size(dst), argv[optind], oc.size);
@@ -113,6 +118,8 @@ static int cmd_convert(int argc, char **argv)
 	}
 	if (img_close(dst, oc.path))
 		ret = EXIT_FAIL;
+	if (!ret && img_sync_file(oc.path))
+		ret = EXIT_FAIL;
 	if (img_close(src, argv[optind]))
 		ret = EXIT_FAIL;
 	if (ret && created)
@@ -129,7 +136,9 @@ const struct verb verb_convert = {
 "new image DST, which must not exist (or is an existing block device for\n"
 "-O raw).  Zero ranges are skipped, so DST is sparse (a block device is\n"
 "written whole, zeros too).  If the copy fails, a DST this command created\n"
-"is removed.  Both images are opened through the tapfs daemon's drivers.\n"
+"is removed.  Both images are opened through the tapfs daemon's drivers;\n"
+"DST is written without ordering barriers (as qemu-img's cache=unsafe)\n"
+"and synced once, complete.\n"
 "\n"
 "  -O FORMAT   DST's format: raw, vhd or qcow2 (a single image, no\n"
 "              parent).\n"

@@ -6,9 +6,11 @@
  * the drivers do.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <tapfs/log.h>
 
@@ -76,6 +78,21 @@ int img_close(td_vbd_t *vbd, const char *path)
 	rc = vbd_close(vbd);
 	if (rc) {
 		msg("%s: closing: %s", path, strerror(-rc));
+		return EXIT_FAIL;
+	}
+	return 0;
+}
+
+int img_sync_file(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
+
+	if (fd < 0 || fsync(fd) < 0)
+		rc = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (rc) {
+		msg("%s: fsync: %s", path, strerror(-rc));
 		return EXIT_FAIL;
 	}
 	return 0;

@@ -181,6 +181,8 @@ int  img_open(const struct img_format *f, const char *path, td_flag_t flags,
 	      td_vbd_t **out);
 /* Close; EXIT_FAIL after saying why if the last writes failed. */
 int  img_close(td_vbd_t *vbd, const char *path);
+/* Make what was written to the file at path durable (TD_OPEN_UNSAFE). */
+int  img_sync_file(const char *path);
 
 /* Print the chain of path, leaf to base ("chain (leaf -> base): ..."). */
 int  img_print_chain(const struct img_format *f, const char *path,
