@@ -6,6 +6,7 @@
 #   make asan       the same tests with ASan + UBSan (build-asan/)
 #   make valgrind   the unit tests under valgrind memcheck
 #   make bench      fio: raw file vs tapfs vs qemu-storage-daemon
+#   make bench-img  tapfs-img convert vs qemu-img convert
 #   make install    PREFIX=/usr/local, DESTDIR=, MANDIR=
 #   make clean
 
@@ -130,6 +131,12 @@ valgrind: deps-build $(UNIT_BINS)
 bench: deps
 	$(MAKE) all
 	TAPFS=$(abspath $(BUILD)/tapfs) bench/bench.sh
+
+# tapfs-img convert against qemu-img convert, 2 GiB per format pair.
+.PHONY: bench-img
+bench-img: deps
+	$(MAKE) $(BUILD)/tapfs-img
+	TAPFS_IMG=$(abspath $(BUILD)/tapfs-img) bench/img-convert.sh
 
 # The crash loop, not part of check (tests/soak/crash-loop.sh): CYCLES
 # kill -9 cycles (default 50) for each of FORMATS (default raw vhd qcow2);
