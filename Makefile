@@ -25,6 +25,11 @@ PKG_CONFIG ?= pkg-config
 OPT	?= -O2
 SANITIZE ?=
 CFLAGS	?= $(OPT) -g
+# assert() guards the engine's invariants (pool ownership, sector
+# accounting, one reply per request) in every build.
+ifneq ($(filter -DNDEBUG%,$(CFLAGS) $(OPT) $(SANITIZE)),)
+$(error NDEBUG would turn off the engine's asserts)
+endif
 WARN	:= -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wmissing-prototypes \
 	   -Wstrict-prototypes -Wno-format-nonliteral \
 	   -Wno-format-truncation
