@@ -59,8 +59,7 @@ qemu_raw() {
 }
 
 qemu_vsize() {
-	qemu-img info -f vpc --output=json "$1" | "$PYTHON" -c \
-		'import json, sys; print(json.load(sys.stdin)["virtual-size"])'
+	qemu-img info -f vpc --output=json "$1" | json_field virtual-size
 }
 
 # qio FILE CMD...: one qemu-io run (format vpc), each CMD a -c.
@@ -100,10 +99,7 @@ verify_only() {
 		--output-format=json --output="$T/$name.json" "$@" \
 		>"$T/$name.err" 2>&1
 	rc=$?
-	res=$("$PYTHON" -c 'import json, sys
-t = open(sys.argv[1]).read()
-j = json.loads(t[t.index("{"):])["jobs"][0]
-print(j["error"], j["read"]["io_bytes"])' "$T/$name.json" 2>&1)
+	res=$(pylib fiojson get "$T/$name.json" error read.io_bytes 2>&1)
 	if [ $rc -eq 0 ] && [ "$res" = "0 $bytes" ]; then
 		ok "$name: fio --verify_only of $file ($bytes bytes verified)"
 	else
@@ -114,19 +110,7 @@ bytes read '$res'; $(grep -h -m2 -E 'verify|bad' "$T/$name.err" \
 }
 
 # punch_hole FILE OFF LEN: fallocate(PUNCH_HOLE|KEEP_SIZE); OK or ENAME.
-punch_hole() {
-	"$PYTHON" -I - "$@" <<'PYEOF'
-import ctypes, errno, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64,
-                           ctypes.c_int64)
-fd = os.open(sys.argv[1], os.O_RDWR)
-if libc.fallocate(fd, 0x02 | 0x01, int(sys.argv[2]), int(sys.argv[3])):
-    print(errno.errorcode.get(ctypes.get_errno(), "?"))
-else:
-    print("OK")
-PYEOF
-}
+punch_hole() { pylib filegen punch "$@"; }
 
 tapfs_start "$M" "$S" "allow_path=$T" || summary
 check mkdir "$G"

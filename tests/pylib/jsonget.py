@@ -1,15 +1,17 @@
 """jsonget.py [-d DEFAULT] KEY...: print fields of the JSON document on
 stdin, space separated.  A KEY is a dotted path into nested objects (a
-number indexes a list); with -d, a missing field prints DEFAULT.  Exits 1
+number indexes a list); KEY# is the number of elements of the list or
+object KEY; with -d, a missing field prints DEFAULT.  Exits 1
 if stdin is not JSON, or a field is missing and there is no default."""
 import json
 import sys
 
 
 def lookup(v, key):
-    for k in key.split("."):
+    count = key.endswith("#")
+    for k in key.rstrip("#").split("."):
         v = v[int(k)] if isinstance(v, list) else v[k]
-    return v
+    return len(v) if count else v
 
 
 def main(a):
