@@ -4,6 +4,8 @@
 #   make run        install what is missing, build, mount the demo (MNT=)
 #   make check      install what is missing, build, run every test
 #   make asan       the same tests with ASan + UBSan (build-asan/)
+#   make fuzz       libFuzzer on the parsers (clang); make fuzz-replay runs
+#                   the fuzz targets once over their seed corpora (in check)
 #   make valgrind   the unit tests under valgrind memcheck
 #   make bench      fio: raw file vs tapfs vs qemu-storage-daemon
 #   make bench-img  tapfs-img convert vs qemu-img convert
@@ -24,6 +26,11 @@ PKG_CONFIG ?= pkg-config
 OPT	?= -O2
 SANITIZE ?=
 CFLAGS	?= $(OPT) -g
+# assert() guards the engine's invariants (pool ownership, sector
+# accounting, one reply per request) in every build.
+ifneq ($(filter -DNDEBUG%,$(CFLAGS) $(OPT) $(SANITIZE)),)
+$(error NDEBUG would turn off the engine's asserts)
+endif
 WARN	:= -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wmissing-prototypes \
 	   -Wstrict-prototypes -Wno-format-nonliteral \
 	   -Wno-format-truncation
@@ -53,8 +60,8 @@ MAN1	:= docs/man/tapfs-img.1
 MAN7	:= docs/man/tapfs-ctl.7
 MAN8	:= docs/man/tapfs.8 docs/man/mount.tapfs.8 docs/man/block-tapfs.8
 
-.PHONY: all deps deps-build deps-fuzz fuzz-run run check test unit functional asan bench \
-	soak install uninstall clean fuzz xen-e2e
+.PHONY: all deps deps-build deps-fuzz fuzz-run fuzz-replay run check test \
+	unit functional asan bench soak install uninstall clean fuzz xen-e2e
 all: $(BUILD)/tapfs $(BUILD)/tapfs-img $(UNIT_BINS)
 
 deps:
@@ -108,7 +115,7 @@ functional: $(BUILD)/tapfs $(BUILD)/tapfs-img
 xen-e2e: $(BUILD)/tapfs $(BUILD)/tapfs-img
 	BUILD=$(BUILD) tests/xen/run.sh
 
-test: unit functional xen-e2e
+test: unit fuzz-replay functional xen-e2e
 
 check: deps
 	$(MAKE) all
@@ -206,6 +213,25 @@ fuzz-run: $(BUILD)/fuzz/fuzz-ctl $(BUILD)/fuzz/fuzz-vhd \
 	$(BUILD)/fuzz/fuzz-ctl $(FUZZ_FLAGS) -max_len=8192 $(BUILD)/fuzz/corpus-ctl
 	$(BUILD)/fuzz/fuzz-vhd $(FUZZ_FLAGS) -max_len=65536 $(VHD_SEEDS)
 	$(BUILD)/fuzz/fuzz-qcow2 $(FUZZ_FLAGS) -max_len=65536 $(Q2_SEEDS)
+
+# make fuzz-replay: the same targets built by $(CC) without libFuzzer
+# (with SANITIZE under make asan) on the shared driver
+# tests/fuzz/fuzz-main.c, run once over every input of the seed corpora
+# (and of what earlier fuzzing or FUZZ_SEEDS added): a crash fails.
+FUZZ_TARGETS := ctl vhd qcow2
+FUZZ_REPLAY_BINS := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/replay-%)
+$(BUILD)/fuzz/replay-%: tests/fuzz/fuzz-%.c tests/fuzz/fuzz-main.c \
+		$(LIBTAPFS)
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -MMD -MP,$(ALL_CFLAGS)) -Ifs -Idrivers \
+		$(ALL_LDFLAGS) -o $@ $< tests/fuzz/fuzz-main.c $(LIBTAPFS) \
+		$(LDLIBS)
+
+fuzz-replay: $(FUZZ_REPLAY_BINS) $(BUILD)/tapfs-img
+	tests/fuzz/make-seeds.sh $(BUILD)/tapfs-img $(BUILD)/fuzz
+	set -e; for t in $(FUZZ_TARGETS); do \
+		$(BUILD)/fuzz/replay-$$t $(BUILD)/fuzz/corpus-$$t; \
+	done
 
 clean:
 	rm -rf build build-asan

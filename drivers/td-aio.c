@@ -8,6 +8,7 @@
  * A merged iocb that fails or completes short is split again: every piece
  * is resubmitted alone, so each request gets its own precise result.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,6 +154,7 @@ static struct tiocb *td_aio_pop(struct td_aio_queue *q)
 	if (!q->head)
 		q->tail = NULL;
 	t->next = NULL;
+	assert(q->npending > 0);
 	q->npending--;
 	return t;
 }
@@ -322,7 +324,9 @@ void td_aio_queue_submit(struct td_aio_queue *q)
 			rc = 0;
 		q->stats.batches++;
 		q->stats.submitted += (unsigned)rc;
+		assert((unsigned)rc <= n);
 		q->inflight += (unsigned)rc;
+		assert(q->inflight <= q->depth);
 		for (i = n; i-- > (unsigned)rc;)
 			td_aio_push_front(q, q->batch[i]->data);
 		if ((unsigned)rc < n) {
@@ -348,6 +352,7 @@ static void td_aio_reap(struct td_aio_queue *q)
 			td_log(TD_LOG_ERR, "io_getevents: %s", strerror(-n));
 			return;
 		}
+		assert((unsigned)n <= q->inflight);
 		q->inflight -= (unsigned)n;
 		q->stats.completed += (unsigned)n;
 		for (i = 0; i < n; i++) {

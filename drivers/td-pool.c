@@ -11,6 +11,7 @@
  * mlockall(MCL_ONFAULT), locked) in memory it never uses.  get/put are a
  * stack, so a lightly loaded pool keeps using the same few objects.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,22 +37,32 @@ int td_pool_init(struct td_pool *p, unsigned count, size_t size, size_t align)
 	if (align < sizeof(void *))
 		align = sizeof(void *);
 	p->free = calloc(count, sizeof(*p->free));
-	if (!p->free)
+	p->out = calloc(count, sizeof(*p->out));
+	if (!p->free || !p->out) {
+		free(p->free);
+		free(p->out);
+		p->free = NULL;
+		p->out = NULL;
 		return -ENOMEM;
+	}
 	if (stride * count >= TD_POOL_MAP_MIN &&
 	    align <= (size_t)sysconf(_SC_PAGESIZE)) {
 		mem = mmap(NULL, stride * count, PROT_READ | PROT_WRITE,
 			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (mem == MAP_FAILED) {
 			free(p->free);
+			free(p->out);
 			p->free = NULL;
+			p->out = NULL;
 			return -ENOMEM;
 		}
 		p->mapped = true;
 	} else {
 		if (posix_memalign(&mem, align, stride * count)) {
 			free(p->free);
+			free(p->out);
 			p->free = NULL;
+			p->out = NULL;
 			return -ENOMEM;
 		}
 		memset(mem, 0, stride * count);
@@ -73,14 +84,26 @@ void td_pool_fini(struct td_pool *p)
 	else
 		free(p->mem);
 	free(p->free);
+	free(p->out);
 	memset(p, 0, sizeof(*p));
+}
+
+/* The index of obj, which the pool owns. */
+static size_t td_pool_index(const struct td_pool *p, const void *obj)
+{
+	return (size_t)((const char *)obj - p->mem) / p->size;
 }
 
 void *td_pool_get(struct td_pool *p)
 {
+	void *obj;
+
 	if (!p->nfree)
 		return NULL;
-	return p->free[--p->nfree];
+	obj = p->free[--p->nfree];
+	assert(!p->out[td_pool_index(p, obj)]);
+	p->out[td_pool_index(p, obj)] = true;
+	return obj;
 }
 
 bool td_pool_owns(const struct td_pool *p, const void *obj)
@@ -96,8 +119,10 @@ void td_pool_put(struct td_pool *p, void *obj)
 {
 	if (!obj)
 		return;
-	/* Returning a foreign or extra object is an engine bug. */
-	if (!td_pool_owns(p, obj) || p->nfree >= p->count)
-		abort();
+	/* Returning a foreign object, or one twice, is an engine bug. */
+	assert(td_pool_owns(p, obj));
+	assert(p->out[td_pool_index(p, obj)]);
+	assert(p->nfree < p->count);
+	p->out[td_pool_index(p, obj)] = false;
 	p->free[p->nfree++] = obj;
 }

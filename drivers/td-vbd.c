@@ -9,6 +9,7 @@
  * vbd->queue (waiting) or counted in vbd->inflight (dispatched, or waiting
  * for a retry).  Pause waits for inflight to reach zero.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -789,6 +790,11 @@ static void vbd_treq_done(td_request_t treq, int err)
 
 	if (err && !vreq->error)
 		vreq->error = err;
+	/* Each sector of the attempt (a flush: once) completes once. */
+	assert(treq.op == TD_OP_FLUSH || (treq.sec >= vreq->sec &&
+	       treq.sec - vreq->sec + treq.secs <= vreq->secs));
+	assert(vreq->units_done + (treq.op == TD_OP_FLUSH ? 1 : treq.secs) <=
+	       (vreq->op == TD_OP_FLUSH ? 1 : vreq->secs));
 	vreq->units_done += treq.op == TD_OP_FLUSH ? 1 : treq.secs;
 	if (!vreq->dispatching && vreq->units_done >= (vreq->op == TD_OP_FLUSH ?
 						       1 : vreq->secs))

@@ -21,6 +21,7 @@
  */
 #define FUSE_USE_VERSION 34
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -77,6 +78,7 @@ struct io_ctx {
 	uint32_t		 unit;		/* the VBD's I/O alignment */
 	bool			 zero_copy;
 	bool			 abandoned;	/* answered; the I/O is not */
+	bool			 replied;	/* the one reply is sent */
 	struct td_list		 wait;
 };
 
@@ -653,6 +655,7 @@ static void io_release(struct io_ctx *c)
 {
 	struct fuse_state *st = c->st;
 
+	assert(c->replied);
 	if (c->buf_pool)
 		td_pool_put(c->buf_pool, c->buf);
 	if (c->hold)
@@ -715,6 +718,8 @@ static void io_done(struct vbd_request *vreq, int err)
 		io_release(c);
 		return;
 	}
+	assert(!c->replied);
+	c->replied = true;
 	if (err) {
 		fuse_reply_err(c->req, -err);
 	} else {
@@ -750,6 +755,8 @@ static void io_interrupt(fuse_req_t req, void *data)
 		return;
 	if (!td_list_empty(&c->wait)) {
 		td_list_del(&c->wait);
+		assert(!c->replied);
+		c->replied = true;
 		fuse_reply_err(c->req, EINTR);
 		io_release(c);
 		return;
@@ -767,6 +774,8 @@ static void io_abandon(struct vbd_request *vreq)
 {
 	struct io_ctx *c = td_container_of(vreq, struct io_ctx, vreq);
 
+	assert(!c->replied);
+	c->replied = true;
 	c->abandoned = true;
 	fuse_reply_err(c->req, EIO);
 }

@@ -130,6 +130,7 @@ struct td_pool {
 	unsigned count;
 	unsigned nfree;
 	void	**free;		/* stack of free objects */
+	bool	*out;		/* out[i]: object i is handed out */
 	bool	 mapped;	/* mem is an anonymous mapping */
 };
 
@@ -137,6 +138,8 @@ int   td_pool_init(struct td_pool *p, unsigned count, size_t size,
 		   size_t align);
 void  td_pool_fini(struct td_pool *p);
 void *td_pool_get(struct td_pool *p);		/* NULL when empty */
+/* obj from this pool's get, or NULL; a foreign object or a second put
+ * of one fails an assert (an engine bug). */
 void  td_pool_put(struct td_pool *p, void *obj);
 bool  td_pool_owns(const struct td_pool *p, const void *obj);
 

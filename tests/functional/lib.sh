@@ -28,6 +28,8 @@
 #   bg_start/bg_wait  a background job stopped by its PID at exit; its status
 #   alive WHERE    the daemon still runs (else its sanitizer report, stop)
 #   fuzz_seed      keep a damaged image as a fuzzing seed (FUZZ_SEEDS=DIR)
+#   pylib MOD ARGS run the program tests/pylib/MOD.py ($PYLIB)
+#   json_field K.. a field of the JSON document on stdin
 #   summary        print "N passed, N failed" and exit accordingly
 #
 # A skipped test exits 77; run.sh counts it as skipped.
@@ -47,6 +49,8 @@ if [ -z "${PYTHON:-}" ]; then
 		PYTHON=python3
 	fi
 fi
+# The tests' python programs (standard library only), one module each.
+PYLIB=$TOP/tests/pylib
 
 # How long the daemon may take to mount, and to exit after an unmount.
 TAPFS_START_TIMEOUT=${TAPFS_START_TIMEOUT:-10}
@@ -384,87 +388,33 @@ _loop_detach() {
 	msg "cleanup: could not detach $dev"
 }
 
+# ---- python programs -------------------------------------------------------
+
+# pylib MODULE ARGS...: run the test program tests/pylib/MODULE.py.
+# -B -E -S: no bytecode written into the tree, no PYTHON* variables, no
+# site packages (the programs use the standard library only: a fast
+# start); the module's folder is on its path for the modules it shares.
+# Background jobs and timeouts run "$PYTHON" -B -E -S "$PYLIB/MODULE.py"
+# themselves, so that their PID is python's.
+pylib() {
+	local mod=$1
+	shift
+	"$PYTHON" -B -E -S "$PYLIB/$mod.py" "$@"
+}
+
+# json_field KEY...: the field KEY (KEY... a path into nested objects) of
+# the JSON document on stdin.
+json_field() { pylib jsonget "$@"; }
+
 # ---- single system calls -------------------------------------------------
 
-# fsop OP ARGS...: one system call from python3; prints the result.
-#   write PATH TEXT            one write() of TEXT (O_WRONLY) -> OK | ENAME
-#   open PATH MODE             MODE r, w, rw, plus t (O_TRUNC), c (O_CREAT),
-#                              x (O_EXCL), d (O_DIRECT) -> OK | ENAME
-#   pwrite PATH OFF HEX        -> bytes written | ENAME
-#   pread PATH OFF LEN         -> hex of the bytes read ("" at EOF) | ENAME
-#   fsync PATH                 open rw, fsync -> OK | ENAME
-#   truncate PATH SIZE         -> OK | ENAME
-#   unlink|rmdir PATH, mkdir PATH, rename A B, symlink TARGET PATH,
-#   mknod PATH, link A B       -> OK | ENAME
-# Text arguments are written as given (bash $'..' makes control chars).
+# fsop OP ARGS...: one system call from python3 (tests/pylib/fsop.py lists
+# the ops); prints OK, a byte count or data, or the errno name; TIMEOUT
+# after FSOP_TIMEOUT seconds (30), EXITn if python failed silently.
 fsop() {
 	local out rc
-	out=$(timeout "${FSOP_TIMEOUT:-30}" "$PYTHON" -I -S - "$@" <<'EOF'
-import errno, os, sys
-op, a = sys.argv[1], sys.argv[2:]
-
-def flags(mode):
-    f = os.O_RDWR if "rw" in mode else (os.O_WRONLY if "w" in mode
-                                         else os.O_RDONLY)
-    for ch, fl in (("t", os.O_TRUNC), ("c", os.O_CREAT), ("x", os.O_EXCL),
-                   ("d", os.O_DIRECT)):
-        if ch in mode:
-            f |= fl
-    return f
-
-try:
-    if op == "write":
-        fd = os.open(a[0], os.O_WRONLY)
-        try:
-            n = os.write(fd, a[1].encode("utf-8", "surrogateescape"))
-        finally:
-            os.close(fd)
-        print("OK" if n == len(a[1].encode("utf-8", "surrogateescape"))
-              else "SHORT %d" % n)
-    elif op == "open":
-        os.close(os.open(a[0], flags(a[1]), 0o600))
-        print("OK")
-    elif op == "pwrite":
-        fd = os.open(a[0], os.O_WRONLY)
-        try:
-            print(os.pwrite(fd, bytes.fromhex(a[2]), int(a[1])))
-        finally:
-            os.close(fd)
-    elif op == "pread":
-        fd = os.open(a[0], os.O_RDONLY)
-        try:
-            print(os.pread(fd, int(a[2]), int(a[1])).hex())
-        finally:
-            os.close(fd)
-    elif op == "fsync":
-        fd = os.open(a[0], os.O_RDWR)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        print("OK")
-    elif op == "truncate":
-        os.truncate(a[0], int(a[1])); print("OK")
-    elif op == "unlink":
-        os.unlink(a[0]); print("OK")
-    elif op == "rmdir":
-        os.rmdir(a[0]); print("OK")
-    elif op == "mkdir":
-        os.mkdir(a[0]); print("OK")
-    elif op == "rename":
-        os.rename(a[0], a[1]); print("OK")
-    elif op == "link":
-        os.link(a[0], a[1]); print("OK")
-    elif op == "symlink":
-        os.symlink(a[0], a[1]); print("OK")
-    elif op == "mknod":
-        os.mknod(a[0], 0o600 | 0o010000); print("OK")   # a FIFO
-    else:
-        print("usage: unknown op " + op, file=sys.stderr); sys.exit(2)
-except OSError as e:
-    print(errno.errorcode.get(e.errno, "E%d" % e.errno))
-EOF
-)
+	out=$(timeout "${FSOP_TIMEOUT:-30}" "$PYTHON" -B -E -S "$PYLIB/fsop.py" \
+		"$@")
 	rc=$?
 	[ $rc -eq 124 ] && out="TIMEOUT"
 	[ $rc -ne 0 ] && [ -z "$out" ] && out="EXIT$rc"
@@ -624,24 +574,7 @@ fio_check() {
 			2>/dev/null | head -n 3)"
 		return 1
 	fi
-	res=$("$PYTHON" -I -S - "$json" <<'PYEOF'
-import json, sys
-try:
-    text = open(sys.argv[1]).read()
-    j = json.loads(text[text.index("{"):])["jobs"][0]
-except Exception as e:
-    print("unreadable fio output: %s" % e); sys.exit(0)
-r, w = j["read"]["io_bytes"], j["write"]["io_bytes"]
-if j["error"]:
-    print("error %d" % j["error"])
-elif w == 0:
-    print("nothing written")
-elif r != w:
-    print("verified %d of %d bytes written" % (r, w))
-else:
-    print("OK %d" % w)
-PYEOF
-)
+	res=$(pylib fiojson check "$json")
 	case "$res" in
 	OK*) ok "$name (${res#OK } bytes written and verified)" ;;
 	*) fail "$name" "$res"; return 1 ;;

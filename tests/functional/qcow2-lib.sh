@@ -13,112 +13,15 @@ mkdir -p "$I"
 
 # ---- helpers ------------------------------------------------------------
 
-cat >"$T/q2io.py" <<'PYEOF'
-# q2io.py: seeded random writes and discards applied to a VBD and to a
-# model file, and reads comparing two files.
-#
-#   write VBD MODEL SEED N [DISCARDS]  N writes, and DISCARDS punched
-#                                      holes (the model gets zeros)
-#   reads A B SEED N                   N random unaligned reads agree
-import ctypes, os, random, sys
-
-MiB = 1 << 20
-libc = ctypes.CDLL(None, use_errno=True)
-libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64,
-                           ctypes.c_int64)
-PUNCH = 0x02 | 0x01     # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-
-
-def one_write(rng, size):
-    k = rng.random()
-    if k < 0.25:                    # partial sectors, any alignment
-        ln = rng.randint(1, 1600)
-        off = rng.randrange(0, size - ln)
-    elif k < 0.50:                  # whole sectors, 512- not 4k-aligned
-        ln = 512 * rng.randint(1, 40)
-        off = 512 * rng.randrange(0, (size - ln) // 512)
-    elif k < 0.75:                  # across a 64 KiB / 2 MiB boundary
-        ln = rng.randint(2, 300 * 1024)
-        unit = rng.choice((65536, 2 * MiB))
-        b = rng.randrange(1, (size - 1) // unit + 1) * unit
-        off = max(0, min(b - rng.randint(1, ln - 1), size - ln))
-    elif k < 0.95:                  # up to 3 MiB, unaligned
-        ln = rng.randint(1, 3 * MiB)
-        off = rng.randrange(0, size - ln)
-    else:                           # the last bytes of the disk
-        ln = rng.randint(1, 8192)
-        off = size - ln
-    data = bytes(ln) if rng.random() < 0.1 else rng.randbytes(ln)
-    return off, data
-
-
-def pwrite_all(fd, data, off, what):
-    n = os.pwrite(fd, data, off)
-    if n != len(data):
-        sys.exit("%s: short write at %d: %d of %d" % (what, off, n,
-                                                      len(data)))
-
-
-def cmd_write(vbd, model, seed, n, discards):
-    rng = random.Random(seed)
-    size = os.path.getsize(model)
-    fv = os.open(vbd, os.O_RDWR)
-    fm = os.open(model, os.O_WRONLY)
-    ops = ["w"] * n + ["d"] * discards
-    rng.shuffle(ops)
-    for i, op in enumerate(ops):
-        if op == "w":
-            off, data = one_write(rng, size)
-            try:
-                pwrite_all(fv, data, off, vbd)
-            except OSError as e:
-                sys.exit("seed %d op %d: pwrite(%d bytes at %d): %s" %
-                         (seed, i, len(data), off, e))
-            pwrite_all(fm, data, off, model)
-            continue
-        ln = 512 * rng.choice((1, 7, 128, 129, 4096, rng.randint(1, 8192)))
-        ln = min(ln, size)
-        off = 512 * rng.randrange(0, (size - ln) // 512 + 1)
-        if libc.fallocate(fv, PUNCH, off, ln):
-            sys.exit("seed %d op %d: punch %d at %d: %s" % (
-                seed, i, ln, off, os.strerror(ctypes.get_errno())))
-        pwrite_all(fm, bytes(ln), off, model)
-    os.fsync(fv)
-    os.close(fv)
-    os.close(fm)
-    print("%d writes, %d discards" % (n, discards))
-
-
-def cmd_reads(a, b, seed, n):
-    rng = random.Random(seed)
-    size = os.path.getsize(b)
-    fa = os.open(a, os.O_RDONLY)
-    fb = os.open(b, os.O_RDONLY)
-    for i in range(n):
-        ln = rng.choice((1, 511, 513, 4095, 65537, rng.randint(1, 3 * MiB)))
-        ln = min(ln, size)
-        off = rng.randrange(0, size - ln + 1)
-        x = os.pread(fa, ln, off)
-        y = os.pread(fb, ln, off)
-        if x != y:
-            at = next((j for j in range(min(len(x), len(y)))
-                       if x[j] != y[j]), min(len(x), len(y)))
-            sys.exit("seed %d read %d: %d bytes at %d differ from byte %d"
-                     % (seed, i, ln, off, off + at))
-    print("%d reads agree" % n)
-
-
-cmd = sys.argv[1]
-if cmd == "write":
-    cmd_write(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]),
-              int(sys.argv[6]) if len(sys.argv) > 6 else 0)
-elif cmd == "reads":
-    cmd_reads(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
-else:
-    sys.exit("q2io.py: unknown command " + cmd)
-PYEOF
-
-q2io() { "$PYTHON" -I "$T/q2io.py" "$@"; }
+# q2io write VBD MODEL SEED N [DISCARDS] | reads A B SEED N: seeded
+# random writes (across 64 KiB and 2 MiB boundaries) and discards applied
+# to a VBD and its model; reads comparing two files (pylib/randio.py).
+q2io() {
+	case $1 in
+	write) shift; pylib randio write qcow2 "$@" ;;
+	*) pylib randio "$@" ;;
+	esac
+}
 
 # qio FILE CMD...: one qemu-io run on a qcow2 image, each CMD a -c.
 qio() {
@@ -160,12 +63,7 @@ qcheck() {
 }
 
 # dirty_bit IMG: 1 if the dirty bit (v3) is set, else 0.
-dirty_bit() {
-	"$PYTHON" -c 'import sys
-b = open(sys.argv[1], "rb").read(80)
-v = int.from_bytes(b[4:8], "big")
-print(int.from_bytes(b[72:80], "big") & 1 if v >= 3 else 0)' "$1"
-}
+dirty_bit() { pylib qcow2file dirty "$1"; }
 
 # qfill IMG SIZE: scattered qemu-io writes, zero clusters, a discard.
 qfill() {

@@ -51,177 +51,8 @@ t0=$SECONDS
 
 # ---- helpers -------------------------------------------------------------
 
-cat >"$T/loadctl.py" <<'PYEOF'
-# loadctl.py GROUPDIR CYCLES SNAPS NAME...: the control schedule.
-#
-# CYCLES pause/resume cycles; every third is group-wide, the others go
-# round the VBDs.  After every (CYCLES / SNAPS)th cycle a live snapshot;
-# every third is group-wide.  Every command must succeed and leave
-# "status: ok"; after a pause every VBD it names must be paused with
-# nothing in flight.  Prints one line per failure and a summary line.
-import errno, os, signal, sys, time
-
-g, cycles, snaps, names = (sys.argv[1], int(sys.argv[2]),
-                           int(sys.argv[3]), sys.argv[4:])
-CTL, STATS = os.path.join(g, ".ctl"), os.path.join(g, ".stats")
-HOLD, GAP = 0.02, 0.03          # seconds paused, seconds running
-
-
-class Timeout(Exception):
-    pass
-
-
-def on_alarm(*_):
-    raise Timeout()
-
-
-signal.signal(signal.SIGALRM, on_alarm)
-failures = []
-
-
-def command(cmd):
-    """One write of CMD to .ctl; OK or why not."""
-    signal.alarm(60)
-    try:
-        fd = os.open(CTL, os.O_WRONLY)
-        try:
-            os.write(fd, (cmd + "\n").encode())
-        finally:
-            os.close(fd)
-        res = "OK"
-    except OSError as e:
-        res = errno.errorcode.get(e.errno, "E%d" % e.errno)
-    except Timeout:
-        res = "TIMEOUT after 60 s"
-    finally:
-        signal.alarm(0)
-    with open(CTL) as f:
-        st = f.readline().strip()
-    if res == "OK" and st != "status: ok":
-        res = "write OK but " + st
-    elif res != "OK":
-        res += " (" + st + ")"
-    if res != "OK":
-        failures.append("%s -> %s" % (cmd, res))
-    return res == "OK"
-
-
-def stats():
-    s = {}
-    with open(STATS) as f:
-        for line in f:
-            k, v = line.split()
-            s[k] = v
-    return s
-
-
-paused = dict.fromkeys(names, 0)
-chain = dict.fromkeys(names, 1)
-held = 0                        # requests seen waiting during pauses
-n_group = n_snap = n_gsnap = 0
-single = snap_single = 0
-every = max(1, cycles // snaps)
-start = time.monotonic()
-
-for k in range(cycles):
-    if k % 3 == 2:
-        who, arg = names, ""
-        n_group += 1
-    else:
-        who = [names[single % len(names)]]
-        arg = " " + who[0]
-        single += 1
-    if command("pause" + arg):
-        s = stats()
-        for n in who:
-            if s[n + ".state"] != "paused" or s[n + ".inflight"] != "0":
-                failures.append("cycle %d: after 'pause%s' %s is %s with "
-                                "%s in flight" % (k, arg, n,
-                                                  s[n + ".state"],
-                                                  s[n + ".inflight"]))
-            paused[n] += 1
-        time.sleep(HOLD)
-        s = stats()
-        held += sum(int(s[n + ".queued"]) for n in who)
-    command("resume" + arg)
-    time.sleep(GAP)
-    if k % every == every - 1 and n_snap < snaps:
-        if n_snap % 3 == 2:
-            if command("snapshot"):
-                for n in names:
-                    chain[n] += 1
-                n_gsnap += 1
-        else:
-            n = names[snap_single % len(names)]
-            snap_single += 1
-            if command("snapshot " + n):
-                chain[n] += 1
-        n_snap += 1
-
-for f in failures:
-    print("FAILED: " + f)
-print("cycles %d group %d snapshots %d group %d failures %d held %d "
-      "seconds %.1f" % (cycles, n_group, n_snap, n_gsnap, len(failures),
-                        held, time.monotonic() - start))
-print("paused " + " ".join("%s=%d" % (n, paused[n]) for n in names))
-print("chain " + " ".join("%s=%d" % (n, chain[n]) for n in names))
-sys.exit(1 if failures else 0)
-PYEOF
-
-cat >"$T/seqw.py" <<'PYEOF'
-# seqw.py FILE PATTERN BS DELAY: write PATTERN to FILE from offset 0, one
-# O_DIRECT write of BS bytes at a time, DELAY seconds apart; stop at the
-# first error.  Prints "acked BYTES err ERRNAME|none".
-import errno, mmap, os, sys, time
-
-path, pat, bs, delay = (sys.argv[1], sys.argv[2], int(sys.argv[3]),
-                        float(sys.argv[4]))
-with open(pat, "rb") as f:
-    data = f.read()
-buf = mmap.mmap(-1, bs)
-fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
-done, err = 0, "none"
-try:
-    while done < len(data):
-        buf.seek(0)
-        buf.write(data[done:done + bs])
-        n = os.pwritev(fd, [buf], done)
-        if n != bs:
-            err = "short"
-            break
-        done += n
-        time.sleep(delay)
-except OSError as e:
-    err = errno.errorcode.get(e.errno, str(e.errno))
-print("acked %d err %s" % (done, err), flush=True)
-try:
-    os.close(fd)
-except OSError:
-    pass
-PYEOF
-
-cat >"$T/fiosum.py" <<'PYEOF'
-# fiosum.py JSON...: each fio verify job passed (error 0, something
-# written, every written byte read back); print failures and the totals.
-import json, sys
-
-bad, total = 0, 0
-for p in sys.argv[1:]:
-    try:
-        t = open(p).read()
-        j = json.loads(t[t.index("{"):])["jobs"][0]
-        r, w, e = j["read"]["io_bytes"], j["write"]["io_bytes"], j["error"]
-    except Exception as x:
-        print("%s: unreadable: %s" % (p, x))
-        bad += 1
-        continue
-    if e or w == 0 or r != w:
-        print("%s: error %d, %d written, %d verified" % (p, e, w, r))
-        bad += 1
-    else:
-        total += w
-print("runs %d bad %d verified %d" % (len(sys.argv) - 1, bad, total))
-PYEOF
+# The programs (tests/pylib): loadctl.py, the control schedule; seqw.py, a
+# paced sequential writer; fiojson.py, the fio verify results.
 
 # The fio job on a and b; the seed varies per run.
 FIO_MIB=16
@@ -316,12 +147,7 @@ $(grep -h -m2 -iE 'verify|bad|err' "$T/$1.vo.err" 2>/dev/null)"
 	fi
 }
 
-read_bytes() {
-	"$PYTHON" -I -c 'import json, sys
-t = open(sys.argv[1]).read()
-print(json.loads(t[t.index("{"):])["jobs"][0]["read"]["io_bytes"])' "$1" \
-		2>/dev/null || echo 0
-}
+read_bytes() { pylib fiojson get "$1" read.io_bytes 2>/dev/null || echo 0; }
 
 # ---- set up: two fio VBDs, ext4 on a loop device on the third --------------
 
@@ -357,7 +183,7 @@ check wait_stat b writes 100 30
 check wait_stat c writes 10 30
 
 load_t0=$SECONDS
-"$PYTHON" -I "$T/loadctl.py" "$G" $CYCLES $SNAPS a b c >"$T/ctl.out" 2>&1
+pylib loadctl "$G" $CYCLES $SNAPS a b c >"$T/ctl.out" 2>&1
 ctl_rc=$?
 load_secs=$((SECONDS - load_t0))
 touch "$T/stop"
@@ -382,7 +208,7 @@ check_not test -s "$T/ext4.err"
 
 fio_total=0
 for v in a b; do
-	res=$("$PYTHON" -I "$T/fiosum.py" "$T/$v".*.json)
+	res=$(pylib fiojson sum "$T/$v".*.json)
 	last=${res##*$'\n'}
 	read -r _ runs _ nbad _ bytes <<<"$last"
 	if [ "${nbad:-1}" -eq 0 ] && [ "${runs:-0}" -gt 0 ]; then
@@ -513,7 +339,7 @@ head -c $((8 * MiB)) /dev/urandom >"$T/pat1"
 exec {ctlfd}>"$G/.ctl"
 on_exit "exec $ctlfd>&- 2>/dev/null; true"
 ctl_ok "$G" "pause d"
-bg_start seqw1 "$PYTHON" -I "$T/seqw.py" "$G/d" "$T/pat1" 65536 0.002
+bg_start seqw1 "$PYTHON" -B -E -S "$PYLIB/seqw.py" "$G/d" "$T/pat1" 65536 0.002
 W1=$BG_PID
 check wait_stat d queued 1 30
 LOOP_DEV=$(losetup -r --direct-io=on -f --show "$G/c") || LOOP_DEV=
@@ -553,7 +379,7 @@ on_exit "! pid_alive $TERMFIO || kill $TERMFIO; wait $TERMFIO 2>/dev/null;
 	true"
 check wait_stat e writes 200 30
 # 384 writes: the writer is still going when it is paused.
-bg_start seqw2 "$PYTHON" -I "$T/seqw.py" "$G/d" "$T/pat2" 65536 0.002
+bg_start seqw2 "$PYTHON" -B -E -S "$PYLIB/seqw.py" "$G/d" "$T/pat2" 65536 0.002
 W2=$BG_PID
 check wait_stat d writes 20 30
 ctl_ok "$G" "pause d"

@@ -41,8 +41,8 @@ qemu_refused() {
 
 # allocated IMG: qemu-img's count of allocated clusters.
 allocated() {
-	qemu-img check --output=json "$1" 2>/dev/null | "$PYTHON" -c \
-		'import json, sys; print(json.load(sys.stdin)["allocated-clusters"])'
+	qemu-img check --output=json "$1" 2>/dev/null |
+		json_field allocated-clusters
 }
 
 check qemu-img create -q -f qcow2 "$I/x.qcow2" 64M

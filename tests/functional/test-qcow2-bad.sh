@@ -23,81 +23,9 @@ MiB=1048576
 TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 mkdir -p "$I"
 
-cat >"$T/q2edit.py" <<'PYEOF'
-# q2edit.py IMG FIELD VALUE: overwrite one big-endian header field, or
-#   l1entry N VALUE     the Nth L1 entry
-#   l2entry N VALUE     the Nth entry of the first L2 table
-#   refcount N VALUE    the 16-bit refcount of cluster N (first block)
-#   l2copy N M          entry M of the first L2 table := entry N
-#   bytes OFF HEX       raw bytes
-#   feature BIT NAME    retarget the feature name table's first entry
-import sys
-
-FIELDS = {
-    "magic": (0, 4), "version": (4, 4), "backing_offset": (8, 8),
-    "backing_size": (16, 4), "cluster_bits": (20, 4), "size": (24, 8),
-    "crypt": (32, 4), "l1_size": (36, 4), "l1_offset": (40, 8),
-    "reft_offset": (48, 8), "reft_clusters": (56, 4),
-    "nb_snapshots": (60, 4), "snapshots_offset": (64, 8),
-    "incompat": (72, 8), "compat": (80, 8), "autoclear": (88, 8),
-    "refcount_order": (96, 4), "header_length": (100, 4),
-    "compression_type": (104, 1),
-}
-
-f = open(sys.argv[1], "r+b")
-h = f.read(4096)
-field, val = sys.argv[2], sys.argv[3]
-
-
-def be(off, n):
-    return int.from_bytes(h[off:off + n], "big")
-
-
-def put(off, n, v):
-    f.seek(off)
-    f.write(int(v).to_bytes(n, "big"))
-
-
-if field in FIELDS:
-    off, n = FIELDS[field]
-    if val.startswith("|"):
-        v = be(off, n) | int(val[1:], 0)
-    else:
-        v = int(val, 0)
-    put(off, n, v)
-elif field == "l1entry":
-    put(be(40, 8) + 8 * int(val), 8, int(sys.argv[4], 0))
-elif field == "l2entry":
-    f.seek(be(40, 8))
-    l2 = int.from_bytes(f.read(8), "big") & 0x00fffffffffffe00
-    put(l2 + 8 * int(val), 8, int(sys.argv[4], 0))
-elif field == "l2copy":
-    f.seek(be(40, 8))
-    l2 = int.from_bytes(f.read(8), "big") & 0x00fffffffffffe00
-    f.seek(l2 + 8 * int(val))
-    e = f.read(8)
-    f.seek(l2 + 8 * int(sys.argv[4]))
-    f.write(e)
-elif field == "refcount":
-    f.seek(be(48, 8))
-    rb = int.from_bytes(f.read(8), "big")
-    put(rb + 2 * int(val), 2, int(sys.argv[4], 0))
-elif field == "bytes":
-    f.seek(int(val, 0))
-    f.write(bytes.fromhex(sys.argv[4]))
-elif field == "feature":
-    at = h.find(bytes.fromhex("6803f857"))
-    assert at > 0, "no feature name table"
-    e = at + 8
-    f.seek(e)
-    name = sys.argv[4].encode()
-    f.write(bytes([0, int(val)]) + name + bytes(46 - len(name)))
-else:
-    sys.exit("q2edit.py: unknown field " + field)
-PYEOF
-
+# q2edit IMG FIELD|OP ARGS: damage the image (tests/pylib/qcow2file.py).
 q2edit() {
-	"$PYTHON" -I "$T/q2edit.py" "$@" || fail "q2edit $*" "edit failed"
+	pylib qcow2file edit "$@" || fail "q2edit $*" "edit failed"
 }
 
 # mk NAME [qemu-img create options...]: a 16 MiB v3 image with data.
@@ -291,11 +219,8 @@ ctl_close "$G" l2u
 # A compressed cluster that does not inflate.
 check qemu-img convert -c -O qcow2 "$I/corrupt.qcow2" "$I/zbad.qcow2" 2>/dev/null ||
 	check qemu-img convert -c -O qcow2 "$I/magic.qcow2" "$I/zbad.qcow2"
-ZOFF=$("$PYTHON" -c 'import sys
-f = open(sys.argv[1], "rb"); h = f.read(64)
-f.seek(int.from_bytes(h[40:48], "big")); l2 = int.from_bytes(f.read(8), "big") & 0x00fffffffffffe00
-f.seek(l2); e = int.from_bytes(f.read(8), "big")
-print(e & ((1 << 54) - 1))' "$I/zbad.qcow2")
+# (Its first L2 entry: compressed, the host offset in the low 54 bits.)
+ZOFF=$(( $(pylib qcow2file get "$I/zbad.qcow2" l2entry 0) & ((1 << 54) - 1) ))
 q2edit "$I/zbad.qcow2" bytes "$ZOFF" ffffffffffffffffffffffff
 ctl_ok "$G" "open zbad qcow2:$I/zbad.qcow2 ro"
 check_eq "zbad: reading the bad compressed cluster fails" EIO \

@@ -27,67 +27,9 @@ MiB=1048576
 TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 mkdir -p "$I"
 
-cat >"$T/slots.py" <<'PYEOF'
-# slots.py: fsync'd writes into numbered slots, and their verification.
-#
-#   write VBD LOG SLOT_BYTES FIRST END   writes slot after slot from FIRST
-#       (data of a random length up to SLOT_BYTES, fsync), appending
-#       "slot seed len" to LOG after each fsync, until killed, an error,
-#       or slot END (not written)
-#   verify IMAGE_RAW LOG SLOT_BYTES       every logged slot reads back
-import os, random, sys
-
-
-def data(slot, seed, ln):
-    return random.Random(slot * 7919 + seed).randbytes(ln)
-
-
-def cmd_write(vbd, log, sb, first, end):
-    fd = os.open(vbd, os.O_RDWR)
-    lf = open(log, "a")
-    rng = random.Random(first)
-    slot = first
-    while slot < end:
-        seed = rng.randrange(1 << 30)
-        ln = rng.randint(1, sb)
-        try:
-            os.pwrite(fd, data(slot, seed, ln), slot * sb)
-            os.fsync(fd)
-        except OSError:
-            return
-        lf.write("%d %d %d\n" % (slot, seed, ln))
-        lf.flush()
-        os.fsync(lf.fileno())
-        slot += 1
-
-
-def cmd_verify(raw, log, sb):
-    fd = os.open(raw, os.O_RDONLY)
-    last = {}
-    for line in open(log):
-        p = line.split()
-        if len(p) != 3:
-            continue        # a torn last line: not confirmed
-        slot, seed, ln = map(int, p)
-        # A later round may reach a slot an earlier one wrote: the
-        # last fsync'd write of a slot is what it must hold.
-        last[slot] = (seed, ln)
-    n = 0
-    for slot, (seed, ln) in sorted(last.items()):
-        if os.pread(fd, ln, slot * sb) != data(slot, seed, ln):
-            sys.exit("slot %d (%d bytes) lost after the crash" % (slot, ln))
-        n += 1
-    if n == 0:
-        sys.exit("no slot was fsync'd before the crash: nothing tested")
-    print("%d fsync'd slots present" % n)
-
-
-if sys.argv[1] == "write":
-    cmd_write(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]),
-              int(sys.argv[6]))
-else:
-    cmd_verify(sys.argv[2], sys.argv[3], int(sys.argv[4]))
-PYEOF
+# slots write VBD LOG SLOT_BYTES FIRST END | verify IMAGE LOG SLOT_BYTES:
+# fsync'd writes into numbered slots, and their check (pylib/slotio.py).
+slots() { pylib slotio "$@"; }
 
 SLOT=$((96 * 1024))
 # Each round's slots, disjoint and below fio's half of the smallest image
@@ -108,11 +50,7 @@ qemu_check_ok() {
 	fi
 }
 
-dirty_bit() {
-	"$PYTHON" -c 'import sys
-b = open(sys.argv[1], "rb").read(80)
-print(int.from_bytes(b[72:80], "big") & 1 if b[7] >= 3 else 0)' "$1"
-}
+dirty_bit() { pylib qcow2file dirty "$1"; }
 
 # The images, made once; each round opens them all.
 check qemu-img create -q -f qcow2 -o cluster_size=64k "$I/k64.qcow2" 256M
@@ -149,7 +87,8 @@ for round in 1 2 3; do
 	for v in $VBDS; do
 		size=$(file_size "$G/$v")
 		# Slots in the first half, fio in the second.
-		"$PYTHON" -I "$T/slots.py" write "$G/$v" "$T/$v.log" $SLOT \
+		"$PYTHON" -B -E -S "$PYLIB/slotio.py" write "$G/$v" \
+			"$T/$v.log" $SLOT \
 			$(( (round - 1) * ROUND_SLOTS )) \
 			$(( round * ROUND_SLOTS )) >/dev/null 2>&1 &
 		pids+=($!)
@@ -173,8 +112,7 @@ for round in 1 2 3; do
 		[ -x "$TAPFS_IMG" ] && check "$TAPFS_IMG" check "$I/$v.qcow2"
 		rm -f "$T/$v.raw"
 		check qemu-img convert -O raw "$I/$v.qcow2" "$T/$v.raw"
-		check "$PYTHON" -I "$T/slots.py" verify "$T/$v.raw" \
-			"$T/$v.log" $SLOT
+		check slots verify "$T/$v.raw" "$T/$v.log" $SLOT
 		rm -f "$T/$v.raw"
 	done
 done
@@ -186,7 +124,7 @@ wait_vbds
 for v in $VBDS; do
 	check_match "$v: reopened after the crashes" " running qcow2 " \
 		"$(ctl_line "$G" "$v")"
-	check "$PYTHON" -I "$T/slots.py" verify "$G/$v" "$T/$v.log" $SLOT
+	check slots verify "$G/$v" "$T/$v.log" $SLOT
 	check dd if=/dev/urandom of="$G/$v" bs=64k count=64 \
 		seek=$((60 * 1024 * 1024 / 65536)) oflag=direct status=none
 done
@@ -205,8 +143,7 @@ done
 for v in k64 k4; do
 	check_eq "$v: no leaked cluster after the repair and a clean close" \
 		0 "$(qemu-img check --output=json "$I/$v.qcow2" 2>/dev/null |
-		"$PYTHON" -c 'import json, sys
-print(json.load(sys.stdin).get("leaks", 0))')"
+		json_field -d 0 leaks)"
 done
 
 summary

@@ -37,97 +37,22 @@ TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 requires "$TAPFS_IMG"
 mkdir -p "$I"
 
-cat >"$T/q2edit.py" <<'PYEOF'
-# q2edit.py IMG OP ARGS: damage a qcow2 image (16-bit refcounts assumed)
-#   incompat |BITS        OR bits into the incompatible features
-#   refcount N VALUE      the refcount of cluster N (first block)
-#   leak                  one more cluster at the end of the file,
-#                         counted, unused (qemu-img ignores refcounts
-#                         past the end of the file)
-#   l2entry N VALUE       entry N of the first L2 table
-#   l2copy N M            entry M of the first L2 table := entry N
-#   l2reftable N          entry N := the refcount table's cluster, copied
-#   l1reftable N          L1 entry N := the refcount table's cluster
-#   l1offset VALUE        the header's L1 table offset
-#   zeroblocks I J        refcount blocks I..J (table entries) zeroed,
-#                         as a lazy-refcounts crash leaves them
-import sys
-
-f = open(sys.argv[1], "r+b")
-h = f.read(112)
-op, a = sys.argv[2], sys.argv[3:]
-COPIED = 1 << 63
-
-
-def be(off, n):
-    return int.from_bytes(h[off:off + n], "big")
-
-
-def put(off, n, v):
-    f.seek(off)
-    f.write(int(v).to_bytes(n, "big"))
-
-
-def l2():
-    f.seek(be(40, 8))
-    return int.from_bytes(f.read(8), "big") & 0x00fffffffffffe00
-
-
-if op == "incompat":
-    put(72, 8, be(72, 8) | int(a[0].lstrip("|"), 0))
-elif op == "refcount":
-    f.seek(be(48, 8))
-    rb = int.from_bytes(f.read(8), "big")
-    put(rb + 2 * int(a[0]), 2, int(a[1], 0))
-elif op == "leak":
-    cs = 1 << be(20, 4)
-    f.seek(0, 2)
-    c = (f.tell() + cs - 1) // cs
-    f.seek(c * cs)
-    f.write(bytes(cs))
-    f.seek(be(48, 8))
-    rb = int.from_bytes(f.read(8), "big")
-    put(rb + 2 * c, 2, 1)
-elif op == "l2entry":
-    put(l2() + 8 * int(a[0]), 8, int(a[1], 0))
-elif op == "l2copy":
-    f.seek(l2() + 8 * int(a[0]))
-    e = f.read(8)
-    f.seek(l2() + 8 * int(a[1]))
-    f.write(e)
-elif op == "l2reftable":
-    put(l2() + 8 * int(a[0]), 8, COPIED | be(48, 8))
-elif op == "l1reftable":
-    put(be(40, 8) + 8 * int(a[0]), 8, COPIED | be(48, 8))
-elif op == "l1offset":
-    put(40, 8, int(a[0], 0))
-elif op == "zeroblocks":
-    cs = 1 << be(20, 4)
-    for i in range(int(a[0]), int(a[1]) + 1):
-        f.seek(be(48, 8) + 8 * i)
-        rb = int.from_bytes(f.read(8), "big")
-        assert rb, "no refcount block %d" % i
-        f.seek(rb)
-        f.write(bytes(cs))
-else:
-    sys.exit("q2edit.py: unknown op " + op)
-PYEOF
-
+# q2edit IMG FIELD|OP ARGS: damage the image (tests/pylib/qcow2file.py).
 q2edit() {
-	"$PYTHON" -I "$T/q2edit.py" "$@" || fail "q2edit $*" "edit failed"
+	pylib qcow2file edit "$@" || fail "q2edit $*" "edit failed"
 }
 
 # qj IMG: qemu-img check --output=json as "corruptions=N leaks=N
 # check-errors=N" (absent fields are 0).
 qj() {
-	qemu-img check -U --output=json "$1" 2>/dev/null | "$PYTHON" -c '
-import json, sys
-try:
-    j = json.load(sys.stdin)
-except ValueError:
-    print("unreadable"); sys.exit(0)
-print("corruptions=%d leaks=%d check-errors=%d" % (j.get("corruptions", 0),
-      j.get("leaks", 0), j.get("check-errors", 0)))'
+	local v
+	v=$(qemu-img check -U --output=json "$1" 2>/dev/null |
+		json_field -d 0 corruptions leaks check-errors 2>/dev/null) || {
+		echo unreadable
+		return
+	}
+	set -- $v
+	echo "corruptions=$1 leaks=$2 check-errors=$3"
 }
 
 # qj_field IMG NAME: one number of qj.
@@ -140,16 +65,10 @@ q_clean() {
 }
 
 # header_bits IMG: the incompatible features (decimal).
-header_bits() {
-	"$PYTHON" -c 'import sys
-print(int.from_bytes(open(sys.argv[1], "rb").read(80)[72:80], "big"))' "$1"
-}
+header_bits() { pylib qcow2file get "$1" incompat; }
 
 # reftable_off IMG: the refcount table's offset.
-reftable_off() {
-	"$PYTHON" -c 'import sys
-print(int.from_bytes(open(sys.argv[1], "rb").read(56)[48:56], "big"))' "$1"
-}
+reftable_off() { pylib qcow2file get "$1" reft_offset; }
 
 # img_last IMG: the last line tapfs-img check prints.
 img_last() { "$TAPFS_IMG" check "$1" 2>&1 | tail -n 1; }

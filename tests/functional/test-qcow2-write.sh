@@ -18,9 +18,7 @@
 
 # Images from qemu: the chain of three (qcow2 v3 -> qcow2 v2 -> raw), a
 # compressed image, an image with zero clusters.
-"$PYTHON" -c 'import random, sys
-open(sys.argv[1], "wb").write(random.Random(7).randbytes(24 << 20))' \
-	"$I/base.raw"
+pylib filegen random "$I/base.raw" 7 $((24 * MiB))
 check qemu-img create -q -f qcow2 -o compat=0.10 -b base.raw -F raw \
 	"$I/mid.qcow2"
 check qio "$I/mid.qcow2" "write -P 0x71 $((3 * MiB)) $((2 * MiB + 5 * 512))"
@@ -28,13 +26,7 @@ check qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 "$I/top.qcow2" 32M
 check qio "$I/top.qcow2" "write -P 0x73 $((4 * MiB)) 4096" \
 	"write -z $((10 * MiB)) 65536" "write -P 0x74 $((30 * MiB)) 5000"
 check qemu_raw "$I/top.qcow2" "$T/top.raw"
-"$PYTHON" -c 'import random, sys
-r = random.Random(5)
-with open(sys.argv[1], "wb") as f:
-    for i in range(24):
-        f.write(bytes(r.randrange(4)) * 1000 + r.randbytes(300) +
-                b"tapfs qcow2 " * 60000 if i % 5 != 3 else bytes(1 << 20))
-' "$T/comp.src"
+pylib filegen compressible "$T/comp.src" 5 24
 truncate -s 24M "$T/comp.src"
 check qemu-img convert -c -O qcow2 -f raw "$T/comp.src" "$I/comp.qcow2"
 check qemu-img create -q -f qcow2 "$I/z.qcow2" 32M
@@ -60,8 +52,7 @@ check_match "fresh: the image is v3, 64k clusters, 16-bit refcounts" \
 	'compat: 1.1.*refcount bits: 16' \
 	"$(qemu-img info "$S/g/fresh.qcow2" | tr '\n' ' ')"
 check_eq "fresh: cluster size" 65536 "$(qemu-img info --output=json \
-	"$S/g/fresh.qcow2" | "$PYTHON" -c \
-	'import json, sys; print(json.load(sys.stdin)["cluster-size"])')"
+	"$S/g/fresh.qcow2" | json_field cluster-size)"
 
 # Writes and discards into qemu-made images: cluster sizes, refcount
 # widths, versions.
@@ -125,16 +116,11 @@ check dd if=/dev/urandom of="$G/dis" bs=1M count=32 oflag=direct \
 ctl_ok "$G" "flush"
 # dis is open (tapfs holds its write lock): -U reads it beside the lock.
 A1=$(qemu-img check -U --output=json "$S/g/dis.qcow2" 2>/dev/null |
-	"$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["allocated-clusters"])')
-check "$PYTHON" -I -c 'import ctypes, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64,
-                           ctypes.c_int64)
-fd = os.open(sys.argv[1], os.O_RDWR)
-sys.exit(libc.fallocate(fd, 3, 4 << 20, 16 << 20))' "$G/dis"
+	json_field allocated-clusters)
+check pylib filegen punch "$G/dis" $((4 * MiB)) $((16 * MiB))
 ctl_close "$G" dis
 A2=$(qemu-img check --output=json "$S/g/dis.qcow2" 2>/dev/null |
-	"$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["allocated-clusters"])')
+	json_field allocated-clusters)
 check_eq "dis: 16 MiB discarded: 256 clusters fewer allocated" \
 	"$((A1 - 256))" "$A2"
 qcheck "$S/g/dis.qcow2"

@@ -43,16 +43,7 @@ tapfs_reads r512 "$I/r512.qcow2"
 ctl_close "$G" r512
 
 # A compressed image: qemu-img convert -c of a random-ish file.
-"$PYTHON" -c 'import random, sys
-r = random.Random(5)
-with open(sys.argv[1], "wb") as f:
-    for i in range(48):
-        if i % 5 == 3:
-            f.write(bytes(1 << 20))
-        else:
-            f.write(bytes(r.randrange(4)) * 1000 + r.randbytes(300) +
-                    b"tapfs qcow2 " * 60000)
-' "$T/comp.src"
+pylib filegen compressible "$T/comp.src" 5 48
 truncate -s 48M "$T/comp.src"
 check qemu-img convert -c -O qcow2 -f raw "$T/comp.src" "$I/comp.qcow2"
 check_match "comp: qemu made compressed clusters" \
@@ -75,9 +66,7 @@ if qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=64k \
 fi
 
 # A backing chain of three: qcow2 (v3) -> qcow2 (v2) -> raw.
-"$PYTHON" -c 'import random, sys
-open(sys.argv[1], "wb").write(random.Random(7).randbytes(24 << 20))' \
-	"$I/base.raw"
+pylib filegen random "$I/base.raw" 7 $((24 * MiB))
 check qemu-img create -q -f qcow2 -o compat=0.10 -b base.raw -F raw \
 	"$I/mid.qcow2"
 check qio "$I/mid.qcow2" "write -P 0x71 $((3 * MiB)) $((2 * MiB + 5 * 512))" \
@@ -94,8 +83,7 @@ ctl_close "$G" top
 # A vhd backing file.
 check qemu-img create -q -f vpc -o subformat=dynamic "$I/vb.vhd" 16M
 check qemu-io -f vpc -c "write -P 0x5c 1M 3M" "$I/vb.vhd"
-VB=$(qemu-img info -f vpc --output=json "$I/vb.vhd" | "$PYTHON" -c \
-	'import json, sys; print(json.load(sys.stdin)["virtual-size"])')
+VB=$(qemu-img info -f vpc --output=json "$I/vb.vhd" | json_field virtual-size)
 check qemu-img create -q -f qcow2 -b vb.vhd -F vpc "$I/onvhd.qcow2" "$VB"
 check qio "$I/onvhd.qcow2" "write -P 0x5d $((2 * MiB)) 4096"
 tapfs_reads onvhd "$I/onvhd.qcow2"
@@ -155,13 +143,7 @@ if [ -x "$TAPFS_IMG" ]; then
 	check "$TAPFS_IMG" check "$I/comp.qcow2"
 	# A cluster in use whose refcount is 0: an error, named.
 	cp "$T/tc2.qcow2" "$T/bad.qcow2"
-	"$PYTHON" -c 'import sys
-f = open(sys.argv[1], "r+b")
-h = f.read(64)
-rt = int.from_bytes(h[48:56], "big")
-f.seek(rt); rb = int.from_bytes(f.read(8), "big")
-f.seek(rb + 2 * 3); f.write(b"\0\0")   # cluster 3: data
-' "$T/bad.qcow2"
+	pylib qcow2file edit "$T/bad.qcow2" refcount 3 0	# cluster 3: data
 	check_not "$TAPFS_IMG" check "$T/bad.qcow2"
 	check_match "tapfs-img check names the undercounted cluster" \
 		'cluster 3 .*refcount 0 but 1 references' \

@@ -49,36 +49,18 @@ chmod 0711 "$T"
 mkdir -p "$A" "$O" "$T/store2"
 
 # as_nobody OP PATH [TEXT]: one system call as uid/gid 65534, no groups;
-# prints OK, the data read, or the errno name.
-#   stat PATH | list DIR | read FILE | write FILE TEXT | openw FILE |
-#   mkdir DIR
+# prints OK, or the errno name.
+#   stat PATH | list DIR | read FILE | write FILE TEXT (a line) | openw
+#   FILE (read-write) | mkdir DIR
+# fsop.py is fed on stdin: nobody need not be able to read the tree.
 as_nobody() {
+	local op=$1 path=$2
+	case $op in
+	openw) set -- open "$path" rw ;;
+	write) set -- write "$path" "$3"$'\n' ;;
+	esac
 	timeout 20 setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups \
-		"$PYTHON" -I -S - "$@" <<'EOF'
-import errno, os, sys
-op, path = sys.argv[1], sys.argv[2]
-try:
-    if op == "stat":
-        os.stat(path); print("OK")
-    elif op == "list":
-        os.listdir(path); print("OK")
-    elif op == "read":
-        with open(path, "rb") as f:
-            f.read(); print("OK")
-    elif op == "write":
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.write(fd, sys.argv[3].encode() + b"\n")
-        finally:
-            os.close(fd)
-        print("OK")
-    elif op == "openw":
-        os.close(os.open(path, os.O_RDWR)); print("OK")
-    elif op == "mkdir":
-        os.mkdir(path); print("OK")
-except OSError as e:
-    print(errno.errorcode.get(e.errno, "E%d" % e.errno))
-EOF
+		"$PYTHON" -B -E -S - "$@" <"$PYLIB/fsop.py"
 }
 
 # status_says NAME ERE: the group's status line matches ERE.
@@ -178,15 +160,8 @@ ctl_err "$G" "open qr qcow2:$S/g/qrel.qcow2" EACCES
 # must ask first.  Drop the format extension qemu-img wrote (its type
 # 0xe2792aca becomes 0, the end of the extensions).
 cp "$S/g/q.qcow2" "$S/g/qprobe.qcow2"
-"$PYTHON" -I -S - "$S/g/qprobe.qcow2" <<'EOF'
-import sys
-with open(sys.argv[1], "r+b") as f:
-    head = f.read(65536)
-    at = head.find(bytes.fromhex("e2792aca"))
-    assert at > 0
-    f.seek(at)
-    f.write(bytes(4))
-EOF
+pylib qcow2file edit "$S/g/qprobe.qcow2" drop-ext e2792aca ||
+	fail "qprobe.qcow2: drop the backing format extension"
 ctl_err "$G" "open qp qcow2:$S/g/qprobe.qcow2" EACCES
 status_says "qcow2 probe refused before opening the file" \
 	"backing file $O/base\\.raw is outside"
@@ -316,15 +291,7 @@ printf 'INSIDE!!' | dd of="$A/sw/d/img.raw" bs=1M seek=0 conv=notrunc \
 	status=none && truncate -s 1M "$A/sw/d/img.raw"
 printf 'OUTSIDE!' | dd of="$O/d/img.raw" bs=1M seek=0 conv=notrunc \
 	status=none && truncate -s 1M "$O/d/img.raw"
-bg_start swapper "$PYTHON" -I -c '
-import os, sys, time
-a, o = sys.argv[1], sys.argv[2]
-end = time.monotonic() + 60
-while time.monotonic() < end:
-    os.rename(a + "/d", a + "/d.real")
-    os.symlink(o + "/d", a + "/d")
-    os.unlink(a + "/d")
-    os.rename(a + "/d.real", a + "/d")' "$A/sw" "$O"
+bg_start swapper "$PYTHON" -B -E -S "$PYLIB/symswap.py" "$A/sw" "$O"
 SWAP=$BG_PID
 tapfs_start "$M" "$S" "allow_path=$A" || summary
 inside=0 outside=0 refused=0
@@ -383,30 +350,7 @@ ctl_ok "$F/g" "create d raw 1M"
 fds() { ls "/proc/$TAPFS_PID/fd" | wc -l; }
 before=$(fds)
 t0=$SECONDS
-res=$("$PYTHON" -I -S - "$F/g" "$FS/g" 1000 <<'EOF'
-import errno, os, sys
-g, store, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-fd = os.open(g + "/.ctl", os.O_WRONLY)
-bad = []
-def cmd(c, want=None):
-    try:
-        os.write(fd, c.encode() + b"\n")
-        got = None
-    except OSError as e:
-        got = e.errno
-    if got != want:
-        bad.append("%s: %s" % (c, errno.errorcode.get(got, got)))
-for i in range(n):
-    # qcow2 takes 0.2 s to create and open: one cycle in 100.
-    f = "qcow2" if i % 100 == 99 else ("raw", "vhd")[i % 2]
-    cmd("create x %s 1M" % f)
-    cmd("close x")
-    os.unlink("%s/x.%s" % (store, f))
-    cmd("open y vhd:%s/v3.vhd" % store, errno.EACCES)
-os.close(fd)
-print("OK" if not bad else "%d bad: %s" % (len(bad), bad[0]))
-EOF
-)
+res=$(pylib ctlcycles "$F/g" "$FS/g" 1000)
 check_eq "1000 create/close cycles and refused opens" OK "$res"
 check_eq "daemon fds after them (took $((SECONDS - t0)) s)" "$before" "$(fds)"
 ctl_close "$F/g" d

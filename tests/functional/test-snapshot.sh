@@ -39,94 +39,16 @@ mkdir -p "$I"
 
 # ---- helpers ------------------------------------------------------------
 
-cat >"$T/chainio.py" <<'PYEOF'
-# chainio.py: seeded random writes applied to a VBD and to its model, and
-# reads comparing two files.
-#
-#   write VBD MODEL SEED N [HOT]   N writes; with HOT, half of them are
-#                                  small writes into the first HOT bytes
-#   reads A B SEED N               N random unaligned reads agree
-import os, random, sys
-
-MiB = 1 << 20
-BLK = 2 * MiB
-
-
-def one_write(rng, size, hot):
-    k = rng.random()
-    if hot and k < 0.5:             # small overwrites in a hot zone
-        ln = rng.choice((1, 100, 512, 513, 1024, 4096, 5000))
-        off = rng.randrange(0, hot - ln)
-        if rng.random() < 0.5:
-            off &= ~511
-    elif k < 0.6:                   # partial sectors
-        ln = rng.randint(1, 1600)
-        off = rng.randrange(0, size - ln)
-    elif k < 0.75:                  # whole sectors, part of a block
-        ln = 512 * rng.randint(1, 64)
-        off = 512 * rng.randrange(0, (size - ln) // 512)
-    elif k < 0.9:                   # across a block boundary
-        ln = rng.randint(2, 300 * 1024)
-        b = rng.randrange(1, (size - 1) // BLK + 1) * BLK
-        off = max(0, min(b - rng.randint(1, ln - 1), size - ln))
-    elif k < 0.95:                  # up to 3 MiB
-        ln = rng.randint(1, 3 * MiB)
-        off = rng.randrange(0, size - ln)
-    else:                           # the last bytes of the disk
-        ln = rng.randint(1, 8192)
-        off = size - ln
-    data = bytes(ln) if rng.random() < 0.05 else rng.randbytes(ln)
-    return off, data
-
-
-def cmd_write(vbd, model, seed, n, hot):
-    rng = random.Random(seed)
-    size = os.path.getsize(model)
-    fv = os.open(vbd, os.O_WRONLY)
-    fm = os.open(model, os.O_WRONLY)
-    for i in range(n):
-        off, data = one_write(rng, size, hot)
-        try:
-            w = os.pwrite(fv, data, off)
-        except OSError as e:
-            sys.exit("seed %d write %d: pwrite(%s, %d bytes at %d): %s" %
-                     (seed, i, vbd, len(data), off, e))
-        if w != len(data):
-            sys.exit("seed %d write %d: short write %d of %d at %d" %
-                     (seed, i, w, len(data), off))
-        os.pwrite(fm, data, off)
-    os.fsync(fv)
-    os.close(fv)
-    os.close(fm)
-
-
-def cmd_reads(a, b, seed, n):
-    rng = random.Random(seed)
-    size = os.path.getsize(b)
-    fa = os.open(a, os.O_RDONLY)
-    fb = os.open(b, os.O_RDONLY)
-    for i in range(n):
-        ln = rng.choice((1, 511, 513, 4095, 65537, rng.randint(1, 3 * MiB)))
-        off = rng.randrange(0, size - ln + 1)
-        x, y = os.pread(fa, ln, off), os.pread(fb, ln, off)
-        if x != y:
-            at = next((j for j in range(min(len(x), len(y)))
-                       if x[j] != y[j]), min(len(x), len(y)))
-            sys.exit("seed %d read %d: %d bytes at %d differ from byte %d"
-                     % (seed, i, ln, off, off + at))
-
-
-a = sys.argv
-if a[1] == "write":
-    cmd_write(a[2], a[3], int(a[4]), int(a[5]),
-              int(a[6]) if len(a) > 6 else 0)
-elif a[1] == "reads":
-    cmd_reads(a[2], a[3], int(a[4]), int(a[5]))
-else:
-    sys.exit("chainio.py: unknown command " + a[1])
-PYEOF
-
-chainio() { "$PYTHON" -I "$T/chainio.py" "$@"; }
+# chainio write VBD MODEL SEED N [HOT] | reads A B SEED N: N seeded
+# random writes (with HOT, half of them small ones into the first HOT
+# bytes) applied to a VBD and its model; reads comparing two files
+# (pylib/randio.py).
+chainio() {
+	case $1 in
+	write) shift; pylib randio write chain "$@" ;;
+	*) pylib randio "$@" ;;
+	esac
+}
 
 # same_bytes NAME A B: A and B hold the same bytes (cmp names the first).
 same_bytes() {

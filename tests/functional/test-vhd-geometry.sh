@@ -35,44 +35,12 @@ if [ ! -x "$TAPFS_IMG" ]; then
 	summary
 fi
 
-# footer.py FILE [creator=APP] [geometry=C/H/S] [current=BYTES]: patch the
+# footer FILE [creator=APP] [geometry=C/H/S] [current=BYTES]: patch the
 # footer at the end of FILE and its copy at offset 0 (if there is one),
 # then fix their checksums.  APP is padded with NULs to 4 bytes.
-cat >"$T/footer.py" <<'PYEOF'
-import os, struct, sys
+footer() { pylib vhdfile footer "$@"; }
 
-path, edits = sys.argv[1], dict(a.split("=", 1) for a in sys.argv[2:])
-
-
-def patch(b):
-    if "creator" in edits:
-        b[28:32] = edits["creator"].encode().ljust(4, b"\0")[:4]
-    if "geometry" in edits:
-        c, h, s = (int(x) for x in edits["geometry"].split("/"))
-        b[56:60] = struct.pack(">HBB", c, h, s)
-    if "current" in edits:
-        b[48:56] = struct.pack(">Q", int(edits["current"]))
-    b[64:68] = bytes(4)
-    b[64:68] = struct.pack(">I", ~sum(b) & 0xffffffff)
-
-
-size = os.path.getsize(path)
-with open(path, "r+b") as f:
-    for off in sorted({0, size - 512}):
-        f.seek(off)
-        b = bytearray(f.read(512))
-        if b[:8] != b"conectix":
-            continue
-        patch(b)
-        f.seek(off)
-        f.write(b)
-PYEOF
-
-footer() { "$PYTHON" -I "$T/footer.py" "$@"; }
-
-json() {
-	"$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
-}
+json() { json_field "$1"; }
 img_json() { "$TAPFS_IMG" info --json "$2" | json "$1"; }
 qemu_size() { qemu-img info -f vpc --output=json "$1" | json virtual-size; }
 
@@ -114,7 +82,8 @@ one() {
 		pwrite "$G/$n" $((size - 2)) 41424344
 	# The last sector, where a GPT keeps its backup header.
 	last=$((size - 512))
-	marker=$("$PYTHON" -c 'import sys; print((b"EFI PART" + sys.argv[1].encode()).hex().ljust(1024, "0"))' "$n")
+	marker=$(printf 'EFI PART%s' "$n" | od -An -tx1 | tr -d ' \n')
+	marker=$(printf '%-1024s' "$marker" | tr ' ' 0)
 	check_eq "$n: write the last sector" 512 \
 		"$(fsop pwrite "$G/$n" "$last" "$marker")"
 	check_eq "$n: size unchanged" "$want" "$(file_size "$G/$n")"

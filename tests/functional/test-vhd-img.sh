@@ -46,9 +46,6 @@ qio() {
 	qemu-io -f "$fmt" "${args[@]}" "$file" >/dev/null
 }
 
-json_field() {
-	python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
-}
 
 qemu_size() { qemu-img info --output=json -f vpc "$1" | json_field virtual-size; }
 img_size() { "$IMG" info --json "$1" | json_field virtual-size; }
@@ -109,22 +106,7 @@ check_out() {
 
 # patch_header FILE OFFSET HEX: overwrite bytes of the dynamic header and
 # fix its checksum, so that only the field itself is wrong.
-patch_header() {
-	python3 - "$@" <<'EOF'
-import sys
-f, off, val = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
-with open(f, "r+b") as fh:
-    ftr = fh.read(512)
-    hoff = int.from_bytes(ftr[16:24], "big")
-    fh.seek(hoff)
-    h = bytearray(fh.read(1024))
-    h[off:off + len(val)] = val
-    h[36:40] = bytes(4)
-    h[36:40] = ((~sum(h)) & 0xffffffff).to_bytes(4, "big")
-    fh.seek(hoff)
-    fh.write(h)
-EOF
-}
+patch_header() { pylib vhdfile header "$@"; }
 
 # ---- images tapfs-img creates, read and written by QEMU --------------------
 
@@ -182,7 +164,7 @@ check_out "info shows the chain leaf -> base" 0 \
 	'^chain \(leaf -> base\): top\.vhd -> .*/mid\.vhd -> .*/base\.vhd$' \
 	"$IMG" info top.vhd
 check_eq "info --json chain length" 3 "$("$IMG" info --json top.vhd |
-	python3 -c 'import json,sys; print(len(json.load(sys.stdin)["chain"]))')"
+	json_field 'chain#')"
 for f in base.vhd mid.vhd top.vhd; do
 	check "$IMG" check "$f"
 	check qemu_check "$f"

@@ -40,66 +40,10 @@ if [ ! -x "$TAPFS_IMG" ]; then
 	summary
 fi
 
-# leak.py FILE: what a block allocation interrupted before its BAT write
+# leak FILE: what a block allocation interrupted before its BAT write
 # leaves (2 MiB blocks): the old footer stays; past it, the bitmap and
 # 64 KiB of data at the 4 KiB-aligned place, and a footer after the block.
-cat >"$T/leak.py" <<'PYEOF'
-import os, sys
-
-path = sys.argv[1]
-BLOCK, BITMAP, ALIGN = 2 << 20, 512, 4096
-with open(path, "r+b") as f:
-    size = os.fstat(f.fileno()).st_size
-    f.seek(size - 512)
-    footer = f.read(512)
-    assert footer[:8] == b"conectix"
-    data = (size + BITMAP + ALIGN - 1) // ALIGN * ALIGN
-    f.seek(data - BITMAP)
-    f.write(b"\xff" * BITMAP)
-    f.write(bytes(range(256)) * 256)
-    f.seek(data + BLOCK)
-    f.write(footer)
-print(data + BLOCK + 512 - size)
-PYEOF
-
-# writer.py VBD LOG: 8 threads, each pwrite of 64 KiB at the start of a
-# 2 MiB block nobody wrote (so every write allocates); "W" logged per
-# acknowledged write; runs until the daemon dies.
-cat >"$T/writer.py" <<'PYEOF'
-import os, sys, threading
-
-vbd, log = sys.argv[1], sys.argv[2]
-BLK, THREADS = 2 << 20, 8
-nblocks = os.path.getsize(vbd) // BLK
-lk = threading.Lock()
-nxt = [int(sys.argv[3])]
-
-
-def worker():
-    fd = os.open(vbd, os.O_WRONLY)
-    lfd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        while True:
-            with lk:
-                b = nxt[0]
-                nxt[0] += 1
-            if b >= nblocks:
-                return
-            os.pwrite(fd, bytes([b & 0xff]) * 65536, b * BLK)
-            os.write(lfd, b"W\n")
-    except OSError:
-        return
-    finally:
-        os.close(fd)
-        os.close(lfd)
-
-
-th = [threading.Thread(target=worker) for _ in range(THREADS)]
-for t in th:
-    t.start()
-for t in th:
-    t.join()
-PYEOF
+leak() { pylib vhdfile leak "$1"; }
 
 # leaked FILE: the bytes check reports as not used by any block (0: none).
 leaked() {
@@ -124,8 +68,7 @@ oracle() {
 }
 
 img_json_diff() {
-	"$TAPFS_IMG" info --json "$1" | "$PYTHON" -c \
-		'import json, sys; print(json.load(sys.stdin)["subformat"])'
+	"$TAPFS_IMG" info --json "$1" | json_field subformat
 }
 
 # reclaimed_log: the bytes the last daemon's log says it reclaimed from
@@ -191,7 +134,7 @@ done
 tapfs_stop
 check_eq "d: clean after an unmount" 0 "$(leak_warnings "$F")"
 clean=$(file_size "$F")
-leak=$("$PYTHON" -I "$T/leak.py" "$F")
+leak=$(leak "$F")
 check_eq "d: the crafted leak is what check reports" "$leak" \
 	"$(leaked "$F")"
 check_eq "d: check says so in a warning, not an error" 1 \
@@ -212,11 +155,11 @@ tapfs_stop
 # The child records its parent's mtime (seconds): keep it, so that the
 # child checks clean whatever second the leak is crafted in.
 pmtime=$(stat -c %Y "$F")
-pleak=$("$PYTHON" -I "$T/leak.py" "$F")
+pleak=$(leak "$F")
 check touch -d "@$pmtime" "$F"
 psize=$(file_size "$F")
 pmd5=$(md5sum <"$F")
-leak=$("$PYTHON" -I "$T/leak.py" "$C")
+leak=$(leak "$C")
 check_eq "d.1: the crafted leak is what check reports" "$leak" \
 	"$(leaked "$C")"
 reopen d "$C" "$leak"
@@ -234,7 +177,7 @@ start=0
 for round in 1 2 3 4 5 6; do
 	log=$T/w.$round
 	: >"$log"
-	"$PYTHON" -I "$T/writer.py" "$G/k" "$log" "$start" \
+	"$PYTHON" -B -E -S "$PYLIB/allocwriter.py" "$G/k" "$log" "$start" \
 		>"$T/writer.out" 2>&1 &
 	wpid=$!
 	on_exit "kill -KILL $wpid 2>/dev/null; wait $wpid 2>/dev/null; true"

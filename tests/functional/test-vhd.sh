@@ -42,100 +42,15 @@ mkdir -p "$I" "$FS"
 
 # ---- helpers ------------------------------------------------------------
 
-cat >"$T/vhdio.py" <<'PYEOF'
-# vhdio.py: random writes applied to a VBD and to a model file, and reads
-# comparing the two.  Every run is seeded: a failure names its seed.
-#
-#   write VBD MODEL SEED N      N random writes to both files
-#   reads A B SEED N            N random unaligned reads of A and B agree
-import os, random, sys
-
-MiB = 1 << 20
-BLK = 2 * MiB
-
-
-def one_write(rng, size):
-    k = rng.random()
-    if k < 0.25:                    # partial sectors, any alignment
-        ln = rng.randint(1, 1600)
-        off = rng.randrange(0, size - ln)
-    elif k < 0.50:                  # whole sectors, 512- not 4k-aligned
-        ln = 512 * rng.randint(1, 40)
-        off = 512 * rng.randrange(0, (size - ln) // 512)
-    elif k < 0.75:                  # across a block boundary
-        ln = rng.randint(2, 300 * 1024)
-        b = rng.randrange(1, (size - 1) // BLK + 1) * BLK
-        off = max(0, min(b - rng.randint(1, ln - 1), size - ln))
-    elif k < 0.95:                  # up to 3 MiB, unaligned
-        ln = rng.randint(1, 3 * MiB)
-        off = rng.randrange(0, size - ln)
-    else:                           # the last bytes of the disk
-        ln = rng.randint(1, 8192)
-        off = size - ln
-    if rng.random() < 0.1:
-        data = bytes(ln)            # zeros, e.g. into a fresh block
-    else:
-        data = rng.randbytes(ln)
-    return off, data
-
-
-def pwrite_all(fd, data, off, what):
-    n = os.pwrite(fd, data, off)
-    if n != len(data):
-        sys.exit("%s: short write at %d: %d of %d" % (what, off, n,
-                                                      len(data)))
-
-
-def cmd_write(vbd, model, seed, n):
-    rng = random.Random(seed)
-    size = os.path.getsize(model)
-    fv = os.open(vbd, os.O_WRONLY)
-    fm = os.open(model, os.O_WRONLY)
-    total = 0
-    for i in range(n):
-        off, data = one_write(rng, size)
-        try:
-            pwrite_all(fv, data, off, vbd)
-        except OSError as e:
-            sys.exit("seed %d write %d: pwrite(%s, %d bytes at %d): %s" %
-                     (seed, i, vbd, len(data), off, e))
-        pwrite_all(fm, data, off, model)
-        total += len(data)
-    os.fsync(fv)
-    os.close(fv)
-    os.close(fm)
-    print("%d writes, %d bytes" % (n, total))
-
-
-def cmd_reads(a, b, seed, n):
-    rng = random.Random(seed)
-    size = os.path.getsize(b)
-    fa = os.open(a, os.O_RDONLY)
-    fb = os.open(b, os.O_RDONLY)
-    for i in range(n):
-        ln = rng.choice((1, 511, 513, 4095, 65537, rng.randint(1, 3 * MiB)))
-        off = rng.randrange(0, size - ln + 1)
-        x = os.pread(fa, ln, off)
-        y = os.pread(fb, ln, off)
-        if x != y:
-            at = next((j for j in range(min(len(x), len(y)))
-                       if x[j] != y[j]), min(len(x), len(y)))
-            sys.exit("seed %d read %d: %d bytes at %d differ from byte %d"
-                     " (%d vs %d bytes read)" % (seed, i, ln, off,
-                                                 off + at, len(x), len(y)))
-    print("%d reads agree" % n)
-
-
-cmd = sys.argv[1]
-if cmd == "write":
-    cmd_write(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
-elif cmd == "reads":
-    cmd_reads(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
-else:
-    sys.exit("vhdio.py: unknown command " + cmd)
-PYEOF
-
-vhdio() { "$PYTHON" -I "$T/vhdio.py" "$@"; }
+# vhdio write VBD MODEL SEED N | reads A B SEED N: N seeded random
+# writes applied to a VBD and its model; N random unaligned reads of two
+# files agree (pylib/randio.py).
+vhdio() {
+	case $1 in
+	write) shift; pylib randio write vhd "$@" ;;
+	*) pylib randio "$@" ;;
+	esac
+}
 
 # qemu_raw VHD RAW: qemu-img's reading of VHD (one image, no parent).
 qemu_raw() {
@@ -144,8 +59,7 @@ qemu_raw() {
 }
 
 qemu_vsize() {
-	qemu-img info -f vpc --output=json "$1" | "$PYTHON" -c \
-		'import json, sys; print(json.load(sys.stdin)["virtual-size"])'
+	qemu-img info -f vpc --output=json "$1" | json_field virtual-size
 }
 
 # qio FILE CMD...: one qemu-io run (format vpc), each CMD a -c.
@@ -185,10 +99,7 @@ verify_only() {
 		--output-format=json --output="$T/$name.json" "$@" \
 		>"$T/$name.err" 2>&1
 	rc=$?
-	res=$("$PYTHON" -c 'import json, sys
-t = open(sys.argv[1]).read()
-j = json.loads(t[t.index("{"):])["jobs"][0]
-print(j["error"], j["read"]["io_bytes"])' "$T/$name.json" 2>&1)
+	res=$(pylib fiojson get "$T/$name.json" error read.io_bytes 2>&1)
 	if [ $rc -eq 0 ] && [ "$res" = "0 $bytes" ]; then
 		ok "$name: fio --verify_only of $file ($bytes bytes verified)"
 	else
@@ -199,19 +110,7 @@ bytes read '$res'; $(grep -h -m2 -E 'verify|bad' "$T/$name.err" \
 }
 
 # punch_hole FILE OFF LEN: fallocate(PUNCH_HOLE|KEEP_SIZE); OK or ENAME.
-punch_hole() {
-	"$PYTHON" -I - "$@" <<'PYEOF'
-import ctypes, errno, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64,
-                           ctypes.c_int64)
-fd = os.open(sys.argv[1], os.O_RDWR)
-if libc.fallocate(fd, 0x02 | 0x01, int(sys.argv[2]), int(sys.argv[3])):
-    print(errno.errorcode.get(ctypes.get_errno(), "?"))
-else:
-    print("OK")
-PYEOF
-}
+punch_hole() { pylib filegen punch "$@"; }
 
 tapfs_start "$M" "$S" "allow_path=$T" || summary
 check mkdir "$G"

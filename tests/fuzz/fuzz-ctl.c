@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer target: the .ctl command parser (fs/ctl.c), which takes
- * whatever a client writes to a group's .ctl file.
+ * whatever a client writes to a group's .ctl file.  make fuzz builds it
+ * with libFuzzer, make fuzz-replay with tests/fuzz/fuzz-main.c.
  */
 #include <errno.h>
 #include <stddef.h>

@@ -11,14 +11,9 @@
  * it read-write (refcount blocks, the dirty-bit scan, refcount table
  * growth, the dirty bit).
  *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 \
- *	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Iinclude -Idrivers \
- *	tests/fuzz/fuzz-qcow2.c drivers/\*.c -laio -luuid -lz -lpthread \
- *	-o build/fuzz-qcow2
- *   build/fuzz-qcow2 -max_len=262144 corpus/
- *
- * Built with -DFUZZ_STANDALONE (any compiler, no libFuzzer) it runs the
- * same function once over each file named on the command line.
+ * make fuzz builds it with libFuzzer; make fuzz-replay builds it with
+ * tests/fuzz/fuzz-main.c instead, which runs it once over each file named
+ * on the command line (a crash, a corpus).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -214,31 +209,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	close(fd);
 	return 0;
 }
-
-#ifdef FUZZ_STANDALONE
-int main(int argc, char **argv)
-{
-	int i;
-
-	for (i = 1; i < argc; i++) {
-		FILE *f = fopen(argv[i], "rb");
-		uint8_t *buf;
-		long n;
-
-		if (!f || fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0) {
-			perror(argv[i]);
-			return 1;
-		}
-		rewind(f);
-		buf = malloc((size_t)n + 1);
-		if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
-			perror(argv[i]);
-			return 1;
-		}
-		fclose(f);
-		LLVMFuzzerTestOneInput(buf, (size_t)n);
-		free(buf);
-	}
-	return 0;
-}
-#endif

@@ -7,15 +7,9 @@
  * from a memfd (footer fallback, header, BAT validation), map and read
  * every sector range, count allocation and run the full check.
  *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 \
- *	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Iinclude -Idrivers \
- *	tests/fuzz/fuzz-vhd.c drivers/vhd-format.c drivers/vhd-image.c \
- *	-luuid -o build/fuzz-vhd
- *   build/fuzz-vhd -max_len=65536 corpus/
- *
- * Built with -DFUZZ_STANDALONE (any compiler, no libFuzzer) it runs the
- * same function once over each file named on the command line, to
- * replay a crash or a corpus.
+ * make fuzz builds it with libFuzzer; make fuzz-replay builds it with
+ * tests/fuzz/fuzz-main.c instead, which runs it once over each file named
+ * on the command line (a crash, a corpus).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -132,31 +126,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	close(fd);
 	return 0;
 }
-
-#ifdef FUZZ_STANDALONE
-int main(int argc, char **argv)
-{
-	int i;
-
-	for (i = 1; i < argc; i++) {
-		FILE *f = fopen(argv[i], "rb");
-		uint8_t *buf;
-		long n;
-
-		if (!f || fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0) {
-			perror(argv[i]);
-			return 1;
-		}
-		rewind(f);
-		buf = malloc((size_t)n + 1);
-		if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
-			perror(argv[i]);
-			return 1;
-		}
-		fclose(f);
-		LLVMFuzzerTestOneInput(buf, (size_t)n);
-		free(buf);
-	}
-	return 0;
-}
-#endif

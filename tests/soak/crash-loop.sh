@@ -21,7 +21,7 @@
 # Each format gets its own store (store=$T/store-FORMAT, which holds the
 # image) and a VBD "d" of SIZE bytes, created empty.  Each cycle:
 #   1. mount tapfs on the store (the VBD comes back from the manifest);
-#   2. start tests/soak/crashio.py writing into the first half of the VBD
+#   2. start tests/pylib/crashio.py writing into the first half of the VBD
 #      (random writes of 1 B to 256 KiB from THREADS threads, partial
 #      sectors included, each thread calling fsync now and then, every
 #      write and fsync logged) and fio random writes (libaio, QD 8, 4k to
@@ -78,7 +78,7 @@ KILL_MAX_MS=${KILL_MAX_MS:-2500}
 THREADS=${THREADS:-4}
 SEED=${SEED:-$(((RANDOM << 15 | RANDOM) % 1000000000))}
 TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
-CRASHIO=$TEST_DIR/crashio.py
+CRASHIO=$PYLIB/crashio.py
 MiB=1048576
 
 SIZE_B=$(numfmt --from=iec "${SIZE%B}" 2>/dev/null) || usage
@@ -254,7 +254,7 @@ run_format() {
 		fresh=$limit
 		limit=$((REGION * c / CYCLES / 4096 * 4096))
 		[ $limit -ge $MiB ] || limit=$MiB
-		"$PYTHON" -I "$CRASHIO" write "$G/d" "$log" "$SEED/$fmt/$c" \
+		"$PYTHON" -B -E -S "$CRASHIO" write "$G/d" "$log" "$SEED/$fmt/$c" \
 			$fresh $limit "$THREADS" \
 			$((KILL_MAX_MS * 3 / 1000 + 60)) >"$T/$fmt.writer" 2>&1 &
 		WPID=$!
@@ -295,7 +295,7 @@ run_format() {
 			broken=1
 			break
 		fi
-		out=$("$PYTHON" -I "$CRASHIO" verify "$G/d" "$model" "$log" \
+		out=$("$PYTHON" -B -E -S "$CRASHIO" verify "$G/d" "$model" "$log" \
 			$REGION 2>&1)
 		case "$out" in
 		acked=*) ;;

@@ -220,7 +220,7 @@ static void test_pool_size_overflow(void **state)
 			 "-EOVERFLOW");
 }
 
-/* Returning a foreign object is an engine bug: the pool aborts. */
+/* Returning a foreign object is an engine bug: an assert aborts. */
 static void pool_put_foreign(void *arg)
 {
 	struct td_pool p;
@@ -246,6 +246,41 @@ static void pool_put_extra(void *arg)
 	_exit(0);
 }
 
+/* Putting back an object twice while others are out, likewise: the
+ * pool is not full, so only the object's own state can tell. */
+static void pool_put_twice(void *arg)
+{
+	struct td_pool p;
+	void *a;
+
+	(void)arg;
+	if (td_pool_init(&p, 4, 32, 32))
+		_exit(2);
+	a = td_pool_get(&p);
+	td_pool_get(&p);
+	td_pool_put(&p, a);
+	td_pool_put(&p, a);
+	_exit(0);
+}
+
+/* The same object put, got again and put again is fine. */
+static void pool_put_get_put(void *arg)
+{
+	struct td_pool p;
+	void *a;
+
+	(void)arg;
+	if (td_pool_init(&p, 4, 32, 32))
+		_exit(2);
+	a = td_pool_get(&p);
+	td_pool_put(&p, a);
+	if (td_pool_get(&p) != a)
+		_exit(3);
+	td_pool_put(&p, a);
+	td_pool_fini(&p);
+	_exit(0);
+}
+
 static void test_pool_put_bad_aborts(void **state)
 {
 	int status;
@@ -257,6 +292,12 @@ static void test_pool_put_bad_aborts(void **state)
 	status = unit_in_child(pool_put_extra, NULL);
 	assert_true(WIFSIGNALED(status));
 	assert_int_equal(WTERMSIG(status), SIGABRT);
+	status = unit_in_child(pool_put_twice, NULL);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGABRT);
+	status = unit_in_child(pool_put_get_put, NULL);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 /* Resident pages of [p, p + len): mincore(2). */

@@ -1,4 +1,5 @@
 # crashio.py - the crash loop's writer and checker (tests/soak/crash-loop.sh).
+# The log and the in-flight rule are crashlog.py's.
 #
 #   crashio.py write VBD LOG SEED FRESH LIMIT [THREADS [MAX_SECONDS]]
 #       Random writes into bytes [0, LIMIT) of VBD from THREADS threads
@@ -20,12 +21,8 @@
 # it only once the write is acknowledged, so the log orders any two
 # overlapping writes.  A write that fails keeps its range reserved.
 #
-# The LOG, appended under one lock, so its order is the order of events:
-#   S SEED                   write i holds Random("SEED/i").randbytes(len)
-#   A i off len              about to pwrite
-#   W i                      pwrite returned the full length: acknowledged
-#   F n                      the first n "W" lines were acknowledged before
-#                            an fsync that then succeeded: durable
+# The LOG (crashlog.py) starts with "S SEED": write i holds
+# Random("SEED/i").randbytes(len).
 #
 # What verify expects of every byte of the region:
 #   - the last acknowledged write covering it, else MODEL's byte.  A write
@@ -38,15 +35,20 @@
 #     or all new.
 # It prints one line of figures, "key=value ...", then up to 10 "BAD:"
 # lines, and exits 1 if anything was lost or torn.
-import errno, os, random, sys, threading, time
+import os
+import random
+import sys
+import threading
+import time
 
-KiB = 1024
-SECTOR = 512
+import crashlog
+from common import KiB, SECTOR, errname, seeded_bytes
+
 CHUNK = 4 << 20
 
 
 def wdata(seed, i, ln):
-    return random.Random("%s/%d" % (seed, i)).randbytes(ln)
+    return seeded_bytes("%s/%d" % (seed, i), ln)
 
 
 def pick(rng, fresh, limit):
@@ -65,26 +67,22 @@ def pick(rng, fresh, limit):
 
 
 def cmd_write(vbd, logpath, seed, fresh, limit, threads, max_s):
-    log = os.open(logpath, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    lock = threading.Lock()
-    st = {"n": 0, "acked": 0, "fsyncs": 0, "bytes": 0}
+    log = crashlog.CrashLog(logpath)
+    st = {"n": 0, "fsyncs": 0, "bytes": 0}
     busy = {}                   # thread -> (off, end) reserved
     why = set()                 # how the threads stopped
     stop = threading.Event()
     deadline = time.monotonic() + max_s
 
-    def emit(line):
-        os.write(log, (line + "\n").encode())
-
     def reserve(t, rng):
         while True:
             off, ln = pick(rng, fresh, limit)
-            with lock:
+            with log.lock:
                 if all(off + ln <= a or b <= off for a, b in busy.values()):
                     i = st["n"]
                     st["n"] += 1
                     busy[t] = (off, off + ln)
-                    emit("A %d %d %d" % (i, off, ln))
+                    log.emit("A %d %d %d" % (i, off, ln))
                     return i, off, ln
 
     def worker(t):
@@ -92,7 +90,7 @@ def cmd_write(vbd, logpath, seed, fresh, limit, threads, max_s):
         try:
             fd = os.open(vbd, os.O_WRONLY)
         except OSError as e:
-            why.add("open: " + errno.errorcode.get(e.errno, str(e.errno)))
+            why.add("open: " + errname(e))
             stop.set()          # the daemon died before we started
             return
         try:
@@ -102,20 +100,17 @@ def cmd_write(vbd, logpath, seed, fresh, limit, threads, max_s):
                 if done != ln:
                     why.add("short write")
                     break       # still "in flight"
-                with lock:
-                    emit("W %d" % i)
-                    st["acked"] += 1
+                with log.lock:
+                    log.emit("W %d" % i)
+                    log.n_acked += 1
                     st["bytes"] += ln
                     del busy[t]
                 if rng.random() < 0.125:
-                    with lock:
-                        upto = st["acked"]
-                    os.fsync(fd)
-                    with lock:
-                        emit("F %d" % upto)
+                    log.fsync(fd)
+                    with log.lock:
                         st["fsyncs"] += 1
         except OSError as e:   # the daemon is gone
-            why.add(errno.errorcode.get(e.errno, str(e.errno)))
+            why.add(errname(e))
         finally:
             stop.set()
             try:
@@ -123,7 +118,8 @@ def cmd_write(vbd, logpath, seed, fresh, limit, threads, max_s):
             except OSError:
                 pass            # ENOTCONN: the flush on close failed
 
-    emit("S %s" % seed)
+    with log.lock:
+        log.emit("S %s" % seed)
     th = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
     for x in th:
         x.start()
@@ -132,26 +128,9 @@ def cmd_write(vbd, logpath, seed, fresh, limit, threads, max_s):
     if time.monotonic() >= deadline:
         why.add("ran out of time")
     print("%d writes attempted, %d acknowledged (%d bytes), %d fsyncs; "
-          "stopped on %s" % (st["n"], st["acked"], st["bytes"], st["fsyncs"],
-                             ", ".join(sorted(why)) or "nothing"))
-
-
-def parse_log(path):
-    seed, att, wseq, durable = None, {}, [], 0
-    with open(path) as f:
-        for line in f:
-            p = line.split()
-            if not p or (p[0] != "S" and len(p) < 2):
-                continue        # a torn last line
-            if p[0] == "S":
-                seed = p[1]
-            elif p[0] == "A" and len(p) == 4:
-                att[int(p[1])] = (int(p[2]), int(p[3]))
-            elif p[0] == "W":
-                wseq.append(int(p[1]))
-            elif p[0] == "F":
-                durable = max(durable, int(p[1]))
-    return seed, att, wseq, durable
+          "stopped on %s" % (st["n"], log.n_acked, st["bytes"],
+                             st["fsyncs"], ", ".join(sorted(why)) or
+                             "nothing"))
 
 
 def read_region(path, region):
@@ -172,7 +151,7 @@ def read_region(path, region):
 
 
 def cmd_verify(path, model_path, logpath, region):
-    seed, att, wseq, durable = parse_log(logpath)
+    seed, att, wseq, durable = crashlog.parse(logpath)
     if os.path.exists(model_path):
         exp = bytearray(read_region(model_path, region))
     else:
@@ -204,21 +183,15 @@ def cmd_verify(path, model_path, logpath, region):
         if i in acked:
             continue
         n["inflight"] += 1
-        new = wdata(seed, i, ln)
-        all_new = True
-        s = off
-        while s < off + ln:
-            e = min((s // SECTOR + 1) * SECTOR, off + ln)
-            g = got[s:e]
-            if g != new[s - off:e - off]:
-                all_new = False
-                if g != exp[s:e]:
-                    n["torn"] += e - s
-                    if len(bad) < 10:
-                        bad.append("write %d (in flight, %d bytes at %d): "
-                                   "bytes %d-%d are neither old nor new" %
-                                   (i, ln, off, s, e - 1))
-            s = e
+        all_new, torn = crashlog.torn_sectors(off, got[off:off + ln],
+                                              wdata(seed, i, ln),
+                                              exp[off:off + ln])
+        for s, e in torn:
+            n["torn"] += e - s
+            if len(bad) < 10:
+                bad.append("write %d (in flight, %d bytes at %d): "
+                           "bytes %d-%d are neither old nor new" %
+                           (i, ln, off, s, e - 1))
         n["inflight_new"] += all_new
         exp[off:off + ln] = got[off:off + ln]
 
@@ -282,4 +255,5 @@ def main(argv):
                  "[MAX_SECONDS]] | verify FILE MODEL LOG REGION")
 
 
-main(sys.argv)
+if __name__ == "__main__":
+    main(sys.argv)
