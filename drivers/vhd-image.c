@@ -35,7 +35,7 @@ static uint64_t round_up(uint64_t v, uint64_t a)
 	return (v + a - 1) / a * a;
 }
 
-static void format_vhd_time(uint32_t vt, char *out, size_t len)
+void vhd_time_format(uint32_t vt, char *out, size_t len)
 {
 	time_t t = vhd_time_to_unix(vt);
 	struct tm tm;
@@ -993,8 +993,8 @@ int vhd_image_validate_parent(struct vhd_image *child,
 			    parent_path, child->path, strerror(errno));
 	ts = vhd_time_from_unix(st.st_mtime);
 	if (ts != child->header.parent_timestamp && warn && warnlen) {
-		format_vhd_time(child->header.parent_timestamp, t1, sizeof(t1));
-		format_vhd_time(ts, t2, sizeof(t2));
+		vhd_time_format(child->header.parent_timestamp, t1, sizeof(t1));
+		vhd_time_format(ts, t2, sizeof(t2));
 		snprintf(warn, warnlen, "%s: parent %s was modified after the "
 			 "child was made (recorded %s, file mtime %s)",
 			 child->path, parent_path, t1, t2);

@@ -19,6 +19,7 @@
 #   requires CMD.. skip the test (exit 77) when a command is missing
 #   ok / fail      record one passed / failed check
 #   check CMD..    run CMD, record pass/fail by its exit status
+#   check_out NAME RC ERE CMD..  CMD exits RC and prints a line matching ERE
 #   on_exit "cmd"  push a cleanup command; run LIFO on EXIT/INT/TERM
 #   tapfs_start    start a foreground daemon, wait until the mount is live
 #   tapfs_stop     unmount; fail unless the daemon exits with status 0
@@ -119,6 +120,24 @@ check_match() {
 	else
 		fail "$1" "'$3' does not match /$2/"
 		return 1
+	fi
+}
+
+# check_out NAME WANT_RC ERE CMD...: CMD exits WANT_RC and a line of its
+# output (stdout and stderr) matches ERE.
+check_out() {
+	local name=$1 want=$2 re=$3 out rc
+	shift 3
+	out=$("$@" 2>&1)
+	rc=$?
+	if [ $rc -ne "$want" ]; then
+		fail "$name" "exit $rc, expected $want: $(printf '%s' "$out" |
+			tail -n 3)"
+	elif ! printf '%s\n' "$out" | grep -Eq -- "$re"; then
+		fail "$name" "no line matches /$re/ in: $(printf '%s' "$out" |
+			tail -n 3)"
+	else
+		ok "$name"
 	fi
 }
 

@@ -21,22 +21,6 @@ IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 [ -x "$IMG" ] || { fail "tapfs-img" "$IMG is not built"; summary; }
 cd "$T" || exit 1
 
-check_out() {
-	local name=$1 want=$2 re=$3 out rc
-	shift 3
-	out=$("$@" 2>&1)
-	rc=$?
-	if [ $rc -ne "$want" ]; then
-		fail "$name" "exit $rc, expected $want: $(printf '%s' "$out" |
-			tail -n 3)"
-	elif ! printf '%s\n' "$out" | grep -Eq -- "$re"; then
-		fail "$name" "no line matches /$re/ in: $(printf '%s' "$out" |
-			tail -n 3)"
-	else
-		ok "$name"
-	fi
-}
-
 qio() {
 	local fmt=$1 file=$2 args=() c
 	shift 2

@@ -87,23 +87,6 @@ qemu_equals_raw() {
 	return $rc
 }
 
-# check_out NAME WANT_RC REGEX CMD...: exit status and a line of output.
-check_out() {
-	local name=$1 want=$2 re=$3 out rc
-	shift 3
-	out=$("$@" 2>&1)
-	rc=$?
-	if [ $rc -ne "$want" ]; then
-		fail "$name" "exit $rc, expected $want: $(printf '%s' "$out" |
-			tail -n 3)"
-	elif ! printf '%s\n' "$out" | grep -Eq -- "$re"; then
-		fail "$name" "no line matches /$re/ in: $(printf '%s' "$out" |
-			tail -n 3)"
-	else
-		ok "$name"
-	fi
-}
-
 # patch_header FILE OFFSET HEX: overwrite bytes of the dynamic header and
 # fix its checksum, so that only the field itself is wrong.
 patch_header() { pylib vhdfile header "$@"; }

@@ -32,6 +32,23 @@ static void check_line_qcow2(void *arg, enum qcow2_severity sev,
 }
 
 /*
+ * The end of a check: how many lines were not shown, then, if there are
+ * errors, "N errors, M <other>s" (true), else nothing (false).
+ */
+static bool check_summary(const struct check_out *out, unsigned errors,
+			  unsigned other, const char *what)
+{
+	if (out->lines > CHECK_MAX_LINES)
+		printf("%s: ... %u more lines not shown\n", out->path,
+		       out->lines - CHECK_MAX_LINES);
+	if (!errors)
+		return false;
+	printf("%s: %u error%s, %u %s%s\n", out->path, errors,
+	       errors == 1 ? "" : "s", other, what, other == 1 ? "" : "s");
+	return true;
+}
+
+/*
  * What a read-write open (tapfs) does with the image: the check and the
  * open judge it with the same code (qcow2_image_check).
  */
@@ -70,13 +87,7 @@ int check_qcow2(struct check_out *out)
 		msg("%s", err);
 		return EXIT_USAGE;
 	}
-	if (out->lines > CHECK_MAX_LINES)
-		printf("%s: ... %u more lines not shown\n", out->path,
-		       out->lines - CHECK_MAX_LINES);
-	if (res.errors) {
-		printf("%s: %u error%s, %u leaked cluster%s\n", out->path,
-		       res.errors, res.errors == 1 ? "" : "s", res.leaks,
-		       res.leaks == 1 ? "" : "s");
+	if (check_summary(out, res.errors, res.leaks, "leaked cluster")) {
 		check_qcow2_open(out->path, &res);
 		return EXIT_FAIL;
 	}
@@ -106,15 +117,8 @@ int check_vhd(struct check_out *out)
 		msg("%s", err);
 		return EXIT_USAGE;
 	}
-	if (out->lines > CHECK_MAX_LINES)
-		printf("%s: ... %u more lines not shown\n", out->path,
-		       out->lines - CHECK_MAX_LINES);
-	if (res.errors) {
-		printf("%s: %u error%s, %u warning%s\n", out->path,
-		       res.errors, res.errors == 1 ? "" : "s", res.warnings,
-		       res.warnings == 1 ? "" : "s");
+	if (check_summary(out, res.errors, res.warnings, "warning"))
 		return EXIT_FAIL;
-	}
 	printf("%s: no errors found%s\n", out->path,
 	       res.warnings ? " (warnings above are harmless)" : "");
 	return 0;

@@ -29,16 +29,6 @@ static void info_in_use(const char *path, bool json)
 	}
 }
 
-static void vhd_time_str(uint32_t vt, char *buf, size_t len)
-{
-	time_t t = vhd_time_to_unix(vt);
-	struct tm tm;
-
-	if (!gmtime_r(&t, &tm) ||
-	    !strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm))
-		snprintf(buf, len, "%" PRIu32, vt);
-}
-
 struct info {
 	const char		*path;
 	struct vhd_image	*img;		/* NULL: raw */
@@ -118,7 +108,7 @@ static void info_print_text(const struct info *in)
 		       in->img->header.block_size);
 	vhd_uuid_format(in->img->footer.uuid, u);
 	printf("uuid: %s\n", u);
-	vhd_time_str(in->img->footer.timestamp, a, sizeof(a));
+	vhd_time_format(in->img->footer.timestamp, a, sizeof(a));
 	printf("created: %s\n", a);
 	printf("creator: %.4s\n", in->img->footer.creator_app);
 	if (in->img->footer.type == VHD_TYPE_DIFF) {
@@ -132,7 +122,7 @@ static void info_print_text(const struct info *in)
 		}
 		if (!vhd_parent_name_get(&in->img->header, name, sizeof(name)))
 			printf("parent name: %s\n", name);
-		vhd_time_str(in->img->header.parent_timestamp, a, sizeof(a));
+		vhd_time_format(in->img->header.parent_timestamp, a, sizeof(a));
 		printf("parent timestamp: %s\n", a);
 		info_locators(in->img, false);
 	}
@@ -163,7 +153,7 @@ static void info_print_json(const struct info *in)
 		char app[sizeof(f->creator_app) + 1];
 
 		vhd_uuid_format(f->uuid, u);
-		vhd_time_str(f->timestamp, t, sizeof(t));
+		vhd_time_format(f->timestamp, t, sizeof(t));
 		printf("    \"uuid\": \"%s\",\n    \"created\": \"%s\",\n", u,
 		       t);
 		snprintf(app, sizeof(app), "%.4s", f->creator_app);
@@ -189,7 +179,7 @@ static void info_print_json(const struct info *in)
 		vhd_parent_name_get(&in->img->header, name, sizeof(name));
 		printf("    \"parent-name\": ");
 		json_str(stdout, name);
-		vhd_time_str(in->img->header.parent_timestamp, t, sizeof(t));
+		vhd_time_format(in->img->header.parent_timestamp, t, sizeof(t));
 		printf(",\n    \"parent-timestamp\": \"%s\",\n", t);
 		printf("    \"parent-locators\": [ ");
 		info_locators(in->img, true);
