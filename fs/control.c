@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * .ctl commands turned into engine calls, and the text of .ctl and
- * .stats.  Parsing lives in ctl.c; the FUSE edge in fuse-ops.c.
+ * .stats.  Parsing lives in ctl.c; the FUSE edge in fuse-*.c.
  */
 #include <errno.h>
 #include <stdarg.h>
