@@ -44,43 +44,6 @@ struct td_aio_queue {
 	struct iocb	*batch[TD_AIO_BATCH];
 };
 
-void td_prep_read(struct tiocb *t, int fd, char *buf, size_t len,
-		  off_t off, td_tiocb_cb_t cb, void *arg)
-{
-	io_prep_pread(&t->iocb, fd, buf, len, off);
-	t->cb = cb;
-	t->arg = arg;
-	t->next = t->merged = NULL;
-	t->merge_count = 1;
-	t->nomerge = false;
-}
-
-void td_prep_write(struct tiocb *t, int fd, char *buf, size_t len,
-		   off_t off, td_tiocb_cb_t cb, void *arg)
-{
-	io_prep_pwrite(&t->iocb, fd, buf, len, off);
-	t->cb = cb;
-	t->arg = arg;
-	t->next = t->merged = NULL;
-	t->merge_count = 1;
-	t->nomerge = false;
-}
-
-void td_prep_fsync(struct tiocb *t, int fd, td_tiocb_cb_t cb, void *arg)
-{
-	io_prep_fsync(&t->iocb, fd);
-	t->cb = cb;
-	t->arg = arg;
-	t->next = t->merged = NULL;
-	t->merge_count = 1;
-	t->nomerge = true;
-}
-
-void td_queue_tiocb(td_driver_t *drv, struct tiocb *t)
-{
-	td_aio_queue_add(drv->engine->aioq, t);
-}
-
 static bool tiocb_is_rw(const struct tiocb *t)
 {
 	return t->iocb.aio_lio_opcode == IO_CMD_PREAD ||

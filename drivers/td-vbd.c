@@ -22,13 +22,7 @@
 #include <tapfs/log.h>
 
 #include "td-fileio.h"
-
-struct td_image {
-	td_driver_t	 drv;
-	td_image_t	*parent;	/* towards the base, NULL at the base */
-	td_vbd_t	*vbd;
-	struct td_lock	*lock;		/* NULL: not a file */
-};
+#include "td-image.h"
 
 struct td_vbd {
 	struct td_engine	*engine;
@@ -93,60 +87,6 @@ void vbd_params_default(struct vbd_params *p)
 	p->max_segment_secs = VBD_MAX_SEGMENT_SECS;
 }
 
-/* ---- the driver-facing half ---------------------------------------- */
-
-void td_complete_request(td_request_t treq, int err)
-{
-	treq.cb(treq, err);
-}
-
-/* A request (or its tail) that lies past the base of the chain. */
-static void td_past_base(td_request_t treq)
-{
-	switch (treq.op) {
-	case TD_OP_READ:
-		memset(treq.buf, 0, (size_t)treq.secs << TD_SECTOR_SHIFT);
-		td_complete_request(treq, 0);
-		return;
-	case TD_OP_FLUSH:
-	case TD_OP_DISCARD:
-		td_complete_request(treq, 0);
-		return;
-	case TD_OP_WRITE:
-		break;
-	}
-	td_complete_request(treq, -EROFS);
-}
-
-void td_forward_request(td_request_t treq)
-{
-	td_image_t *parent = treq.image ? treq.image->parent : NULL;
-	uint64_t psize;
-
-	if (!parent) {
-		td_past_base(treq);
-		return;
-	}
-	treq.image = parent;
-	psize = parent->drv.info.size;
-	if (treq.op != TD_OP_FLUSH && treq.sec + treq.secs > psize) {
-		/* A parent smaller than its child ends early: zeros after. */
-		td_request_t tail = treq;
-		uint32_t n = treq.sec < psize ? (uint32_t)(psize - treq.sec) : 0;
-
-		tail.sec += n;
-		tail.secs -= n;
-		if (tail.buf)
-			tail.buf += (size_t)n << TD_SECTOR_SHIFT;
-		treq.secs = n;
-		if (n)
-			td_drv_queue(&parent->drv, treq);
-		td_past_base(tail);
-		return;
-	}
-	td_drv_queue(&parent->drv, treq);
-}
-
 /* ---- opening a chain ------------------------------------------------ */
 
 static void vbd_image_free(td_image_t *img)
@@ -157,26 +97,6 @@ static void vbd_image_free(td_image_t *img)
 	free(img->drv.data);
 	free(img->drv.name);
 	free(img);
-}
-
-int td_engine_check_path(struct td_engine *e, const char *path,
-			 char **real, char *err, size_t errlen)
-{
-	*real = NULL;
-	if (!e || !e->path_policy)
-		return 0;
-	return e->path_policy(e->path_policy_arg, path, real, err, errlen);
-}
-
-int td_check_path(td_driver_t *drv, const char *path)
-{
-	char *real;
-	int rc;
-
-	rc = td_engine_check_path(drv->engine, path, &real, drv->error,
-				  sizeof(drv->error));
-	free(real);
-	return rc;
 }
 
 /*

@@ -3,7 +3,7 @@
  * tapfs driver interface.
  *
  * An image driver (raw file, VHD, qcow2, ...) is a table of callbacks,
- * struct tap_disk, registered by name in drivers/td-driver.c.  One open
+ * struct tap_disk, registered by name in drivers/td-registry.c.  One open
  * image is a td_driver_t; the images of a VBD form a chain from the leaf
  * (the writable image the client sees) to the base.
  *

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The driver table (drivers/td-driver.c): lookup, validation of a table
- * entry, and the defaults for optional callbacks.
+ * The driver table (drivers/td-registry.c): lookup; and the interface
+ * (drivers/td-driver.c): validation of a table entry, the defaults for
+ * optional callbacks.
  */
 #include <sys/stat.h>
 
