@@ -10,8 +10,10 @@
  *                     FSYNC or FALLOCATE becomes a vbd_request, and its
  *                     completion the reply.  Owns the buffer pools.
  *
- * Only these three and main.c include fuse_lowlevel.h.  Everything runs
- * on the engine's loop thread; every FUSE request gets exactly one reply.
+ * The session calls the other two, the namespace calls the data path,
+ * and neither calls back.  Only these three and main.c include
+ * fuse_lowlevel.h.  Everything runs on the engine's loop thread; every
+ * FUSE request gets exactly one reply.
  */
 #ifndef TAPFS_FUSE_EDGE_H
 #define TAPFS_FUSE_EDGE_H
@@ -42,6 +44,7 @@ struct fuse_state {
 	struct td_event		 sigev;
 	int			 sigfd;
 	bool			 throttled;	/* ev is not polled */
+	struct td_hook		 unthrottle;	/* before each loop sleep */
 	bool			 mounted;
 
 	/* fuse-data.c */
@@ -65,11 +68,6 @@ static inline struct tapfs *fuse_req_fs(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
 }
-
-/* ---- fuse-session.c ------------------------------------------------- */
-
-/* Buffers came back to the data path: read /dev/fuse again if it can. */
-void session_unthrottle(struct fuse_state *st);
 
 /* ---- fuse-namespace.c: the operations on the mount tree ------------- */
 
@@ -125,7 +123,7 @@ void data_fini(struct fuse_state *st);
  * Point fbuf at the receive buffer for the next request, or return false
  * when the data path cannot take one now (no free context, requests
  * waiting for buffers, no receive buffer): the session then stops reading
- * /dev/fuse until session_unthrottle().
+ * /dev/fuse, and asks again before each loop sleep.
  */
 bool data_recv_buffer(struct fuse_state *st, struct fuse_buf *fbuf);
 

@@ -7,8 +7,8 @@
  * operations are answered at once (fuse-namespace.c), a VBD file's reads
  * and writes become vbd_requests.  When the data path runs out of
  * contexts or buffers the session stops polling /dev/fuse until they come
- * back.  SIGINT, SIGTERM and SIGHUP arrive through a signalfd and end
- * the loop.
+ * back (it looks before each loop sleep).  SIGINT, SIGTERM and SIGHUP
+ * arrive through a signalfd and end the loop.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -80,8 +80,13 @@ static void session_throttle(struct fuse_state *st, bool on)
 	td_loop_mod_event(loop, &st->ev, on ? 0 : EPOLLIN);
 }
 
-void session_unthrottle(struct fuse_state *st)
+/*
+ * Before each loop sleep: if requests came back to the data path since it
+ * ran dry, read /dev/fuse again.  (The kernel holds what we do not read.)
+ */
+static void session_unthrottle(struct td_hook *h)
 {
+	struct fuse_state *st = h->arg;
 	struct fuse_buf fbuf;
 
 	if (st->throttled && data_recv_buffer(st, &fbuf))
@@ -202,6 +207,9 @@ int tapfs_fuse_mount(struct tapfs *fs, char *err, size_t errlen)
 		snprintf(err, errlen, "epoll: %s", strerror(-rc));
 		goto fail_unmount;
 	}
+	st->unthrottle.cb = session_unthrottle;
+	st->unthrottle.arg = st;
+	td_loop_add_hook(fs->engine->loop, &st->unthrottle);
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGINT);
@@ -248,6 +256,7 @@ void tapfs_fuse_unmount(struct tapfs *fs)
 	if (!st)
 		return;
 	td_loop_del_event(fs->engine->loop, &st->ev);
+	td_loop_del_hook(&st->unthrottle);
 	if (st->sigfd >= 0)
 		td_loop_del_event(fs->engine->loop, &st->sigev);
 	if (st->mounted)
