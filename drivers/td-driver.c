@@ -234,10 +234,52 @@ void td_drv_queue(td_driver_t *drv, td_request_t treq)
 	td_complete_request(treq, -EINVAL);
 }
 
+bool td_disk_can_create(const struct tap_disk *d)
+{
+	return d->td_create != NULL;
+}
+
 int td_drv_create(const struct tap_disk *d, const char *path, uint64_t size,
 		  td_flag_t flags)
 {
 	if (!d->td_create)
 		return -ENOTSUP;
 	return d->td_create(path, size, flags);
+}
+
+/* ---- fields after version 1: read only where struct_size holds them - */
+
+td_flag_t td_disk_flags(const struct tap_disk *d)
+{
+	return TD_DISK_HAS(d, disk_flags) ? d->disk_flags : 0;
+}
+
+bool td_disk_can_create_child(const struct tap_disk *d)
+{
+	return TD_DISK_HAS(d, td_create_child) && d->td_create_child;
+}
+
+int td_drv_create_child(const struct tap_disk *d, const char *path,
+			const char *parent, const char *parent_driver,
+			char *err, size_t errlen)
+{
+	if (!td_disk_can_create_child(d)) {
+		snprintf(err, errlen, "driver %s cannot make a snapshot child",
+			 d->name);
+		return -ENOTSUP;
+	}
+	return d->td_create_child(path, parent, parent_driver, err, errlen);
+}
+
+int td_drv_control(td_driver_t *drv, const char *args, char *err,
+		   size_t errlen)
+{
+	const struct tap_disk *d = drv->ops;
+
+	if (!TD_DISK_HAS(d, td_control) || !d->td_control) {
+		snprintf(err, errlen, "%s:%s takes no settings", d->name,
+			 drv->name);
+		return -ENOTSUP;
+	}
+	return d->td_control(drv, args, err, errlen);
 }

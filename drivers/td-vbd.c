@@ -109,7 +109,7 @@ static int vbd_image_lock(td_vbd_t *vbd, td_image_t *img, const char *path,
 			  int fd, const td_driver_t *child, td_flag_t flags,
 			  char *err, size_t errlen)
 {
-	bool parent = child && !(child->ops->disk_flags & TD_DISK_FILTER);
+	bool parent = child && !(td_disk_flags(child->ops) & TD_DISK_FILTER);
 	struct td_lock_table *t = vbd->engine ? vbd->engine->locks : NULL;
 	enum td_lock_mode mode = flags & TD_OPEN_RDONLY ? TD_LOCK_READ :
 				 TD_LOCK_WRITE;
@@ -181,12 +181,13 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 	char *real = NULL, why[512];
 	int rc, fd = -1;
 
-	if (!(ops->disk_flags & (TD_DISK_FILTER | TD_DISK_NO_FILE))) {
+	if (!(td_disk_flags(ops) & (TD_DISK_FILTER | TD_DISK_NO_FILE))) {
 		rc = td_engine_check_path(vbd->engine, path, &real, why,
 					  sizeof(why));
 		if (rc == -ENOMEM)
 			return rc;
-		if (rc && child && !(child->ops->disk_flags & TD_DISK_FILTER))
+		if (rc && child &&
+		    !(td_disk_flags(child->ops) & TD_DISK_FILTER))
 			snprintf(err, errlen, "%s: parent %s", child->name,
 				 why);
 		else if (rc)
@@ -209,7 +210,7 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 		free(img);
 		return rc;
 	}
-	if (!(ops->disk_flags & (TD_DISK_FILTER | TD_DISK_NO_FILE))) {
+	if (!(td_disk_flags(ops) & (TD_DISK_FILTER | TD_DISK_NO_FILE))) {
 		/* Before the driver reads (or repairs) anything. */
 		rc = vbd_image_lock(vbd, img, real ? real : path, fd, child,
 				    flags, err, errlen);
@@ -252,7 +253,7 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 		vbd_image_free(img);
 		return rc;
 	}
-	if (!img->drv.info.size && !(ops->disk_flags & TD_DISK_FILTER)) {
+	if (!img->drv.info.size && !(td_disk_flags(ops) & TD_DISK_FILTER)) {
 		snprintf(err, errlen, "%s: image has size 0", path);
 		ops->td_close(&img->drv);
 		vbd_image_free(img);
@@ -411,7 +412,7 @@ static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 				 id.drivertype);
 			rc = -EINVAL;
 		} else {
-			bool filter = child->drv.ops->disk_flags &
+			bool filter = td_disk_flags(child->drv.ops) &
 				      TD_DISK_FILTER;
 
 			rc = vbd_image_open(vbd, pops, id.name, &child->drv,
@@ -439,7 +440,7 @@ static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 	}
 	/* Filters took their size from below; an unfiltered 0 was refused. */
 	for (unsigned i = vbd->nimages; i-- > 0;)
-		if (vbd->images[i]->drv.ops->disk_flags & TD_DISK_FILTER &&
+		if (td_disk_flags(vbd->images[i]->drv.ops) & TD_DISK_FILTER &&
 		    vbd->images[i]->parent)
 			vbd->images[i]->drv.info =
 				vbd->images[i]->parent->drv.info;
