@@ -530,9 +530,7 @@ static int control_open(struct tapfs *fs, struct tapfs_group *g,
 {
 	const struct tap_disk *ops = control_driver(cmd->format, false);
 	char spec[TAPFS_SPEC_MAX], formats[128];
-	/* A filter's argument names a file too (SETTINGS:DRIVER:PATH). */
-	bool file = ops && (!(td_disk_flags(ops) & TD_DISK_NO_FILE) ||
-			    (td_disk_flags(ops) & TD_DISK_FILTER));
+	td_flag_t flags;
 
 	if (!ops) {
 		control_formats(formats, sizeof(formats), false);
@@ -543,22 +541,26 @@ static int control_open(struct tapfs *fs, struct tapfs_group *g,
 	if (tapfs_vbd_find(g, cmd->name))
 		return control_status(g, -EEXIST, "VBD '%s' exists in group "
 				      "'%s'", cmd->name, g->name);
-	if (file) {
-		/* A filter's argument is SETTINGS:DRIVER:PATH. */
-		const char *path = cmd->path, *c;
-
-		if (td_disk_flags(ops) & TD_DISK_FILTER &&
-		    (c = strchr(path, ':')) && (c = strchr(c + 1, ':')))
-			path = c + 1;
-		if (path[0] != '/')
+	/*
+	 * An image file is judged here first, for a plain message.  A
+	 * filter's argument is its own syntax, parsed by the filter; the
+	 * engine's path policy judges what it stands on, as its parent.
+	 */
+	flags = td_disk_flags(ops);
+	if (!(flags & (TD_DISK_NO_FILE | TD_DISK_FILTER))) {
+		if (cmd->path[0] != '/')
 			return control_status(g, -EINVAL, "image path '%s' "
-					      "must be absolute", path);
-		if (!tapfs_path_outside_mount(fs, path))
+					      "must be absolute", cmd->path);
+		if (!tapfs_path_outside_mount(fs, cmd->path))
 			return control_status(g, -EINVAL, "image %s lies "
-					      "inside this tapfs mount", path);
+					      "inside this tapfs mount",
+					      cmd->path);
 	}
 	snprintf(spec, sizeof(spec), "%s:%s", ops->name, cmd->path);
-	return control_add(fs, g, cmd, spec, file, NULL);
+	/* Kept in the manifest: all but a disk that is no file (ram). */
+	return control_add(fs, g, cmd, spec,
+			   !(flags & TD_DISK_NO_FILE) ||
+			   (flags & TD_DISK_FILTER), NULL);
 }
 
 static int control_close(struct tapfs *fs, struct tapfs_group *g,
@@ -593,7 +595,11 @@ static int control_close(struct tapfs *fs, struct tapfs_group *g,
 	return control_status(g, 0, NULL);
 }
 
-/* Hand settings to the first image of the chain that takes them. */
+/*
+ * "fault NAME SETTINGS": the settings, as written, go to the images of
+ * the chain from the leaf down; the first that takes settings parses
+ * them (td_control).
+ */
 static int control_fault(struct tapfs_group *g, const struct ctl_command *cmd)
 {
 	struct tapfs_vbd *one;
@@ -613,8 +619,9 @@ static int control_fault(struct tapfs_group *g, const struct ctl_command *cmd)
 			return control_status(g, rc, "%s", err);
 		return control_status(g, 0, NULL);
 	}
-	return control_status(g, -EINVAL, "'%s' has no fault filter (open "
-			      "it as fault:none:FORMAT:PATH)", one->name);
+	return control_status(g, -EINVAL, "'%s' has no fault filter: no "
+			      "image of its chain takes settings",
+			      one->name);
 }
 
 int control_exec(struct tapfs *fs, struct tapfs_group *g, const char *buf,
