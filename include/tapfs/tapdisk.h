@@ -156,8 +156,10 @@ struct tap_disk {
 	size_t		 private_data_size;
 
 	/*
-	 * Open the image at path; fill drv->info.  Returns 0 or -errno and
-	 * logs the reason (naming the file) unless TD_OPEN_QUIET.
+	 * Open the image at path; fill drv->info.  Returns 0, or -errno
+	 * with the reason (naming the file and the value) in drv->error,
+	 * which the engine hands to its caller; a driver may also log it,
+	 * unless TD_OPEN_QUIET.
 	 */
 	int  (*td_open)(td_driver_t *drv, const char *path, td_flag_t flags);
 	/* Release everything; the engine has drained all requests. */
