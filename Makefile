@@ -43,9 +43,10 @@ LDFLAGS	?=
 ALL_LDFLAGS := $(LDFLAGS) $(SANITIZE)
 
 ENGINE_SRCS := $(wildcard drivers/*.c)
-# fs/fuse-ops.c and fs/main.c need libfuse; the rest of fs/ is pure.
-FS_CORE_SRCS := $(filter-out fs/fuse-ops.c fs/main.c,$(wildcard fs/*.c))
-DAEMON_SRCS := fs/fuse-ops.c fs/main.c
+# The FUSE edge (fs/fuse-*.c) and fs/main.c need libfuse; the rest of fs/
+# is pure and goes into libtapfs.a with the engine.
+DAEMON_SRCS := $(wildcard fs/fuse-*.c) fs/main.c
+FS_CORE_SRCS := $(filter-out $(DAEMON_SRCS),$(wildcard fs/*.c))
 UNIT_SRCS := $(wildcard tests/unit/test-*.c)
 
 ENGINE_OBJS := $(ENGINE_SRCS:%.c=$(BUILD)/%.o)

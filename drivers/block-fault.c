@@ -144,17 +144,22 @@ bad:
 	return -EINVAL;
 }
 
+/*
+ * path is SETTINGS:DRIVER:PATH, parsed here and nowhere else; a refusal
+ * says why in drv->error (the engine shows it in .ctl).
+ */
 static int fault_open(td_driver_t *drv, const char *path, td_flag_t flags)
 {
 	struct fault_state *s = drv->data;
 	const char *colon = strchr(path, ':');
-	char err[160], *settings;
+	char *settings;
 	int rc;
 
-	if (!colon || !strchr(colon + 1, ':')) {
-		if (!(flags & TD_OPEN_QUIET))
-			td_log(TD_LOG_ERR, "fault: '%s' is not "
-			       "SETTINGS:DRIVER:PATH", path);
+	(void)flags;
+	if (!colon || !strchr(colon + 1, ':') || !colon[1] ||
+	    colon[1] == ':') {
+		snprintf(drv->error, sizeof(drv->error), "fault: '%s' is not "
+			 "SETTINGS:DRIVER:PATH", path);
 		return -EINVAL;
 	}
 	settings = strndup(path, (size_t)(colon - path));
@@ -164,14 +169,12 @@ static int fault_open(td_driver_t *drv, const char *path, td_flag_t flags)
 		free(s->below);
 		return -ENOMEM;
 	}
-	rc = fault_parse(settings, &s->cfg, err, sizeof(err));
+	rc = fault_parse(settings, &s->cfg, drv->error, sizeof(drv->error));
 	free(settings);
 	if (!rc)
 		rc = td_pool_init(&s->delayed, FAULT_MAX_DELAYED,
 				  sizeof(struct fault_delayed), sizeof(void *));
 	if (rc) {
-		if (rc == -EINVAL)
-			td_log(TD_LOG_ERR, "fault: %s", err);
 		free(s->below);
 		return rc;
 	}

@@ -48,54 +48,15 @@ struct td_aio_queue {
 	struct iocb	*batch[TD_AIO_BATCH];
 };
 
-void td_prep_read(struct tiocb *t, int fd, char *buf, size_t len,
-		  off_t off, td_tiocb_cb_t cb, void *arg)
+/*
+ * Complete t with 0 from the loop without handing it to the kernel (an
+ * fsync of a TD_OPEN_UNSAFE image): not from here, as the kernel's
+ * completions, but at the loop's next turn: it is woken for it.
+ */
+void td_aio_queue_complete_later(struct td_aio_queue *q, struct tiocb *t)
 {
-	io_prep_pread(&t->iocb, fd, buf, len, off);
-	t->cb = cb;
-	t->arg = arg;
-	t->next = t->merged = NULL;
-	t->merge_count = 1;
-	t->nomerge = false;
-}
-
-void td_prep_write(struct tiocb *t, int fd, char *buf, size_t len,
-		   off_t off, td_tiocb_cb_t cb, void *arg)
-{
-	io_prep_pwrite(&t->iocb, fd, buf, len, off);
-	t->cb = cb;
-	t->arg = arg;
-	t->next = t->merged = NULL;
-	t->merge_count = 1;
-	t->nomerge = false;
-}
-
-void td_prep_fsync(struct tiocb *t, int fd, td_tiocb_cb_t cb, void *arg)
-{
-	io_prep_fsync(&t->iocb, fd);
-	t->cb = cb;
-	t->arg = arg;
-	t->next = t->merged = NULL;
-	t->merge_count = 1;
-	t->nomerge = true;
-}
-
-static bool tiocb_is_sync(const struct tiocb *t)
-{
-	return t->iocb.aio_lio_opcode == IO_CMD_FSYNC ||
-	       t->iocb.aio_lio_opcode == IO_CMD_FDSYNC;
-}
-
-void td_queue_tiocb(td_driver_t *drv, struct tiocb *t)
-{
-	struct td_aio_queue *q = drv->engine->aioq;
 	uint64_t one = 1;
 
-	if (!(drv->flags & TD_OPEN_UNSAFE) || !tiocb_is_sync(t)) {
-		td_aio_queue_add(q, t);
-		return;
-	}
-	/* Completed from the loop, as the kernel's would be: wake it. */
 	t->next = NULL;
 	if (q->skip_tail)
 		q->skip_tail->next = t;

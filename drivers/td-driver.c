@@ -1,40 +1,153 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The driver table, and the defaults for optional callbacks (in this one
- * place, so no driver carries stubs).
+ * The driver interface of include/tapfs/tapdisk.h, engine side, in this
+ * one file:
+ *   - what a driver calls: td_complete_request, td_forward_request,
+ *     td_prep_* and td_queue_tiocb, td_check_path;
+ *   - what the engine calls on a driver, td_drv_*: every optional
+ *     callback's default lives here, so no driver carries stubs;
+ *   - the check of a driver's table (td_driver_validate).
+ * The table of built-in drivers is td-registry.c; td_parse_size, pure
+ * and fuzzed alone with the .ctl parser, td-util.c.  This file knows the
+ * engine only through its headers (td-image.h for a chain's links): the
+ * VBD code calls in here, never the other way round.
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include <tapfs/log.h>
+#include <tapfs/engine.h>
 #include <tapfs/tapdisk.h>
 
-extern const struct tap_disk tapdisk_aio;
-extern const struct tap_disk tapdisk_sync;
-extern const struct tap_disk tapdisk_ram;
-extern const struct tap_disk tapdisk_vhd;
-extern const struct tap_disk tapdisk_qcow2;
-extern const struct tap_disk tapdisk_fault;
+#include "td-image.h"
 
-/* Every built-in driver, looked up by .name. */
-static const struct tap_disk *const td_drivers[] = {
-	&tapdisk_aio,
-	&tapdisk_sync,
-	&tapdisk_ram,
-	&tapdisk_vhd,
-	&tapdisk_qcow2,
-	&tapdisk_fault,
-	NULL,
-};
+/* ---- what a driver does with a request ----------------------------- */
 
-/* Other names users may give a driver by. */
-static const struct {
-	const char *alias;
-	const char *name;
-} td_driver_aliases[] = {
-	{ "raw", "aio" },
-};
+void td_complete_request(td_request_t treq, int err)
+{
+	treq.cb(treq, err);
+}
+
+/* A request (or its tail) that lies past the base of the chain. */
+static void td_past_base(td_request_t treq)
+{
+	switch (treq.op) {
+	case TD_OP_READ:
+		memset(treq.buf, 0, (size_t)treq.secs << TD_SECTOR_SHIFT);
+		td_complete_request(treq, 0);
+		return;
+	case TD_OP_FLUSH:
+	case TD_OP_DISCARD:
+		td_complete_request(treq, 0);
+		return;
+	case TD_OP_WRITE:
+		break;
+	}
+	td_complete_request(treq, -EROFS);
+}
+
+void td_forward_request(td_request_t treq)
+{
+	td_image_t *parent = treq.image ? treq.image->parent : NULL;
+	uint64_t psize;
+
+	if (!parent) {
+		td_past_base(treq);
+		return;
+	}
+	treq.image = parent;
+	psize = parent->drv.info.size;
+	if (treq.op != TD_OP_FLUSH && treq.sec + treq.secs > psize) {
+		/* A parent smaller than its child ends early: zeros after. */
+		td_request_t tail = treq;
+		uint32_t n = treq.sec < psize ? (uint32_t)(psize - treq.sec) : 0;
+
+		tail.sec += n;
+		tail.secs -= n;
+		if (tail.buf)
+			tail.buf += (size_t)n << TD_SECTOR_SHIFT;
+		treq.secs = n;
+		if (n)
+			td_drv_queue(&parent->drv, treq);
+		td_past_base(tail);
+		return;
+	}
+	td_drv_queue(&parent->drv, treq);
+}
+
+/* ---- asynchronous I/O ---------------------------------------------- */
+
+void td_prep_read(struct tiocb *t, int fd, char *buf, size_t len,
+		  off_t off, td_tiocb_cb_t cb, void *arg)
+{
+	io_prep_pread(&t->iocb, fd, buf, len, off);
+	t->cb = cb;
+	t->arg = arg;
+	t->next = t->merged = NULL;
+	t->merge_count = 1;
+	t->nomerge = false;
+}
+
+void td_prep_write(struct tiocb *t, int fd, char *buf, size_t len,
+		   off_t off, td_tiocb_cb_t cb, void *arg)
+{
+	io_prep_pwrite(&t->iocb, fd, buf, len, off);
+	t->cb = cb;
+	t->arg = arg;
+	t->next = t->merged = NULL;
+	t->merge_count = 1;
+	t->nomerge = false;
+}
+
+void td_prep_fsync(struct tiocb *t, int fd, td_tiocb_cb_t cb, void *arg)
+{
+	io_prep_fsync(&t->iocb, fd);
+	t->cb = cb;
+	t->arg = arg;
+	t->next = t->merged = NULL;
+	t->merge_count = 1;
+	t->nomerge = true;
+}
+
+static bool tiocb_is_sync(const struct tiocb *t)
+{
+	return t->iocb.aio_lio_opcode == IO_CMD_FSYNC ||
+	       t->iocb.aio_lio_opcode == IO_CMD_FDSYNC;
+}
+
+void td_queue_tiocb(td_driver_t *drv, struct tiocb *t)
+{
+	/* TD_OPEN_UNSAFE (QEMU's cache=unsafe): fsyncs never reach disk. */
+	if ((drv->flags & TD_OPEN_UNSAFE) && tiocb_is_sync(t))
+		td_aio_queue_complete_later(drv->engine->aioq, t);
+	else
+		td_aio_queue_add(drv->engine->aioq, t);
+}
+
+/* ---- helpers for drivers ------------------------------------------- */
+
+int td_engine_check_path(struct td_engine *e, const char *path,
+			 char **real, char *err, size_t errlen)
+{
+	*real = NULL;
+	if (!e || !e->path_policy)
+		return 0;
+	return e->path_policy(e->path_policy_arg, path, real, err, errlen);
+}
+
+int td_check_path(td_driver_t *drv, const char *path)
+{
+	char *real;
+	int rc;
+
+	rc = td_engine_check_path(drv->engine, path, &real, drv->error,
+				  sizeof(drv->error));
+	free(real);
+	return rc;
+}
+
+/* ---- checking a table ---------------------------------------------- */
 
 /* Bytes of struct tap_disk that version 1 of the interface defines. */
 #define TD_API_V1_SIZE	offsetof(struct tap_disk, td_create) + \
@@ -75,45 +188,7 @@ int td_driver_validate(const struct tap_disk *d, char *err, size_t errlen)
 	return 0;
 }
 
-int td_drivers_init(void)
-{
-	char err[256];
-	size_t i, j;
-
-	for (i = 0; td_drivers[i]; i++) {
-		if (td_driver_validate(td_drivers[i], err, sizeof(err))) {
-			td_log(TD_LOG_ERR, "%s", err);
-			return -EINVAL;
-		}
-		for (j = 0; j < i; j++) {
-			if (!strcmp(td_drivers[i]->name, td_drivers[j]->name)) {
-				td_log(TD_LOG_ERR, "driver name %s registered "
-				       "twice", td_drivers[i]->name);
-				return -EINVAL;
-			}
-		}
-	}
-	return 0;
-}
-
-const struct tap_disk *td_driver_find(const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof(td_driver_aliases) /
-			sizeof(td_driver_aliases[0]); i++)
-		if (!strcmp(name, td_driver_aliases[i].alias))
-			name = td_driver_aliases[i].name;
-	for (i = 0; td_drivers[i]; i++)
-		if (!strcmp(name, td_drivers[i]->name))
-			return td_drivers[i];
-	return NULL;
-}
-
-const struct tap_disk *const *td_driver_list(void)
-{
-	return td_drivers;
-}
+/* ---- callbacks, or their defaults ---------------------------------- */
 
 int td_drv_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 {
@@ -169,10 +244,52 @@ void td_drv_queue(td_driver_t *drv, td_request_t treq)
 	td_complete_request(treq, -EINVAL);
 }
 
+bool td_disk_can_create(const struct tap_disk *d)
+{
+	return d->td_create != NULL;
+}
+
 int td_drv_create(const struct tap_disk *d, const char *path, uint64_t size,
 		  td_flag_t flags)
 {
 	if (!d->td_create)
 		return -ENOTSUP;
 	return d->td_create(path, size, flags);
+}
+
+/* ---- fields after version 1: read only where struct_size holds them - */
+
+td_flag_t td_disk_flags(const struct tap_disk *d)
+{
+	return TD_DISK_HAS(d, disk_flags) ? d->disk_flags : 0;
+}
+
+bool td_disk_can_create_child(const struct tap_disk *d)
+{
+	return TD_DISK_HAS(d, td_create_child) && d->td_create_child;
+}
+
+int td_drv_create_child(const struct tap_disk *d, const char *path,
+			const char *parent, const char *parent_driver,
+			char *err, size_t errlen)
+{
+	if (!td_disk_can_create_child(d)) {
+		snprintf(err, errlen, "driver %s cannot make a snapshot child",
+			 d->name);
+		return -ENOTSUP;
+	}
+	return d->td_create_child(path, parent, parent_driver, err, errlen);
+}
+
+int td_drv_control(td_driver_t *drv, const char *args, char *err,
+		   size_t errlen)
+{
+	const struct tap_disk *d = drv->ops;
+
+	if (!TD_DISK_HAS(d, td_control) || !d->td_control) {
+		snprintf(err, errlen, "%s:%s takes no settings", d->name,
+			 drv->name);
+		return -ENOTSUP;
+	}
+	return d->td_control(drv, args, err, errlen);
 }

@@ -23,13 +23,7 @@
 #include <tapfs/log.h>
 
 #include "td-fileio.h"
-
-struct td_image {
-	td_driver_t	 drv;
-	td_image_t	*parent;	/* towards the base, NULL at the base */
-	td_vbd_t	*vbd;
-	struct td_lock	*lock;		/* NULL: not a file */
-};
+#include "td-image.h"
 
 struct td_vbd {
 	struct td_engine	*engine;
@@ -94,60 +88,6 @@ void vbd_params_default(struct vbd_params *p)
 	p->max_segment_secs = VBD_MAX_SEGMENT_SECS;
 }
 
-/* ---- the driver-facing half ---------------------------------------- */
-
-void td_complete_request(td_request_t treq, int err)
-{
-	treq.cb(treq, err);
-}
-
-/* A request (or its tail) that lies past the base of the chain. */
-static void td_past_base(td_request_t treq)
-{
-	switch (treq.op) {
-	case TD_OP_READ:
-		memset(treq.buf, 0, (size_t)treq.secs << TD_SECTOR_SHIFT);
-		td_complete_request(treq, 0);
-		return;
-	case TD_OP_FLUSH:
-	case TD_OP_DISCARD:
-		td_complete_request(treq, 0);
-		return;
-	case TD_OP_WRITE:
-		break;
-	}
-	td_complete_request(treq, -EROFS);
-}
-
-void td_forward_request(td_request_t treq)
-{
-	td_image_t *parent = treq.image ? treq.image->parent : NULL;
-	uint64_t psize;
-
-	if (!parent) {
-		td_past_base(treq);
-		return;
-	}
-	treq.image = parent;
-	psize = parent->drv.info.size;
-	if (treq.op != TD_OP_FLUSH && treq.sec + treq.secs > psize) {
-		/* A parent smaller than its child ends early: zeros after. */
-		td_request_t tail = treq;
-		uint32_t n = treq.sec < psize ? (uint32_t)(psize - treq.sec) : 0;
-
-		tail.sec += n;
-		tail.secs -= n;
-		if (tail.buf)
-			tail.buf += (size_t)n << TD_SECTOR_SHIFT;
-		treq.secs = n;
-		if (n)
-			td_drv_queue(&parent->drv, treq);
-		td_past_base(tail);
-		return;
-	}
-	td_drv_queue(&parent->drv, treq);
-}
-
 /* ---- opening a chain ------------------------------------------------ */
 
 static void vbd_image_free(td_image_t *img)
@@ -160,26 +100,6 @@ static void vbd_image_free(td_image_t *img)
 	free(img);
 }
 
-int td_engine_check_path(struct td_engine *e, const char *path,
-			 char **real, char *err, size_t errlen)
-{
-	*real = NULL;
-	if (!e || !e->path_policy)
-		return 0;
-	return e->path_policy(e->path_policy_arg, path, real, err, errlen);
-}
-
-int td_check_path(td_driver_t *drv, const char *path)
-{
-	char *real;
-	int rc;
-
-	rc = td_engine_check_path(drv->engine, path, &real, drv->error,
-				  sizeof(drv->error));
-	free(real);
-	return rc;
-}
-
 /*
  * Take img's image lock: read-write for a writable leaf (or what a
  * writable filter stands on), read-only for the rest.  -EBUSY names who
@@ -190,7 +110,7 @@ static int vbd_image_lock(td_vbd_t *vbd, td_image_t *img, const char *path,
 			  int fd, const td_driver_t *child, td_flag_t flags,
 			  char *err, size_t errlen)
 {
-	bool parent = child && !(child->ops->disk_flags & TD_DISK_FILTER);
+	bool parent = child && !(td_disk_flags(child->ops) & TD_DISK_FILTER);
 	struct td_lock_table *t = vbd->engine ? vbd->engine->locks : NULL;
 	enum td_lock_mode mode = flags & TD_OPEN_RDONLY ? TD_LOCK_READ :
 				 TD_LOCK_WRITE;
@@ -264,12 +184,13 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 	char *real = NULL, why[512];
 	int rc, fd = -1;
 
-	if (!(ops->disk_flags & (TD_DISK_FILTER | TD_DISK_NO_FILE))) {
+	if (!(td_disk_flags(ops) & (TD_DISK_FILTER | TD_DISK_NO_FILE))) {
 		rc = td_engine_check_path(vbd->engine, path, &real, why,
 					  sizeof(why));
 		if (rc == -ENOMEM)
 			return rc;
-		if (rc && child && !(child->ops->disk_flags & TD_DISK_FILTER))
+		if (rc && child &&
+		    !(td_disk_flags(child->ops) & TD_DISK_FILTER))
 			snprintf(err, errlen, "%s: parent %s", child->name,
 				 why);
 		else if (rc)
@@ -292,7 +213,7 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 		free(img);
 		return rc;
 	}
-	if (!(ops->disk_flags & (TD_DISK_FILTER | TD_DISK_NO_FILE))) {
+	if (!(td_disk_flags(ops) & (TD_DISK_FILTER | TD_DISK_NO_FILE))) {
 		/* Before the driver reads (or repairs) anything. */
 		rc = vbd_image_lock(vbd, img, real ? real : path, fd, child,
 				    flags, err, errlen);
@@ -335,7 +256,7 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 		vbd_image_free(img);
 		return rc;
 	}
-	if (!img->drv.info.size && !(ops->disk_flags & TD_DISK_FILTER)) {
+	if (!img->drv.info.size && !(td_disk_flags(ops) & TD_DISK_FILTER)) {
 		snprintf(err, errlen, "%s: image has size 0", path);
 		ops->td_close(&img->drv);
 		vbd_image_free(img);
@@ -496,7 +417,7 @@ static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 				 id.drivertype);
 			rc = -EINVAL;
 		} else {
-			bool filter = child->drv.ops->disk_flags &
+			bool filter = td_disk_flags(child->drv.ops) &
 				      TD_DISK_FILTER;
 
 			rc = vbd_image_open(vbd, pops, id.name, &child->drv,
@@ -524,7 +445,7 @@ static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 	}
 	/* Filters took their size from below; an unfiltered 0 was refused. */
 	for (unsigned i = vbd->nimages; i-- > 0;)
-		if (vbd->images[i]->drv.ops->disk_flags & TD_DISK_FILTER &&
+		if (td_disk_flags(vbd->images[i]->drv.ops) & TD_DISK_FILTER &&
 		    vbd->images[i]->parent)
 			vbd->images[i]->drv.info =
 				vbd->images[i]->parent->drv.info;

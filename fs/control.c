@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * .ctl commands turned into engine calls, and the text of .ctl and
- * .stats.  Parsing lives in ctl.c; the FUSE edge in fuse-ops.c.
+ * .stats.  Parsing lives in ctl.c; the FUSE edge in fuse-*.c.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -261,18 +261,21 @@ static void snap_rollback(struct snap_target *t)
 	t->done = false;
 }
 
-/* Make a child of t's leaf in the store and switch the VBD to it. */
 /*
- * The driver that makes t's snapshot child: the leaf's own when it can
- * (a qcow2 child for a qcow2 leaf), else vhd (raw leaves and the rest).
+ * The driver that makes a snapshot child of leaf: the leaf's own when it
+ * can (a qcow2 child for a qcow2 leaf), else the one create makes images
+ * with by default (raw leaves and the rest).  NULL: none can.
  */
 static const struct tap_disk *snap_driver(td_driver_t *leaf)
 {
-	if (leaf->ops->td_create_child)
-		return leaf->ops;
-	return td_driver_find("vhd");
+	const struct tap_disk *d = leaf->ops;
+
+	if (!td_disk_can_create_child(d))
+		d = td_driver_find(CTL_DEFAULT_FORMAT);
+	return d && td_disk_can_create_child(d) ? d : NULL;
 }
 
+/* Make a child of t's leaf in the store and switch the VBD to it. */
 static int snap_one(struct tapfs *fs, struct snap_target *t, char *err,
 		    size_t errlen)
 {
@@ -288,8 +291,8 @@ static int snap_one(struct tapfs *fs, struct snap_target *t, char *err,
 		snprintf(t->child, sizeof(t->child), "%s/%s/%s.%u.%s",
 			 fs->store, t->tv->group->name, t->tv->name, n,
 			 cd->name);
-		rc = cd->td_create_child(t->child, parent, leaf->ops->name,
-					 err, errlen);
+		rc = td_drv_create_child(cd, t->child, parent,
+					 leaf->ops->name, err, errlen);
 	}
 	if (rc)
 		return rc;
@@ -356,16 +359,16 @@ static int control_snapshot(struct tapfs *fs, struct tapfs_group *g,
 			return control_status(g, -EINVAL, "'%s' is read-only:"
 					      " nothing to snapshot",
 					      tv->name);
-		if (leaf->ops->disk_flags & TD_DISK_NO_FILE)
+		if (td_disk_flags(leaf->ops) & TD_DISK_NO_FILE)
 			return control_status(g, -EINVAL, "'%s' is a %s "
 					      "disk: it has no image to keep",
 					      tv->name, leaf->ops->name);
-		if (leaf->ops->disk_flags & TD_DISK_FILTER)
+		if (td_disk_flags(leaf->ops) & TD_DISK_FILTER)
 			return control_status(g, -EINVAL, "'%s' has a %s "
 					      "filter on top: close and open "
 					      "it without to snapshot",
 					      tv->name, leaf->ops->name);
-		if (!snap_driver(leaf) || !snap_driver(leaf)->td_create_child)
+		if (!snap_driver(leaf))
 			return control_status(g, -ENOTSUP, "no driver can "
 					      "make a snapshot child of '%s'",
 					      tv->name);
@@ -410,7 +413,8 @@ static int control_save(struct tapfs *fs, struct tapfs_group *g)
  */
 static bool control_can_create(const struct tap_disk *ops)
 {
-	return ops->td_create || (ops->disk_flags & TD_DISK_NO_FILE);
+	return td_disk_can_create(ops) ||
+	       (td_disk_flags(ops) & TD_DISK_NO_FILE);
 }
 
 /*
@@ -488,7 +492,7 @@ static int control_create(struct tapfs *fs, struct tapfs_group *g,
 	if (tapfs_vbd_find(g, cmd->name))
 		return control_status(g, -EEXIST, "VBD '%s' exists in group "
 				      "'%s'", cmd->name, g->name);
-	if (!ops->td_create) {	/* ram: nothing to create */
+	if (!td_disk_can_create(ops)) {	/* ram: nothing to create */
 		snprintf(spec, sizeof(spec), "%s:%llu", ops->name,
 			 (unsigned long long)cmd->size);
 		return control_add(fs, g, cmd, spec, false, NULL);
@@ -526,9 +530,7 @@ static int control_open(struct tapfs *fs, struct tapfs_group *g,
 {
 	const struct tap_disk *ops = control_driver(cmd->format, false);
 	char spec[TAPFS_SPEC_MAX], formats[128];
-	/* A filter's argument names a file too (SETTINGS:DRIVER:PATH). */
-	bool file = ops && (!(ops->disk_flags & TD_DISK_NO_FILE) ||
-			    (ops->disk_flags & TD_DISK_FILTER));
+	td_flag_t flags;
 
 	if (!ops) {
 		control_formats(formats, sizeof(formats), false);
@@ -539,22 +541,26 @@ static int control_open(struct tapfs *fs, struct tapfs_group *g,
 	if (tapfs_vbd_find(g, cmd->name))
 		return control_status(g, -EEXIST, "VBD '%s' exists in group "
 				      "'%s'", cmd->name, g->name);
-	if (file) {
-		/* A filter's argument is SETTINGS:DRIVER:PATH. */
-		const char *path = cmd->path, *c;
-
-		if (ops->disk_flags & TD_DISK_FILTER &&
-		    (c = strchr(path, ':')) && (c = strchr(c + 1, ':')))
-			path = c + 1;
-		if (path[0] != '/')
+	/*
+	 * An image file is judged here first, for a plain message.  A
+	 * filter's argument is its own syntax, parsed by the filter; the
+	 * engine's path policy judges what it stands on, as its parent.
+	 */
+	flags = td_disk_flags(ops);
+	if (!(flags & (TD_DISK_NO_FILE | TD_DISK_FILTER))) {
+		if (cmd->path[0] != '/')
 			return control_status(g, -EINVAL, "image path '%s' "
-					      "must be absolute", path);
-		if (!tapfs_path_outside_mount(fs, path))
+					      "must be absolute", cmd->path);
+		if (!tapfs_path_outside_mount(fs, cmd->path))
 			return control_status(g, -EINVAL, "image %s lies "
-					      "inside this tapfs mount", path);
+					      "inside this tapfs mount",
+					      cmd->path);
 	}
 	snprintf(spec, sizeof(spec), "%s:%s", ops->name, cmd->path);
-	return control_add(fs, g, cmd, spec, file, NULL);
+	/* Kept in the manifest: all but a disk that is no file (ram). */
+	return control_add(fs, g, cmd, spec,
+			   !(flags & TD_DISK_NO_FILE) ||
+			   (flags & TD_DISK_FILTER), NULL);
 }
 
 static int control_close(struct tapfs *fs, struct tapfs_group *g,
@@ -589,7 +595,11 @@ static int control_close(struct tapfs *fs, struct tapfs_group *g,
 	return control_status(g, 0, NULL);
 }
 
-/* Hand settings to the first image of the chain that takes them. */
+/*
+ * "fault NAME SETTINGS": the settings, as written, go to the images of
+ * the chain from the leaf down; the first that takes settings parses
+ * them (td_control).
+ */
 static int control_fault(struct tapfs_group *g, const struct ctl_command *cmd)
 {
 	struct tapfs_vbd *one;
@@ -601,17 +611,17 @@ static int control_fault(struct tapfs_group *g, const struct ctl_command *cmd)
 	if (rc)
 		return rc;
 	for (i = 0; i < vbd_chain_length(one->vbd); i++) {
-		td_driver_t *d = vbd_image(one->vbd, i);
-
-		if (!d->ops->td_control)
+		rc = td_drv_control(vbd_image(one->vbd, i), cmd->path, err,
+				    sizeof(err));
+		if (rc == -ENOTSUP)
 			continue;
-		rc = d->ops->td_control(d, cmd->path, err, sizeof(err));
 		if (rc)
 			return control_status(g, rc, "%s", err);
 		return control_status(g, 0, NULL);
 	}
-	return control_status(g, -EINVAL, "'%s' has no fault filter (open "
-			      "it as fault:none:FORMAT:PATH)", one->name);
+	return control_status(g, -EINVAL, "'%s' has no fault filter: no "
+			      "image of its chain takes settings",
+			      one->name);
 }
 
 int control_exec(struct tapfs *fs, struct tapfs_group *g, const char *buf,

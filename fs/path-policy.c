@@ -251,6 +251,10 @@ int path_policy_check(void *arg, const char *path, char **real, char *err,
 	int rc;
 
 	*real = NULL;
+	if (path[0] != '/') {
+		snprintf(err, errlen, "path '%s' is not absolute", path);
+		return -EINVAL;
+	}
 	rc = path_resolve(path, pp->mount, canon, sizeof(canon));
 	if (rc == -EXDEV) {
 		snprintf(err, errlen, "%s lies inside this tapfs mount %s",

@@ -104,7 +104,7 @@ struct tapfs {
 	time_t			 start_time;
 	uid_t			 uid;
 	gid_t			 gid;
-	struct fuse_state	*fuse;		/* fs/fuse-ops.c */
+	struct fuse_state	*fuse;		/* fs/fuse-edge.h */
 };
 
 /* ---- fs/tree.c: nodes, groups, VBDs, the store ------------------------ */
@@ -159,7 +159,7 @@ char *control_render_ctl(struct tapfs *fs, struct tapfs_group *g,
 char *control_render_stats(struct tapfs *fs, struct tapfs_group *g,
 			   size_t *len);
 
-/* ---- fs/fuse-ops.c: the FUSE edge ------------------------------------ */
+/* ---- fs/fuse-session.c: the FUSE edge -------------------------------- */
 
 /* Create the session and mount; 0 or -errno with the reason in err. */
 int  tapfs_fuse_mount(struct tapfs *fs, char *err, size_t errlen);

@@ -168,6 +168,8 @@ struct td_aio_queue;
 struct td_aio_queue *td_aio_queue_new(struct td_loop *loop, unsigned depth);
 void td_aio_queue_free(struct td_aio_queue *q);
 void td_aio_queue_add(struct td_aio_queue *q, struct tiocb *t);
+/* Complete t (res 0) at the loop's next turn, without the kernel. */
+void td_aio_queue_complete_later(struct td_aio_queue *q, struct tiocb *t);
 /* Submit everything pending now (also done before every loop sleep). */
 void td_aio_queue_submit(struct td_aio_queue *q);
 unsigned td_aio_queue_inflight(const struct td_aio_queue *q);

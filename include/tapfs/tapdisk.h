@@ -3,7 +3,7 @@
  * tapfs driver interface.
  *
  * An image driver (raw file, VHD, qcow2, ...) is a table of callbacks,
- * struct tap_disk, registered by name in drivers/td-driver.c.  One open
+ * struct tap_disk, registered by name in drivers/td-registry.c.  One open
  * image is a td_driver_t; the images of a VBD form a chain from the leaf
  * (the writable image the client sees) to the base.
  *
@@ -146,10 +146,14 @@ struct td_driver {
 /*
  * The driver table entry.  Fields are only ever added at the end; the
  * engine refuses a table whose api_version it does not know or whose
- * struct_size is smaller than the fields it needs.
+ * struct_size does not reach the end of td_create (version 1 as first
+ * shipped).  Fields after td_create are read only if struct_size holds
+ * them (TD_DISK_HAS); a table without one gets its default.
  *
  * Required: td_open, td_close, td_queue_read, td_queue_write.
- * Optional (a NULL gets the default from td-driver.c):
+ * Optional: a NULL (or missing) field gets its default, all of them in
+ * drivers/td-driver.c, and the engine and fs/ only ever call a driver
+ * through those functions (td_drv_*, td_disk_*):
  *   td_get_parent_id    default: TD_NO_PARENT
  *   td_validate_parent  default: -EINVAL (a driver without parents)
  *   td_debug            default: prints name and size
@@ -157,7 +161,8 @@ struct td_driver {
  *   td_queue_discard    default: complete with -EOPNOTSUPP
  *   td_create           default: -ENOTSUP ("cannot create")
  *   td_create_child     default: -ENOTSUP (no snapshots onto it)
- *   td_control          default: -ENOTSUP
+ *   disk_flags          default: 0
+ *   td_control          default: -ENOTSUP (takes no settings)
  */
 struct tap_disk {
 	uint32_t	 api_version;	/* TD_API_VERSION */
@@ -168,8 +173,10 @@ struct tap_disk {
 	size_t		 private_data_size;
 
 	/*
-	 * Open the image at path; fill drv->info.  Returns 0 or -errno and
-	 * logs the reason (naming the file) unless TD_OPEN_QUIET.
+	 * Open the image at path; fill drv->info.  Returns 0, or -errno
+	 * with the reason (naming the file and the value) in drv->error,
+	 * which the engine hands to its caller; a driver may also log it,
+	 * unless TD_OPEN_QUIET.
 	 */
 	int  (*td_open)(td_driver_t *drv, const char *path, td_flag_t flags);
 	/* Release everything; the engine has drained all requests. */
@@ -197,8 +204,11 @@ struct tap_disk {
 				size_t errlen);
 	td_flag_t	 disk_flags;	/* TD_DISK_* */
 	/*
-	 * A run-time setting from .ctl ("fault NAME ARGS" reaches the first
-	 * image of the chain that has this).  0, or -errno and err.
+	 * Settings at run time: args is the text of .ctl's "fault NAME
+	 * SETTINGS", untouched; the driver parses it (as td_open parses its
+	 * own argument).  fs/ hands it to the images of the chain from the
+	 * leaf down, to the first that does not answer -ENOTSUP.  0, or
+	 * -errno with the reason in err.
 	 */
 	int  (*td_control)(td_driver_t *drv, const char *args, char *err,
 			   size_t errlen);
@@ -211,10 +221,19 @@ struct tap_disk {
 #define TD_DISK_VERSION \
 	.api_version = TD_API_VERSION, .struct_size = sizeof(struct tap_disk)
 
+/* Does table d reach field (its struct_size holds all of it)? */
+#define TD_DISK_HAS(d, field) \
+	((d)->struct_size >= offsetof(struct tap_disk, field) + \
+			     sizeof(((const struct tap_disk *)0)->field))
+
 /*
  * disk_flags: a filter sits on top of the image it filters (its
  * "parent"), which is opened with the filter's own access rather than
  * read-only; the filter's size is the parent's (td_open may leave 0).
+ * Its td_open argument is its own syntax, parsed by the filter alone
+ * (fault: SETTINGS:DRIVER:PATH); what it filters is named by
+ * td_get_parent_id and checked by the engine like any parent.  A chain
+ * with a filter on top cannot be snapshotted.
  */
 #define TD_DISK_FILTER		(1u << 0)
 /*
@@ -279,7 +298,10 @@ int td_driver_validate(const struct tap_disk *d, char *err, size_t errlen);
 /* Validate the whole built-in table once; -EINVAL names the culprit. */
 int td_drivers_init(void);
 
-/* Call a callback, or its default. */
+/*
+ * Call a callback, or its default; read a field, or its default (for a
+ * table whose struct_size does not hold it).  The one place defaults live.
+ */
 int  td_drv_get_parent_id(td_driver_t *drv, td_disk_id_t *id);
 int  td_drv_validate_parent(td_driver_t *drv, td_driver_t *parent,
 			    td_flag_t flags);
@@ -287,6 +309,16 @@ void td_drv_debug(td_driver_t *drv, FILE *out);
 void td_drv_queue(td_driver_t *drv, td_request_t treq);
 int  td_drv_create(const struct tap_disk *d, const char *path,
 		   uint64_t size, td_flag_t flags);
+/* -ENOTSUP, with err saying so, for a driver that cannot. */
+int  td_drv_create_child(const struct tap_disk *d, const char *path,
+			 const char *parent, const char *parent_driver,
+			 char *err, size_t errlen);
+/* -ENOTSUP, with err saying so, for an image that takes no settings. */
+int  td_drv_control(td_driver_t *drv, const char *args, char *err,
+		    size_t errlen);
+td_flag_t td_disk_flags(const struct tap_disk *d);
+bool td_disk_can_create(const struct tap_disk *d);
+bool td_disk_can_create_child(const struct tap_disk *d);
 
 /*
  * May this driver's engine open the file at path?  For a driver that must

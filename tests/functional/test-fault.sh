@@ -74,6 +74,20 @@ ctl_ok "$G" "create plain raw 1M"
 ctl_err "$G" "fault plain none" EINVAL "has no fault filter"
 ctl_err "$G" "snapshot d" EINVAL "filter"
 
+# The filter parses its own argument, at open as at run time; what it
+# stands on is judged by the path policy like any image.  fs/ passes the
+# text through, and the filter's reason reaches the status line.
+ctl_err "$G" "open b1 fault:frob:raw:$T/img" EINVAL \
+	"bad fault setting 'frob'"
+ctl_err "$G" "open b2 fault:none" EINVAL "'none' is not SETTINGS:DRIVER:PATH"
+ctl_err "$G" "open b3 fault:none:raw:img" EINVAL "path 'img' is not absolute"
+ctl_err "$G" "open b4 fault:none:raw:$G/d" EINVAL "inside this tapfs mount"
+ctl_err "$G" "open b5 fault:none:raw:/etc/passwd" EACCES "outside the allowed"
+check truncate -s 1M "$T/img2"
+ctl_ok "$G" "open b6 fault:err=EIO,ops=r:raw:$T/img2"
+check_fsop "settings given at open apply" EIO -- pread "$G/b6" 0 512
+ctl_close "$G" b6
+
 ctl_ok "$G" "fault d none"
 ctl_close "$G" d
 ctl_close "$G" plain

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The driver table (drivers/td-driver.c): lookup, validation of a table
- * entry, and the defaults for optional callbacks.
+ * The driver table (drivers/td-registry.c): lookup; and the interface
+ * (drivers/td-driver.c): validation of a table entry, the defaults for
+ * optional callbacks.
  */
 #include <sys/stat.h>
 
@@ -271,6 +272,66 @@ static void test_default_debug_create(void **state)
 				       4096, 0), -ENOTSUP);
 }
 
+/* Snapshot children and settings: the defaults say why they refuse. */
+static void test_default_child_control(void **state)
+{
+	td_driver_t drv = { .ops = &min_ops, .name = (char *)"disk0" };
+	char err[128] = "";
+
+	(void)state;
+	assert_false(td_disk_can_create_child(&min_ops));
+	assert_int_equal(td_drv_create_child(&min_ops, "/nonexistent/c",
+					     "/nonexistent/p", "aio", err,
+					     sizeof(err)), -ENOTSUP);
+	assert_non_null(strstr(err, "minimal cannot make a snapshot child"));
+	assert_int_equal(td_drv_control(&drv, "none", err, sizeof(err)),
+			 -ENOTSUP);
+	assert_non_null(strstr(err, "minimal:disk0 takes no settings"));
+	assert_int_equal(td_disk_flags(&min_ops), 0);
+	assert_true(td_disk_can_create_child(td_driver_find("vhd")));
+	assert_int_equal(td_disk_flags(td_driver_find("fault")),
+			 TD_DISK_FILTER);
+	assert_int_equal(td_disk_flags(td_driver_find("ram")),
+			 TD_DISK_NO_FILE);
+}
+
+/*
+ * A table of version 1 as first shipped ends at td_create: what lies
+ * beyond its struct_size is not the driver's and must never be read (here
+ * it is garbage that would crash if called).
+ */
+static void test_struct_size_honoured(void **state)
+{
+	struct tap_disk d;
+	td_driver_t drv = { .ops = &d, .name = (char *)"old" };
+	char err[128];
+
+	(void)state;
+	memset(&d, 0xa5, sizeof(d));
+	memcpy(&d, &min_ops, offsetof(struct tap_disk, td_create_child));
+	d.struct_size = offsetof(struct tap_disk, td_create) +
+			sizeof(d.td_create);
+	assert_int_equal(td_driver_validate(&d, err, sizeof(err)), 0);
+	assert_false(TD_DISK_HAS(&d, td_create_child));
+	assert_false(TD_DISK_HAS(&d, disk_flags));
+	assert_false(TD_DISK_HAS(&d, td_control));
+	assert_int_equal(td_disk_flags(&d), 0);
+	assert_false(td_disk_can_create_child(&d));
+	assert_int_equal(td_drv_create_child(&d, "/nonexistent/c",
+					     "/nonexistent/p", "aio", err,
+					     sizeof(err)), -ENOTSUP);
+	assert_int_equal(td_drv_control(&drv, "none", err, sizeof(err)),
+			 -ENOTSUP);
+	/* One field more: disk_flags is read, td_control still is not. */
+	d.struct_size = offsetof(struct tap_disk, disk_flags) +
+			sizeof(d.disk_flags);
+	d.disk_flags = TD_DISK_NO_FILE;
+	assert_true(TD_DISK_HAS(&d, disk_flags));
+	assert_int_equal(td_disk_flags(&d), TD_DISK_NO_FILE);
+	assert_int_equal(td_drv_control(&drv, "none", err, sizeof(err)),
+			 -ENOTSUP);
+}
+
 /* The raw drivers create sparse images, refusing to overwrite one. */
 static void test_raw_create(void **state)
 {
@@ -310,6 +371,8 @@ int main(void)
 		cmocka_unit_test(test_default_queue),
 		cmocka_unit_test(test_default_parent),
 		cmocka_unit_test(test_default_debug_create),
+		cmocka_unit_test(test_default_child_control),
+		cmocka_unit_test(test_struct_size_honoured),
 		cmocka_unit_test(test_raw_create),
 	};
 

@@ -234,7 +234,7 @@ static void test_store_only(void **state)
 	refused(at("store/missing.raw"), -ENOENT, "No such file");
 	refused(at("store/loop1"), -ELOOP, NULL);
 	refused(at("store/intomnt/x"), -EINVAL, "inside this tapfs mount");
-	refused("img.raw", -EINVAL, NULL);
+	refused("img.raw", -EINVAL, "path 'img.raw' is not absolute");
 }
 
 static void test_allow_path(void **state)

@@ -1,0 +1,456 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The data path of a VBD file: a FUSE READ, WRITE, FSYNC or FALLOCATE
+ * becomes a vbd_request (vbd_submit), and its completion callback sends
+ * the reply.  No thread per request, no blocking I/O.
+ *
+ * Buffer path.  A FUSE WRITE's payload sits FUSE_WRITE_HDR bytes after the
+ * start of the request, so the receive buffer is placed that many bytes
+ * before a page boundary: the payload lands page-aligned and a large
+ * write goes to O_DIRECT straight from the receive buffer, which the
+ * request then keeps until it completes.  Small writes are copied into a
+ * small pooled buffer instead, so that receive buffers stay free.  Reads
+ * and read-modify-write bounce buffers come from the small or large pool.
+ * All pools are allocated at mount; when one runs dry the request waits
+ * (FIFO) and the session stops receiving until buffers come back.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <linux/falloc.h>
+#include <linux/fuse.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <tapfs/log.h>
+
+#include "fuse-edge.h"
+
+/* libfuse reads up to FUSE_MAX_MAX_PAGES pages + one header page. */
+#define LIBFUSE_MAX_PAGES	256
+#define FUSE_HDR_PAGE		4096
+/* fuse_in_header + fuse_write_in: where a WRITE's payload starts. */
+#define FUSE_WRITE_HDR		(sizeof(struct fuse_in_header) + \
+				 sizeof(struct fuse_write_in))
+
+#define SMALL_BUF		(64u << 10)
+#define NR_SMALL		256
+#define NR_LARGE		24
+#define NR_RECV			24
+#define NR_CTX			512
+
+enum io_kind { IO_READ, IO_WRITE, IO_FLUSH, IO_DISCARD };
+
+/* One FUSE request on a VBD file, from receipt to reply. */
+struct io_ctx {
+	struct vbd_request	 vreq;
+	struct fuse_state	*st;
+	fuse_req_t		 req;
+	struct tapfs_vbd	*tv;
+	enum io_kind		 kind;
+	char			*buf;		/* aligned data or bounce */
+	struct td_pool		*buf_pool;	/* where buf came from */
+	char			*hold;		/* receive buffer kept */
+	const char		*data;		/* write payload */
+	size_t			 len;		/* bytes asked for */
+	size_t			 need;		/* buffer bytes needed */
+	uint32_t		 head;		/* offset in the first unit */
+	uint32_t		 unit;		/* the VBD's I/O alignment */
+	bool			 zero_copy;
+	bool			 abandoned;	/* answered; the I/O is not */
+	bool			 replied;	/* the one reply is sent */
+	struct td_list		 wait;
+};
+
+/* ---- data path: buffers ------------------------------------------------ */
+
+static struct td_pool *pool_for(struct fuse_state *st, size_t need)
+{
+	return need <= SMALL_BUF ? &st->small_pool : &st->large_pool;
+}
+
+static void io_start(struct io_ctx *c);
+
+static void io_release(struct io_ctx *c)
+{
+	struct fuse_state *st = c->st;
+
+	assert(c->replied);
+	if (c->buf_pool)
+		td_pool_put(c->buf_pool, c->buf);
+	if (c->hold)
+		td_pool_put(&st->recv_pool, c->hold);
+	td_pool_put(&st->ctx_pool, c);
+
+	/* Buffers came back: serve the waiters, in order. */
+	while (!td_list_empty(&st->waiting)) {
+		struct io_ctx *w = td_container_of(st->waiting.next,
+						   struct io_ctx, wait);
+		struct td_pool *p = pool_for(st, w->need);
+
+		w->buf = td_pool_get(p);
+		if (!w->buf)
+			break;
+		w->buf_pool = p;
+		td_list_del(&w->wait);
+		io_start(w);
+	}
+	/* The session reads /dev/fuse again before the loop sleeps. */
+}
+
+/*
+ * Keep the current receive buffer for this request (its payload lives
+ * there); the next receive takes a fresh one.
+ */
+static void io_hold_recv(struct io_ctx *c)
+{
+	struct fuse_state *st = c->st;
+
+	c->hold = st->cur;
+	st->cur = NULL;
+}
+
+/* Get c->buf, or queue c until one is free.  c->need is set. */
+static void io_get_buffer(struct io_ctx *c)
+{
+	struct fuse_state *st = c->st;
+	struct td_pool *p = pool_for(st, c->need);
+
+	c->buf = td_list_empty(&st->waiting) ? td_pool_get(p) : NULL;
+	if (c->buf) {
+		c->buf_pool = p;
+		io_start(c);
+		return;
+	}
+	if (c->data && !c->hold)
+		io_hold_recv(c);	/* the payload must outlive this call */
+	td_list_add_tail(&c->wait, &st->waiting);
+}
+
+/* ---- data path: completion and submission ------------------------------ */
+
+static void io_done(struct vbd_request *vreq, int err)
+{
+	struct io_ctx *c = td_container_of(vreq, struct io_ctx, vreq);
+
+	if (c->abandoned) {
+		/* Answered when the VBD failed; now the buffer is free. */
+		io_release(c);
+		return;
+	}
+	assert(!c->replied);
+	c->replied = true;
+	if (err) {
+		fuse_reply_err(c->req, -err);
+	} else {
+		switch (c->kind) {
+		case IO_READ:
+			fuse_reply_buf(c->req, c->buf + c->head, c->len);
+			break;
+		case IO_WRITE:
+			fuse_reply_write(c->req, c->len);
+			break;
+		case IO_FLUSH:
+		case IO_DISCARD:
+			fuse_reply_err(c->req, 0);
+			break;
+		}
+	}
+	io_release(c);
+}
+
+/*
+ * The kernel's INTERRUPT for c's request (its client got a signal: a
+ * killed or timed-out reader of a paused VBD).  A request not yet handed
+ * to a driver - waiting for a buffer, or queued on a paused VBD or behind
+ * a read-modify-write - is answered EINTR now and forgotten; one in
+ * flight completes normally (its buffer is in use).  Runs on the loop.
+ */
+static void io_interrupt(fuse_req_t req, void *data)
+{
+	struct io_ctx *c = data;
+
+	(void)req;
+	if (c->abandoned)
+		return;
+	if (!td_list_empty(&c->wait)) {
+		td_list_del(&c->wait);
+		assert(!c->replied);
+		c->replied = true;
+		fuse_reply_err(c->req, EINTR);
+		io_release(c);
+		return;
+	}
+	if (c->vreq.vbd)
+		vbd_cancel(c->vreq.vbd, &c->vreq);	/* io_done: EINTR */
+}
+
+/*
+ * The VBD failed with c's request stuck in the image: the client gets
+ * EIO now (and can close the file, so the VBD can be closed); c and its
+ * buffers stay reserved until the image gives the request back.
+ */
+static void io_abandon(struct vbd_request *vreq)
+{
+	struct io_ctx *c = td_container_of(vreq, struct io_ctx, vreq);
+
+	assert(!c->replied);
+	c->replied = true;
+	c->abandoned = true;
+	fuse_reply_err(c->req, EIO);
+}
+
+static void io_start(struct io_ctx *c)
+{
+	struct vbd_request *v = &c->vreq;
+
+	v->buf = c->buf;
+	v->cb = io_done;
+	v->abandon = io_abandon;
+	v->rmw_len = 0;
+	if (c->kind == IO_WRITE && !c->zero_copy) {
+		if (c->head || c->len & (c->unit - 1)) {
+			v->rmw_data = c->data;
+			v->rmw_off = c->head;
+			v->rmw_len = (uint32_t)c->len;
+		} else {
+			memcpy(c->buf, c->data, c->len);
+		}
+	}
+	vbd_submit(c->tv->vbd, v);
+}
+
+static struct io_ctx *io_new(fuse_req_t req, struct fuse_file_info *fi,
+			     enum io_kind kind)
+{
+	struct tapfs *fs = fuse_req_fs(req);
+	struct fuse_state *st = fs->fuse;
+	struct tapfs_vbd *tv = (struct tapfs_vbd *)(uintptr_t)fi->fh;
+	struct io_ctx *c;
+
+	if (!tv || !tv->vbd) {
+		fuse_reply_err(req, EBADF);
+		return NULL;
+	}
+	/* The receive loop only reads a request when a context is free. */
+	c = td_pool_get(&st->ctx_pool);
+	if (!c) {
+		td_log(TD_LOG_ERR, "request context pool empty");
+		fuse_reply_err(req, EAGAIN);
+		return NULL;
+	}
+	memset(c, 0, sizeof(*c));
+	c->st = st;
+	c->req = req;
+	c->tv = tv;
+	c->kind = kind;
+	td_list_init(&c->wait);
+	td_list_init(&c->vreq.link);
+	/* Calls io_interrupt() at once if the INTERRUPT came first. */
+	fuse_req_interrupt_func(req, io_interrupt, c);
+	if (fuse_req_interrupted(req)) {
+		fuse_reply_err(req, EINTR);
+		td_pool_put(&st->ctx_pool, c);
+		return NULL;
+	}
+	return c;
+}
+
+/* Clamp [off, off+size) to the VBD; returns the byte count (0: EOF). */
+static size_t io_clamp(struct tapfs_vbd *tv, off_t off, size_t size)
+{
+	uint64_t vsize = vbd_size(tv->vbd);
+
+	if (off < 0 || (uint64_t)off >= vsize)
+		return 0;
+	if (size > vsize - (uint64_t)off)
+		size = (size_t)(vsize - (uint64_t)off);
+	return size;
+}
+
+/*
+ * The sectors of [off, off+len), widened to the VBD's I/O alignment (a
+ * sector, or 4 KiB on a 4Kn store): the part outside the client's range
+ * is read (and for a write, written back) around it.
+ */
+static void io_set_range(struct io_ctx *c, off_t off, size_t len)
+{
+	/* A discard is exact (sectors): widened, it would drop neighbours. */
+	uint64_t unit = c->kind == IO_DISCARD ? TD_SECTOR_SIZE :
+			vbd_io_align(c->tv->vbd);
+	uint64_t first = (uint64_t)off & ~(unit - 1);
+	uint64_t end = ((uint64_t)off + len + unit - 1) & ~(unit - 1);
+
+	c->len = len;
+	c->unit = (uint32_t)unit;
+	c->head = (uint32_t)((uint64_t)off - first);
+	c->vreq.sec = first >> TD_SECTOR_SHIFT;
+	c->vreq.secs = (uint32_t)((end - first) >> TD_SECTOR_SHIFT);
+	c->need = (size_t)c->vreq.secs << TD_SECTOR_SHIFT;
+}
+
+void data_read(fuse_req_t req, size_t size, off_t off,
+	       struct fuse_file_info *fi)
+{
+	struct tapfs_vbd *tv = (struct tapfs_vbd *)(uintptr_t)fi->fh;
+	struct io_ctx *c;
+
+	if (tv && tv->vbd && !io_clamp(tv, off, size)) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	c = io_new(req, fi, IO_READ);
+	if (!c)
+		return;
+	io_set_range(c, off, io_clamp(tv, off, size));
+	c->vreq.op = TD_OP_READ;
+	io_get_buffer(c);
+}
+
+static bool in_recv_buffer(struct fuse_state *st, const char *p, size_t len)
+{
+	return st->cur && p >= st->cur &&
+	       p + len <= st->cur + st->recv_pool.size;
+}
+
+void data_write(fuse_req_t req, const char *buf, size_t size, off_t off,
+		struct fuse_file_info *fi)
+{
+	struct tapfs_vbd *tv = (struct tapfs_vbd *)(uintptr_t)fi->fh;
+	struct fuse_state *st;
+	struct io_ctx *c;
+	size_t len;
+
+	if (!tv || !tv->vbd) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	if (tv->readonly) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	len = io_clamp(tv, off, size);
+	if (!len) {
+		fuse_reply_err(req, size ? ENOSPC : 0);
+		return;
+	}
+	c = io_new(req, fi, IO_WRITE);
+	if (!c)
+		return;
+	st = c->st;
+	io_set_range(c, off, len);
+	c->vreq.op = TD_OP_WRITE;
+	c->data = buf;
+	if (!c->head && !(len & (c->unit - 1)) &&
+	    !((uintptr_t)buf & (TD_BUF_ALIGN - 1)) &&
+	    in_recv_buffer(st, buf, len) &&
+	    (len > SMALL_BUF || !st->small_pool.nfree)) {
+		/* Large and aligned: O_DIRECT from the receive buffer. */
+		io_hold_recv(c);
+		c->zero_copy = true;
+		c->buf = (char *)buf;
+		io_start(c);
+		return;
+	}
+	/*
+	 * A partial-sector write copies its payload only after reading the
+	 * old sectors: keep the receive buffer it lives in until then.
+	 */
+	if (c->head || (len & (c->unit - 1)))
+		io_hold_recv(c);
+	io_get_buffer(c);
+}
+
+void data_fsync(fuse_req_t req, struct fuse_file_info *fi)
+{
+	struct io_ctx *c = io_new(req, fi, IO_FLUSH);
+
+	if (!c)
+		return;
+	c->vreq.op = TD_OP_FLUSH;
+	io_start(c);
+}
+
+void data_fallocate(fuse_req_t req, int mode, off_t off, off_t length,
+		    struct fuse_file_info *fi)
+{
+	struct tapfs_vbd *tv = (struct tapfs_vbd *)(uintptr_t)fi->fh;
+	struct io_ctx *c;
+	size_t len;
+
+	if (mode != (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (!tv || !tv->vbd) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	if (off < 0 || length <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	/* A VBD discards whole sectors. */
+	if ((off | length) & (TD_SECTOR_SIZE - 1)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	len = io_clamp(tv, off, (size_t)length);
+	if (!len) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	c = io_new(req, fi, IO_DISCARD);
+	if (!c)
+		return;
+	io_set_range(c, off, len);
+	c->vreq.op = TD_OP_DISCARD;
+	io_start(c);
+}
+
+/* ---- pools and receive buffers ---------------------------------------- */
+
+bool data_recv_buffer(struct fuse_state *st, struct fuse_buf *fbuf)
+{
+	if (!st->ctx_pool.nfree || !td_list_empty(&st->waiting))
+		return false;
+	if (!st->cur)
+		st->cur = td_pool_get(&st->recv_pool);
+	if (!st->cur)
+		return false;
+	memset(fbuf, 0, sizeof(*fbuf));
+	/* Place the buffer so a WRITE payload is page-aligned. */
+	fbuf->mem = st->cur + FUSE_HDR_PAGE - FUSE_WRITE_HDR;
+	fbuf->size = st->recv_size;
+	return true;
+}
+
+int data_init(struct fuse_state *st)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	int rc;
+
+	td_list_init(&st->waiting);
+	st->recv_size = LIBFUSE_MAX_PAGES * page + FUSE_HDR_PAGE;
+	rc = td_pool_init(&st->ctx_pool, NR_CTX, sizeof(struct io_ctx), 64);
+	if (!rc)
+		rc = td_pool_init(&st->small_pool, NR_SMALL, SMALL_BUF,
+				  TD_BUF_ALIGN);
+	/* Bounce for a 1 MiB write at an odd offset: two more units. */
+	if (!rc)
+		rc = td_pool_init(&st->large_pool, NR_LARGE,
+				  FUSE_MAX_IO + 2 * TD_MAX_IO_ALIGN,
+				  TD_BUF_ALIGN);
+	if (!rc)
+		rc = td_pool_init(&st->recv_pool, NR_RECV,
+				  FUSE_HDR_PAGE + st->recv_size,
+				  TD_BUF_ALIGN);
+	return rc;
+}
+
+void data_fini(struct fuse_state *st)
+{
+	td_pool_fini(&st->ctx_pool);
+	td_pool_fini(&st->small_pool);
+	td_pool_fini(&st->large_pool);
+	td_pool_fini(&st->recv_pool);
+}

@@ -1,0 +1,268 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The FUSE session on the engine's loop: INIT, the operations table, and
+ * the glue that makes the /dev/fuse fd one more event in the loop.  Each
+ * readiness event receives up to RECV_BATCH requests into the data path's
+ * receive buffers (fuse-data.c) and has libfuse dispatch them: namespace
+ * operations are answered at once (fuse-namespace.c), a VBD file's reads
+ * and writes become vbd_requests.  When the data path runs out of
+ * contexts or buffers the session stops polling /dev/fuse until they come
+ * back (it looks before each loop sleep).  SIGINT, SIGTERM and SIGHUP
+ * arrive through a signalfd and end the loop.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <tapfs/log.h>
+
+#include "fuse-edge.h"
+
+#define RECV_BATCH		64
+
+static void session_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct tapfs *fs = userdata;
+
+	conn->max_write = FUSE_MAX_IO;
+	conn->max_readahead = 0;
+	conn->max_background = fs->opts.max_background;
+	conn->congestion_threshold = fs->opts.max_background * 3 / 4;
+	conn->want |= FUSE_CAP_ASYNC_DIO;
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
+			FUSE_CAP_SPLICE_MOVE | FUSE_CAP_WRITEBACK_CACHE |
+			FUSE_CAP_AUTO_INVAL_DATA);
+}
+
+static const struct fuse_lowlevel_ops tapfs_ll_ops = {
+	.init		= session_init,
+	.lookup		= ns_lookup,
+	.forget		= ns_forget,
+	.forget_multi	= ns_forget_multi,
+	.getattr	= ns_getattr,
+	.setattr	= ns_setattr,
+	.readdir	= ns_readdir,
+	.mkdir		= ns_mkdir,
+	.rmdir		= ns_rmdir,
+	.unlink		= ns_unlink,
+	.mknod		= ns_mknod,
+	.create		= ns_create,
+	.rename		= ns_rename,
+	.link		= ns_link,
+	.symlink	= ns_symlink,
+	.statfs		= ns_statfs,
+	.open		= ns_open,
+	.release	= ns_release,
+	.read		= ns_read,
+	.write		= ns_write,
+	.flush		= ns_flush,
+	.fsync		= ns_fsync,
+	.fallocate	= ns_fallocate,
+};
+
+/* ---- the receive loop --------------------------------------------------- */
+
+static void session_throttle(struct fuse_state *st, bool on)
+{
+	struct td_loop *loop = st->fs->engine->loop;
+
+	if (st->throttled == on)
+		return;
+	st->throttled = on;
+	td_loop_mod_event(loop, &st->ev, on ? 0 : EPOLLIN);
+}
+
+/*
+ * Before each loop sleep: if requests came back to the data path since it
+ * ran dry, read /dev/fuse again.  (The kernel holds what we do not read.)
+ */
+static void session_unthrottle(struct td_hook *h)
+{
+	struct fuse_state *st = h->arg;
+	struct fuse_buf fbuf;
+
+	if (st->throttled && data_recv_buffer(st, &fbuf))
+		session_throttle(st, false);
+}
+
+static void session_receive(struct td_event *ev, uint32_t events)
+{
+	struct fuse_state *st = ev->arg;
+	struct fuse_buf fbuf;
+	unsigned i;
+	int res;
+
+	(void)events;
+	for (i = 0; i < RECV_BATCH; i++) {
+		if (!data_recv_buffer(st, &fbuf)) {
+			session_throttle(st, true);
+			return;
+		}
+		res = fuse_session_receive_buf(st->se, &fbuf);
+		if (res == -EINTR)
+			continue;
+		if (res == -EAGAIN)
+			return;
+		if (res <= 0 || fuse_session_exited(st->se)) {
+			if (res < 0)
+				td_log(TD_LOG_ERR, "reading /dev/fuse: %s",
+				       strerror(-res));
+			td_loop_stop(st->fs->engine->loop);
+			return;
+		}
+		fuse_session_process_buf(st->se, &fbuf);
+	}
+}
+
+static void session_signal(struct td_event *ev, uint32_t events)
+{
+	struct fuse_state *st = ev->arg;
+	struct signalfd_siginfo si;
+
+	(void)events;
+	if (read(st->sigfd, &si, sizeof(si)) != sizeof(si))
+		return;
+	td_log(TD_LOG_INFO, "signal %u: unmounting %s", si.ssi_signo,
+	       st->fs->mountpoint);
+	fuse_session_exit(st->se);
+	td_loop_stop(st->fs->engine->loop);
+}
+
+static void session_free(struct fuse_state *st)
+{
+	if (!st)
+		return;
+	data_fini(st);
+	if (st->sigfd >= 0)
+		close(st->sigfd);
+	free(st);
+}
+
+int tapfs_fuse_mount(struct tapfs *fs, char *err, size_t errlen)
+{
+	char *argv[8];
+	int argc = 0;
+	struct fuse_args args;
+	struct fuse_state *st;
+	sigset_t mask;
+	int rc;
+
+	st = calloc(1, sizeof(*st));
+	if (!st) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	st->fs = fs;
+	st->sigfd = -1;
+	td_list_init(&st->ctl_handles);
+	rc = data_init(st);
+	if (rc) {
+		snprintf(err, errlen, "cannot allocate I/O buffers: %s",
+			 strerror(-rc));
+		goto fail;
+	}
+
+	argv[argc++] = (char *)"tapfs";
+	argv[argc++] = (char *)"-o";
+	argv[argc++] = fs->opts.allow_other ?
+		       (char *)"fsname=tapfs,subtype=tapfs,allow_other,"
+			       "default_permissions" :
+		       (char *)"fsname=tapfs,subtype=tapfs,"
+			       "default_permissions";
+	if (fs->opts.debug)
+		argv[argc++] = (char *)"-d";
+	args = (struct fuse_args)FUSE_ARGS_INIT(argc, argv);
+	st->se = fuse_session_new(&args, &tapfs_ll_ops, sizeof(tapfs_ll_ops),
+				  fs);
+	fuse_opt_free_args(&args);
+	if (!st->se) {
+		snprintf(err, errlen, "cannot create the FUSE session");
+		rc = -EINVAL;
+		goto fail;
+	}
+	if (fuse_session_mount(st->se, fs->mountpoint)) {
+		snprintf(err, errlen, "cannot mount on %s (is /dev/fuse "
+			 "there, and are you root?)", fs->mountpoint);
+		rc = -EPERM;
+		goto fail;
+	}
+	st->mounted = true;
+	fs->fuse = st;
+
+	st->ev.fd = fuse_session_fd(st->se);
+	fcntl(st->ev.fd, F_SETFL, fcntl(st->ev.fd, F_GETFL) | O_NONBLOCK);
+	st->ev.events = EPOLLIN;
+	st->ev.cb = session_receive;
+	st->ev.arg = st;
+	rc = td_loop_add_event(fs->engine->loop, &st->ev);
+	if (rc) {
+		snprintf(err, errlen, "epoll: %s", strerror(-rc));
+		goto fail_unmount;
+	}
+	st->unthrottle.cb = session_unthrottle;
+	st->unthrottle.arg = st;
+	td_loop_add_hook(fs->engine->loop, &st->unthrottle);
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	st->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (st->sigfd >= 0) {
+		st->sigev.fd = st->sigfd;
+		st->sigev.events = EPOLLIN;
+		st->sigev.cb = session_signal;
+		st->sigev.arg = st;
+		td_loop_add_event(fs->engine->loop, &st->sigev);
+	}
+	return 0;
+
+fail_unmount:
+	fuse_session_unmount(st->se);
+fail:
+	if (st->se)
+		fuse_session_destroy(st->se);
+	fs->fuse = NULL;
+	session_free(st);
+	return rc ? rc : -EIO;
+}
+
+int tapfs_fuse_run(struct tapfs *fs)
+{
+	return td_loop_run(fs->engine->loop);
+}
+
+void tapfs_fuse_request_exit(struct tapfs *fs)
+{
+	if (fs->fuse)
+		fuse_session_exit(fs->fuse->se);
+	td_loop_stop(fs->engine->loop);
+}
+
+void tapfs_fuse_unmount(struct tapfs *fs)
+{
+	struct fuse_state *st = fs->fuse;
+
+	if (!st)
+		return;
+	td_loop_del_event(fs->engine->loop, &st->ev);
+	td_loop_del_hook(&st->unthrottle);
+	if (st->sigfd >= 0)
+		td_loop_del_event(fs->engine->loop, &st->sigev);
+	if (st->mounted)
+		fuse_session_unmount(st->se);
+	fuse_session_destroy(st->se);
+	ns_free_ctl_handles(st);
+	fs->fuse = NULL;
+	session_free(st);
+}
