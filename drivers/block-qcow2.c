@@ -80,6 +80,7 @@
 #include "qcow2-image.h"
 #include "td-fileio.h"
 #include "td-grace.h"
+#include "td-util.h"
 
 #define Q2_MAX_IOCBS		4096
 #define Q2_MAX_PIECES		4096
@@ -286,36 +287,16 @@ static void seq_done(struct q2_seq *q, int err)
 	}
 }
 
-static void *aligned_alloc_zero(size_t len)
-{
-	void *p;
-
-	if (posix_memalign(&p, TD_BUF_ALIGN, len ? len : 1))
-		return NULL;
-	memset(p, 0, len);
-	return p;
-}
-
-static uint64_t align_down(uint64_t v, uint64_t a)
-{
-	return v / a * a;
-}
-
-static uint64_t align_up(uint64_t v, uint64_t a)
-{
-	return (v + a - 1) / a * a;
-}
-
 static uint64_t l2_get(const struct q2_state *s, const struct q2_l2 *t,
 		       uint32_t i)
 {
-	return qcow2_get_be64(t->buf + (size_t)i * s->g->l2_entry_size);
+	return td_get_be64(t->buf + (size_t)i * s->g->l2_entry_size);
 }
 
 static uint64_t l2_bitmap(const struct q2_state *s, const struct q2_l2 *t,
 			  uint32_t i)
 {
-	return qcow2_get_be64(t->buf + (size_t)i * s->g->l2_entry_size + 8);
+	return td_get_be64(t->buf + (size_t)i * s->g->l2_entry_size + 8);
 }
 
 /* Move every piece of list to a local list and dispatch them again. */
@@ -635,7 +616,7 @@ static int q2_alloc_cluster(struct q2_state *s, uint64_t *off)
 						  " has no refcount block but "
 						  "holds metadata", c);
 			/* Once per refcount block in the image's life. */
-			img->refblocks[rbi] = aligned_alloc_zero(s->cs);
+			img->refblocks[rbi] = td_zalloc_aligned(s->cs);
 			if (!img->refblocks[rbi] ||
 			    qcow2_image_meta_add(img, c)) {
 				free(img->refblocks[rbi]);
@@ -853,8 +834,8 @@ static void q2_commit_next(struct q2_state *s)
 		return;
 	case COMMIT_SYNC1:
 		s->commit_phase = COMMIT_TABLE;
-		lo = align_down(s->commit_lo * 8, a);
-		hi = align_up((s->commit_hi + 1) * 8, a);
+		lo = td_round_down(s->commit_lo * 8, a);
+		hi = td_round_up((s->commit_hi + 1) * 8, a);
 		if (hi > s->reftable_bytes)
 			hi = s->reftable_bytes;
 		s->commit_ios = 1;
@@ -900,7 +881,7 @@ static void q2_commit_kick(struct q2_state *s)
 			s->rb_new[rbi] = false;
 			w->off = 0;
 			w->len = s->cs;
-			qcow2_put_be64(s->reftable_disk + rbi * 8,
+			td_put_be64(s->reftable_disk + rbi * 8,
 				       s->img->reftable[rbi]);
 			if (!s->commit_table || rbi < s->commit_lo)
 				s->commit_lo = rbi;
@@ -908,9 +889,9 @@ static void q2_commit_kick(struct q2_state *s)
 				s->commit_hi = rbi;
 			s->commit_table = true;
 		} else {
-			w->off = (uint32_t)align_down(s->rb_lo[rbi] * bits / 8,
+			w->off = (uint32_t)td_round_down(s->rb_lo[rbi] * bits / 8,
 						      s->io_align);
-			w->len = (uint32_t)align_up(((s->rb_hi[rbi] + 1) *
+			w->len = (uint32_t)td_round_up(((s->rb_hi[rbi] + 1) *
 						     bits + 7) / 8,
 						    s->io_align) - w->off;
 			if (w->off + w->len > s->cs)
@@ -958,8 +939,8 @@ static void q2_l1_kick(struct q2_state *s)
 	if (s->l1_seq.busy || td_list_empty(&s->l1_seq.pending))
 		return;
 	seq_start(&s->l1_seq);
-	lo = align_down(s->l1_lo * 8, s->io_align);
-	hi = align_up((s->l1_hi + 1) * 8, s->io_align);
+	lo = td_round_down(s->l1_lo * 8, s->io_align);
+	hi = td_round_up((s->l1_hi + 1) * 8, s->io_align);
 	if (hi > s->l1_bytes)
 		hi = s->l1_bytes;
 	s->l1_dirty = false;
@@ -970,7 +951,7 @@ static void q2_l1_kick(struct q2_state *s)
 static void q2_l1_set(struct q2_state *s, uint64_t i, uint64_t entry)
 {
 	s->l1[i] = entry;
-	qcow2_put_be64(s->l1_disk + i * 8, entry);
+	td_put_be64(s->l1_disk + i * 8, entry);
 	if (!s->l1_dirty || i < s->l1_lo)
 		s->l1_lo = i;
 	if (!s->l1_dirty || i > s->l1_hi)
@@ -1000,8 +981,8 @@ static void q2_l2_kick(struct q2_state *s, struct q2_l2 *t)
 	if (t->seq.busy || td_list_empty(&t->seq.pending))
 		return;
 	seq_start(&t->seq);
-	lo = align_down(t->lo * esz, s->io_align);
-	hi = align_up((t->hi + 1) * esz, s->io_align);
+	lo = td_round_down(t->lo * esz, s->io_align);
+	hi = td_round_up((t->hi + 1) * esz, s->io_align);
 	if (hi > s->cs)
 		hi = s->cs;
 	t->dirty = false;
@@ -1015,7 +996,7 @@ static void q2_l2_set(struct q2_state *s, struct q2_l2 *t, uint32_t i,
 		      uint64_t entry, struct q2_wait *w,
 		      void (*done)(struct q2_wait *w, int err))
 {
-	qcow2_put_be64(t->buf + (size_t)i * s->g->l2_entry_size, entry);
+	td_put_be64(t->buf + (size_t)i * s->g->l2_entry_size, entry);
 	if (!t->dirty || i < t->lo)
 		t->lo = i;
 	if (!t->dirty || i > t->hi)
@@ -1289,8 +1270,8 @@ static void q2_alloc_fill(struct q2_alloc *a)
 			break;
 		/* 4 KiB-aligned pieces (O_DIRECT parents); the sectors the
 		 * write covers are overwritten afterwards. */
-		head = align_up(in, Q2_SECS_ALIGN);
-		tail = align_down(in + a->treq.secs, Q2_SECS_ALIGN);
+		head = td_round_up(in, Q2_SECS_ALIGN);
+		tail = td_round_down(in + a->treq.secs, Q2_SECS_ALIGN);
 		if (head > end)
 			head = end;
 		if (head >= tail) {
@@ -1397,7 +1378,7 @@ static struct q2_l2 *q2_l2_get(struct q2_state *s, uint64_t l1i)
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return NULL;
-	t->buf = aligned_alloc_zero(s->cs);
+	t->buf = td_zalloc_aligned(s->cs);
 	if (!t->buf) {
 		free(t);
 		return NULL;
@@ -1554,8 +1535,8 @@ static void q2_cread_done(struct q2_state *s, void *arg, int err)
 
 static void q2_cread_start(struct q2_state *s, struct q2_cread *c)
 {
-	uint64_t start = align_down(c->off, Q2_IO_ALIGN);
-	uint64_t end = align_up(c->off + c->csize, Q2_IO_ALIGN);
+	uint64_t start = td_round_down(c->off, Q2_IO_ALIGN);
+	uint64_t end = td_round_up(c->off + c->csize, Q2_IO_ALIGN);
 
 	if (s->zcache_csize == c->csize && s->zcache_off == c->off) {
 		q2_cread_done(s, c, 0);
@@ -1651,7 +1632,7 @@ static int q2_segment_map(struct q2_state *s, struct q2_l2 *t, uint32_t l2i,
 			  uint64_t in_bytes, struct qcow2_mapping *m)
 {
 	char why[256];
-	struct qcow2_report r = qcow2_report_err(why, sizeof(why));
+	struct td_report r = td_report_err(why, sizeof(why));
 	int st;
 
 	if (qcow2_l2_decode(s->g, s->version, l2_get(s, t, l2i), m, &r)) {
@@ -1972,7 +1953,7 @@ static int q2_open_rw_state(struct q2_state *s)
 	uint64_t n = img->reftable_entries, i;
 
 	s->reftable_bytes = (size_t)img->h.refcount_table_clusters * s->cs;
-	s->reftable_disk = aligned_alloc_zero(s->reftable_bytes);
+	s->reftable_disk = td_zalloc_aligned(s->reftable_bytes);
 	s->rb_dirty = calloc(n ? n : 1, sizeof(bool));
 	s->rb_lo = calloc(n ? n : 1, sizeof(uint32_t));
 	s->rb_hi = calloc(n ? n : 1, sizeof(uint32_t));
@@ -1984,7 +1965,7 @@ static int q2_open_rw_state(struct q2_state *s)
 	    !s->commit_list || !s->free_stack || !s->rb_lo || !s->rb_hi)
 		return -ENOMEM;
 	for (i = 0; i < n; i++)
-		qcow2_put_be64(s->reftable_disk + i * 8, img->reftable[i]);
+		td_put_be64(s->reftable_disk + i * 8, img->reftable[i]);
 	s->free_hint = 0;
 	s->fresh_from = (img->file_size + s->cs - 1) >> s->g->cluster_bits;
 	s->punch_ok = true;
@@ -2043,22 +2024,22 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	}
 	s->fd = rc;
 	rc = -ENOMEM;
-	s->l1_bytes = align_up((uint64_t)s->img->h.l1_size * 8, s->io_align);
-	s->l1_disk = aligned_alloc_zero(s->l1_bytes);
+	s->l1_bytes = td_round_up((uint64_t)s->img->h.l1_size * 8, s->io_align);
+	s->l1_disk = td_zalloc_aligned(s->l1_bytes);
 	s->l2s = calloc(s->img->h.l1_size ? s->img->h.l1_size : 1,
 			sizeof(*s->l2s));
-	s->zeros = aligned_alloc_zero(s->cs);
-	s->zcache = aligned_alloc_zero(s->cs);
+	s->zeros = td_zalloc_aligned(s->cs);
+	s->zcache = td_zalloc_aligned(s->cs);
 	s->zs = qcow2_inflate_new();
 	if (!s->l1_disk || !s->l2s || !s->zeros || !s->zcache || !s->zs)
 		goto fail;
 	for (i = 0; i < s->img->h.l1_size; i++)
-		qcow2_put_be64(s->l1_disk + i * 8, s->l1[i]);
+		td_put_be64(s->l1_disk + i * 8, s->l1[i]);
 	if (!rdonly && q2_open_rw_state(s))
 		goto fail;
-	s->alloc_hdr = align_up(sizeof(struct q2_alloc), TD_BUF_ALIGN);
-	s->cread_hdr = align_up(sizeof(struct q2_cread), TD_BUF_ALIGN);
-	s->cread_buf = align_up(2 * (size_t)s->cs + QCOW2_COMPRESSED_SECTOR,
+	s->alloc_hdr = td_round_up(sizeof(struct q2_alloc), TD_BUF_ALIGN);
+	s->cread_hdr = td_round_up(sizeof(struct q2_cread), TD_BUF_ALIGN);
+	s->cread_buf = td_round_up(2 * (size_t)s->cs + QCOW2_COMPRESSED_SECTOR,
 				Q2_IO_ALIGN) + 2 * Q2_IO_ALIGN;
 	each = s->alloc_hdr + s->cs;
 	if (td_pool_init(&s->tiocbs, Q2_MAX_IOCBS, sizeof(struct tiocb),
@@ -2115,8 +2096,8 @@ static int q2_close_write_refcounts(struct q2_state *s)
 		rbi = s->rb_list[i];
 		if (!s->rb_new[rbi])
 			continue;
-		qcow2_put_be64(s->reftable_disk + rbi * 8,
-			       s->img->reftable[rbi]);
+		td_put_be64(s->reftable_disk + rbi * 8,
+			    s->img->reftable[rbi]);
 		s->rb_new[rbi] = false;
 		table = true;
 	}
@@ -2264,7 +2245,7 @@ static int q2_create_child(const char *path, const char *parent,
 	rc = qcow2_probe_size(parent, parent_driver, &p.size, err, errlen);
 	if (rc)
 		return rc;
-	p.size = align_up(p.size, TD_SECTOR_SIZE);
+	p.size = td_round_up(p.size, TD_SECTOR_SIZE);
 	return qcow2_image_create(path, &p, err, errlen);
 }
 

@@ -49,6 +49,7 @@
 #include <tapfs/log.h>
 
 #include "td-fileio.h"
+#include "td-util.h"
 #include "vhd-image.h"
 
 #define VHD_MAX_IOCBS		2048
@@ -121,7 +122,7 @@ struct vhd_state {
 	uint32_t		 bm_size;
 	uint32_t		 nblocks;
 	uint32_t		*bat;	/* host order (img->bat) */
-	uint32_t		*bat_disk;	/* big-endian, aligned */
+	uint8_t			*bat_disk;	/* disk format, aligned */
 	size_t			 bat_bytes;	/* rounded to sectors */
 	uint32_t		 bat_lo, bat_hi;	/* dirty entries */
 	bool			 bat_dirty;
@@ -171,21 +172,6 @@ static void seq_start(struct vhd_seq *q)
 		td_list_del(n);
 		td_list_add_tail(n, &q->inflight);
 	}
-}
-
-static uint32_t be32(uint32_t v)
-{
-	return __builtin_bswap32(v);
-}
-
-static void *aligned_alloc_zero(size_t len)
-{
-	void *p;
-
-	if (posix_memalign(&p, TD_BUF_ALIGN, len))
-		return NULL;
-	memset(p, 0, len);
-	return p;
 }
 
 /* ---- metadata I/O ---------------------------------------------------- */
@@ -359,7 +345,7 @@ static void vhd_bat_kick(struct vhd_state *s)
 	last = ((uint64_t)s->bat_hi * 4) >> TD_SECTOR_SHIFT;
 	s->bat_dirty = false;
 	off = s->img->header.table_offset + (first << TD_SECTOR_SHIFT);
-	vhd_io(s, TD_OP_WRITE, (char *)s->bat_disk +
+	vhd_io(s, TD_OP_WRITE, s->bat_disk +
 	       (first << TD_SECTOR_SHIFT),
 	       (size_t)(last - first + 1) << TD_SECTOR_SHIFT, off,
 	       vhd_bat_written, NULL);
@@ -368,7 +354,7 @@ static void vhd_bat_kick(struct vhd_state *s)
 static void vhd_bat_set(struct vhd_state *s, uint32_t block, uint32_t sector)
 {
 	s->bat[block] = sector;
-	s->bat_disk[block] = be32(sector);
+	td_put_be32(s->bat_disk + (size_t)block * 4, sector);
 	if (!s->bat_dirty) {
 		s->bat_lo = s->bat_hi = block;
 		s->bat_dirty = true;
@@ -492,7 +478,7 @@ static void vhd_bitmap_load(struct vhd_state *s, struct vhd_blk *b,
 			    uint32_t block)
 {
 	if (!b->bitmap)
-		b->bitmap = aligned_alloc_zero(s->bm_size);
+		b->bitmap = td_zalloc_aligned(s->bm_size);
 	if (!b->bitmap) {
 		vhd_blk_wake(s, b, -ENOMEM);
 		return;
@@ -648,7 +634,7 @@ static void vhd_alloc_start(struct vhd_state *s, struct vhd_blk *b,
 	}
 	if (s->diff) {
 		if (!b->bitmap)
-			b->bitmap = aligned_alloc_zero(s->bm_size);
+			b->bitmap = td_zalloc_aligned(s->bm_size);
 		if (!b->bitmap) {
 			td_pool_put(&s->allocs, a);
 			td_complete_request(treq, -ENOMEM);
@@ -972,7 +958,7 @@ static int vhd_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	s->fixed = s->img->footer.type == VHD_TYPE_FIXED;
 	s->diff = s->img->footer.type == VHD_TYPE_DIFF;
 	rc = -ENOMEM;
-	s->footer = aligned_alloc_zero(VHD_FOOTER_SIZE);
+	s->footer = td_zalloc_aligned(VHD_FOOTER_SIZE);
 	if (!s->footer ||
 	    td_pool_init(&s->tiocbs, VHD_MAX_IOCBS, sizeof(struct tiocb),
 			 sizeof(void *)))
@@ -993,17 +979,17 @@ static int vhd_open(td_driver_t *drv, const char *path, td_flag_t flags)
 		}
 		s->bat_bytes = ((size_t)s->nblocks * 4 + TD_SECTOR_SIZE - 1) &
 			       ~(size_t)(TD_SECTOR_SIZE - 1);
-		s->bat_disk = aligned_alloc_zero(s->bat_bytes);
+		s->bat_disk = td_zalloc_aligned(s->bat_bytes);
 		s->blks = calloc(s->nblocks ? s->nblocks : 1,
 				 sizeof(*s->blks));
-		s->zeros = aligned_alloc_zero(VHD_GAP_MAX);
-		s->ones = aligned_alloc_zero(s->bm_size);
+		s->zeros = td_zalloc_aligned(VHD_GAP_MAX);
+		s->ones = td_zalloc_aligned(s->bm_size);
 		if (!s->bat_disk || !s->blks || !s->zeros || !s->ones)
 			goto fail;
 		memset(s->ones, 0xff, s->bm_size);
 		memset(s->bat_disk, 0xff, s->bat_bytes);
 		for (i = 0; i < s->nblocks; i++)
-			s->bat_disk[i] = be32(s->bat[i]);
+			td_put_be32(s->bat_disk + (size_t)i * 4, s->bat[i]);
 		if (td_pool_init(&s->pieces, VHD_MAX_PIECES,
 				 sizeof(struct vhd_piece), sizeof(void *)) ||
 		    td_pool_init(&s->allocs, VHD_MAX_ALLOCS,
