@@ -33,9 +33,9 @@
  * allocated the same way first (zeroed table, commit, L1 entry).  A
  * refcount block that does not exist yet is placed in the range it
  * describes and counts itself.  Refcount commits, barriers, L1 and L2
- * writes go through group-commit sequencers (one write of a table in
- * flight, the rest wait for the next), so concurrent allocations share
- * their metadata writes.  Requests for a cluster being allocated wait for
+ * writes go through group-commit sequencers (td-meta.h: one write of a
+ * table in flight, the rest wait for the next), so concurrent
+ * allocations share their metadata writes.  Requests for a cluster being allocated wait for
  * it; other clusters allocate concurrently.
  *
  * A host cluster whose refcount is to drop (step 5, discard) is handed
@@ -80,6 +80,7 @@
 #include "qcow2-image.h"
 #include "td-fileio.h"
 #include "td-grace.h"
+#include "td-meta.h"
 #include "td-util.h"
 
 #define Q2_MAX_IOCBS		4096
@@ -100,19 +101,6 @@
 
 struct q2_state;
 
-/* Something waiting for a sequencer. */
-struct q2_wait {
-	struct td_list	 link;
-	void		(*done)(struct q2_wait *w, int err);
-};
-
-/* A group-commit sequencer: one write in flight, the rest wait. */
-struct q2_seq {
-	bool		 busy;
-	struct td_list	 pending;	/* for the next write */
-	struct td_list	 inflight;	/* covered by the one in flight */
-};
-
 enum q2_l2_state {
 	L2_UNLOADED,
 	L2_LOADING,
@@ -125,18 +113,10 @@ struct q2_l2 {
 	enum q2_l2_state state;
 	uint64_t	 index;		/* L1 index */
 	uint8_t		*buf;		/* disk format, aligned */
-	struct td_list	 waiters;	/* q2_piece: loading, allocating */
-	struct q2_seq	 seq;		/* writes of this table */
+	struct td_list	 waiters;	/* td_meta_req: loading, allocating */
+	struct td_meta_seq seq;		/* writes of this table */
 	bool		 dirty;
 	uint32_t	 lo, hi;	/* dirty entries */
-};
-
-/* A (sub-)request parked until something changes, or a flush. */
-struct q2_piece {
-	td_request_t	 treq;
-	struct td_list	 link;
-	struct q2_state	*s;		/* flush */
-	struct q2_wait	 wait;		/* flush */
 };
 
 enum q2_alloc_kind {
@@ -156,8 +136,8 @@ struct q2_alloc {
 	uint64_t	 host;		/* the new cluster */
 	struct qcow2_mapping old;	/* what it replaces */
 	struct td_list	 hash_link;
-	struct td_list	 waiters;	/* q2_piece for this cluster */
-	struct q2_wait	 wait;
+	struct td_list	 waiters;	/* td_meta_req for this cluster */
+	struct td_meta_wait wait;
 	unsigned	 pending;
 	int		 err;
 	uint8_t		*buf;		/* cluster_size, aligned */
@@ -202,7 +182,7 @@ struct q2_state {
 	size_t			 l1_bytes;
 	bool			 l1_dirty;
 	uint64_t		 l1_lo, l1_hi;
-	struct q2_seq		 l1_seq;
+	struct td_meta_seq	 l1_seq;
 	struct q2_l2		**l2s;		/* per L1 entry */
 
 	/* Refcounts (read-write): img->reftable, img->refblocks. */
@@ -222,7 +202,7 @@ struct q2_state {
 	struct td_grace		 grace;		/* freed, not yet reusable */
 
 	/* The refcount commit in flight. */
-	struct q2_seq		 commit_seq;
+	struct td_meta_seq	 commit_seq;
 	int			 commit_phase;
 	unsigned		 commit_ios;
 	int			 commit_err;
@@ -231,10 +211,8 @@ struct q2_state {
 	struct q2_rb_write	*commit_list;	/* blocks being written */
 	uint64_t		 commit_nlist;
 
-	struct q2_seq		 barrier_seq;
-
 	struct td_list		 hash[Q2_HASH_BUCKETS];
-	struct td_list		 res_waiters;	/* q2_piece: no alloc/cread */
+	struct td_list		 res_waiters;	/* no alloc/cread free */
 
 	uint8_t			*zeros;		/* one cluster of zeros */
 	void			*zs;		/* inflate stream */
@@ -242,8 +220,7 @@ struct q2_state {
 	uint64_t		 zcache_off;
 	uint32_t		 zcache_csize;	/* 0: empty */
 
-	struct td_pool		 tiocbs;
-	struct td_pool		 pieces;
+	struct td_meta		 meta;		/* I/O, barrier, parking */
 	struct td_pool		 allocs;
 	struct td_pool		 creads;
 	size_t			 alloc_hdr;	/* buffer offset in an alloc */
@@ -257,36 +234,6 @@ static void q2_dispatch(struct q2_state *s, td_request_t treq);
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static void seq_init(struct q2_seq *q)
-{
-	q->busy = false;
-	td_list_init(&q->pending);
-	td_list_init(&q->inflight);
-}
-
-static void seq_start(struct q2_seq *q)
-{
-	q->busy = true;
-	while (!td_list_empty(&q->pending)) {
-		struct td_list *n = q->pending.next;
-
-		td_list_del(n);
-		td_list_add_tail(n, &q->inflight);
-	}
-}
-
-static void seq_done(struct q2_seq *q, int err)
-{
-	q->busy = false;
-	while (!td_list_empty(&q->inflight)) {
-		struct q2_wait *w = td_container_of(q->inflight.next,
-						    struct q2_wait, link);
-
-		td_list_del(&w->link);
-		w->done(w, err);
-	}
-}
-
 static uint64_t l2_get(const struct q2_state *s, const struct q2_l2 *t,
 		       uint32_t i)
 {
@@ -299,176 +246,10 @@ static uint64_t l2_bitmap(const struct q2_state *s, const struct q2_l2 *t,
 	return td_get_be64(t->buf + (size_t)i * s->g->l2_entry_size + 8);
 }
 
-/* Move every piece of list to a local list and dispatch them again. */
-static void q2_wake_list(struct q2_state *s, struct td_list *from, int err)
-{
-	struct td_list list;
-
-	td_list_init(&list);
-	if (td_list_empty(from))
-		return;
-	list = *from;
-	list.next->prev = &list;
-	list.prev->next = &list;
-	td_list_init(from);
-	while (!td_list_empty(&list)) {
-		struct q2_piece *p = td_container_of(list.next,
-						     struct q2_piece, link);
-		td_request_t treq = p->treq;
-
-		td_list_del(&p->link);
-		td_pool_put(&s->pieces, p);
-		if (err)
-			td_complete_request(treq, err);
-		else
-			q2_dispatch(s, treq);
-	}
-}
-
-/* Park treq on list; completed with -EBUSY (retried) if no room. */
-static void q2_park(struct q2_state *s, struct td_list *list,
-		    td_request_t treq)
-{
-	struct q2_piece *p = td_pool_get(&s->pieces);
-
-	if (!p) {
-		td_complete_request(treq, -EBUSY);
-		return;
-	}
-	p->treq = treq;
-	td_list_add_tail(&p->link, list);
-}
-
-/* ---- I/O ---------------------------------------------------------------- */
-
-typedef void (*q2_io_cb_t)(struct q2_state *s, void *arg, int err);
-
-struct q2_io {
-	struct q2_state	*s;
-	q2_io_cb_t	 cb;
-	void		*arg;
-	size_t		 len;
-	bool		 short_ok;	/* reads: a short count is zeros */
-	char		*buf;
-	struct td_grace_epoch *ep;	/* data I/O: its grace epoch */
-};
-
-static void q2_io_done(struct tiocb *t, long res)
-{
-	struct q2_io *io = t->arg;
-	struct q2_state *s = io->s;
-	q2_io_cb_t cb = io->cb;
-	void *arg = io->arg;
-	struct td_grace_epoch *ep = io->ep;
-	int err = 0;
-
-	if (res < 0)
-		err = (int)res;
-	else if ((size_t)res != io->len && io->len) {
-		if (io->short_ok)
-			memset(io->buf + res, 0, io->len - (size_t)res);
-		else
-			err = -EIO;
-	}
-	/* io lives in t: nothing of it is read after the put. */
-	td_pool_put(&s->tiocbs, t);
-	if (ep)
-		td_grace_end(ep);
-	cb(s, arg, err);
-}
-
-/*
- * Queue one read, write or fsync (len 0) of the driver's own; ep, if
- * not NULL, is the grace epoch of a read of a data cluster (ended here).
- */
-static void q2_io_ep(struct q2_state *s, struct td_grace_epoch *ep,
-		     enum td_op op, void *buf, size_t len, uint64_t off,
-		     bool short_ok, q2_io_cb_t cb, void *arg)
-{
-	struct tiocb *t = td_pool_get(&s->tiocbs);
-	struct q2_io *io;
-
-	if (!t) {
-		if (ep)
-			td_grace_end(ep);
-		cb(s, arg, -EBUSY);
-		return;
-	}
-	_Static_assert(sizeof(struct q2_io) <= sizeof(td_request_t),
-		       "q2_io must fit in a treq");
-	io = (struct q2_io *)&t->treq;
-	io->s = s;
-	io->cb = cb;
-	io->arg = arg;
-	io->len = len;
-	io->short_ok = short_ok;
-	io->buf = buf;
-	io->ep = ep;
-	if (op == TD_OP_READ)
-		td_prep_read(t, s->fd, buf, len, (off_t)off, q2_io_done, io);
-	else if (op == TD_OP_WRITE)
-		td_prep_write(t, s->fd, buf, len, (off_t)off, q2_io_done, io);
-	else
-		td_prep_fsync(t, s->fd, q2_io_done, io);
-	t->arg = io;
-	td_queue_tiocb(s->drv, t);
-}
-
-static void q2_io(struct q2_state *s, enum td_op op, void *buf, size_t len,
-		  uint64_t off, bool short_ok, q2_io_cb_t cb, void *arg)
-{
-	q2_io_ep(s, NULL, op, buf, len, off, short_ok, cb, arg);
-}
-
-/* A read of a cluster's data: its host cluster is not reused meanwhile. */
-static void q2_io_data_read(struct q2_state *s, void *buf, size_t len,
-			    uint64_t off, q2_io_cb_t cb, void *arg)
-{
-	q2_io_ep(s, td_grace_begin(&s->grace), TD_OP_READ, buf, len, off,
-		 true, cb, arg);
-}
-
-static void q2_data_done(struct tiocb *t, long res)
-{
-	struct td_grace_epoch *ep = t->arg;
-	struct q2_state *s = td_container_of(ep->g, struct q2_state, grace);
-	td_request_t treq = t->treq;
-	size_t len = (size_t)treq.secs << TD_SECTOR_SHIFT;
-	int err = 0;
-
-	td_pool_put(&s->tiocbs, t);
-	td_grace_end(ep);
-	if (res < 0)
-		err = (int)res;
-	else if ((size_t)res < len) {
-		if (treq.op == TD_OP_READ)
-			memset(treq.buf + res, 0, len - (size_t)res);
-		else
-			err = -EIO;
-	}
-	td_complete_request(treq, err);
-}
-
-/* Read or write treq's sectors at host offset off. */
+/* Read or write treq's sectors in place at host offset off. */
 static void q2_data_io(struct q2_state *s, td_request_t treq, uint64_t off)
 {
-	struct tiocb *t = td_pool_get(&s->tiocbs);
-	size_t len = (size_t)treq.secs << TD_SECTOR_SHIFT;
-	struct td_grace_epoch *ep;
-
-	if (!t) {
-		td_complete_request(treq, -EBUSY);
-		return;
-	}
-	ep = td_grace_begin(&s->grace);
-	if (treq.op == TD_OP_READ)
-		td_prep_read(t, s->fd, treq.buf, len, (off_t)off, q2_data_done,
-			     ep);
-	else
-		td_prep_write(t, s->fd, treq.buf, len, (off_t)off,
-			      q2_data_done, ep);
-	t->treq = treq;
-	td_queue_tiocb(s->drv, t);
+	td_meta_request_io(&s->meta, treq, off, td_grace_begin(&s->grace));
 }
 
 /* ---- metadata overlap ---------------------------------------------------- */
@@ -731,35 +512,7 @@ static bool q2_mapping_owns(const struct qcow2_mapping *m)
 	       m->type == QCOW2_CLUSTER_COMPRESSED;
 }
 
-/* ---- sequencers: barrier, refcount commit, L1, L2 ----------------------- */
-
-static void q2_barrier_kick(struct q2_state *s);
-
-static void q2_barrier_done(struct q2_state *s, void *arg, int err)
-{
-	(void)arg;
-	if (err)
-		td_log(TD_LOG_ERR, "%s: fsync: %s", s->drv->name,
-		       strerror(-err));
-	seq_done(&s->barrier_seq, err);
-	q2_barrier_kick(s);
-}
-
-static void q2_barrier_kick(struct q2_state *s)
-{
-	if (s->barrier_seq.busy || td_list_empty(&s->barrier_seq.pending))
-		return;
-	seq_start(&s->barrier_seq);
-	q2_io(s, TD_OP_FLUSH, NULL, 0, 0, false, q2_barrier_done, NULL);
-}
-
-static void q2_barrier(struct q2_state *s, struct q2_wait *w,
-		       void (*done)(struct q2_wait *w, int err))
-{
-	w->done = done;
-	td_list_add_tail(&w->link, &s->barrier_seq.pending);
-	q2_barrier_kick(s);
-}
+/* ---- sequencers: refcount commit, L1, L2 (barrier: td-meta) ------------- */
 
 /*
  * The refcount commit: phase 1 writes the dirty refcount blocks; phase 2
@@ -774,11 +527,12 @@ enum {
 	COMMIT_SYNC2,
 };
 
-static void q2_commit_kick(struct q2_state *s);
 static void q2_commit_next(struct q2_state *s);
 
-static void q2_commit_io_done(struct q2_state *s, void *arg, int err)
+static void q2_commit_io_done(void *ctx, void *arg, int err)
 {
+	struct q2_state *s = ctx;
+
 	(void)arg;
 	if (err && !s->commit_err) {
 		s->commit_err = err;
@@ -807,8 +561,15 @@ static void q2_commit_finish(struct q2_state *s)
 		s->meta_error = true;
 	}
 	s->commit_phase = 0;
-	seq_done(&s->commit_seq, err);
-	q2_commit_kick(s);
+	td_meta_seq_done(&s->commit_seq, err);
+}
+
+/* The next phase's one I/O. */
+static void q2_commit_io(struct q2_state *s, enum td_op op, void *buf,
+			 size_t len, uint64_t off)
+{
+	s->commit_ios = 1;
+	td_meta_io(&s->meta, op, buf, len, off, q2_commit_io_done, NULL);
 }
 
 static void q2_commit_next(struct q2_state *s)
@@ -822,15 +583,14 @@ static void q2_commit_next(struct q2_state *s)
 	}
 	switch (s->commit_phase) {
 	case COMMIT_BLOCKS:
-		s->commit_phase = s->commit_table ? COMMIT_SYNC1 :
-				  COMMIT_TABLE;
-		s->commit_ios = 1;
-		if (s->commit_table) {
-			q2_io(s, TD_OP_FLUSH, NULL, 0, 0, false,
-			      q2_commit_io_done, NULL);
+		if (!s->commit_table) {
+			/* Nothing new: on to the last sync. */
+			s->commit_phase = COMMIT_TABLE;
+			q2_commit_next(s);
 			return;
 		}
-		q2_commit_next(s);	/* nothing new: on to the last sync */
+		s->commit_phase = COMMIT_SYNC1;
+		q2_commit_io(s, TD_OP_FLUSH, NULL, 0, 0);
 		return;
 	case COMMIT_SYNC1:
 		s->commit_phase = COMMIT_TABLE;
@@ -838,16 +598,12 @@ static void q2_commit_next(struct q2_state *s)
 		hi = td_round_up((s->commit_hi + 1) * 8, a);
 		if (hi > s->reftable_bytes)
 			hi = s->reftable_bytes;
-		s->commit_ios = 1;
-		q2_io(s, TD_OP_WRITE, s->reftable_disk + lo, hi - lo,
-		      s->img->h.refcount_table_offset + lo, false,
-		      q2_commit_io_done, NULL);
+		q2_commit_io(s, TD_OP_WRITE, s->reftable_disk + lo, hi - lo,
+			     s->img->h.refcount_table_offset + lo);
 		return;
 	case COMMIT_TABLE:
 		s->commit_phase = COMMIT_SYNC2;
-		s->commit_ios = 1;
-		q2_io(s, TD_OP_FLUSH, NULL, 0, 0, false, q2_commit_io_done,
-		      NULL);
+		q2_commit_io(s, TD_OP_FLUSH, NULL, 0, 0);
 		return;
 	default:
 		q2_commit_finish(s);
@@ -855,21 +611,15 @@ static void q2_commit_next(struct q2_state *s)
 	}
 }
 
-static void q2_commit_kick(struct q2_state *s)
+/* Which bytes of each dirty refcount block the commit writes. */
+static void q2_commit_plan(struct q2_state *s)
 {
-	uint64_t i, rbi;
+	uint64_t i, rbi, bits = 1ull << s->g->refcount_order;
 
-	if (s->commit_seq.busy || td_list_empty(&s->commit_seq.pending))
-		return;
-	seq_start(&s->commit_seq);
-	s->commit_err = 0;
 	s->commit_table = false;
 	s->commit_nlist = s->rb_nlist;
-	s->commit_phase = COMMIT_BLOCKS;
-	s->commit_ios = 1;
 	for (i = 0; i < s->commit_nlist; i++) {
 		struct q2_rb_write *w = &s->commit_list[i];
-		uint64_t bits = 1ull << s->g->refcount_order;
 
 		rbi = s->rb_list[i];
 		w->rbi = rbi;
@@ -882,70 +632,67 @@ static void q2_commit_kick(struct q2_state *s)
 			w->off = 0;
 			w->len = s->cs;
 			td_put_be64(s->reftable_disk + rbi * 8,
-				       s->img->reftable[rbi]);
+				    s->img->reftable[rbi]);
 			if (!s->commit_table || rbi < s->commit_lo)
 				s->commit_lo = rbi;
 			if (!s->commit_table || rbi > s->commit_hi)
 				s->commit_hi = rbi;
 			s->commit_table = true;
 		} else {
-			w->off = (uint32_t)td_round_down(s->rb_lo[rbi] * bits / 8,
-						      s->io_align);
+			w->off = (uint32_t)td_round_down(s->rb_lo[rbi] * bits /
+							 8, s->io_align);
 			w->len = (uint32_t)td_round_up(((s->rb_hi[rbi] + 1) *
-						     bits + 7) / 8,
-						    s->io_align) - w->off;
+							bits + 7) / 8,
+						       s->io_align) - w->off;
 			if (w->off + w->len > s->cs)
 				w->len = s->cs - w->off;
 		}
 	}
 	s->rb_nlist = 0;
+}
+
+static void q2_commit_issue(struct td_meta_seq *q)
+{
+	struct q2_state *s = q->m->ctx;
+	uint64_t i;
+
+	s->commit_err = 0;
+	s->commit_phase = COMMIT_BLOCKS;
+	q2_commit_plan(s);
+	s->commit_ios = 1;
 	for (i = 0; i < s->commit_nlist; i++) {
 		struct q2_rb_write *w = &s->commit_list[i];
 
 		s->commit_ios++;
-		q2_io(s, TD_OP_WRITE, s->img->refblocks[w->rbi] + w->off,
-		      w->len, s->img->reftable[w->rbi] + w->off, false,
-		      q2_commit_io_done, NULL);
+		td_meta_io(&s->meta, TD_OP_WRITE,
+			   s->img->refblocks[w->rbi] + w->off, w->len,
+			   s->img->reftable[w->rbi] + w->off,
+			   q2_commit_io_done, NULL);
 	}
 	q2_commit_io_done(s, NULL, 0);
 }
 
-static void q2_commit(struct q2_state *s, struct q2_wait *w,
-		      void (*done)(struct q2_wait *w, int err))
+static void q2_l1_failed(struct td_meta_seq *q, int err)
 {
-	w->done = done;
-	td_list_add_tail(&w->link, &s->commit_seq.pending);
-	q2_commit_kick(s);
+	struct q2_state *s = q->m->ctx;
+
+	td_log(TD_LOG_ERR, "%s: writing the L1 table: %s", s->drv->name,
+	       strerror(-err));
+	s->meta_error = true;
 }
 
-static void q2_l1_kick(struct q2_state *s);
-
-static void q2_l1_written(struct q2_state *s, void *arg, int err)
+static void q2_l1_issue(struct td_meta_seq *q)
 {
-	(void)arg;
-	if (err) {
-		td_log(TD_LOG_ERR, "%s: writing the L1 table: %s",
-		       s->drv->name, strerror(-err));
-		s->meta_error = true;
-	}
-	seq_done(&s->l1_seq, err);
-	q2_l1_kick(s);
-}
-
-static void q2_l1_kick(struct q2_state *s)
-{
+	struct q2_state *s = q->m->ctx;
 	uint64_t lo, hi;
 
-	if (s->l1_seq.busy || td_list_empty(&s->l1_seq.pending))
-		return;
-	seq_start(&s->l1_seq);
 	lo = td_round_down(s->l1_lo * 8, s->io_align);
 	hi = td_round_up((s->l1_hi + 1) * 8, s->io_align);
 	if (hi > s->l1_bytes)
 		hi = s->l1_bytes;
 	s->l1_dirty = false;
-	q2_io(s, TD_OP_WRITE, s->l1_disk + lo, hi - lo,
-	      s->img->h.l1_table_offset + lo, false, q2_l1_written, NULL);
+	td_meta_seq_io(q, TD_OP_WRITE, s->l1_disk + lo, hi - lo,
+		       s->img->h.l1_table_offset + lo);
 }
 
 static void q2_l1_set(struct q2_state *s, uint64_t i, uint64_t entry)
@@ -959,42 +706,35 @@ static void q2_l1_set(struct q2_state *s, uint64_t i, uint64_t entry)
 	s->l1_dirty = true;
 }
 
-static void q2_l2_kick(struct q2_state *s, struct q2_l2 *t);
-
-static void q2_l2_written(struct q2_state *s, void *arg, int err)
+static void q2_l2_failed(struct td_meta_seq *q, int err)
 {
-	struct q2_l2 *t = arg;
+	struct q2_state *s = q->m->ctx;
+	struct q2_l2 *t = td_container_of(q, struct q2_l2, seq);
 
-	if (err) {
-		td_log(TD_LOG_ERR, "%s: writing the L2 table of L1 entry %"
-		       PRIu64 ": %s", s->drv->name, t->index, strerror(-err));
-		s->meta_error = true;
-	}
-	seq_done(&t->seq, err);
-	q2_l2_kick(s, t);
+	td_log(TD_LOG_ERR, "%s: writing the L2 table of L1 entry %" PRIu64
+	       ": %s", s->drv->name, t->index, strerror(-err));
+	s->meta_error = true;
 }
 
-static void q2_l2_kick(struct q2_state *s, struct q2_l2 *t)
+static void q2_l2_issue(struct td_meta_seq *q)
 {
+	struct q2_state *s = q->m->ctx;
+	struct q2_l2 *t = td_container_of(q, struct q2_l2, seq);
 	uint64_t lo, hi, esz = s->g->l2_entry_size;
 
-	if (t->seq.busy || td_list_empty(&t->seq.pending))
-		return;
-	seq_start(&t->seq);
 	lo = td_round_down(t->lo * esz, s->io_align);
 	hi = td_round_up((t->hi + 1) * esz, s->io_align);
 	if (hi > s->cs)
 		hi = s->cs;
 	t->dirty = false;
-	q2_io(s, TD_OP_WRITE, t->buf + lo, hi - lo,
-	      (s->l1[t->index] & QCOW2_OFFSET_MASK) + lo, false,
-	      q2_l2_written, t);
+	td_meta_seq_io(q, TD_OP_WRITE, t->buf + lo, hi - lo,
+		       (s->l1[t->index] & QCOW2_OFFSET_MASK) + lo);
 }
 
 /* Set entry i of table t in memory and queue w for the write of it. */
 static void q2_l2_set(struct q2_state *s, struct q2_l2 *t, uint32_t i,
-		      uint64_t entry, struct q2_wait *w,
-		      void (*done)(struct q2_wait *w, int err))
+		      uint64_t entry, struct td_meta_wait *w,
+		      td_meta_wait_fn done)
 {
 	td_put_be64(t->buf + (size_t)i * s->g->l2_entry_size, entry);
 	if (!t->dirty || i < t->lo)
@@ -1002,9 +742,7 @@ static void q2_l2_set(struct q2_state *s, struct q2_l2 *t, uint32_t i,
 	if (!t->dirty || i > t->hi)
 		t->hi = i;
 	t->dirty = true;
-	w->done = done;
-	td_list_add_tail(&w->link, &t->seq.pending);
-	q2_l2_kick(s, t);
+	td_meta_seq_wait(&t->seq, w, done);
 }
 
 /* ---- allocations -------------------------------------------------------- */
@@ -1062,21 +800,16 @@ static void q2_alloc_finish(struct q2_alloc *a, int err)
 		       kind == A_L2 ? "allocating the L2 table of L1 entry" :
 		       "allocating guest cluster", a->gcl, strerror(-err));
 	td_list_del(&a->hash_link);
-	td_list_init(&waiters);
-	if (!td_list_empty(&a->waiters)) {
-		waiters = a->waiters;
-		waiters.next->prev = &waiters;
-		waiters.prev->next = &waiters;
-	}
+	td_list_move(&waiters, &a->waiters);
 	td_pool_put(&s->allocs, a);
 	if (kind != A_L2)
 		td_complete_request(treq, err);
-	q2_wake_list(s, &waiters, 0);
-	q2_wake_list(s, &s->res_waiters, 0);
+	td_meta_wake(&s->meta, &waiters, 0);
+	td_meta_wake(&s->meta, &s->res_waiters, 0);
 }
 
 /* 5. The old host cluster is unreferenced on disk: free it. */
-static void q2_alloc_freed(struct q2_wait *w, int err)
+static void q2_alloc_freed(struct td_meta_wait *w, int err)
 {
 	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
 
@@ -1086,7 +819,7 @@ static void q2_alloc_freed(struct q2_wait *w, int err)
 }
 
 /* 4 done: the L2 entry is written. */
-static void q2_alloc_l2_done(struct q2_wait *w, int err)
+static void q2_alloc_l2_done(struct td_meta_wait *w, int err)
 {
 	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
 
@@ -1094,11 +827,11 @@ static void q2_alloc_l2_done(struct q2_wait *w, int err)
 		q2_alloc_finish(a, err);
 		return;
 	}
-	q2_barrier(a->s, &a->wait, q2_alloc_freed);
+	td_meta_barrier(&a->s->meta, &a->wait, q2_alloc_freed);
 }
 
 /* 3 done: the new cluster is counted and its data durable. */
-static void q2_alloc_committed(struct q2_wait *w, int err)
+static void q2_alloc_committed(struct td_meta_wait *w, int err)
 {
 	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
 	struct q2_state *s = a->s;
@@ -1111,26 +844,16 @@ static void q2_alloc_committed(struct q2_wait *w, int err)
 		  q2_alloc_l2_done);
 }
 
-static void q2_alloc_data_done(struct q2_state *s, void *arg, int err)
+static void q2_alloc_data_done(void *ctx, void *arg, int err)
 {
+	struct q2_state *s = ctx;
 	struct q2_alloc *a = arg;
 
 	if (err) {
 		q2_alloc_finish(a, err);
 		return;
 	}
-	q2_commit(s, &a->wait, q2_alloc_committed);
-}
-
-static void q2_alloc_data_tiocb_done(struct tiocb *t, long res)
-{
-	struct q2_alloc *a = t->arg;
-	struct q2_state *s = a->s;
-	size_t len = (size_t)a->treq.secs << TD_SECTOR_SHIFT;
-
-	td_pool_put(&s->tiocbs, t);
-	q2_alloc_data_done(s, a, res < 0 ? (int)res :
-			   (size_t)res != len ? -EIO : 0);
+	td_meta_seq_wait(&s->commit_seq, &a->wait, q2_alloc_committed);
 }
 
 /* Write the request's data alone at its place in the new cluster. */
@@ -1138,17 +861,10 @@ static void q2_alloc_write_direct(struct q2_alloc *a)
 {
 	struct q2_state *s = a->s;
 	uint64_t in = a->treq.sec - a->gcl * s->cl_secs;
-	struct tiocb *t = td_pool_get(&s->tiocbs);
 
-	if (!t) {
-		q2_alloc_finish(a, -EBUSY);
-		return;
-	}
-	td_prep_write(t, s->fd, a->treq.buf,
-		      (size_t)a->treq.secs << TD_SECTOR_SHIFT,
-		      (off_t)(a->host + (in << TD_SECTOR_SHIFT)),
-		      q2_alloc_data_tiocb_done, a);
-	td_queue_tiocb(s->drv, t);
+	td_meta_io(&s->meta, TD_OP_WRITE, a->treq.buf,
+		   (size_t)a->treq.secs << TD_SECTOR_SHIFT,
+		   a->host + (in << TD_SECTOR_SHIFT), q2_alloc_data_done, a);
 }
 
 /*
@@ -1178,8 +894,8 @@ static void q2_alloc_write_data(struct q2_alloc *a)
 	else
 		memset(a->buf + ((a->treq.sec - first) << TD_SECTOR_SHIFT), 0,
 		       (size_t)a->treq.secs << TD_SECTOR_SHIFT);
-	q2_io(s, TD_OP_WRITE, a->buf, s->cs, a->host, false,
-	      q2_alloc_data_done, a);
+	td_meta_io(&s->meta, TD_OP_WRITE, a->buf, s->cs, a->host,
+		   q2_alloc_data_done, a);
 }
 
 /* n units of the old contents arrived (sectors from the backing image,
@@ -1209,9 +925,9 @@ static void q2_alloc_parent_done(td_request_t treq, int err)
 	q2_alloc_fill_put(treq.cb_data, treq.secs, err);
 }
 
-static void q2_alloc_own_read_done(struct q2_state *s, void *arg, int err)
+static void q2_alloc_own_read_done(void *ctx, void *arg, int err)
 {
-	(void)s;
+	(void)ctx;
 	q2_alloc_fill_done(arg, err);
 }
 
@@ -1284,8 +1000,9 @@ static void q2_alloc_fill(struct q2_alloc *a)
 	case QCOW2_CLUSTER_NORMAL:
 		s->n_cow++;
 		a->pending++;
-		q2_io_data_read(s, a->buf, s->cs, a->old.host_offset,
-				q2_alloc_own_read_done, a);
+		td_meta_read_data(&s->meta, td_grace_begin(&s->grace), a->buf,
+				  s->cs, a->old.host_offset,
+				  q2_alloc_own_read_done, a);
 		break;
 	case QCOW2_CLUSTER_COMPRESSED:
 		s->n_cow++;
@@ -1324,7 +1041,7 @@ static void q2_alloc_data(struct q2_state *s, struct q2_l2 *t, uint32_t l2i,
 	}
 	a = q2_alloc_get(s, A_DATA, gcl);
 	if (!a) {
-		q2_park(s, &s->res_waiters, treq);
+		td_meta_park(&s->meta, &s->res_waiters, treq);
 		return;
 	}
 	a->treq = treq;
@@ -1354,7 +1071,7 @@ static void q2_discard_cluster(struct q2_state *s, struct q2_l2 *t,
 	}
 	a = q2_alloc_get(s, A_DISCARD, gcl);
 	if (!a) {
-		q2_park(s, &s->res_waiters, treq);
+		td_meta_park(&s->meta, &s->res_waiters, treq);
 		return;
 	}
 	s->n_discard++;
@@ -1386,23 +1103,24 @@ static struct q2_l2 *q2_l2_get(struct q2_state *s, uint64_t l1i)
 	t->index = l1i;
 	t->state = L2_UNLOADED;
 	td_list_init(&t->waiters);
-	seq_init(&t->seq);
+	td_meta_seq_init(&t->seq, &s->meta, q2_l2_issue, q2_l2_failed);
 	s->l2s[l1i] = t;
 	return t;
 }
 
-static void q2_l2_loaded(struct q2_state *s, void *arg, int err)
+static void q2_l2_loaded(void *ctx, void *arg, int err)
 {
+	struct q2_state *s = ctx;
 	struct q2_l2 *t = arg;
 
 	if (err)
 		td_log(TD_LOG_ERR, "%s: reading the L2 table of L1 entry %"
 		       PRIu64 ": %s", s->drv->name, t->index, strerror(-err));
 	t->state = err ? L2_UNLOADED : L2_READY;
-	q2_wake_list(s, &t->waiters, err);
+	td_meta_wake(&s->meta, &t->waiters, err);
 }
 
-static void q2_l2_alloc_l1_done(struct q2_wait *w, int err)
+static void q2_l2_alloc_l1_done(struct td_meta_wait *w, int err)
 {
 	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
 	struct q2_state *s = a->s;
@@ -1414,11 +1132,11 @@ static void q2_l2_alloc_l1_done(struct q2_wait *w, int err)
 		       s->drv->name, t->index);
 	}
 	t->state = L2_READY;
-	q2_wake_list(s, &t->waiters, 0);
+	td_meta_wake(&s->meta, &t->waiters, 0);
 	q2_alloc_finish(a, err);
 }
 
-static void q2_l2_alloc_committed(struct q2_wait *w, int err)
+static void q2_l2_alloc_committed(struct td_meta_wait *w, int err)
 {
 	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
 	struct q2_state *s = a->s;
@@ -1426,27 +1144,26 @@ static void q2_l2_alloc_committed(struct q2_wait *w, int err)
 
 	if (err) {
 		t->state = L2_UNLOADED;
-		q2_wake_list(s, &t->waiters, err);
+		td_meta_wake(&s->meta, &t->waiters, err);
 		q2_alloc_finish(a, err);
 		return;
 	}
 	q2_l1_set(s, t->index, a->host | QCOW2_OFLAG_COPIED);
-	a->wait.done = q2_l2_alloc_l1_done;
-	td_list_add_tail(&a->wait.link, &s->l1_seq.pending);
-	q2_l1_kick(s);
+	td_meta_seq_wait(&s->l1_seq, &a->wait, q2_l2_alloc_l1_done);
 }
 
-static void q2_l2_alloc_written(struct q2_state *s, void *arg, int err)
+static void q2_l2_alloc_written(void *ctx, void *arg, int err)
 {
+	struct q2_state *s = ctx;
 	struct q2_alloc *a = arg;
 
 	if (err) {
 		a->l2->state = L2_UNLOADED;
-		q2_wake_list(s, &a->l2->waiters, err);
+		td_meta_wake(&s->meta, &a->l2->waiters, err);
 		q2_alloc_finish(a, err);
 		return;
 	}
-	q2_commit(s, &a->wait, q2_l2_alloc_committed);
+	td_meta_seq_wait(&s->commit_seq, &a->wait, q2_l2_alloc_committed);
 }
 
 /* A new, empty L2 table for L1 entry t->index; treq waits for it. */
@@ -1457,7 +1174,7 @@ static void q2_l2_alloc(struct q2_state *s, struct q2_l2 *t,
 	int err;
 
 	if (!a) {
-		q2_park(s, &s->res_waiters, treq);
+		td_meta_park(&s->meta, &s->res_waiters, treq);
 		return;
 	}
 	a->l2 = t;
@@ -1474,10 +1191,10 @@ static void q2_l2_alloc(struct q2_state *s, struct q2_l2 *t,
 		return;
 	}
 	t->state = L2_ALLOCATING;
-	q2_park(s, &t->waiters, treq);
+	td_meta_park(&s->meta, &t->waiters, treq);
 	memset(t->buf, 0, s->cs);
-	q2_io(s, TD_OP_WRITE, t->buf, s->cs, a->host, false,
-	      q2_l2_alloc_written, a);
+	td_meta_io(&s->meta, TD_OP_WRITE, t->buf, s->cs, a->host,
+		   q2_l2_alloc_written, a);
 }
 
 /* ---- compressed clusters ------------------------------------------------ */
@@ -1512,8 +1229,9 @@ static void q2_cread_copy_out(struct q2_state *s, td_request_t treq)
 	memcpy(treq.buf, s->zcache + in, (size_t)treq.secs << TD_SECTOR_SHIFT);
 }
 
-static void q2_cread_done(struct q2_state *s, void *arg, int err)
+static void q2_cread_done(void *ctx, void *arg, int err)
 {
+	struct q2_state *s = ctx;
 	struct q2_cread *c = arg;
 	struct q2_alloc *a = c->alloc;
 	td_request_t treq = c->treq;
@@ -1530,7 +1248,7 @@ static void q2_cread_done(struct q2_state *s, void *arg, int err)
 			q2_cread_copy_out(s, treq);
 		td_complete_request(treq, err);
 	}
-	q2_wake_list(s, &s->res_waiters, 0);
+	td_meta_wake(&s->meta, &s->res_waiters, 0);
 }
 
 static void q2_cread_start(struct q2_state *s, struct q2_cread *c)
@@ -1550,7 +1268,8 @@ static void q2_cread_start(struct q2_state *s, struct q2_cread *c)
 		q2_cread_done(s, c, -EIO);
 		return;
 	}
-	q2_io_data_read(s, c->buf, c->len, start, q2_cread_done, c);
+	td_meta_read_data(&s->meta, td_grace_begin(&s->grace), c->buf, c->len,
+			  start, q2_cread_done, c);
 }
 
 static void q2_read_compressed(struct q2_state *s, td_request_t treq,
@@ -1565,7 +1284,7 @@ static void q2_read_compressed(struct q2_state *s, td_request_t treq,
 	}
 	c = td_pool_get(&s->creads);
 	if (!c) {
-		q2_park(s, &s->res_waiters, treq);
+		td_meta_park(&s->meta, &s->res_waiters, treq);
 		return;
 	}
 	memset(c, 0, s->cread_hdr);
@@ -1753,7 +1472,7 @@ static void q2_dispatch_table(struct q2_state *s, struct q2_l2 *t,
 		busy = q2_alloc_find(s, gcl);
 		if (busy) {
 			run_flush(s, &run);
-			q2_park(s, &busy->waiters, seg);
+			td_meta_park(&s->meta, &busy->waiters, seg);
 			continue;
 		}
 		if (q2_segment_map(s, t, l2i, (sec % s->cl_secs) <<
@@ -1798,7 +1517,7 @@ static void q2_dispatch_l1(struct q2_state *s, td_request_t treq)
 		return;
 	}
 	if (t && (t->state == L2_LOADING || t->state == L2_ALLOCATING)) {
-		q2_park(s, &t->waiters, treq);
+		td_meta_park(&s->meta, &t->waiters, treq);
 		return;
 	}
 	if (!(s->l1[l1i] & QCOW2_OFFSET_MASK)) {
@@ -1826,9 +1545,9 @@ static void q2_dispatch_l1(struct q2_state *s, td_request_t treq)
 	}
 	if (t->state == L2_UNLOADED) {
 		t->state = L2_LOADING;
-		q2_park(s, &t->waiters, treq);
-		q2_io(s, TD_OP_READ, t->buf, s->cs,
-		      s->l1[l1i] & QCOW2_OFFSET_MASK, false, q2_l2_loaded, t);
+		td_meta_park(&s->meta, &t->waiters, treq);
+		td_meta_io(&s->meta, TD_OP_READ, t->buf, s->cs,
+			   s->l1[l1i] & QCOW2_OFFSET_MASK, q2_l2_loaded, t);
 		return;
 	}
 	q2_dispatch_table(s, t, treq);
@@ -1857,6 +1576,12 @@ static void q2_dispatch(struct q2_state *s, td_request_t treq)
 	}
 }
 
+/* td_meta_dispatch_t: a parked request's turn again. */
+static void q2_redispatch(void *ctx, td_request_t treq)
+{
+	q2_dispatch(ctx, treq);
+}
+
 static void q2_queue_rw(td_driver_t *drv, td_request_t treq)
 {
 	struct q2_state *s = drv->data;
@@ -1873,34 +1598,19 @@ static void q2_queue_discard(td_driver_t *drv, td_request_t treq)
 	q2_queue_rw(drv, treq);
 }
 
-static void q2_flush_done(struct q2_wait *w, int err)
-{
-	struct q2_piece *p = td_container_of(w, struct q2_piece, wait);
-	struct q2_state *s = p->s;
-	td_request_t treq = p->treq;
-
-	td_pool_put(&s->pieces, p);
-	td_complete_request(treq, err);
-}
-
 /* Flush: a refcount commit, which ends with an fsync. */
 static void q2_queue_flush(td_driver_t *drv, td_request_t treq)
 {
 	struct q2_state *s = drv->data;
-	struct q2_piece *p;
+	struct td_meta_req *r;
 
 	if (s->rdonly) {
 		td_complete_request(treq, 0);
 		return;
 	}
-	p = td_pool_get(&s->pieces);
-	if (!p) {
-		td_complete_request(treq, -EBUSY);
-		return;
-	}
-	p->s = s;
-	p->treq = treq;
-	q2_commit(s, &p->wait, q2_flush_done);
+	r = td_meta_req_get(&s->meta, treq);
+	if (r)
+		td_meta_seq_wait(&s->commit_seq, &r->wait, td_meta_req_done);
 }
 
 /* ---- open / close ------------------------------------------------------- */
@@ -1930,8 +1640,7 @@ static void q2_free_state(struct q2_state *s)
 	free(s->zeros);
 	free(s->zcache);
 	qcow2_inflate_free(s->zs);
-	td_pool_fini(&s->tiocbs);
-	td_pool_fini(&s->pieces);
+	td_meta_fini(&s->meta);
 	td_pool_fini(&s->allocs);
 	td_pool_fini(&s->creads);
 	if (s->fd >= 0)
@@ -2024,7 +1733,8 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	}
 	s->fd = rc;
 	rc = -ENOMEM;
-	s->l1_bytes = td_round_up((uint64_t)s->img->h.l1_size * 8, s->io_align);
+	s->l1_bytes = td_round_up((uint64_t)s->img->h.l1_size * 8,
+				  s->io_align);
 	s->l1_disk = td_zalloc_aligned(s->l1_bytes);
 	s->l2s = calloc(s->img->h.l1_size ? s->img->h.l1_size : 1,
 			sizeof(*s->l2s));
@@ -2039,13 +1749,12 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 		goto fail;
 	s->alloc_hdr = td_round_up(sizeof(struct q2_alloc), TD_BUF_ALIGN);
 	s->cread_hdr = td_round_up(sizeof(struct q2_cread), TD_BUF_ALIGN);
-	s->cread_buf = td_round_up(2 * (size_t)s->cs + QCOW2_COMPRESSED_SECTOR,
-				Q2_IO_ALIGN) + 2 * Q2_IO_ALIGN;
+	s->cread_buf = td_round_up(2 * (size_t)s->cs +
+				   QCOW2_COMPRESSED_SECTOR, Q2_IO_ALIGN) +
+		       2 * Q2_IO_ALIGN;
 	each = s->alloc_hdr + s->cs;
-	if (td_pool_init(&s->tiocbs, Q2_MAX_IOCBS, sizeof(struct tiocb),
-			 sizeof(void *)) ||
-	    td_pool_init(&s->pieces, Q2_MAX_PIECES, sizeof(struct q2_piece),
-			 sizeof(void *)) ||
+	if (td_meta_init(&s->meta, drv, s->fd, s, q2_redispatch, Q2_MAX_IOCBS,
+			 Q2_MAX_PIECES) ||
 	    td_pool_init(&s->allocs, clamp_count(Q2_ALLOC_BUDGET, each,
 						 Q2_MIN_ALLOCS, Q2_MAX_ALLOCS),
 			 each, TD_BUF_ALIGN) ||
@@ -2057,9 +1766,8 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	for (i = 0; i < Q2_HASH_BUCKETS; i++)
 		td_list_init(&s->hash[i]);
 	td_list_init(&s->res_waiters);
-	seq_init(&s->l1_seq);
-	seq_init(&s->commit_seq);
-	seq_init(&s->barrier_seq);
+	td_meta_seq_init(&s->l1_seq, &s->meta, q2_l1_issue, q2_l1_failed);
+	td_meta_seq_init(&s->commit_seq, &s->meta, q2_commit_issue, NULL);
 	drv->info.size = s->vsecs;
 	drv->info.sector_size = TD_SECTOR_SIZE;
 	/*
@@ -2196,8 +1904,8 @@ static void q2_debug(td_driver_t *drv, FILE *out)
 		"%u/%u iocbs free\n", drv->name, s->version, s->cs,
 		(unsigned long long)(s->vsecs << TD_SECTOR_SHIFT),
 		(unsigned long long)s->n_alloc, (unsigned long long)s->n_cow,
-		(unsigned long long)s->n_discard, s->tiocbs.nfree,
-		s->tiocbs.count);
+		(unsigned long long)s->n_discard, s->meta.ios.nfree,
+		s->meta.ios.count);
 }
 
 static int q2_create(const char *path, uint64_t size, td_flag_t flags)

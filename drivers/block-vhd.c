@@ -25,8 +25,8 @@
  * barriers and BAT sectors are written by group-commit sequencers
  * (td-meta.h), so concurrent allocations share their metadata writes,
  * and never two writes of the same metadata are in flight (a late stale
- * copy could otherwise overwrite a newer one).  Requests for a block being allocated
- * wait for it; requests for other blocks do not.
+ * copy could otherwise overwrite a newer one).  Requests for a block
+ * being allocated wait for it; requests for other blocks do not.
  *
  * A write into an allocated block of a differencing disk that sets new
  * bitmap bits goes data, barrier, bitmap (per-block sequencer), then

@@ -314,7 +314,8 @@ int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
 		snap_ok = rc == 0;
 		ret = td_first_err(ret, rc);
 	}
-	ret = td_first_err(ret, check_placement(h, cs, l1_ok, rt_ok, snap_ok, r));
+	ret = td_first_err(ret, check_placement(h, cs, l1_ok, rt_ok, snap_ok,
+						 r));
 	if (h->backing_file_offset) {
 		if (h->backing_file_size > QCOW2_MAX_BACKING_NAME ||
 		    h->backing_file_size == 0)

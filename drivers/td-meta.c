@@ -58,7 +58,7 @@ void td_meta_fini(struct td_meta *m)
 	td_pool_fini(&m->reqs);
 }
 
-/* ---- I/O ------------------------------------------------------------------ */
+/* ---- I/O ------------------------------------------------------------ */
 
 /* The result of an I/O of len bytes (0: an fsync): 0 or -errno. */
 static int meta_io_result(struct meta_io *io, long res)
@@ -175,7 +175,7 @@ void td_meta_request_io(struct td_meta *m, td_request_t treq, uint64_t off,
 	meta_io_queue(io, treq.op, off);
 }
 
-/* ---- sequencers ------------------------------------------------------------ */
+/* ---- sequencers ----------------------------------------------------- */
 
 void td_meta_seq_init(struct td_meta_seq *q, struct td_meta *m,
 		      void (*issue)(struct td_meta_seq *q),
@@ -241,7 +241,7 @@ void td_meta_seq_io(struct td_meta_seq *q, enum td_op op, void *buf,
 	td_meta_io(q->m, op, buf, len, off, meta_seq_io_done, q);
 }
 
-/* ---- requests waiting for metadata ---------------------------------------- */
+/* ---- requests waiting for metadata ---------------------------------- */
 
 struct td_meta_req *td_meta_req_get(struct td_meta *m, td_request_t treq)
 {

@@ -82,7 +82,7 @@ struct td_meta_req {
 struct td_meta {
 	td_driver_t		*drv;
 	int			 fd;
-	void			*ctx;		/* the driver's, for callbacks */
+	void			*ctx;		/* for the callbacks */
 	td_meta_dispatch_t	 dispatch;
 	struct td_pool		 ios;		/* in-flight I/O */
 	struct td_pool		 reqs;		/* struct td_meta_req */

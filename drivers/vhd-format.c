@@ -568,7 +568,8 @@ int vhd_header_parse(const uint8_t *buf, struct vhd_header *h,
 			f->data_offset));
 
 	if (f->type == VHD_TYPE_DIFF)
-		ret = td_first_err(ret, header_check_locators(h, footer_off, r));
+		ret = td_first_err(ret, header_check_locators(h, footer_off,
+							      r));
 	return ret;
 }
 
