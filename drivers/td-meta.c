@@ -213,9 +213,16 @@ void td_meta_seq_wait(struct td_meta_seq *q, struct td_meta_wait *w,
 
 void td_meta_seq_done(struct td_meta_seq *q, int err)
 {
+	struct td_list covered;
+
+	/*
+	 * Off the sequencer first: a completion may wait on q again and
+	 * start its next write, whose waiters this one must not complete.
+	 */
+	td_list_move(&covered, &q->inflight);
 	q->busy = false;
-	while (!td_list_empty(&q->inflight)) {
-		struct td_meta_wait *w = td_container_of(q->inflight.next,
+	while (!td_list_empty(&covered)) {
+		struct td_meta_wait *w = td_container_of(covered.next,
 							 struct td_meta_wait,
 							 link);
 
