@@ -1698,10 +1698,8 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	rc = qcow2_image_open(&s->img, path, rdonly ? 0 : QCOW2_IMAGE_RDWR,
 			      err, sizeof(err));
 	if (rc) {
-		if (!(flags & TD_OPEN_QUIET))
-			td_log(TD_LOG_ERR, "%s", err);
 		s->img = NULL;
-		return rc;
+		return td_meta_refuse(drv, rc, err);
 	}
 	if (s->img->warning[0])
 		td_log(TD_LOG_WARN, "%s", s->img->warning);
@@ -1871,10 +1869,8 @@ static int q2_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 	rc = qcow2_image_backing(s->img, &path, &driver, err, sizeof(err));
 	if (rc == 1)
 		return TD_NO_PARENT;
-	if (rc) {
-		td_log(TD_LOG_ERR, "%s", err);
-		return rc;
-	}
+	if (rc)
+		return td_meta_refuse(drv, rc, err);
 	id->name = path;
 	id->drivertype = strdup(driver);
 	if (!id->drivertype) {

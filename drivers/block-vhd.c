@@ -622,11 +622,8 @@ static int vhd_open(td_driver_t *drv, const char *path, td_flag_t flags)
 			    VHD_IMAGE_RDONLY : VHD_IMAGE_RECLAIM, err,
 			    sizeof(err));
 	if (rc) {
-		snprintf(drv->error, sizeof(drv->error), "%s", err);
-		if (!(flags & TD_OPEN_QUIET))
-			td_log(TD_LOG_ERR, "%s", err);
 		s->img = NULL;
-		return rc;
+		return td_meta_refuse(drv, rc, err);
 	}
 	if (s->img->warning[0])
 		td_log(TD_LOG_WARN, "%s", s->img->warning);
@@ -723,11 +720,8 @@ static int vhd_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 		return TD_NO_PARENT;
 	rc = vhd_image_find_parent_checked(s->img, vhd_check_locator, drv,
 					   &path, err, sizeof(err));
-	if (rc) {
-		snprintf(drv->error, sizeof(drv->error), "%s", err);
-		td_log(TD_LOG_ERR, "%s", err);
-		return rc;
-	}
+	if (rc)
+		return td_meta_refuse(drv, rc, err);
 	id->name = path;
 	id->drivertype = strdup(vhd_image_parent_is_raw(s->img) ? "aio" :
 				"vhd");

@@ -4,6 +4,7 @@
  * the asynchronous format drivers (see td-meta.h).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <tapfs/log.h>
@@ -56,6 +57,14 @@ void td_meta_fini(struct td_meta *m)
 {
 	td_pool_fini(&m->ios);
 	td_pool_fini(&m->reqs);
+}
+
+int td_meta_refuse(td_driver_t *drv, int rc, const char *why)
+{
+	snprintf(drv->error, sizeof(drv->error), "%s", why);
+	if (!(drv->flags & TD_OPEN_QUIET))
+		td_log(TD_LOG_ERR, "%s", why);
+	return rc;
 }
 
 /* ---- I/O ------------------------------------------------------------ */

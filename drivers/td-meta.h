@@ -98,6 +98,13 @@ int  td_meta_init(struct td_meta *m, td_driver_t *drv, int fd, void *ctx,
 		  td_meta_dispatch_t dispatch, unsigned nios, unsigned nreqs);
 void td_meta_fini(struct td_meta *m);
 
+/*
+ * The image is refused (td_open, td_get_parent_id): why, naming the file
+ * and the value, goes to drv->error (.ctl shows it) and, unless drv was
+ * opened TD_OPEN_QUIET, to the log.  Returns rc.
+ */
+int  td_meta_refuse(td_driver_t *drv, int rc, const char *why);
+
 /* ---- the driver's own I/O --------------------------------------------- */
 
 /*
