@@ -43,6 +43,7 @@
 #include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <tapfs/engine.h>
@@ -735,6 +736,36 @@ static int vhd_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 
 extern const struct tap_disk tapdisk_vhd;
 
+/*
+ * The VHD parent was opened by its own driver, whose state is its own:
+ * read its identity from its file, as any reader of the image would.
+ */
+static int vhd_parent_image(td_driver_t *drv, td_driver_t *parent,
+			    struct vhd_image **out, char *err, size_t errlen)
+{
+	struct stat st;
+	int fd, rc;
+
+	*out = NULL;
+	rc = td_check_path(drv, parent->name);
+	if (rc)
+		return td_errf(err, errlen, rc, "%s", drv->error);
+	/* Not blocking on a FIFO swapped in since the engine's open. */
+	fd = td_open_file(parent->name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return td_errf(err, errlen, -errno, "parent %s of %s: %s",
+			       parent->name, drv->name, strerror(errno));
+	if (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) ||
+				    S_ISBLK(st.st_mode))) {
+		close(fd);
+		return td_errf(err, errlen, -EINVAL, "parent %s of %s: not a "
+			       "regular file or block device", parent->name,
+			       drv->name);
+	}
+	return vhd_image_open_fd(out, fd, parent->name, VHD_IMAGE_RDONLY, err,
+				 errlen);
+}
+
 static int vhd_validate_parent(td_driver_t *drv, td_driver_t *parent,
 			       td_flag_t flags)
 {
@@ -744,22 +775,21 @@ static int vhd_validate_parent(td_driver_t *drv, td_driver_t *parent,
 	int rc;
 
 	(void)flags;
-	if (parent->ops == &tapdisk_vhd)
-		pimg = ((struct vhd_state *)parent->data)->img;
-	else if (!vhd_image_parent_is_raw(s->img)) {
-		snprintf(drv->error, sizeof(drv->error), "%s: parent %s is "
-			 "not a VHD, but %s records a VHD parent", drv->name,
-			 parent->name, drv->name);
-		td_log(TD_LOG_ERR, "%s", drv->error);
-		return -EINVAL;
+	if (parent->ops == &tapdisk_vhd) {
+		rc = vhd_parent_image(drv, parent, &pimg, err, sizeof(err));
+		if (rc)
+			return td_meta_refuse(drv, rc, err);
+	} else if (!vhd_image_parent_is_raw(s->img)) {
+		snprintf(err, sizeof(err), "%s: parent %s is not a VHD, but %s "
+			 "records a VHD parent", drv->name, parent->name,
+			 drv->name);
+		return td_meta_refuse(drv, -EINVAL, err);
 	}
 	rc = vhd_image_validate_parent(s->img, pimg, parent->name, warn,
 				       sizeof(warn), err, sizeof(err));
-	if (rc) {
-		snprintf(drv->error, sizeof(drv->error), "%s", err);
-		td_log(TD_LOG_ERR, "%s", err);
-		return rc;
-	}
+	vhd_image_close(pimg);
+	if (rc)
+		return td_meta_refuse(drv, rc, err);
 	if (warn[0])
 		td_log(TD_LOG_WARN, "%s", warn);
 	return 0;
