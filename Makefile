@@ -183,7 +183,7 @@ FUZZ_CFLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
 	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Iinclude -Idrivers
 VHD_SEEDS := $(BUILD)/fuzz/corpus-vhd
 $(BUILD)/fuzz/fuzz-vhd: tests/fuzz/fuzz-vhd.c drivers/vhd-format.c \
-		drivers/vhd-image.c drivers/td-fileio.c
+		drivers/vhd-image.c drivers/td-fileio.c drivers/td-util.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ -luuid
 

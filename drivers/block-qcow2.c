@@ -33,9 +33,9 @@
  * allocated the same way first (zeroed table, commit, L1 entry).  A
  * refcount block that does not exist yet is placed in the range it
  * describes and counts itself.  Refcount commits, barriers, L1 and L2
- * writes go through group-commit sequencers (one write of a table in
- * flight, the rest wait for the next), so concurrent allocations share
- * their metadata writes.  Requests for a cluster being allocated wait for
+ * writes go through group-commit sequencers (td-meta.h: one write of a
+ * table in flight, the rest wait for the next), so concurrent
+ * allocations share their metadata writes.  Requests for a cluster being allocated wait for
  * it; other clusters allocate concurrently.
  *
  * A host cluster whose refcount is to drop (step 5, discard) is handed
@@ -80,6 +80,8 @@
 #include "qcow2-image.h"
 #include "td-fileio.h"
 #include "td-grace.h"
+#include "td-meta.h"
+#include "td-util.h"
 
 #define Q2_MAX_IOCBS		4096
 #define Q2_MAX_PIECES		4096
@@ -99,19 +101,6 @@
 
 struct q2_state;
 
-/* Something waiting for a sequencer. */
-struct q2_wait {
-	struct td_list	 link;
-	void		(*done)(struct q2_wait *w, int err);
-};
-
-/* A group-commit sequencer: one write in flight, the rest wait. */
-struct q2_seq {
-	bool		 busy;
-	struct td_list	 pending;	/* for the next write */
-	struct td_list	 inflight;	/* covered by the one in flight */
-};
-
 enum q2_l2_state {
 	L2_UNLOADED,
 	L2_LOADING,
@@ -124,18 +113,10 @@ struct q2_l2 {
 	enum q2_l2_state state;
 	uint64_t	 index;		/* L1 index */
 	uint8_t		*buf;		/* disk format, aligned */
-	struct td_list	 waiters;	/* q2_piece: loading, allocating */
-	struct q2_seq	 seq;		/* writes of this table */
+	struct td_list	 waiters;	/* td_meta_req: loading, allocating */
+	struct td_meta_seq seq;		/* writes of this table */
 	bool		 dirty;
 	uint32_t	 lo, hi;	/* dirty entries */
-};
-
-/* A (sub-)request parked until something changes, or a flush. */
-struct q2_piece {
-	td_request_t	 treq;
-	struct td_list	 link;
-	struct q2_state	*s;		/* flush */
-	struct q2_wait	 wait;		/* flush */
 };
 
 enum q2_alloc_kind {
@@ -155,8 +136,8 @@ struct q2_alloc {
 	uint64_t	 host;		/* the new cluster */
 	struct qcow2_mapping old;	/* what it replaces */
 	struct td_list	 hash_link;
-	struct td_list	 waiters;	/* q2_piece for this cluster */
-	struct q2_wait	 wait;
+	struct td_list	 waiters;	/* td_meta_req for this cluster */
+	struct td_meta_wait wait;
 	unsigned	 pending;
 	int		 err;
 	uint8_t		*buf;		/* cluster_size, aligned */
@@ -201,7 +182,7 @@ struct q2_state {
 	size_t			 l1_bytes;
 	bool			 l1_dirty;
 	uint64_t		 l1_lo, l1_hi;
-	struct q2_seq		 l1_seq;
+	struct td_meta_seq	 l1_seq;
 	struct q2_l2		**l2s;		/* per L1 entry */
 
 	/* Refcounts (read-write): img->reftable, img->refblocks. */
@@ -221,7 +202,7 @@ struct q2_state {
 	struct td_grace		 grace;		/* freed, not yet reusable */
 
 	/* The refcount commit in flight. */
-	struct q2_seq		 commit_seq;
+	struct td_meta_seq	 commit_seq;
 	int			 commit_phase;
 	unsigned		 commit_ios;
 	int			 commit_err;
@@ -230,10 +211,8 @@ struct q2_state {
 	struct q2_rb_write	*commit_list;	/* blocks being written */
 	uint64_t		 commit_nlist;
 
-	struct q2_seq		 barrier_seq;
-
 	struct td_list		 hash[Q2_HASH_BUCKETS];
-	struct td_list		 res_waiters;	/* q2_piece: no alloc/cread */
+	struct td_list		 res_waiters;	/* no alloc/cread free */
 
 	uint8_t			*zeros;		/* one cluster of zeros */
 	void			*zs;		/* inflate stream */
@@ -241,8 +220,7 @@ struct q2_state {
 	uint64_t		 zcache_off;
 	uint32_t		 zcache_csize;	/* 0: empty */
 
-	struct td_pool		 tiocbs;
-	struct td_pool		 pieces;
+	struct td_meta		 meta;		/* I/O, barrier, parking */
 	struct td_pool		 allocs;
 	struct td_pool		 creads;
 	size_t			 alloc_hdr;	/* buffer offset in an alloc */
@@ -256,238 +234,22 @@ static void q2_dispatch(struct q2_state *s, td_request_t treq);
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static void seq_init(struct q2_seq *q)
-{
-	q->busy = false;
-	td_list_init(&q->pending);
-	td_list_init(&q->inflight);
-}
-
-static void seq_start(struct q2_seq *q)
-{
-	q->busy = true;
-	while (!td_list_empty(&q->pending)) {
-		struct td_list *n = q->pending.next;
-
-		td_list_del(n);
-		td_list_add_tail(n, &q->inflight);
-	}
-}
-
-static void seq_done(struct q2_seq *q, int err)
-{
-	q->busy = false;
-	while (!td_list_empty(&q->inflight)) {
-		struct q2_wait *w = td_container_of(q->inflight.next,
-						    struct q2_wait, link);
-
-		td_list_del(&w->link);
-		w->done(w, err);
-	}
-}
-
-static void *aligned_alloc_zero(size_t len)
-{
-	void *p;
-
-	if (posix_memalign(&p, TD_BUF_ALIGN, len ? len : 1))
-		return NULL;
-	memset(p, 0, len);
-	return p;
-}
-
-static uint64_t align_down(uint64_t v, uint64_t a)
-{
-	return v / a * a;
-}
-
-static uint64_t align_up(uint64_t v, uint64_t a)
-{
-	return (v + a - 1) / a * a;
-}
-
 static uint64_t l2_get(const struct q2_state *s, const struct q2_l2 *t,
 		       uint32_t i)
 {
-	return qcow2_get_be64(t->buf + (size_t)i * s->g->l2_entry_size);
+	return td_get_be64(t->buf + (size_t)i * s->g->l2_entry_size);
 }
 
 static uint64_t l2_bitmap(const struct q2_state *s, const struct q2_l2 *t,
 			  uint32_t i)
 {
-	return qcow2_get_be64(t->buf + (size_t)i * s->g->l2_entry_size + 8);
+	return td_get_be64(t->buf + (size_t)i * s->g->l2_entry_size + 8);
 }
 
-/* Move every piece of list to a local list and dispatch them again. */
-static void q2_wake_list(struct q2_state *s, struct td_list *from, int err)
-{
-	struct td_list list;
-
-	td_list_init(&list);
-	if (td_list_empty(from))
-		return;
-	list = *from;
-	list.next->prev = &list;
-	list.prev->next = &list;
-	td_list_init(from);
-	while (!td_list_empty(&list)) {
-		struct q2_piece *p = td_container_of(list.next,
-						     struct q2_piece, link);
-		td_request_t treq = p->treq;
-
-		td_list_del(&p->link);
-		td_pool_put(&s->pieces, p);
-		if (err)
-			td_complete_request(treq, err);
-		else
-			q2_dispatch(s, treq);
-	}
-}
-
-/* Park treq on list; completed with -EBUSY (retried) if no room. */
-static void q2_park(struct q2_state *s, struct td_list *list,
-		    td_request_t treq)
-{
-	struct q2_piece *p = td_pool_get(&s->pieces);
-
-	if (!p) {
-		td_complete_request(treq, -EBUSY);
-		return;
-	}
-	p->treq = treq;
-	td_list_add_tail(&p->link, list);
-}
-
-/* ---- I/O ---------------------------------------------------------------- */
-
-typedef void (*q2_io_cb_t)(struct q2_state *s, void *arg, int err);
-
-struct q2_io {
-	struct q2_state	*s;
-	q2_io_cb_t	 cb;
-	void		*arg;
-	size_t		 len;
-	bool		 short_ok;	/* reads: a short count is zeros */
-	char		*buf;
-	struct td_grace_epoch *ep;	/* data I/O: its grace epoch */
-};
-
-static void q2_io_done(struct tiocb *t, long res)
-{
-	struct q2_io *io = t->arg;
-	struct q2_state *s = io->s;
-	q2_io_cb_t cb = io->cb;
-	void *arg = io->arg;
-	struct td_grace_epoch *ep = io->ep;
-	int err = 0;
-
-	if (res < 0)
-		err = (int)res;
-	else if ((size_t)res != io->len && io->len) {
-		if (io->short_ok)
-			memset(io->buf + res, 0, io->len - (size_t)res);
-		else
-			err = -EIO;
-	}
-	/* io lives in t: nothing of it is read after the put. */
-	td_pool_put(&s->tiocbs, t);
-	if (ep)
-		td_grace_end(ep);
-	cb(s, arg, err);
-}
-
-/*
- * Queue one read, write or fsync (len 0) of the driver's own; ep, if
- * not NULL, is the grace epoch of a read of a data cluster (ended here).
- */
-static void q2_io_ep(struct q2_state *s, struct td_grace_epoch *ep,
-		     enum td_op op, void *buf, size_t len, uint64_t off,
-		     bool short_ok, q2_io_cb_t cb, void *arg)
-{
-	struct tiocb *t = td_pool_get(&s->tiocbs);
-	struct q2_io *io;
-
-	if (!t) {
-		if (ep)
-			td_grace_end(ep);
-		cb(s, arg, -EBUSY);
-		return;
-	}
-	_Static_assert(sizeof(struct q2_io) <= sizeof(td_request_t),
-		       "q2_io must fit in a treq");
-	io = (struct q2_io *)&t->treq;
-	io->s = s;
-	io->cb = cb;
-	io->arg = arg;
-	io->len = len;
-	io->short_ok = short_ok;
-	io->buf = buf;
-	io->ep = ep;
-	if (op == TD_OP_READ)
-		td_prep_read(t, s->fd, buf, len, (off_t)off, q2_io_done, io);
-	else if (op == TD_OP_WRITE)
-		td_prep_write(t, s->fd, buf, len, (off_t)off, q2_io_done, io);
-	else
-		td_prep_fsync(t, s->fd, q2_io_done, io);
-	t->arg = io;
-	td_queue_tiocb(s->drv, t);
-}
-
-static void q2_io(struct q2_state *s, enum td_op op, void *buf, size_t len,
-		  uint64_t off, bool short_ok, q2_io_cb_t cb, void *arg)
-{
-	q2_io_ep(s, NULL, op, buf, len, off, short_ok, cb, arg);
-}
-
-/* A read of a cluster's data: its host cluster is not reused meanwhile. */
-static void q2_io_data_read(struct q2_state *s, void *buf, size_t len,
-			    uint64_t off, q2_io_cb_t cb, void *arg)
-{
-	q2_io_ep(s, td_grace_begin(&s->grace), TD_OP_READ, buf, len, off,
-		 true, cb, arg);
-}
-
-static void q2_data_done(struct tiocb *t, long res)
-{
-	struct td_grace_epoch *ep = t->arg;
-	struct q2_state *s = td_container_of(ep->g, struct q2_state, grace);
-	td_request_t treq = t->treq;
-	size_t len = (size_t)treq.secs << TD_SECTOR_SHIFT;
-	int err = 0;
-
-	td_pool_put(&s->tiocbs, t);
-	td_grace_end(ep);
-	if (res < 0)
-		err = (int)res;
-	else if ((size_t)res < len) {
-		if (treq.op == TD_OP_READ)
-			memset(treq.buf + res, 0, len - (size_t)res);
-		else
-			err = -EIO;
-	}
-	td_complete_request(treq, err);
-}
-
-/* Read or write treq's sectors at host offset off. */
+/* Read or write treq's sectors in place at host offset off. */
 static void q2_data_io(struct q2_state *s, td_request_t treq, uint64_t off)
 {
-	struct tiocb *t = td_pool_get(&s->tiocbs);
-	size_t len = (size_t)treq.secs << TD_SECTOR_SHIFT;
-	struct td_grace_epoch *ep;
-
-	if (!t) {
-		td_complete_request(treq, -EBUSY);
-		return;
-	}
-	ep = td_grace_begin(&s->grace);
-	if (treq.op == TD_OP_READ)
-		td_prep_read(t, s->fd, treq.buf, len, (off_t)off, q2_data_done,
-			     ep);
-	else
-		td_prep_write(t, s->fd, treq.buf, len, (off_t)off,
-			      q2_data_done, ep);
-	t->treq = treq;
-	td_queue_tiocb(s->drv, t);
+	td_meta_request_io(&s->meta, treq, off, td_grace_begin(&s->grace));
 }
 
 /* ---- metadata overlap ---------------------------------------------------- */
@@ -635,7 +397,7 @@ static int q2_alloc_cluster(struct q2_state *s, uint64_t *off)
 						  " has no refcount block but "
 						  "holds metadata", c);
 			/* Once per refcount block in the image's life. */
-			img->refblocks[rbi] = aligned_alloc_zero(s->cs);
+			img->refblocks[rbi] = td_zalloc_aligned(s->cs);
 			if (!img->refblocks[rbi] ||
 			    qcow2_image_meta_add(img, c)) {
 				free(img->refblocks[rbi]);
@@ -750,35 +512,7 @@ static bool q2_mapping_owns(const struct qcow2_mapping *m)
 	       m->type == QCOW2_CLUSTER_COMPRESSED;
 }
 
-/* ---- sequencers: barrier, refcount commit, L1, L2 ----------------------- */
-
-static void q2_barrier_kick(struct q2_state *s);
-
-static void q2_barrier_done(struct q2_state *s, void *arg, int err)
-{
-	(void)arg;
-	if (err)
-		td_log(TD_LOG_ERR, "%s: fsync: %s", s->drv->name,
-		       strerror(-err));
-	seq_done(&s->barrier_seq, err);
-	q2_barrier_kick(s);
-}
-
-static void q2_barrier_kick(struct q2_state *s)
-{
-	if (s->barrier_seq.busy || td_list_empty(&s->barrier_seq.pending))
-		return;
-	seq_start(&s->barrier_seq);
-	q2_io(s, TD_OP_FLUSH, NULL, 0, 0, false, q2_barrier_done, NULL);
-}
-
-static void q2_barrier(struct q2_state *s, struct q2_wait *w,
-		       void (*done)(struct q2_wait *w, int err))
-{
-	w->done = done;
-	td_list_add_tail(&w->link, &s->barrier_seq.pending);
-	q2_barrier_kick(s);
-}
+/* ---- sequencers: refcount commit, L1, L2 (barrier: td-meta) ------------- */
 
 /*
  * The refcount commit: phase 1 writes the dirty refcount blocks; phase 2
@@ -793,11 +527,12 @@ enum {
 	COMMIT_SYNC2,
 };
 
-static void q2_commit_kick(struct q2_state *s);
 static void q2_commit_next(struct q2_state *s);
 
-static void q2_commit_io_done(struct q2_state *s, void *arg, int err)
+static void q2_commit_io_done(void *ctx, void *arg, int err)
 {
+	struct q2_state *s = ctx;
+
 	(void)arg;
 	if (err && !s->commit_err) {
 		s->commit_err = err;
@@ -826,8 +561,15 @@ static void q2_commit_finish(struct q2_state *s)
 		s->meta_error = true;
 	}
 	s->commit_phase = 0;
-	seq_done(&s->commit_seq, err);
-	q2_commit_kick(s);
+	td_meta_seq_done(&s->commit_seq, err);
+}
+
+/* The next phase's one I/O. */
+static void q2_commit_io(struct q2_state *s, enum td_op op, void *buf,
+			 size_t len, uint64_t off)
+{
+	s->commit_ios = 1;
+	td_meta_io(&s->meta, op, buf, len, off, q2_commit_io_done, NULL);
 }
 
 static void q2_commit_next(struct q2_state *s)
@@ -841,32 +583,27 @@ static void q2_commit_next(struct q2_state *s)
 	}
 	switch (s->commit_phase) {
 	case COMMIT_BLOCKS:
-		s->commit_phase = s->commit_table ? COMMIT_SYNC1 :
-				  COMMIT_TABLE;
-		s->commit_ios = 1;
-		if (s->commit_table) {
-			q2_io(s, TD_OP_FLUSH, NULL, 0, 0, false,
-			      q2_commit_io_done, NULL);
+		if (!s->commit_table) {
+			/* Nothing new: on to the last sync. */
+			s->commit_phase = COMMIT_TABLE;
+			q2_commit_next(s);
 			return;
 		}
-		q2_commit_next(s);	/* nothing new: on to the last sync */
+		s->commit_phase = COMMIT_SYNC1;
+		q2_commit_io(s, TD_OP_FLUSH, NULL, 0, 0);
 		return;
 	case COMMIT_SYNC1:
 		s->commit_phase = COMMIT_TABLE;
-		lo = align_down(s->commit_lo * 8, a);
-		hi = align_up((s->commit_hi + 1) * 8, a);
+		lo = td_round_down(s->commit_lo * 8, a);
+		hi = td_round_up((s->commit_hi + 1) * 8, a);
 		if (hi > s->reftable_bytes)
 			hi = s->reftable_bytes;
-		s->commit_ios = 1;
-		q2_io(s, TD_OP_WRITE, s->reftable_disk + lo, hi - lo,
-		      s->img->h.refcount_table_offset + lo, false,
-		      q2_commit_io_done, NULL);
+		q2_commit_io(s, TD_OP_WRITE, s->reftable_disk + lo, hi - lo,
+			     s->img->h.refcount_table_offset + lo);
 		return;
 	case COMMIT_TABLE:
 		s->commit_phase = COMMIT_SYNC2;
-		s->commit_ios = 1;
-		q2_io(s, TD_OP_FLUSH, NULL, 0, 0, false, q2_commit_io_done,
-		      NULL);
+		q2_commit_io(s, TD_OP_FLUSH, NULL, 0, 0);
 		return;
 	default:
 		q2_commit_finish(s);
@@ -874,21 +611,15 @@ static void q2_commit_next(struct q2_state *s)
 	}
 }
 
-static void q2_commit_kick(struct q2_state *s)
+/* Which bytes of each dirty refcount block the commit writes. */
+static void q2_commit_plan(struct q2_state *s)
 {
-	uint64_t i, rbi;
+	uint64_t i, rbi, bits = 1ull << s->g->refcount_order;
 
-	if (s->commit_seq.busy || td_list_empty(&s->commit_seq.pending))
-		return;
-	seq_start(&s->commit_seq);
-	s->commit_err = 0;
 	s->commit_table = false;
 	s->commit_nlist = s->rb_nlist;
-	s->commit_phase = COMMIT_BLOCKS;
-	s->commit_ios = 1;
 	for (i = 0; i < s->commit_nlist; i++) {
 		struct q2_rb_write *w = &s->commit_list[i];
-		uint64_t bits = 1ull << s->g->refcount_order;
 
 		rbi = s->rb_list[i];
 		w->rbi = rbi;
@@ -900,77 +631,74 @@ static void q2_commit_kick(struct q2_state *s)
 			s->rb_new[rbi] = false;
 			w->off = 0;
 			w->len = s->cs;
-			qcow2_put_be64(s->reftable_disk + rbi * 8,
-				       s->img->reftable[rbi]);
+			td_put_be64(s->reftable_disk + rbi * 8,
+				    s->img->reftable[rbi]);
 			if (!s->commit_table || rbi < s->commit_lo)
 				s->commit_lo = rbi;
 			if (!s->commit_table || rbi > s->commit_hi)
 				s->commit_hi = rbi;
 			s->commit_table = true;
 		} else {
-			w->off = (uint32_t)align_down(s->rb_lo[rbi] * bits / 8,
-						      s->io_align);
-			w->len = (uint32_t)align_up(((s->rb_hi[rbi] + 1) *
-						     bits + 7) / 8,
-						    s->io_align) - w->off;
+			w->off = (uint32_t)td_round_down(s->rb_lo[rbi] * bits /
+							 8, s->io_align);
+			w->len = (uint32_t)td_round_up(((s->rb_hi[rbi] + 1) *
+							bits + 7) / 8,
+						       s->io_align) - w->off;
 			if (w->off + w->len > s->cs)
 				w->len = s->cs - w->off;
 		}
 	}
 	s->rb_nlist = 0;
+}
+
+static void q2_commit_issue(struct td_meta_seq *q)
+{
+	struct q2_state *s = q->m->ctx;
+	uint64_t i;
+
+	s->commit_err = 0;
+	s->commit_phase = COMMIT_BLOCKS;
+	q2_commit_plan(s);
+	s->commit_ios = 1;
 	for (i = 0; i < s->commit_nlist; i++) {
 		struct q2_rb_write *w = &s->commit_list[i];
 
 		s->commit_ios++;
-		q2_io(s, TD_OP_WRITE, s->img->refblocks[w->rbi] + w->off,
-		      w->len, s->img->reftable[w->rbi] + w->off, false,
-		      q2_commit_io_done, NULL);
+		td_meta_io(&s->meta, TD_OP_WRITE,
+			   s->img->refblocks[w->rbi] + w->off, w->len,
+			   s->img->reftable[w->rbi] + w->off,
+			   q2_commit_io_done, NULL);
 	}
 	q2_commit_io_done(s, NULL, 0);
 }
 
-static void q2_commit(struct q2_state *s, struct q2_wait *w,
-		      void (*done)(struct q2_wait *w, int err))
+static void q2_l1_failed(struct td_meta_seq *q, int err)
 {
-	w->done = done;
-	td_list_add_tail(&w->link, &s->commit_seq.pending);
-	q2_commit_kick(s);
+	struct q2_state *s = q->m->ctx;
+
+	td_log(TD_LOG_ERR, "%s: writing the L1 table: %s", s->drv->name,
+	       strerror(-err));
+	s->meta_error = true;
 }
 
-static void q2_l1_kick(struct q2_state *s);
-
-static void q2_l1_written(struct q2_state *s, void *arg, int err)
+static void q2_l1_issue(struct td_meta_seq *q)
 {
-	(void)arg;
-	if (err) {
-		td_log(TD_LOG_ERR, "%s: writing the L1 table: %s",
-		       s->drv->name, strerror(-err));
-		s->meta_error = true;
-	}
-	seq_done(&s->l1_seq, err);
-	q2_l1_kick(s);
-}
-
-static void q2_l1_kick(struct q2_state *s)
-{
+	struct q2_state *s = q->m->ctx;
 	uint64_t lo, hi;
 
-	if (s->l1_seq.busy || td_list_empty(&s->l1_seq.pending))
-		return;
-	seq_start(&s->l1_seq);
-	lo = align_down(s->l1_lo * 8, s->io_align);
-	hi = align_up((s->l1_hi + 1) * 8, s->io_align);
+	lo = td_round_down(s->l1_lo * 8, s->io_align);
+	hi = td_round_up((s->l1_hi + 1) * 8, s->io_align);
 	if (hi > s->l1_bytes)
 		hi = s->l1_bytes;
 	s->l1_dirty = false;
-	q2_io(s, TD_OP_WRITE, s->l1_disk + lo, hi - lo,
-	      s->img->h.l1_table_offset + lo, false, q2_l1_written, NULL);
+	td_meta_seq_io(q, TD_OP_WRITE, s->l1_disk + lo, hi - lo,
+		       s->img->h.l1_table_offset + lo);
 }
 
 static void q2_l1_set(struct q2_state *s, uint64_t i, uint64_t entry)
 {
 	s->l1[i] = entry;
-	qcow2_put_be64(s->l1_disk + i * 8, entry);
+	td_put_be64(s->l1_disk + i * 8, entry);
 	if (!s->l1_dirty || i < s->l1_lo)
 		s->l1_lo = i;
 	if (!s->l1_dirty || i > s->l1_hi)
@@ -978,52 +706,43 @@ static void q2_l1_set(struct q2_state *s, uint64_t i, uint64_t entry)
 	s->l1_dirty = true;
 }
 
-static void q2_l2_kick(struct q2_state *s, struct q2_l2 *t);
-
-static void q2_l2_written(struct q2_state *s, void *arg, int err)
+static void q2_l2_failed(struct td_meta_seq *q, int err)
 {
-	struct q2_l2 *t = arg;
+	struct q2_state *s = q->m->ctx;
+	struct q2_l2 *t = td_container_of(q, struct q2_l2, seq);
 
-	if (err) {
-		td_log(TD_LOG_ERR, "%s: writing the L2 table of L1 entry %"
-		       PRIu64 ": %s", s->drv->name, t->index, strerror(-err));
-		s->meta_error = true;
-	}
-	seq_done(&t->seq, err);
-	q2_l2_kick(s, t);
+	td_log(TD_LOG_ERR, "%s: writing the L2 table of L1 entry %" PRIu64
+	       ": %s", s->drv->name, t->index, strerror(-err));
+	s->meta_error = true;
 }
 
-static void q2_l2_kick(struct q2_state *s, struct q2_l2 *t)
+static void q2_l2_issue(struct td_meta_seq *q)
 {
+	struct q2_state *s = q->m->ctx;
+	struct q2_l2 *t = td_container_of(q, struct q2_l2, seq);
 	uint64_t lo, hi, esz = s->g->l2_entry_size;
 
-	if (t->seq.busy || td_list_empty(&t->seq.pending))
-		return;
-	seq_start(&t->seq);
-	lo = align_down(t->lo * esz, s->io_align);
-	hi = align_up((t->hi + 1) * esz, s->io_align);
+	lo = td_round_down(t->lo * esz, s->io_align);
+	hi = td_round_up((t->hi + 1) * esz, s->io_align);
 	if (hi > s->cs)
 		hi = s->cs;
 	t->dirty = false;
-	q2_io(s, TD_OP_WRITE, t->buf + lo, hi - lo,
-	      (s->l1[t->index] & QCOW2_OFFSET_MASK) + lo, false,
-	      q2_l2_written, t);
+	td_meta_seq_io(q, TD_OP_WRITE, t->buf + lo, hi - lo,
+		       (s->l1[t->index] & QCOW2_OFFSET_MASK) + lo);
 }
 
 /* Set entry i of table t in memory and queue w for the write of it. */
 static void q2_l2_set(struct q2_state *s, struct q2_l2 *t, uint32_t i,
-		      uint64_t entry, struct q2_wait *w,
-		      void (*done)(struct q2_wait *w, int err))
+		      uint64_t entry, struct td_meta_wait *w,
+		      td_meta_wait_fn done)
 {
-	qcow2_put_be64(t->buf + (size_t)i * s->g->l2_entry_size, entry);
+	td_put_be64(t->buf + (size_t)i * s->g->l2_entry_size, entry);
 	if (!t->dirty || i < t->lo)
 		t->lo = i;
 	if (!t->dirty || i > t->hi)
 		t->hi = i;
 	t->dirty = true;
-	w->done = done;
-	td_list_add_tail(&w->link, &t->seq.pending);
-	q2_l2_kick(s, t);
+	td_meta_seq_wait(&t->seq, w, done);
 }
 
 /* ---- allocations -------------------------------------------------------- */
@@ -1081,21 +800,16 @@ static void q2_alloc_finish(struct q2_alloc *a, int err)
 		       kind == A_L2 ? "allocating the L2 table of L1 entry" :
 		       "allocating guest cluster", a->gcl, strerror(-err));
 	td_list_del(&a->hash_link);
-	td_list_init(&waiters);
-	if (!td_list_empty(&a->waiters)) {
-		waiters = a->waiters;
-		waiters.next->prev = &waiters;
-		waiters.prev->next = &waiters;
-	}
+	td_list_move(&waiters, &a->waiters);
 	td_pool_put(&s->allocs, a);
 	if (kind != A_L2)
 		td_complete_request(treq, err);
-	q2_wake_list(s, &waiters, 0);
-	q2_wake_list(s, &s->res_waiters, 0);
+	td_meta_wake(&s->meta, &waiters, 0);
+	td_meta_wake(&s->meta, &s->res_waiters, 0);
 }
 
 /* 5. The old host cluster is unreferenced on disk: free it. */
-static void q2_alloc_freed(struct q2_wait *w, int err)
+static void q2_alloc_freed(struct td_meta_wait *w, int err)
 {
 	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
 
@@ -1105,7 +819,7 @@ static void q2_alloc_freed(struct q2_wait *w, int err)
 }
 
 /* 4 done: the L2 entry is written. */
-static void q2_alloc_l2_done(struct q2_wait *w, int err)
+static void q2_alloc_l2_done(struct td_meta_wait *w, int err)
 {
 	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
 
@@ -1113,11 +827,11 @@ static void q2_alloc_l2_done(struct q2_wait *w, int err)
 		q2_alloc_finish(a, err);
 		return;
 	}
-	q2_barrier(a->s, &a->wait, q2_alloc_freed);
+	td_meta_barrier(&a->s->meta, &a->wait, q2_alloc_freed);
 }
 
 /* 3 done: the new cluster is counted and its data durable. */
-static void q2_alloc_committed(struct q2_wait *w, int err)
+static void q2_alloc_committed(struct td_meta_wait *w, int err)
 {
 	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
 	struct q2_state *s = a->s;
@@ -1130,26 +844,16 @@ static void q2_alloc_committed(struct q2_wait *w, int err)
 		  q2_alloc_l2_done);
 }
 
-static void q2_alloc_data_done(struct q2_state *s, void *arg, int err)
+static void q2_alloc_data_done(void *ctx, void *arg, int err)
 {
+	struct q2_state *s = ctx;
 	struct q2_alloc *a = arg;
 
 	if (err) {
 		q2_alloc_finish(a, err);
 		return;
 	}
-	q2_commit(s, &a->wait, q2_alloc_committed);
-}
-
-static void q2_alloc_data_tiocb_done(struct tiocb *t, long res)
-{
-	struct q2_alloc *a = t->arg;
-	struct q2_state *s = a->s;
-	size_t len = (size_t)a->treq.secs << TD_SECTOR_SHIFT;
-
-	td_pool_put(&s->tiocbs, t);
-	q2_alloc_data_done(s, a, res < 0 ? (int)res :
-			   (size_t)res != len ? -EIO : 0);
+	td_meta_seq_wait(&s->commit_seq, &a->wait, q2_alloc_committed);
 }
 
 /* Write the request's data alone at its place in the new cluster. */
@@ -1157,17 +861,10 @@ static void q2_alloc_write_direct(struct q2_alloc *a)
 {
 	struct q2_state *s = a->s;
 	uint64_t in = a->treq.sec - a->gcl * s->cl_secs;
-	struct tiocb *t = td_pool_get(&s->tiocbs);
 
-	if (!t) {
-		q2_alloc_finish(a, -EBUSY);
-		return;
-	}
-	td_prep_write(t, s->fd, a->treq.buf,
-		      (size_t)a->treq.secs << TD_SECTOR_SHIFT,
-		      (off_t)(a->host + (in << TD_SECTOR_SHIFT)),
-		      q2_alloc_data_tiocb_done, a);
-	td_queue_tiocb(s->drv, t);
+	td_meta_io(&s->meta, TD_OP_WRITE, a->treq.buf,
+		   (size_t)a->treq.secs << TD_SECTOR_SHIFT,
+		   a->host + (in << TD_SECTOR_SHIFT), q2_alloc_data_done, a);
 }
 
 /*
@@ -1197,8 +894,8 @@ static void q2_alloc_write_data(struct q2_alloc *a)
 	else
 		memset(a->buf + ((a->treq.sec - first) << TD_SECTOR_SHIFT), 0,
 		       (size_t)a->treq.secs << TD_SECTOR_SHIFT);
-	q2_io(s, TD_OP_WRITE, a->buf, s->cs, a->host, false,
-	      q2_alloc_data_done, a);
+	td_meta_io(&s->meta, TD_OP_WRITE, a->buf, s->cs, a->host,
+		   q2_alloc_data_done, a);
 }
 
 /* n units of the old contents arrived (sectors from the backing image,
@@ -1228,9 +925,9 @@ static void q2_alloc_parent_done(td_request_t treq, int err)
 	q2_alloc_fill_put(treq.cb_data, treq.secs, err);
 }
 
-static void q2_alloc_own_read_done(struct q2_state *s, void *arg, int err)
+static void q2_alloc_own_read_done(void *ctx, void *arg, int err)
 {
-	(void)s;
+	(void)ctx;
 	q2_alloc_fill_done(arg, err);
 }
 
@@ -1289,8 +986,8 @@ static void q2_alloc_fill(struct q2_alloc *a)
 			break;
 		/* 4 KiB-aligned pieces (O_DIRECT parents); the sectors the
 		 * write covers are overwritten afterwards. */
-		head = align_up(in, Q2_SECS_ALIGN);
-		tail = align_down(in + a->treq.secs, Q2_SECS_ALIGN);
+		head = td_round_up(in, Q2_SECS_ALIGN);
+		tail = td_round_down(in + a->treq.secs, Q2_SECS_ALIGN);
 		if (head > end)
 			head = end;
 		if (head >= tail) {
@@ -1303,8 +1000,9 @@ static void q2_alloc_fill(struct q2_alloc *a)
 	case QCOW2_CLUSTER_NORMAL:
 		s->n_cow++;
 		a->pending++;
-		q2_io_data_read(s, a->buf, s->cs, a->old.host_offset,
-				q2_alloc_own_read_done, a);
+		td_meta_read_data(&s->meta, td_grace_begin(&s->grace), a->buf,
+				  s->cs, a->old.host_offset,
+				  q2_alloc_own_read_done, a);
 		break;
 	case QCOW2_CLUSTER_COMPRESSED:
 		s->n_cow++;
@@ -1343,7 +1041,7 @@ static void q2_alloc_data(struct q2_state *s, struct q2_l2 *t, uint32_t l2i,
 	}
 	a = q2_alloc_get(s, A_DATA, gcl);
 	if (!a) {
-		q2_park(s, &s->res_waiters, treq);
+		td_meta_park(&s->meta, &s->res_waiters, treq);
 		return;
 	}
 	a->treq = treq;
@@ -1373,7 +1071,7 @@ static void q2_discard_cluster(struct q2_state *s, struct q2_l2 *t,
 	}
 	a = q2_alloc_get(s, A_DISCARD, gcl);
 	if (!a) {
-		q2_park(s, &s->res_waiters, treq);
+		td_meta_park(&s->meta, &s->res_waiters, treq);
 		return;
 	}
 	s->n_discard++;
@@ -1397,7 +1095,7 @@ static struct q2_l2 *q2_l2_get(struct q2_state *s, uint64_t l1i)
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return NULL;
-	t->buf = aligned_alloc_zero(s->cs);
+	t->buf = td_zalloc_aligned(s->cs);
 	if (!t->buf) {
 		free(t);
 		return NULL;
@@ -1405,23 +1103,24 @@ static struct q2_l2 *q2_l2_get(struct q2_state *s, uint64_t l1i)
 	t->index = l1i;
 	t->state = L2_UNLOADED;
 	td_list_init(&t->waiters);
-	seq_init(&t->seq);
+	td_meta_seq_init(&t->seq, &s->meta, q2_l2_issue, q2_l2_failed);
 	s->l2s[l1i] = t;
 	return t;
 }
 
-static void q2_l2_loaded(struct q2_state *s, void *arg, int err)
+static void q2_l2_loaded(void *ctx, void *arg, int err)
 {
+	struct q2_state *s = ctx;
 	struct q2_l2 *t = arg;
 
 	if (err)
 		td_log(TD_LOG_ERR, "%s: reading the L2 table of L1 entry %"
 		       PRIu64 ": %s", s->drv->name, t->index, strerror(-err));
 	t->state = err ? L2_UNLOADED : L2_READY;
-	q2_wake_list(s, &t->waiters, err);
+	td_meta_wake(&s->meta, &t->waiters, err);
 }
 
-static void q2_l2_alloc_l1_done(struct q2_wait *w, int err)
+static void q2_l2_alloc_l1_done(struct td_meta_wait *w, int err)
 {
 	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
 	struct q2_state *s = a->s;
@@ -1433,11 +1132,11 @@ static void q2_l2_alloc_l1_done(struct q2_wait *w, int err)
 		       s->drv->name, t->index);
 	}
 	t->state = L2_READY;
-	q2_wake_list(s, &t->waiters, 0);
+	td_meta_wake(&s->meta, &t->waiters, 0);
 	q2_alloc_finish(a, err);
 }
 
-static void q2_l2_alloc_committed(struct q2_wait *w, int err)
+static void q2_l2_alloc_committed(struct td_meta_wait *w, int err)
 {
 	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
 	struct q2_state *s = a->s;
@@ -1445,27 +1144,26 @@ static void q2_l2_alloc_committed(struct q2_wait *w, int err)
 
 	if (err) {
 		t->state = L2_UNLOADED;
-		q2_wake_list(s, &t->waiters, err);
+		td_meta_wake(&s->meta, &t->waiters, err);
 		q2_alloc_finish(a, err);
 		return;
 	}
 	q2_l1_set(s, t->index, a->host | QCOW2_OFLAG_COPIED);
-	a->wait.done = q2_l2_alloc_l1_done;
-	td_list_add_tail(&a->wait.link, &s->l1_seq.pending);
-	q2_l1_kick(s);
+	td_meta_seq_wait(&s->l1_seq, &a->wait, q2_l2_alloc_l1_done);
 }
 
-static void q2_l2_alloc_written(struct q2_state *s, void *arg, int err)
+static void q2_l2_alloc_written(void *ctx, void *arg, int err)
 {
+	struct q2_state *s = ctx;
 	struct q2_alloc *a = arg;
 
 	if (err) {
 		a->l2->state = L2_UNLOADED;
-		q2_wake_list(s, &a->l2->waiters, err);
+		td_meta_wake(&s->meta, &a->l2->waiters, err);
 		q2_alloc_finish(a, err);
 		return;
 	}
-	q2_commit(s, &a->wait, q2_l2_alloc_committed);
+	td_meta_seq_wait(&s->commit_seq, &a->wait, q2_l2_alloc_committed);
 }
 
 /* A new, empty L2 table for L1 entry t->index; treq waits for it. */
@@ -1476,7 +1174,7 @@ static void q2_l2_alloc(struct q2_state *s, struct q2_l2 *t,
 	int err;
 
 	if (!a) {
-		q2_park(s, &s->res_waiters, treq);
+		td_meta_park(&s->meta, &s->res_waiters, treq);
 		return;
 	}
 	a->l2 = t;
@@ -1493,10 +1191,10 @@ static void q2_l2_alloc(struct q2_state *s, struct q2_l2 *t,
 		return;
 	}
 	t->state = L2_ALLOCATING;
-	q2_park(s, &t->waiters, treq);
+	td_meta_park(&s->meta, &t->waiters, treq);
 	memset(t->buf, 0, s->cs);
-	q2_io(s, TD_OP_WRITE, t->buf, s->cs, a->host, false,
-	      q2_l2_alloc_written, a);
+	td_meta_io(&s->meta, TD_OP_WRITE, t->buf, s->cs, a->host,
+		   q2_l2_alloc_written, a);
 }
 
 /* ---- compressed clusters ------------------------------------------------ */
@@ -1531,8 +1229,9 @@ static void q2_cread_copy_out(struct q2_state *s, td_request_t treq)
 	memcpy(treq.buf, s->zcache + in, (size_t)treq.secs << TD_SECTOR_SHIFT);
 }
 
-static void q2_cread_done(struct q2_state *s, void *arg, int err)
+static void q2_cread_done(void *ctx, void *arg, int err)
 {
+	struct q2_state *s = ctx;
 	struct q2_cread *c = arg;
 	struct q2_alloc *a = c->alloc;
 	td_request_t treq = c->treq;
@@ -1549,13 +1248,13 @@ static void q2_cread_done(struct q2_state *s, void *arg, int err)
 			q2_cread_copy_out(s, treq);
 		td_complete_request(treq, err);
 	}
-	q2_wake_list(s, &s->res_waiters, 0);
+	td_meta_wake(&s->meta, &s->res_waiters, 0);
 }
 
 static void q2_cread_start(struct q2_state *s, struct q2_cread *c)
 {
-	uint64_t start = align_down(c->off, Q2_IO_ALIGN);
-	uint64_t end = align_up(c->off + c->csize, Q2_IO_ALIGN);
+	uint64_t start = td_round_down(c->off, Q2_IO_ALIGN);
+	uint64_t end = td_round_up(c->off + c->csize, Q2_IO_ALIGN);
 
 	if (s->zcache_csize == c->csize && s->zcache_off == c->off) {
 		q2_cread_done(s, c, 0);
@@ -1569,7 +1268,8 @@ static void q2_cread_start(struct q2_state *s, struct q2_cread *c)
 		q2_cread_done(s, c, -EIO);
 		return;
 	}
-	q2_io_data_read(s, c->buf, c->len, start, q2_cread_done, c);
+	td_meta_read_data(&s->meta, td_grace_begin(&s->grace), c->buf, c->len,
+			  start, q2_cread_done, c);
 }
 
 static void q2_read_compressed(struct q2_state *s, td_request_t treq,
@@ -1584,7 +1284,7 @@ static void q2_read_compressed(struct q2_state *s, td_request_t treq,
 	}
 	c = td_pool_get(&s->creads);
 	if (!c) {
-		q2_park(s, &s->res_waiters, treq);
+		td_meta_park(&s->meta, &s->res_waiters, treq);
 		return;
 	}
 	memset(c, 0, s->cread_hdr);
@@ -1651,7 +1351,7 @@ static int q2_segment_map(struct q2_state *s, struct q2_l2 *t, uint32_t l2i,
 			  uint64_t in_bytes, struct qcow2_mapping *m)
 {
 	char why[256];
-	struct qcow2_report r = qcow2_report_err(why, sizeof(why));
+	struct td_report r = td_report_err(why, sizeof(why));
 	int st;
 
 	if (qcow2_l2_decode(s->g, s->version, l2_get(s, t, l2i), m, &r)) {
@@ -1772,7 +1472,7 @@ static void q2_dispatch_table(struct q2_state *s, struct q2_l2 *t,
 		busy = q2_alloc_find(s, gcl);
 		if (busy) {
 			run_flush(s, &run);
-			q2_park(s, &busy->waiters, seg);
+			td_meta_park(&s->meta, &busy->waiters, seg);
 			continue;
 		}
 		if (q2_segment_map(s, t, l2i, (sec % s->cl_secs) <<
@@ -1817,7 +1517,7 @@ static void q2_dispatch_l1(struct q2_state *s, td_request_t treq)
 		return;
 	}
 	if (t && (t->state == L2_LOADING || t->state == L2_ALLOCATING)) {
-		q2_park(s, &t->waiters, treq);
+		td_meta_park(&s->meta, &t->waiters, treq);
 		return;
 	}
 	if (!(s->l1[l1i] & QCOW2_OFFSET_MASK)) {
@@ -1845,9 +1545,9 @@ static void q2_dispatch_l1(struct q2_state *s, td_request_t treq)
 	}
 	if (t->state == L2_UNLOADED) {
 		t->state = L2_LOADING;
-		q2_park(s, &t->waiters, treq);
-		q2_io(s, TD_OP_READ, t->buf, s->cs,
-		      s->l1[l1i] & QCOW2_OFFSET_MASK, false, q2_l2_loaded, t);
+		td_meta_park(&s->meta, &t->waiters, treq);
+		td_meta_io(&s->meta, TD_OP_READ, t->buf, s->cs,
+			   s->l1[l1i] & QCOW2_OFFSET_MASK, q2_l2_loaded, t);
 		return;
 	}
 	q2_dispatch_table(s, t, treq);
@@ -1876,6 +1576,12 @@ static void q2_dispatch(struct q2_state *s, td_request_t treq)
 	}
 }
 
+/* td_meta_dispatch_t: a parked request's turn again. */
+static void q2_redispatch(void *ctx, td_request_t treq)
+{
+	q2_dispatch(ctx, treq);
+}
+
 static void q2_queue_rw(td_driver_t *drv, td_request_t treq)
 {
 	struct q2_state *s = drv->data;
@@ -1892,34 +1598,19 @@ static void q2_queue_discard(td_driver_t *drv, td_request_t treq)
 	q2_queue_rw(drv, treq);
 }
 
-static void q2_flush_done(struct q2_wait *w, int err)
-{
-	struct q2_piece *p = td_container_of(w, struct q2_piece, wait);
-	struct q2_state *s = p->s;
-	td_request_t treq = p->treq;
-
-	td_pool_put(&s->pieces, p);
-	td_complete_request(treq, err);
-}
-
 /* Flush: a refcount commit, which ends with an fsync. */
 static void q2_queue_flush(td_driver_t *drv, td_request_t treq)
 {
 	struct q2_state *s = drv->data;
-	struct q2_piece *p;
+	struct td_meta_req *r;
 
 	if (s->rdonly) {
 		td_complete_request(treq, 0);
 		return;
 	}
-	p = td_pool_get(&s->pieces);
-	if (!p) {
-		td_complete_request(treq, -EBUSY);
-		return;
-	}
-	p->s = s;
-	p->treq = treq;
-	q2_commit(s, &p->wait, q2_flush_done);
+	r = td_meta_req_get(&s->meta, treq);
+	if (r)
+		td_meta_seq_wait(&s->commit_seq, &r->wait, td_meta_req_done);
 }
 
 /* ---- open / close ------------------------------------------------------- */
@@ -1949,8 +1640,7 @@ static void q2_free_state(struct q2_state *s)
 	free(s->zeros);
 	free(s->zcache);
 	qcow2_inflate_free(s->zs);
-	td_pool_fini(&s->tiocbs);
-	td_pool_fini(&s->pieces);
+	td_meta_fini(&s->meta);
 	td_pool_fini(&s->allocs);
 	td_pool_fini(&s->creads);
 	if (s->fd >= 0)
@@ -1972,7 +1662,7 @@ static int q2_open_rw_state(struct q2_state *s)
 	uint64_t n = img->reftable_entries, i;
 
 	s->reftable_bytes = (size_t)img->h.refcount_table_clusters * s->cs;
-	s->reftable_disk = aligned_alloc_zero(s->reftable_bytes);
+	s->reftable_disk = td_zalloc_aligned(s->reftable_bytes);
 	s->rb_dirty = calloc(n ? n : 1, sizeof(bool));
 	s->rb_lo = calloc(n ? n : 1, sizeof(uint32_t));
 	s->rb_hi = calloc(n ? n : 1, sizeof(uint32_t));
@@ -1984,7 +1674,7 @@ static int q2_open_rw_state(struct q2_state *s)
 	    !s->commit_list || !s->free_stack || !s->rb_lo || !s->rb_hi)
 		return -ENOMEM;
 	for (i = 0; i < n; i++)
-		qcow2_put_be64(s->reftable_disk + i * 8, img->reftable[i]);
+		td_put_be64(s->reftable_disk + i * 8, img->reftable[i]);
 	s->free_hint = 0;
 	s->fresh_from = (img->file_size + s->cs - 1) >> s->g->cluster_bits;
 	s->punch_ok = true;
@@ -2008,10 +1698,8 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	rc = qcow2_image_open(&s->img, path, rdonly ? 0 : QCOW2_IMAGE_RDWR,
 			      err, sizeof(err));
 	if (rc) {
-		if (!(flags & TD_OPEN_QUIET))
-			td_log(TD_LOG_ERR, "%s", err);
 		s->img = NULL;
-		return rc;
+		return td_meta_refuse(drv, rc, err);
 	}
 	if (s->img->warning[0])
 		td_log(TD_LOG_WARN, "%s", s->img->warning);
@@ -2043,28 +1731,28 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	}
 	s->fd = rc;
 	rc = -ENOMEM;
-	s->l1_bytes = align_up((uint64_t)s->img->h.l1_size * 8, s->io_align);
-	s->l1_disk = aligned_alloc_zero(s->l1_bytes);
+	s->l1_bytes = td_round_up((uint64_t)s->img->h.l1_size * 8,
+				  s->io_align);
+	s->l1_disk = td_zalloc_aligned(s->l1_bytes);
 	s->l2s = calloc(s->img->h.l1_size ? s->img->h.l1_size : 1,
 			sizeof(*s->l2s));
-	s->zeros = aligned_alloc_zero(s->cs);
-	s->zcache = aligned_alloc_zero(s->cs);
+	s->zeros = td_zalloc_aligned(s->cs);
+	s->zcache = td_zalloc_aligned(s->cs);
 	s->zs = qcow2_inflate_new();
 	if (!s->l1_disk || !s->l2s || !s->zeros || !s->zcache || !s->zs)
 		goto fail;
 	for (i = 0; i < s->img->h.l1_size; i++)
-		qcow2_put_be64(s->l1_disk + i * 8, s->l1[i]);
+		td_put_be64(s->l1_disk + i * 8, s->l1[i]);
 	if (!rdonly && q2_open_rw_state(s))
 		goto fail;
-	s->alloc_hdr = align_up(sizeof(struct q2_alloc), TD_BUF_ALIGN);
-	s->cread_hdr = align_up(sizeof(struct q2_cread), TD_BUF_ALIGN);
-	s->cread_buf = align_up(2 * (size_t)s->cs + QCOW2_COMPRESSED_SECTOR,
-				Q2_IO_ALIGN) + 2 * Q2_IO_ALIGN;
+	s->alloc_hdr = td_round_up(sizeof(struct q2_alloc), TD_BUF_ALIGN);
+	s->cread_hdr = td_round_up(sizeof(struct q2_cread), TD_BUF_ALIGN);
+	s->cread_buf = td_round_up(2 * (size_t)s->cs +
+				   QCOW2_COMPRESSED_SECTOR, Q2_IO_ALIGN) +
+		       2 * Q2_IO_ALIGN;
 	each = s->alloc_hdr + s->cs;
-	if (td_pool_init(&s->tiocbs, Q2_MAX_IOCBS, sizeof(struct tiocb),
-			 sizeof(void *)) ||
-	    td_pool_init(&s->pieces, Q2_MAX_PIECES, sizeof(struct q2_piece),
-			 sizeof(void *)) ||
+	if (td_meta_init(&s->meta, drv, s->fd, s, q2_redispatch, Q2_MAX_IOCBS,
+			 Q2_MAX_PIECES) ||
 	    td_pool_init(&s->allocs, clamp_count(Q2_ALLOC_BUDGET, each,
 						 Q2_MIN_ALLOCS, Q2_MAX_ALLOCS),
 			 each, TD_BUF_ALIGN) ||
@@ -2076,9 +1764,8 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	for (i = 0; i < Q2_HASH_BUCKETS; i++)
 		td_list_init(&s->hash[i]);
 	td_list_init(&s->res_waiters);
-	seq_init(&s->l1_seq);
-	seq_init(&s->commit_seq);
-	seq_init(&s->barrier_seq);
+	td_meta_seq_init(&s->l1_seq, &s->meta, q2_l1_issue, q2_l1_failed);
+	td_meta_seq_init(&s->commit_seq, &s->meta, q2_commit_issue, NULL);
 	drv->info.size = s->vsecs;
 	drv->info.sector_size = TD_SECTOR_SIZE;
 	/*
@@ -2115,8 +1802,8 @@ static int q2_close_write_refcounts(struct q2_state *s)
 		rbi = s->rb_list[i];
 		if (!s->rb_new[rbi])
 			continue;
-		qcow2_put_be64(s->reftable_disk + rbi * 8,
-			       s->img->reftable[rbi]);
+		td_put_be64(s->reftable_disk + rbi * 8,
+			    s->img->reftable[rbi]);
 		s->rb_new[rbi] = false;
 		table = true;
 	}
@@ -2182,10 +1869,8 @@ static int q2_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 	rc = qcow2_image_backing(s->img, &path, &driver, err, sizeof(err));
 	if (rc == 1)
 		return TD_NO_PARENT;
-	if (rc) {
-		td_log(TD_LOG_ERR, "%s", err);
-		return rc;
-	}
+	if (rc)
+		return td_meta_refuse(drv, rc, err);
 	id->name = path;
 	id->drivertype = strdup(driver);
 	if (!id->drivertype) {
@@ -2215,8 +1900,8 @@ static void q2_debug(td_driver_t *drv, FILE *out)
 		"%u/%u iocbs free\n", drv->name, s->version, s->cs,
 		(unsigned long long)(s->vsecs << TD_SECTOR_SHIFT),
 		(unsigned long long)s->n_alloc, (unsigned long long)s->n_cow,
-		(unsigned long long)s->n_discard, s->tiocbs.nfree,
-		s->tiocbs.count);
+		(unsigned long long)s->n_discard, s->meta.ios.nfree,
+		s->meta.ios.count);
 }
 
 static int q2_create(const char *path, uint64_t size, td_flag_t flags)
@@ -2264,7 +1949,7 @@ static int q2_create_child(const char *path, const char *parent,
 	rc = qcow2_probe_size(parent, parent_driver, &p.size, err, errlen);
 	if (rc)
 		return rc;
-	p.size = align_up(p.size, TD_SECTOR_SIZE);
+	p.size = td_round_up(p.size, TD_SECTOR_SIZE);
 	return qcow2_image_create(path, &p, err, errlen);
 }
 

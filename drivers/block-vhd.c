@@ -22,11 +22,11 @@
  * A crash at any point leaves a valid image: before 4 the new space is
  * unreferenced (a leak, which the next read-write open reclaims:
  * VHD_IMAGE_RECLAIM), after 4 the block is complete.  Footers,
- * barriers and BAT sectors are written by group-commit sequencers, so
- * concurrent allocations share their metadata writes, and never two
- * writes of the same metadata are in flight (a late stale copy could
- * otherwise overwrite a newer one).  Requests for a block being allocated
- * wait for it; requests for other blocks do not.
+ * barriers and BAT sectors are written by group-commit sequencers
+ * (td-meta.h), so concurrent allocations share their metadata writes,
+ * and never two writes of the same metadata are in flight (a late stale
+ * copy could otherwise overwrite a newer one).  Requests for a block
+ * being allocated wait for it; requests for other blocks do not.
  *
  * A write into an allocated block of a differencing disk that sets new
  * bitmap bits goes data, barrier, bitmap (per-block sequencer), then
@@ -43,32 +43,21 @@
 #include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <tapfs/engine.h>
 #include <tapfs/log.h>
 
 #include "td-fileio.h"
+#include "td-meta.h"
+#include "td-util.h"
 #include "vhd-image.h"
 
 #define VHD_MAX_IOCBS		2048
 #define VHD_MAX_PIECES		1024
 #define VHD_MAX_ALLOCS		256
 #define VHD_GAP_MAX		4096u	/* data aligned to 4 KiB */
-
-/* Something waiting for a sequencer (footer, barrier, BAT, bitmap). */
-struct vhd_wait {
-	struct td_list	 link;
-	void		(*done)(struct vhd_wait *w, int err);
-	uint64_t	 need;		/* footer: end the footer must pass */
-};
-
-/* A group-commit sequencer: one write in flight, the rest wait. */
-struct vhd_seq {
-	bool		 busy;
-	struct td_list	 pending;	/* for the next write */
-	struct td_list	 inflight;	/* covered by the one in flight */
-};
 
 enum vhd_blk_state {
 	BLK_UNLOADED,	/* allocated, bitmap not in memory */
@@ -80,19 +69,10 @@ enum vhd_blk_state {
 /* In-memory state of one block, made on first use. */
 struct vhd_blk {
 	enum vhd_blk_state state;
-	uint8_t		*bitmap;	/* differencing only, aligned */
-	struct td_list	 waiters;	/* vhd_piece: loading, allocating */
-	struct vhd_seq	 bm;		/* bitmap writes */
-};
-
-/* A sub-request parked on a block or a sequencer. */
-struct vhd_piece {
-	struct vhd_state *s;
-	td_request_t	 treq;
-	struct vhd_wait	 wait;
-	struct vhd_blk	*blk;
 	uint32_t	 block;
-	int		 err;
+	uint8_t		*bitmap;	/* differencing only, aligned */
+	struct td_list	 waiters;	/* td_meta_req: loading, allocating */
+	struct td_meta_seq bm;		/* bitmap writes */
 };
 
 struct vhd_state;
@@ -109,7 +89,7 @@ struct vhd_alloc {
 	uint64_t	 end;		/* first byte after the block */
 	unsigned	 pending;
 	int		 err;
-	struct vhd_wait	 wait;
+	struct td_meta_wait wait;
 };
 
 struct vhd_state {
@@ -121,7 +101,7 @@ struct vhd_state {
 	uint32_t		 bm_size;
 	uint32_t		 nblocks;
 	uint32_t		*bat;	/* host order (img->bat) */
-	uint32_t		*bat_disk;	/* big-endian, aligned */
+	uint8_t			*bat_disk;	/* disk format, aligned */
 	size_t			 bat_bytes;	/* rounded to sectors */
 	uint32_t		 bat_lo, bat_hi;	/* dirty entries */
 	bool			 bat_dirty;
@@ -131,244 +111,76 @@ struct vhd_state {
 	uint8_t			*zeros;		/* VHD_GAP_MAX, aligned */
 	uint8_t			*ones;		/* a full bitmap, aligned */
 
-	struct vhd_seq		 footer_seq;
+	struct td_meta		 meta;		/* I/O, barrier, parking */
+	struct td_meta_seq	 footer_seq;
 	uint64_t		 footer_target;	/* of the one in flight */
-	struct vhd_seq		 barrier_seq;
-	struct vhd_seq		 bat_seq;
+	struct td_meta_seq	 bat_seq;
 
-	struct td_pool		 tiocbs;
-	struct td_pool		 pieces;
 	struct td_pool		 allocs;
 };
 
 static void vhd_dispatch(struct vhd_state *s, td_request_t treq);
-
-static void seq_init(struct vhd_seq *q)
-{
-	q->busy = false;
-	td_list_init(&q->pending);
-	td_list_init(&q->inflight);
-}
-
-/* Complete every waiter the finished write covered. */
-static void seq_done(struct vhd_seq *q, int err)
-{
-	q->busy = false;
-	while (!td_list_empty(&q->inflight)) {
-		struct vhd_wait *w = td_container_of(q->inflight.next,
-						     struct vhd_wait, link);
-		td_list_del(&w->link);
-		w->done(w, err);
-	}
-}
-
-static void seq_start(struct vhd_seq *q)
-{
-	q->busy = true;
-	while (!td_list_empty(&q->pending)) {
-		struct td_list *n = q->pending.next;
-
-		td_list_del(n);
-		td_list_add_tail(n, &q->inflight);
-	}
-}
-
-static uint32_t be32(uint32_t v)
-{
-	return __builtin_bswap32(v);
-}
-
-static void *aligned_alloc_zero(size_t len)
-{
-	void *p;
-
-	if (posix_memalign(&p, TD_BUF_ALIGN, len))
-		return NULL;
-	memset(p, 0, len);
-	return p;
-}
-
-/* ---- metadata I/O ---------------------------------------------------- */
-
-typedef void (*vhd_io_cb_t)(struct vhd_state *s, void *arg, int err);
-
-struct vhd_io {
-	struct vhd_state *s;
-	vhd_io_cb_t	 cb;
-	void		*arg;
-	size_t		 len;
-};
-
-static void vhd_io_done(struct tiocb *t, long res)
-{
-	struct vhd_io *io = t->arg;
-	struct vhd_state *s = io->s;
-	vhd_io_cb_t cb = io->cb;
-	void *arg = io->arg;
-	int err = 0;
-
-	if (res < 0)
-		err = (int)res;
-	else if ((size_t)res != io->len && io->len)
-		err = -EIO;
-	td_pool_put(&s->tiocbs, t);
-	cb(s, arg, err);
-}
-
-/*
- * Queue one metadata write/read/fsync (len 0).  The vhd_io rides in the
- * tiocb's treq storage, which metadata I/O does not use.
- */
-static void vhd_io(struct vhd_state *s, int op, void *buf, size_t len,
-		   uint64_t off, vhd_io_cb_t cb, void *arg)
-{
-	struct tiocb *t = td_pool_get(&s->tiocbs);
-	struct vhd_io *io;
-
-	if (!t) {
-		cb(s, arg, -EBUSY);
-		return;
-	}
-	_Static_assert(sizeof(struct vhd_io) <= sizeof(td_request_t),
-		       "vhd_io must fit in a treq");
-	io = (struct vhd_io *)&t->treq;
-	io->s = s;
-	io->cb = cb;
-	io->arg = arg;
-	io->len = len;
-	if (op == TD_OP_READ)
-		td_prep_read(t, s->fd, buf, len, (off_t)off, vhd_io_done, io);
-	else if (op == TD_OP_WRITE)
-		td_prep_write(t, s->fd, buf, len, (off_t)off, vhd_io_done,
-			      io);
-	else
-		td_prep_fsync(t, s->fd, vhd_io_done, io);
-	t->arg = io;
-	td_queue_tiocb(s->drv, t);
-}
-
-/* ---- data I/O for a (sub-)request ------------------------------------ */
-
-static void vhd_data_done(struct tiocb *t, long res)
-{
-	struct vhd_state *s = t->arg;
-	td_request_t treq = t->treq;
-	size_t len = (size_t)treq.secs << TD_SECTOR_SHIFT;
-	int err = 0;
-
-	td_pool_put(&s->tiocbs, t);
-	if (res < 0)
-		err = (int)res;
-	else if ((size_t)res < len) {
-		if (treq.op == TD_OP_READ)
-			memset(treq.buf + res, 0, len - (size_t)res);
-		else
-			err = -EIO;
-	}
-	td_complete_request(treq, err);
-}
-
-/* Read or write treq's sectors at file offset off. */
-static void vhd_data_io(struct vhd_state *s, td_request_t treq, uint64_t off,
-			td_tiocb_cb_t cb, void *arg)
-{
-	struct tiocb *t = td_pool_get(&s->tiocbs);
-	size_t len = (size_t)treq.secs << TD_SECTOR_SHIFT;
-
-	if (!t) {
-		td_complete_request(treq, -EBUSY);	/* the VBD retries */
-		return;
-	}
-	if (treq.op == TD_OP_READ)
-		td_prep_read(t, s->fd, treq.buf, len, (off_t)off, cb, arg);
-	else
-		td_prep_write(t, s->fd, treq.buf, len, (off_t)off, cb, arg);
-	t->treq = treq;
-	td_queue_tiocb(s->drv, t);
-}
 
 static uint64_t vhd_block_data(const struct vhd_state *s, uint32_t block)
 {
 	return ((uint64_t)s->bat[block] << TD_SECTOR_SHIFT) + s->bm_size;
 }
 
-/* ---- sequencers: footer, barrier, BAT, bitmap ------------------------- */
-
-static void vhd_footer_kick(struct vhd_state *s);
-
-static void vhd_footer_written(struct vhd_state *s, void *arg, int err)
+/* Offset of sector sec (inside an allocated block) in the file. */
+static uint64_t vhd_sector_data(const struct vhd_state *s, uint64_t sec)
 {
-	(void)arg;
-	if (err)
-		td_log(TD_LOG_ERR, "%s: writing the footer at %llu: %s",
-		       s->drv->name, (unsigned long long)s->footer_target,
-		       strerror(-err));
-	seq_done(&s->footer_seq, err);
-	vhd_footer_kick(s);
+	return vhd_block_data(s, (uint32_t)(sec / s->spb)) +
+	       ((sec % s->spb) << TD_SECTOR_SHIFT);
 }
 
-static void vhd_footer_kick(struct vhd_state *s)
+/* ---- sequencers: footer, BAT, bitmap ----------------------------------- */
+
+static void vhd_footer_failed(struct td_meta_seq *q, int err)
 {
-	if (s->footer_seq.busy || td_list_empty(&s->footer_seq.pending))
-		return;
-	seq_start(&s->footer_seq);
+	struct vhd_state *s = q->m->ctx;
+
+	td_log(TD_LOG_ERR, "%s: writing the footer at %llu: %s",
+	       s->drv->name, (unsigned long long)s->footer_target,
+	       strerror(-err));
+}
+
+static void vhd_footer_issue(struct td_meta_seq *q)
+{
+	struct vhd_state *s = q->m->ctx;
+
 	/* Past every block reserved so far, not only the waiters'. */
 	s->footer_target = s->next_block;
-	vhd_io(s, TD_OP_WRITE, s->footer, VHD_FOOTER_SIZE, s->footer_target,
-	       vhd_footer_written, NULL);
+	td_meta_seq_io(q, TD_OP_WRITE, s->footer, VHD_FOOTER_SIZE,
+		       s->footer_target);
 }
 
-static void vhd_barrier_kick(struct vhd_state *s);
-
-static void vhd_barrier_done(struct vhd_state *s, void *arg, int err)
+static void vhd_bat_failed(struct td_meta_seq *q, int err)
 {
-	(void)arg;
-	seq_done(&s->barrier_seq, err);
-	vhd_barrier_kick(s);
-}
+	struct vhd_state *s = q->m->ctx;
 
-static void vhd_barrier_kick(struct vhd_state *s)
-{
-	if (s->barrier_seq.busy || td_list_empty(&s->barrier_seq.pending))
-		return;
-	seq_start(&s->barrier_seq);
-	vhd_io(s, TD_OP_FLUSH, NULL, 0, 0, vhd_barrier_done, NULL);
-}
-
-static void vhd_bat_kick(struct vhd_state *s);
-
-static void vhd_bat_written(struct vhd_state *s, void *arg, int err)
-{
-	(void)arg;
-	if (err)
-		td_log(TD_LOG_ERR, "%s: writing the BAT: %s", s->drv->name,
-		       strerror(-err));
-	seq_done(&s->bat_seq, err);
-	vhd_bat_kick(s);
+	td_log(TD_LOG_ERR, "%s: writing the BAT: %s", s->drv->name,
+	       strerror(-err));
 }
 
 /* Write the BAT sectors holding entries changed since the last write. */
-static void vhd_bat_kick(struct vhd_state *s)
+static void vhd_bat_issue(struct td_meta_seq *q)
 {
+	struct vhd_state *s = q->m->ctx;
 	uint64_t first, last, off;
 
-	if (s->bat_seq.busy || td_list_empty(&s->bat_seq.pending))
-		return;
-	seq_start(&s->bat_seq);
 	first = ((uint64_t)s->bat_lo * 4) >> TD_SECTOR_SHIFT;
 	last = ((uint64_t)s->bat_hi * 4) >> TD_SECTOR_SHIFT;
 	s->bat_dirty = false;
 	off = s->img->header.table_offset + (first << TD_SECTOR_SHIFT);
-	vhd_io(s, TD_OP_WRITE, (char *)s->bat_disk +
-	       (first << TD_SECTOR_SHIFT),
-	       (size_t)(last - first + 1) << TD_SECTOR_SHIFT, off,
-	       vhd_bat_written, NULL);
+	td_meta_seq_io(q, TD_OP_WRITE, s->bat_disk +
+		       (first << TD_SECTOR_SHIFT),
+		       (size_t)(last - first + 1) << TD_SECTOR_SHIFT, off);
 }
 
 static void vhd_bat_set(struct vhd_state *s, uint32_t block, uint32_t sector)
 {
 	s->bat[block] = sector;
-	s->bat_disk[block] = be32(sector);
+	td_put_be32(s->bat_disk + (size_t)block * 4, sector);
 	if (!s->bat_dirty) {
 		s->bat_lo = s->bat_hi = block;
 		s->bat_dirty = true;
@@ -380,35 +192,13 @@ static void vhd_bat_set(struct vhd_state *s, uint32_t block, uint32_t sector)
 	}
 }
 
-static void vhd_bitmap_kick(struct vhd_state *s, struct vhd_blk *b,
-			    uint32_t block);
-
-static void vhd_bitmap_written(struct vhd_state *s, void *arg, int err)
+static void vhd_bitmap_issue(struct td_meta_seq *q)
 {
-	struct vhd_piece *p = arg;	/* first waiter carries the block */
-	struct vhd_blk *b = p->blk;
-	uint32_t block = p->block;
+	struct vhd_state *s = q->m->ctx;
+	struct vhd_blk *b = td_container_of(q, struct vhd_blk, bm);
 
-	seq_done(&b->bm, err);
-	vhd_bitmap_kick(s, b, block);
-}
-
-static void vhd_bitmap_kick(struct vhd_state *s, struct vhd_blk *b,
-			    uint32_t block)
-{
-	struct vhd_piece *first;
-
-	if (b->bm.busy || td_list_empty(&b->bm.pending))
-		return;
-	first = td_container_of(b->bm.pending.next, struct vhd_piece,
-				wait.link);
-	first->blk = b;
-	first->block = block;
-	seq_start(&b->bm);
-	/* first stays valid until seq_done: it is on the in-flight list. */
-	vhd_io(s, TD_OP_WRITE, b->bitmap, s->bm_size,
-	       (uint64_t)s->bat[block] << TD_SECTOR_SHIFT,
-	       vhd_bitmap_written, first);
+	td_meta_seq_io(q, TD_OP_WRITE, b->bitmap, s->bm_size,
+		       (uint64_t)s->bat[b->block] << TD_SECTOR_SHIFT);
 }
 
 /* ---- block state -------------------------------------------------------- */
@@ -424,58 +214,16 @@ static struct vhd_blk *vhd_blk_get(struct vhd_state *s, uint32_t block)
 	if (!b)
 		return NULL;
 	b->state = BLK_UNLOADED;
+	b->block = block;
 	td_list_init(&b->waiters);
-	seq_init(&b->bm);
+	td_meta_seq_init(&b->bm, &s->meta, vhd_bitmap_issue, NULL);
 	s->blks[block] = b;
 	return b;
 }
 
-/* Re-dispatch every piece parked on b. */
-static void vhd_blk_wake(struct vhd_state *s, struct vhd_blk *b, int err)
+static void vhd_bitmap_loaded(void *ctx, void *arg, int err)
 {
-	struct td_list list;
-
-	td_list_init(&list);
-	if (!td_list_empty(&b->waiters)) {
-		list = b->waiters;
-		list.next->prev = &list;
-		list.prev->next = &list;
-		td_list_init(&b->waiters);
-	}
-	while (!td_list_empty(&list)) {
-		struct vhd_piece *p = td_container_of(list.next,
-						      struct vhd_piece,
-						      wait.link);
-		td_request_t treq = p->treq;
-
-		td_list_del(&p->wait.link);
-		td_pool_put(&s->pieces, p);
-		if (err)
-			td_complete_request(treq, err);
-		else
-			vhd_dispatch(s, treq);
-	}
-}
-
-/* Park treq on b; false (and treq completed with -EBUSY) if no room. */
-static bool vhd_park(struct vhd_state *s, struct vhd_blk *b,
-		     td_request_t treq)
-{
-	struct vhd_piece *p = td_pool_get(&s->pieces);
-
-	if (!p) {
-		td_complete_request(treq, -EBUSY);
-		return false;
-	}
-	memset(p, 0, sizeof(*p));
-	p->s = s;
-	p->treq = treq;
-	td_list_add_tail(&p->wait.link, &b->waiters);
-	return true;
-}
-
-static void vhd_bitmap_loaded(struct vhd_state *s, void *arg, int err)
-{
+	struct vhd_state *s = ctx;
 	struct vhd_blk *b = arg;
 
 	if (err) {
@@ -485,22 +233,21 @@ static void vhd_bitmap_loaded(struct vhd_state *s, void *arg, int err)
 	} else {
 		b->state = BLK_READY;
 	}
-	vhd_blk_wake(s, b, err);
+	td_meta_wake(&s->meta, &b->waiters, err);
 }
 
-static void vhd_bitmap_load(struct vhd_state *s, struct vhd_blk *b,
-			    uint32_t block)
+static void vhd_bitmap_load(struct vhd_state *s, struct vhd_blk *b)
 {
 	if (!b->bitmap)
-		b->bitmap = aligned_alloc_zero(s->bm_size);
+		b->bitmap = td_zalloc_aligned(s->bm_size);
 	if (!b->bitmap) {
-		vhd_blk_wake(s, b, -ENOMEM);
+		td_meta_wake(&s->meta, &b->waiters, -ENOMEM);
 		return;
 	}
 	b->state = BLK_LOADING;
-	vhd_io(s, TD_OP_READ, b->bitmap, s->bm_size,
-	       (uint64_t)s->bat[block] << TD_SECTOR_SHIFT,
-	       vhd_bitmap_loaded, b);
+	td_meta_io(&s->meta, TD_OP_READ, b->bitmap, s->bm_size,
+		   (uint64_t)s->bat[b->block] << TD_SECTOR_SHIFT,
+		   vhd_bitmap_loaded, b);
 }
 
 /* ---- allocation --------------------------------------------------------- */
@@ -523,15 +270,15 @@ static void vhd_alloc_finish(struct vhd_alloc *a, int err)
 	}
 	td_pool_put(&s->allocs, a);
 	td_complete_request(treq, err);
-	vhd_blk_wake(s, b, 0);
+	td_meta_wake(&s->meta, &b->waiters, 0);
 }
 
-static void vhd_alloc_bat_done(struct vhd_wait *w, int err)
+static void vhd_alloc_bat_done(struct td_meta_wait *w, int err)
 {
 	vhd_alloc_finish(td_container_of(w, struct vhd_alloc, wait), err);
 }
 
-static void vhd_alloc_barrier_done(struct vhd_wait *w, int err)
+static void vhd_alloc_barrier_done(struct td_meta_wait *w, int err)
 {
 	struct vhd_alloc *a = td_container_of(w, struct vhd_alloc, wait);
 	struct vhd_state *s = a->s;
@@ -542,14 +289,15 @@ static void vhd_alloc_barrier_done(struct vhd_wait *w, int err)
 	}
 	/* 4. The BAT entry commits the block. */
 	vhd_bat_set(s, a->block, (uint32_t)(a->bm_off >> TD_SECTOR_SHIFT));
-	a->wait.done = vhd_alloc_bat_done;
-	td_list_add_tail(&a->wait.link, &s->bat_seq.pending);
-	vhd_bat_kick(s);
+	td_meta_seq_wait(&s->bat_seq, &a->wait, vhd_alloc_bat_done);
 }
 
-static void vhd_alloc_step2_done(struct vhd_state *s, struct vhd_alloc *a,
-				 int err)
+/* One write of step 2 is done (or, with a NULL ctx, the guard). */
+static void vhd_alloc_step2_done(void *ctx, void *arg, int err)
 {
+	struct vhd_alloc *a = arg;
+
+	(void)ctx;
 	if (err && !a->err)
 		a->err = err;
 	if (--a->pending)
@@ -559,63 +307,32 @@ static void vhd_alloc_step2_done(struct vhd_state *s, struct vhd_alloc *a,
 		return;
 	}
 	/* 3. Barrier. */
-	a->wait.done = vhd_alloc_barrier_done;
-	td_list_add_tail(&a->wait.link, &s->barrier_seq.pending);
-	vhd_barrier_kick(s);
+	td_meta_barrier(&a->s->meta, &a->wait, vhd_alloc_barrier_done);
 }
 
-static void vhd_alloc_meta_done(struct vhd_state *s, void *arg, int err)
-{
-	vhd_alloc_step2_done(s, arg, err);
-}
-
-static void vhd_alloc_data_done(struct tiocb *t, long res)
-{
-	struct vhd_alloc *a = t->arg;
-	struct vhd_state *s = a->s;
-	size_t len = (size_t)a->treq.secs << TD_SECTOR_SHIFT;
-
-	td_pool_put(&s->tiocbs, t);
-	vhd_alloc_step2_done(s, a, res < 0 ? (int)res :
-			     (size_t)res != len ? -EIO : 0);
-}
-
-static void vhd_alloc_footer_done(struct vhd_wait *w, int err)
+static void vhd_alloc_footer_done(struct td_meta_wait *w, int err)
 {
 	struct vhd_alloc *a = td_container_of(w, struct vhd_alloc, wait);
 	struct vhd_state *s = a->s;
 	uint32_t in = (uint32_t)(a->treq.sec % s->spb);
-	struct tiocb *t;
 
 	if (err) {
 		vhd_alloc_finish(a, err);
 		return;
 	}
 	/* 2. Data, bitmap, zeros over the gap. */
-	a->pending = 1;
-	t = td_pool_get(&s->tiocbs);
-	if (!t) {
-		vhd_alloc_step2_done(s, a, -EBUSY);
-		return;
-	}
-	a->pending++;
-	td_prep_write(t, s->fd, a->treq.buf,
-		      (size_t)a->treq.secs << TD_SECTOR_SHIFT,
-		      (off_t)(a->bm_off + s->bm_size +
-			      ((uint64_t)in << TD_SECTOR_SHIFT)),
-		      vhd_alloc_data_done, a);
-	td_queue_tiocb(s->drv, t);
-	a->pending++;
-	vhd_io(s, TD_OP_WRITE, s->diff ? a->blk->bitmap : s->ones,
-	       s->bm_size, a->bm_off, vhd_alloc_meta_done, a);
-	if (a->gap_len) {
-		a->pending++;
-		vhd_io(s, TD_OP_WRITE, s->zeros, a->gap_len, a->gap_off,
-		       vhd_alloc_meta_done, a);
-	}
-	vhd_alloc_step2_done(s, a, 0);
+	a->pending = 3 + (a->gap_len != 0);
+	td_meta_io(&s->meta, TD_OP_WRITE, a->treq.buf,
+		   (size_t)a->treq.secs << TD_SECTOR_SHIFT,
+		   a->bm_off + s->bm_size + ((uint64_t)in << TD_SECTOR_SHIFT),
+		   vhd_alloc_step2_done, a);
+	td_meta_io(&s->meta, TD_OP_WRITE, s->diff ? a->blk->bitmap : s->ones,
+		   s->bm_size, a->bm_off, vhd_alloc_step2_done, a);
+	if (a->gap_len)
+		td_meta_io(&s->meta, TD_OP_WRITE, s->zeros, a->gap_len,
+			   a->gap_off, vhd_alloc_step2_done, a);
+	vhd_alloc_step2_done(NULL, a, 0);
 }
-
 /* Allocate block for the write treq (which lies inside it). */
 static void vhd_alloc_start(struct vhd_state *s, struct vhd_blk *b,
 			    uint32_t block, td_request_t treq)
@@ -648,7 +365,7 @@ static void vhd_alloc_start(struct vhd_state *s, struct vhd_blk *b,
 	}
 	if (s->diff) {
 		if (!b->bitmap)
-			b->bitmap = aligned_alloc_zero(s->bm_size);
+			b->bitmap = td_zalloc_aligned(s->bm_size);
 		if (!b->bitmap) {
 			td_pool_put(&s->allocs, a);
 			td_complete_request(treq, -ENOMEM);
@@ -660,93 +377,56 @@ static void vhd_alloc_start(struct vhd_state *s, struct vhd_blk *b,
 	b->state = BLK_ALLOCATING;
 	s->next_block = a->end;
 	/* 1. A footer past the new block. */
-	a->wait.done = vhd_alloc_footer_done;
-	a->wait.need = a->end;
-	td_list_add_tail(&a->wait.link, &s->footer_seq.pending);
-	vhd_footer_kick(s);
+	td_meta_seq_wait(&s->footer_seq, &a->wait, vhd_alloc_footer_done);
 }
 
 /* ---- writes into an allocated block of a differencing disk ------------ */
 
-static void vhd_diff_bitmap_done(struct vhd_wait *w, int err)
+static void vhd_diff_barrier_done(struct td_meta_wait *w, int err)
 {
-	struct vhd_piece *p = td_container_of(w, struct vhd_piece, wait);
-	td_request_t treq = p->treq;
-
-	td_pool_put(&p->s->pieces, p);
-	td_complete_request(treq, err);
-}
-
-static void vhd_diff_barrier_done(struct vhd_wait *w, int err)
-{
-	struct vhd_piece *p = td_container_of(w, struct vhd_piece, wait);
-	struct vhd_state *s = p->s;
-	struct vhd_blk *b = p->blk;
-	uint32_t in = (uint32_t)(p->treq.sec % s->spb);
+	struct td_meta_req *r = td_meta_req_of(w);
+	struct vhd_state *s = r->m->ctx;
+	struct vhd_blk *b = s->blks[r->treq.sec / s->spb];
 
 	if (err) {
-		vhd_diff_bitmap_done(w, err);
+		td_meta_req_complete(r, err);
 		return;
 	}
 	/* The data is durable: now the bits may say it is here. */
-	vhd_bitmap_set_range(b->bitmap, in, p->treq.secs);
-	p->wait.done = vhd_diff_bitmap_done;
-	td_list_add_tail(&p->wait.link, &b->bm.pending);
-	vhd_bitmap_kick(s, b, p->block);
+	vhd_bitmap_set_range(b->bitmap, (uint32_t)(r->treq.sec % s->spb),
+			     r->treq.secs);
+	td_meta_seq_wait(&b->bm, &r->wait, td_meta_req_done);
 }
 
-static void vhd_diff_write_done(struct tiocb *t, long res)
+static void vhd_diff_write_done(void *ctx, void *arg, int err)
 {
-	struct vhd_piece *p = t->arg;
-	struct vhd_state *s = p->s;
-	size_t len = (size_t)p->treq.secs << TD_SECTOR_SHIFT;
-	int err = res < 0 ? (int)res : (size_t)res != len ? -EIO : 0;
+	struct vhd_state *s = ctx;
+	struct td_meta_req *r = arg;
 
-	td_pool_put(&s->tiocbs, t);
 	if (err) {
-		vhd_diff_bitmap_done(&p->wait, err);
+		td_meta_req_complete(r, err);
 		return;
 	}
-	p->wait.done = vhd_diff_barrier_done;
-	td_list_add_tail(&p->wait.link, &s->barrier_seq.pending);
-	vhd_barrier_kick(s);
+	td_meta_barrier(&s->meta, &r->wait, vhd_diff_barrier_done);
 }
 
-/* A write into allocated block b that sets new bitmap bits. */
-static void vhd_diff_write(struct vhd_state *s, struct vhd_blk *b,
-			   uint32_t block, td_request_t treq)
+/* A write into an allocated block that sets new bitmap bits. */
+static void vhd_diff_write(struct vhd_state *s, td_request_t treq)
 {
-	struct vhd_piece *p = td_pool_get(&s->pieces);
-	uint32_t in = (uint32_t)(treq.sec % s->spb);
-	struct tiocb *t;
+	struct td_meta_req *r = td_meta_req_get(&s->meta, treq);
 
-	if (!p) {
-		td_complete_request(treq, -EBUSY);
+	if (!r)
 		return;
-	}
-	t = td_pool_get(&s->tiocbs);
-	if (!t) {
-		td_pool_put(&s->pieces, p);
-		td_complete_request(treq, -EBUSY);
-		return;
-	}
-	memset(p, 0, sizeof(*p));
-	p->s = s;
-	p->treq = treq;
-	p->blk = b;
-	p->block = block;
-	td_prep_write(t, s->fd, treq.buf, (size_t)treq.secs << TD_SECTOR_SHIFT,
-		      (off_t)(vhd_block_data(s, block) +
-			      ((uint64_t)in << TD_SECTOR_SHIFT)),
-		      vhd_diff_write_done, p);
-	td_queue_tiocb(s->drv, t);
+	td_meta_io(&s->meta, TD_OP_WRITE, treq.buf,
+		   (size_t)treq.secs << TD_SECTOR_SHIFT,
+		   vhd_sector_data(s, treq.sec), vhd_diff_write_done, r);
 }
 
 /* ---- dispatch ------------------------------------------------------------ */
 
 /* A read of ready block b of a differencing disk: runs by bitmap. */
 static void vhd_diff_read(struct vhd_state *s, struct vhd_blk *b,
-			  uint32_t block, td_request_t treq)
+			  td_request_t treq)
 {
 	uint32_t in = (uint32_t)(treq.sec % s->spb), done = 0;
 
@@ -761,9 +441,9 @@ static void vhd_diff_read(struct vhd_state *s, struct vhd_blk *b,
 		piece.buf = treq.buf + ((size_t)done << TD_SECTOR_SHIFT);
 		done += n;
 		if (here)
-			vhd_data_io(s, piece, vhd_block_data(s, block) +
-				    ((uint64_t)(piece.sec % s->spb) <<
-				     TD_SECTOR_SHIFT), vhd_data_done, s);
+			td_meta_request_io(&s->meta, piece,
+					   vhd_sector_data(s, piece.sec),
+					   NULL);
 		else
 			td_forward_request(piece);
 	}
@@ -777,7 +457,7 @@ static void vhd_dispatch_block(struct vhd_state *s, td_request_t treq)
 	struct vhd_blk *b = s->blks[block];
 
 	if (b && (b->state == BLK_ALLOCATING || b->state == BLK_LOADING)) {
-		vhd_park(s, b, treq);
+		td_meta_park(&s->meta, &b->waiters, treq);
 		return;
 	}
 	if (s->bat[block] == VHD_BAT_UNUSED) {
@@ -794,8 +474,8 @@ static void vhd_dispatch_block(struct vhd_state *s, td_request_t treq)
 		return;
 	}
 	if (!s->diff) {
-		vhd_data_io(s, treq, vhd_block_data(s, block) +
-			    ((uint64_t)in << TD_SECTOR_SHIFT), vhd_data_done, s);
+		td_meta_request_io(&s->meta, treq,
+				   vhd_sector_data(s, treq.sec), NULL);
 		return;
 	}
 	if (!b)
@@ -805,20 +485,20 @@ static void vhd_dispatch_block(struct vhd_state *s, td_request_t treq)
 		return;
 	}
 	if (b->state == BLK_UNLOADED) {
-		if (vhd_park(s, b, treq))
-			vhd_bitmap_load(s, b, block);
+		if (td_meta_park(&s->meta, &b->waiters, treq))
+			vhd_bitmap_load(s, b);
 		return;
 	}
 	if (treq.op == TD_OP_READ) {
-		vhd_diff_read(s, b, block, treq);
+		vhd_diff_read(s, b, treq);
 		return;
 	}
 	if (vhd_bitmap_count(b->bitmap, in, treq.secs) == treq.secs) {
-		vhd_data_io(s, treq, vhd_block_data(s, block) +
-			    ((uint64_t)in << TD_SECTOR_SHIFT), vhd_data_done, s);
+		td_meta_request_io(&s->meta, treq,
+				   vhd_sector_data(s, treq.sec), NULL);
 		return;
 	}
-	vhd_diff_write(s, b, block, treq);
+	vhd_diff_write(s, treq);
 }
 
 /* Split treq at block boundaries. */
@@ -827,8 +507,8 @@ static void vhd_dispatch(struct vhd_state *s, td_request_t treq)
 	uint32_t done = 0;
 
 	if (s->fixed) {
-		vhd_data_io(s, treq, treq.sec << TD_SECTOR_SHIFT,
-			    vhd_data_done, s);
+		td_meta_request_io(&s->meta, treq, treq.sec << TD_SECTOR_SHIFT,
+				   NULL);
 		return;
 	}
 	while (done < treq.secs) {
@@ -846,32 +526,22 @@ static void vhd_dispatch(struct vhd_state *s, td_request_t treq)
 	}
 }
 
+/* td_meta_dispatch_t: a parked request's turn again. */
+static void vhd_redispatch(void *ctx, td_request_t treq)
+{
+	vhd_dispatch(ctx, treq);
+}
+
 static void vhd_queue_rw(td_driver_t *drv, td_request_t treq)
 {
 	vhd_dispatch(drv->data, treq);
 }
 
-static void vhd_flush_done(struct tiocb *t, long res)
-{
-	struct vhd_state *s = t->arg;
-	td_request_t treq = t->treq;
-
-	td_pool_put(&s->tiocbs, t);
-	td_complete_request(treq, res < 0 ? (int)res : 0);
-}
-
 static void vhd_queue_flush(td_driver_t *drv, td_request_t treq)
 {
 	struct vhd_state *s = drv->data;
-	struct tiocb *t = td_pool_get(&s->tiocbs);
 
-	if (!t) {
-		td_complete_request(treq, -EBUSY);
-		return;
-	}
-	td_prep_fsync(t, s->fd, vhd_flush_done, s);
-	t->treq = treq;
-	td_queue_tiocb(drv, t);
+	td_meta_request_io(&s->meta, treq, 0, NULL);
 }
 
 static void vhd_queue_discard(td_driver_t *drv, td_request_t treq)
@@ -908,8 +578,7 @@ static void vhd_free_state(struct vhd_state *s)
 	free(s->footer);
 	free(s->zeros);
 	free(s->ones);
-	td_pool_fini(&s->tiocbs);
-	td_pool_fini(&s->pieces);
+	td_meta_fini(&s->meta);
 	td_pool_fini(&s->allocs);
 	if (s->fd >= 0)
 		close(s->fd);
@@ -954,11 +623,8 @@ static int vhd_open(td_driver_t *drv, const char *path, td_flag_t flags)
 			    VHD_IMAGE_RDONLY : VHD_IMAGE_RECLAIM, err,
 			    sizeof(err));
 	if (rc) {
-		snprintf(drv->error, sizeof(drv->error), "%s", err);
-		if (!(flags & TD_OPEN_QUIET))
-			td_log(TD_LOG_ERR, "%s", err);
 		s->img = NULL;
-		return rc;
+		return td_meta_refuse(drv, rc, err);
 	}
 	if (s->img->warning[0])
 		td_log(TD_LOG_WARN, "%s", s->img->warning);
@@ -972,10 +638,10 @@ static int vhd_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	s->fixed = s->img->footer.type == VHD_TYPE_FIXED;
 	s->diff = s->img->footer.type == VHD_TYPE_DIFF;
 	rc = -ENOMEM;
-	s->footer = aligned_alloc_zero(VHD_FOOTER_SIZE);
+	s->footer = td_zalloc_aligned(VHD_FOOTER_SIZE);
 	if (!s->footer ||
-	    td_pool_init(&s->tiocbs, VHD_MAX_IOCBS, sizeof(struct tiocb),
-			 sizeof(void *)))
+	    td_meta_init(&s->meta, drv, s->fd, s, vhd_redispatch,
+			 VHD_MAX_IOCBS, VHD_MAX_PIECES))
 		goto fail;
 	memcpy(s->footer, s->img->footer_buf, VHD_FOOTER_SIZE);
 	if (!s->fixed) {
@@ -993,26 +659,24 @@ static int vhd_open(td_driver_t *drv, const char *path, td_flag_t flags)
 		}
 		s->bat_bytes = ((size_t)s->nblocks * 4 + TD_SECTOR_SIZE - 1) &
 			       ~(size_t)(TD_SECTOR_SIZE - 1);
-		s->bat_disk = aligned_alloc_zero(s->bat_bytes);
+		s->bat_disk = td_zalloc_aligned(s->bat_bytes);
 		s->blks = calloc(s->nblocks ? s->nblocks : 1,
 				 sizeof(*s->blks));
-		s->zeros = aligned_alloc_zero(VHD_GAP_MAX);
-		s->ones = aligned_alloc_zero(s->bm_size);
+		s->zeros = td_zalloc_aligned(VHD_GAP_MAX);
+		s->ones = td_zalloc_aligned(s->bm_size);
 		if (!s->bat_disk || !s->blks || !s->zeros || !s->ones)
 			goto fail;
 		memset(s->ones, 0xff, s->bm_size);
 		memset(s->bat_disk, 0xff, s->bat_bytes);
 		for (i = 0; i < s->nblocks; i++)
-			s->bat_disk[i] = be32(s->bat[i]);
-		if (td_pool_init(&s->pieces, VHD_MAX_PIECES,
-				 sizeof(struct vhd_piece), sizeof(void *)) ||
-		    td_pool_init(&s->allocs, VHD_MAX_ALLOCS,
+			td_put_be32(s->bat_disk + (size_t)i * 4, s->bat[i]);
+		if (td_pool_init(&s->allocs, VHD_MAX_ALLOCS,
 				 sizeof(struct vhd_alloc), sizeof(void *)))
 			goto fail;
 	}
-	seq_init(&s->footer_seq);
-	seq_init(&s->barrier_seq);
-	seq_init(&s->bat_seq);
+	td_meta_seq_init(&s->footer_seq, &s->meta, vhd_footer_issue,
+			 vhd_footer_failed);
+	td_meta_seq_init(&s->bat_seq, &s->meta, vhd_bat_issue, vhd_bat_failed);
 	drv->info.size = vhd_image_size(s->img) >> TD_SECTOR_SHIFT;
 	drv->info.sector_size = TD_SECTOR_SIZE;
 	return 0;
@@ -1057,11 +721,8 @@ static int vhd_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 		return TD_NO_PARENT;
 	rc = vhd_image_find_parent_checked(s->img, vhd_check_locator, drv,
 					   &path, err, sizeof(err));
-	if (rc) {
-		snprintf(drv->error, sizeof(drv->error), "%s", err);
-		td_log(TD_LOG_ERR, "%s", err);
-		return rc;
-	}
+	if (rc)
+		return td_meta_refuse(drv, rc, err);
 	id->name = path;
 	id->drivertype = strdup(vhd_image_parent_is_raw(s->img) ? "aio" :
 				"vhd");
@@ -1075,6 +736,36 @@ static int vhd_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 
 extern const struct tap_disk tapdisk_vhd;
 
+/*
+ * The VHD parent was opened by its own driver, whose state is its own:
+ * read its identity from its file, as any reader of the image would.
+ */
+static int vhd_parent_image(td_driver_t *drv, td_driver_t *parent,
+			    struct vhd_image **out, char *err, size_t errlen)
+{
+	struct stat st;
+	int fd, rc;
+
+	*out = NULL;
+	rc = td_check_path(drv, parent->name);
+	if (rc)
+		return td_errf(err, errlen, rc, "%s", drv->error);
+	/* Not blocking on a FIFO swapped in since the engine's open. */
+	fd = td_open_file(parent->name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return td_errf(err, errlen, -errno, "parent %s of %s: %s",
+			       parent->name, drv->name, strerror(errno));
+	if (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) ||
+				    S_ISBLK(st.st_mode))) {
+		close(fd);
+		return td_errf(err, errlen, -EINVAL, "parent %s of %s: not a "
+			       "regular file or block device", parent->name,
+			       drv->name);
+	}
+	return vhd_image_open_fd(out, fd, parent->name, VHD_IMAGE_RDONLY, err,
+				 errlen);
+}
+
 static int vhd_validate_parent(td_driver_t *drv, td_driver_t *parent,
 			       td_flag_t flags)
 {
@@ -1084,22 +775,21 @@ static int vhd_validate_parent(td_driver_t *drv, td_driver_t *parent,
 	int rc;
 
 	(void)flags;
-	if (parent->ops == &tapdisk_vhd)
-		pimg = ((struct vhd_state *)parent->data)->img;
-	else if (!vhd_image_parent_is_raw(s->img)) {
-		snprintf(drv->error, sizeof(drv->error), "%s: parent %s is "
-			 "not a VHD, but %s records a VHD parent", drv->name,
-			 parent->name, drv->name);
-		td_log(TD_LOG_ERR, "%s", drv->error);
-		return -EINVAL;
+	if (parent->ops == &tapdisk_vhd) {
+		rc = vhd_parent_image(drv, parent, &pimg, err, sizeof(err));
+		if (rc)
+			return td_meta_refuse(drv, rc, err);
+	} else if (!vhd_image_parent_is_raw(s->img)) {
+		snprintf(err, sizeof(err), "%s: parent %s is not a VHD, but %s "
+			 "records a VHD parent", drv->name, parent->name,
+			 drv->name);
+		return td_meta_refuse(drv, -EINVAL, err);
 	}
 	rc = vhd_image_validate_parent(s->img, pimg, parent->name, warn,
 				       sizeof(warn), err, sizeof(err));
-	if (rc) {
-		snprintf(drv->error, sizeof(drv->error), "%s", err);
-		td_log(TD_LOG_ERR, "%s", err);
-		return rc;
-	}
+	vhd_image_close(pimg);
+	if (rc)
+		return td_meta_refuse(drv, rc, err);
 	if (warn[0])
 		td_log(TD_LOG_WARN, "%s", warn);
 	return 0;
@@ -1113,8 +803,8 @@ static void vhd_debug(td_driver_t *drv, FILE *out)
 		"%u/%u iocbs free\n", drv->name,
 		vhd_type_name(s->img->footer.type),
 		(unsigned long long)vhd_image_size(s->img),
-		(unsigned long long)s->next_block, s->tiocbs.nfree,
-		s->tiocbs.count);
+		(unsigned long long)s->next_block, s->meta.ios.nfree,
+		s->meta.ios.count);
 }
 
 static int vhd_create(const char *path, uint64_t size, td_flag_t flags)

@@ -8,7 +8,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,36 +19,6 @@
 #define QCOW2_DEFLATE_WINDOW	(-12)
 /* Inflate accepts any window: raw deflate up to 32 KiB. */
 #define QCOW2_INFLATE_WINDOW	(-15)
-
-/* ---- reporting ------------------------------------------------------- */
-
-int qcow2_report(struct qcow2_report *r, int err, const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-
-	if (!r)
-		return err;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (r->count == 0 && r->err && r->errlen)
-		snprintf(r->err, r->errlen, "%s", msg);
-	r->count++;
-	if (r->fn)
-		r->fn(r->arg, msg);
-	return err;
-}
-
-static int first_err(int ret, int err)
-{
-	return ret ? ret : err;
-}
-
-static uint64_t round_up(uint64_t v, uint64_t a)
-{
-	return (v + a - 1) / a * a;
-}
 
 /* ---- feature names --------------------------------------------------- */
 
@@ -104,27 +73,27 @@ static void header_decode(const uint8_t *buf, size_t len,
 			  struct qcow2_header *h)
 {
 	memset(h, 0, sizeof(*h));
-	h->version = qcow2_get_be32(buf + QH_VERSION);
-	h->backing_file_offset = qcow2_get_be64(buf + QH_BACKING_OFFSET);
-	h->backing_file_size = qcow2_get_be32(buf + QH_BACKING_SIZE);
-	h->cluster_bits = qcow2_get_be32(buf + QH_CLUSTER_BITS);
-	h->size = qcow2_get_be64(buf + QH_SIZE);
-	h->crypt_method = qcow2_get_be32(buf + QH_CRYPT);
-	h->l1_size = qcow2_get_be32(buf + QH_L1_SIZE);
-	h->l1_table_offset = qcow2_get_be64(buf + QH_L1_OFFSET);
-	h->refcount_table_offset = qcow2_get_be64(buf + QH_REFT_OFFSET);
-	h->refcount_table_clusters = qcow2_get_be32(buf + QH_REFT_CLUSTERS);
-	h->nb_snapshots = qcow2_get_be32(buf + QH_NB_SNAPSHOTS);
-	h->snapshots_offset = qcow2_get_be64(buf + QH_SNAPSHOTS_OFFSET);
+	h->version = td_get_be32(buf + QH_VERSION);
+	h->backing_file_offset = td_get_be64(buf + QH_BACKING_OFFSET);
+	h->backing_file_size = td_get_be32(buf + QH_BACKING_SIZE);
+	h->cluster_bits = td_get_be32(buf + QH_CLUSTER_BITS);
+	h->size = td_get_be64(buf + QH_SIZE);
+	h->crypt_method = td_get_be32(buf + QH_CRYPT);
+	h->l1_size = td_get_be32(buf + QH_L1_SIZE);
+	h->l1_table_offset = td_get_be64(buf + QH_L1_OFFSET);
+	h->refcount_table_offset = td_get_be64(buf + QH_REFT_OFFSET);
+	h->refcount_table_clusters = td_get_be32(buf + QH_REFT_CLUSTERS);
+	h->nb_snapshots = td_get_be32(buf + QH_NB_SNAPSHOTS);
+	h->snapshots_offset = td_get_be64(buf + QH_SNAPSHOTS_OFFSET);
 	h->refcount_order = QCOW2_DEFAULT_REFCOUNT_ORDER;
 	h->header_length = QCOW2_V2_HEADER_SIZE;
 	if (h->version < 3 || len < QCOW2_V3_HEADER_SIZE)
 		return;
-	h->incompatible_features = qcow2_get_be64(buf + QH_INCOMPAT);
-	h->compatible_features = qcow2_get_be64(buf + QH_COMPAT);
-	h->autoclear_features = qcow2_get_be64(buf + QH_AUTOCLEAR);
-	h->refcount_order = qcow2_get_be32(buf + QH_REFCOUNT_ORDER);
-	h->header_length = qcow2_get_be32(buf + QH_HEADER_LENGTH);
+	h->incompatible_features = td_get_be64(buf + QH_INCOMPAT);
+	h->compatible_features = td_get_be64(buf + QH_COMPAT);
+	h->autoclear_features = td_get_be64(buf + QH_AUTOCLEAR);
+	h->refcount_order = td_get_be32(buf + QH_REFCOUNT_ORDER);
+	h->header_length = td_get_be32(buf + QH_HEADER_LENGTH);
 	if (h->header_length > QH_COMPRESSION_TYPE &&
 	    len > QH_COMPRESSION_TYPE)
 		h->compression_type = buf[QH_COMPRESSION_TYPE];
@@ -133,27 +102,27 @@ static void header_decode(const uint8_t *buf, size_t len,
 /* A table of bytes at off: aligned, not over the header, in the file. */
 static int check_table(const char *what, uint64_t off, uint64_t bytes,
 		       uint32_t cluster_size, uint64_t file_size,
-		       struct qcow2_report *r)
+		       struct td_report *r)
 {
 	if (off & (cluster_size - 1))
-		return qcow2_report(r, -EINVAL, "%s offset %" PRIu64 " is not "
-				    "aligned to the cluster size %u", what,
-				    off, cluster_size);
+		return td_report(r, -EINVAL, "%s offset %" PRIu64 " is not "
+				 "aligned to the cluster size %u", what,
+				 off, cluster_size);
 	if (!bytes)
 		return 0;
 	if (off == 0)
-		return qcow2_report(r, -EINVAL, "%s at offset 0 overlaps the "
-				    "header", what);
+		return td_report(r, -EINVAL, "%s at offset 0 overlaps the "
+				 "header", what);
 	if (off >= QCOW2_MAX_HOST_OFFSET || bytes > QCOW2_MAX_HOST_OFFSET ||
 	    off + bytes > QCOW2_MAX_HOST_OFFSET)
-		return qcow2_report(r, -EINVAL, "%s offset %" PRIu64 " and "
-				    "size %" PRIu64 " are too large", what,
-				    off, bytes);
+		return td_report(r, -EINVAL, "%s offset %" PRIu64 " and "
+				 "size %" PRIu64 " are too large", what,
+				 off, bytes);
 	if (file_size && off + bytes > file_size)
-		return qcow2_report(r, -EINVAL, "%s at %" PRIu64 " (%" PRIu64
-				    " bytes) passes the end of the file "
-				    "(%" PRIu64 " bytes)", what, off, bytes,
-				    file_size);
+		return td_report(r, -EINVAL, "%s at %" PRIu64 " (%" PRIu64
+				 " bytes) passes the end of the file "
+				 "(%" PRIu64 " bytes)", what, off, bytes,
+				 file_size);
 	return 0;
 }
 
@@ -170,7 +139,7 @@ static bool tables_overlap(uint64_t a, uint64_t alen, uint64_t b,
 /* The L1 table, the refcount table and the snapshot table's start apart. */
 static int check_placement(const struct qcow2_header *h, uint32_t cs,
 			   bool l1_ok, bool rt_ok, bool snap_ok,
-			   struct qcow2_report *r)
+			   struct td_report *r)
 {
 	uint64_t l1 = (uint64_t)h->l1_size * 8;
 	uint64_t rt = (uint64_t)h->refcount_table_clusters * cs;
@@ -178,21 +147,21 @@ static int check_placement(const struct qcow2_header *h, uint32_t cs,
 
 	if (l1_ok && rt_ok && tables_overlap(h->l1_table_offset, l1,
 					     h->refcount_table_offset, rt, cs))
-		ret = qcow2_report(r, -EINVAL, "L1 table at %" PRIu64 " (%"
-				   PRIu64 " bytes) overlaps the refcount table "
-				   "at %" PRIu64 " (%" PRIu64 " bytes)",
-				   h->l1_table_offset, l1,
-				   h->refcount_table_offset, rt);
+		ret = td_report(r, -EINVAL, "L1 table at %" PRIu64 " (%"
+				PRIu64 " bytes) overlaps the refcount table "
+				"at %" PRIu64 " (%" PRIu64 " bytes)",
+				h->l1_table_offset, l1,
+				h->refcount_table_offset, rt);
 	if (!snap_ok || !h->nb_snapshots)
 		return ret;
 	if (l1_ok && tables_overlap(h->snapshots_offset, 1,
 				    h->l1_table_offset, l1, cs))
-		ret = first_err(ret, qcow2_report(r, -EINVAL, "snapshot table "
+		ret = td_first_err(ret, td_report(r, -EINVAL, "snapshot table "
 			"at %" PRIu64 " overlaps the L1 table at %" PRIu64,
 			h->snapshots_offset, h->l1_table_offset));
 	if (rt_ok && tables_overlap(h->snapshots_offset, 1,
 				    h->refcount_table_offset, rt, cs))
-		ret = first_err(ret, qcow2_report(r, -EINVAL, "snapshot table "
+		ret = td_first_err(ret, td_report(r, -EINVAL, "snapshot table "
 			"at %" PRIu64 " overlaps the refcount table at %" PRIu64,
 			h->snapshots_offset, h->refcount_table_offset));
 	return ret;
@@ -200,7 +169,7 @@ static int check_placement(const struct qcow2_header *h, uint32_t cs,
 
 static int check_incompat(const struct qcow2_header *h,
 			  const struct qcow2_extensions *ext,
-			  struct qcow2_report *r)
+			  struct td_report *r)
 {
 	uint64_t unknown = h->incompatible_features & ~QCOW2_INCOMPAT_KNOWN;
 	char name[64];
@@ -210,32 +179,32 @@ static int check_incompat(const struct qcow2_header *h,
 	for (bit = 0; bit < 64; bit++) {
 		if (!(unknown & (1ull << bit)))
 			continue;
-		ret = first_err(ret, qcow2_report(r, -ENOTSUP,
+		ret = td_first_err(ret, td_report(r, -ENOTSUP,
 			"unsupported incompatible feature: %s (bit %u)",
 			qcow2_feature_name(ext, QCOW2_FEAT_INCOMPAT, bit, name,
 					   sizeof(name)), bit));
 	}
 	if (h->incompatible_features & QCOW2_INCOMPAT_COMPRESSION) {
 		if (h->compression_type == QCOW2_COMPRESS_ZLIB)
-			ret = first_err(ret, qcow2_report(r, -EINVAL,
+			ret = td_first_err(ret, td_report(r, -EINVAL,
 				"compression type bit set but "
 				"compression_type is 0 (zlib)"));
 		else if (h->compression_type == QCOW2_COMPRESS_ZSTD)
-			ret = first_err(ret, qcow2_report(r, -ENOTSUP,
+			ret = td_first_err(ret, td_report(r, -ENOTSUP,
 				"unsupported compression type: zstd "
 				"(compression_type 1)"));
 		else
-			ret = first_err(ret, qcow2_report(r, -ENOTSUP,
+			ret = td_first_err(ret, td_report(r, -ENOTSUP,
 				"unsupported compression type %u",
 				h->compression_type));
 	} else if (h->compression_type != QCOW2_COMPRESS_ZLIB) {
-		ret = first_err(ret, qcow2_report(r, -EINVAL,
+		ret = td_first_err(ret, td_report(r, -EINVAL,
 			"compression_type %u without the compression type "
 			"bit", h->compression_type));
 	}
 	if ((h->incompatible_features & QCOW2_INCOMPAT_EXTL2) &&
 	    h->cluster_bits < 14)
-		ret = first_err(ret, qcow2_report(r, -EINVAL,
+		ret = td_first_err(ret, td_report(r, -EINVAL,
 			"extended L2 entries need clusters of 16 KiB or more "
 			"(cluster_bits %u)", h->cluster_bits));
 	return ret;
@@ -243,7 +212,7 @@ static int check_incompat(const struct qcow2_header *h,
 
 int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
 		       struct qcow2_header *h, struct qcow2_extensions *ext,
-		       struct qcow2_report *r)
+		       struct td_report *r)
 {
 	struct qcow2_extensions local;
 	struct qcow2_geometry g;
@@ -254,77 +223,77 @@ int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
 
 	memset(h, 0, sizeof(*h));
 	if (len < QCOW2_V2_HEADER_SIZE)
-		return qcow2_report(r, -EINVAL, "header truncated: %zu bytes, "
-				    "need %u", len, QCOW2_V2_HEADER_SIZE);
-	if (qcow2_get_be32(buf) != QCOW2_MAGIC)
-		return qcow2_report(r, -EINVAL, "bad magic 0x%08x (not a "
-				    "qcow2 image)", qcow2_get_be32(buf));
+		return td_report(r, -EINVAL, "header truncated: %zu bytes, "
+				 "need %u", len, QCOW2_V2_HEADER_SIZE);
+	if (td_get_be32(buf) != QCOW2_MAGIC)
+		return td_report(r, -EINVAL, "bad magic 0x%08x (not a "
+				 "qcow2 image)", td_get_be32(buf));
 	header_decode(buf, len, h);
 	if (h->version == 1)
-		return qcow2_report(r, -ENOTSUP, "version 1 (qcow, not "
-				    "qcow2) is not supported");
+		return td_report(r, -ENOTSUP, "version 1 (qcow, not "
+				 "qcow2) is not supported");
 	if (h->version != 2 && h->version != 3)
-		return qcow2_report(r, -ENOTSUP, "unsupported version %u",
-				    h->version);
+		return td_report(r, -ENOTSUP, "unsupported version %u",
+				 h->version);
 	if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS ||
 	    h->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
-		return qcow2_report(r, -EINVAL, "cluster_bits %u is not in "
-				    "%u..%u", h->cluster_bits,
-				    QCOW2_MIN_CLUSTER_BITS,
-				    QCOW2_MAX_CLUSTER_BITS);
+		return td_report(r, -EINVAL, "cluster_bits %u is not in "
+				 "%u..%u", h->cluster_bits,
+				 QCOW2_MIN_CLUSTER_BITS,
+				 QCOW2_MAX_CLUSTER_BITS);
 	cs = 1u << h->cluster_bits;
 	if (h->version == 3) {
 		if (len < QCOW2_V3_HEADER_SIZE)
-			return qcow2_report(r, -EINVAL, "version 3 header "
-					    "truncated: %zu bytes", len);
+			return td_report(r, -EINVAL, "version 3 header "
+					 "truncated: %zu bytes", len);
 		if (h->header_length < QCOW2_V3_HEADER_SIZE ||
 		    h->header_length % 8 || h->header_length > cs)
-			return qcow2_report(r, -EINVAL, "header_length %u is "
-					    "not a multiple of 8 in %u..%u",
-					    h->header_length,
-					    QCOW2_V3_HEADER_SIZE, cs);
+			return td_report(r, -EINVAL, "header_length %u is "
+					 "not a multiple of 8 in %u..%u",
+					 h->header_length,
+					 QCOW2_V3_HEADER_SIZE, cs);
 		if (h->refcount_order > QCOW2_MAX_REFCOUNT_ORDER)
-			return qcow2_report(r, -EINVAL, "refcount_order %u is "
-					    "larger than %u", h->refcount_order,
-					    QCOW2_MAX_REFCOUNT_ORDER);
+			return td_report(r, -EINVAL, "refcount_order %u is "
+					 "larger than %u", h->refcount_order,
+					 QCOW2_MAX_REFCOUNT_ORDER);
 	}
 	if (!ext)
 		ext = &local;
 	ret = qcow2_extensions_parse(buf, len < cs ? len : cs, h, ext, r);
 	if (h->version == 3)
-		ret = first_err(ret, check_incompat(h, ext, r));
+		ret = td_first_err(ret, check_incompat(h, ext, r));
 	if (h->crypt_method == QCOW2_CRYPT_AES ||
 	    h->crypt_method == QCOW2_CRYPT_LUKS)
-		ret = first_err(ret, qcow2_report(r, -ENOTSUP,
+		ret = td_first_err(ret, td_report(r, -ENOTSUP,
 			"encrypted image (%s, crypt_method %u): encryption "
 			"is not supported", h->crypt_method ==
 			QCOW2_CRYPT_AES ? "AES" : "LUKS", h->crypt_method));
 	else if (h->crypt_method != QCOW2_CRYPT_NONE)
-		ret = first_err(ret, qcow2_report(r, -EINVAL,
+		ret = td_first_err(ret, td_report(r, -EINVAL,
 			"unknown crypt_method %u", h->crypt_method));
 	if (h->size > QCOW2_MAX_SIZE)
-		return first_err(ret, qcow2_report(r, -EINVAL, "virtual size "
+		return td_first_err(ret, td_report(r, -EINVAL, "virtual size "
 				 "%" PRIu64 " is larger than 2^61",
 				 h->size));
 	qcow2_geometry_init(&g, h);
 	need = qcow2_l1_entries(&g, h->size);
 	if (h->l1_size < need)
-		ret = first_err(ret, qcow2_report(r, -EINVAL, "l1_size %u is "
+		ret = td_first_err(ret, td_report(r, -EINVAL, "l1_size %u is "
 			"too small for the virtual size %" PRIu64 " (need %"
 			PRIu64 ")", h->l1_size, h->size, need));
 	if ((uint64_t)h->l1_size * 8 > QCOW2_MAX_L1_BYTES)
-		ret = first_err(ret, qcow2_report(r, -EINVAL, "l1_size %u is "
+		ret = td_first_err(ret, td_report(r, -EINVAL, "l1_size %u is "
 			"larger than %u entries", h->l1_size,
 			QCOW2_MAX_L1_BYTES / 8));
 	else {
 		rc = check_table("L1 table", h->l1_table_offset,
 				 (uint64_t)h->l1_size * 8, cs, file_size, r);
 		l1_ok = rc == 0;
-		ret = first_err(ret, rc);
+		ret = td_first_err(ret, rc);
 	}
 	if ((uint64_t)h->refcount_table_clusters * cs >
 	    QCOW2_MAX_REFTABLE_BYTES)
-		ret = first_err(ret, qcow2_report(r, -EINVAL,
+		ret = td_first_err(ret, td_report(r, -EINVAL,
 			"refcount_table_clusters %u is larger than %u bytes",
 			h->refcount_table_clusters,
 			QCOW2_MAX_REFTABLE_BYTES));
@@ -333,30 +302,31 @@ int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
 				 (uint64_t)h->refcount_table_clusters * cs, cs,
 				 file_size, r);
 		rt_ok = rc == 0;
-		ret = first_err(ret, rc);
+		ret = td_first_err(ret, rc);
 	}
 	if (h->nb_snapshots > QCOW2_MAX_SNAPSHOTS)
-		ret = first_err(ret, qcow2_report(r, -EINVAL, "nb_snapshots "
+		ret = td_first_err(ret, td_report(r, -EINVAL, "nb_snapshots "
 			"%u is larger than %u", h->nb_snapshots,
 			QCOW2_MAX_SNAPSHOTS));
 	else if (h->nb_snapshots) {
 		rc = check_table("snapshot table", h->snapshots_offset, 1, cs,
 				 file_size, r);
 		snap_ok = rc == 0;
-		ret = first_err(ret, rc);
+		ret = td_first_err(ret, rc);
 	}
-	ret = first_err(ret, check_placement(h, cs, l1_ok, rt_ok, snap_ok, r));
+	ret = td_first_err(ret, check_placement(h, cs, l1_ok, rt_ok, snap_ok,
+						 r));
 	if (h->backing_file_offset) {
 		if (h->backing_file_size > QCOW2_MAX_BACKING_NAME ||
 		    h->backing_file_size == 0)
-			ret = first_err(ret, qcow2_report(r, -EINVAL,
+			ret = td_first_err(ret, td_report(r, -EINVAL,
 				"backing_file_size %u is not in 1..%u",
 				h->backing_file_size,
 				QCOW2_MAX_BACKING_NAME));
 		else if (h->backing_file_offset < h->header_length ||
 			 h->backing_file_offset > cs ||
 			 h->backing_file_offset + h->backing_file_size > cs)
-			ret = first_err(ret, qcow2_report(r, -EINVAL,
+			ret = td_first_err(ret, td_report(r, -EINVAL,
 				"backing file name at %" PRIu64 " (%u bytes) "
 				"is not inside the first cluster, after the "
 				"header", h->backing_file_offset,
@@ -370,26 +340,26 @@ void qcow2_header_encode(const struct qcow2_header *h, uint8_t *buf)
 	size_t len = h->version >= 3 ? h->header_length : QCOW2_V2_HEADER_SIZE;
 
 	memset(buf, 0, len);
-	qcow2_put_be32(buf + QH_MAGIC, QCOW2_MAGIC);
-	qcow2_put_be32(buf + QH_VERSION, h->version);
-	qcow2_put_be64(buf + QH_BACKING_OFFSET, h->backing_file_offset);
-	qcow2_put_be32(buf + QH_BACKING_SIZE, h->backing_file_size);
-	qcow2_put_be32(buf + QH_CLUSTER_BITS, h->cluster_bits);
-	qcow2_put_be64(buf + QH_SIZE, h->size);
-	qcow2_put_be32(buf + QH_CRYPT, h->crypt_method);
-	qcow2_put_be32(buf + QH_L1_SIZE, h->l1_size);
-	qcow2_put_be64(buf + QH_L1_OFFSET, h->l1_table_offset);
-	qcow2_put_be64(buf + QH_REFT_OFFSET, h->refcount_table_offset);
-	qcow2_put_be32(buf + QH_REFT_CLUSTERS, h->refcount_table_clusters);
-	qcow2_put_be32(buf + QH_NB_SNAPSHOTS, h->nb_snapshots);
-	qcow2_put_be64(buf + QH_SNAPSHOTS_OFFSET, h->snapshots_offset);
+	td_put_be32(buf + QH_MAGIC, QCOW2_MAGIC);
+	td_put_be32(buf + QH_VERSION, h->version);
+	td_put_be64(buf + QH_BACKING_OFFSET, h->backing_file_offset);
+	td_put_be32(buf + QH_BACKING_SIZE, h->backing_file_size);
+	td_put_be32(buf + QH_CLUSTER_BITS, h->cluster_bits);
+	td_put_be64(buf + QH_SIZE, h->size);
+	td_put_be32(buf + QH_CRYPT, h->crypt_method);
+	td_put_be32(buf + QH_L1_SIZE, h->l1_size);
+	td_put_be64(buf + QH_L1_OFFSET, h->l1_table_offset);
+	td_put_be64(buf + QH_REFT_OFFSET, h->refcount_table_offset);
+	td_put_be32(buf + QH_REFT_CLUSTERS, h->refcount_table_clusters);
+	td_put_be32(buf + QH_NB_SNAPSHOTS, h->nb_snapshots);
+	td_put_be64(buf + QH_SNAPSHOTS_OFFSET, h->snapshots_offset);
 	if (h->version < 3)
 		return;
-	qcow2_put_be64(buf + QH_INCOMPAT, h->incompatible_features);
-	qcow2_put_be64(buf + QH_COMPAT, h->compatible_features);
-	qcow2_put_be64(buf + QH_AUTOCLEAR, h->autoclear_features);
-	qcow2_put_be32(buf + QH_REFCOUNT_ORDER, h->refcount_order);
-	qcow2_put_be32(buf + QH_HEADER_LENGTH, h->header_length);
+	td_put_be64(buf + QH_INCOMPAT, h->incompatible_features);
+	td_put_be64(buf + QH_COMPAT, h->compatible_features);
+	td_put_be64(buf + QH_AUTOCLEAR, h->autoclear_features);
+	td_put_be32(buf + QH_REFCOUNT_ORDER, h->refcount_order);
+	td_put_be32(buf + QH_HEADER_LENGTH, h->header_length);
 	if (h->header_length > QH_COMPRESSION_TYPE)
 		buf[QH_COMPRESSION_TYPE] = h->compression_type;
 }
@@ -422,17 +392,17 @@ uint64_t qcow2_l1_entries(const struct qcow2_geometry *g, uint64_t size)
 
 static int ext_string(const uint8_t *data, uint32_t len, char *out,
 		      size_t outlen, const char *what,
-		      struct qcow2_report *r)
+		      struct td_report *r)
 {
 	uint32_t i;
 
 	if (len == 0 || len >= outlen)
-		return qcow2_report(r, -EINVAL, "%s extension: length %u is "
-				    "not in 1..%zu", what, len, outlen - 1);
+		return td_report(r, -EINVAL, "%s extension: length %u is "
+				 "not in 1..%zu", what, len, outlen - 1);
 	for (i = 0; i < len; i++)
 		if (data[i] == '\0')
-			return qcow2_report(r, -EINVAL, "%s extension: NUL "
-					    "at byte %u", what, i);
+			return td_report(r, -EINVAL, "%s extension: NUL "
+					 "at byte %u", what, i);
 	memcpy(out, data, len);
 	out[len] = '\0';
 	return 0;
@@ -462,7 +432,7 @@ static void ext_features(const uint8_t *data, uint32_t len,
 int qcow2_extensions_parse(const uint8_t *buf, size_t len,
 			   const struct qcow2_header *h,
 			   struct qcow2_extensions *ext,
-			   struct qcow2_report *r)
+			   struct td_report *r)
 {
 	uint64_t off = h->version >= 3 ? h->header_length :
 		       QCOW2_V2_HEADER_SIZE;
@@ -474,44 +444,44 @@ int qcow2_extensions_parse(const uint8_t *buf, size_t len,
 	if (h->backing_file_offset && h->backing_file_offset < limit)
 		limit = h->backing_file_offset;
 	while (off + 8 <= limit) {
-		uint32_t type = qcow2_get_be32(buf + off);
-		uint32_t elen = qcow2_get_be32(buf + off + 4);
+		uint32_t type = td_get_be32(buf + off);
+		uint32_t elen = td_get_be32(buf + off + 4);
 		const uint8_t *data = buf + off + 8;
 
 		if (type == QCOW2_EXT_END)
 			break;
 		if ((uint64_t)elen > limit - off - 8)
-			return qcow2_report(r, -EINVAL, "header extension "
-					    "0x%08x at %" PRIu64 ": length %u "
-					    "passes the end of the header area "
-					    "(%" PRIu64 ")", type, off, elen,
-					    limit);
+			return td_report(r, -EINVAL, "header extension "
+					 "0x%08x at %" PRIu64 ": length %u "
+					 "passes the end of the header area "
+					 "(%" PRIu64 ")", type, off, elen,
+					 limit);
 		switch (type) {
 		case QCOW2_EXT_BACKING_FMT:
 			if (seen_fmt++)
-				return qcow2_report(r, -EINVAL, "backing "
-						    "format extension twice");
+				return td_report(r, -EINVAL, "backing "
+						 "format extension twice");
 			rc = ext_string(data, elen, ext->backing_format,
 					sizeof(ext->backing_format),
 					"backing format", r);
 			ext->has_backing_format = rc == 0;
-			ret = first_err(ret, rc);
+			ret = td_first_err(ret, rc);
 			break;
 		case QCOW2_EXT_FEATURES:
 			if (seen_feat++)
-				return qcow2_report(r, -EINVAL, "feature name "
-						    "table twice");
+				return td_report(r, -EINVAL, "feature name "
+						 "table twice");
 			ext_features(data, elen, ext);
 			break;
 		case QCOW2_EXT_DATA_FILE:
 			if (seen_data++)
-				return qcow2_report(r, -EINVAL, "external data "
-						    "file extension twice");
+				return td_report(r, -EINVAL, "external data "
+						 "file extension twice");
 			rc = ext_string(data, elen, ext->data_file,
 					sizeof(ext->data_file),
 					"external data file", r);
 			ext->has_data_file = rc == 0;
-			ret = first_err(ret, rc);
+			ret = td_first_err(ret, rc);
 			break;
 		case QCOW2_EXT_BITMAPS:
 			ext->has_bitmaps = true;
@@ -522,7 +492,7 @@ int qcow2_extensions_parse(const uint8_t *buf, size_t len,
 		default:
 			break;		/* unknown: safe to ignore */
 		}
-		off += 8 + round_up(elen, 8);
+		off += 8 + td_round_up(elen, 8);
 	}
 	ext->end = (uint32_t)(off < limit ? off : limit);
 	return ret;
@@ -531,13 +501,13 @@ int qcow2_extensions_parse(const uint8_t *buf, size_t len,
 static size_t ext_put(uint8_t *buf, size_t len, size_t off, uint32_t type,
 		      const void *data, uint32_t dlen)
 {
-	size_t need = 8 + round_up(dlen, 8);
+	size_t need = 8 + td_round_up(dlen, 8);
 
 	if (off + need > len)
 		return 0;
 	memset(buf + off, 0, need);
-	qcow2_put_be32(buf + off, type);
-	qcow2_put_be32(buf + off + 4, dlen);
+	td_put_be32(buf + off, type);
+	td_put_be32(buf + off + 4, dlen);
 	if (dlen)
 		memcpy(buf + off + 8, data, dlen);
 	return off + need;
@@ -575,7 +545,7 @@ size_t qcow2_extensions_encode(uint8_t *buf, size_t len, size_t off,
 
 int qcow2_backing_name(const uint8_t *buf, size_t len,
 		       const struct qcow2_header *h, char *out,
-		       size_t outlen, struct qcow2_report *r)
+		       size_t outlen, struct td_report *r)
 {
 	uint32_t i, n = h->backing_file_size;
 
@@ -583,16 +553,16 @@ int qcow2_backing_name(const uint8_t *buf, size_t len,
 	if (!h->backing_file_offset)
 		return 0;
 	if (h->backing_file_offset > len || n > len - h->backing_file_offset)
-		return qcow2_report(r, -EINVAL, "backing file name at %"
-				    PRIu64 " (%u bytes) is outside the first "
-				    "cluster", h->backing_file_offset, n);
+		return td_report(r, -EINVAL, "backing file name at %"
+				 PRIu64 " (%u bytes) is outside the first "
+				 "cluster", h->backing_file_offset, n);
 	if (n == 0 || n >= outlen)
-		return qcow2_report(r, -EINVAL, "backing_file_size %u is not "
-				    "in 1..%zu", n, outlen - 1);
+		return td_report(r, -EINVAL, "backing_file_size %u is not "
+				 "in 1..%zu", n, outlen - 1);
 	for (i = 0; i < n; i++)
 		if (buf[h->backing_file_offset + i] == '\0')
-			return qcow2_report(r, -EINVAL, "backing file name "
-					    "has a NUL at byte %u", i);
+			return td_report(r, -EINVAL, "backing file name "
+					 "has a NUL at byte %u", i);
 	memcpy(out, buf + h->backing_file_offset, n);
 	out[n] = '\0';
 	return 0;
@@ -600,36 +570,36 @@ int qcow2_backing_name(const uint8_t *buf, size_t len,
 
 int qcow2_header_check_writable(const struct qcow2_header *h,
 				const struct qcow2_extensions *ext,
-				struct qcow2_report *r)
+				struct td_report *r)
 {
 	uint64_t f = h->incompatible_features;
 
 	(void)ext;
 	if (f & QCOW2_INCOMPAT_CORRUPT)
-		return qcow2_report(r, -EROFS, "the image is marked corrupt "
-				    "(corrupt bit): read-only until "
-				    "'qemu-img check -r all' repairs it");
+		return td_report(r, -EROFS, "the image is marked corrupt "
+				 "(corrupt bit): read-only until "
+				 "'qemu-img check -r all' repairs it");
 	if (f & QCOW2_INCOMPAT_DATA_FILE)
-		return qcow2_report(r, -ENOTSUP, "external data file: "
-				    "writing is not supported (open it "
-				    "read-only)");
+		return td_report(r, -ENOTSUP, "external data file: "
+				 "writing is not supported (open it "
+				 "read-only)");
 	if (f & QCOW2_INCOMPAT_EXTL2)
-		return qcow2_report(r, -ENOTSUP, "extended L2 entries: "
-				    "writing is not supported (open it "
-				    "read-only)");
+		return td_report(r, -ENOTSUP, "extended L2 entries: "
+				 "writing is not supported (open it "
+				 "read-only)");
 	if (f & QCOW2_INCOMPAT_COMPRESSION)
-		return qcow2_report(r, -ENOTSUP, "compression type %u: "
-				    "writing is not supported",
-				    h->compression_type);
+		return td_report(r, -ENOTSUP, "compression type %u: "
+				 "writing is not supported",
+				 h->compression_type);
 	if (f & ~QCOW2_INCOMPAT_KNOWN)
-		return qcow2_report(r, -ENOTSUP, "unknown incompatible "
-				    "features 0x%" PRIx64, f &
-				    ~QCOW2_INCOMPAT_KNOWN);
+		return td_report(r, -ENOTSUP, "unknown incompatible "
+				 "features 0x%" PRIx64, f &
+				 ~QCOW2_INCOMPAT_KNOWN);
 	if (h->nb_snapshots)
-		return qcow2_report(r, -ENOTSUP, "internal snapshots (%u): "
-				    "writing is not supported (open it "
-				    "read-only, or 'qemu-img snapshot -d')",
-				    h->nb_snapshots);
+		return td_report(r, -ENOTSUP, "internal snapshots (%u): "
+				 "writing is not supported (open it "
+				 "read-only, or 'qemu-img snapshot -d')",
+				 h->nb_snapshots);
 	return 0;
 }
 
@@ -637,7 +607,7 @@ int qcow2_header_check_writable(const struct qcow2_header *h,
 
 int qcow2_l2_decode(const struct qcow2_geometry *g, uint32_t version,
 		    uint64_t entry, struct qcow2_mapping *m,
-		    struct qcow2_report *r)
+		    struct td_report *r)
 {
 	memset(m, 0, sizeof(*m));
 	if (entry & QCOW2_OFLAG_COMPRESSED) {
@@ -645,9 +615,9 @@ int qcow2_l2_decode(const struct qcow2_geometry *g, uint32_t version,
 				1;
 
 		if (entry & QCOW2_OFLAG_COPIED)
-			return qcow2_report(r, -EINVAL, "L2 entry 0x%016"
-					    PRIx64 ": compressed with the "
-					    "copied flag", entry);
+			return td_report(r, -EINVAL, "L2 entry 0x%016"
+					 PRIx64 ": compressed with the "
+					 "copied flag", entry);
 		m->type = QCOW2_CLUSTER_COMPRESSED;
 		m->host_offset = entry & g->coffset_mask;
 		m->csize = (uint32_t)(nsec * QCOW2_COMPRESSED_SECTOR -
@@ -655,41 +625,41 @@ int qcow2_l2_decode(const struct qcow2_geometry *g, uint32_t version,
 				       (QCOW2_COMPRESSED_SECTOR - 1)));
 		if (m->host_offset >= QCOW2_MAX_HOST_OFFSET ||
 		    m->host_offset < g->cluster_size)
-			return qcow2_report(r, -EINVAL, "L2 entry 0x%016"
-					    PRIx64 ": compressed data at %"
-					    PRIu64 " is in the header cluster "
-					    "or too far", entry,
-					    m->host_offset);
+			return td_report(r, -EINVAL, "L2 entry 0x%016"
+					 PRIx64 ": compressed data at %"
+					 PRIu64 " is in the header cluster "
+					 "or too far", entry,
+					 m->host_offset);
 		return 0;
 	}
 	m->copied = entry & QCOW2_OFLAG_COPIED;
 	m->host_offset = entry & QCOW2_OFFSET_MASK;
 	if (entry & QCOW2_L2_RESERVED)
-		return qcow2_report(r, -EINVAL, "L2 entry 0x%016" PRIx64
-				    ": reserved bits set", entry);
+		return td_report(r, -EINVAL, "L2 entry 0x%016" PRIx64
+				 ": reserved bits set", entry);
 	if (m->host_offset & (g->cluster_size - 1))
-		return qcow2_report(r, -EINVAL, "L2 entry 0x%016" PRIx64
-				    ": host offset %" PRIu64 " is not "
-				    "cluster-aligned", entry,
-				    m->host_offset);
+		return td_report(r, -EINVAL, "L2 entry 0x%016" PRIx64
+				 ": host offset %" PRIu64 " is not "
+				 "cluster-aligned", entry,
+				 m->host_offset);
 	if ((entry & QCOW2_OFLAG_ZERO) && !g->extended_l2) {
 		if (version < 3)
-			return qcow2_report(r, -EINVAL, "L2 entry 0x%016"
-					    PRIx64 ": zero flag in a version 2 "
-					    "image", entry);
+			return td_report(r, -EINVAL, "L2 entry 0x%016"
+					 PRIx64 ": zero flag in a version 2 "
+					 "image", entry);
 		m->type = m->host_offset ? QCOW2_CLUSTER_ZERO_ALLOC :
 			  QCOW2_CLUSTER_ZERO_PLAIN;
 		return 0;
 	}
 	if (entry & QCOW2_OFLAG_ZERO)
-		return qcow2_report(r, -EINVAL, "L2 entry 0x%016" PRIx64
-				    ": zero flag with extended L2 entries",
-				    entry);
+		return td_report(r, -EINVAL, "L2 entry 0x%016" PRIx64
+				 ": zero flag with extended L2 entries",
+				 entry);
 	if (!m->host_offset) {
 		if (m->copied)
-			return qcow2_report(r, -EINVAL, "L2 entry 0x%016"
-					    PRIx64 ": host offset 0 with the "
-					    "copied flag", entry);
+			return td_report(r, -EINVAL, "L2 entry 0x%016"
+					 PRIx64 ": host offset 0 with the "
+					 "copied flag", entry);
 		m->type = QCOW2_CLUSTER_UNALLOCATED;
 		return 0;
 	}
@@ -698,36 +668,36 @@ int qcow2_l2_decode(const struct qcow2_geometry *g, uint32_t version,
 }
 
 int qcow2_l1_decode(const struct qcow2_geometry *g, uint64_t entry,
-		    uint64_t *l2_offset, struct qcow2_report *r)
+		    uint64_t *l2_offset, struct td_report *r)
 {
 	*l2_offset = entry & QCOW2_OFFSET_MASK;
 	if (entry & QCOW2_L1_RESERVED)
-		return qcow2_report(r, -EINVAL, "L1 entry 0x%016" PRIx64
-				    ": reserved bits set", entry);
+		return td_report(r, -EINVAL, "L1 entry 0x%016" PRIx64
+				 ": reserved bits set", entry);
 	if (*l2_offset & (g->cluster_size - 1))
-		return qcow2_report(r, -EINVAL, "L1 entry 0x%016" PRIx64
-				    ": L2 table offset %" PRIu64 " is not "
-				    "cluster-aligned", entry, *l2_offset);
+		return td_report(r, -EINVAL, "L1 entry 0x%016" PRIx64
+				 ": L2 table offset %" PRIu64 " is not "
+				 "cluster-aligned", entry, *l2_offset);
 	if (!*l2_offset && (entry & QCOW2_OFLAG_COPIED))
-		return qcow2_report(r, -EINVAL, "L1 entry 0x%016" PRIx64
-				    ": offset 0 with the copied flag", entry);
+		return td_report(r, -EINVAL, "L1 entry 0x%016" PRIx64
+				 ": offset 0 with the copied flag", entry);
 	return 0;
 }
 
 int qcow2_reftable_decode(const struct qcow2_geometry *g, uint64_t entry,
-			  uint64_t *rb_offset, struct qcow2_report *r)
+			  uint64_t *rb_offset, struct td_report *r)
 {
 	*rb_offset = entry & ~QCOW2_REFT_RESERVED;
 	if (entry & QCOW2_REFT_RESERVED)
-		return qcow2_report(r, -EINVAL, "refcount table entry 0x%016"
-				    PRIx64 ": reserved bits set", entry);
+		return td_report(r, -EINVAL, "refcount table entry 0x%016"
+				 PRIx64 ": reserved bits set", entry);
 	if (*rb_offset & (g->cluster_size - 1))
-		return qcow2_report(r, -EINVAL, "refcount table entry 0x%016"
-				    PRIx64 ": refcount block offset is not "
-				    "cluster-aligned", entry);
+		return td_report(r, -EINVAL, "refcount table entry 0x%016"
+				 PRIx64 ": refcount block offset is not "
+				 "cluster-aligned", entry);
 	if (*rb_offset >= QCOW2_MAX_HOST_OFFSET)
-		return qcow2_report(r, -EINVAL, "refcount table entry 0x%016"
-				    PRIx64 ": offset too large", entry);
+		return td_report(r, -EINVAL, "refcount table entry 0x%016"
+				 PRIx64 ": offset too large", entry);
 	return 0;
 }
 

@@ -19,7 +19,7 @@
  *
  * Errors: validators return 0 or -errno (-EINVAL for a malformed image,
  * -ENOTSUP for a well-formed feature this code does not implement) and
- * describe every problem through a struct qcow2_report: the first message
+ * describe every problem through a struct td_report: the first message
  * goes to report->err, every message to report->fn when it is set.
  * Messages name the field and the value ("cluster_bits 8 is not in
  * 9..21").
@@ -30,6 +30,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "td-util.h"
 
 #define QCOW2_MAGIC			0x514649fbu	/* "QFI\xfb" */
 #define QCOW2_V2_HEADER_SIZE		72u
@@ -189,57 +191,19 @@ struct qcow2_geometry {
 	bool		extended_l2;
 };
 
-/* ---- problem reporting -------------------------------------------- */
+/* ---- problem reporting, big-endian fields ------------------------- */
 
-typedef void qcow2_report_fn(void *arg, const char *msg);
-
-struct qcow2_report {
-	char		*err;		/* first problem; may be NULL */
-	size_t		 errlen;
-	qcow2_report_fn	*fn;		/* every problem; may be NULL */
-	void		*arg;
-	unsigned	 count;
-};
-
-static inline struct qcow2_report qcow2_report_err(char *err, size_t errlen)
-{
-	struct qcow2_report r = { .err = err, .errlen = errlen };
-
-	if (err && errlen)
-		err[0] = '\0';
-	return r;
-}
-
-/* Record one problem (printf format); returns err, for "return ...". */
-int qcow2_report(struct qcow2_report *r, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-/* ---- big-endian helpers (also for callers building tables) -------- */
-
-static inline uint32_t qcow2_get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	       (uint32_t)p[2] << 8 | p[3];
-}
-
-static inline uint64_t qcow2_get_be64(const uint8_t *p)
-{
-	return (uint64_t)qcow2_get_be32(p) << 32 | qcow2_get_be32(p + 4);
-}
-
-static inline void qcow2_put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static inline void qcow2_put_be64(uint8_t *p, uint64_t v)
-{
-	qcow2_put_be32(p, (uint32_t)(v >> 32));
-	qcow2_put_be32(p + 4, (uint32_t)v);
-}
+/*
+ * struct td_report and td_get_be32... (td-util.h).  The qcow2 names stay
+ * for the image code and the tools until they use the shared ones.
+ */
+#define qcow2_report_fn	td_report_fn
+#define qcow2_report	td_report
+#define qcow2_report_err	td_report_err
+#define qcow2_get_be32	td_get_be32
+#define qcow2_get_be64	td_get_be64
+#define qcow2_put_be32	td_put_be32
+#define qcow2_put_be64	td_put_be64
 
 /* ---- header ---------------------------------------------------------- */
 
@@ -258,7 +222,7 @@ static inline void qcow2_put_be64(uint8_t *p, uint64_t v)
  */
 int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
 		       struct qcow2_header *h, struct qcow2_extensions *ext,
-		       struct qcow2_report *r);
+		       struct td_report *r);
 
 /* Serialise h into buf (h->header_length bytes; 72 for version 2). */
 void qcow2_header_encode(const struct qcow2_header *h, uint8_t *buf);
@@ -279,7 +243,7 @@ uint64_t qcow2_l1_entries(const struct qcow2_geometry *g, uint64_t size);
 int qcow2_extensions_parse(const uint8_t *buf, size_t len,
 			   const struct qcow2_header *h,
 			   struct qcow2_extensions *ext,
-			   struct qcow2_report *r);
+			   struct td_report *r);
 
 /*
  * Encode extensions into buf at off (backing format when backing_fmt is
@@ -293,7 +257,7 @@ size_t qcow2_extensions_encode(uint8_t *buf, size_t len, size_t off,
 /* The backing file name (NUL-terminated) from the first cluster. */
 int qcow2_backing_name(const uint8_t *buf, size_t len,
 		       const struct qcow2_header *h, char *out,
-		       size_t outlen, struct qcow2_report *r);
+		       size_t outlen, struct td_report *r);
 
 /* A feature's name: the table's, else a built-in one, else "bit N". */
 const char *qcow2_feature_name(const struct qcow2_extensions *ext,
@@ -309,7 +273,7 @@ const char *qcow2_feature_name(const struct qcow2_extensions *ext,
  */
 int qcow2_header_check_writable(const struct qcow2_header *h,
 				const struct qcow2_extensions *ext,
-				struct qcow2_report *r);
+				struct td_report *r);
 
 /* ---- L1, L2 and refcount table entries ------------------------------ */
 
@@ -335,15 +299,15 @@ struct qcow2_mapping {
  */
 int qcow2_l2_decode(const struct qcow2_geometry *g, uint32_t version,
 		    uint64_t entry, struct qcow2_mapping *m,
-		    struct qcow2_report *r);
+		    struct td_report *r);
 
 /* Host offset of the L2 table an L1 entry points to (0: none). */
 int qcow2_l1_decode(const struct qcow2_geometry *g, uint64_t entry,
-		    uint64_t *l2_offset, struct qcow2_report *r);
+		    uint64_t *l2_offset, struct td_report *r);
 
 /* Offset of the refcount block a refcount table entry points to. */
 int qcow2_reftable_decode(const struct qcow2_geometry *g, uint64_t entry,
-			  uint64_t *rb_offset, struct qcow2_report *r);
+			  uint64_t *rb_offset, struct td_report *r);
 
 /*
  * Host clusters a compressed cluster's data touches: [*first, *last]

@@ -13,13 +13,17 @@
 
 #include "td-fileio.h"
 
-int td_pread_full(int fd, void *buf, size_t len, uint64_t off)
+/* pread or pwrite exactly len bytes: 0, -errno, or -EIO on a 0 count. */
+static int full_io(int fd, void *buf, size_t len, uint64_t off, bool write)
 {
 	size_t done = 0;
 
 	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done,
-				  (off_t)(off + done));
+		char *p = (char *)buf + done;
+		ssize_t n = write ? pwrite(fd, p, len - done,
+					   (off_t)(off + done)) :
+				    pread(fd, p, len - done,
+					  (off_t)(off + done));
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -32,23 +36,14 @@ int td_pread_full(int fd, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+int td_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	return full_io(fd, buf, len, off, false);
+}
+
 int td_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pwrite(fd, (const char *)buf + done, len - done,
-				   (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-		done += (size_t)n;
-	}
-	return 0;
+	return full_io(fd, (void *)buf, len, off, true);
 }
 
 /*

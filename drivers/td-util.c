@@ -1,9 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 
 #include <tapfs/tapdisk.h>
+
+#include "td-util.h"
 
 int td_parse_size(const char *s, uint64_t *out)
 {
@@ -39,4 +45,32 @@ int td_parse_size(const char *s, uint64_t *out)
 	}
 	*out = v * mult;
 	return 0;
+}
+
+int td_report(struct td_report *r, int err, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (!r)
+		return err;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (r->count == 0 && r->err && r->errlen)
+		snprintf(r->err, r->errlen, "%s", msg);
+	r->count++;
+	if (r->fn)
+		r->fn(r->arg, msg);
+	return err;
+}
+
+void *td_zalloc_aligned(size_t len)
+{
+	void *p;
+
+	if (posix_memalign(&p, TD_BUF_ALIGN, len ? len : 1))
+		return NULL;
+	memset(p, 0, len);
+	return p;
 }

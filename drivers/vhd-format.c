@@ -7,7 +7,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,70 +53,6 @@ enum {
 
 #define MACX_PREFIX		"file://"
 #define MACX_LOCALHOST		"localhost"
-
-/* ---- big-endian helpers -------------------------------------------- */
-
-static uint16_t get_be16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	       (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-	return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
-}
-
-static void put_be16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-	put_be32(p, (uint32_t)(v >> 32));
-	put_be32(p + 4, (uint32_t)v);
-}
-
-/* ---- reporting ------------------------------------------------------- */
-
-int vhd_report(struct vhd_report *r, int err, const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-
-	if (!r)
-		return err;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (r->count == 0 && r->err && r->errlen)
-		snprintf(r->err, r->errlen, "%s", msg);
-	r->count++;
-	if (r->fn)
-		r->fn(r->arg, msg);
-	return err;
-}
-
-/* Keep the first error of a validator that goes on checking. */
-static int first_err(int ret, int err)
-{
-	return ret ? ret : err;
-}
 
 /* A cookie for a message: printable ASCII kept, the rest as \xNN. */
 static const char *cookie_str(const char *c, char *out, size_t outlen)
@@ -312,27 +247,27 @@ void vhd_footer_encode(struct vhd_footer *f, uint8_t *buf)
 {
 	memset(buf, 0, VHD_FOOTER_SIZE);
 	memcpy(buf + FTR_COOKIE, f->cookie, VHD_COOKIE_SIZE);
-	put_be32(buf + FTR_FEATURES, f->features);
-	put_be32(buf + FTR_VERSION, f->version);
-	put_be64(buf + FTR_DATA_OFF, f->data_offset);
-	put_be32(buf + FTR_TIMESTAMP, f->timestamp);
+	td_put_be32(buf + FTR_FEATURES, f->features);
+	td_put_be32(buf + FTR_VERSION, f->version);
+	td_put_be64(buf + FTR_DATA_OFF, f->data_offset);
+	td_put_be32(buf + FTR_TIMESTAMP, f->timestamp);
 	memcpy(buf + FTR_CRTR_APP, f->creator_app, 4);
-	put_be32(buf + FTR_CRTR_VER, f->creator_version);
+	td_put_be32(buf + FTR_CRTR_VER, f->creator_version);
 	memcpy(buf + FTR_CRTR_OS, f->creator_os, 4);
-	put_be64(buf + FTR_ORIG_SIZE, f->orig_size);
-	put_be64(buf + FTR_CURR_SIZE, f->curr_size);
-	put_be16(buf + FTR_GEOMETRY, f->geometry.cylinders);
+	td_put_be64(buf + FTR_ORIG_SIZE, f->orig_size);
+	td_put_be64(buf + FTR_CURR_SIZE, f->curr_size);
+	td_put_be16(buf + FTR_GEOMETRY, f->geometry.cylinders);
 	buf[FTR_GEOMETRY + 2] = f->geometry.heads;
 	buf[FTR_GEOMETRY + 3] = f->geometry.sectors;
-	put_be32(buf + FTR_TYPE, f->type);
+	td_put_be32(buf + FTR_TYPE, f->type);
 	memcpy(buf + FTR_UUID, f->uuid, VHD_UUID_SIZE);
 	buf[FTR_SAVED] = f->saved_state;
 	f->checksum = vhd_checksum(buf, VHD_FOOTER_SIZE, FTR_CHECKSUM);
-	put_be32(buf + FTR_CHECKSUM, f->checksum);
+	td_put_be32(buf + FTR_CHECKSUM, f->checksum);
 }
 
 int vhd_footer_parse(const uint8_t *buf, struct vhd_footer *f,
-		     struct vhd_report *r)
+		     struct td_report *r)
 {
 	char cs[40];
 	uint32_t sum;
@@ -341,36 +276,36 @@ int vhd_footer_parse(const uint8_t *buf, struct vhd_footer *f,
 	memset(f, 0, sizeof(*f));
 	memcpy(f->cookie, buf + FTR_COOKIE, VHD_COOKIE_SIZE);
 	if (memcmp(f->cookie, VHD_FOOTER_COOKIE, VHD_COOKIE_SIZE))
-		return vhd_report(r, -EINVAL,
-				  "bad footer cookie \"%s\" (expected \"%s\")",
-				  cookie_str(f->cookie, cs, sizeof(cs)),
-				  VHD_FOOTER_COOKIE);
+		return td_report(r, -EINVAL,
+				 "bad footer cookie \"%s\" (expected \"%s\")",
+				 cookie_str(f->cookie, cs, sizeof(cs)),
+				 VHD_FOOTER_COOKIE);
 
-	f->features = get_be32(buf + FTR_FEATURES);
-	f->version = get_be32(buf + FTR_VERSION);
-	f->data_offset = get_be64(buf + FTR_DATA_OFF);
-	f->timestamp = get_be32(buf + FTR_TIMESTAMP);
+	f->features = td_get_be32(buf + FTR_FEATURES);
+	f->version = td_get_be32(buf + FTR_VERSION);
+	f->data_offset = td_get_be64(buf + FTR_DATA_OFF);
+	f->timestamp = td_get_be32(buf + FTR_TIMESTAMP);
 	memcpy(f->creator_app, buf + FTR_CRTR_APP, 4);
-	f->creator_version = get_be32(buf + FTR_CRTR_VER);
+	f->creator_version = td_get_be32(buf + FTR_CRTR_VER);
 	memcpy(f->creator_os, buf + FTR_CRTR_OS, 4);
-	f->orig_size = get_be64(buf + FTR_ORIG_SIZE);
-	f->curr_size = get_be64(buf + FTR_CURR_SIZE);
-	f->geometry.cylinders = get_be16(buf + FTR_GEOMETRY);
+	f->orig_size = td_get_be64(buf + FTR_ORIG_SIZE);
+	f->curr_size = td_get_be64(buf + FTR_CURR_SIZE);
+	f->geometry.cylinders = td_get_be16(buf + FTR_GEOMETRY);
 	f->geometry.heads = buf[FTR_GEOMETRY + 2];
 	f->geometry.sectors = buf[FTR_GEOMETRY + 3];
-	f->type = get_be32(buf + FTR_TYPE);
-	f->checksum = get_be32(buf + FTR_CHECKSUM);
+	f->type = td_get_be32(buf + FTR_TYPE);
+	f->checksum = td_get_be32(buf + FTR_CHECKSUM);
 	memcpy(f->uuid, buf + FTR_UUID, VHD_UUID_SIZE);
 	f->saved_state = buf[FTR_SAVED];
 
 	sum = vhd_checksum(buf, VHD_FOOTER_SIZE, FTR_CHECKSUM);
 	if (sum != f->checksum)
-		ret = first_err(ret, vhd_report(r, -EINVAL,
+		ret = td_first_err(ret, td_report(r, -EINVAL,
 			"bad footer checksum: expected 0x%08" PRIx32
 			", found 0x%08" PRIx32, sum, f->checksum));
 	if (VHD_VERSION_MAJOR(f->version) != VHD_VERSION_MAJOR(
 						VHD_FORMAT_VERSION))
-		ret = first_err(ret, vhd_report(r, -ENOTSUP,
+		ret = td_first_err(ret, td_report(r, -ENOTSUP,
 			"unsupported footer format version 0x%08" PRIx32
 			" (expected 0x%08x)", f->version, VHD_FORMAT_VERSION));
 	switch (f->type) {
@@ -379,23 +314,23 @@ int vhd_footer_parse(const uint8_t *buf, struct vhd_footer *f,
 	case VHD_TYPE_DIFF:
 		break;
 	default:
-		ret = first_err(ret, vhd_report(r, -ENOTSUP,
+		ret = td_first_err(ret, td_report(r, -ENOTSUP,
 			"unsupported disk type %" PRIu32
 			" (expected 2 fixed, 3 dynamic or 4 differencing)",
 			f->type));
 	}
 	if (f->curr_size % VHD_SECTOR_SIZE)
-		ret = first_err(ret, vhd_report(r, -EINVAL,
+		ret = td_first_err(ret, td_report(r, -EINVAL,
 			"current size %" PRIu64
 			" is not a multiple of 512", f->curr_size));
 	if (f->curr_size > VHD_MAX_SIZE)
-		ret = first_err(ret, vhd_report(r, -EFBIG,
+		ret = td_first_err(ret, td_report(r, -EFBIG,
 			"current size %" PRIu64 " exceeds the VHD maximum of "
 			"%llu bytes (2040 GiB)", f->curr_size, VHD_MAX_SIZE));
 	if ((f->type == VHD_TYPE_DYNAMIC || f->type == VHD_TYPE_DIFF) &&
 	    (f->data_offset == VHD_NO_OFFSET ||
 	     f->data_offset < VHD_FOOTER_SIZE))
-		ret = first_err(ret, vhd_report(r, -EINVAL,
+		ret = td_first_err(ret, td_report(r, -EINVAL,
 			"data offset 0x%" PRIx64 " of a %s disk does not "
 			"point to a dynamic header", f->data_offset,
 			vhd_type_name(f->type)));
@@ -405,7 +340,7 @@ int vhd_footer_parse(const uint8_t *buf, struct vhd_footer *f,
 int vhd_footer_decode(const uint8_t *buf, struct vhd_footer *f,
 		      char *err, size_t errlen)
 {
-	struct vhd_report r = vhd_report_err(err, errlen);
+	struct td_report r = td_report_err(err, errlen);
 
 	return vhd_footer_parse(buf, f, &r);
 }
@@ -445,26 +380,26 @@ void vhd_header_encode(struct vhd_header *h, uint8_t *buf)
 
 	memset(buf, 0, VHD_HEADER_SIZE);
 	memcpy(buf + HDR_COOKIE, h->cookie, VHD_COOKIE_SIZE);
-	put_be64(buf + HDR_DATA_OFF, h->data_offset);
-	put_be64(buf + HDR_TABLE_OFF, h->table_offset);
-	put_be32(buf + HDR_VERSION, h->version);
-	put_be32(buf + HDR_MAX_BAT, h->max_bat_entries);
-	put_be32(buf + HDR_BLOCK_SIZE, h->block_size);
+	td_put_be64(buf + HDR_DATA_OFF, h->data_offset);
+	td_put_be64(buf + HDR_TABLE_OFF, h->table_offset);
+	td_put_be32(buf + HDR_VERSION, h->version);
+	td_put_be32(buf + HDR_MAX_BAT, h->max_bat_entries);
+	td_put_be32(buf + HDR_BLOCK_SIZE, h->block_size);
 	memcpy(buf + HDR_PRT_UUID, h->parent_uuid, VHD_UUID_SIZE);
-	put_be32(buf + HDR_PRT_TS, h->parent_timestamp);
-	put_be32(buf + HDR_RESERVED, h->reserved);
+	td_put_be32(buf + HDR_PRT_TS, h->parent_timestamp);
+	td_put_be32(buf + HDR_RESERVED, h->reserved);
 	memcpy(buf + HDR_PRT_NAME, h->parent_name, VHD_PARENT_NAME_SIZE);
 	for (i = 0; i < VHD_MAX_LOCATORS; i++) {
 		uint8_t *p = buf + HDR_LOCATORS + i * HDR_LOC_SIZE;
 
-		put_be32(p, h->loc[i].code);
-		put_be32(p + 4, h->loc[i].data_space);
-		put_be32(p + 8, h->loc[i].data_len);
-		put_be32(p + 12, h->loc[i].reserved);
-		put_be64(p + 16, h->loc[i].data_offset);
+		td_put_be32(p, h->loc[i].code);
+		td_put_be32(p + 4, h->loc[i].data_space);
+		td_put_be32(p + 8, h->loc[i].data_len);
+		td_put_be32(p + 12, h->loc[i].reserved);
+		td_put_be64(p + 16, h->loc[i].data_offset);
 	}
 	h->checksum = vhd_checksum(buf, VHD_HEADER_SIZE, HDR_CHECKSUM);
-	put_be32(buf + HDR_CHECKSUM, h->checksum);
+	td_put_be32(buf + HDR_CHECKSUM, h->checksum);
 }
 
 uint64_t vhd_locator_space(const struct vhd_locator *loc)
@@ -483,30 +418,30 @@ static bool locator_supported(uint32_t code)
 }
 
 static int header_check_block_size(const struct vhd_header *h,
-				   struct vhd_report *r)
+				   struct td_report *r)
 {
 	uint32_t bs = h->block_size;
 
 	if (bs == 0)
-		return vhd_report(r, -EINVAL, "block size 0");
+		return td_report(r, -EINVAL, "block size 0");
 	if (bs & (bs - 1))
-		return vhd_report(r, -EINVAL,
-				  "block size %" PRIu32
-				  " is not a power of two", bs);
+		return td_report(r, -EINVAL,
+				 "block size %" PRIu32
+				 " is not a power of two", bs);
 	if (bs < VHD_MIN_BLOCK_SIZE)
-		return vhd_report(r, -EINVAL,
-				  "block size %" PRIu32
-				  " is smaller than one sector (512)", bs);
+		return td_report(r, -EINVAL,
+				 "block size %" PRIu32
+				 " is smaller than one sector (512)", bs);
 	if (bs > VHD_MAX_BLOCK_SIZE)
-		return vhd_report(r, -ENOTSUP,
-				  "block size %" PRIu32 " is larger than the "
-				  "%u bytes (256 MiB) supported", bs,
-				  VHD_MAX_BLOCK_SIZE);
+		return td_report(r, -ENOTSUP,
+				 "block size %" PRIu32 " is larger than the "
+				 "%u bytes (256 MiB) supported", bs,
+				 VHD_MAX_BLOCK_SIZE);
 	return 0;
 }
 
 static int header_check_locators(const struct vhd_header *h,
-				 uint64_t footer_off, struct vhd_report *r)
+				 uint64_t footer_off, struct td_report *r)
 {
 	char name[16];
 	unsigned i;
@@ -521,26 +456,26 @@ static int header_check_locators(const struct vhd_header *h,
 		if (!locator_supported(l->code))
 			continue;
 		if (space == 0) {
-			ret = first_err(ret, vhd_report(r, -EINVAL,
+			ret = td_first_err(ret, td_report(r, -EINVAL,
 				"parent locator %u (%s): data space %" PRIu32
 				" is neither sectors nor a multiple of 512 "
 				"bytes", i, pn, l->data_space));
 			continue;
 		}
 		if (l->data_len > space)
-			ret = first_err(ret, vhd_report(r, -EINVAL,
+			ret = td_first_err(ret, td_report(r, -EINVAL,
 				"parent locator %u (%s): data length %" PRIu32
 				" exceeds its data space of %" PRIu64 " bytes",
 				i, pn, l->data_len, space));
 		if (l->data_len > VHD_MAX_LOCATOR_BYTES)
-			ret = first_err(ret, vhd_report(r, -EINVAL,
+			ret = td_first_err(ret, td_report(r, -EINVAL,
 				"parent locator %u (%s): data length %" PRIu32
 				" is longer than the %u bytes accepted", i, pn,
 				l->data_len, VHD_MAX_LOCATOR_BYTES));
 		if (l->data_offset < VHD_FOOTER_SIZE ||
 		    l->data_offset > footer_off ||
 		    l->data_len > footer_off - l->data_offset)
-			ret = first_err(ret, vhd_report(r, -EINVAL,
+			ret = td_first_err(ret, td_report(r, -EINVAL,
 				"parent locator %u (%s): data at offset 0x%"
 				PRIx64 " (%" PRIu32 " bytes) lies outside the "
 				"file (footer at 0x%" PRIx64 ")", i, pn,
@@ -551,7 +486,7 @@ static int header_check_locators(const struct vhd_header *h,
 
 int vhd_header_parse(const uint8_t *buf, struct vhd_header *h,
 		     const struct vhd_footer *f, uint64_t footer_off,
-		     struct vhd_report *r)
+		     struct td_report *r)
 {
 	uint64_t bat_len, need;
 	char cs[40];
@@ -562,51 +497,51 @@ int vhd_header_parse(const uint8_t *buf, struct vhd_header *h,
 	memset(h, 0, sizeof(*h));
 	memcpy(h->cookie, buf + HDR_COOKIE, VHD_COOKIE_SIZE);
 	if (memcmp(h->cookie, VHD_HEADER_COOKIE, VHD_COOKIE_SIZE))
-		return vhd_report(r, -EINVAL,
+		return td_report(r, -EINVAL,
 			"bad dynamic header cookie \"%s\" at offset 0x%" PRIx64
 			" (expected \"%s\")",
 			cookie_str(h->cookie, cs, sizeof(cs)), f->data_offset,
 			VHD_HEADER_COOKIE);
 
-	h->data_offset = get_be64(buf + HDR_DATA_OFF);
-	h->table_offset = get_be64(buf + HDR_TABLE_OFF);
-	h->version = get_be32(buf + HDR_VERSION);
-	h->max_bat_entries = get_be32(buf + HDR_MAX_BAT);
-	h->block_size = get_be32(buf + HDR_BLOCK_SIZE);
-	h->checksum = get_be32(buf + HDR_CHECKSUM);
+	h->data_offset = td_get_be64(buf + HDR_DATA_OFF);
+	h->table_offset = td_get_be64(buf + HDR_TABLE_OFF);
+	h->version = td_get_be32(buf + HDR_VERSION);
+	h->max_bat_entries = td_get_be32(buf + HDR_MAX_BAT);
+	h->block_size = td_get_be32(buf + HDR_BLOCK_SIZE);
+	h->checksum = td_get_be32(buf + HDR_CHECKSUM);
 	memcpy(h->parent_uuid, buf + HDR_PRT_UUID, VHD_UUID_SIZE);
-	h->parent_timestamp = get_be32(buf + HDR_PRT_TS);
-	h->reserved = get_be32(buf + HDR_RESERVED);
+	h->parent_timestamp = td_get_be32(buf + HDR_PRT_TS);
+	h->reserved = td_get_be32(buf + HDR_RESERVED);
 	memcpy(h->parent_name, buf + HDR_PRT_NAME, VHD_PARENT_NAME_SIZE);
 	for (i = 0; i < VHD_MAX_LOCATORS; i++) {
 		const uint8_t *p = buf + HDR_LOCATORS + i * HDR_LOC_SIZE;
 
-		h->loc[i].code = get_be32(p);
-		h->loc[i].data_space = get_be32(p + 4);
-		h->loc[i].data_len = get_be32(p + 8);
-		h->loc[i].reserved = get_be32(p + 12);
-		h->loc[i].data_offset = get_be64(p + 16);
+		h->loc[i].code = td_get_be32(p);
+		h->loc[i].data_space = td_get_be32(p + 4);
+		h->loc[i].data_len = td_get_be32(p + 8);
+		h->loc[i].reserved = td_get_be32(p + 12);
+		h->loc[i].data_offset = td_get_be64(p + 16);
 	}
 
 	sum = vhd_checksum(buf, VHD_HEADER_SIZE, HDR_CHECKSUM);
 	if (sum != h->checksum)
-		ret = first_err(ret, vhd_report(r, -EINVAL,
+		ret = td_first_err(ret, td_report(r, -EINVAL,
 			"bad dynamic header checksum: expected 0x%08" PRIx32
 			", found 0x%08" PRIx32, sum, h->checksum));
 	if (VHD_VERSION_MAJOR(h->version) != VHD_VERSION_MAJOR(
 						VHD_HEADER_VERSION))
-		ret = first_err(ret, vhd_report(r, -ENOTSUP,
+		ret = td_first_err(ret, td_report(r, -ENOTSUP,
 			"unsupported dynamic header version 0x%08" PRIx32
 			" (expected 0x%08x)", h->version, VHD_HEADER_VERSION));
 
 	bs_err = header_check_block_size(h, r);
-	ret = first_err(ret, bs_err);
+	ret = td_first_err(ret, bs_err);
 	if (!bs_err) {
 		uint64_t size = vhd_footer_virtual_size(f);
 
 		need = vhd_blocks_for_size(size, h->block_size);
 		if (h->max_bat_entries < need)
-			ret = first_err(ret, vhd_report(r, -EINVAL,
+			ret = td_first_err(ret, td_report(r, -EINVAL,
 				"max table entries %" PRIu32 " too small: "
 				"virtual size %" PRIu64 " with block size %"
 				PRIu32 " needs %" PRIu64, h->max_bat_entries,
@@ -616,24 +551,25 @@ int vhd_header_parse(const uint8_t *buf, struct vhd_header *h,
 	bat_len = (uint64_t)h->max_bat_entries * VHD_BAT_ENTRY_SIZE;
 	if (h->table_offset > footer_off ||
 	    bat_len > footer_off - h->table_offset)
-		ret = first_err(ret, vhd_report(r, -EINVAL,
+		ret = td_first_err(ret, td_report(r, -EINVAL,
 			"BAT at offset 0x%" PRIx64 " (%" PRIu32 " entries, %"
 			PRIu64 " bytes) runs past the end of the file "
 			"(footer at 0x%" PRIx64 ")", h->table_offset,
 			h->max_bat_entries, bat_len, footer_off));
 	else if (h->table_offset < VHD_FOOTER_SIZE)
-		ret = first_err(ret, vhd_report(r, -EINVAL,
+		ret = td_first_err(ret, td_report(r, -EINVAL,
 			"BAT at offset 0x%" PRIx64 " overlaps the footer copy "
 			"at offset 0", h->table_offset));
 	else if (h->table_offset < f->data_offset + VHD_HEADER_SIZE &&
 		 f->data_offset < h->table_offset + bat_len)
-		ret = first_err(ret, vhd_report(r, -EINVAL,
+		ret = td_first_err(ret, td_report(r, -EINVAL,
 			"BAT at offset 0x%" PRIx64 " overlaps the dynamic "
 			"header at 0x%" PRIx64, h->table_offset,
 			f->data_offset));
 
 	if (f->type == VHD_TYPE_DIFF)
-		ret = first_err(ret, header_check_locators(h, footer_off, r));
+		ret = td_first_err(ret, header_check_locators(h, footer_off,
+							      r));
 	return ret;
 }
 
@@ -641,7 +577,7 @@ int vhd_header_decode(const uint8_t *buf, struct vhd_header *h,
 		      const struct vhd_footer *f, uint64_t footer_off,
 		      char *err, size_t errlen)
 {
-	struct vhd_report r = vhd_report_err(err, errlen);
+	struct td_report r = td_report_err(err, errlen);
 
 	return vhd_header_parse(buf, h, f, footer_off, &r);
 }
@@ -653,7 +589,7 @@ void vhd_bat_decode(const uint8_t *buf, uint32_t entries, uint32_t *bat)
 	uint32_t i;
 
 	for (i = 0; i < entries; i++)
-		bat[i] = get_be32(buf + (size_t)i * VHD_BAT_ENTRY_SIZE);
+		bat[i] = td_get_be32(buf + (size_t)i * VHD_BAT_ENTRY_SIZE);
 }
 
 void vhd_bat_encode(const uint32_t *bat, uint32_t entries, uint8_t *buf)
@@ -661,7 +597,7 @@ void vhd_bat_encode(const uint32_t *bat, uint32_t entries, uint8_t *buf)
 	uint32_t i;
 
 	for (i = 0; i < entries; i++)
-		put_be32(buf + (size_t)i * VHD_BAT_ENTRY_SIZE, bat[i]);
+		td_put_be32(buf + (size_t)i * VHD_BAT_ENTRY_SIZE, bat[i]);
 }
 
 void vhd_layout_init(struct vhd_layout *l, const struct vhd_footer *f,
@@ -721,7 +657,7 @@ static uint64_t block_extent(const struct vhd_layout *l, uint32_t i)
 
 static int bat_check_overlaps(const struct vhd_layout *l,
 			      const uint32_t *bat, uint64_t *scratch,
-			      struct vhd_report *r)
+			      struct td_report *r)
 {
 	uint64_t n = 0, k, prev_end = 0;
 	uint32_t i, prev = 0;
@@ -736,7 +672,7 @@ static int bat_check_overlaps(const struct vhd_layout *l,
 		uint32_t idx = (uint32_t)scratch[k];
 
 		if (k && off < prev_end)
-			ret = first_err(ret, vhd_report(r, -EINVAL,
+			ret = td_first_err(ret, td_report(r, -EINVAL,
 				"BAT entries %" PRIu32 " and %" PRIu32
 				" overlap: blocks at 0x%" PRIx64 " and 0x%"
 				PRIx64, prev, idx,
@@ -751,7 +687,7 @@ static int bat_check_overlaps(const struct vhd_layout *l,
 }
 
 int vhd_bat_check(const struct vhd_layout *l, const uint32_t *bat,
-		  uint64_t *scratch, struct vhd_report *r)
+		  uint64_t *scratch, struct td_report *r)
 {
 	uint64_t need = vhd_blocks_for_size(l->size, l->block_size);
 	uint32_t i;
@@ -764,7 +700,7 @@ int vhd_bat_check(const struct vhd_layout *l, const uint32_t *bat,
 		if (bat[i] == VHD_BAT_UNUSED)
 			continue;
 		if (i >= need) {
-			ret = first_err(ret, vhd_report(r, -EINVAL,
+			ret = td_first_err(ret, td_report(r, -EINVAL,
 				"BAT entry %" PRIu32 " lies beyond the virtual "
 				"size (%" PRIu64 " blocks) but is allocated at "
 				"sector 0x%" PRIx32, i, need, bat[i]));
@@ -773,7 +709,7 @@ int vhd_bat_check(const struct vhd_layout *l, const uint32_t *bat,
 		off = (uint64_t)bat[i] << VHD_SECTOR_SHIFT;
 		end = off + block_extent(l, i);
 		if (end > l->footer_off) {
-			ret = first_err(ret, vhd_report(r, -EINVAL,
+			ret = td_first_err(ret, td_report(r, -EINVAL,
 				"BAT entry %" PRIu32 " points past the end of "
 				"the file: block at 0x%" PRIx64 "-0x%" PRIx64
 				", data ends at 0x%" PRIx64, i, off, end,
@@ -784,7 +720,7 @@ int vhd_bat_check(const struct vhd_layout *l, const uint32_t *bat,
 			const struct vhd_extent *e = &l->meta[m];
 
 			if (off < e->off + e->len && e->off < end)
-				ret = first_err(ret, vhd_report(r, -EINVAL,
+				ret = td_first_err(ret, td_report(r, -EINVAL,
 					"BAT entry %" PRIu32 ": block at 0x%"
 					PRIx64 "-0x%" PRIx64 " overlaps the %s "
 					"at 0x%" PRIx64 "-0x%" PRIx64, i, off,
@@ -793,7 +729,7 @@ int vhd_bat_check(const struct vhd_layout *l, const uint32_t *bat,
 		}
 	}
 	if (scratch)
-		ret = first_err(ret, bat_check_overlaps(l, bat, scratch, r));
+		ret = td_first_err(ret, bat_check_overlaps(l, bat, scratch, r));
 	return ret;
 }
 

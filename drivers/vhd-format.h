@@ -15,7 +15,7 @@
  *
  * Errors: validators return 0 or -errno (-EINVAL for a malformed image,
  * -ENOTSUP for a well-formed feature this code does not implement) and
- * describe every problem through a struct vhd_report: the first message
+ * describe every problem through a struct td_report: the first message
  * goes to report->err, and every message to report->fn when it is set
  * (tapfs-img check lists them all).  Messages name the field and the
  * value ("block size 3 is not a power of two").
@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
+
+#include "td-util.h"
 
 #define VHD_SECTOR_SHIFT	9
 #define VHD_SECTOR_SIZE		(1u << VHD_SECTOR_SHIFT)
@@ -162,29 +164,13 @@ struct vhd_header {
 
 /* ---- problem reporting -------------------------------------------- */
 
-typedef void vhd_report_fn(void *arg, const char *msg);
-
-struct vhd_report {
-	char		*err;		/* first problem; may be NULL */
-	size_t		 errlen;
-	vhd_report_fn	*fn;		/* every problem; may be NULL */
-	void		*arg;
-	unsigned	 count;		/* problems reported so far */
-};
-
-/* A report that only keeps the first message, in err[errlen]. */
-static inline struct vhd_report vhd_report_err(char *err, size_t errlen)
-{
-	struct vhd_report r = { .err = err, .errlen = errlen };
-
-	if (err && errlen)
-		err[0] = '\0';
-	return r;
-}
-
-/* Record one problem (printf format); returns err, for "return ...". */
-int vhd_report(struct vhd_report *r, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+/*
+ * struct td_report (td-util.h).  The VHD names stay for the image code
+ * and the tools until they use the shared ones.
+ */
+#define vhd_report_fn	td_report_fn
+#define vhd_report	td_report
+#define vhd_report_err	td_report_err
 
 /* ---- scalars -------------------------------------------------------- */
 
@@ -240,7 +226,7 @@ void vhd_footer_encode(struct vhd_footer *f, uint8_t *buf);
  * *f is filled as far as the cookie allows.  Returns 0 or -errno.
  */
 int vhd_footer_parse(const uint8_t *buf, struct vhd_footer *f,
-		     struct vhd_report *r);
+		     struct td_report *r);
 /* The same, keeping only the first message in err. */
 int vhd_footer_decode(const uint8_t *buf, struct vhd_footer *f,
 		      char *err, size_t errlen);
@@ -289,7 +275,7 @@ void vhd_header_encode(struct vhd_header *h, uint8_t *buf);
  */
 int vhd_header_parse(const uint8_t *buf, struct vhd_header *h,
 		     const struct vhd_footer *f, uint64_t footer_off,
-		     struct vhd_report *r);
+		     struct td_report *r);
 int vhd_header_decode(const uint8_t *buf, struct vhd_header *h,
 		      const struct vhd_footer *f, uint64_t footer_off,
 		      char *err, size_t errlen);
@@ -341,7 +327,7 @@ void vhd_layout_init(struct vhd_layout *l, const struct vhd_footer *f,
  * sort); NULL skips the block-vs-block overlap test.
  */
 int vhd_bat_check(const struct vhd_layout *l, const uint32_t *bat,
-		  uint64_t *scratch, struct vhd_report *r);
+		  uint64_t *scratch, struct td_report *r);
 
 /*
  * End of everything a dynamic or differencing image references, rounded

@@ -54,6 +54,18 @@ static inline void td_list_del(struct td_list *n)
 	n->next = n->prev = n;
 }
 
+/* Move every entry of from to the list head to; from is left empty. */
+static inline void td_list_move(struct td_list *to, struct td_list *from)
+{
+	td_list_init(to);
+	if (td_list_empty(from))
+		return;
+	*to = *from;
+	to->next->prev = to;
+	to->prev->next = to;
+	td_list_init(from);
+}
+
 #define td_container_of(ptr, type, member) \
 	((type *)((char *)(ptr) - offsetof(type, member)))
 

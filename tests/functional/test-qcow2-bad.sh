@@ -40,9 +40,10 @@ mk() {
 
 # refused NAME ERE ERRNO... [-- MODE]: opening $I/NAME.qcow2 (read-write,
 # or with " ro" as MODE) fails with one of the ERRNOs, makes no VBD, the
-# log names the file and matches ERE, and the daemon lives on.
+# .ctl status line and the log name the file and match ERE, and the
+# daemon lives on.
 refused() {
-	local name=$1 ere=$2 mode="" r lines log want=()
+	local name=$1 ere=$2 mode="" r st lines log want=()
 	shift 2
 	while [ $# -gt 0 ]; do
 		if [ "$1" = -- ]; then
@@ -56,7 +57,10 @@ refused() {
 	lines=$(wc -l <"$TAPFS_LOG")
 	r=$(ctl "$G" "open $name qcow2:$I/$name.qcow2$mode")
 	check_in "$name${mode}: open refused" "$r" "${want[@]}"
+	st=$(ctl_status "$G")
 	check_eq "$name${mode}: no VBD made" "" "$(ctl_line "$G" "$name")"
+	check_match "$name${mode}: the status line names the file and /$ere/" \
+		"^status: error: E[A-Z]+: .*$name\.qcow2.*$ere" "$st"
 	log=$(tail -n +$((lines + 1)) "$TAPFS_LOG")
 	if printf '%s\n' "$log" | grep -F "$name.qcow2" | grep -Eq -- "$ere"
 	then

@@ -295,5 +295,24 @@ check_eq "qd.errors" 0 "$(stat_val "$G" qd errors)"
 ctl_close "$G" qd
 img_check "$S/g/qd.vhd"
 
+# ---- (e) the parent a differencing VHD was made on --------------------------
+
+# The child names its parent's UUID; the driver reads the parent's from
+# the parent's file.  Another image put in the parent's place is refused.
+if [ -x "$TAPFS_IMG" ]; then
+	check "$TAPFS_IMG" create -q "$I/base.vhd" 8M
+	check "$TAPFS_IMG" snapshot "$I/base.vhd" "$I/kid.vhd"
+	ctl_ok "$G" "open kid vhd:$I/kid.vhd ro"
+	ctl_close "$G" kid
+	check "$TAPFS_IMG" create -q "$I/other.vhd" 8M
+	check mv "$I/other.vhd" "$I/base.vhd"
+	check_eq "kid on another parent: open refused" EINVAL \
+		"$(ctl "$G" "open kid vhd:$I/kid.vhd ro")"
+	check_match "kid on another parent: .ctl names both UUIDs" \
+		"^status: error: EINVAL: parent UUID mismatch: .*kid\.vhd expects parent UUID .* but .*base\.vhd has UUID" \
+		"$(ctl_status "$G")"
+	check_eq "kid on another parent: no VBD made" "" "$(ctl_line "$G" kid)"
+fi
+
 tapfs_stop
 summary

@@ -1,0 +1,204 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * td_meta (drivers/td-meta.c): group-commit sequencers and parked
+ * requests, the machinery under the vhd and qcow2 drivers' crash-safe
+ * ordering.  A waiter must only ever be completed by a write that began
+ * after it asked: otherwise a driver would go on (commit a block, free
+ * a cluster) before its metadata is on disk.
+ */
+#include "unit.h"
+#include "td-meta.h"
+
+/* A sequencer whose "write" is whatever the test says. */
+struct fake_seq {
+	struct td_meta_seq q;
+	unsigned	 issued;	/* writes started */
+};
+
+static void fake_issue(struct td_meta_seq *q)
+{
+	td_container_of(q, struct fake_seq, q)->issued++;
+}
+
+struct waiter {
+	struct td_meta_wait w;
+	int		 err;
+	unsigned	 done;		/* times completed */
+	/* Ask again, from the completion (as a woken request would). */
+	struct td_meta_seq *requeue;
+	struct waiter	*next;
+};
+
+static void waiter_done(struct td_meta_wait *w, int err)
+{
+	struct waiter *x = td_container_of(w, struct waiter, w);
+
+	x->err = err;
+	x->done++;
+	if (x->requeue)
+		td_meta_seq_wait(x->requeue, &x->next->w, waiter_done);
+}
+
+static void fake_init(struct fake_seq *f)
+{
+	memset(f, 0, sizeof(*f));
+	td_meta_seq_init(&f->q, NULL, fake_issue, NULL);
+}
+
+static void test_group_commit(void **state)
+{
+	struct waiter a = { 0 }, b = { 0 }, c = { 0 };
+	struct fake_seq f;
+
+	(void)state;
+	fake_init(&f);
+	td_meta_seq_wait(&f.q, &a.w, waiter_done);
+	assert_int_equal(f.issued, 1);		/* a's write starts */
+	td_meta_seq_wait(&f.q, &b.w, waiter_done);
+	td_meta_seq_wait(&f.q, &c.w, waiter_done);
+	assert_int_equal(f.issued, 1);		/* one write in flight */
+	td_meta_seq_done(&f.q, 0);
+	assert_int_equal(a.done, 1);
+	assert_int_equal(b.done + c.done, 0);	/* not covered by it */
+	assert_int_equal(f.issued, 2);		/* one write for b and c */
+	td_meta_seq_done(&f.q, -EIO);
+	assert_int_equal(b.done, 1);
+	assert_int_equal(c.done, 1);
+	assert_int_equal(b.err, -EIO);
+	assert_int_equal(c.err, -EIO);
+	assert_int_equal(f.issued, 2);		/* nothing left to write */
+	assert_false(f.q.busy);
+}
+
+/*
+ * A completion that asks the same sequencer again (a parked discard
+ * woken by the allocation it waited for, setting an entry of the same
+ * L2 table) gets the next write, not the one that just ended.
+ */
+static void test_requeue_from_completion(void **state)
+{
+	struct waiter a = { 0 }, b = { 0 };
+	struct fake_seq f;
+
+	(void)state;
+	fake_init(&f);
+	a.requeue = &f.q;
+	a.next = &b;
+	td_meta_seq_wait(&f.q, &a.w, waiter_done);
+	td_meta_seq_done(&f.q, 0);
+	assert_int_equal(a.done, 1);
+	assert_int_equal(f.issued, 2);		/* b's own write */
+	assert_int_equal(b.done, 0);		/* ... still in flight */
+	td_meta_seq_done(&f.q, 0);
+	assert_int_equal(b.done, 1);
+	assert_int_equal(b.err, 0);
+	assert_false(f.q.busy);
+}
+
+/* ---- parked requests --------------------------------------------------- */
+
+struct log {
+	uint64_t	 sec[16];
+	int		 err[16];
+	unsigned	 n;
+};
+
+static struct log completed, dispatched;
+
+static void on_complete(td_request_t treq, int err)
+{
+	assert_true(completed.n < 16);
+	completed.sec[completed.n] = treq.sec;
+	completed.err[completed.n++] = err;
+}
+
+static void on_dispatch(void *ctx, td_request_t treq)
+{
+	(void)ctx;
+	assert_true(dispatched.n < 16);
+	dispatched.sec[dispatched.n++] = treq.sec;
+}
+
+static td_request_t req(uint64_t sec)
+{
+	td_request_t r = { .op = TD_OP_READ, .sec = sec, .secs = 1,
+			   .cb = on_complete };
+
+	return r;
+}
+
+static void test_park_and_wake(void **state)
+{
+	struct td_driver drv = { .name = (char *)"unit" };
+	struct td_list list;
+	struct td_meta m;
+
+	(void)state;
+	memset(&completed, 0, sizeof(completed));
+	memset(&dispatched, 0, sizeof(dispatched));
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(td_meta_init(&m, &drv, -1, NULL, on_dispatch, 1, 2),
+			 0);
+	td_list_init(&list);
+	assert_true(td_meta_park(&m, &list, req(1)));
+	assert_true(td_meta_park(&m, &list, req(2)));
+	/* No room: completed at once with -EBUSY (the VBD retries). */
+	assert_false(td_meta_park(&m, &list, req(3)));
+	assert_int_equal(completed.n, 1);
+	assert_int_equal(completed.sec[0], 3);
+	assert_int_equal(completed.err[0], -EBUSY);
+	td_meta_wake(&m, &list, 0);
+	assert_int_equal(dispatched.n, 2);	/* in order */
+	assert_int_equal(dispatched.sec[0], 1);
+	assert_int_equal(dispatched.sec[1], 2);
+	assert_true(td_list_empty(&list));
+	assert_int_equal(m.reqs.nfree, 2);	/* given back */
+	/* With an error, the parked requests complete with it. */
+	assert_true(td_meta_park(&m, &list, req(4)));
+	td_meta_wake(&m, &list, -ENOMEM);
+	assert_int_equal(completed.n, 2);
+	assert_int_equal(completed.sec[1], 4);
+	assert_int_equal(completed.err[1], -ENOMEM);
+	assert_int_equal(dispatched.n, 2);
+	td_meta_fini(&m);
+}
+
+/* A request waiting on a sequencer completes with the write's result. */
+static void test_request_waits_for_write(void **state)
+{
+	struct td_driver drv = { .name = (char *)"unit" };
+	struct td_meta_req *r;
+	struct fake_seq f;
+	struct td_meta m;
+
+	(void)state;
+	memset(&completed, 0, sizeof(completed));
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(td_meta_init(&m, &drv, -1, NULL, on_dispatch, 1, 1),
+			 0);
+	fake_init(&f);
+	r = td_meta_req_get(&m, req(7));
+	assert_non_null(r);
+	assert_null(td_meta_req_get(&m, req(8)));	/* -EBUSY */
+	td_meta_seq_wait(&f.q, &r->wait, td_meta_req_done);
+	assert_int_equal(completed.n, 1);
+	assert_int_equal(completed.err[0], -EBUSY);
+	td_meta_seq_done(&f.q, 0);
+	assert_int_equal(completed.n, 2);
+	assert_int_equal(completed.sec[1], 7);
+	assert_int_equal(completed.err[1], 0);
+	assert_int_equal(m.reqs.nfree, 1);
+	td_meta_fini(&m);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_group_commit),
+		cmocka_unit_test(test_requeue_from_completion),
+		cmocka_unit_test(test_park_and_wake),
+		cmocka_unit_test(test_request_waits_for_write),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
