@@ -35,14 +35,15 @@ WARN	:= -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wmissing-prototypes \
 	   -Wstrict-prototypes -Wno-format-nonliteral \
 	   -Wno-format-truncation
 ALL_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
-	   -Iinclude $(CFLAGS) $(SANITIZE) -MMD -MP
+	   -Iinclude -Idrivers $(CFLAGS) $(SANITIZE) -MMD -MP
 FUSE_CFLAGS = $(shell $(PKG_CONFIG) --cflags fuse3 2>/dev/null)
 FUSE_LIBS   = $(shell $(PKG_CONFIG) --libs fuse3 2>/dev/null || echo -lfuse3)
 LDLIBS	:= -laio -luuid -lz -lpthread
 LDFLAGS	?=
 ALL_LDFLAGS := $(LDFLAGS) $(SANITIZE)
 
-ENGINE_SRCS := $(wildcard drivers/*.c)
+# drivers/: engine/, common/ (helpers of drivers), one folder per driver.
+ENGINE_SRCS := $(wildcard drivers/*/*.c)
 # The FUSE edge (fs/fuse-*.c) and fs/main.c need libfuse; the rest of fs/
 # is pure and goes into libtapfs.a with the engine.
 DAEMON_SRCS := $(wildcard fs/fuse-*.c) fs/main.c
@@ -182,8 +183,9 @@ FUZZ_TIME ?= 60
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
 	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Iinclude -Idrivers
 VHD_SEEDS := $(BUILD)/fuzz/corpus-vhd
-$(BUILD)/fuzz/fuzz-vhd: tests/fuzz/fuzz-vhd.c drivers/vhd-format.c \
-		drivers/vhd-image.c drivers/td-fileio.c drivers/td-util.c
+$(BUILD)/fuzz/fuzz-vhd: tests/fuzz/fuzz-vhd.c drivers/vhd/vhd-format.c \
+		drivers/vhd/vhd-image.c drivers/common/td-fileio.c \
+		drivers/common/td-util.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ -luuid
 
@@ -197,7 +199,7 @@ $(BUILD)/fuzz/fuzz-qcow2: tests/fuzz/fuzz-qcow2.c $(ENGINE_SRCS)
 fuzz: deps-fuzz
 	$(MAKE) fuzz-run
 
-$(BUILD)/fuzz/fuzz-ctl: tests/fuzz/fuzz-ctl.c fs/ctl.c drivers/td-util.c
+$(BUILD)/fuzz/fuzz-ctl: tests/fuzz/fuzz-ctl.c fs/ctl.c drivers/common/td-util.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Ifs -o $@ $^
 

@@ -3,7 +3,7 @@
  * tapfs driver interface.
  *
  * An image driver (raw file, VHD, qcow2, ...) is a table of callbacks,
- * struct tap_disk, registered by name in drivers/td-registry.c.  One open
+ * struct tap_disk, registered by name in drivers/engine/td-registry.c.  One open
  * image is a td_driver_t; the images of a VBD form a chain from the leaf
  * (the writable image the client sees) to the base.
  *
@@ -152,7 +152,7 @@ struct td_driver {
  *
  * Required: td_open, td_close, td_queue_read, td_queue_write.
  * Optional: a NULL (or missing) field gets its default, all of them in
- * drivers/td-driver.c, and the engine and fs/ only ever call a driver
+ * drivers/engine/td-driver.c, and the engine and fs/ only ever call a driver
  * through those functions (td_drv_*, td_disk_*):
  *   td_get_parent_id    default: TD_NO_PARENT
  *   td_validate_parent  default: -EINVAL (a driver without parents)

@@ -306,7 +306,7 @@ states=$(sed -n '/^static const char \*state_name/,/^}/p' "$TOP/fs/control.c" |
 check_each "tapfs-ctl.7: READING .CTL" "VBD states of fs/control.c" \
 	"$states" "$(roff text "$page" "READING .CTL")"
 fault_errs=$(sed -n '/fault_errnos\[\] = {/,/^};/p' \
-	"$TOP/drivers/block-fault.c" | grep -oE '"E[A-Z0-9]+"' | tr -d '"')
+	"$TOP/drivers/fault/fault.c" | grep -oE '"E[A-Z0-9]+"' | tr -d '"')
 check_each "tapfs-ctl.7: fault" "errnos of the fault filter" \
 	"$fault_errs" "$(roff text "$page" COMMANDS fault)"
 pathmax=$(sed -n 's/^#define CTL_PATH_MAX[[:space:]]*\([0-9]*\).*/\1/p' \

@@ -25,8 +25,8 @@
 
 #include <tapfs/engine.h>
 
-#include "qcow2-format.h"
-#include "qcow2-image.h"
+#include "qcow2/qcow2-format.h"
+#include "qcow2/qcow2-image.h"
 
 /* Largest input written to a memfd and opened as an image. */
 #define FUZZ_MAX_IMAGE		(4u << 20)

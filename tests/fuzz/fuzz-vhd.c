@@ -19,8 +19,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "vhd-format.h"
-#include "vhd-image.h"
+#include "vhd/vhd-format.h"
+#include "vhd/vhd-image.h"
 
 /* Largest input written to a memfd and opened as an image. */
 #define FUZZ_MAX_IMAGE	(1u << 20)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The libaio queue (drivers/td-aio.c): batching, merging of contiguous
+ * The libaio queue (drivers/engine/td-aio.c): batching, merging of contiguous
  * tiocbs, splitting of a merged iocb that fails or completes short.
  * Runs against a real file on a disk file system (see unit.h).
  */

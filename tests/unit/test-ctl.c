@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The .ctl command parser (fs/ctl.c) and td_parse_size (drivers/td-util.c). */
+/* The .ctl command parser (fs/ctl.c) and td_parse_size (drivers/common/td-util.c). */
 #include "unit.h"
 
 #include "ctl.h"

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The driver table (drivers/td-registry.c): lookup; and the interface
- * (drivers/td-driver.c): validation of a table entry, the defaults for
+ * The driver table (drivers/engine/td-registry.c): lookup; and the interface
+ * (drivers/engine/td-driver.c): validation of a table entry, the defaults for
  * optional callbacks.
  */
 #include <sys/stat.h>

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * td_grace (drivers/td-grace.c): freed space is released only after
+ * td_grace (drivers/common/td-grace.c): freed space is released only after
  * every I/O that was in flight when it was freed has ended.  This is
  * what keeps a qcow2 cluster that a discard (or copy on write) frees
  * from being reused while a read or in-place write of it is in flight.
  */
 #include "unit.h"
-#include "td-grace.h"
+#include "common/td-grace.h"
 
 #define MAX_REL 64
 

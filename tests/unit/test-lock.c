@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* Image locks (drivers/td-lock.c): the table's rules and QEMU's bytes. */
+/* Image locks (drivers/engine/td-lock.c): the table's rules and QEMU's bytes. */
 #include <sys/stat.h>
 
 #include <tapfs/engine.h>
 #include <tapfs/lock.h>
 
 #include "unit.h"
-#include "vhd-image.h"
+#include "vhd/vhd-image.h"
 
 /* Owners are identities: any distinct addresses. */
 static const char ids[4];

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* td_loop: events, timers and hooks (drivers/td-loop.c). */
+/* td_loop: events, timers and hooks (drivers/engine/td-loop.c). */
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 
@@ -210,7 +210,7 @@ static void test_loop_mod_event(void **state)
 }
 
 /*
- * ENGINE BUG (drivers/td-loop.c:187-191, 81-84): td_loop_run_once()
+ * ENGINE BUG (drivers/engine/td-loop.c:187-191, 81-84): td_loop_run_once()
  * dispatches the whole epoll batch from its local array, so an event that
  * a callback deletes (and may free) earlier in the same batch still gets
  * its callback: a use-after-free for any caller that frees the storage
@@ -662,7 +662,7 @@ static void test_run_stop_from_hook(void **state)
 }
 
 /*
- * ENGINE BUG (drivers/td-loop.c:177-178, with 200 and 206-209): the stop
+ * ENGINE BUG (drivers/engine/td-loop.c:177-178, with 200 and 206-209): the stop
  * flag outlives td_loop_run().  Once the loop was stopped, every later
  * td_loop_run_once() runs its hooks and returns at once: it neither
  * sleeps nor dispatches events or timers, so a shutdown drain such as

@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * td_meta (drivers/td-meta.c): group-commit sequencers and parked
+ * td_meta (drivers/common/td-meta.c): group-commit sequencers and parked
  * requests, the machinery under the vhd and qcow2 drivers' crash-safe
  * ordering.  A waiter must only ever be completed by a write that began
  * after it asked: otherwise a driver would go on (commit a block, free
  * a cluster) before its metadata is on disk.
  */
 #include "unit.h"
-#include "td-meta.h"
+#include "common/td-meta.h"
 
 /* A sequencer whose "write" is whatever the test says. */
 struct fake_seq {

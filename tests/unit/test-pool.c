@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* td_pool: fixed-size object pools (drivers/td-pool.c). */
+/* td_pool: fixed-size object pools (drivers/engine/td-pool.c). */
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -181,7 +181,7 @@ static void test_pool_invalid_args(void **state)
 }
 
 /*
- * ENGINE BUG (drivers/td-pool.c:22-25): for size > SIZE_MAX - (align - 1),
+ * ENGINE BUG (drivers/engine/td-pool.c:22-25): for size > SIZE_MAX - (align - 1),
  * "size + align - 1" wraps, stride becomes 0, the overflow check compares
  * 0 with 0 and passes, and "count > SIZE_MAX / stride" divides by zero.
  * Built with -O0 that is a SIGFPE; with -O2 gcc turns the division into

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Unit tests of the qcow2 format code (drivers/qcow2-format.c): header
+ * Unit tests of the qcow2 format code (drivers/qcow2/qcow2-format.c): header
  * round trips, every validation message, header extensions, L1/L2/
  * refcount table entries, compressed descriptors, refcounts of every
  * width, deflate, the placement of the tables, the refcount verdict; and
- * of the image helpers (drivers/qcow2-image.c) on scratch files: create,
+ * of the image helpers (drivers/qcow2/qcow2-image.c) on scratch files: create,
  * open read-write (dirty bit, refcount table growth, the repair of a
  * dirty image, the metadata map, the corrupt bit), the writer and chain
  * reads, the check.
@@ -13,8 +13,8 @@
 
 #include "unit.h"
 
-#include "qcow2-format.h"
-#include "qcow2-image.h"
+#include "qcow2/qcow2-format.h"
+#include "qcow2/qcow2-image.h"
 
 #define assert_contains(hay, needle)					\
 	do {								\

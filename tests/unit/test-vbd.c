@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The VBD (drivers/td-vbd.c): image chains, forwarding, segmenting,
+ * The VBD (drivers/engine/td-vbd.c): image chains, forwarding, segmenting,
  * completion by sectors, retries and deadlines, pause/resume, RMW, bounds;
  * then the ram, aio and sync drivers through vbd_open().
  *
@@ -893,7 +893,7 @@ static void test_deadline(void **state)
 }
 
 /*
- * ENGINE BUG (drivers/td-vbd.c:385-387): the backoff is capped at the time
+ * ENGINE BUG (drivers/engine/td-vbd.c:385-387): the backoff is capped at the time
  * left before the deadline, rounded DOWN to whole milliseconds.  The
  * capped retry therefore fires up to 1 ms before the deadline, finds
  * "left_ms" = 0, and from then on re-dispatches the request with a 0 ms
@@ -946,7 +946,7 @@ static void test_deadline_caps_backoff(void **state)
 }
 
 /*
- * ENGINE BUG (drivers/td-vbd.c:384): "retry_delay_ms << vreq->retries" is
+ * ENGINE BUG (drivers/engine/td-vbd.c:384): "retry_delay_ms << vreq->retries" is
  * undefined behaviour once retries reaches 64 (and overflows well before):
  * reachable with "-o retry_delay_ms=0,retry_max=100", or through the busy
  * loop above.  x86 happens to mask the count, so a normal build passes;

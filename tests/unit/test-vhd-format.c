@@ -1,17 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Unit tests of the VHD format code (drivers/vhd-format.c): checksum,
+ * Unit tests of the VHD format code (drivers/vhd/vhd-format.c): checksum,
  * geometry, footer/header round trips, every validation message, bitmap
  * bit order, UTF-16 and parent locators; and of the image helpers
- * (drivers/vhd-image.c) on scratch files: create, chains, the write path
+ * (drivers/vhd/vhd-image.c) on scratch files: create, chains, the write path
  * against a model, parent validation, the check.
  */
 #include <sys/stat.h>
 
 #include "unit.h"
 
-#include "vhd-format.h"
-#include "vhd-image.h"
+#include "vhd/vhd-format.h"
+#include "vhd/vhd-image.h"
 
 #define assert_contains(hay, needle)					\
 	do {								\

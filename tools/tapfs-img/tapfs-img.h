@@ -10,7 +10,7 @@
  * images through the daemon's own drivers and VBD code, on an
  * in-process engine loop, with requests in flight.  What is offline by
  * nature (headers, check, creating an empty image) calls the format's
- * synchronous metadata code (drivers/vhd-image.h, qcow2-image.h).
+ * synchronous metadata code (drivers/vhd/vhd-image.h, qcow2-image.h).
  *
  * Exit status: 0 success; 1 the operation failed (check: problems
  * found); 2 usage error (check: an image that cannot be read at all).
@@ -27,8 +27,8 @@
 #include <tapfs/lock.h>
 #include <tapfs/tapdisk.h>
 
-#include "qcow2-image.h"
-#include "vhd-image.h"
+#include "qcow2/qcow2-image.h"
+#include "vhd/vhd-image.h"
 
 #define EXIT_FAIL	1
 #define EXIT_USAGE	2

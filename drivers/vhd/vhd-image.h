@@ -6,7 +6,7 @@
  * Used at open time by the asynchronous vhd driver (footer, header, BAT,
  * parent lookup and validation, reclaim) and by the offline tool
  * tapfs-img (create, info, check, the map of what an image holds).
- * Image data is read and written by the vhd driver only (block-vhd.c:
+ * Image data is read and written by the vhd driver only (vhd.c:
  * the crash-safe allocation order is written down there), by the daemon
  * and by tapfs-img alike.  These block: never call them on the engine's
  * loop for data-path I/O.
@@ -41,7 +41,7 @@
  * differencing image whose trailing footer is valid).  The space between
  * the end of everything the image references (vhd_data_end: header, BAT,
  * locators, allocated blocks) and the trailing footer is what a crash
- * before the BAT write of an allocation leaves (block-vhd.c): the new
+ * before the BAT write of an allocation leaves (vhd.c): the new
  * block's data and bitmap, footers.  Open
  * writes a footer at that end, makes it durable (fdatasync), then
  * truncates the file to just past it: until the truncate, the old footer

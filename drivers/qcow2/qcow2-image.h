@@ -6,7 +6,7 @@
  * refcount structures, backing file lookup, the dirty bit) and by the
  * offline tool tapfs-img (create, info, check, the map of what an image
  * holds).  Image data is read and written by the qcow2 driver only
- * (block-qcow2.c), by the daemon and by tapfs-img alike.  These block:
+ * (qcow2.c), by the daemon and by tapfs-img alike.  These block:
  * never call them on the engine's loop for data-path I/O.
  *
  * Errors: functions return 0 (or a non-negative value where documented)

@@ -12,7 +12,7 @@
 #include <tapfs/engine.h>
 #include <tapfs/log.h>
 
-#include "td-rawfile.h"
+#include "rawfile.h"
 
 /* More than the VBD ever has in flight on one image. */
 #define AIO_MAX_IOCBS	1024

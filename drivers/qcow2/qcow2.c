@@ -78,10 +78,10 @@
 #include <tapfs/log.h>
 
 #include "qcow2-image.h"
-#include "td-fileio.h"
-#include "td-grace.h"
-#include "td-meta.h"
-#include "td-util.h"
+#include "common/td-fileio.h"
+#include "common/td-grace.h"
+#include "common/td-meta.h"
+#include "common/td-util.h"
 
 #define Q2_MAX_IOCBS		4096
 #define Q2_MAX_PIECES		4096

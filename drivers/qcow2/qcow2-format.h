@@ -31,7 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "td-util.h"
+#include "common/td-util.h"
 
 #define QCOW2_MAGIC			0x514649fbu	/* "QFI\xfb" */
 #define QCOW2_V2_HEADER_SIZE		72u

@@ -17,8 +17,8 @@
 #include <unistd.h>
 
 #include "qcow2-image.h"
-#include "td-fileio.h"
-#include "vhd-image.h"
+#include "common/td-fileio.h"
+#include "vhd/vhd-image.h"
 
 #define SECTOR_SHIFT		9
 #define SECTOR_SIZE		512u

@@ -10,7 +10,7 @@
 
 #include <tapfs/log.h>
 
-#include "td-rawfile.h"
+#include "rawfile.h"
 
 struct sync_state {
 	struct td_rawfile rf;

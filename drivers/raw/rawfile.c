@@ -11,8 +11,8 @@
 
 #include <tapfs/log.h>
 
-#include "td-fileio.h"
-#include "td-rawfile.h"
+#include "common/td-fileio.h"
+#include "rawfile.h"
 
 int td_rawfile_open(struct td_rawfile *rf, td_driver_t *drv,
 		    const char *path, td_flag_t flags, bool want_direct)

@@ -28,7 +28,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "td-util.h"
+#include "common/td-util.h"
 
 #define VHD_SECTOR_SHIFT	9
 #define VHD_SECTOR_SIZE		(1u << VHD_SECTOR_SHIFT)

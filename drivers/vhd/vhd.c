@@ -49,9 +49,9 @@
 #include <tapfs/engine.h>
 #include <tapfs/log.h>
 
-#include "td-fileio.h"
-#include "td-meta.h"
-#include "td-util.h"
+#include "common/td-fileio.h"
+#include "common/td-meta.h"
+#include "common/td-util.h"
 #include "vhd-image.h"
 
 #define VHD_MAX_IOCBS		2048

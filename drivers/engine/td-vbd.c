@@ -22,7 +22,7 @@
 #include <tapfs/lock.h>
 #include <tapfs/log.h>
 
-#include "td-fileio.h"
+#include "common/td-fileio.h"
 #include "td-image.h"
 
 struct td_vbd {

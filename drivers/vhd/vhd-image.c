@@ -17,7 +17,7 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
-#include "td-fileio.h"
+#include "common/td-fileio.h"
 #include "vhd-image.h"
 
 /* The data area of a newly allocated block starts on this boundary. */
