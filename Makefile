@@ -185,7 +185,7 @@ FUZZ_CFLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
 VHD_SEEDS := $(BUILD)/fuzz/corpus-vhd
 $(BUILD)/fuzz/fuzz-vhd: tests/fuzz/fuzz-vhd.c drivers/vhd/vhd-format.c \
 		drivers/vhd/vhd-image.c drivers/common/td-fileio.c \
-		drivers/common/td-util.c
+		drivers/common/td-util.c drivers/engine/td-log.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ -luuid
 

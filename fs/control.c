@@ -322,13 +322,13 @@ static void control_snapshot_paused(struct control_op *op)
 	for (i = 0; i < op->ntargets && !rc; i++) {
 		rc = snap_one(op->fs, &op->targets[i], err, sizeof(err));
 		if (rc)
-			snprintf(op->what, sizeof(op->what), "snapshot of "
-				 "'%s' failed: %s", op->targets[i].tv->name,
-				 err);
+			td_msgf(op->what, sizeof(op->what), "snapshot of "
+				"'%s' failed: %s", op->targets[i].tv->name,
+				err);
 	}
 	if (!rc && control_save(op->fs, op->g)) {
 		rc = -EIO;
-		snprintf(op->what, sizeof(op->what), "%s", op->g->status);
+		td_msgf(op->what, sizeof(op->what), "%s", op->g->status);
 	}
 	if (rc && !op->err) {
 		for (j = 0; j < op->ntargets; j++)

@@ -327,7 +327,7 @@ static int tapfs_vbd_add_broken(struct tapfs *fs, struct tapfs_group *g,
 	snprintf(tv->name, sizeof(tv->name), "%s", name);
 	snprintf(tv->format, sizeof(tv->format), "%s", format);
 	snprintf(tv->spec, sizeof(tv->spec), "%s", spec);
-	snprintf(tv->error, sizeof(tv->error), "%s", why);
+	td_msgf(tv->error, sizeof(tv->error), "%s", why);
 	tv->group = g;
 	tv->readonly = readonly;
 	tv->persistent = true;

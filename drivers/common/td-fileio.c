@@ -11,6 +11,8 @@
 
 #include <tapfs/tapdisk.h>
 
+#include <tapfs/log.h>
+
 #include "td-fileio.h"
 
 /* pread or pwrite exactly len bytes: 0, -errno, or -EIO on a 0 count. */
@@ -112,7 +114,7 @@ int td_errf(char *err, size_t errlen, int ret, const char *fmt, ...)
 
 	if (err && errlen) {
 		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
+		td_vmsgf(err, errlen, fmt, ap);
 		va_end(ap);
 	}
 	return ret;

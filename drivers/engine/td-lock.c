@@ -281,7 +281,7 @@ static void holder_program(pid_t pid, char *buf, size_t len)
 		if (n > 0) {
 			arg[n] = '\0';
 			base = strrchr(arg, '/');
-			snprintf(buf, len, "%s", base ? base + 1 : arg);
+			td_msgf(buf, len, "%s", base ? base + 1 : arg);
 			return;
 		}
 	}
@@ -294,7 +294,7 @@ static void holder_program(pid_t pid, char *buf, size_t len)
 	if (n > 0) {
 		arg[n] = '\0';
 		arg[strcspn(arg, "\n")] = '\0';
-		snprintf(buf, len, "%s", arg);
+		td_msgf(buf, len, "%s", arg);
 	}
 }
 

@@ -2,6 +2,7 @@
 /* tapfs logging: stderr in the foreground, syslog when daemonised. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <syslog.h>
 
 #include <tapfs/log.h>
@@ -49,4 +50,29 @@ void td_log(enum td_log_level level, const char *fmt, ...)
 		fputc('\n', stderr);
 	}
 	va_end(ap);
+}
+
+bool td_vmsgf(char *buf, size_t len, const char *fmt, va_list ap)
+{
+	int n;
+
+	if (!buf || !len)
+		return false;
+	n = vsnprintf(buf, len, fmt, ap);
+	if (n >= 0 && (size_t)n < len)
+		return true;
+	if (len > 3)
+		memcpy(buf + len - 4, "...", 4);
+	return false;
+}
+
+bool td_msgf(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+	bool fit;
+
+	va_start(ap, fmt);
+	fit = td_vmsgf(buf, len, fmt, ap);
+	va_end(ap);
+	return fit;
 }
