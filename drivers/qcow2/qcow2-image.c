@@ -26,54 +26,12 @@
 /* Header length this code writes for version 3 (QEMU's too). */
 #define QCOW2_NEW_HEADER_LENGTH	112u
 
-static uint64_t round_up(uint64_t v, uint64_t a)
-{
-	return (v + a - 1) / a * a;
-}
-
-static uint64_t div_up(uint64_t v, uint64_t a)
-{
-	return (v + a - 1) / a;
-}
-
-static void *aligned_zalloc(size_t len)
-{
-	void *p;
-
-	if (posix_memalign(&p, BUF_ALIGN, len ? len : 1))
-		return NULL;
-	memset(p, 0, len);
-	return p;
-}
-
-/* pread up to len bytes, zero-filling past the end of the file. */
-static int pread_zero(int fd, void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done,
-				  (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0) {
-			memset((char *)buf + done, 0, len - done);
-			return 0;
-		}
-		done += (size_t)n;
-	}
-	return 0;
-}
-
 static void be64_array_to_host(uint64_t *t, uint64_t n)
 {
 	uint64_t i;
 
 	for (i = 0; i < n; i++)
-		t[i] = qcow2_get_be64((const uint8_t *)&t[i]);
+		t[i] = td_get_be64((const uint8_t *)&t[i]);
 }
 
 /* ---- open ------------------------------------------------------------ */
@@ -91,7 +49,7 @@ int qcow2_probe(const char *path, bool *is_qcow2)
 	close(fd);
 	if (n < 0)
 		return -errno;
-	*is_qcow2 = n == 4 && qcow2_get_be32(magic) == QCOW2_MAGIC;
+	*is_qcow2 = n == 4 && td_get_be32(magic) == QCOW2_MAGIC;
 	return 0;
 }
 
@@ -124,17 +82,17 @@ static int image_read_header(struct qcow2_image *img, char *err,
 			     size_t errlen)
 {
 	uint8_t first[QCOW2_V3_HEADER_SIZE];
-	struct qcow2_report r = qcow2_report_err(NULL, 0);
+	struct td_report r = td_report_err(NULL, 0);
 	char why[512];
 	uint32_t bits, cs;
 	int ret;
 
 	memset(first, 0, sizeof(first));
-	ret = pread_zero(img->fd, first, sizeof(first), 0);
+	ret = td_pread_zero(img->fd, first, sizeof(first), 0);
 	if (ret)
 		return td_errf(err, errlen, ret, "%s: reading the header: %s",
 			    img->path, strerror(-ret));
-	bits = qcow2_get_be32(first + QH_CLUSTER_BITS);
+	bits = td_get_be32(first + QH_CLUSTER_BITS);
 	cs = bits >= QCOW2_MIN_CLUSTER_BITS && bits <= QCOW2_MAX_CLUSTER_BITS ?
 	     1u << bits : BUF_ALIGN;
 	/*
@@ -142,16 +100,16 @@ static int image_read_header(struct qcow2_image *img, char *err,
 	 * a short file (a crafted one) does not get a 2 MiB buffer.
 	 */
 	img->hdr_len = img->file_size < cs ? (size_t)img->file_size : cs;
-	img->hdr_buf = aligned_zalloc(round_up(img->hdr_len > BUF_ALIGN ?
-					       img->hdr_len : BUF_ALIGN,
-					       BUF_ALIGN));
+	img->hdr_buf = td_zalloc_aligned(td_round_up(img->hdr_len > BUF_ALIGN ?
+						     img->hdr_len : BUF_ALIGN,
+						     BUF_ALIGN));
 	if (!img->hdr_buf)
 		return -ENOMEM;
-	ret = pread_zero(img->fd, img->hdr_buf, img->hdr_len, 0);
+	ret = td_pread_zero(img->fd, img->hdr_buf, img->hdr_len, 0);
 	if (ret)
 		return td_errf(err, errlen, ret, "%s: reading the header: %s",
 			    img->path, strerror(-ret));
-	r = qcow2_report_err(why, sizeof(why));
+	r = td_report_err(why, sizeof(why));
 	ret = qcow2_header_parse(img->hdr_buf, img->hdr_len, img->file_size,
 				 &img->h, &img->ext, &r);
 	if (ret)
@@ -171,7 +129,7 @@ static int image_read_header(struct qcow2_image *img, char *err,
 
 static int image_read_l1(struct qcow2_image *img, char *err, size_t errlen)
 {
-	struct qcow2_report r;
+	struct td_report r;
 	char why[256];
 	uint64_t n = img->h.l1_size, i, l2;
 	int ret;
@@ -187,7 +145,7 @@ static int image_read_l1(struct qcow2_image *img, char *err, size_t errlen)
 			    img->path, strerror(-ret));
 	be64_array_to_host(img->l1, n);
 	for (i = 0; i < n; i++) {
-		r = qcow2_report_err(why, sizeof(why));
+		r = td_report_err(why, sizeof(why));
 		if (qcow2_l1_decode(&img->g, img->l1[i], &l2, &r))
 			return td_errf(err, errlen, -EINVAL, "qcow2: %s: L1 "
 				    "entry %" PRIu64 ": %s", img->path, i, why);
@@ -205,7 +163,7 @@ static int image_read_l1(struct qcow2_image *img, char *err, size_t errlen)
 static int image_load_refcounts(struct qcow2_image *img, char *err,
 				size_t errlen)
 {
-	struct qcow2_report r;
+	struct td_report r;
 	uint64_t bytes = (uint64_t)img->h.refcount_table_clusters <<
 			 img->g.cluster_bits, i, off;
 	char why[256];
@@ -227,7 +185,7 @@ static int image_load_refcounts(struct qcow2_image *img, char *err,
 			    "table: %s", img->path, strerror(-ret));
 	be64_array_to_host(img->reftable, img->reftable_entries);
 	for (i = 0; i < img->reftable_entries; i++) {
-		r = qcow2_report_err(why, sizeof(why));
+		r = td_report_err(why, sizeof(why));
 		if (qcow2_reftable_decode(&img->g, img->reftable[i], &off,
 					  &r))
 			return td_errf(err, errlen, -EINVAL, "qcow2: %s: refcount "
@@ -240,7 +198,7 @@ static int image_load_refcounts(struct qcow2_image *img, char *err,
 			return td_errf(err, errlen, -EINVAL, "qcow2: %s: refcount "
 				    "block %" PRIu64 " at %" PRIu64 " is past "
 				    "the end of the file", img->path, i, off);
-		img->refblocks[i] = aligned_zalloc(img->g.cluster_size);
+		img->refblocks[i] = td_zalloc_aligned(img->g.cluster_size);
 		if (!img->refblocks[i])
 			return -ENOMEM;
 		ret = td_pread_full(img->fd, img->refblocks[i],
@@ -355,13 +313,13 @@ static int refs_walk_l1(struct refs *rf, const uint64_t *l1, uint64_t n,
 	struct qcow2_image *img = rf->img;
 	const struct qcow2_geometry *g = &img->g;
 	uint64_t i, j, l2off, entries = 1ull << g->l2_bits;
-	struct qcow2_report r;
+	struct td_report r;
 	struct qcow2_mapping m;
 	char why[256];
 	int ret;
 
 	for (i = 0; i < n; i++) {
-		r = qcow2_report_err(why, sizeof(why));
+		r = td_report_err(why, sizeof(why));
 		if (qcow2_l1_decode(g, l1[i], &l2off, &r)) {
 			refs_report(rf, QCOW2_SEV_ERROR, false, "L1 entry %"
 				    PRIu64 ": %s", i, why);
@@ -376,10 +334,9 @@ static int refs_walk_l1(struct refs *rf, const uint64_t *l1, uint64_t n,
 		if (ret)
 			return ret;
 		for (j = 0; j < entries; j++) {
-			uint64_t e = qcow2_get_be64(l2buf +
-						    j * g->l2_entry_size);
+			uint64_t e = td_get_be64(l2buf + j * g->l2_entry_size);
 
-			r = qcow2_report_err(why, sizeof(why));
+			r = td_report_err(why, sizeof(why));
 			if (qcow2_l2_decode(g, img->h.version, e, &m, &r)) {
 				refs_report(rf, QCOW2_SEV_ERROR, false, "L2 "
 					    "table at %" PRIu64 " entry %"
@@ -429,12 +386,12 @@ static int refs_walk_snapshots(struct refs *rf, uint8_t *l2buf)
 				    i, off);
 			break;
 		}
-		l1off = qcow2_get_be64(e);
-		l1n = qcow2_get_be32(e + 8);
+		l1off = td_get_be64(e);
+		l1n = td_get_be32(e + 8);
 		idlen = (uint32_t)e[12] << 8 | e[13];
 		namelen = (uint32_t)e[14] << 8 | e[15];
-		extra = qcow2_get_be32(e + 36);
-		off += round_up(40ull + extra + idlen + namelen, 8);
+		extra = td_get_be32(e + 36);
+		off += td_round_up(40ull + extra + idlen + namelen, 8);
 		if (l1n * 8 > QCOW2_MAX_L1_BYTES ||
 		    (l1off & (img->g.cluster_size - 1)) ||
 		    l1off + l1n * 8 > img->file_size) {
@@ -483,7 +440,7 @@ static int refs_count(struct refs *rf)
 		if (img->reftable[i])
 			refs_add(rf, img->reftable[i], img->g.cluster_size,
 				 QCOW2_REF_REFBLOCK, "refcount block");
-	l2buf = aligned_zalloc(img->g.cluster_size);
+	l2buf = td_zalloc_aligned(img->g.cluster_size);
 	if (!l2buf)
 		return -ENOMEM;
 	ret = refs_walk_l1(rf, img->l1, img->h.l1_size, true, l2buf);
@@ -559,7 +516,7 @@ static int refs_judge_copied_all(struct refs *rf)
 	const struct qcow2_geometry *g = &img->g;
 	uint64_t i, j, l2off, entries = 1ull << g->l2_bits;
 	struct qcow2_mapping m;
-	uint8_t *l2 = aligned_zalloc(g->cluster_size);
+	uint8_t *l2 = td_zalloc_aligned(g->cluster_size);
 
 	if (!l2)
 		return -ENOMEM;
@@ -572,7 +529,7 @@ static int refs_judge_copied_all(struct refs *rf)
 		    td_pread_full(img->fd, l2, g->cluster_size, l2off))
 			continue;
 		for (j = 0; j < entries; j++) {
-			uint64_t e = qcow2_get_be64(l2 + j * g->l2_entry_size);
+			uint64_t e = td_get_be64(l2 + j * g->l2_entry_size);
 
 			if (qcow2_l2_decode(g, img->h.version, e, &m, NULL))
 				continue;
@@ -690,7 +647,7 @@ static int refs_run(struct refs *rf, struct qcow2_image *img,
 /* First cluster past everything counted or in the file. */
 static uint64_t image_end_cluster(const struct qcow2_image *img)
 {
-	uint64_t end = div_up(img->file_size, img->g.cluster_size);
+	uint64_t end = td_div_round_up(img->file_size, img->g.cluster_size);
 	uint64_t i, j, per = 1ull << img->g.rb_bits;
 
 	for (i = img->reftable_entries; i-- > 0;) {
@@ -726,14 +683,15 @@ static int image_grow_reftable(struct qcow2_image *img, uint64_t target,
 {
 	const struct qcow2_geometry *g = &img->g;
 	uint64_t per = 1ull << g->rb_bits, cs = g->cluster_size;
-	uint64_t entries = div_up(target, per), bytes, nt, t0, nb = 0, prev;
+	uint64_t entries = td_div_round_up(target, per), bytes, nt, t0;
+	uint64_t nb = 0, prev;
 	uint64_t old_off = img->h.refcount_table_offset;
 	uint64_t old_cl = img->h.refcount_table_clusters, i, c, k, end;
 	uint64_t *table = NULL;
 	uint8_t **blocks = NULL, hdr[12];
 	int ret;
 
-	bytes = round_up(entries * 8, cs);
+	bytes = td_round_up(entries * 8, cs);
 	if (bytes > QCOW2_MAX_REFTABLE_BYTES)
 		bytes = QCOW2_MAX_REFTABLE_BYTES / cs * cs;
 	entries = bytes / 8;
@@ -765,7 +723,7 @@ static int image_grow_reftable(struct qcow2_image *img, uint64_t target,
 	for (i = t0 / per; i <= (t0 + nt + nb - 1) / per; i++) {
 		if (blocks[i])
 			continue;
-		blocks[i] = aligned_zalloc(cs);
+		blocks[i] = td_zalloc_aligned(cs);
 		if (!blocks[i]) {
 			ret = -ENOMEM;
 			goto out;
@@ -782,7 +740,7 @@ static int image_grow_reftable(struct qcow2_image *img, uint64_t target,
 			goto io;
 	}
 	for (i = 0; i < entries; i++)
-		qcow2_put_be64((uint8_t *)&table[i], table[i]);
+		td_put_be64((uint8_t *)&table[i], table[i]);
 	ret = td_pwrite_full(img->fd, table, bytes, t0 * cs);
 	be64_array_to_host(table, entries);
 	if (ret)
@@ -790,8 +748,8 @@ static int image_grow_reftable(struct qcow2_image *img, uint64_t target,
 	if ((ret = image_sync(img, err, errlen)))
 		goto out;
 	/* 2. The header points at it. */
-	qcow2_put_be64(hdr, t0 * cs);
-	qcow2_put_be32(hdr + 8, (uint32_t)nt);
+	td_put_be64(hdr, t0 * cs);
+	td_put_be32(hdr + 8, (uint32_t)nt);
 	ret = td_pwrite_full(img->fd, hdr, sizeof(hdr), QH_REFT_OFFSET);
 	if (ret)
 		goto io;
@@ -848,9 +806,9 @@ static int image_write_features(struct qcow2_image *img, char *err,
 	uint8_t f[24];
 	int ret;
 
-	qcow2_put_be64(f, img->h.incompatible_features);
-	qcow2_put_be64(f + 8, img->h.compatible_features);
-	qcow2_put_be64(f + 16, img->h.autoclear_features);
+	td_put_be64(f, img->h.incompatible_features);
+	td_put_be64(f + 8, img->h.compatible_features);
+	td_put_be64(f + 16, img->h.autoclear_features);
 	ret = td_pwrite_full(img->fd, f, sizeof(f), QH_INCOMPAT);
 	if (ret)
 		return td_errf(err, errlen, ret, "%s: writing the header: %s",
@@ -971,8 +929,8 @@ const char *qcow2_image_meta_name(const struct qcow2_image *img, uint64_t c,
 {
 	uint32_t bits = img->g.cluster_bits;
 	uint64_t l1 = img->h.l1_table_offset >> bits;
-	uint64_t l1n = div_up((uint64_t)img->h.l1_size * 8,
-			      img->g.cluster_size);
+	uint64_t l1n = td_div_round_up((uint64_t)img->h.l1_size * 8,
+				       img->g.cluster_size);
 	uint64_t rt = img->h.refcount_table_offset >> bits, i;
 
 	if (c == 0)
@@ -1092,12 +1050,12 @@ int qcow2_image_mark_corrupt(struct qcow2_image *img, char *err,
 static int image_prepare_write(struct qcow2_image *img, char *err,
 			       size_t errlen)
 {
-	struct qcow2_report r;
+	struct td_report r;
 	char why[256];
 	uint64_t cs = img->g.cluster_size, target;
 	int ret;
 
-	r = qcow2_report_err(why, sizeof(why));
+	r = td_report_err(why, sizeof(why));
 	ret = qcow2_header_check_writable(&img->h, &img->ext, &r);
 	if (ret)
 		return td_errf(err, errlen, ret, "qcow2: %s: cannot open "
@@ -1113,9 +1071,9 @@ static int image_prepare_write(struct qcow2_image *img, char *err,
 	}
 	/* Room for the file, the whole disk and its L2 tables, twice the
 	 * refcount blocks that needs, and some slack. */
-	target = div_up(img->file_size, cs) + div_up(img->h.size, cs) +
-		 img->h.l1_size;
-	target += 2 * div_up(target, 1ull << img->g.rb_bits) + 64;
+	target = td_div_round_up(img->file_size, cs) +
+		 td_div_round_up(img->h.size, cs) + img->h.l1_size;
+	target += 2 * td_div_round_up(target, 1ull << img->g.rb_bits) + 64;
 	if (qcow2_image_ref_coverage(img) < target) {
 		ret = image_grow_reftable(img, target + target / 4, err,
 					  errlen);
@@ -1307,7 +1265,7 @@ static int map_one(struct qcow2_image *img, struct qcow2_map_ctx *ctx,
 	uint64_t l2i = cl & ((1ull << g->l2_bits) - 1), e, bm = 0;
 	uint64_t in = vaddr & (g->cluster_size - 1);
 	struct qcow2_mapping m;
-	struct qcow2_report r;
+	struct td_report r;
 	char why[256];
 	int ret, st;
 
@@ -1315,7 +1273,7 @@ static int map_one(struct qcow2_image *img, struct qcow2_map_ctx *ctx,
 	if (l1i >= img->h.l1_size || !(img->l1[l1i] & QCOW2_OFFSET_MASK))
 		return QCOW2_MAP_BACKING;
 	if (!ctx->l2) {
-		ctx->l2 = aligned_zalloc(g->cluster_size);
+		ctx->l2 = td_zalloc_aligned(g->cluster_size);
 		ctx->l2_index = UINT64_MAX;
 		if (!ctx->l2)
 			return -ENOMEM;
@@ -1330,10 +1288,10 @@ static int map_one(struct qcow2_image *img, struct qcow2_map_ctx *ctx,
 		}
 		ctx->l2_index = l1i;
 	}
-	e = qcow2_get_be64(ctx->l2 + l2i * g->l2_entry_size);
+	e = td_get_be64(ctx->l2 + l2i * g->l2_entry_size);
 	if (g->extended_l2)
-		bm = qcow2_get_be64(ctx->l2 + l2i * g->l2_entry_size + 8);
-	r = qcow2_report_err(why, sizeof(why));
+		bm = td_get_be64(ctx->l2 + l2i * g->l2_entry_size + 8);
+	r = td_report_err(why, sizeof(why));
 	if (qcow2_l2_decode(g, img->h.version, e, &m, &r))
 		return td_errf(err, errlen, -EINVAL, "qcow2: %s: guest cluster %"
 			    PRIu64 ": %s", img->path, cl, why);
@@ -1413,7 +1371,7 @@ int qcow2_image_allocated(struct qcow2_image *img, uint64_t *bytes,
 	const struct qcow2_geometry *g = &img->g;
 	uint64_t i, j, entries = 1ull << g->l2_bits;
 	struct qcow2_mapping m;
-	uint8_t *l2 = aligned_zalloc(g->cluster_size);
+	uint8_t *l2 = td_zalloc_aligned(g->cluster_size);
 	int ret = 0;
 
 	*bytes = 0;
@@ -1430,7 +1388,7 @@ int qcow2_image_allocated(struct qcow2_image *img, uint64_t *bytes,
 			break;
 		}
 		for (j = 0; j < entries; j++) {
-			uint64_t e = qcow2_get_be64(l2 + j * g->l2_entry_size);
+			uint64_t e = td_get_be64(l2 + j * g->l2_entry_size);
 
 			if (qcow2_l2_decode(g, img->h.version, e, &m, NULL))
 				continue;
@@ -1562,8 +1520,8 @@ static void refcount_layout(const struct qcow2_geometry *g, uint64_t n,
 	do {
 		pb = b;
 		pt = t;
-		b = div_up(n + t + b, per);
-		t = div_up(b * 8, g->cluster_size);
+		b = td_div_round_up(n + t + b, per);
+		t = td_div_round_up(b * 8, g->cluster_size);
 	} while (b != pb || t != pt);
 	*rtc = t;
 	*nb = b;
@@ -1576,7 +1534,7 @@ static int write_refcounts(int fd, const struct qcow2_geometry *g,
 			   uint64_t nb)
 {
 	uint64_t per = 1ull << g->rb_bits, cs = g->cluster_size, i, j;
-	uint8_t *blk = aligned_zalloc(cs), *tab = aligned_zalloc(rtc * cs);
+	uint8_t *blk = td_zalloc_aligned(cs), *tab = td_zalloc_aligned(rtc * cs);
 	int ret = 0;
 
 	if (!blk || !tab) {
@@ -1588,7 +1546,7 @@ static int write_refcounts(int fd, const struct qcow2_geometry *g,
 		for (j = 0; j < per && i * per + j < used; j++)
 			qcow2_refcount_set(blk, j, g->refcount_order, 1);
 		ret = td_pwrite_full(fd, blk, cs, (rt + rtc + i) * cs);
-		qcow2_put_be64(tab + i * 8, (rt + rtc + i) * cs);
+		td_put_be64(tab + i * 8, (rt + rtc + i) * cs);
 	}
 	if (!ret)
 		ret = td_pwrite_full(fd, tab, rtc * cs, rt * cs);
@@ -1623,7 +1581,7 @@ int qcow2_image_create(const char *path, const struct qcow2_create_params *p,
 		free(bpath);
 		if (ret)
 			return ret;
-		q.size = round_up(q.size, SECTOR_SIZE);
+		q.size = td_round_up(q.size, SECTOR_SIZE);
 	}
 	ret = create_check(&q, &h, err, errlen);
 	if (ret)
@@ -1636,14 +1594,14 @@ int qcow2_image_create(const char *path, const struct qcow2_create_params *p,
 		return td_errf(err, errlen, -EFBIG, "size %" PRIu64 " needs an "
 			    "L1 table larger than 32 MiB: use larger "
 			    "clusters", q.size);
-	l1c = div_up((uint64_t)h.l1_size * 8, cs);
+	l1c = td_div_round_up((uint64_t)h.l1_size * 8, cs);
 	/* header | refcount table | refcount blocks | L1 table */
 	refcount_layout(&g, 1 + l1c, &rtc, &nb);
 	used = 1 + rtc + nb + l1c;
 	h.refcount_table_offset = cs;
 	h.refcount_table_clusters = (uint32_t)rtc;
 	h.l1_table_offset = (1 + rtc + nb) * cs;
-	buf = aligned_zalloc(cs > BUF_ALIGN ? cs : BUF_ALIGN);
+	buf = td_zalloc_aligned(cs > BUF_ALIGN ? cs : BUF_ALIGN);
 	if (!buf)
 		return td_errf(err, errlen, -ENOMEM, "out of memory");
 	ret = create_header_cluster(&h, &q, buf, cs, err, errlen);
