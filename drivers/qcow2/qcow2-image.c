@@ -16,9 +16,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <tapfs/tapdisk.h>
+
 #include "qcow2-image.h"
 #include "common/td-fileio.h"
-#include "vhd/vhd-image.h"
 
 #define SECTOR_SHIFT		9
 #define SECTOR_SIZE		512u
@@ -1202,7 +1203,6 @@ char *qcow2_path_resolve(const char *base, const char *path)
 int qcow2_image_backing(const struct qcow2_image *img, char **path,
 			const char **driver, char *err, size_t errlen)
 {
-	bool is_q = false, is_v = false;
 	char *p;
 	int ret;
 
@@ -1225,16 +1225,15 @@ int qcow2_image_backing(const struct qcow2_image *img, char **path,
 		*path = p;
 		return 0;
 	}
-	ret = qcow2_probe(p, &is_q);
-	if (!ret && !is_q)
-		ret = vhd_probe(p, &is_v);
+	/* No format recorded: whichever driver claims the file (raw if
+	 * none does). */
+	ret = td_probe_driver(p, driver);
 	if (ret) {
 		td_errf(err, errlen, ret, "qcow2: %s: backing file %s: %s",
 		     img->path, p, strerror(-ret));
 		free(p);
 		return ret;
 	}
-	*driver = is_q ? "qcow2" : is_v ? "vhd" : "aio";
 	*path = p;
 	return 0;
 }
@@ -1407,38 +1406,6 @@ int qcow2_image_allocated(struct qcow2_image *img, uint64_t *bytes,
 
 /* ---- creating --------------------------------------------------------- */
 
-int qcow2_probe_size(const char *path, const char *driver, uint64_t *size,
-		     char *err, size_t errlen)
-{
-	struct stat st;
-	int ret;
-
-	if (!strcmp(driver, "qcow2")) {
-		struct qcow2_image *q;
-
-		ret = qcow2_image_open(&q, path, 0, err, errlen);
-		if (ret)
-			return ret;
-		*size = qcow2_image_size(q);
-		qcow2_image_close(q, false);
-		return 0;
-	}
-	if (!strcmp(driver, "vhd")) {
-		struct vhd_image *v;
-
-		ret = vhd_image_open(&v, path, VHD_IMAGE_RDONLY, err, errlen);
-		if (ret)
-			return ret;
-		*size = vhd_image_size(v);
-		vhd_image_close(v);
-		return 0;
-	}
-	if (stat(path, &st) < 0)
-		return td_errf(err, errlen, -errno, "%s: %m", path);
-	*size = (uint64_t)st.st_size;
-	return 0;
-}
-
 static int create_check(const struct qcow2_create_params *p,
 			struct qcow2_header *h, char *err, size_t errlen)
 {
@@ -1577,7 +1544,7 @@ int qcow2_image_create(const char *path, const struct qcow2_create_params *p,
 		bpath = qcow2_path_resolve(path, q.backing);
 		if (!bpath)
 			return td_errf(err, errlen, -ENOMEM, "out of memory");
-		ret = qcow2_probe_size(bpath, drv, &q.size, err, errlen);
+		ret = td_image_size(drv, bpath, &q.size, err, errlen);
 		free(bpath);
 		if (ret)
 			return ret;

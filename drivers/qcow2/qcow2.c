@@ -1946,7 +1946,7 @@ static int q2_create_child(const char *path, const char *parent,
 	};
 	int rc;
 
-	rc = qcow2_probe_size(parent, parent_driver, &p.size, err, errlen);
+	rc = td_image_size(parent_driver, parent, &p.size, err, errlen);
 	if (rc)
 		return rc;
 	p.size = td_round_up(p.size, TD_SECTOR_SIZE);
@@ -1969,4 +1969,5 @@ const struct tap_disk tapdisk_qcow2 = {
 	.td_queue_discard	= q2_queue_discard,
 	.td_create		= q2_create,
 	.td_create_child	= q2_create_child,
+	.td_probe		= qcow2_probe,
 };
