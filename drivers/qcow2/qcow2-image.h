@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Synchronous qcow2 image helpers (pread/pwrite on one file).
+ * Synchronous qcow2 image helpers (pread/pwrite on one file): open and
+ * the rest in qcow2-image.c, refcounts in qcow2-refcount.c, counting
+ * references and the check in qcow2-check.c, creating in qcow2-create.c.
  *
  * Used at open time by the asynchronous qcow2 driver (header, L1 table,
  * refcount structures, backing file lookup, the dirty bit) and by the
