@@ -17,7 +17,7 @@
 #include "qcow2-int.h"
 #include "common/td-fileio.h"
 
-/* ---- counting ---------------------------------------------------------- */
+/* ---- counting -------------------------------------------------------- */
 
 static void refs_report(struct qcow2_refs *rf, enum qcow2_severity sev,
 			bool repairable, const char *fmt, ...)
@@ -237,7 +237,7 @@ void qcow2_refs_fini(struct qcow2_refs *rf)
 	free(rf->kind);
 }
 
-/* ---- judging ------------------------------------------------------------ */
+/* ---- judging --------------------------------------------------------- */
 
 /* References to cluster c: its refcount once repaired. */
 static uint64_t refs_after(const struct qcow2_refs *rf, uint64_t c)
@@ -407,7 +407,7 @@ int qcow2_refs_run(struct qcow2_refs *rf, struct qcow2_image *img,
 	return ret;
 }
 
-/* ---- consistency check ------------------------------------------------- */
+/* ---- consistency check ----------------------------------------------- */
 
 int qcow2_image_check(const char *path, qcow2_check_fn *fn, void *arg,
 		      struct qcow2_check_result *res, char *err,

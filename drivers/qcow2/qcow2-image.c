@@ -146,7 +146,7 @@ static int image_read_l1(struct qcow2_image *img, char *err, size_t errlen)
 	return 0;
 }
 
-/* ---- syncing, the feature bits ----------------------------------------- */
+/* ---- syncing, the feature bits --------------------------------------- */
 
 int qcow2_image_sync(struct qcow2_image *img, char *err, size_t errlen)
 {
@@ -174,7 +174,7 @@ int qcow2_image_write_features(struct qcow2_image *img, char *err,
 	return qcow2_image_sync(img, err, errlen);
 }
 
-/* ---- metadata map ------------------------------------------------------- */
+/* ---- metadata map ---------------------------------------------------- */
 
 int qcow2_image_meta_add(struct qcow2_image *img, uint64_t c)
 {
@@ -305,7 +305,7 @@ static int image_build_meta(struct qcow2_image *img, char *err,
 	return ret;
 }
 
-/* ---- open and close --------------------------------------------------- */
+/* ---- open and close -------------------------------------------------- */
 
 int qcow2_image_mark_corrupt(struct qcow2_image *img, char *err,
 			     size_t errlen)
@@ -507,7 +507,7 @@ int qcow2_image_backing(const struct qcow2_image *img, char **path,
 	return 0;
 }
 
-/* ---- mapping ------------------------------------------------------------ */
+/* ---- mapping --------------------------------------------------------- */
 
 int qcow2_image_read_l2(struct qcow2_image *img, uint64_t i, uint8_t *buf)
 {

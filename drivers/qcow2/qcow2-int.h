@@ -25,7 +25,7 @@ static inline void qcow2_be64_array_to_host(uint64_t *t, uint64_t n)
 		t[i] = td_get_be64((const uint8_t *)&t[i]);
 }
 
-/* ---- qcow2-image.c ------------------------------------------------------ */
+/* ---- qcow2-image.c --------------------------------------------------- */
 
 /* fdatasync the image's file. */
 int qcow2_image_sync(struct qcow2_image *img, char *err, size_t errlen);
@@ -33,7 +33,7 @@ int qcow2_image_sync(struct qcow2_image *img, char *err, size_t errlen);
 int qcow2_image_write_features(struct qcow2_image *img, char *err,
 			       size_t errlen);
 
-/* ---- qcow2-refcount.c --------------------------------------------------- */
+/* ---- qcow2-refcount.c ------------------------------------------------ */
 
 /* Load the refcount table and every refcount block into img. */
 int qcow2_image_load_refcounts(struct qcow2_image *img, char *err,
@@ -46,7 +46,7 @@ int qcow2_image_repair(struct qcow2_image *img, char *err, size_t errlen);
 int qcow2_image_grow_reftable(struct qcow2_image *img, uint64_t target,
 			      char *err, size_t errlen);
 
-/* ---- qcow2-check.c ------------------------------------------------------ */
+/* ---- qcow2-check.c --------------------------------------------------- */
 
 /*
  * Every reference to every host cluster, counted from the header and the

@@ -4,7 +4,7 @@
  * round trips, every validation message, header extensions, L1/L2/
  * refcount table entries, compressed descriptors, refcounts of every
  * width, deflate, the placement of the tables, the refcount verdict; and
- * of the image helpers (drivers/qcow2/qcow2-image.c) on scratch files: create,
+ * of the image helpers (drivers/qcow2/qcow2-*.c) on scratch files: create,
  * open read-write (dirty bit, refcount table growth, the repair of a
  * dirty image, the metadata map, the corrupt bit), the writer and chain
  * reads, the check.
