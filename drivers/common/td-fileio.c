@@ -119,3 +119,24 @@ int td_errf(char *err, size_t errlen, int ret, const char *fmt, ...)
 	}
 	return ret;
 }
+
+int td_pread_zero(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done,
+				  (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0) {
+			memset((char *)buf + done, 0, len - done);
+			return 0;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}

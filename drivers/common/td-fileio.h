@@ -42,4 +42,8 @@ void td_open_redirect(const char *path, int fd);
 int td_errf(char *err, size_t errlen, int ret, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
+/* pread up to len bytes, zero-filling past the end of the file: 0 or
+ * -errno. */
+int td_pread_zero(int fd, void *buf, size_t len, uint64_t off);
+
 #endif

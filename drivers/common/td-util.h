@@ -61,6 +61,12 @@ static inline uint64_t td_round_down(uint64_t v, uint64_t a)
 	return v / a * a;
 }
 
+/* Units of a needed to hold v: v / a rounded up. */
+static inline uint64_t td_div_round_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a;
+}
+
 /* ---- problem reports ------------------------------------------------ */
 
 /*

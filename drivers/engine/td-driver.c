@@ -3,7 +3,8 @@
  * The driver interface of include/tapfs/tapdisk.h, engine side, in this
  * one file:
  *   - what a driver calls: td_complete_request, td_forward_request,
- *     td_prep_* and td_queue_tiocb, td_check_path;
+ *     td_prep_* and td_queue_tiocb, td_check_path, and the services on
+ *     another driver's image, td_probe_driver and td_image_size;
  *   - what the engine calls on a driver, td_drv_*: every optional
  *     callback's default lives here, so no driver carries stubs;
  *   - the check of a driver's table (td_driver_validate).
@@ -292,4 +293,72 @@ int td_drv_control(td_driver_t *drv, const char *args, char *err,
 		return -ENOTSUP;
 	}
 	return d->td_control(drv, args, err, errlen);
+}
+
+int td_drv_probe(const struct tap_disk *d, const char *path, bool *is_mine)
+{
+	*is_mine = false;
+	if (!TD_DISK_HAS(d, td_probe) || !d->td_probe)
+		return 0;
+	return d->td_probe(path, is_mine);
+}
+
+/* ---- services on another driver's image ----------------------------- */
+
+int td_probe_driver(const char *path, const char **driver)
+{
+	const struct tap_disk *const *d;
+	bool mine;
+	int rc;
+
+	*driver = NULL;
+	for (d = td_driver_list(); *d; d++) {
+		rc = td_drv_probe(*d, path, &mine);
+		if (rc)
+			return rc;
+		if (mine) {
+			*driver = (*d)->name;
+			return 0;
+		}
+	}
+	*driver = "aio";
+	return 0;
+}
+
+int td_image_size(const char *driver, const char *path, uint64_t *size,
+		  char *err, size_t errlen)
+{
+	const struct tap_disk *d = td_driver_find(driver);
+	td_driver_t drv = { .flags = TD_OPEN_RDONLY | TD_OPEN_QUIET };
+	int rc;
+
+	*size = 0;
+	if (!d) {
+		snprintf(err, errlen, "%s: no driver %s", path, driver);
+		return -ENOENT;
+	}
+	drv.ops = d;
+	drv.name = strdup(path);
+	drv.data = d->private_data_size ? calloc(1, d->private_data_size) :
+		   NULL;
+	if (!drv.name || (d->private_data_size && !drv.data)) {
+		rc = -ENOMEM;
+		snprintf(err, errlen, "%s: out of memory", path);
+		goto out;
+	}
+	rc = d->td_open(&drv, path, drv.flags);
+	if (rc) {
+		if (drv.error[0])
+			snprintf(err, errlen, "%s", drv.error);
+		else
+			snprintf(err, errlen, "%s: cannot open as %s: %s",
+				 path, d->name, strerror(-rc));
+		goto out;
+	}
+	*size = (uint64_t)drv.info.size << TD_SECTOR_SHIFT;
+	d->td_close(&drv);
+out:
+	free(drv.data);
+	free(drv.name);
+	return rc;
 }

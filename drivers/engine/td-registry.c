@@ -17,13 +17,17 @@ extern const struct tap_disk tapdisk_vhd;
 extern const struct tap_disk tapdisk_qcow2;
 extern const struct tap_disk tapdisk_fault;
 
-/* Every built-in driver, looked up by .name. */
+/*
+ * Every built-in driver, looked up by .name.  td_probe_driver asks their
+ * td_probe in this order: a format known by a magic at the start of the
+ * file (qcow2) before vhd, whose cookie may be a footer at its end.
+ */
 static const struct tap_disk *const td_drivers[] = {
 	&tapdisk_aio,
 	&tapdisk_sync,
 	&tapdisk_ram,
-	&tapdisk_vhd,
 	&tapdisk_qcow2,
+	&tapdisk_vhd,
 	&tapdisk_fault,
 	NULL,
 };

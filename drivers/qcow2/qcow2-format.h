@@ -191,20 +191,6 @@ struct qcow2_geometry {
 	bool		extended_l2;
 };
 
-/* ---- problem reporting, big-endian fields ------------------------- */
-
-/*
- * struct td_report and td_get_be32... (td-util.h).  The qcow2 names stay
- * for the image code and the tools until they use the shared ones.
- */
-#define qcow2_report_fn	td_report_fn
-#define qcow2_report	td_report
-#define qcow2_report_err	td_report_err
-#define qcow2_get_be32	td_get_be32
-#define qcow2_get_be64	td_get_be64
-#define qcow2_put_be32	td_put_be32
-#define qcow2_put_be64	td_put_be64
-
 /* ---- header ---------------------------------------------------------- */
 
 /*

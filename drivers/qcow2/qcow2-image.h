@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Synchronous qcow2 image helpers (pread/pwrite on one file).
+ * Synchronous qcow2 image helpers (pread/pwrite on one file): open and
+ * the rest in qcow2-image.c, refcounts in qcow2-refcount.c, counting
+ * references and the check in qcow2-check.c, creating in qcow2-create.c.
  *
  * Used at open time by the asynchronous qcow2 driver (header, L1 table,
  * refcount structures, backing file lookup, the dirty bit) and by the
@@ -95,7 +97,7 @@ int qcow2_image_open_fd(struct qcow2_image **out, int fd, const char *name,
  */
 int qcow2_image_close(struct qcow2_image *img, bool clean);
 
-/* Is the file at path a qcow2 image (its magic)? */
+/* Is the file at path a qcow2 image (its magic)?  The driver's td_probe. */
 int qcow2_probe(const char *path, bool *is_qcow2);
 
 static inline uint64_t qcow2_image_size(const struct qcow2_image *img)
@@ -161,7 +163,8 @@ int qcow2_image_mark_corrupt(struct qcow2_image *img, char *err,
 /*
  * The backing file's path (relative names resolved against the image's
  * directory, malloc'd) and the tapfs driver for it: "qcow2", "aio" (raw)
- * or "vhd", from the backing format extension or, without one, probed.
+ * or "vhd", from the backing format extension or, without one, the
+ * driver whose probe claims it (td_probe_driver).
  * TD_NO_PARENT-like: returns 1 when there is no backing file.
  */
 int qcow2_image_backing(const struct qcow2_image *img, char **path,
@@ -225,10 +228,6 @@ struct qcow2_create_params {
  */
 int qcow2_image_create(const char *path, const struct qcow2_create_params *p,
 		       char *err, size_t errlen);
-
-/* Virtual size of the image at path, opened by driver ("qcow2", ...). */
-int qcow2_probe_size(const char *path, const char *driver, uint64_t *size,
-		     char *err, size_t errlen);
 
 /* ---- consistency check ---------------------------------------------- */
 

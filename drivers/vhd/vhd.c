@@ -852,4 +852,5 @@ const struct tap_disk tapdisk_vhd = {
 	.td_queue_discard	= vhd_queue_discard,
 	.td_create		= vhd_create,
 	.td_create_child	= vhd_create_child,
+	.td_probe		= vhd_probe,
 };

@@ -163,6 +163,8 @@ struct td_driver {
  *   td_create_child     default: -ENOTSUP (no snapshots onto it)
  *   disk_flags          default: 0
  *   td_control          default: -ENOTSUP (takes no settings)
+ *   td_probe            default: not mine (the raw driver "aio" takes
+ *                       what no driver claims)
  */
 struct tap_disk {
 	uint32_t	 api_version;	/* TD_API_VERSION */
@@ -212,6 +214,13 @@ struct tap_disk {
 	 */
 	int  (*td_control)(td_driver_t *drv, const char *args, char *err,
 			   size_t errlen);
+	/*
+	 * Is the file at path an image of this driver's format (its magic,
+	 * read without opening it as an image)?  0 with *is_mine set, or
+	 * -errno when the file cannot be read.  For a format named by
+	 * nobody (a backing file without a format): td_probe_driver.
+	 */
+	int  (*td_probe)(const char *path, bool *is_mine);
 };
 
 /*
@@ -316,6 +325,8 @@ int  td_drv_create_child(const struct tap_disk *d, const char *path,
 /* -ENOTSUP, with err saying so, for an image that takes no settings. */
 int  td_drv_control(td_driver_t *drv, const char *args, char *err,
 		    size_t errlen);
+/* 0 and *is_mine false for a driver without a td_probe. */
+int  td_drv_probe(const struct tap_disk *d, const char *path, bool *is_mine);
 td_flag_t td_disk_flags(const struct tap_disk *d);
 bool td_disk_can_create(const struct tap_disk *d);
 bool td_disk_can_create_child(const struct tap_disk *d);
@@ -327,5 +338,22 @@ bool td_disk_can_create_child(const struct tap_disk *d);
  * every image it opens itself.
  */
 int  td_check_path(td_driver_t *drv, const char *path);
+
+/*
+ * Services any driver may use on another image (a backing file of
+ * another format) without knowing its format's code.  Both block: for
+ * open and create, never on the data path.
+ *
+ * td_probe_driver: the name of the driver whose td_probe claims the file
+ * at path, asking the registry in its order; "aio" (raw) when none does.
+ * 0, or -errno when the file cannot be read.
+ *
+ * td_image_size: the virtual size in bytes of the image at path, opened
+ * read-only through driver's own td_open (TD_OPEN_RDONLY | TD_OPEN_QUIET,
+ * no engine) and closed again.  0, or -errno with the reason in err.
+ */
+int  td_probe_driver(const char *path, const char **driver);
+int  td_image_size(const char *driver, const char *path, uint64_t *size,
+		   char *err, size_t errlen);
 
 #endif

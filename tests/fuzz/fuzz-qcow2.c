@@ -50,7 +50,7 @@ static void fuzz_entries(const uint8_t *data, size_t size)
 		h.cluster_bits = bits[k];
 		qcow2_geometry_init(&g, &h);
 		for (i = 0; i + 8 <= size && i < 4096; i += 8) {
-			uint64_t e = qcow2_get_be64(data + i);
+			uint64_t e = td_get_be64(data + i);
 
 			if (!qcow2_l2_decode(&g, 2 + (i & 8) / 8, e, &m, NULL) &&
 			    m.type == QCOW2_CLUSTER_COMPRESSED)
@@ -93,7 +93,7 @@ static void fuzz_parsers(const uint8_t *data, size_t size)
 	struct qcow2_extensions ext;
 	struct qcow2_header h;
 	char err[512], name[QCOW2_MAX_BACKING_NAME + 1];
-	struct qcow2_report r = qcow2_report_err(err, sizeof(err));
+	struct td_report r = td_report_err(err, sizeof(err));
 
 	if (qcow2_header_parse(data, size, size, &h, &ext, &r))
 		return;

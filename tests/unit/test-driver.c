@@ -305,6 +305,7 @@ static void test_struct_size_honoured(void **state)
 	struct tap_disk d;
 	td_driver_t drv = { .ops = &d, .name = (char *)"old" };
 	char err[128];
+	bool mine;
 
 	(void)state;
 	memset(&d, 0xa5, sizeof(d));
@@ -315,7 +316,11 @@ static void test_struct_size_honoured(void **state)
 	assert_false(TD_DISK_HAS(&d, td_create_child));
 	assert_false(TD_DISK_HAS(&d, disk_flags));
 	assert_false(TD_DISK_HAS(&d, td_control));
+	assert_false(TD_DISK_HAS(&d, td_probe));
 	assert_int_equal(td_disk_flags(&d), 0);
+	mine = true;
+	assert_int_equal(td_drv_probe(&d, "/nonexistent/p", &mine), 0);
+	assert_false(mine);
 	assert_false(td_disk_can_create_child(&d));
 	assert_int_equal(td_drv_create_child(&d, "/nonexistent/c",
 					     "/nonexistent/p", "aio", err,
@@ -359,6 +364,50 @@ static void test_raw_create(void **state)
 	unlink(path);
 }
 
+/*
+ * The services on another driver's image: which driver claims a file
+ * (raw when none does), and an image's size through its own driver.
+ */
+static void test_probe_and_size(void **state)
+{
+	static const char *const fmts[] = { "aio", "qcow2", "vhd" };
+	const char *name;
+	char path[256], err[256];
+	uint64_t size;
+	unsigned i;
+	int fd;
+
+	(void)state;
+	for (i = 0; i < sizeof(fmts) / sizeof(fmts[0]); i++) {
+		fd = unit_tmpfile(path, sizeof(path), "probe", 0);
+		close(fd);
+		unlink(path);
+		assert_int_equal(td_drv_create(td_driver_find(fmts[i]), path,
+					       (i + 1) << 20, 0), 0);
+		assert_int_equal(td_probe_driver(path, &name), 0);
+		assert_string_equal(name, fmts[i]);
+		assert_int_equal(td_image_size(fmts[i], path, &size, err,
+					       sizeof(err)), 0);
+		assert_int_equal(size, (uint64_t)(i + 1) << 20);
+		if (i) {
+			/* Not a qcow2 image: refused, naming the file. */
+			assert_int_not_equal(td_image_size("qcow2", i == 1 ?
+							   "/dev/null" : path,
+							   &size, err,
+							   sizeof(err)), 0);
+			assert_non_null(strstr(err, i == 1 ? "/dev/null" :
+					       path));
+		}
+		unlink(path);
+	}
+	assert_int_equal(td_image_size("ram", "1M", &size, err, sizeof(err)),
+			 0);
+	assert_int_equal(size, 1 << 20);
+	assert_int_equal(td_image_size("nosuch", path, &size, err,
+				       sizeof(err)), -ENOENT);
+	assert_int_equal(td_probe_driver("/nonexistent/p", &name), -ENOENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -374,6 +423,7 @@ int main(void)
 		cmocka_unit_test(test_default_child_control),
 		cmocka_unit_test(test_struct_size_honoured),
 		cmocka_unit_test(test_raw_create),
+		cmocka_unit_test(test_probe_and_size),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

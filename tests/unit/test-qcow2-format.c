@@ -4,7 +4,7 @@
  * round trips, every validation message, header extensions, L1/L2/
  * refcount table entries, compressed descriptors, refcounts of every
  * width, deflate, the placement of the tables, the refcount verdict; and
- * of the image helpers (drivers/qcow2/qcow2-image.c) on scratch files: create,
+ * of the image helpers (drivers/qcow2/qcow2-*.c) on scratch files: create,
  * open read-write (dirty bit, refcount table growth, the repair of a
  * dirty image, the metadata map, the corrupt bit), the writer and chain
  * reads, the check.
@@ -67,7 +67,7 @@ static void make_header(uint8_t *buf, uint32_t version, const char *backing,
 static int parse(const uint8_t *buf, struct qcow2_header *h,
 		 struct qcow2_extensions *ext, char *err, size_t errlen)
 {
-	struct qcow2_report r = qcow2_report_err(err, errlen);
+	struct td_report r = td_report_err(err, errlen);
 
 	return qcow2_header_parse(buf, CS, 4 * CS, h, ext, &r);
 }
@@ -118,9 +118,9 @@ struct bad_field {
 static void put(uint8_t *p, unsigned len, uint64_t v)
 {
 	if (len == 8)
-		qcow2_put_be64(p, v);
+		td_put_be64(p, v);
 	else if (len == 4)
-		qcow2_put_be32(p, (uint32_t)v);
+		td_put_be32(p, (uint32_t)v);
 	else
 		p[0] = (uint8_t)v;
 }
@@ -179,36 +179,36 @@ static void test_header_errors(void **state)
 	}
 	/* zstd: the bit and the type. */
 	make_header(buf, 3, NULL, NULL);
-	qcow2_put_be64(buf + QH_INCOMPAT, QCOW2_INCOMPAT_COMPRESSION);
+	td_put_be64(buf + QH_INCOMPAT, QCOW2_INCOMPAT_COMPRESSION);
 	buf[QH_COMPRESSION_TYPE] = 1;
 	assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)), -ENOTSUP);
 	assert_contains(err, "zstd");
 	/* Extended L2 needs 16 KiB clusters. */
 	make_header(buf, 3, NULL, NULL);
-	qcow2_put_be64(buf + QH_INCOMPAT, QCOW2_INCOMPAT_EXTL2);
-	qcow2_put_be32(buf + QH_CLUSTER_BITS, 12);
-	qcow2_put_be64(buf + QH_L1_OFFSET, 3 * 4096);
-	qcow2_put_be64(buf + QH_REFT_OFFSET, 4096);
-	qcow2_put_be32(buf + QH_L1_SIZE, 64);
+	td_put_be64(buf + QH_INCOMPAT, QCOW2_INCOMPAT_EXTL2);
+	td_put_be32(buf + QH_CLUSTER_BITS, 12);
+	td_put_be64(buf + QH_L1_OFFSET, 3 * 4096);
+	td_put_be64(buf + QH_REFT_OFFSET, 4096);
+	td_put_be32(buf + QH_L1_SIZE, 64);
 	assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)), -EINVAL);
 	assert_contains(err, "extended L2 entries need clusters of 16 KiB");
 	/* A snapshot table starting inside the refcount or L1 table. */
 	make_header(buf, 3, NULL, NULL);
-	qcow2_put_be32(buf + QH_NB_SNAPSHOTS, 1);
-	qcow2_put_be64(buf + QH_SNAPSHOTS_OFFSET, CS);
+	td_put_be32(buf + QH_NB_SNAPSHOTS, 1);
+	td_put_be64(buf + QH_SNAPSHOTS_OFFSET, CS);
 	assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)), -EINVAL);
 	assert_contains(err, "snapshot table at 65536 overlaps the refcount "
 			"table at 65536");
-	qcow2_put_be64(buf + QH_SNAPSHOTS_OFFSET, 3 * CS);
+	td_put_be64(buf + QH_SNAPSHOTS_OFFSET, 3 * CS);
 	assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)), -EINVAL);
 	assert_contains(err, "snapshot table at 196608 overlaps the L1 table");
 	/* Tables side by side in one file are fine. */
 	make_header(buf, 3, NULL, NULL);
-	qcow2_put_be64(buf + QH_L1_OFFSET, 2 * CS);
+	td_put_be64(buf + QH_L1_OFFSET, 2 * CS);
 	assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)), 0);
 	/* Truncated. */
 	{
-		struct qcow2_report r = qcow2_report_err(err, sizeof(err));
+		struct td_report r = td_report_err(err, sizeof(err));
 
 		assert_int_equal(qcow2_header_parse(buf, 40, 0, &h, NULL, &r),
 				 -EINVAL);
@@ -232,7 +232,7 @@ static void test_feature_names(void **state)
 	e[0] = QCOW2_FEAT_INCOMPAT;
 	e[1] = 9;
 	memcpy(e + 2, "frobnication", 12);
-	qcow2_put_be64(buf + QH_INCOMPAT, 1ull << 9);
+	td_put_be64(buf + QH_INCOMPAT, 1ull << 9);
 	assert_int_equal(parse(buf, &h, NULL, err, sizeof(err)), -ENOTSUP);
 	assert_contains(err, "unsupported incompatible feature: frobnication "
 			"(bit 9)");
@@ -244,7 +244,7 @@ static void test_extensions(void **state)
 	uint8_t *buf = new_buf();
 	struct qcow2_extensions ext;
 	struct qcow2_header h;
-	struct qcow2_report r;
+	struct td_report r;
 	char err[256];
 
 	(void)state;
@@ -254,28 +254,28 @@ static void test_extensions(void **state)
 	 * read; one before it is a duplicate. */
 	memmove(buf + 112 + 16, buf + 112, 1024);
 	memcpy(buf + 112, buf + 112 + 16, 16);
-	r = qcow2_report_err(err, sizeof(err));
+	r = td_report_err(err, sizeof(err));
 	assert_int_equal(qcow2_extensions_parse(buf, CS, &h, &ext, &r),
 			 -EINVAL);
 	assert_contains(err, "backing format extension twice");
 	/* Running past the area. */
 	make_header(buf, 3, NULL, NULL);
-	qcow2_put_be32(buf + 112, QCOW2_EXT_BACKING_FMT);
-	qcow2_put_be32(buf + 116, 70000);
-	r = qcow2_report_err(err, sizeof(err));
+	td_put_be32(buf + 112, QCOW2_EXT_BACKING_FMT);
+	td_put_be32(buf + 116, 70000);
+	r = td_report_err(err, sizeof(err));
 	assert_int_equal(qcow2_extensions_parse(buf, CS, &h, &ext, &r),
 			 -EINVAL);
 	assert_contains(err, "length 70000 passes the end");
 	/* A NUL inside a string extension. */
-	qcow2_put_be32(buf + 116, 4);
+	td_put_be32(buf + 116, 4);
 	memcpy(buf + 120, "ra\0w", 4);
-	r = qcow2_report_err(err, sizeof(err));
+	r = td_report_err(err, sizeof(err));
 	assert_int_equal(qcow2_extensions_parse(buf, CS, &h, &ext, &r),
 			 -EINVAL);
 	assert_contains(err, "NUL at byte 2");
 	/* An unknown extension is skipped. */
-	qcow2_put_be32(buf + 112, 0x12345678);
-	r = qcow2_report_err(err, sizeof(err));
+	td_put_be32(buf + 112, 0x12345678);
+	r = td_report_err(err, sizeof(err));
 	assert_int_equal(qcow2_extensions_parse(buf, CS, &h, &ext, &r), 0);
 	free(buf);
 }
@@ -286,7 +286,7 @@ static void test_l2_entries(void **state)
 				  .refcount_order = 4 };
 	struct qcow2_geometry g;
 	struct qcow2_mapping m;
-	struct qcow2_report r;
+	struct td_report r;
 	uint64_t first, last, off;
 	char err[256];
 
@@ -308,17 +308,17 @@ static void test_l2_entries(void **state)
 	assert_int_equal(qcow2_l2_decode(&g, 3, 7 * CS | 1, &m, NULL), 0);
 	assert_int_equal(m.type, QCOW2_CLUSTER_ZERO_ALLOC);
 
-	r = qcow2_report_err(err, sizeof(err));
+	r = td_report_err(err, sizeof(err));
 	assert_int_equal(qcow2_l2_decode(&g, 2, 1, &m, &r), -EINVAL);
 	assert_contains(err, "zero flag in a version 2 image");
-	r = qcow2_report_err(err, sizeof(err));
+	r = td_report_err(err, sizeof(err));
 	assert_int_equal(qcow2_l2_decode(&g, 3, 5 * CS + 512, &m, &r),
 			 -EINVAL);
 	assert_contains(err, "host offset 328192 is not cluster-aligned");
-	r = qcow2_report_err(err, sizeof(err));
+	r = td_report_err(err, sizeof(err));
 	assert_int_equal(qcow2_l2_decode(&g, 3, 5 * CS | 2, &m, &r), -EINVAL);
 	assert_contains(err, "reserved bits set");
-	r = qcow2_report_err(err, sizeof(err));
+	r = td_report_err(err, sizeof(err));
 	assert_int_equal(qcow2_l2_decode(&g, 3, QCOW2_OFLAG_COPIED, &m, &r),
 			 -EINVAL);
 
@@ -338,7 +338,7 @@ static void test_l2_entries(void **state)
 	qcow2_compressed_clusters(&g, &m, &first, &last);
 	assert_int_equal(first, 9);
 	assert_int_equal(last, 10);
-	r = qcow2_report_err(err, sizeof(err));
+	r = td_report_err(err, sizeof(err));
 	assert_int_equal(qcow2_l2_decode(&g, 3, QCOW2_OFLAG_COMPRESSED | 100,
 					 &m, &r), -EINVAL);
 	assert_contains(err, "header cluster");
@@ -347,15 +347,15 @@ static void test_l2_entries(void **state)
 	assert_int_equal(qcow2_l1_decode(&g, QCOW2_OFLAG_COPIED | 4 * CS,
 					 &off, NULL), 0);
 	assert_int_equal(off, 4 * CS);
-	r = qcow2_report_err(err, sizeof(err));
+	r = td_report_err(err, sizeof(err));
 	assert_int_equal(qcow2_l1_decode(&g, 4 * CS + 4096, &off, &r),
 			 -EINVAL);
 	assert_contains(err, "not cluster-aligned");
-	r = qcow2_report_err(err, sizeof(err));
+	r = td_report_err(err, sizeof(err));
 	assert_int_equal(qcow2_l1_decode(&g, (1ull << 60) | 4 * CS, &off, &r),
 			 -EINVAL);
 	assert_contains(err, "reserved bits set");
-	r = qcow2_report_err(err, sizeof(err));
+	r = td_report_err(err, sizeof(err));
 	assert_int_equal(qcow2_reftable_decode(&g, 4 * CS + 1, &off, &r),
 			 -EINVAL);
 
@@ -489,26 +489,26 @@ static void test_deflate(void **state)
 static void test_writable(void **state)
 {
 	struct qcow2_header h = { .version = 3 };
-	struct qcow2_report r;
+	struct td_report r;
 	char err[256];
 
 	(void)state;
 	assert_int_equal(qcow2_header_check_writable(&h, NULL, NULL), 0);
 	h.incompatible_features = QCOW2_INCOMPAT_CORRUPT;
-	r = qcow2_report_err(err, sizeof(err));
+	r = td_report_err(err, sizeof(err));
 	assert_int_equal(qcow2_header_check_writable(&h, NULL, &r), -EROFS);
 	assert_contains(err, "corrupt bit");
 	h.incompatible_features = QCOW2_INCOMPAT_EXTL2;
-	r = qcow2_report_err(err, sizeof(err));
+	r = td_report_err(err, sizeof(err));
 	assert_int_equal(qcow2_header_check_writable(&h, NULL, &r), -ENOTSUP);
 	assert_contains(err, "extended L2 entries");
 	h.incompatible_features = QCOW2_INCOMPAT_DATA_FILE;
-	r = qcow2_report_err(err, sizeof(err));
+	r = td_report_err(err, sizeof(err));
 	assert_int_equal(qcow2_header_check_writable(&h, NULL, &r), -ENOTSUP);
 	assert_contains(err, "external data file");
 	h.incompatible_features = 0;
 	h.nb_snapshots = 2;
-	r = qcow2_report_err(err, sizeof(err));
+	r = td_report_err(err, sizeof(err));
 	assert_int_equal(qcow2_header_check_writable(&h, NULL, &r), -ENOTSUP);
 	assert_contains(err, "internal snapshots (2)");
 }
@@ -543,7 +543,7 @@ static uint64_t header_incompat(const char *path)
 	assert_true(fd >= 0);
 	assert_int_equal(pread(fd, b, 8, QH_INCOMPAT), 8);
 	close(fd);
-	return qcow2_get_be64(b);
+	return td_get_be64(b);
 }
 
 static void test_create_open(void **state)
@@ -619,7 +619,7 @@ static void put_be64_at(int fd, uint64_t off, uint64_t v)
 {
 	uint8_t b[8];
 
-	qcow2_put_be64(b, v);
+	td_put_be64(b, v);
 	assert_int_equal(pwrite(fd, b, 8, (off_t)off), 8);
 }
 
@@ -657,7 +657,7 @@ static void set_dirty(int fd)
 	uint8_t b[8];
 
 	assert_int_equal(pread(fd, b, 8, QH_INCOMPAT), 8);
-	qcow2_put_be64(b, qcow2_get_be64(b) | QCOW2_INCOMPAT_DIRTY);
+	td_put_be64(b, td_get_be64(b) | QCOW2_INCOMPAT_DIRTY);
 	assert_int_equal(pwrite(fd, b, 8, QH_INCOMPAT), 8);
 }
 
@@ -753,7 +753,7 @@ static void test_dirty_repair_lazy(void **state)
 	put_refcount(fd, 4, 0);
 	put_refcount(fd, 6, 0);
 	put_refcount(fd, 8, 1);
-	qcow2_put_be64(b, QCOW2_COMPAT_LAZY_REFCOUNTS);
+	td_put_be64(b, QCOW2_COMPAT_LAZY_REFCOUNTS);
 	assert_int_equal(pwrite(fd, b, 8, QH_COMPAT), 8);
 	set_dirty(fd);
 	close(fd);

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The table of image formats: names, the engine driver that reads each,
- * how to probe it, its -o options, and each verb's entry for it (defined
- * in the verb's file).  A verb asks the table instead of branching on
- * formats; a new format is one entry here.
+ * The table of image formats: names, the engine driver that reads each
+ * (and probes it: td_probe_driver), its -o options, and each verb's entry
+ * for it (defined in the verb's file).  A verb asks the table instead of
+ * branching on formats; a new format is one entry here.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -119,7 +119,6 @@ const struct img_format img_format_vhd = {
 	.driver = "vhd",
 	.qemu_name = "vpc",
 	.option_names = "subformat, block_size",
-	.probe = vhd_probe,
 	.parse_options = vhd_parse_options,
 	.create = create_vhd,
 	.can_have_parent = true,
@@ -133,7 +132,6 @@ const struct img_format img_format_qcow2 = {
 	.driver = "qcow2",
 	.qemu_name = "qcow2",
 	.option_names = "cluster_size, compat, refcount_bits",
-	.probe = qcow2_probe,
 	.parse_options = qcow2_parse_options,
 	.create = create_qcow2,
 	.can_have_parent = true,
@@ -160,28 +158,24 @@ const struct img_format *parse_format(const struct verb *v, const char *s)
 
 int probe_format(const char *path, const struct img_format **out)
 {
-	const struct img_format *const *f;
-	bool is;
+	const char *driver;
 	int ret;
 
 	if (*out)
 		return 0;
-	for (f = img_formats; *f; f++) {
-		if (!(*f)->probe) {
-			*out = *f;
-			return 0;
-		}
-		ret = (*f)->probe(path, &is);
-		if (ret) {
-			msg("%s: %s", path, strerror(-ret));
-			return EXIT_FAIL;
-		}
-		if (is) {
-			*out = *f;
-			return 0;
-		}
+	/* The engine asks every driver's td_probe; raw takes the rest. */
+	ret = td_probe_driver(path, &driver);
+	if (ret) {
+		msg("%s: %s", path, strerror(-ret));
+		return EXIT_FAIL;
 	}
-	return EXIT_FAIL;	/* not reached: raw takes anything */
+	*out = format_of_driver(driver);
+	if (!*out) {
+		msg("%s: a %s image, which tapfs-img does not handle", path,
+		    driver);
+		return EXIT_FAIL;
+	}
+	return 0;
 }
 
 const struct img_format *format_of_driver(const char *driver)

@@ -119,8 +119,6 @@ struct img_format {
 	const char	*driver;	/* the engine's driver: "vhd" */
 	const char	*qemu_name;	/* QEMU's name of it: "vpc" */
 	const char	*option_names;	/* -o keys, for messages; NULL: none */
-	/* Is the file at path one: 0 and *is, or -errno.  NULL: anything. */
-	int  (*probe)(const char *path, bool *is);
 	/* Parse -o into c (a usage error) */
 	int  (*parse_options)(const struct verb *v, char *opts,
 			      struct img_create *c);
@@ -146,14 +144,17 @@ struct img_format {
 int  img_create(const struct verb *v, const struct img_format *f,
 		struct img_create *c, char *opts);
 
-/* The built-in formats, in probe order (raw, which takes anything, last). */
+/* The built-in formats. */
 extern const struct img_format *const img_formats[];
 extern const struct img_format img_format_raw, img_format_vhd,
 			       img_format_qcow2;
 
 /* The format named s (or its alias), or NULL after a usage error. */
 const struct img_format *parse_format(const struct verb *v, const char *s);
-/* The format of the file at path (probed unless *f is set already). */
+/*
+ * The format of the file at path: *f if set already, else the format of
+ * the driver that claims it (td_probe_driver).
+ */
 int  probe_format(const char *path, const struct img_format **f);
 /* The format an engine driver reads ("aio" -> raw), or NULL. */
 const struct img_format *format_of_driver(const char *driver);
