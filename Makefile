@@ -32,8 +32,7 @@ ifneq ($(filter -DNDEBUG%,$(CFLAGS) $(OPT) $(SANITIZE)),)
 $(error NDEBUG would turn off the engine's asserts)
 endif
 WARN	:= -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wmissing-prototypes \
-	   -Wstrict-prototypes -Wno-format-nonliteral \
-	   -Wno-format-truncation
+	   -Wstrict-prototypes -Wno-format-nonliteral
 ALL_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
 	   -Iinclude -Idrivers $(CFLAGS) $(SANITIZE) -MMD -MP
 FUSE_CFLAGS = $(shell $(PKG_CONFIG) --cflags fuse3 2>/dev/null)

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <tapfs/log.h>
+
 #include "qcow2-int.h"
 #include "common/td-fileio.h"
 
@@ -44,7 +46,7 @@ static void refs_report(struct qcow2_refs *rf, enum qcow2_severity sev,
 		rf->res->warnings++;
 	if (sev == QCOW2_SEV_ERROR && !repairable &&
 	    !rf->res->unrepairable++)
-		snprintf(rf->first, sizeof(rf->first), "%s", msg);
+		td_msgf(rf->first, sizeof(rf->first), "%s", msg);
 	if (rf->fn)
 		rf->fn(rf->arg, sev, msg);
 }

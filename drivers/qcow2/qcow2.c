@@ -133,12 +133,12 @@ int q2_corrupt(struct q2_state *s, const char *fmt, ...)
 	s->corrupt = true;
 	s->meta_error = true;		/* the dirty bit stays too */
 	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
+	td_vmsgf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	rc = qcow2_image_mark_corrupt(s->img, err, sizeof(err));
 	/* .ctl shows it after the chain (tapdisk.h, td_driver.error). */
-	snprintf(s->drv->error, sizeof(s->drv->error), "%s: image marked "
-		 "corrupt, writes fail: %s", s->drv->name, why);
+	td_msgf(s->drv->error, sizeof(s->drv->error), "%s: image marked "
+		"corrupt, writes fail: %s", s->drv->name, why);
 	td_log(TD_LOG_ERR, "qcow2: %s: %s: write refused, image marked "
 	       "corrupt%s; writes fail with EIO from now on (open it "
 	       "read-only, or repair it with 'qemu-img check -r all')",
@@ -723,8 +723,8 @@ static int q2_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 			char why[sizeof(drv->error)];
 
 			snprintf(why, sizeof(why), "%s", drv->error);
-			snprintf(drv->error, sizeof(drv->error), "%s: backing "
-				 "file %s", drv->name, why);
+			td_msgf(drv->error, sizeof(drv->error), "%s: backing "
+				"file %s", drv->name, why);
 			return rc;
 		}
 	}

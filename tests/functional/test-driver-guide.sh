@@ -8,7 +8,7 @@ requires gcc awk
 GUIDE=$TOP/docs/driver-guide.md
 LIB=${LIBTAPFS:-$(dirname "$TAPFS")/libtapfs.a}
 WARN="-Wall -Wextra -Werror -Wshadow -Wformat=2 -Wmissing-prototypes
-	-Wstrict-prototypes -Wno-format-nonliteral -Wno-format-truncation"
+	-Wstrict-prototypes -Wno-format-nonliteral"
 
 # block N OUT: the first ```c block after the heading that starts with N.
 block() {

@@ -31,7 +31,7 @@ static const char *at(const char *rel)
 	static unsigned i;
 
 	i = (i + 1) % 8;
-	snprintf(buf[i], sizeof(buf[i]), "%s/%s", root, rel);
+	unit_fmt(buf[i], "%s/%s", root, rel);
 	return buf[i];
 }
 

@@ -1023,7 +1023,7 @@ static void test_image_chain_model(void **state)
 		if (k)
 			create_vhd(path[k], VHD_TYPE_DIFF, 0, 4096,
 				   path[k - 1], false);
-		snprintf(spec, sizeof(spec), "vhd:%s", path[k]);
+		unit_fmt(spec, "vhd:%s", path[k]);
 		assert_int_equal(unit_vbd_open(&u, spec, 0), 0);
 		for (i = 0; i < sizeof(w) / sizeof(w[0]); i++) {
 			if (w[i].img != (int)k)
@@ -1146,9 +1146,9 @@ static void test_image_parent_errors(void **state)
 	unlink(child);
 	create_vhd(child, VHD_TYPE_DIFF, 0, 0, a, false);
 	assert_int_equal(mkdir(moved, 0755), 0);
-	snprintf(b, sizeof(b), "%s/a.vhd", moved);
+	unit_fmt(b, "%s/a.vhd", moved);
 	assert_int_equal(rename(a, b), 0);
-	snprintf(a, sizeof(a), "%s/child.vhd", moved);
+	unit_fmt(a, "%s/child.vhd", moved);
 	assert_int_equal(rename(child, a), 0);
 	snprintf(spec, sizeof(spec), "vhd:%s", a);
 	assert_int_equal(unit_vbd_open(&u, spec, TD_OPEN_RDONLY), 0);

@@ -54,6 +54,11 @@ static inline int unit_tmpfile(char *path, size_t pathlen, const char *tag,
 	return fd;
 }
 
+/* snprintf into the array buf; the test fails if it does not fit. */
+#define unit_fmt(buf, ...) \
+	assert_true(snprintf((buf), sizeof(buf), __VA_ARGS__) < \
+		    (int)sizeof(buf))
+
 /* A buffer aligned for O_DIRECT (TD_BUF_ALIGN); free() it. */
 static inline void *unit_aligned(size_t len)
 {
