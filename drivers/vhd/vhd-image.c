@@ -20,8 +20,6 @@
 #include "common/td-fileio.h"
 #include "vhd-image.h"
 
-/* The data area of a newly allocated block starts on this boundary. */
-#define VHD_DATA_ALIGN		4096u
 /* Largest BAT held in memory (64M entries: 128 TiB of 2 MiB blocks). */
 #define VHD_MAX_BAT_BYTES	(256u << 20)
 /* Metadata area of a new dynamic disk: footer copy, then the header. */
@@ -29,11 +27,6 @@
 #define VHD_META_START		(VHD_HEADER_OFFSET + VHD_HEADER_SIZE)
 /* Locators written on create: W2ru, W2ku, MacX. */
 #define VHD_LOCATORS_WRITTEN	3u
-
-static uint64_t round_up(uint64_t v, uint64_t a)
-{
-	return (v + a - 1) / a * a;
-}
 
 void vhd_time_format(uint32_t vt, char *out, size_t len)
 {
@@ -315,9 +308,10 @@ static int image_open_dynamic(struct vhd_image *img, char *err,
 			return ret;
 	}
 	if (img->footer_from_backup) {
-		if (round_up(img->file_size, VHD_SECTOR_SIZE) > img->next_block)
-			img->next_block = round_up(img->file_size,
-						   VHD_SECTOR_SIZE);
+		uint64_t end = td_round_up(img->file_size, VHD_SECTOR_SIZE);
+
+		if (end > img->next_block)
+			img->next_block = end;
 		img->footer_off = img->next_block;
 	} else if (img->footer_off > img->next_block) {
 		img->next_block = img->footer_off;
@@ -637,10 +631,10 @@ static int header_set_parent(struct vhd_header *h, const struct parent_info *pi,
 				    " (it contains a backslash)" : "");
 		h->loc[i].code = codes[i];
 		h->loc[i].data_len = (uint32_t)plen[i];
-		h->loc[i].data_space = (uint32_t)(round_up(plen[i],
+		h->loc[i].data_space = (uint32_t)(td_round_up(plen[i],
 				VHD_SECTOR_SIZE) >> VHD_SECTOR_SHIFT);
 		h->loc[i].data_offset = off;
-		off += round_up(plen[i], VHD_SECTOR_SIZE);
+		off += td_round_up(plen[i], VHD_SECTOR_SIZE);
 	}
 	*end = off;
 	return 0;
