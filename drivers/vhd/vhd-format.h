@@ -162,16 +162,6 @@ struct vhd_header {
 	struct vhd_locator	loc[VHD_MAX_LOCATORS];		/* 576 */
 };
 
-/* ---- problem reporting -------------------------------------------- */
-
-/*
- * struct td_report (td-util.h).  The VHD names stay for the image code
- * and the tools until they use the shared ones.
- */
-#define vhd_report_fn	td_report_fn
-#define vhd_report	td_report
-#define vhd_report_err	td_report_err
-
 /* ---- scalars -------------------------------------------------------- */
 
 /*

@@ -191,7 +191,7 @@ static int image_read_bat(struct vhd_image *img, uint64_t limit, char *err,
 	layout.entries = img->bat_entries;
 	{
 		char why[384];
-		struct vhd_report r = vhd_report_err(why, sizeof(why));
+		struct td_report r = td_report_err(why, sizeof(why));
 
 		ret = vhd_bat_check(&layout, img->bat, scratch, &r);
 		if (ret)
@@ -1002,7 +1002,7 @@ struct check_ctx {
 	vhd_check_fn		*fn;
 	void			*arg;
 	struct vhd_check_result	*res;
-	const char		*prefix;	/* for vhd_report messages */
+	const char		*prefix;	/* for td_report messages */
 	int			 fd;
 	uint64_t		 size;
 	bool			 backup;	/* trailing footer bad */
@@ -1036,10 +1036,10 @@ static void check_report_fn(void *arg, const char *msg)
 	check_emit(c, VHD_SEV_ERROR, "%s%s", c->prefix, msg);
 }
 
-static struct vhd_report check_report(struct check_ctx *c,
+static struct td_report check_report(struct check_ctx *c,
 				      const char *prefix)
 {
-	struct vhd_report r = { .fn = check_report_fn, .arg = c };
+	struct td_report r = { .fn = check_report_fn, .arg = c };
 
 	c->prefix = prefix;
 	return r;
@@ -1055,7 +1055,7 @@ static int check_footers(struct check_ctx *c, struct vhd_footer *f,
 {
 	uint8_t tail[VHD_FOOTER_SIZE], head[VHD_FOOTER_SIZE];
 	struct vhd_footer hf;
-	struct vhd_report r;
+	struct td_report r;
 	int tret, hret;
 
 	if (td_pread_full(c->fd, tail, sizeof(tail),
@@ -1178,7 +1178,7 @@ static int check_dynamic(struct check_ctx *c, const struct vhd_footer *f,
 	uint64_t *scratch = NULL, need;
 	struct vhd_layout layout;
 	struct vhd_header h;
-	struct vhd_report r;
+	struct td_report r;
 	uint32_t *bat = NULL, entries;
 	int ret;
 
