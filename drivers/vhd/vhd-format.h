@@ -399,6 +399,9 @@ int vhd_parent_name_get(const struct vhd_header *h, char *out,
  */
 uint64_t vhd_locator_space(const struct vhd_locator *loc);
 
+/* A locator code this code reads and writes: W2ru, W2ku or MacX. */
+bool vhd_locator_supported(uint32_t code);
+
 /*
  * Encode a POSIX path as a locator payload:
  *   W2ru  relative path, ".\" prefixed, '\' separators, UTF-16LE

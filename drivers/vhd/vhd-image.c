@@ -823,12 +823,6 @@ int vhd_image_read_locator(struct vhd_image *img, unsigned i, char *path,
 	return ret;
 }
 
-static bool locator_code_ok(uint32_t code)
-{
-	return code == VHD_PLAT_W2RU || code == VHD_PLAT_W2KU ||
-	       code == VHD_PLAT_MACX;
-}
-
 /* Append "; text" to a list in buf. */
 static void list_add(char *buf, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -888,7 +882,7 @@ int vhd_image_find_parent_checked(struct vhd_image *img,
 							   sizeof(name));
 			const char *rel;
 
-			if (!locator_code_ok(code))
+			if (!vhd_locator_supported(code))
 				continue;
 			if (vhd_image_read_locator(img, i, path, sizeof(path),
 						   why, sizeof(why))) {
@@ -1254,7 +1248,7 @@ static void check_parent(struct check_ctx *c, const char *path)
 		check_emit(c, VHD_SEV_ERROR, "dynamic header: parent name is "
 			   "not valid UTF-16BE");
 	for (i = 0; i < VHD_MAX_LOCATORS; i++) {
-		if (!locator_code_ok(img->header.loc[i].code))
+		if (!vhd_locator_supported(img->header.loc[i].code))
 			continue;
 		if (vhd_image_read_locator(img, i, p, sizeof(p), why,
 					   sizeof(why)))
