@@ -142,6 +142,16 @@ time_t vhd_time_to_unix(uint32_t vt)
 	return (time_t)VHD_EPOCH + (time_t)vt;
 }
 
+void vhd_time_format(uint32_t vt, char *out, size_t len)
+{
+	time_t t = vhd_time_to_unix(vt);
+	struct tm tm;
+
+	if (!gmtime_r(&t, &tm) ||
+	    !strftime(out, len, "%Y-%m-%d %H:%M:%S UTC", &tm))
+		snprintf(out, len, "%" PRIu32, vt);
+}
+
 const char *vhd_type_name(uint32_t type)
 {
 	switch (type) {

@@ -185,6 +185,8 @@ uint64_t vhd_geometry_sectors(const struct vhd_geometry *g);
 /* UNIX time <-> VHD time (clamped to the VHD range). */
 uint32_t vhd_time_from_unix(time_t t);
 time_t vhd_time_to_unix(uint32_t vt);
+/* A VHD timestamp as "2026-12-03 14:44:21 UTC" (the number if it cannot). */
+void vhd_time_format(uint32_t vt, char *out, size_t len);
 
 /* "fixed", "dynamic", "differencing", or "unknown". */
 const char *vhd_type_name(uint32_t type);

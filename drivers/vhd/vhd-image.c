@@ -28,16 +28,6 @@
 /* Locators written on create: W2ru, W2ku, MacX. */
 #define VHD_LOCATORS_WRITTEN	3u
 
-void vhd_time_format(uint32_t vt, char *out, size_t len)
-{
-	time_t t = vhd_time_to_unix(vt);
-	struct tm tm;
-
-	if (!gmtime_r(&t, &tm) ||
-	    !strftime(out, len, "%Y-%m-%d %H:%M:%S UTC", &tm))
-		snprintf(out, len, "%" PRIu32, vt);
-}
-
 bool vhd_image_parent_is_raw(const struct vhd_image *img)
 {
 	return img->footer.type == VHD_TYPE_DIFF &&

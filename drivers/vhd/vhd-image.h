@@ -139,9 +139,6 @@ static inline bool vhd_image_sparse(const struct vhd_image *img)
 /* Differencing image whose parent is a raw file (nil parent UUID). */
 bool vhd_image_parent_is_raw(const struct vhd_image *img);
 
-/* A VHD timestamp as "2026-12-03 14:44:21 UTC" (the number if it cannot). */
-void vhd_time_format(uint32_t vt, char *out, size_t len);
-
 /* Is the file at path a VHD (a "conectix" footer at its end or start)? */
 int vhd_probe(const char *path, bool *is_vhd);
 
