@@ -73,6 +73,11 @@
 
 /* Longest chain followed (a longer one is taken for a loop). */
 #define VHD_MAX_CHAIN		256u
+/*
+ * Largest BAT held in memory (64M entries: 128 TiB of 2 MiB blocks):
+ * open and the check refuse a larger one, create does not make one.
+ */
+#define VHD_MAX_BAT_BYTES	(256u << 20)
 
 /*
  * One open VHD image.  Fields are read-only for users; the write path
@@ -231,7 +236,7 @@ int vhd_image_validate_parent(struct vhd_image *child,
 			      const char *parent_path, char *warn,
 			      size_t warnlen, char *err, size_t errlen);
 
-/* ---- consistency check --------------------------------------------- */
+/* ---- consistency check: vhd-check.c ----------------------------------- */
 
 enum vhd_severity {
 	VHD_SEV_ERROR,		/* the image is damaged or not usable */
