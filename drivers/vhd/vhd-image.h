@@ -175,7 +175,7 @@ int vhd_image_map(struct vhd_image *img, uint64_t sec, uint32_t max,
 int vhd_image_allocated(struct vhd_image *img, uint64_t *sectors,
 			uint32_t *blocks);
 
-/* ---- creating ------------------------------------------------------- */
+/* ---- creating: vhd-create.c ----------------------------------------- */
 
 struct vhd_create_params {
 	enum vhd_disk_type	 type;
