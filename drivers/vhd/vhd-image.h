@@ -141,9 +141,6 @@ static inline bool vhd_image_sparse(const struct vhd_image *img)
 	return img->footer.type != VHD_TYPE_FIXED;
 }
 
-/* Differencing image whose parent is a raw file (nil parent UUID). */
-bool vhd_image_parent_is_raw(const struct vhd_image *img);
-
 /* Is the file at path a VHD (a "conectix" footer at its end or start)? */
 int vhd_probe(const char *path, bool *is_vhd);
 
@@ -194,7 +191,10 @@ struct vhd_create_params {
 int vhd_image_create(const char *path, const struct vhd_create_params *p,
 		     char *err, size_t errlen);
 
-/* ---- parents -------------------------------------------------------- */
+/* ---- parents: vhd-parent.c ------------------------------------------ */
+
+/* Differencing image whose parent is a raw file (nil parent UUID). */
+bool vhd_image_parent_is_raw(const struct vhd_image *img);
 
 /* Decode parent locator i (a supported code) from the file. */
 int vhd_image_read_locator(struct vhd_image *img, unsigned i, char *path,
