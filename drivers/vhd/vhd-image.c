@@ -1,25 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Synchronous VHD image helpers: open, create, read through a chain,
- * crash-safe writes and the consistency check (see vhd-image.h).
+ * Opening a VHD image (footer or its backup, dynamic header, BAT),
+ * giving back at open the space an interrupted block allocation left at
+ * the end of the file, and reading what the image holds: block bitmaps
+ * and the map of its sectors (see vhd-image.h).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <libgen.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
-#include <uuid/uuid.h>
 
 #include "common/td-fileio.h"
 #include "vhd-image.h"
-
 
 int vhd_probe(const char *path, bool *is_vhd)
 {
@@ -180,7 +177,11 @@ out:
 	return ret;
 }
 
-static int image_barrier(struct vhd_image *img);
+/* Reclaim's ordering point: what was written is on the disk. */
+static int image_barrier(struct vhd_image *img)
+{
+	return fdatasync(img->fd) < 0 ? -errno : 0;
+}
 
 /* Append one sentence to img->warning. */
 static void image_warn(struct vhd_image *img, const char *fmt, ...)
@@ -468,11 +469,4 @@ int vhd_image_allocated(struct vhd_image *img, uint64_t *sectors,
 		(*blocks)++;
 	}
 	return 0;
-}
-
-/* ---- barriers (reclaim) ---------------------------------------------- */
-
-static int image_barrier(struct vhd_image *img)
-{
-	return fdatasync(img->fd) < 0 ? -errno : 0;
 }

@@ -11,6 +11,11 @@
  * and by tapfs-img alike.  These block: never call them on the engine's
  * loop for data-path I/O.
  *
+ * One file per concern, this header for all: vhd-image.c (open, reclaim
+ * at open, bitmaps and the map), vhd-create.c, vhd-parent.c (locators,
+ * finding and validating a parent) and vhd-check.c; the on-disk
+ * structures are vhd-format.[ch].
+ *
  * Errors: functions return 0 (or a non-negative value where documented)
  * or -errno, and write the reason, naming the file and the value, to the
  * caller's err buffer.  Nothing here logs: the caller reports once.
@@ -144,7 +149,7 @@ static inline bool vhd_image_sparse(const struct vhd_image *img)
 /* Is the file at path a VHD (a "conectix" footer at its end or start)? */
 int vhd_probe(const char *path, bool *is_vhd);
 
-/* ---- reading ---------------------------------------------------------- */
+/* ---- reading: vhd-image.c -------------------------------------------- */
 
 /* Block's sector bitmap (cached, valid until the next call); -EINVAL if
  * the block is not allocated. */
