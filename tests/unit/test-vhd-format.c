@@ -3,8 +3,9 @@
  * Unit tests of the VHD format code (drivers/vhd/vhd-format.c): checksum,
  * geometry, footer/header round trips, every validation message, bitmap
  * bit order, UTF-16 and parent locators; and of the image helpers
- * (drivers/vhd/vhd-image.c) on scratch files: create, chains, the write path
- * against a model, parent validation, the check.
+ * (drivers/vhd/vhd-image.h: vhd-image.c, vhd-create.c, vhd-parent.c,
+ * vhd-check.c) on scratch files: create, chains, the write path against a
+ * model, parent validation, the check.
  */
 #include <sys/stat.h>
 
