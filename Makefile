@@ -182,9 +182,11 @@ FUZZ_TIME ?= 60
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
 	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -Iinclude -Idrivers
 VHD_SEEDS := $(BUILD)/fuzz/corpus-vhd
-$(BUILD)/fuzz/fuzz-vhd: tests/fuzz/fuzz-vhd.c drivers/vhd/vhd-format.c \
-		drivers/vhd/vhd-image.c drivers/common/td-fileio.c \
-		drivers/common/td-util.c drivers/engine/td-log.c
+# (every file of drivers/vhd/ but the driver, vhd.c, which needs the engine)
+VHD_IMAGE_SRCS := $(filter-out drivers/vhd/vhd.c,$(wildcard drivers/vhd/*.c))
+$(BUILD)/fuzz/fuzz-vhd: tests/fuzz/fuzz-vhd.c $(VHD_IMAGE_SRCS) \
+		drivers/common/td-fileio.c drivers/common/td-util.c \
+		drivers/engine/td-log.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ -luuid
 

@@ -15,37 +15,56 @@
 
 #include "td-fileio.h"
 
-/* pread or pwrite exactly len bytes: 0, -errno, or -EIO on a 0 count. */
-static int full_io(int fd, void *buf, size_t len, uint64_t off, bool write)
+/*
+ * pread or pwrite until len bytes are done or a call returns 0 (the end
+ * of the file, for a read): 0 with the count in *done, or -errno.
+ */
+static int full_io(int fd, void *buf, size_t len, uint64_t off, bool write,
+		   size_t *done)
 {
-	size_t done = 0;
-
-	while (done < len) {
-		char *p = (char *)buf + done;
-		ssize_t n = write ? pwrite(fd, p, len - done,
-					   (off_t)(off + done)) :
-				    pread(fd, p, len - done,
-					  (off_t)(off + done));
+	*done = 0;
+	while (*done < len) {
+		char *p = (char *)buf + *done;
+		size_t left = len - *done;
+		off_t at = (off_t)(off + *done);
+		ssize_t n = write ? pwrite(fd, p, left, at) :
+				    pread(fd, p, left, at);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			return -errno;
 		if (n == 0)
-			return -EIO;
-		done += (size_t)n;
+			break;
+		*done += (size_t)n;
 	}
 	return 0;
 }
 
 int td_pread_full(int fd, void *buf, size_t len, uint64_t off)
 {
-	return full_io(fd, buf, len, off, false);
+	size_t done;
+	int ret = full_io(fd, buf, len, off, false, &done);
+
+	return ret ? ret : done < len ? -EIO : 0;
 }
 
 int td_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
-	return full_io(fd, (void *)buf, len, off, true);
+	size_t done;
+	int ret = full_io(fd, (void *)buf, len, off, true, &done);
+
+	return ret ? ret : done < len ? -EIO : 0;
+}
+
+int td_pread_zero(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done;
+	int ret = full_io(fd, buf, len, off, false, &done);
+
+	if (!ret)
+		memset((char *)buf + done, 0, len - done);
+	return ret;
 }
 
 /*
@@ -118,25 +137,4 @@ int td_errf(char *err, size_t errlen, int ret, const char *fmt, ...)
 		va_end(ap);
 	}
 	return ret;
-}
-
-int td_pread_zero(int fd, void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done,
-				  (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0) {
-			memset((char *)buf + done, 0, len - done);
-			return 0;
-		}
-		done += (size_t)n;
-	}
-	return 0;
 }

@@ -16,6 +16,11 @@ int td_pread_full(int fd, void *buf, size_t len, uint64_t off);
 /* pwrite exactly len bytes: 0, -errno, or -EIO if nothing is written. */
 int td_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 /*
+ * pread len bytes, zero-filling what lies past the end of the file (a
+ * header or table that a short file ends inside): 0 or -errno.
+ */
+int td_pread_zero(int fd, void *buf, size_t len, uint64_t off);
+/*
  * Open an image's own file (td_open_file) with O_DIRECT if the file
  * system takes it and the alignment it then needs (statx STATX_DIOALIGN,
  * else a block device's logical block size: 4096 on a 4Kn device) is a
@@ -41,9 +46,5 @@ void td_open_redirect(const char *path, int fd);
 /* Format the reason into err (if given) and return ret. */
 int td_errf(char *err, size_t errlen, int ret, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
-
-/* pread up to len bytes, zero-filling past the end of the file: 0 or
- * -errno. */
-int td_pread_zero(int fd, void *buf, size_t len, uint64_t off);
 
 #endif

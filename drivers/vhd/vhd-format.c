@@ -142,6 +142,16 @@ time_t vhd_time_to_unix(uint32_t vt)
 	return (time_t)VHD_EPOCH + (time_t)vt;
 }
 
+void vhd_time_format(uint32_t vt, char *out, size_t len)
+{
+	time_t t = vhd_time_to_unix(vt);
+	struct tm tm;
+
+	if (!gmtime_r(&t, &tm) ||
+	    !strftime(out, len, "%Y-%m-%d %H:%M:%S UTC", &tm))
+		snprintf(out, len, "%" PRIu32, vt);
+}
+
 const char *vhd_type_name(uint32_t type)
 {
 	switch (type) {
@@ -411,7 +421,7 @@ uint64_t vhd_locator_space(const struct vhd_locator *loc)
 	return 0;
 }
 
-static bool locator_supported(uint32_t code)
+bool vhd_locator_supported(uint32_t code)
 {
 	return code == VHD_PLAT_W2RU || code == VHD_PLAT_W2KU ||
 	       code == VHD_PLAT_MACX;
@@ -453,7 +463,7 @@ static int header_check_locators(const struct vhd_header *h,
 						   sizeof(name));
 		uint64_t space = vhd_locator_space(l);
 
-		if (!locator_supported(l->code))
+		if (!vhd_locator_supported(l->code))
 			continue;
 		if (space == 0) {
 			ret = td_first_err(ret, td_report(r, -EINVAL,
@@ -628,7 +638,7 @@ void vhd_layout_init(struct vhd_layout *l, const struct vhd_footer *f,
 	if (f->type != VHD_TYPE_DIFF)
 		return;
 	for (i = 0; i < VHD_MAX_LOCATORS; i++) {
-		if (!locator_supported(h->loc[i].code) ||
+		if (!vhd_locator_supported(h->loc[i].code) ||
 		    !h->loc[i].data_len)
 			continue;
 		l->meta[l->nmeta++] = (struct vhd_extent){
@@ -751,7 +761,7 @@ uint64_t vhd_data_end(const struct vhd_footer *f, const struct vhd_header *h,
 		if (loc->code == VHD_PLAT_NONE || !len ||
 		    loc->data_offset >= footer_off)
 			continue;
-		if (locator_supported(loc->code) &&
+		if (vhd_locator_supported(loc->code) &&
 		    vhd_locator_space(loc) > len)
 			len = vhd_locator_space(loc);
 		if (loc->data_offset + len > end)

@@ -162,16 +162,6 @@ struct vhd_header {
 	struct vhd_locator	loc[VHD_MAX_LOCATORS];		/* 576 */
 };
 
-/* ---- problem reporting -------------------------------------------- */
-
-/*
- * struct td_report (td-util.h).  The VHD names stay for the image code
- * and the tools until they use the shared ones.
- */
-#define vhd_report_fn	td_report_fn
-#define vhd_report	td_report
-#define vhd_report_err	td_report_err
-
 /* ---- scalars -------------------------------------------------------- */
 
 /*
@@ -195,6 +185,8 @@ uint64_t vhd_geometry_sectors(const struct vhd_geometry *g);
 /* UNIX time <-> VHD time (clamped to the VHD range). */
 uint32_t vhd_time_from_unix(time_t t);
 time_t vhd_time_to_unix(uint32_t vt);
+/* A VHD timestamp as "2026-12-03 14:44:21 UTC" (the number if it cannot). */
+void vhd_time_format(uint32_t vt, char *out, size_t len);
 
 /* "fixed", "dynamic", "differencing", or "unknown". */
 const char *vhd_type_name(uint32_t type);
@@ -408,6 +400,9 @@ int vhd_parent_name_get(const struct vhd_header *h, char *out,
  * invalid (0 returned).
  */
 uint64_t vhd_locator_space(const struct vhd_locator *loc);
+
+/* A locator code this code reads and writes: W2ru, W2ku or MacX. */
+bool vhd_locator_supported(uint32_t code);
 
 /*
  * Encode a POSIX path as a locator payload:

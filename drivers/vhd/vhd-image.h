@@ -11,6 +11,11 @@
  * and by tapfs-img alike.  These block: never call them on the engine's
  * loop for data-path I/O.
  *
+ * One file per concern, this header for all: vhd-image.c (open, reclaim
+ * at open, bitmaps and the map), vhd-create.c, vhd-parent.c (locators,
+ * finding and validating a parent) and vhd-check.c; the on-disk
+ * structures are vhd-format.[ch].
+ *
  * Errors: functions return 0 (or a non-negative value where documented)
  * or -errno, and write the reason, naming the file and the value, to the
  * caller's err buffer.  Nothing here logs: the caller reports once.
@@ -73,6 +78,11 @@
 
 /* Longest chain followed (a longer one is taken for a loop). */
 #define VHD_MAX_CHAIN		256u
+/*
+ * Largest BAT held in memory (64M entries: 128 TiB of 2 MiB blocks):
+ * open and the check refuse a larger one, create does not make one.
+ */
+#define VHD_MAX_BAT_BYTES	(256u << 20)
 
 /*
  * One open VHD image.  Fields are read-only for users; the write path
@@ -136,16 +146,10 @@ static inline bool vhd_image_sparse(const struct vhd_image *img)
 	return img->footer.type != VHD_TYPE_FIXED;
 }
 
-/* Differencing image whose parent is a raw file (nil parent UUID). */
-bool vhd_image_parent_is_raw(const struct vhd_image *img);
-
-/* A VHD timestamp as "2026-12-03 14:44:21 UTC" (the number if it cannot). */
-void vhd_time_format(uint32_t vt, char *out, size_t len);
-
 /* Is the file at path a VHD (a "conectix" footer at its end or start)? */
 int vhd_probe(const char *path, bool *is_vhd);
 
-/* ---- reading ---------------------------------------------------------- */
+/* ---- reading: vhd-image.c -------------------------------------------- */
 
 /* Block's sector bitmap (cached, valid until the next call); -EINVAL if
  * the block is not allocated. */
@@ -173,7 +177,7 @@ int vhd_image_map(struct vhd_image *img, uint64_t sec, uint32_t max,
 int vhd_image_allocated(struct vhd_image *img, uint64_t *sectors,
 			uint32_t *blocks);
 
-/* ---- creating ------------------------------------------------------- */
+/* ---- creating: vhd-create.c ----------------------------------------- */
 
 struct vhd_create_params {
 	enum vhd_disk_type	 type;
@@ -192,7 +196,10 @@ struct vhd_create_params {
 int vhd_image_create(const char *path, const struct vhd_create_params *p,
 		     char *err, size_t errlen);
 
-/* ---- parents -------------------------------------------------------- */
+/* ---- parents: vhd-parent.c ------------------------------------------ */
+
+/* Differencing image whose parent is a raw file (nil parent UUID). */
+bool vhd_image_parent_is_raw(const struct vhd_image *img);
 
 /* Decode parent locator i (a supported code) from the file. */
 int vhd_image_read_locator(struct vhd_image *img, unsigned i, char *path,
@@ -234,7 +241,7 @@ int vhd_image_validate_parent(struct vhd_image *child,
 			      const char *parent_path, char *warn,
 			      size_t warnlen, char *err, size_t errlen);
 
-/* ---- consistency check --------------------------------------------- */
+/* ---- consistency check: vhd-check.c ----------------------------------- */
 
 enum vhd_severity {
 	VHD_SEV_ERROR,		/* the image is damaged or not usable */

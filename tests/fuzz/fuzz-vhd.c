@@ -66,7 +66,7 @@ static void fuzz_parsers(const uint8_t *data, size_t size)
 	bat = malloc(entries * sizeof(*bat) + 1);
 	scratch = malloc(entries * sizeof(*scratch) + 1);
 	if (bat && scratch) {
-		struct vhd_report r = vhd_report_err(err, sizeof(err));
+		struct td_report r = td_report_err(err, sizeof(err));
 
 		vhd_bat_decode(data + h.table_offset, (uint32_t)entries, bat);
 		vhd_layout_init(&l, &f, &h, size);

@@ -3,8 +3,9 @@
  * Unit tests of the VHD format code (drivers/vhd/vhd-format.c): checksum,
  * geometry, footer/header round trips, every validation message, bitmap
  * bit order, UTF-16 and parent locators; and of the image helpers
- * (drivers/vhd/vhd-image.c) on scratch files: create, chains, the write path
- * against a model, parent validation, the check.
+ * (drivers/vhd/vhd-image.h: vhd-image.c, vhd-create.c, vhd-parent.c,
+ * vhd-check.c) on scratch files: create, chains, the write path against a
+ * model, parent validation, the check.
  */
 #include <sys/stat.h>
 
@@ -231,7 +232,7 @@ static void test_bat_span(void **state)
 	struct vhd_layout l;
 	uint32_t bat[300];
 	char err[256];
-	struct vhd_report r = vhd_report_err(err, sizeof(err));
+	struct td_report r = td_report_err(err, sizeof(err));
 
 	(void)state;
 	assert_int_equal(vhd_footer_virtual_size(&f), 255 * 4096);
@@ -441,7 +442,7 @@ static void test_footer_all_problems(void **state)
 {
 	uint8_t buf[VHD_FOOTER_SIZE];
 	char all[2048] = "", first[256];
-	struct vhd_report r = vhd_report_err(first, sizeof(first));
+	struct td_report r = td_report_err(first, sizeof(first));
 	struct vhd_footer f;
 
 	(void)state;
@@ -637,7 +638,7 @@ static void bat_expect(const uint32_t *bat, int ret, const char *want)
 	struct vhd_layout l;
 	uint64_t scratch[256];
 	char err[256];
-	struct vhd_report r = vhd_report_err(err, sizeof(err));
+	struct td_report r = td_report_err(err, sizeof(err));
 
 	bat_layout(&l);
 	assert_int_equal(vhd_bat_check(&l, bat, scratch, &r), ret);
@@ -684,7 +685,7 @@ static void test_bat_beyond_size(void **state)
 	uint32_t bat[300];
 	uint64_t scratch[300];
 	char err[256];
-	struct vhd_report r = vhd_report_err(err, sizeof(err));
+	struct td_report r = td_report_err(err, sizeof(err));
 
 	(void)state;
 	vhd_header_init(&h, 1 << 20, 4096, 1536);

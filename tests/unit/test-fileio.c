@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The synchronous file helpers (drivers/common/td-fileio.c): a full read
+ * refuses to end early, a zero-filling read reads what the file holds and
+ * zeros past its end.
+ */
+#include "unit.h"
+#include "common/td-fileio.h"
+
+#define FILE_LEN	1000u
+
+/* A scratch file of FILE_LEN bytes, byte i holding (i % 251) + 1. */
+static int pattern_file(char *path, size_t pathlen)
+{
+	uint8_t data[FILE_LEN];
+	unsigned i;
+	int fd;
+
+	fd = unit_tmpfile(path, pathlen, "fileio", 0);
+	for (i = 0; i < FILE_LEN; i++)
+		data[i] = (uint8_t)(i % 251 + 1);
+	assert_int_equal(td_pwrite_full(fd, data, sizeof(data), 0), 0);
+	return fd;
+}
+
+static void test_pread_full(void **state)
+{
+	uint8_t buf[64];
+	char path[256];
+	int fd;
+
+	(void)state;
+	fd = pattern_file(path, sizeof(path));
+	assert_int_equal(td_pread_full(fd, buf, sizeof(buf), 100), 0);
+	assert_int_equal(buf[0], 101);
+	assert_int_equal(td_pread_full(fd, buf, 0, FILE_LEN + 10), 0);
+	/* ends inside the buffer, or starts past the end */
+	assert_int_equal(td_pread_full(fd, buf, sizeof(buf), FILE_LEN - 8),
+			 -EIO);
+	assert_int_equal(td_pread_full(fd, buf, sizeof(buf), FILE_LEN), -EIO);
+	assert_int_equal(td_pread_full(-1, buf, sizeof(buf), 0), -EBADF);
+	unlink(path);
+	close(fd);
+}
+
+static void test_pread_zero(void **state)
+{
+	uint8_t buf[4096];
+	char path[256];
+	unsigned i;
+	int fd;
+
+	(void)state;
+	fd = pattern_file(path, sizeof(path));
+
+	/* inside the file: the data */
+	memset(buf, 0xaa, sizeof(buf));
+	assert_int_equal(td_pread_zero(fd, buf, 10, 20), 0);
+	for (i = 0; i < 10; i++)
+		assert_int_equal(buf[i], (20 + i) % 251 + 1);
+	assert_int_equal(buf[10], 0xaa);	/* nothing past len */
+
+	/* across the end: the data, then zeros */
+	memset(buf, 0xaa, sizeof(buf));
+	assert_int_equal(td_pread_zero(fd, buf, sizeof(buf), 0), 0);
+	for (i = 0; i < FILE_LEN; i++)
+		assert_int_equal(buf[i], i % 251 + 1);
+	for (; i < sizeof(buf); i++)
+		assert_int_equal(buf[i], 0);
+
+	/* past the end: all zeros */
+	memset(buf, 0xaa, sizeof(buf));
+	assert_int_equal(td_pread_zero(fd, buf, 512, 1ull << 20), 0);
+	for (i = 0; i < 512; i++)
+		assert_int_equal(buf[i], 0);
+	assert_int_equal(buf[512], 0xaa);
+
+	assert_int_equal(td_pread_zero(fd, buf, 0, 0), 0);
+	assert_int_equal(td_pread_zero(-1, buf, 512, 0), -EBADF);
+	unlink(path);
+	close(fd);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_pread_full),
+		cmocka_unit_test(test_pread_zero),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
