@@ -106,13 +106,18 @@ static uint32_t td_dio_align(int fd)
 	return TD_SECTOR_SIZE;
 }
 
-int td_open_direct(const char *path, int flags, uint32_t max_align,
-		   bool *direct, uint32_t *align)
+int td_open_direct(const char *path, int flags, td_flag_t tdflags,
+		   uint32_t max_align, bool *direct, uint32_t *align)
 {
-	int fd = td_open_file(path, flags | O_DIRECT);
+	int fd;
 
 	*direct = false;
 	*align = 0;
+	if (tdflags & TD_OPEN_UNSAFE) {
+		fd = td_open_file(path, flags);
+		return fd < 0 ? -errno : fd;
+	}
+	fd = td_open_file(path, flags | O_DIRECT);
 	if (fd >= 0) {
 		*align = td_dio_align(fd);
 		if (*align <= max_align && !(*align & (*align - 1))) {

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <tapfs/tapdisk.h>
+
 /* pread exactly len bytes: 0, -errno, or -EIO at the end of the file. */
 int td_pread_full(int fd, void *buf, size_t len, uint64_t off);
 /* pwrite exactly len bytes: 0, -errno, or -EIO if nothing is written. */
@@ -26,9 +28,12 @@ int td_pread_zero(int fd, void *buf, size_t len, uint64_t off);
  * else a block device's logical block size: 4096 on a 4Kn device) is a
  * power of two of at most max_align bytes; else buffered.  Returns the
  * fd or -errno; *direct says which, *align is the alignment O_DIRECT
- * needs here (0 if the file system refuses O_DIRECT).
+ * needs here (0 if the file system refuses O_DIRECT).  TD_OPEN_UNSAFE in
+ * tdflags: buffered always (QEMU's cache=unsafe: the page cache takes
+ * the writes, the caller syncs the file when it is complete).
  */
-int td_open_direct(const char *path, int flags, uint32_t max_align,
+int td_open_direct(const char *path, int flags, td_flag_t tdflags,
+		   uint32_t max_align,
 		   bool *direct, uint32_t *align);
 /*
  * open(2) for an image's own file.  While the engine opens an image it

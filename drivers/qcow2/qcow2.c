@@ -615,7 +615,7 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	 * I/O is only 4 KiB aligned: buffered below or beyond that.
 	 */
 	if (s->cs >= Q2_IO_ALIGN) {
-		rc = td_open_direct(path, oflags, Q2_IO_ALIGN, &direct,
+		rc = td_open_direct(path, oflags, flags, Q2_IO_ALIGN, &direct,
 				    &align);
 	} else {
 		rc = td_open_file(path, oflags);

@@ -27,8 +27,8 @@ int td_rawfile_open(struct td_rawfile *rf, td_driver_t *drv,
 	rf->fd = -1;
 	rf->direct = false;
 	if (want_direct)
-		fd = td_open_direct(path, oflags, TD_MAX_IO_ALIGN, &rf->direct,
-				    &align);
+		fd = td_open_direct(path, oflags, flags, TD_MAX_IO_ALIGN,
+				    &rf->direct, &align);
 	else if ((fd = td_open_file(path, oflags)) < 0)
 		fd = -errno;
 	if (fd < 0) {

@@ -595,7 +595,8 @@ static int vhd_open_fd(struct vhd_state *s, const char *path,
 	bool direct;
 
 	/* Block data and bitmaps sit at 512-byte offsets. */
-	s->fd = td_open_direct(path, oflags, TD_SECTOR_SIZE, &direct, &align);
+	s->fd = td_open_direct(path, oflags, flags, TD_SECTOR_SIZE, &direct,
+			       &align);
 	if (s->fd >= 0 && !direct && align)
 		td_log(TD_LOG_INFO, "%s: the device needs %u-byte aligned "
 		       "direct I/O; VHD uses buffered I/O there", path, align);

@@ -62,10 +62,11 @@
 #define TD_OPEN_LEAF_ONLY	(1u << 2)
 #define TD_OPEN_FORCE_SHARE	(1u << 3)
 /*
- * The fsyncs a driver queues for this image complete at once without
- * reaching the disk (QEMU's cache=unsafe): for an image thrown away if
- * its writer dies (a new convert destination), synced by the caller when
- * it is complete.  The drivers' ordering barriers cost nothing then.
+ * QEMU's cache=unsafe: the image is opened buffered (td_open_direct) and
+ * the fsyncs a driver queues for it complete at once without reaching
+ * the disk.  For an image thrown away if its writer dies (a new convert
+ * destination), synced by the caller when it is complete: the drivers'
+ * ordering barriers and metadata round trips cost nothing then.
  */
 #define TD_OPEN_UNSAFE		(1u << 4)
 

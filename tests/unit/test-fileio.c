@@ -81,11 +81,39 @@ static void test_pread_zero(void **state)
 	close(fd);
 }
 
+/*
+ * td_open_direct: O_DIRECT where the scratch file system takes it, and
+ * never for TD_OPEN_UNSAFE (QEMU's cache=unsafe: the page cache).
+ */
+static void test_open_direct_unsafe(void **state)
+{
+	char path[256];
+	uint32_t align;
+	bool direct;
+	int fd, fl;
+
+	(void)state;
+	close(unit_tmpfile(path, sizeof(path), "fileio", 1 << 20));
+	fd = td_open_direct(path, O_RDWR, 0, TD_MAX_IO_ALIGN, &direct, &align);
+	assert_true(fd >= 0);
+	fl = fcntl(fd, F_GETFL);
+	assert_int_equal(!!(fl & O_DIRECT), direct);
+	close(fd);
+	fd = td_open_direct(path, O_RDWR, TD_OPEN_UNSAFE, TD_MAX_IO_ALIGN,
+			    &direct, &align);
+	assert_true(fd >= 0);
+	assert_false(direct);
+	assert_int_equal(fcntl(fd, F_GETFL) & O_DIRECT, 0);
+	close(fd);
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pread_full),
 		cmocka_unit_test(test_pread_zero),
+		cmocka_unit_test(test_open_direct_unsafe),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
