@@ -118,7 +118,6 @@ struct img_format {
 	const char	*alias;		/* another name accepted, or NULL */
 	const char	*driver;	/* the engine's driver: "vhd" */
 	const char	*qemu_name;	/* QEMU's name of it: "vpc" */
-	const char	*option_names;	/* -o keys, for messages; NULL: none */
 	/* Parse -o into c (a usage error) */
 	int  (*parse_options)(const struct verb *v, char *opts,
 			      struct img_create *c);
