@@ -185,8 +185,8 @@ VHD_SEEDS := $(BUILD)/fuzz/corpus-vhd
 # (every file of drivers/vhd/ but the driver, vhd.c, which needs the engine)
 VHD_IMAGE_SRCS := $(filter-out drivers/vhd/vhd.c,$(wildcard drivers/vhd/*.c))
 $(BUILD)/fuzz/fuzz-vhd: tests/fuzz/fuzz-vhd.c $(VHD_IMAGE_SRCS) \
-		drivers/common/td-fileio.c drivers/common/td-util.c \
-		drivers/engine/td-log.c
+		drivers/common/td-check.c drivers/common/td-fileio.c \
+		drivers/common/td-util.c drivers/engine/td-log.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ -luuid
 

@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,41 +19,18 @@
 #include "vhd-image.h"
 
 struct check_ctx {
-	vhd_check_fn		*fn;
-	void			*arg;
-	struct vhd_check_result	*res;
+	struct td_check		 chk;		/* where problems go */
 	const char		*prefix;	/* for td_report messages */
 	int			 fd;
 	uint64_t		 size;
 	bool			 backup;	/* trailing footer bad */
 };
 
-static void check_emit(struct check_ctx *c, enum vhd_severity sev,
-		       const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void check_emit(struct check_ctx *c, enum vhd_severity sev,
-		       const char *fmt, ...)
-{
-	char msg[768];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (sev == VHD_SEV_ERROR)
-		c->res->errors++;
-	else
-		c->res->warnings++;
-	if (c->fn)
-		c->fn(c->arg, sev, msg);
-}
-
 static void check_report_fn(void *arg, const char *msg)
 {
 	struct check_ctx *c = arg;
 
-	check_emit(c, VHD_SEV_ERROR, "%s%s", c->prefix, msg);
+	td_check_emit(&c->chk, TD_SEV_ERROR, false, "%s%s", c->prefix, msg);
 }
 
 static struct td_report check_report(struct check_ctx *c,
@@ -96,13 +72,14 @@ static int check_footers(struct check_ctx *c, struct vhd_footer *f,
 					VHD_COOKIE_SIZE) ? &r : NULL);
 	if (!tret) {
 		if (!hret && memcmp(head, tail, sizeof(tail)))
-			check_emit(c, VHD_SEV_ERROR, "backup footer at offset "
-				   "0 differs from the footer at end of file");
+			td_check_emit(&c->chk, TD_SEV_ERROR, false, "backup "
+				      "footer at offset 0 differs from the "
+				      "footer at end of file");
 		return 0;
 	}
 	if (!hret && hf.type != VHD_TYPE_FIXED) {
-		check_emit(c, VHD_SEV_WARNING, "going on with the backup "
-			   "footer at offset 0");
+		td_check_emit(&c->chk, TD_SEV_WARNING, false, "going on with "
+			      "the backup footer at offset 0");
 		c->backup = true;
 		*f = hf;
 		*limit = c->size;
@@ -117,26 +94,30 @@ static void check_footer_fields(struct check_ctx *c,
 	uint64_t data;
 
 	if (vhd_uuid_is_nil(f->uuid))
-		check_emit(c, VHD_SEV_WARNING, "footer: UUID is nil");
+		td_check_emit(&c->chk, TD_SEV_WARNING, false,
+			      "footer: UUID is nil");
 	if (!(f->features & VHD_FEATURE_RESERVED))
-		check_emit(c, VHD_SEV_WARNING, "footer: features 0x%08" PRIx32
-			   " lack the reserved bit 0x2", f->features);
+		td_check_emit(&c->chk, TD_SEV_WARNING, false, "footer: "
+			      "features 0x%08" PRIx32 " lack the reserved bit "
+			      "0x2", f->features);
 	if (f->saved_state)
-		check_emit(c, VHD_SEV_WARNING, "footer: saved state is set");
+		td_check_emit(&c->chk, TD_SEV_WARNING, false,
+			      "footer: saved state is set");
 	if (f->type != VHD_TYPE_FIXED)
 		return;
 	/* Data for the virtual size must be there; up to the current
 	 * size (when the geometry gives less) is still data. */
 	data = vhd_footer_virtual_size(f);
 	if (limit < data)
-		check_emit(c, VHD_SEV_ERROR, "fixed disk is truncated: %"
-			   PRIu64 " bytes of data before the footer, virtual "
-			   "size %" PRIu64, limit, data);
+		td_check_emit(&c->chk, TD_SEV_ERROR, false, "fixed disk is "
+			      "truncated: %" PRIu64 " bytes of data before the "
+			      "footer, virtual size %" PRIu64, limit, data);
 	if (f->curr_size > data)
 		data = f->curr_size;
 	if (limit > data)
-		check_emit(c, VHD_SEV_WARNING, "fixed disk: %" PRIu64 " bytes "
-			   "between the data and the footer", limit - data);
+		td_check_emit(&c->chk, TD_SEV_WARNING, false, "fixed disk: %"
+			      PRIu64 " bytes between the data and the footer",
+			      limit - data);
 }
 
 static int check_bitmaps(struct check_ctx *c, const struct vhd_footer *f,
@@ -169,10 +150,10 @@ static int check_bitmaps(struct check_ctx *c, const struct vhd_footer *f,
 		/* An all-ones bitmap is how QEMU and the vhd driver allocate
 		 * a dynamic disk's blocks: not worth a line. */
 		if (extra && vhd_bitmap_count(map, 0, spb) != spb)
-			check_emit(c, VHD_SEV_WARNING, "block %" PRIu32 ": "
-				   "sector bitmap marks %" PRIu32 " sectors "
-				   "beyond the virtual size as present", i,
-				   extra);
+			td_check_emit(&c->chk, TD_SEV_WARNING, false, "block %"
+				      PRIu32 ": sector bitmap marks %" PRIu32
+				      " sectors beyond the virtual size as "
+				      "present", i, extra);
 	}
 	free(map);
 	return ret;
@@ -185,11 +166,11 @@ static void check_tail(struct check_ctx *c, const struct vhd_footer *f,
 	uint64_t end = vhd_data_end(f, h, bat, entries, limit);
 
 	if (end < limit)
-		check_emit(c, VHD_SEV_WARNING, "%" PRIu64 " bytes at 0x%"
-			   PRIx64 "-0x%" PRIx64 " before the footer are not "
-			   "used by any block (left by an interrupted "
-			   "allocation; a read-write open in tapfs reclaims "
-			   "them)", limit - end, end, limit);
+		td_check_emit(&c->chk, TD_SEV_WARNING, false, "%" PRIu64 " "
+			      "bytes at 0x%" PRIx64 "-0x%" PRIx64 " before the "
+			      "footer are not used by any block (left by an "
+			      "interrupted allocation; a read-write open in "
+			      "tapfs reclaims them)", limit - end, end, limit);
 }
 
 static int check_dynamic(struct check_ctx *c, const struct vhd_footer *f,
@@ -205,9 +186,9 @@ static int check_dynamic(struct check_ctx *c, const struct vhd_footer *f,
 
 	if (f->data_offset > limit ||
 	    limit - f->data_offset < VHD_HEADER_SIZE) {
-		check_emit(c, VHD_SEV_ERROR, "dynamic header at offset 0x%"
-			   PRIx64 " lies past the end of the file",
-			   f->data_offset);
+		td_check_emit(&c->chk, TD_SEV_ERROR, false, "dynamic header at "
+			      "offset 0x%" PRIx64 " lies past the end of the "
+			      "file", f->data_offset);
 		return 0;
 	}
 	ret = td_pread_full(c->fd, buf, sizeof(buf), f->data_offset);
@@ -226,8 +207,8 @@ static int check_dynamic(struct check_ctx *c, const struct vhd_footer *f,
 		return 0;
 	entries = h.max_bat_entries;
 	if ((uint64_t)entries * VHD_BAT_ENTRY_SIZE > VHD_MAX_BAT_BYTES) {
-		check_emit(c, VHD_SEV_ERROR, "BAT of %" PRIu32 " entries is "
-			   "too large to check", entries);
+		td_check_emit(&c->chk, TD_SEV_ERROR, false, "BAT of %" PRIu32
+			      " entries is too large to check", entries);
 		return 0;
 	}
 	bat = malloc((size_t)entries * sizeof(*bat) + 1);
@@ -272,45 +253,47 @@ static void check_parent(struct check_ctx *c, const char *path)
 	if (img->footer.type != VHD_TYPE_DIFF)
 		goto out;
 	if (vhd_parent_name_get(&img->header, p, sizeof(p)))
-		check_emit(c, VHD_SEV_ERROR, "dynamic header: parent name is "
-			   "not valid UTF-16BE");
+		td_check_emit(&c->chk, TD_SEV_ERROR, false, "dynamic header: "
+			      "parent name is not valid UTF-16BE");
 	for (i = 0; i < VHD_MAX_LOCATORS; i++) {
 		if (!vhd_locator_supported(img->header.loc[i].code))
 			continue;
 		if (vhd_image_read_locator(img, i, p, sizeof(p), why,
 					   sizeof(why)))
-			check_emit(c, VHD_SEV_ERROR, "parent locator %u (%s): "
-				   "%s", i, vhd_platform_name(
-				   img->header.loc[i].code, name, sizeof(name)),
-				   why);
+			td_check_emit(&c->chk, TD_SEV_ERROR, false, "parent "
+				      "locator %u (%s): %s", i,
+				      vhd_platform_name(img->header.loc[i].code,
+							name, sizeof(name)),
+				      why);
 	}
 	if (vhd_image_find_parent(img, &ppath, why, sizeof(why))) {
-		check_emit(c, VHD_SEV_ERROR, "%s", why);
+		td_check_emit(&c->chk, TD_SEV_ERROR, false, "%s", why);
 		goto out;
 	}
 	if (!vhd_image_parent_is_raw(img)) {
 		ret = vhd_image_open(&parent, ppath, VHD_IMAGE_RDONLY, why,
 				     sizeof(why));
 		if (ret) {
-			check_emit(c, VHD_SEV_ERROR, "parent: %s", why);
+			td_check_emit(&c->chk, TD_SEV_ERROR, false,
+				      "parent: %s", why);
 			goto out;
 		}
 	}
 	if (vhd_image_validate_parent(img, parent, ppath, warn, sizeof(warn),
 				      why, sizeof(why)))
-		check_emit(c, VHD_SEV_ERROR, "%s", why);
+		td_check_emit(&c->chk, TD_SEV_ERROR, false, "%s", why);
 	else if (warn[0])
-		check_emit(c, VHD_SEV_WARNING, "%s", warn);
+		td_check_emit(&c->chk, TD_SEV_WARNING, false, "%s", warn);
 out:
 	vhd_image_close(parent);
 	vhd_image_close(img);
 	free(ppath);
 }
 
-int vhd_image_check(const char *path, vhd_check_fn *fn, void *arg,
-		    struct vhd_check_result *res, char *err, size_t errlen)
+int vhd_image_check(const char *path, td_check_fn *fn, void *arg,
+		    struct td_check_result *res, char *err, size_t errlen)
 {
-	struct check_ctx c = { .fn = fn, .arg = arg, .res = res };
+	struct check_ctx c = { .chk = { .fn = fn, .arg = arg, .res = res } };
 	struct vhd_footer f;
 	struct stat st;
 	uint64_t limit;
@@ -333,13 +316,14 @@ int vhd_image_check(const char *path, vhd_check_fn *fn, void *arg,
 		goto out;
 	}
 	if (c.size < VHD_FOOTER_SIZE) {
-		check_emit(&c, VHD_SEV_ERROR, "file is %" PRIu64 " bytes, too "
-			   "small for a VHD footer (512)", c.size);
+		td_check_emit(&c.chk, TD_SEV_ERROR, false, "file is %" PRIu64
+			      " bytes, too small for a VHD footer (512)",
+			      c.size);
 		goto out;
 	}
 	if (c.size % VHD_SECTOR_SIZE)
-		check_emit(&c, VHD_SEV_ERROR, "file size %" PRIu64 " is not a "
-			   "multiple of 512", c.size);
+		td_check_emit(&c.chk, TD_SEV_ERROR, false, "file size %" PRIu64
+			      " is not a multiple of 512", c.size);
 	ret = check_footers(&c, &f, &limit);
 	if (ret) {
 		ret = ret < 0 ? td_errf(err, errlen, ret, "%s: %s", path,

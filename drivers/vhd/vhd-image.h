@@ -65,6 +65,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/td-check.h"
 #include "vhd-format.h"
 
 /* Open flags. */
@@ -243,19 +244,6 @@ int vhd_image_validate_parent(struct vhd_image *child,
 
 /* ---- consistency check: vhd-check.c ----------------------------------- */
 
-enum vhd_severity {
-	VHD_SEV_ERROR,		/* the image is damaged or not usable */
-	VHD_SEV_WARNING,	/* harmless, or expected after a crash */
-};
-
-typedef void vhd_check_fn(void *arg, enum vhd_severity sev,
-			  const char *msg);
-
-struct vhd_check_result {
-	unsigned	errors;
-	unsigned	warnings;
-};
-
 /*
  * Check the file at path, reporting every problem, one line each:
  * footer and header checksums and fields, the backup footer matches the
@@ -263,10 +251,11 @@ struct vhd_check_result {
  * the file and not overlapping each other or metadata, bitmap bits past
  * the virtual size, unreferenced space, parent locators, and for a
  * differencing image that the parent is found and its UUID matches.
+ * Every problem goes to fn (may be NULL) as an error or a warning.
  * Returns 0 once checked (counts in *res), or -errno when the file cannot
  * be read at all (reason in err).
  */
-int vhd_image_check(const char *path, vhd_check_fn *fn, void *arg,
-		    struct vhd_check_result *res, char *err, size_t errlen);
+int vhd_image_check(const char *path, td_check_fn *fn, void *arg,
+		    struct td_check_result *res, char *err, size_t errlen);
 
 #endif

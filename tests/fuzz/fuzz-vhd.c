@@ -78,7 +78,7 @@ static void fuzz_parsers(const uint8_t *data, size_t size)
 
 static void fuzz_image(int fd)
 {
-	struct vhd_check_result res;
+	struct td_check_result res;
 	struct vhd_image *img;
 	uint8_t buf[8 * 512];
 	uint64_t sec, secs, off;

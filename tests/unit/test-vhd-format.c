@@ -956,7 +956,7 @@ static void spath(const struct scratch *s, const char *name, char *out,
 
 static void check_clean(const char *path, unsigned max_warnings)
 {
-	struct vhd_check_result res;
+	struct td_check_result res;
 	char err[256];
 
 	assert_int_equal(vhd_image_check(path, NULL, NULL, &res, err,
@@ -1163,7 +1163,7 @@ static void test_image_backup_footer(void **state)
 {
 	struct scratch *s = *state;
 	char p[300], err[512];
-	struct vhd_check_result res;
+	struct td_check_result res;
 	struct vhd_image *img;
 	struct stat st;
 	uint8_t byte = 0x5a;
@@ -1189,11 +1189,11 @@ static void test_image_backup_footer(void **state)
 	assert_int_equal(res.errors, 1);
 }
 
-static void collect_check(void *arg, enum vhd_severity sev, const char *m)
+static void collect_check(void *arg, enum td_severity sev, const char *m)
 {
 	char *all = arg;
 
-	strcat(all, sev == VHD_SEV_WARNING ? "warning: " : "error: ");
+	strcat(all, sev == TD_SEV_WARNING ? "warning: " : "error: ");
 	strcat(all, m);
 	strcat(all, "\n");
 }
@@ -1203,7 +1203,7 @@ static void test_image_check_bitmap_tail(void **state)
 {
 	struct scratch *s = *state;
 	char p[300], spec[320], err[512], all[4096] = "";
-	struct vhd_check_result res;
+	struct td_check_result res;
 	struct vhd_image *img;
 	uint8_t buf[512] = { 1 }, map[512];
 	uint64_t bm_off;
@@ -1385,7 +1385,7 @@ static void test_image_reclaim(void **state)
 {
 	struct scratch *s = *state;
 	char p[300], spec[320], err[512], all[4096] = "";
-	struct vhd_check_result res;
+	struct td_check_result res;
 	uint8_t data[16 * 512], buf[512] = { 7 };
 	struct vhd_image *img;
 	off_t clean, leaky;

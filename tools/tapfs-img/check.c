@@ -6,7 +6,8 @@
 #include "tapfs-img.h"
 #include "formats.h"
 
-static void check_line(void *arg, enum vhd_severity sev, const char *m)
+/* One problem, one line: "FILE: [warning: |leak: ]message". */
+static void check_line(void *arg, enum td_severity sev, const char *m)
 {
 	struct check_out *o = arg;
 	size_t n = strlen(o->path);
@@ -16,8 +17,8 @@ static void check_line(void *arg, enum vhd_severity sev, const char *m)
 	/* Messages about the chain name the file; it is already there. */
 	if (!strncmp(m, o->path, n) && !strncmp(m + n, ": ", 2))
 		m += n + 2;
-	printf("%s: %s%s\n", o->path, sev == VHD_SEV_WARNING ?
-	       "warning: " : "", m);
+	printf("%s: %s%s\n", o->path, sev == TD_SEV_WARNING ? "warning: " :
+	       sev == TD_SEV_LEAK ? "leak: " : "", m);
 }
 
 static void check_line_qcow2(void *arg, enum qcow2_severity sev,
@@ -109,7 +110,7 @@ int check_raw(struct check_out *out)
 
 int check_vhd(struct check_out *out)
 {
-	struct vhd_check_result res;
+	struct td_check_result res;
 	char err[1024];
 
 	if (vhd_image_check(out->path, check_line, out, &res, err,
