@@ -9,47 +9,13 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <tapfs/log.h>
 
 #include "qcow2-int.h"
 #include "common/td-fileio.h"
 
 /* ---- counting -------------------------------------------------------- */
-
-static void refs_report(struct qcow2_refs *rf, enum qcow2_severity sev,
-			bool repairable, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-/*
- * One problem: counted by severity; an error the repair at open does not
- * fix is counted in unrepairable too, the first one kept for the refusal.
- */
-static void refs_report(struct qcow2_refs *rf, enum qcow2_severity sev,
-			bool repairable, const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (sev == QCOW2_SEV_ERROR)
-		rf->res->errors++;
-	else if (sev == QCOW2_SEV_LEAK)
-		rf->res->leaks++;
-	else
-		rf->res->warnings++;
-	if (sev == QCOW2_SEV_ERROR && !repairable &&
-	    !rf->res->unrepairable++)
-		td_msgf(rf->first, sizeof(rf->first), "%s", msg);
-	if (rf->fn)
-		rf->fn(rf->arg, sev, msg);
-}
 
 /* Count one reference of a kind to bytes [off, off + len) of the file. */
 static void refs_add(struct qcow2_refs *rf, uint64_t off, uint64_t len,
@@ -63,9 +29,9 @@ static void refs_add(struct qcow2_refs *rf, uint64_t off, uint64_t len,
 	last = (off + len - 1) >> rf->img->g.cluster_bits;
 	for (c = first; c <= last; c++) {
 		if (c >= rf->n) {
-			refs_report(rf, QCOW2_SEV_ERROR, false, "%s at %" PRIu64
-				    " lies past the end of the file", what,
-				    off);
+			td_check_emit(&rf->chk, TD_SEV_ERROR, true, "%s at %"
+				      PRIu64 " lies past the end of the file",
+				      what, off);
 			return;
 		}
 		if (rf->count[c] < UINT32_MAX)
@@ -89,8 +55,8 @@ static int refs_walk_l1(struct qcow2_refs *rf, const uint64_t *l1, uint64_t n,
 	for (i = 0; i < n; i++) {
 		r = td_report_err(why, sizeof(why));
 		if (qcow2_l1_decode(g, l1[i], &l2off, &r)) {
-			refs_report(rf, QCOW2_SEV_ERROR, false, "L1 entry %"
-				    PRIu64 ": %s", i, why);
+			td_check_emit(&rf->chk, TD_SEV_ERROR, true, "L1 entry %"
+				      PRIu64 ": %s", i, why);
 			continue;
 		}
 		if (!l2off)
@@ -106,9 +72,9 @@ static int refs_walk_l1(struct qcow2_refs *rf, const uint64_t *l1, uint64_t n,
 
 			r = td_report_err(why, sizeof(why));
 			if (qcow2_l2_decode(g, img->h.version, e, &m, &r)) {
-				refs_report(rf, QCOW2_SEV_ERROR, false, "L2 "
-					    "table at %" PRIu64 " entry %"
-					    PRIu64 ": %s", l2off, j, why);
+				td_check_emit(&rf->chk, TD_SEV_ERROR, true,
+					      "L2 table at %" PRIu64 " entry %"
+					      PRIu64 ": %s", l2off, j, why);
 				continue;
 			}
 			switch (m.type) {
@@ -149,9 +115,9 @@ static int refs_walk_snapshots(struct qcow2_refs *rf, uint8_t *l2buf)
 
 		ret = td_pread_full(img->fd, e, sizeof(e), off);
 		if (ret) {
-			refs_report(rf, QCOW2_SEV_ERROR, false, "snapshot %u: "
-				    "table entry at %" PRIu64 " unreadable",
-				    i, off);
+			td_check_emit(&rf->chk, TD_SEV_ERROR, true, "snapshot "
+				      "%u: table entry at %" PRIu64
+				      " unreadable", i, off);
 			break;
 		}
 		l1off = td_get_be64(e);
@@ -163,9 +129,9 @@ static int refs_walk_snapshots(struct qcow2_refs *rf, uint8_t *l2buf)
 		if (l1n * 8 > QCOW2_MAX_L1_BYTES ||
 		    (l1off & (img->g.cluster_size - 1)) ||
 		    l1off + l1n * 8 > img->file_size) {
-			refs_report(rf, QCOW2_SEV_ERROR, false, "snapshot %u: "
-				    "L1 table at %" PRIu64 " (%" PRIu64
-				    " entries) is invalid", i, l1off, l1n);
+			td_check_emit(&rf->chk, TD_SEV_ERROR, true, "snapshot "
+				      "%u: L1 table at %" PRIu64 " (%" PRIu64
+				      " entries) is invalid", i, l1off, l1n);
 			continue;
 		}
 		refs_add(rf, l1off, l1n * 8, QCOW2_REF_L1,
@@ -225,6 +191,10 @@ static int refs_init(struct qcow2_refs *rf, struct qcow2_image *img,
 	memset(res, 0, sizeof(*res));
 	rf->img = img;
 	rf->res = res;
+	rf->chk.res = &res->base;
+	rf->chk.kept = &res->unrepairable;
+	rf->chk.first = rf->first;
+	rf->chk.firstlen = sizeof(rf->first);
 	res->dirty = img->h.incompatible_features & QCOW2_INCOMPAT_DIRTY;
 	/* The file, and any cluster counted past its end. */
 	rf->n = qcow2_image_end_cluster(img);
@@ -267,14 +237,14 @@ static void refs_judge_copied(struct qcow2_refs *rf, bool copied, uint64_t c,
 	uint64_t after = refs_after(rf, c);
 
 	if ((after == 1) != copied)
-		refs_report(rf, QCOW2_SEV_ERROR, false, "%s %" PRIu64
-			    ": copied flag %s but %" PRIu64 " references "
-			    "(refcount %" PRIu64 ")", what, index,
-			    copied ? "set" : "clear", after, stored);
+		td_check_emit(&rf->chk, TD_SEV_ERROR, true, "%s %" PRIu64 ": "
+			      "copied flag %s but %" PRIu64 " references "
+			      "(refcount %" PRIu64 ")", what, index,
+			      copied ? "set" : "clear", after, stored);
 	else if ((stored == 1) != copied)
-		refs_report(rf, QCOW2_SEV_ERROR, true, "%s %" PRIu64
-			    ": copied flag %s but refcount %" PRIu64, what,
-			    index, copied ? "set" : "clear", stored);
+		td_check_emit(&rf->chk, TD_SEV_ERROR, false, "%s %" PRIu64 ": "
+			      "copied flag %s but refcount %" PRIu64, what,
+			      index, copied ? "set" : "clear", stored);
 }
 
 /* Copied flags of the active tables. */
@@ -338,47 +308,47 @@ static int refs_judge(struct qcow2_refs *rf)
 		case QCOW2_RC_OK:
 			break;
 		case QCOW2_RC_LEAK:
-			refs_report(rf, QCOW2_SEV_LEAK, true, "cluster %"
-				    PRIu64 " (offset %" PRIu64 "): refcount %"
-				    PRIu64 " but %u references (leaked)", c,
-				    off, stored, rf->count[c]);
+			td_check_emit(&rf->chk, TD_SEV_LEAK, false, "cluster %"
+				      PRIu64 " (offset %" PRIu64 "): refcount %"
+				      PRIu64 " but %u references (leaked)", c,
+				      off, stored, rf->count[c]);
 			res->repair_lower++;
 			break;
 		case QCOW2_RC_LOW:
 			if (!image_has_refblock(img, c)) {
-				refs_report(rf, QCOW2_SEV_ERROR, false,
-					    "cluster %" PRIu64 " (offset %"
-					    PRIu64 "): %s in use but no "
-					    "refcount block counts it", c, off,
-					    kinds);
+				td_check_emit(&rf->chk, TD_SEV_ERROR, true,
+					      "cluster %" PRIu64 " (offset %"
+					      PRIu64 "): %s in use but no "
+					      "refcount block counts it", c,
+					      off, kinds);
 				break;
 			}
-			refs_report(rf, QCOW2_SEV_ERROR, true, "cluster %"
-				    PRIu64 " (offset %" PRIu64 "): refcount %"
-				    PRIu64 " but %u references", c, off,
-				    stored, rf->count[c]);
+			td_check_emit(&rf->chk, TD_SEV_ERROR, false, "cluster %"
+				      PRIu64 " (offset %" PRIu64 "): refcount %"
+				      PRIu64 " but %u references", c, off,
+				      stored, rf->count[c]);
 			res->repair_raise++;
 			break;
 		case QCOW2_RC_OVERLAP:
-			refs_report(rf, QCOW2_SEV_ERROR, false, "cluster %"
-				    PRIu64 " (offset %" PRIu64 "): used as %s "
-				    "at once (%u references, refcount %"
-				    PRIu64 ")", c, off, kinds, rf->count[c],
-				    stored);
+			td_check_emit(&rf->chk, TD_SEV_ERROR, true, "cluster %"
+				      PRIu64 " (offset %" PRIu64 "): used as "
+				      "%s at once (%u references, refcount %"
+				      PRIu64 ")", c, off, kinds, rf->count[c],
+				      stored);
 			break;
 		case QCOW2_RC_SHARED:
-			refs_report(rf, QCOW2_SEV_ERROR, false, "cluster %"
-				    PRIu64 " (offset %" PRIu64 "): refcount %"
-				    PRIu64 " but %u references (one %s "
-				    "referenced %u times)", c, off, stored,
-				    rf->count[c], kinds, rf->count[c]);
+			td_check_emit(&rf->chk, TD_SEV_ERROR, true, "cluster %"
+				      PRIu64 " (offset %" PRIu64 "): refcount %"
+				      PRIu64 " but %u references (one %s "
+				      "referenced %u times)", c, off, stored,
+				      rf->count[c], kinds, rf->count[c]);
 			break;
 		case QCOW2_RC_OVERFLOW:
-			refs_report(rf, QCOW2_SEV_ERROR, false, "cluster %"
-				    PRIu64 " (offset %" PRIu64 "): %u "
-				    "references do not fit in %u-bit "
-				    "refcounts", c, off, rf->count[c],
-				    1u << order);
+			td_check_emit(&rf->chk, TD_SEV_ERROR, true, "cluster %"
+				      PRIu64 " (offset %" PRIu64 "): %u "
+				      "references do not fit in %u-bit "
+				      "refcounts", c, off, rf->count[c],
+				      1u << order);
 			break;
 		}
 	}
@@ -387,21 +357,22 @@ static int refs_judge(struct qcow2_refs *rf)
 
 /* Count and judge the image (refcount blocks loaded); rf is set up. */
 int qcow2_refs_run(struct qcow2_refs *rf, struct qcow2_image *img,
-		   struct qcow2_check_result *res, qcow2_check_fn *fn,
+		   struct qcow2_check_result *res, td_check_fn *fn,
 		   void *arg)
 {
 	int ret = refs_init(rf, img, res);
 
 	if (ret)
 		return ret;
-	rf->fn = fn;
-	rf->arg = arg;
+	rf->chk.fn = fn;
+	rf->chk.arg = arg;
 	if (res->dirty)
-		refs_report(rf, QCOW2_SEV_WARNING, true, "the dirty bit is "
-			    "set: the image was not closed cleanly");
+		td_check_emit(&rf->chk, TD_SEV_WARNING, false, "the dirty bit "
+			      "is set: the image was not closed cleanly");
 	if (img->ext.has_bitmaps)
-		refs_report(rf, QCOW2_SEV_WARNING, true, "persistent bitmaps "
-			    "are not checked: their clusters count as leaks");
+		td_check_emit(&rf->chk, TD_SEV_WARNING, false, "persistent "
+			      "bitmaps are not checked: their clusters count "
+			      "as leaks");
 	ret = refs_count(rf);
 	if (!ret)
 		ret = refs_judge(rf);
@@ -411,7 +382,7 @@ int qcow2_refs_run(struct qcow2_refs *rf, struct qcow2_image *img,
 
 /* ---- consistency check ----------------------------------------------- */
 
-int qcow2_image_check(const char *path, qcow2_check_fn *fn, void *arg,
+int qcow2_image_check(const char *path, td_check_fn *fn, void *arg,
 		      struct qcow2_check_result *res, char *err,
 		      size_t errlen)
 {

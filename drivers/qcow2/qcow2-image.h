@@ -51,6 +51,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/td-check.h"
 #include "qcow2-format.h"
 
 /* Open flags. */
@@ -231,20 +232,13 @@ int qcow2_image_create(const char *path, const struct qcow2_create_params *p,
 
 /* ---- consistency check ---------------------------------------------- */
 
-enum qcow2_severity {
-	QCOW2_SEV_ERROR,	/* corruption: a cluster in use undercounted,
-				 * bad metadata, overlaps */
-	QCOW2_SEV_LEAK,		/* counted but unused: harmless */
-	QCOW2_SEV_WARNING,	/* worth saying, not a problem */
-};
-
-typedef void qcow2_check_fn(void *arg, enum qcow2_severity sev,
-			    const char *msg);
-
 struct qcow2_check_result {
-	unsigned	errors;
-	unsigned	leaks;
-	unsigned	warnings;
+	/*
+	 * Errors (corruption: a cluster in use undercounted, bad
+	 * metadata, overlaps), leaks (clusters counted but unused:
+	 * harmless) and warnings (worth saying, not a problem).
+	 */
+	struct td_check_result base;
 	uint64_t	allocated_clusters;	/* data clusters */
 	/*
 	 * What a read-write open does (the same code judges): a dirty
@@ -268,7 +262,7 @@ struct qcow2_check_result {
  * in *res), or -errno when the file cannot be read at all (reason in
  * err).
  */
-int qcow2_image_check(const char *path, qcow2_check_fn *fn, void *arg,
+int qcow2_image_check(const char *path, td_check_fn *fn, void *arg,
 		      struct qcow2_check_result *res, char *err,
 		      size_t errlen);
 

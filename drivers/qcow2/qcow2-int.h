@@ -61,8 +61,9 @@ struct qcow2_refs {
 	uint32_t		*count;		/* per host cluster */
 	uint8_t			*kind;		/* per host cluster */
 	uint64_t		 n;		/* clusters counted */
-	qcow2_check_fn		*fn;
-	void			*arg;
+	/* Problems; an error the repair at open does not fix is emitted
+	 * with keep: counted in res->unrepairable, the first in first. */
+	struct td_check		 chk;
 	struct qcow2_check_result *res;
 	uint64_t		 data_clusters;
 	char			 first[384];	/* first unrepairable problem */
@@ -74,7 +75,7 @@ struct qcow2_refs {
  * either way: qcow2_refs_fini() it.
  */
 int qcow2_refs_run(struct qcow2_refs *rf, struct qcow2_image *img,
-		   struct qcow2_check_result *res, qcow2_check_fn *fn,
+		   struct qcow2_check_result *res, td_check_fn *fn,
 		   void *arg);
 void qcow2_refs_fini(struct qcow2_refs *rf);
 

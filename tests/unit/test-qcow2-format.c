@@ -531,8 +531,8 @@ static unsigned check_errors(const char *path, unsigned *leaks)
 	assert_int_equal(qcow2_image_check(path, NULL, NULL, &res, err,
 					   sizeof(err)), 0);
 	if (leaks)
-		*leaks = res.leaks;
-	return res.errors;
+		*leaks = res.base.leaks;
+	return res.base.errors;
 }
 
 static uint64_t header_incompat(const char *path)
@@ -692,7 +692,7 @@ static void test_dirty_repair_leaks(void **state)
 	fd = make_data_image(path, sizeof(path), "q2leak", 0);
 	close(fd);
 	check_result(path, &res);
-	assert_int_equal(res.errors + res.leaks, 0);
+	assert_int_equal(res.base.errors + res.base.leaks, 0);
 	/* A crash left clusters 7 and 9 counted, and 6 counted twice. */
 	fd = open(path, O_RDWR);
 	put_refcount(fd, 7, 1);
@@ -702,8 +702,8 @@ static void test_dirty_repair_leaks(void **state)
 	/* Clean: the check sees the leaks (and 6's copied flag at odds
 	 * with its refcount), open does not scan. */
 	check_result(path, &res);
-	assert_int_equal(res.leaks, 3);
-	assert_int_equal(res.errors, 1);
+	assert_int_equal(res.base.leaks, 3);
+	assert_int_equal(res.base.errors, 1);
 	assert_false(res.dirty);
 	assert_int_equal(open_rw(path, warn, err, sizeof(err)), 0);
 	assert_string_equal(warn, "");
@@ -714,8 +714,8 @@ static void test_dirty_repair_leaks(void **state)
 	close(fd);
 	check_result(path, &res);
 	assert_true(res.dirty);
-	assert_int_equal(res.leaks, 3);
-	assert_int_equal(res.errors, 1);
+	assert_int_equal(res.base.leaks, 3);
+	assert_int_equal(res.base.errors, 1);
 	assert_int_equal(res.repair_lower, 3);
 	assert_int_equal(res.repair_raise, 0);
 	assert_int_equal(res.unrepairable, 0);
@@ -728,7 +728,7 @@ static void test_dirty_repair_leaks(void **state)
 	assert_int_equal(get_refcount(path, 6), 1);
 	assert_int_equal(header_incompat(path), 0);
 	check_result(path, &res);
-	assert_int_equal(res.errors + res.leaks, 0);
+	assert_int_equal(res.base.errors + res.base.leaks, 0);
 	/* Dirty with nothing to repair. */
 	fd = open(path, O_RDWR);
 	set_dirty(fd);
@@ -763,7 +763,7 @@ static void test_dirty_repair_lazy(void **state)
 	assert_int_equal(res.repair_lower, 1);
 	assert_int_equal(res.unrepairable, 0);
 	/* The stored refcounts are wrong until then: errors. */
-	assert_true(res.errors >= 3);
+	assert_true(res.base.errors >= 3);
 	assert_int_equal(open_rw(path, warn, err, sizeof(err)), 0);
 	assert_contains(warn, "repaired: 1 leaked cluster freed, 3 clusters "
 			"in use counted (refcount raised: lazy refcounts)");
@@ -772,7 +772,7 @@ static void test_dirty_repair_lazy(void **state)
 	assert_int_equal(get_refcount(path, 6), 1);
 	assert_int_equal(get_refcount(path, 8), 0);
 	check_result(path, &res);
-	assert_int_equal(res.errors + res.leaks, 0);
+	assert_int_equal(res.base.errors + res.base.leaks, 0);
 	unlink(path);
 }
 

@@ -21,17 +21,6 @@ static void check_line(void *arg, enum td_severity sev, const char *m)
 	       sev == TD_SEV_LEAK ? "leak: " : "", m);
 }
 
-static void check_line_qcow2(void *arg, enum qcow2_severity sev,
-			     const char *m)
-{
-	struct check_out *o = arg;
-
-	if (o->lines++ >= CHECK_MAX_LINES)
-		return;
-	printf("%s: %s%s\n", o->path, sev == QCOW2_SEV_WARNING ?
-	       "warning: " : sev == QCOW2_SEV_LEAK ? "leak: " : "", m);
-}
-
 /*
  * The end of a check: how many lines were not shown, then, if there are
  * errors, "N errors, M <other>s" (true), else nothing (false).
@@ -71,7 +60,7 @@ static void check_qcow2_open(const char *path,
 		       res->repair_raise == 1 ? "" : "s");
 		return;
 	}
-	if (!res->dirty && res->leaks)
+	if (!res->dirty && res->base.leaks)
 		printf("%s: the image is not dirty: a read-write open does "
 		       "not scan it, and the leaks stay ('qemu-img check -r "
 		       "leaks' reclaims them)\n", path);
@@ -83,19 +72,20 @@ int check_qcow2(struct check_out *out)
 	struct qcow2_check_result res;
 	char err[1024];
 
-	if (qcow2_image_check(out->path, check_line_qcow2, out, &res, err,
+	if (qcow2_image_check(out->path, check_line, out, &res, err,
 			      sizeof(err))) {
 		msg("%s", err);
 		return EXIT_USAGE;
 	}
-	if (check_summary(out, res.errors, res.leaks, "leaked cluster")) {
+	if (check_summary(out, res.base.errors, res.base.leaks,
+			  "leaked cluster")) {
 		check_qcow2_open(out->path, &res);
 		return EXIT_FAIL;
 	}
 	printf("%s: no errors found", out->path);
-	if (res.leaks)
-		printf(" (%u leaked cluster%s: space, not data)", res.leaks,
-		       res.leaks == 1 ? "" : "s");
+	if (res.base.leaks)
+		printf(" (%u leaked cluster%s: space, not data)",
+		       res.base.leaks, res.base.leaks == 1 ? "" : "s");
 	printf("\n");
 	check_qcow2_open(out->path, &res);
 	return 0;
