@@ -31,11 +31,8 @@ int td_rawfile_open(struct td_rawfile *rf, td_driver_t *drv,
 				    &align);
 	else if ((fd = td_open_file(path, oflags)) < 0)
 		fd = -errno;
-	if (fd < 0) {
-		if (!quiet)
-			td_log(TD_LOG_ERR, "%s: %s", path, strerror(-fd));
-		return fd;
-	}
+	if (fd < 0)
+		return fd;	/* the errno says it all (tapdisk.h) */
 	rf->fd = fd;
 	if (want_direct && !rf->direct && !quiet && !align)
 		td_log(TD_LOG_WARN, "%s: file system refuses O_DIRECT; using "
@@ -53,10 +50,8 @@ int td_rawfile_open(struct td_rawfile *rf, td_driver_t *drv,
 		rf->blockdev = false;
 		bytes = (uint64_t)st.st_size;
 	} else {
-		if (!quiet)
-			td_log(TD_LOG_ERR, "%s: not a regular file or block "
-			       "device", path);
-		err = -EINVAL;
+		err = td_errf(drv->error, sizeof(drv->error), -EINVAL, "%s: "
+			      "not a regular file or block device", path);
 		goto fail;
 	}
 	if ((bytes & (TD_SECTOR_SIZE - 1)) && !quiet)
@@ -72,8 +67,6 @@ int td_rawfile_open(struct td_rawfile *rf, td_driver_t *drv,
 
 fail_errno:
 	err = -errno;
-	if (!quiet)
-		td_log(TD_LOG_ERR, "%s: %m", path);
 fail:
 	close(rf->fd);
 	rf->fd = -1;
