@@ -330,7 +330,7 @@ int td_image_size(const char *driver, const char *path, uint64_t *size,
 		  char *err, size_t errlen)
 {
 	const struct tap_disk *d = td_driver_find(driver);
-	td_driver_t drv = { .flags = TD_OPEN_RDONLY | TD_OPEN_QUIET };
+	td_driver_t drv = { .flags = TD_OPEN_RDONLY };
 	int rc;
 
 	*size = 0;

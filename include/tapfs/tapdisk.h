@@ -50,7 +50,7 @@
 
 /* Open flags (td_flag_t). */
 #define TD_OPEN_RDONLY		(1u << 0)
-#define TD_OPEN_QUIET		(1u << 1)	/* do not log open errors */
+/* (1u << 1) was TD_OPEN_QUIET, before drivers stopped logging refusals. */
 /*
  * Engine-level flags (vbd_open), passed down to drivers untouched:
  * TD_OPEN_LEAF_ONLY opens the leaf without its parents, so that what it
@@ -365,8 +365,8 @@ int  td_check_path(td_driver_t *drv, const char *path);
  * 0, or -errno when the file cannot be read.
  *
  * td_image_size: the virtual size in bytes of the image at path, opened
- * read-only through driver's own td_open (TD_OPEN_RDONLY | TD_OPEN_QUIET,
- * no engine) and closed again.  0, or -errno with the reason in err.
+ * read-only through driver's own td_open (TD_OPEN_RDONLY, no
+ * engine) and closed again.  0, or -errno with the reason in err.
  */
 int  td_probe_driver(const char *path, const char **driver);
 int  td_image_size(const char *driver, const char *path, uint64_t *size,
