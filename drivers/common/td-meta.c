@@ -61,9 +61,7 @@ void td_meta_fini(struct td_meta *m)
 
 int td_meta_refuse(td_driver_t *drv, int rc, const char *why)
 {
-	snprintf(drv->error, sizeof(drv->error), "%s", why);
-	if (!(drv->flags & TD_OPEN_QUIET))
-		td_log(TD_LOG_ERR, "%s", why);
+	td_msgf(drv->error, sizeof(drv->error), "%s", why);
 	return rc;
 }
 

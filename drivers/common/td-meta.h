@@ -99,9 +99,9 @@ int  td_meta_init(struct td_meta *m, td_driver_t *drv, int fd, void *ctx,
 void td_meta_fini(struct td_meta *m);
 
 /*
- * The image is refused (td_open, td_get_parent_id): why, naming the file
- * and the value, goes to drv->error (.ctl shows it) and, unless drv was
- * opened TD_OPEN_QUIET, to the log.  Returns rc.
+ * The image is refused (td_open, td_get_parent_id, td_validate_parent):
+ * why, naming the file and the value, goes to drv->error, which the
+ * engine hands to its caller, who logs or shows it once.  Returns rc.
  */
 int  td_meta_refuse(td_driver_t *drv, int rc, const char *why);
 

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include <tapfs/engine.h>
+#include <tapfs/log.h>
 #include <tapfs/tapdisk.h>
 
 #include "td-image.h"
@@ -329,7 +330,7 @@ int td_image_size(const char *driver, const char *path, uint64_t *size,
 		  char *err, size_t errlen)
 {
 	const struct tap_disk *d = td_driver_find(driver);
-	td_driver_t drv = { .flags = TD_OPEN_RDONLY | TD_OPEN_QUIET };
+	td_driver_t drv = { .flags = TD_OPEN_RDONLY };
 	int rc;
 
 	*size = 0;
@@ -349,7 +350,7 @@ int td_image_size(const char *driver, const char *path, uint64_t *size,
 	rc = d->td_open(&drv, path, drv.flags);
 	if (rc) {
 		if (drv.error[0])
-			snprintf(err, errlen, "%s", drv.error);
+			td_msgf(err, errlen, "%s", drv.error);
 		else
 			snprintf(err, errlen, "%s: cannot open as %s: %s",
 				 path, d->name, strerror(-rc));

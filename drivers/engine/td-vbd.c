@@ -249,7 +249,7 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 	free(real);
 	if (rc < 0) {
 		if (img->drv.error[0])
-			snprintf(err, errlen, "%s", img->drv.error);
+			td_msgf(err, errlen, "%s", img->drv.error);
 		else
 			snprintf(err, errlen, "%s: cannot open as %s: %s",
 				 path, ops->name, strerror(-rc));
@@ -395,7 +395,7 @@ static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 			break;
 		if (rc < 0) {
 			if (child->drv.error[0])
-				snprintf(err, errlen, "%s", child->drv.error);
+				td_msgf(err, errlen, "%s", child->drv.error);
 			else
 				snprintf(err, errlen, "%s: cannot read "
 					 "parent: %s", child->drv.name,
@@ -433,7 +433,7 @@ static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 		rc = td_drv_validate_parent(&child->drv, &parent->drv, flags);
 		if (rc) {
 			if (child->drv.error[0])
-				snprintf(err, errlen, "%s", child->drv.error);
+				td_msgf(err, errlen, "%s", child->drv.error);
 			else
 				snprintf(err, errlen, "%s is not the parent "
 					 "%s was made on: %s",

@@ -139,8 +139,8 @@ static int fault_parse(char *s, struct fault_cfg *cfg, char *err,
 		cfg->always = false;
 	return 0;
 bad:
-	snprintf(err, errlen, "bad fault setting '%s' (keys: err ops burst "
-		 "every rate delay_ms, or none)", kv ? kv : s);
+	td_msgf(err, errlen, "bad fault setting '%s' (keys: err ops burst "
+		"every rate delay_ms, or none)", kv ? kv : s);
 	return -EINVAL;
 }
 
@@ -158,8 +158,8 @@ static int fault_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	(void)flags;
 	if (!colon || !strchr(colon + 1, ':') || !colon[1] ||
 	    colon[1] == ':') {
-		snprintf(drv->error, sizeof(drv->error), "fault: '%s' is not "
-			 "SETTINGS:DRIVER:PATH", path);
+		td_msgf(drv->error, sizeof(drv->error), "fault: '%s' is not "
+			"SETTINGS:DRIVER:PATH", path);
 		return -EINVAL;
 	}
 	settings = strndup(path, (size_t)(colon - path));

@@ -622,10 +622,8 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 		if (rc < 0)
 			rc = -errno;
 	}
-	if (rc < 0) {
-		td_log(TD_LOG_ERR, "%s: %s", path, strerror(-rc));
-		goto fail;
-	}
+	if (rc < 0)
+		goto fail;	/* the errno says it all (tapdisk.h) */
 	s->fd = rc;
 	rc = -ENOMEM;
 	s->l1_bytes = td_round_up((uint64_t)s->img->h.l1_size * 8,
@@ -722,7 +720,7 @@ static int q2_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 		if (rc) {
 			char why[sizeof(drv->error)];
 
-			snprintf(why, sizeof(why), "%s", drv->error);
+			td_msgf(why, sizeof(why), "%s", drv->error);
 			td_msgf(drv->error, sizeof(drv->error), "%s: backing "
 				"file %s", drv->name, why);
 			return rc;

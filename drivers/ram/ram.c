@@ -23,11 +23,11 @@ static int ram_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	uint64_t bytes;
 	void *mem;
 
+	(void)flags;
 	if (td_parse_size(path, &bytes) || !bytes ||
 	    bytes & (TD_SECTOR_SIZE - 1) || bytes > SIZE_MAX) {
-		if (!(flags & TD_OPEN_QUIET))
-			td_log(TD_LOG_ERR, "ram: '%s' is not a size in whole "
-			       "sectors (e.g. 512M)", path);
+		td_msgf(drv->error, sizeof(drv->error), "ram: '%s' is not a "
+			"size in whole sectors (e.g. 512M)", path);
 		return -EINVAL;
 	}
 	mem = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE,
@@ -35,7 +35,8 @@ static int ram_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	if (mem == MAP_FAILED) {
 		int err = -errno;
 
-		td_log(TD_LOG_ERR, "ram: cannot map %s: %m", path);
+		td_msgf(drv->error, sizeof(drv->error), "ram: cannot map "
+			"%s: %s", path, strerror(-err));
 		return err;
 	}
 	s->mem = mem;

@@ -18,7 +18,6 @@ int td_rawfile_open(struct td_rawfile *rf, td_driver_t *drv,
 		    const char *path, td_flag_t flags, bool want_direct)
 {
 	int oflags = (flags & TD_OPEN_RDONLY ? O_RDONLY : O_RDWR) | O_CLOEXEC;
-	bool quiet = flags & TD_OPEN_QUIET;
 	uint32_t align = 0;
 	uint64_t bytes;
 	struct stat st;
@@ -31,17 +30,15 @@ int td_rawfile_open(struct td_rawfile *rf, td_driver_t *drv,
 				    &rf->direct, &align);
 	else if ((fd = td_open_file(path, oflags)) < 0)
 		fd = -errno;
-	if (fd < 0) {
-		if (!quiet)
-			td_log(TD_LOG_ERR, "%s: %s", path, strerror(-fd));
-		return fd;
-	}
+	if (fd < 0)
+		return fd;	/* the errno says it all (tapdisk.h) */
 	rf->fd = fd;
-	if (want_direct && !rf->direct && !quiet && !align)
-		td_log(TD_LOG_WARN, "%s: file system refuses O_DIRECT; using "
+	/* A note for the daemon's log, below a one-shot tool's level. */
+	if (want_direct && !rf->direct && !align)
+		td_log(TD_LOG_INFO, "%s: file system refuses O_DIRECT; using "
 		       "buffered I/O (data is cached twice)", path);
-	else if (want_direct && !rf->direct && !quiet)
-		td_log(TD_LOG_WARN, "%s: O_DIRECT needs %u-byte alignment; "
+	else if (want_direct && !rf->direct)
+		td_log(TD_LOG_INFO, "%s: O_DIRECT needs %u-byte alignment; "
 		       "using buffered I/O", path, align);
 	if (fstat(rf->fd, &st) < 0)
 		goto fail_errno;
@@ -53,13 +50,11 @@ int td_rawfile_open(struct td_rawfile *rf, td_driver_t *drv,
 		rf->blockdev = false;
 		bytes = (uint64_t)st.st_size;
 	} else {
-		if (!quiet)
-			td_log(TD_LOG_ERR, "%s: not a regular file or block "
-			       "device", path);
-		err = -EINVAL;
+		err = td_errf(drv->error, sizeof(drv->error), -EINVAL, "%s: "
+			      "not a regular file or block device", path);
 		goto fail;
 	}
-	if ((bytes & (TD_SECTOR_SIZE - 1)) && !quiet)
+	if (bytes & (TD_SECTOR_SIZE - 1))
 		td_log(TD_LOG_WARN, "%s: size %llu is not a multiple of %u; "
 		       "the last %llu bytes are not visible", path,
 		       (unsigned long long)bytes, TD_SECTOR_SIZE,
@@ -72,8 +67,6 @@ int td_rawfile_open(struct td_rawfile *rf, td_driver_t *drv,
 
 fail_errno:
 	err = -errno;
-	if (!quiet)
-		td_log(TD_LOG_ERR, "%s: %m", path);
 fail:
 	close(rf->fd);
 	rf->fd = -1;

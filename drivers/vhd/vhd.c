@@ -632,10 +632,8 @@ static int vhd_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	if (s->img->notice[0])
 		td_log(TD_LOG_INFO, "%s", s->img->notice);
 	rc = vhd_open_fd(s, path, flags);
-	if (rc) {
-		td_log(TD_LOG_ERR, "%s: %s", path, strerror(-rc));
-		goto fail;
-	}
+	if (rc)
+		goto fail;	/* the errno says it all (tapdisk.h) */
 	s->fixed = s->img->footer.type == VHD_TYPE_FIXED;
 	s->diff = s->img->footer.type == VHD_TYPE_DIFF;
 	rc = -ENOMEM;
@@ -652,9 +650,10 @@ static int vhd_open(td_driver_t *drv, const char *path, td_flag_t flags)
 		s->bat = s->img->bat;
 		s->next_block = s->img->next_block;
 		if (s->img->header.table_offset & (TD_SECTOR_SIZE - 1)) {
-			td_log(TD_LOG_ERR, "%s: BAT offset %llu is not "
-			       "sector-aligned", path, (unsigned long long)
-			       s->img->header.table_offset);
+			td_msgf(drv->error, sizeof(drv->error), "%s: BAT "
+				"offset %llu is not sector-aligned", path,
+				(unsigned long long)
+				s->img->header.table_offset);
 			rc = -EINVAL;
 			goto fail;
 		}
@@ -707,7 +706,7 @@ static int vhd_check_locator(void *arg, const char *path, char *why,
 	int rc = td_check_path(drv, path);
 
 	if (rc)
-		snprintf(why, whylen, "%s", drv->error);
+		td_msgf(why, whylen, "%s", drv->error);
 	return rc;
 }
 
@@ -781,9 +780,9 @@ static int vhd_validate_parent(td_driver_t *drv, td_driver_t *parent,
 		if (rc)
 			return td_meta_refuse(drv, rc, err);
 	} else if (!vhd_image_parent_is_raw(s->img)) {
-		snprintf(err, sizeof(err), "%s: parent %s is not a VHD, but %s "
-			 "records a VHD parent", drv->name, parent->name,
-			 drv->name);
+		td_msgf(err, sizeof(err), "%s: parent %s is not a VHD, but %s "
+			"records a VHD parent", drv->name, parent->name,
+			drv->name);
 		return td_meta_refuse(drv, -EINVAL, err);
 	}
 	rc = vhd_image_validate_parent(s->img, pimg, parent->name, warn,

@@ -50,7 +50,7 @@
 
 /* Open flags (td_flag_t). */
 #define TD_OPEN_RDONLY		(1u << 0)
-#define TD_OPEN_QUIET		(1u << 1)	/* do not log open errors */
+/* (1u << 1) was TD_OPEN_QUIET, before drivers stopped logging refusals. */
 /*
  * Engine-level flags (vbd_open), passed down to drivers untouched:
  * TD_OPEN_LEAF_ONLY opens the leaf without its parents, so that what it
@@ -125,6 +125,12 @@ struct td_disk_info {
 	uint32_t	io_align;
 };
 
+/*
+ * Bytes of td_driver.error: room for a reason that names two paths, so
+ * that only the caller's edge (the .ctl status line) ever cuts one.
+ */
+#define TD_ERROR_MAX		1024
+
 /* One open image, as a driver sees it. */
 struct td_driver {
 	const struct tap_disk	*ops;
@@ -134,14 +140,19 @@ struct td_driver {
 	struct td_disk_info	 info;	/* filled by td_open */
 	struct td_engine	*engine;
 	/*
-	 * Why td_open or td_get_parent_id failed, in words naming the file
-	 * and the value ("block size 3 is not a power of two"): shown to
-	 * the user (the .ctl status line).  Empty if the errno says it all.
-	 * The engine empties it once the VBD is open; from then on a driver
-	 * sets it to say why it refuses I/O (an image found corrupt), and
-	 * .ctl shows it after the VBD's chain.
+	 * Why td_open, td_get_parent_id or td_validate_parent refused the
+	 * image, in words naming the file and the value ("block size 3 is
+	 * not a power of two"; td_msgf marks a cut).  Empty if the errno
+	 * says it all: the engine then says "PATH: cannot open as DRIVER:
+	 * ERRNO".  This is the one channel of a refusal: the driver does
+	 * not log it; the engine hands it to its caller (vbd_open's err),
+	 * which logs or prints it once (the daemon's .ctl status line,
+	 * tapfs-img's message).  Warnings about an image that still opens
+	 * are the driver's to log.  The engine empties it once the VBD is
+	 * open; from then on a driver sets it to say why it refuses I/O
+	 * (an image found corrupt), and .ctl shows it after the VBD's chain.
 	 */
-	char			 error[256];
+	char			 error[TD_ERROR_MAX];
 };
 
 /*
@@ -178,15 +189,20 @@ struct tap_disk {
 	/*
 	 * Open the image at path; fill drv->info.  Returns 0, or -errno
 	 * with the reason (naming the file and the value) in drv->error,
-	 * which the engine hands to its caller; a driver may also log it,
-	 * unless TD_OPEN_QUIET.
+	 * which the engine hands to its caller; the driver does not log it.
 	 */
 	int  (*td_open)(td_driver_t *drv, const char *path, td_flag_t flags);
 	/* Release everything; the engine has drained all requests. */
 	int  (*td_close)(td_driver_t *drv);
-	/* 0 and *id filled, TD_NO_PARENT, or -errno. */
+	/*
+	 * 0 and *id filled, TD_NO_PARENT, or -errno with the reason in
+	 * drv->error, as td_open.
+	 */
 	int  (*td_get_parent_id)(td_driver_t *drv, td_disk_id_t *id);
-	/* 0 if parent is the image this one was made on, else -errno. */
+	/*
+	 * 0 if parent is the image this one was made on, else -errno with
+	 * the reason in drv->error, as td_open.
+	 */
 	int  (*td_validate_parent)(td_driver_t *drv, td_driver_t *parent,
 				   td_flag_t flags);
 	void (*td_queue_read)(td_driver_t *drv, td_request_t treq);
@@ -350,8 +366,8 @@ int  td_check_path(td_driver_t *drv, const char *path);
  * 0, or -errno when the file cannot be read.
  *
  * td_image_size: the virtual size in bytes of the image at path, opened
- * read-only through driver's own td_open (TD_OPEN_RDONLY | TD_OPEN_QUIET,
- * no engine) and closed again.  0, or -errno with the reason in err.
+ * read-only through driver's own td_open (TD_OPEN_RDONLY, no
+ * engine) and closed again.  0, or -errno with the reason in err.
  */
 int  td_probe_driver(const char *path, const char **driver);
 int  td_image_size(const char *driver, const char *path, uint64_t *size,

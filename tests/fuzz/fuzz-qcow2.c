@@ -130,8 +130,8 @@ static void fuzz_read_engine(const char *path)
 	if (!e && (td_drivers_init() || !(e = td_engine_new())))
 		return;
 	snprintf(spec, sizeof(spec), "qcow2:%s", path);
-	if (vbd_open(e, spec, TD_OPEN_RDONLY | TD_OPEN_QUIET |
-		     TD_OPEN_FORCE_SHARE, NULL, &v, err, sizeof(err)))
+	if (vbd_open(e, spec, TD_OPEN_RDONLY | TD_OPEN_FORCE_SHARE, NULL, &v,
+		     err, sizeof(err)))
 		return;
 	secs = vbd_size(v) >> 9;
 	if (secs > FUZZ_MAX_SECTORS)

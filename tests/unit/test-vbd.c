@@ -465,8 +465,8 @@ static void test_open_errors(void **state)
 	assert_int_equal(vbd_open(f->e, "nosuch:x", 0, NULL, &v, e, el),
 			 -EINVAL);
 	assert_non_null(strstr(e, "unknown driver 'nosuch'"));
-	assert_int_equal(vbd_open(f->e, "ram:12Q", TD_OPEN_QUIET, NULL, &v,
-				  e, el), -EINVAL);
+	assert_int_equal(vbd_open(f->e, "ram:12Q", 0, NULL, &v, e, el),
+			 -EINVAL);
 	assert_non_null(strstr(e, "12Q"));
 	assert_null(v);
 }

@@ -143,8 +143,7 @@ static inline int unit_vbd_open(struct unit_vbd *u, const char *spec,
 	assert_int_equal(td_drivers_init(), 0);
 	u->e = td_engine_new();
 	assert_non_null(u->e);
-	rc = vbd_open(u->e, spec, flags | TD_OPEN_QUIET, NULL, &u->v, u->err,
-		      sizeof(u->err));
+	rc = vbd_open(u->e, spec, flags, NULL, &u->v, u->err, sizeof(u->err));
 	if (rc) {
 		td_engine_free(u->e);
 		u->e = NULL;

@@ -56,8 +56,7 @@ int img_open(const struct img_format *f, const char *path, td_flag_t flags,
 		msg("%s: path too long", path);
 		return EXIT_FAIL;
 	}
-	rc = vbd_open(engine, spec, flags | TD_OPEN_QUIET, NULL, out, err,
-		      sizeof(err));
+	rc = vbd_open(engine, spec, flags, NULL, out, err, sizeof(err));
 	if (rc == -EBUSY)
 		msg("%s (close the VBD, or stop the program that has it "
 		    "open)", err);
@@ -124,8 +123,8 @@ int img_print_chain(const struct img_format *f, const char *path, bool json)
 		return EXIT_FAIL;
 	snprintf(spec, sizeof(spec), "%s:%s", f->driver, path);
 	/* info reads an image in use: no locks, as qemu-img info. */
-	rc = vbd_open(engine, spec, TD_OPEN_RDONLY | TD_OPEN_QUIET |
-		      TD_OPEN_FORCE_SHARE, NULL, &vbd, err, sizeof(err));
+	rc = vbd_open(engine, spec, TD_OPEN_RDONLY | TD_OPEN_FORCE_SHARE, NULL,
+		      &vbd, err, sizeof(err));
 	if (rc && !err[0])
 		snprintf(err, sizeof(err), "%s: %s", path, strerror(-rc));
 	if (rc && json) {
