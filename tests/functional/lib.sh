@@ -141,6 +141,17 @@ check_out() {
 	fi
 }
 
+# qemu_io FMT FILE CMD...: one qemu-io run on FILE as FMT, each CMD a -c
+# (output discarded; the exit status is qemu-io's).
+qemu_io() {
+	local fmt=$1 file=$2 args=() c
+	shift 2
+	for c in "$@"; do
+		args+=(-c "$c")
+	done
+	qemu-io -f "$fmt" "${args[@]}" "$file" >/dev/null
+}
+
 # check_in NAME GOT ALT...: GOT is one of the alternatives.
 check_in() {
 	local name=$1 got=$2 a

@@ -24,14 +24,7 @@ q2io() {
 }
 
 # qio FILE CMD...: one qemu-io run on a qcow2 image, each CMD a -c.
-qio() {
-	local file=$1 args=() c
-	shift
-	for c in "$@"; do
-		args+=(-c "$c")
-	done
-	qemu-io -f qcow2 "${args[@]}" "$file" >/dev/null
-}
+qio() { qemu_io qcow2 "$@"; }
 
 # qemu_raw IMG RAW: qemu-img's reading of IMG through its chain.
 qemu_raw() {

@@ -21,14 +21,7 @@ IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 [ -x "$IMG" ] || { fail "tapfs-img" "$IMG is not built"; summary; }
 cd "$T" || exit 1
 
-qio() {
-	local fmt=$1 file=$2 args=() c
-	shift 2
-	for c in "$@"; do
-		args+=(-c "$c")
-	done
-	qemu-io -f "$fmt" "${args[@]}" "$file" >/dev/null
-}
+qio() { qemu_io "$@"; }
 
 PAT=("write -P 0xab 0 64k" "write -P 0x11 1m 4k" "write -P 0x22 2047k 2k"
      "write -P 0x33 5000k 333k" "write -P 0x44 17m 3m" "write -P 0x55 63m 1m")

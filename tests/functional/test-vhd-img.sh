@@ -36,15 +36,7 @@ PATTERN=("write -P 0xab 0 64k" "write -P 0x11 1m 4k" "write -P 0x22 2047k 2k"
 	 "write -P 0x33 5000k 333k" "write -P 0x44 17m 2m"
 	 "write -P 0x55 99m 1m" "write -P 0x66 104856576 512")
 
-# qio FMT FILE CMD...: one qemu-io run with each CMD as a -c.
-qio() {
-	local fmt=$1 file=$2 args=() c
-	shift 2
-	for c in "$@"; do
-		args+=(-c "$c")
-	done
-	qemu-io -f "$fmt" "${args[@]}" "$file" >/dev/null
-}
+qio() { qemu_io "$@"; }
 
 
 qemu_size() { qemu-img info --output=json -f vpc "$1" | json_field virtual-size; }

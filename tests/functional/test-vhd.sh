@@ -63,14 +63,7 @@ qemu_vsize() {
 }
 
 # qio FILE CMD...: one qemu-io run (format vpc), each CMD a -c.
-qio() {
-	local file=$1 args=() c
-	shift
-	for c in "$@"; do
-		args+=(-c "$c")
-	done
-	qemu-io -f vpc "${args[@]}" "$file" >/dev/null
-}
+qio() { qemu_io vpc "$@"; }
 
 # img_check FILE: tapfs-img check is clean, when tapfs-img is built.
 if [ -x "$TAPFS_IMG" ]; then
