@@ -763,9 +763,12 @@ char *control_render_ctl(struct tapfs *fs, struct tapfs_group *g,
 			    tv->readonly ? "ro" : "rw");
 		for (i = 0; i < vbd_chain_length(tv->vbd); i++) {
 			td_driver_t *d = vbd_image(tv->vbd, i);
+			unsigned users = vbd_image_users(tv->vbd, i);
 
 			text_printf(&t, "%s%s:%s", i ? " -> " : " ",
 				    d->ops->name, d->name);
+			if (users > 1)	/* one open image for all of them */
+				text_printf(&t, " (shared by %u)", users);
 		}
 		if (vbd_failed(tv->vbd))
 			text_printf(&t, " (%s)", vbd_fail_reason(tv->vbd));

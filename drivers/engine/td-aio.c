@@ -433,6 +433,7 @@ struct td_engine *td_engine_new(void)
 	e->locks = td_lock_table_new();
 	if (!e->locks)
 		goto fail;
+	td_list_init(&e->shared_images);
 	return e;
 fail:
 	td_engine_free(e);

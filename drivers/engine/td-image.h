@@ -8,15 +8,34 @@
 #ifndef TD_IMAGE_H
 #define TD_IMAGE_H
 
+#include <sys/types.h>
+
 #include <tapfs/engine.h>
 
 struct td_lock;
 
+/*
+ * A read-only parent is shared: every chain of the engine that stands on
+ * the same file (device and inode), opened by the same driver with the
+ * same flags, holds the one td_image_t (one fd, one metadata cache), and
+ * its own parents with it.  users counts the holds; owners[] says whose
+ * they are (a VBD's owner, once per hold), for the lock's name.  An image
+ * that cannot be shared (a leaf, a filter's, one this VBD also holds
+ * read-write: a snapshot's old leaf) is private: shared false.
+ */
 struct td_image {
 	td_driver_t	 drv;
 	td_image_t	*parent;	/* towards the base, NULL at the base */
-	td_vbd_t	*vbd;
 	struct td_lock	*lock;		/* NULL: not a file */
+
+	bool		 shared;
+	unsigned	 users;
+	const td_vbd_t	**owners;	/* users of them */
+	unsigned	 owners_cap;
+	dev_t		 dev;
+	ino_t		 ino;
+	struct td_list	 link;		/* in the engine's shared list */
+	char		 lock_name[TD_VBD_NAME_MAX + 32];
 };
 
 #endif

@@ -15,6 +15,7 @@
 #include <linux/openat2.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -95,9 +96,109 @@ static void vbd_image_free(td_image_t *img)
 	if (!img)
 		return;
 	td_lock_release(img->lock);
+	free(img->owners);
 	free(img->drv.data);
 	free(img->drv.name);
 	free(img);
+}
+
+/* ---- shared read-only parents (td-image.h) -------------------------- */
+
+/* The lock's name: who holds it, as other holders' refusals say. */
+static void shared_name(td_image_t *img)
+{
+	unsigned others = img->users - 1;
+
+	if (!others)
+		td_msgf(img->lock_name, sizeof(img->lock_name), "%s",
+			img->owners[0]->name);
+	else
+		td_msgf(img->lock_name, sizeof(img->lock_name),
+			"%s (and %u other VBD%s)", img->owners[0]->name,
+			others, others == 1 ? "" : "s");
+}
+
+static int shared_hold(td_image_t *img, const td_vbd_t *owner)
+{
+	if (img->users == img->owners_cap) {
+		unsigned cap = img->owners_cap ? img->owners_cap * 2 : 4;
+		const td_vbd_t **o = realloc(img->owners, cap * sizeof(*o));
+
+		if (!o)
+			return -ENOMEM;
+		img->owners = o;
+		img->owners_cap = cap;
+	}
+	img->owners[img->users++] = owner;
+	shared_name(img);
+	return 0;
+}
+
+static void shared_drop(td_image_t *img, const td_vbd_t *owner)
+{
+	unsigned i = img->users;
+
+	while (i-- > 0)
+		if (img->owners[i] == owner)
+			break;
+	assert(i < img->users);		/* every hold is dropped once */
+	img->owners[i] = img->owners[--img->users];
+	if (img->users)
+		shared_name(img);
+}
+
+/* The shared image of this file, driver and flags, if the engine has one
+ * whose whole chain is shared. */
+static td_image_t *shared_find(struct td_engine *e, const struct tap_disk *ops,
+			       td_flag_t flags, dev_t dev, ino_t ino)
+{
+	struct td_list *pos;
+	td_image_t *img, *p;
+
+	for (pos = e->shared_images.next; pos != &e->shared_images;
+	     pos = pos->next) {
+		img = td_container_of(pos, td_image_t, link);
+		if (img->dev != dev || img->ino != ino ||
+		    img->drv.ops != ops || img->drv.flags != flags)
+			continue;
+		for (p = img; p && p->shared; p = p->parent)
+			;
+		return p ? NULL : img;
+	}
+	return NULL;
+}
+
+/* Hold img and every image below it for owner. */
+static int shared_hold_chain(td_image_t *img, const td_vbd_t *owner)
+{
+	td_image_t *p, *q;
+	int rc;
+
+	for (p = img; p; p = p->parent) {
+		rc = shared_hold(p, owner);
+		if (rc) {
+			for (q = img; q != p; q = q->parent)
+				shared_drop(q, owner);
+			return rc;
+		}
+	}
+	return 0;
+}
+
+/* Release owner's hold on img; the last one closes it. */
+static int vbd_image_put(td_image_t *img, const td_vbd_t *owner)
+{
+	int rc;
+
+	if (img->shared) {
+		shared_drop(img, owner);
+		if (img->users)
+			return 0;
+		td_list_del(&img->link);
+	}
+	rc = img->drv.ops->td_close(&img->drv);
+	vbd_image_free(img);
+	return rc;
 }
 
 /*
@@ -108,7 +209,8 @@ static void vbd_image_free(td_image_t *img)
  */
 static int vbd_image_lock(td_vbd_t *vbd, td_image_t *img, const char *path,
 			  int fd, const td_driver_t *child, td_flag_t flags,
-			  char *err, size_t errlen)
+			  const void *owner, const char *name, char *err,
+			  size_t errlen)
 {
 	bool parent = child && !(td_disk_flags(child->ops) & TD_DISK_FILTER);
 	struct td_lock_table *t = vbd->engine ? vbd->engine->locks : NULL;
@@ -122,13 +224,11 @@ static int vbd_image_lock(td_vbd_t *vbd, td_image_t *img, const char *path,
 	if (flags & TD_OPEN_FORCE_SHARE)
 		return 0;	/* the caller reads an idle image knowingly */
 	if (fd >= 0)
-		rc = td_lock_acquire_fd(t, fd, path, mode, role, vbd->owner,
-					vbd->owner->name, &img->lock, why,
-					sizeof(why));
+		rc = td_lock_acquire_fd(t, fd, path, mode, role, owner, name,
+					&img->lock, why, sizeof(why));
 	else
-		rc = td_lock_acquire(t, path, mode, role, vbd->owner,
-				     vbd->owner->name, &img->lock, why,
-				     sizeof(why));
+		rc = td_lock_acquire(t, path, mode, role, owner, name,
+				     &img->lock, why, sizeof(why));
 	if ((rc == -EBUSY || rc == -EINVAL) && parent)
 		snprintf(err, errlen, "%s: parent %s", child->name, why);
 	else if (rc == -EBUSY || rc == -EINVAL)
@@ -174,15 +274,24 @@ static int vbd_open_checked(const char *real, int *fd, char *err,
  * Open one image of vbd's chain: the leaf (child NULL) or a parent child
  * names.  The path policy is asked first; the driver then opens the
  * canonical path it approved, so that nothing can be swapped in between.
+ * A read-only parent the engine has open already, shared, is held again
+ * instead (*reused: its own parents come with it).
  */
 static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 			  const char *path, const td_driver_t *child,
-			  td_flag_t flags, td_image_t **out, char *err,
-			  size_t errlen)
+			  td_flag_t flags, td_image_t **out, bool *reused,
+			  char *err, size_t errlen)
 {
+	bool share = vbd->engine && child &&
+		     !(td_disk_flags(child->ops) & TD_DISK_FILTER) &&
+		     (flags & TD_OPEN_RDONLY) &&
+		     !(td_disk_flags(ops) & (TD_DISK_FILTER | TD_DISK_NO_FILE));
 	td_image_t *img;
 	char *real = NULL, why[512];
+	struct stat st;
 	int rc, fd = -1;
+
+	*reused = false;
 
 	if (!(td_disk_flags(ops) & (TD_DISK_FILTER | TD_DISK_NO_FILE))) {
 		rc = td_engine_check_path(vbd->engine, path, &real, why,
@@ -197,6 +306,17 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 			snprintf(err, errlen, "image %s", why);
 		if (rc)
 			return rc;
+	}
+	if (share && stat(real ? real : path, &st) == 0 &&
+	    (img = shared_find(vbd->engine, ops, flags, st.st_dev,
+			       st.st_ino))) {
+		free(real);
+		rc = shared_hold_chain(img, vbd->owner);
+		if (rc)
+			return rc;
+		*out = img;
+		*reused = true;
+		return 0;
 	}
 	img = calloc(1, sizeof(*img));
 	if (!img) {
@@ -214,9 +334,26 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 		return rc;
 	}
 	if (!(td_disk_flags(ops) & (TD_DISK_FILTER | TD_DISK_NO_FILE))) {
-		/* Before the driver reads (or repairs) anything. */
-		rc = vbd_image_lock(vbd, img, real ? real : path, fd, child,
-				    flags, err, errlen);
+		/*
+		 * Before the driver reads (or repairs) anything.  A shared
+		 * image's lock is its own (it outlives any one VBD); one this
+		 * VBD holds read-write too (a snapshot's old leaf) cannot be:
+		 * it stays private.
+		 */
+		rc = -EBUSY;
+		if (share) {
+			snprintf(img->lock_name, sizeof(img->lock_name), "%s",
+				 vbd->owner->name);
+			rc = vbd_image_lock(vbd, img, real ? real : path, fd,
+					    child, flags, img, img->lock_name,
+					    err, errlen);
+		}
+		if (rc == -EBUSY) {
+			share = false;
+			rc = vbd_image_lock(vbd, img, real ? real : path, fd,
+					    child, flags, vbd->owner,
+					    vbd->owner->name, err, errlen);
+		}
 		if (rc) {
 			if (fd >= 0)
 				close(fd);
@@ -225,7 +362,6 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 			return rc;
 		}
 	}
-	img->vbd = vbd;
 	img->drv.ops = ops;
 	img->drv.flags = flags;
 	img->drv.engine = vbd->engine;
@@ -239,6 +375,8 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 		vbd_image_free(img);
 		return -ENOMEM;
 	}
+	if (share && fd >= 0 && fstat(fd, &st) < 0)
+		share = false;
 	if (fd >= 0)
 		td_open_redirect(real, fd);
 	rc = ops->td_open(&img->drv, real ? real : path, flags);
@@ -262,6 +400,12 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 		vbd_image_free(img);
 		return -EINVAL;
 	}
+	if (share && shared_hold(img, vbd->owner) == 0) {
+		img->shared = true;
+		img->dev = st.st_dev;
+		img->ino = st.st_ino;
+		td_list_add_tail(&img->link, &vbd->engine->shared_images);
+	}
 	*out = img;
 	return 0;
 }
@@ -273,10 +417,8 @@ static void vbd_free(td_vbd_t *vbd)
 	td_timer_cancel(&vbd->pause_timer);
 	td_timer_cancel(&vbd->watchdog);
 	td_timer_cancel(&vbd->close_timer);
-	for (i = 0; i < vbd->nimages; i++) {
-		vbd->images[i]->drv.ops->td_close(&vbd->images[i]->drv);
-		vbd_image_free(vbd->images[i]);
-	}
+	for (i = 0; i < vbd->nimages; i++)
+		vbd_image_put(vbd->images[i], vbd->owner);
 	free(vbd->images);
 	free(vbd);
 }
@@ -338,7 +480,12 @@ int vbd_open_ops(struct td_engine *e, const struct tap_disk *ops,
 
 void vbd_set_name(td_vbd_t *vbd, const char *name)
 {
+	unsigned i;
+
 	snprintf(vbd->name, sizeof(vbd->name), "%s", name);
+	for (i = 0; i < vbd->nimages; i++)
+		if (vbd->images[i]->shared)
+			shared_name(vbd->images[i]);
 }
 
 /*
@@ -352,6 +499,7 @@ static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 			  size_t errlen)
 {
 	td_vbd_t *vbd;
+	bool reused;
 	int rc;
 
 	vbd = calloc(1, sizeof(*vbd));
@@ -379,12 +527,12 @@ static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 	td_timer_init(&vbd->close_timer, vbd_close_timer, vbd);
 
 	rc = vbd_image_open(vbd, ops, path, NULL, flags, &vbd->images[0],
-			    err, errlen);
+			    &reused, err, errlen);
 	if (rc)
 		goto fail;
 	vbd->nimages = 1;
 	for (;;) {
-		td_image_t *child = vbd->images[vbd->nimages - 1], *parent;
+		td_image_t *child = vbd->images[vbd->nimages - 1], *parent, *p;
 		const struct tap_disk *pops = child->drv.ops;
 		td_disk_id_t id;
 
@@ -423,13 +571,25 @@ static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 			rc = vbd_image_open(vbd, pops, id.name, &child->drv,
 					    filter ? child->drv.flags :
 					    flags | TD_OPEN_RDONLY, &parent,
-					    err, errlen);
+					    &reused, err, errlen);
 		}
 		free(id.name);
 		free(id.drivertype);
 		if (rc)
 			goto fail;
-		vbd->images[vbd->nimages++] = parent;
+		/* A shared parent comes with its own chain, held already. */
+		for (p = parent; p; p = reused ? p->parent : NULL) {
+			if (vbd->nimages == TD_MAX_CHAIN) {
+				snprintf(err, errlen, "%s: chain longer than "
+					 "%d images", vbd->images[0]->drv.name,
+					 TD_MAX_CHAIN);
+				for (; p; p = p->parent)
+					vbd_image_put(p, vbd->owner);
+				rc = -ELOOP;
+				goto fail;
+			}
+			vbd->images[vbd->nimages++] = p;
+		}
 		rc = td_drv_validate_parent(&child->drv, &parent->drv, flags);
 		if (rc) {
 			if (child->drv.error[0])
@@ -442,6 +602,8 @@ static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 			goto fail;
 		}
 		child->parent = parent;
+		if (reused)
+			break;
 	}
 	/* Filters took their size from below; an unfiltered 0 was refused. */
 	for (unsigned i = vbd->nimages; i-- > 0;)
@@ -472,8 +634,10 @@ static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 		if (a > vbd->io_align)
 			vbd->io_align = a;
 	}
+	/* Open: said (not a shared image's: what it refuses since stays). */
 	for (unsigned i = 0; i < vbd->nimages; i++)
-		vbd->images[i]->drv.error[0] = '\0';	/* open: said */
+		if (!vbd->images[i]->shared || vbd->images[i]->users == 1)
+			vbd->images[i]->drv.error[0] = '\0';
 	if (vbd->images[0]->drv.info.size & ((vbd->io_align >>
 					       TD_SECTOR_SHIFT) - 1)) {
 		snprintf(err, errlen, "%s: size %llu is not a multiple of "
@@ -509,10 +673,9 @@ int vbd_close(td_vbd_t *vbd)
 	td_timer_cancel(&vbd->watchdog);
 	td_timer_cancel(&vbd->close_timer);
 	for (i = 0; i < vbd->nimages; i++) {
-		r = vbd->images[i]->drv.ops->td_close(&vbd->images[i]->drv);
+		r = vbd_image_put(vbd->images[i], vbd->owner);
 		if (r && !rc)
 			rc = r;
-		vbd_image_free(vbd->images[i]);
 	}
 	vbd->nimages = 0;
 	free(vbd->images);
@@ -554,17 +717,14 @@ int vbd_reopen(td_vbd_t *vbd, const char *spec, char *err, size_t errlen)
 	vbd->images = nv->images;
 	vbd->nimages = nv->nimages;
 	vbd->io_align = nv->io_align;
-	for (i = 0; i < vbd->nimages; i++)
-		vbd->images[i]->vbd = vbd;
 	nv->images = old;
 	nv->nimages = n;
 	rc = 0;
 	for (i = 0; i < n; i++) {
-		int r = old[i]->drv.ops->td_close(&old[i]->drv);
+		int r = vbd_image_put(old[i], vbd->owner);
 
 		if (r && !rc)
 			rc = r;
-		vbd_image_free(old[i]);
 	}
 	free(old);
 	free(nv);
@@ -1062,6 +1222,14 @@ const struct vbd_stats *vbd_get_stats(const td_vbd_t *vbd)
 td_driver_t *vbd_image(const td_vbd_t *vbd, unsigned depth)
 {
 	return depth < vbd->nimages ? &vbd->images[depth]->drv : NULL;
+}
+
+unsigned vbd_image_users(const td_vbd_t *vbd, unsigned depth)
+{
+	const td_image_t *img = depth < vbd->nimages ? vbd->images[depth] :
+				NULL;
+
+	return !img ? 0 : img->shared ? img->users : 1;
 }
 
 unsigned vbd_chain_length(const td_vbd_t *vbd)

@@ -211,6 +211,8 @@ struct td_engine {
 	/* NULL (the default): every path may be opened as it is given. */
 	td_path_policy_t	 path_policy;
 	void			*path_policy_arg;
+	/* Read-only parents open once for all chains (engine-private). */
+	struct td_list		 shared_images;
 };
 
 struct td_engine *td_engine_new(void);
@@ -429,6 +431,11 @@ void vbd_reset_stats(td_vbd_t *vbd);
 
 /* Chain walk: leaf is depth 0. NULL past the base. */
 td_driver_t *vbd_image(const td_vbd_t *vbd, unsigned depth);
+/*
+ * How many chains hold the image at depth: a read-only parent that
+ * several VBDs stand on is opened once and shared (1: this chain only).
+ */
+unsigned vbd_image_users(const td_vbd_t *vbd, unsigned depth);
 unsigned vbd_chain_length(const td_vbd_t *vbd);
 
 #endif
