@@ -2,13 +2,14 @@
 # test-shared-parents.sh - a read-only parent is opened once for every
 # chain that stands on it (issue 12, "shared read-only parents").
 #
-# One raw base with data; 16 children in 4 groups (qcow2 and vhd children
-# alternately, both reading the base through the aio driver):
+# One 1 GiB raw base, its first 64 MiB written; 64 children in 8 groups
+# (qcow2 and vhd children alternately, both reading the base through the
+# aio driver):
 #   - the daemon holds the base through the same number of descriptors
-#     with 16 chains as with 1 (/proc/PID/fd), and .ctl marks the base
+#     with 64 chains as with 1 (/proc/PID/fd), and .ctl marks the base
 #     "(shared by N)" in every chain line;
 #   - every child reads as the base with its own writes on top (each
-#     writes a pattern of its own, 16 concurrent dd readers compare);
+#     writes a MiB of its own; 64 concurrent readers compare);
 #   - closing half of them and snapshotting one while the others run
 #     leaves the rest reading correctly and the counts right; a rw open of
 #     the base is refused naming a user; with all closed, no descriptor of
@@ -23,14 +24,17 @@ S=$T/store
 MiB=1048576
 mkdir -p "$I" "$S"
 
-# base: 16 MiB, each MiB filled with its index (pattern of bytes).
+N=64		# children
+NG=8		# groups
+# base: 1 GiB, MiB i < 64 filled with byte 0x40 + i, the rest a hole.
 python3 - "$I/base.raw" <<'PY' || fail "make the base"
 import sys
 with open(sys.argv[1], "wb") as f:
-    for i in range(16):
+    for i in range(64):
         f.write(bytes([0x40 + i]) * (1 << 20))
+    f.truncate(1 << 30)
 PY
-for k in $(seq 0 15); do
+for k in $(seq 0 $((N - 1))); do
 	if [ $((k % 2)) = 0 ]; then
 		check qemu-img create -q -f qcow2 -b base.raw -F raw \
 			"$I/c$k.qcow2"
@@ -52,24 +56,25 @@ base_fds() {
 }
 spec() { if [ $(($1 % 2)) = 0 ]; then echo "qcow2:$I/c$1.qcow2"; \
 	 else echo "vhd:$I/c$1.vhd"; fi; }
-grp() { echo "$M/g$(($1 % 4))"; }
+grp() { echo "$M/g$(($1 % NG))"; }
 
-check mkdir "$M/g0" "$M/g1" "$M/g2" "$M/g3"
+for g in $(seq 0 $((NG - 1))); do
+	mkdir "$M/g$g" || fail "mkdir g$g"
+done
 check_eq "no descriptor of the base before any open" 0 "$(base_fds)"
 ctl_ok "$(grp 0)" "open c0 $(spec 0)"
 one=$(base_fds)
 check_match "one chain: the base is open" "^[1-9]$" "$one"
-for k in $(seq 1 15); do
+for k in $(seq 1 $((N - 1))); do
 	ctl_ok "$(grp $k)" "open c$k $(spec $k)"
 done
-check_eq "16 chains: as many descriptors of the base as with 1" "$one" \
+check_eq "$N chains: as many descriptors of the base as with 1" "$one" \
 	"$(base_fds)"
 check_match "the chain line marks the shared base" \
-	"raw:$I/base\\.raw \\(shared by 16\\)|aio:$I/base\\.raw \\(shared by 16\\)" \
-	"$(ctl_line "$(grp 5)" c5)"
+	"aio:$I/base\\.raw \\(shared by $N\\)" "$(ctl_line "$(grp 5)" c5)"
 
 # Each child writes its own MiB (k) with its own byte, 0x80 + k.
-for k in $(seq 0 15); do
+for k in $(seq 0 $((N - 1))); do
 	check_eq "c$k: write its MiB" 0 "$(python3 - "$(grp $k)/c$k" $k <<'PY'
 import os, sys
 k = int(sys.argv[2])
@@ -82,13 +87,13 @@ PY
 )"
 done
 
-# expected K: the base with MiB K replaced.
+# expected K: the base's first 64 MiB with MiB K replaced.
 expect() {
 	python3 - "$T/want$1" "$1" <<'PY'
 import sys
 k = int(sys.argv[2])
 with open(sys.argv[1], "wb") as f:
-    for i in range(16):
+    for i in range(64):
         f.write(bytes([(0x80 + k) if i == k else (0x40 + i)]) * (1 << 20))
 PY
 }
@@ -96,7 +101,7 @@ verify_all() {
 	local k pids=() rc
 	for k in "$@"; do
 		[ -f "$T/want$k" ] || expect $k
-		(cmp -n $((16 * MiB)) "$T/want$k" "$(grp $k)/c$k" \
+		(cmp -n $((64 * MiB)) "$T/want$k" "$(grp $k)/c$k" \
 			>"$T/cmp$k" 2>&1) &
 		pids+=($!)
 	done
@@ -106,26 +111,26 @@ verify_all() {
 		check_eq "$2 c$k reads the base with its own MiB on top" 0 $rc
 	done
 }
-verify_all $(seq 0 15)
+verify_all $(seq 0 $((N - 1)))
 
 ctl_err "$M/g0" "open b aio:$I/base.raw" EBUSY
 check_match "rw over the shared base: refused, a user named" \
-	"\\(and 15 other VBDs\\) uses $I/base\\.raw as a read-only parent" \
+	"\\(and $((N - 1)) other VBDs\\) uses $I/base\\.raw as a read-only parent" \
 	"$(ctl_status "$M/g0")"
 
 # Close the odd ones; snapshot c2 while the others stay open.
-for k in 1 3 5 7 9 11 13 15; do
+for k in $(seq 1 2 $((N - 1))); do
 	ctl_close "$(grp $k)" c$k
 done
-check_match "8 chains left: shared by 8" "\\(shared by 8\\)" \
-	"$(ctl_line "$(grp 0)" c0)"
+check_match "$((N / 2)) chains left: shared by $((N / 2))" \
+	"\\(shared by $((N / 2))\\)" "$(ctl_line "$(grp 0)" c0)"
 ctl_ok "$(grp 2)" "snapshot c2"
 check_match "after the snapshot, c2's chain still shares the base" \
-	"base\\.raw \\(shared by 8\\)" "$(ctl_line "$(grp 2)" c2)"
+	"base\\.raw \\(shared by $((N / 2))\\)" "$(ctl_line "$(grp 2)" c2)"
 check_eq "descriptors of the base unchanged" "$one" "$(base_fds)"
-verify_all 0 2 4 6 8 10 12 14
+verify_all $(seq 0 2 $((N - 1)))
 
-for k in 0 2 4 6 8 10 12 14; do
+for k in $(seq 0 2 $((N - 1))); do
 	ctl_close "$(grp $k)" c$k
 done
 check_eq "all closed: no descriptor of the base left" 0 "$(base_fds)"
