@@ -52,4 +52,11 @@ void td_open_redirect(const char *path, int fd);
 int td_errf(char *err, size_t errlen, int ret, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
+/*
+ * path (a backing or parent file's name) resolved against the directory
+ * of base, the image that names it (absolute: unchanged); malloc'd, NULL
+ * when out of memory.
+ */
+char *td_path_resolve(const char *base, const char *path);
+
 #endif

@@ -536,7 +536,7 @@ static void q2_free_state(struct q2_state *s)
 	free(s->free_stack);
 	free(s->zeros);
 	free(s->zcache);
-	qcow2_inflate_free(s->zs);
+	td_inflate_free(s->zs);
 	td_meta_fini(&s->meta);
 	td_pool_fini(&s->allocs);
 	td_pool_fini(&s->creads);
@@ -633,7 +633,7 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 			sizeof(*s->l2s));
 	s->zeros = td_zalloc_aligned(s->cs);
 	s->zcache = td_zalloc_aligned(s->cs);
-	s->zs = qcow2_inflate_new();
+	s->zs = td_inflate_new();
 	if (!s->l1_disk || !s->l2s || !s->zeros || !s->zcache || !s->zs)
 		goto fail;
 	for (i = 0; i < s->img->h.l1_size; i++)
@@ -712,7 +712,7 @@ static int q2_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 
 	/* Without a backing format the file is probed (opened): ask first. */
 	if (s->img->backing[0] && !s->img->ext.has_backing_format) {
-		path = qcow2_path_resolve(s->img->path, s->img->backing);
+		path = td_path_resolve(s->img->path, s->img->backing);
 		if (!path)
 			return -ENOMEM;
 		rc = td_check_path(drv, path);

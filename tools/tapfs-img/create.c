@@ -9,6 +9,7 @@
 
 #include "tapfs-img.h"
 #include "formats.h"
+#include "common/td-fileio.h"
 
 int create_raw(const struct img_create *c)
 {
@@ -92,7 +93,7 @@ int create_qcow2(const struct img_create *c)
 	p.size = c->size;
 	if (c->parent) {
 		/* A relative name is relative to FILE's directory. */
-		char *found = qcow2_path_resolve(c->path, c->parent);
+		char *found = td_path_resolve(c->path, c->parent);
 		struct img_create at = *c;
 
 		if (!found) {
