@@ -161,3 +161,20 @@ char *td_path_resolve(const char *base, const char *path)
 	free(copy);
 	return out;
 }
+
+const char *td_path_backing_name(const char *path, const char *parent,
+				 char *buf, size_t len)
+{
+	char *a = strdup(path), *b = strdup(parent);
+	const char *name = parent;
+
+	if (a && b && !strcmp(dirname(a), dirname(b))) {
+		const char *slash = strrchr(parent, '/');
+
+		snprintf(buf, len, "%s", slash ? slash + 1 : parent);
+		name = buf;
+	}
+	free(a);
+	free(b);
+	return name;
+}

@@ -73,7 +73,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -777,31 +776,13 @@ static int q2_create(const char *path, uint64_t size, td_flag_t flags)
 	return rc;
 }
 
-/* The backing name to record: relative when both share a directory. */
-static const char *q2_backing_name(const char *path, const char *parent,
-				   char *buf, size_t len)
-{
-	char *a = strdup(path), *b = strdup(parent);
-	const char *name = parent;
-
-	if (a && b && !strcmp(dirname(a), dirname(b))) {
-		const char *slash = strrchr(parent, '/');
-
-		snprintf(buf, len, "%s", slash ? slash + 1 : parent);
-		name = buf;
-	}
-	free(a);
-	free(b);
-	return name;
-}
-
 static int q2_create_child(const char *path, const char *parent,
 			   const char *parent_driver, char *err,
 			   size_t errlen)
 {
 	char name[QCOW2_MAX_BACKING_NAME + 1];
 	struct qcow2_create_params p = {
-		.backing = q2_backing_name(path, parent, name, sizeof(name)),
+		.backing = td_path_backing_name(path, parent, name, sizeof(name)),
 		.backing_fmt = qcow2_format_for_driver(parent_driver),
 	};
 	int rc;
