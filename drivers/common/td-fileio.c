@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <linux/fs.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -142,4 +144,37 @@ int td_errf(char *err, size_t errlen, int ret, const char *fmt, ...)
 		va_end(ap);
 	}
 	return ret;
+}
+
+char *td_path_resolve(const char *base, const char *path)
+{
+	char *copy, *dir, *out;
+
+	if (path[0] == '/')
+		return strdup(path);
+	copy = strdup(base);
+	if (!copy)
+		return NULL;
+	dir = dirname(copy);
+	if (asprintf(&out, "%s/%s", dir, path) < 0)
+		out = NULL;
+	free(copy);
+	return out;
+}
+
+const char *td_path_backing_name(const char *path, const char *parent,
+				 char *buf, size_t len)
+{
+	char *a = strdup(path), *b = strdup(parent);
+	const char *name = parent;
+
+	if (a && b && !strcmp(dirname(a), dirname(b))) {
+		const char *slash = strrchr(parent, '/');
+
+		snprintf(buf, len, "%s", slash ? slash + 1 : parent);
+		name = buf;
+	}
+	free(a);
+	free(b);
+	return name;
 }

@@ -52,4 +52,20 @@ void td_open_redirect(const char *path, int fd);
 int td_errf(char *err, size_t errlen, int ret, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
+/*
+ * path (a backing or parent file's name) resolved against the directory
+ * of base, the image that names it (absolute: unchanged); malloc'd, NULL
+ * when out of memory.
+ */
+char *td_path_resolve(const char *base, const char *path);
+
+/*
+ * The name a child image at path records for its parent at parent: the
+ * parent's base name when both share a directory (the pair can move
+ * together), else parent as given.  buf[len] holds a base name; the
+ * result is buf or parent.
+ */
+const char *td_path_backing_name(const char *path, const char *parent,
+				 char *buf, size_t len);
+
 #endif

@@ -15,6 +15,7 @@ extern const struct tap_disk tapdisk_sync;
 extern const struct tap_disk tapdisk_ram;
 extern const struct tap_disk tapdisk_vhd;
 extern const struct tap_disk tapdisk_qcow2;
+extern const struct tap_disk tapdisk_qcow;
 extern const struct tap_disk tapdisk_fault;
 
 /*
@@ -26,6 +27,7 @@ static const struct tap_disk *const td_drivers[] = {
 	&tapdisk_aio,
 	&tapdisk_sync,
 	&tapdisk_ram,
+	&tapdisk_qcow,		/* before qcow2, which claims any QFI magic */
 	&tapdisk_qcow2,
 	&tapdisk_vhd,
 	&tapdisk_fault,

@@ -558,7 +558,7 @@ static int q2_inflate_cached(struct q2_state *s, uint64_t off, uint32_t csize,
 	if (s->zcache_csize == csize && s->zcache_off == off)
 		return 0;
 	s->zcache_csize = 0;
-	if (qcow2_inflate(s->zs, data, csize, s->zcache, s->cs)) {
+	if (td_inflate(s->zs, data, csize, s->zcache, s->cs)) {
 		td_log(TD_LOG_ERR, "%s: compressed cluster at %" PRIu64
 		       " (%u bytes) does not inflate", s->drv->name, off,
 		       csize);

@@ -155,7 +155,7 @@ int qcow2_image_create(const char *path, const struct qcow2_create_params *p,
 			drv = "qcow2";
 		else if (q.backing_fmt && !strcmp(q.backing_fmt, "vpc"))
 			drv = "vhd";
-		bpath = qcow2_path_resolve(path, q.backing);
+		bpath = td_path_resolve(path, q.backing);
 		if (!bpath)
 			return td_errf(err, errlen, -ENOMEM, "out of memory");
 		ret = td_image_size(drv, bpath, &q.size, err, errlen);

@@ -20,6 +20,7 @@
 #include "qcow2-image.h"
 #include "common/td-grace.h"
 #include "common/td-meta.h"
+#include "common/td-zlib.h"
 #include "common/td-util.h"
 
 #define Q2_HASH_BUCKETS		1024u

@@ -2,8 +2,8 @@
 /*
  * qcow2 on-disk format: decode, encode and validate the header, header
  * extensions, L1/L2/refcount table entries, refcount blocks of any width,
- * and compressed cluster descriptors.  Pure (see qcow2-format.h); the
- * only allocation is the zlib stream qcow2_inflate_new makes, once.
+ * and compressed cluster descriptors.  Pure (see qcow2-format.h);
+ * compressed data is inflated by common/td-zlib.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -11,14 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "qcow2-format.h"
-
-/* Window of QEMU's compressed clusters (raw deflate, 4 KiB window). */
-#define QCOW2_DEFLATE_WINDOW	(-12)
-/* Inflate accepts any window: raw deflate up to 32 KiB. */
-#define QCOW2_INFLATE_WINDOW	(-15)
 
 /* ---- feature names --------------------------------------------------- */
 
@@ -819,71 +813,4 @@ void qcow2_refcount_set(uint8_t *block, uint64_t i, uint32_t order,
 		block[i * bytes + k] = (uint8_t)value;
 		value >>= 8;
 	}
-}
-
-/* ---- compressed data ------------------------------------------------- */
-
-void *qcow2_inflate_new(void)
-{
-	z_stream *zs = calloc(1, sizeof(*zs));
-
-	if (!zs)
-		return NULL;
-	if (inflateInit2(zs, QCOW2_INFLATE_WINDOW) != Z_OK) {
-		free(zs);
-		return NULL;
-	}
-	return zs;
-}
-
-void qcow2_inflate_free(void *p)
-{
-	z_stream *zs = p;
-
-	if (!zs)
-		return;
-	inflateEnd(zs);
-	free(zs);
-}
-
-int qcow2_inflate(void *p, const uint8_t *in, size_t in_len, uint8_t *out,
-		  size_t out_len)
-{
-	z_stream *zs = p;
-	int ret;
-
-	if (inflateReset(zs) != Z_OK)
-		return -EINVAL;
-	zs->next_in = (Bytef *)(uintptr_t)in;
-	zs->avail_in = (uInt)in_len;
-	zs->next_out = out;
-	zs->avail_out = (uInt)out_len;
-	ret = inflate(zs, Z_FINISH);
-	/* The data may stop short of its last sector: padding follows. */
-	if ((ret == Z_STREAM_END || ret == Z_BUF_ERROR || ret == Z_OK) &&
-	    zs->avail_out == 0)
-		return 0;
-	return -EINVAL;
-}
-
-int qcow2_deflate(const uint8_t *in, size_t in_len, uint8_t *out,
-		  size_t *out_len)
-{
-	z_stream zs;
-	int ret;
-
-	memset(&zs, 0, sizeof(zs));
-	if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED,
-			 QCOW2_DEFLATE_WINDOW, 9, Z_DEFAULT_STRATEGY) != Z_OK)
-		return -ENOMEM;
-	zs.next_in = (Bytef *)(uintptr_t)in;
-	zs.avail_in = (uInt)in_len;
-	zs.next_out = out;
-	zs.avail_out = (uInt)*out_len;
-	ret = deflate(&zs, Z_FINISH);
-	deflateEnd(&zs);
-	if (ret != Z_STREAM_END)
-		return -ENOSPC;
-	*out_len = *out_len - zs.avail_out;
-	return 0;
 }

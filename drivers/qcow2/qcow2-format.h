@@ -369,22 +369,4 @@ static inline uint64_t qcow2_refcount_max(uint32_t order)
 	return order >= 6 ? UINT64_MAX : (1ull << (1u << order)) - 1;
 }
 
-/* ---- compressed data --------------------------------------------------- */
-
-/*
- * Inflate raw deflate data (no zlib header, as QEMU writes it) into
- * exactly out_len bytes.  Implemented with zlib in qcow2-format.c; the
- * z_stream is the caller's (opaque here) so that no call allocates:
- * qcow2_inflate_new/free make one.  -EINVAL if the data does not give
- * out_len bytes.
- */
-void *qcow2_inflate_new(void);
-void qcow2_inflate_free(void *zs);
-int qcow2_inflate(void *zs, const uint8_t *in, size_t in_len, uint8_t *out,
-		  size_t out_len);
-
-/* Raw deflate (for tests and tools): 0 and *out_len, or -ENOSPC. */
-int qcow2_deflate(const uint8_t *in, size_t in_len, uint8_t *out,
-		  size_t *out_len);
-
 #endif

@@ -453,22 +453,6 @@ static const char *driver_for_format(const char *fmt)
 	return NULL;
 }
 
-char *qcow2_path_resolve(const char *base, const char *path)
-{
-	char *copy, *dir, *out;
-
-	if (path[0] == '/')
-		return strdup(path);
-	copy = strdup(base);
-	if (!copy)
-		return NULL;
-	dir = dirname(copy);
-	if (asprintf(&out, "%s/%s", dir, path) < 0)
-		out = NULL;
-	free(copy);
-	return out;
-}
-
 int qcow2_image_backing(const struct qcow2_image *img, char **path,
 			const char **driver, char *err, size_t errlen)
 {
@@ -479,7 +463,7 @@ int qcow2_image_backing(const struct qcow2_image *img, char **path,
 	*driver = NULL;
 	if (!img->backing[0])
 		return 1;
-	p = qcow2_path_resolve(img->path, img->backing);
+	p = td_path_resolve(img->path, img->backing);
 	if (!p)
 		return td_errf(err, errlen, -ENOMEM, "out of memory");
 	if (img->ext.has_backing_format) {

@@ -171,10 +171,6 @@ int qcow2_image_mark_corrupt(struct qcow2_image *img, char *err,
 int qcow2_image_backing(const struct qcow2_image *img, char **path,
 			const char **driver, char *err, size_t errlen);
 
-/* path resolved against the directory of base (absolute: unchanged);
- * malloc'd, NULL when out of memory. */
-char *qcow2_path_resolve(const char *base, const char *path);
-
 /* qemu's format name for a tapfs driver ("aio" -> "raw", "vhd" -> "vpc"). */
 const char *qcow2_format_for_driver(const char *driver);
 

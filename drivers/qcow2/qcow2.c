@@ -73,7 +73,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -536,7 +535,7 @@ static void q2_free_state(struct q2_state *s)
 	free(s->free_stack);
 	free(s->zeros);
 	free(s->zcache);
-	qcow2_inflate_free(s->zs);
+	td_inflate_free(s->zs);
 	td_meta_fini(&s->meta);
 	td_pool_fini(&s->allocs);
 	td_pool_fini(&s->creads);
@@ -633,7 +632,7 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 			sizeof(*s->l2s));
 	s->zeros = td_zalloc_aligned(s->cs);
 	s->zcache = td_zalloc_aligned(s->cs);
-	s->zs = qcow2_inflate_new();
+	s->zs = td_inflate_new();
 	if (!s->l1_disk || !s->l2s || !s->zeros || !s->zcache || !s->zs)
 		goto fail;
 	for (i = 0; i < s->img->h.l1_size; i++)
@@ -712,7 +711,7 @@ static int q2_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 
 	/* Without a backing format the file is probed (opened): ask first. */
 	if (s->img->backing[0] && !s->img->ext.has_backing_format) {
-		path = qcow2_path_resolve(s->img->path, s->img->backing);
+		path = td_path_resolve(s->img->path, s->img->backing);
 		if (!path)
 			return -ENOMEM;
 		rc = td_check_path(drv, path);
@@ -777,31 +776,13 @@ static int q2_create(const char *path, uint64_t size, td_flag_t flags)
 	return rc;
 }
 
-/* The backing name to record: relative when both share a directory. */
-static const char *q2_backing_name(const char *path, const char *parent,
-				   char *buf, size_t len)
-{
-	char *a = strdup(path), *b = strdup(parent);
-	const char *name = parent;
-
-	if (a && b && !strcmp(dirname(a), dirname(b))) {
-		const char *slash = strrchr(parent, '/');
-
-		snprintf(buf, len, "%s", slash ? slash + 1 : parent);
-		name = buf;
-	}
-	free(a);
-	free(b);
-	return name;
-}
-
 static int q2_create_child(const char *path, const char *parent,
 			   const char *parent_driver, char *err,
 			   size_t errlen)
 {
 	char name[QCOW2_MAX_BACKING_NAME + 1];
 	struct qcow2_create_params p = {
-		.backing = q2_backing_name(path, parent, name, sizeof(name)),
+		.backing = td_path_backing_name(path, parent, name, sizeof(name)),
 		.backing_fmt = qcow2_format_for_driver(parent_driver),
 	};
 	int rc;

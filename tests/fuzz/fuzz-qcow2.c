@@ -25,6 +25,7 @@
 
 #include <tapfs/engine.h>
 
+#include "common/td-zlib.h"
 #include "qcow2/qcow2-format.h"
 #include "qcow2/qcow2-image.h"
 
@@ -80,11 +81,11 @@ static void fuzz_refcounts_inflate(const uint8_t *data, size_t size)
 			qcow2_refcount_set(block, i, order, v + 1);
 		}
 	}
-	zs = qcow2_inflate_new();
+	zs = td_inflate_new();
 	if (zs) {
-		qcow2_inflate(zs, data, size < 65536 ? size : 65536, out,
+		td_inflate(zs, data, size < 65536 ? size : 65536, out,
 			      sizeof(out));
-		qcow2_inflate_free(zs);
+		td_inflate_free(zs);
 	}
 }
 

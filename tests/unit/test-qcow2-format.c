@@ -13,6 +13,7 @@
 
 #include "unit.h"
 
+#include "common/td-zlib.h"
 #include "qcow2/qcow2-format.h"
 #include "qcow2/qcow2-image.h"
 
@@ -466,24 +467,24 @@ static void test_deflate(void **state)
 {
 	uint8_t in[CS], out[2 * CS], back[CS];
 	size_t len = sizeof(out);
-	void *zs = qcow2_inflate_new();
+	void *zs = td_inflate_new();
 	size_t i;
 
 	(void)state;
 	assert_non_null(zs);
 	for (i = 0; i < CS; i++)
 		in[i] = (uint8_t)(i % 251 < 40 ? i : 0);
-	assert_int_equal(qcow2_deflate(in, CS, out, &len), 0);
+	assert_int_equal(td_deflate(in, CS, out, &len), 0);
 	assert_true(len < CS);
 	/* Padding after the data, as in the last compressed sector. */
 	memset(out + len, 0xee, 600);
-	assert_int_equal(qcow2_inflate(zs, out, len + 600, back, CS), 0);
+	assert_int_equal(td_inflate(zs, out, len + 600, back, CS), 0);
 	assert_memory_equal(in, back, CS);
 	/* Too short or garbage: refused. */
-	assert_int_equal(qcow2_inflate(zs, out, len / 2, back, CS), -EINVAL);
+	assert_int_equal(td_inflate(zs, out, len / 2, back, CS), -EINVAL);
 	memset(out, 0xff, 64);
-	assert_int_equal(qcow2_inflate(zs, out, 64, back, CS), -EINVAL);
-	qcow2_inflate_free(zs);
+	assert_int_equal(td_inflate(zs, out, 64, back, CS), -EINVAL);
+	td_inflate_free(zs);
 }
 
 static void test_writable(void **state)

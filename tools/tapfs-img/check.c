@@ -91,6 +91,25 @@ int check_qcow2(struct check_out *out)
 	return 0;
 }
 
+/* qcow (v1): the header and every L1 and L2 entry; no refcounts. */
+int check_qcow(struct check_out *out)
+{
+	struct td_check_result res;
+	uint64_t allocated;
+	char err[1024];
+
+	if (qcow_image_check(out->path, check_line, out, &res, &allocated,
+			     err, sizeof(err))) {
+		msg("%s", err);
+		return EXIT_USAGE;
+	}
+	if (check_summary(out, res.errors, res.warnings, "warning"))
+		return EXIT_FAIL;
+	printf("%s: no errors found%s\n", out->path,
+	       res.warnings ? " (warnings above are harmless)" : "");
+	return 0;
+}
+
 int check_raw(struct check_out *out)
 {
 	printf("%s: raw image (no VHD footer): nothing to check\n",

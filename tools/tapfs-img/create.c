@@ -9,6 +9,7 @@
 
 #include "tapfs-img.h"
 #include "formats.h"
+#include "common/td-fileio.h"
 
 int create_raw(const struct img_create *c)
 {
@@ -92,7 +93,7 @@ int create_qcow2(const struct img_create *c)
 	p.size = c->size;
 	if (c->parent) {
 		/* A relative name is relative to FILE's directory. */
-		char *found = qcow2_path_resolve(c->path, c->parent);
+		char *found = td_path_resolve(c->path, c->parent);
 		struct img_create at = *c;
 
 		if (!found) {
@@ -122,6 +123,48 @@ int create_qcow2(const struct img_create *c)
 		       p.backing_fmt);
 	if (p.size)
 		printf(" size=%" PRIu64, p.size);
+	printf("\n");
+	return 0;
+}
+
+/* qcow (v1) records no backing format: a reader probes the parent. */
+int create_qcow(const struct img_create *c)
+{
+	const struct img_format *pf = NULL;
+	uint64_t size = c->size;
+	char err[1024];
+	int ret;
+
+	if (c->parent) {
+		/* A relative name is relative to FILE's directory. */
+		char *found = td_path_resolve(c->path, c->parent);
+		struct img_create at = *c;
+
+		if (!found) {
+			msg("out of memory");
+			return EXIT_FAIL;
+		}
+		at.parent = found;
+		ret = parent_format(&at, &pf);
+		if (!ret && !size &&
+		    td_image_size(pf->driver, found, &size, err, sizeof(err))) {
+			msg("%s", err);
+			ret = EXIT_FAIL;
+		}
+		free(found);
+		if (ret)
+			return ret;
+		size = (size + 511) / 512 * 512;
+	}
+	if (qcow_image_create(c->path, size, c->parent, err, sizeof(err))) {
+		msg("%s", err);
+		return EXIT_FAIL;
+	}
+	if (c->quiet)
+		return 0;
+	printf("Formatting '%s', fmt=qcow size=%" PRIu64, c->path, size);
+	if (c->parent)
+		printf(" backing_file='%s'", c->parent);
 	printf("\n");
 	return 0;
 }

@@ -138,8 +138,19 @@ const struct img_format img_format_qcow2 = {
 	.runs_open = runs_open_qcow2,
 };
 
+const struct img_format img_format_qcow = {
+	.name = "qcow",
+	.driver = "qcow",
+	.qemu_name = "qcow",
+	.create = create_qcow,
+	.can_have_parent = true,
+	.info = info_qcow,
+	.check = check_qcow,
+};
+
 const struct img_format *const img_formats[] = {
-	&img_format_qcow2, &img_format_vhd, &img_format_raw, NULL,
+	&img_format_qcow2, &img_format_vhd, &img_format_raw, &img_format_qcow,
+	NULL,
 };
 
 const struct img_format *parse_format(const struct verb *v, const char *s)
@@ -150,7 +161,7 @@ const struct img_format *parse_format(const struct verb *v, const char *s)
 		if (!strcmp(s, (*f)->name) ||
 		    ((*f)->alias && !strcmp(s, (*f)->alias)))
 			return *f;
-	usage_error(v, "unknown format '%s' (raw, vhd or qcow2)", s);
+	usage_error(v, "unknown format '%s' (raw, vhd, qcow2 or qcow)", s);
 	return NULL;
 }
 

@@ -298,6 +298,55 @@ int info_qcow2(const char *path, uint64_t disk_size, bool json)
 	return ret || cret ? EXIT_FAIL : 0;
 }
 
+/* info of a qcow (v1) image: its header, allocation and backing chain. */
+int info_qcow(const char *path, uint64_t disk_size, bool json)
+{
+	struct td_check_result res;
+	struct qcow_image *img;
+	char err[1024], a[32], b[32];
+	uint64_t bytes = 0;
+	int ret, cret;
+
+	if (qcow_image_open(&img, path, err, sizeof(err))) {
+		msg("%s", err);
+		return EXIT_FAIL;
+	}
+	ret = qcow_image_check(path, NULL, NULL, &res, &bytes, err,
+			       sizeof(err));
+	if (ret)
+		msg("%s", err);
+	if (json) {
+		printf("{\n    \"filename\": ");
+		json_str(stdout, path);
+		printf(",\n    \"format\": \"qcow\",\n");
+		printf("    \"virtual-size\": %" PRIu64 ",\n", img->h.size);
+		printf("    \"actual-size\": %" PRIu64 ",\n", disk_size);
+		info_in_use(path, true);
+		printf("    \"allocated-bytes\": %" PRIu64 ",\n", bytes);
+		printf("    \"cluster-size\": %u,\n", img->g.cluster_size);
+		if (img->backing[0]) {
+			printf("    \"backing-filename\": ");
+			json_str(stdout, img->backing);
+			printf(",\n");
+		}
+	} else {
+		printf("image: %s\nfile format: qcow\n", path);
+		printf("virtual size: %s (%" PRIu64 " bytes)\n",
+		       human_size(img->h.size, a, sizeof(a)), img->h.size);
+		printf("disk size: %s\n", human_size(disk_size, b, sizeof(b)));
+		info_in_use(path, false);
+		printf("allocated: %s (%" PRIu64 " bytes)\n",
+		       human_size(bytes, a, sizeof(a)), bytes);
+		printf("cluster size: %u\n", img->g.cluster_size);
+		if (img->backing[0])
+			printf("backing file: %s (format probed)\n",
+			       img->backing);
+	}
+	cret = img_print_chain(&img_format_qcow, path, json);
+	qcow_image_close(img);
+	return ret || cret ? EXIT_FAIL : 0;
+}
+
 static int cmd_info(int argc, char **argv)
 {
 	static const struct option lo[] = {
