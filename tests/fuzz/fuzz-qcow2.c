@@ -26,6 +26,7 @@
 #include <tapfs/engine.h>
 
 #include "common/td-zlib.h"
+#include "fuzz-engine.h"
 #include "qcow2/qcow2-format.h"
 #include "qcow2/qcow2-image.h"
 
@@ -102,58 +103,6 @@ static void fuzz_parsers(const uint8_t *data, size_t size)
 	qcow2_header_check_writable(&h, &ext, NULL);
 }
 
-/*
- * Read every sector range (up to FUZZ_MAX_SECTORS) of path through the
- * qcow2 driver, as the daemon and tapfs-img read: a VBD on an engine,
- * the chain opened by the engine (a backing file named by the input does
- * not exist, or is refused), one request at a time.
- */
-struct fuzz_req {
-	struct vbd_request	r;
-	bool			done;
-};
-
-static void fuzz_req_done(struct vbd_request *vreq, int err)
-{
-	(void)err;
-	((struct fuzz_req *)vreq)->done = true;
-}
-
-static void fuzz_read_engine(const char *path)
-{
-	static struct td_engine *e;	/* one for the run: io_setup is slow */
-	struct fuzz_req q;
-	char spec[80], err[1024];
-	uint64_t sec, secs;
-	td_vbd_t *v;
-	void *buf;
-
-	if (!e && (td_drivers_init() || !(e = td_engine_new())))
-		return;
-	snprintf(spec, sizeof(spec), "qcow2:%s", path);
-	if (vbd_open(e, spec, TD_OPEN_RDONLY | TD_OPEN_FORCE_SHARE, NULL, &v,
-		     err, sizeof(err)))
-		return;
-	secs = vbd_size(v) >> 9;
-	if (secs > FUZZ_MAX_SECTORS)
-		secs = FUZZ_MAX_SECTORS;
-	if (!posix_memalign(&buf, TD_BUF_ALIGN, 64 * 512)) {
-		for (sec = 0; sec < secs; sec += 64) {
-			memset(&q, 0, sizeof(q));
-			q.r.op = TD_OP_READ;
-			q.r.buf = buf;
-			q.r.sec = sec;
-			q.r.secs = secs - sec < 64 ? (uint32_t)(secs - sec) : 64;
-			q.r.cb = fuzz_req_done;
-			vbd_submit(v, &q.r);
-			while (!q.done)
-				td_loop_run_once(e->loop, 1000);
-		}
-		free(buf);
-	}
-	vbd_close(v);
-}
-
 static void fuzz_image(int fd)
 {
 	struct qcow2_check_result res;
@@ -170,7 +119,7 @@ static void fuzz_image(int fd)
 		return;
 	qcow2_image_allocated(img, &bytes, &clusters, err, sizeof(err));
 	qcow2_image_close(img, false);
-	fuzz_read_engine(path);
+	fuzz_read_engine("qcow2", path, FUZZ_MAX_SECTORS);
 	qcow2_image_check(path, NULL, NULL, &res, err, sizeof(err));
 }
 

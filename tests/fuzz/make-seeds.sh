@@ -3,7 +3,7 @@
 #
 #	tests/fuzz/make-seeds.sh TAPFS-IMG DIR
 #
-# Fills DIR/corpus-vhd, DIR/corpus-qcow2 and DIR/corpus-ctl with small
+# Fills DIR/corpus-vhd, DIR/corpus-qcow2, DIR/corpus-qcow and DIR/corpus-ctl with small
 # valid inputs (a fuzzer mutates from them): images made by tapfs-img and,
 # when it is installed, by qemu-img (an independent writer: compressed
 # clusters, extended L2, other refcount widths, v2 images, QEMU's VHD
@@ -21,8 +21,9 @@ img=$(realpath "$1")
 dir=$2
 vhd=$dir/corpus-vhd
 q2=$dir/corpus-qcow2
+q1=$dir/corpus-qcow
 ctl=$dir/corpus-ctl
-mkdir -p "$vhd" "$q2" "$ctl"
+mkdir -p "$vhd" "$q2" "$q1" "$ctl"
 tmp=$(mktemp -d /tmp/tapfs-seeds.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -88,6 +89,25 @@ if [ $have_qemu_img = 1 ]; then
 		-o cluster_size=16384,extended_l2=on "$tmp/out" 16K
 	seed "$q2" qemu-backing.qcow2 qemu-img create -f qcow2 \
 		-o cluster_size=512 -b data.raw -F raw "$tmp/out" 16K
+fi
+
+# qcow (version 1): empty, with data, over a backing file, compressed.
+seed "$q1" empty.qcow "$img" create -q -f qcow "$tmp/out" 64K
+seed "$q1" data.qcow "$img" convert -O qcow "$tmp/data.raw" "$tmp/out"
+if [ $have_qemu_img = 1 ]; then
+	seed "$q1" qemu-data.qcow qemu-img convert -O qcow \
+		"$tmp/data.raw" "$tmp/out"
+	# (qemu-img 7.2 exits 1 after writing a compressed qcow: keep it.)
+	if [ ! -e "$q1/qemu-compressed.qcow" ]; then
+		rm -f "$tmp/out"
+		qemu-img convert -c -O qcow "$tmp/data.raw" "$tmp/out" \
+			>/dev/null 2>&1 || true
+		if [ -s "$tmp/out" ]; then
+			mv "$tmp/out" "$q1/qemu-compressed.qcow"
+		fi
+	fi
+	seed "$q1" qemu-backing.qcow qemu-img create -f qcow \
+		-b data.raw -F raw "$tmp/out" 16K
 fi
 
 # .ctl: one line of each command, and a batch of several.
