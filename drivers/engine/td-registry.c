@@ -15,6 +15,7 @@ extern const struct tap_disk tapdisk_sync;
 extern const struct tap_disk tapdisk_ram;
 extern const struct tap_disk tapdisk_vhd;
 extern const struct tap_disk tapdisk_qcow2;
+extern const struct tap_disk tapdisk_vmdk;
 extern const struct tap_disk tapdisk_fault;
 
 /*
@@ -27,6 +28,7 @@ static const struct tap_disk *const td_drivers[] = {
 	&tapdisk_sync,
 	&tapdisk_ram,
 	&tapdisk_qcow2,
+	&tapdisk_vmdk,
 	&tapdisk_vhd,
 	&tapdisk_fault,
 	NULL,
