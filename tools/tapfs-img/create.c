@@ -9,6 +9,7 @@
 
 #include "tapfs-img.h"
 #include "formats.h"
+#include "vmdk/vmdk-image.h"
 
 int create_raw(const struct img_create *c)
 {
@@ -239,3 +240,17 @@ const struct verb verb_create = {
 "  " PROG " create -f qcow2 -o cluster_size=4K disk.qcow2 20G\n"
 "  " PROG " create -f qcow2 -b base.qcow2 -F qcow2 child.qcow2\n"
 };
+
+int create_vmdk(const struct img_create *c)
+{
+	char err[1024];
+
+	if (vmdk_image_create(c->path, c->size, err, sizeof(err))) {
+		msg("cannot create %s", err);
+		return EXIT_FAIL;
+	}
+	if (!c->quiet)
+		printf("Formatting '%s', fmt=vmdk size=%" PRIu64 " "
+		       "subformat=monolithicSparse\n", c->path, c->size);
+	return 0;
+}

@@ -138,8 +138,19 @@ const struct img_format img_format_qcow2 = {
 	.runs_open = runs_open_qcow2,
 };
 
+/* monolithicSparse only; read: every subformat (vmdk-image.h). */
+const struct img_format img_format_vmdk = {
+	.name = "vmdk",
+	.driver = "vmdk",
+	.qemu_name = "vmdk",
+	.create = create_vmdk,
+	.info = info_vmdk,
+	.check = check_vmdk,
+};
+
 const struct img_format *const img_formats[] = {
-	&img_format_qcow2, &img_format_vhd, &img_format_raw, NULL,
+	&img_format_qcow2, &img_format_vhd, &img_format_vmdk, &img_format_raw,
+	NULL,
 };
 
 const struct img_format *parse_format(const struct verb *v, const char *s)
@@ -150,7 +161,7 @@ const struct img_format *parse_format(const struct verb *v, const char *s)
 		if (!strcmp(s, (*f)->name) ||
 		    ((*f)->alias && !strcmp(s, (*f)->alias)))
 			return *f;
-	usage_error(v, "unknown format '%s' (raw, vhd or qcow2)", s);
+	usage_error(v, "unknown format '%s' (raw, vhd, qcow2 or vmdk)", s);
 	return NULL;
 }
 
