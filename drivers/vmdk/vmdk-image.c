@@ -267,12 +267,21 @@ static int vmdk_open_extent(struct vmdk_image *img, struct vmdk_extent *e,
 	return vmdk_open_sparse(e, flags, err, errlen);
 }
 
+/* The one extent of an embedded descriptor is the file itself. */
+static void vmdk_self_name(struct vmdk_image *img)
+{
+	const char *slash = strrchr(img->path, '/');
+
+	snprintf(img->desc.extents[0].name, sizeof(img->desc.extents[0].name),
+		 "%s", slash ? slash + 1 : img->path);
+}
+
 /* The descriptor: embedded in a sparse extent, or the text file. */
 static int vmdk_read_desc(struct vmdk_image *img, char *err, size_t errlen)
 {
 	uint8_t hbuf[VMDK_HEADER_SIZE];
 	struct vmdk_header h;
-	uint64_t secs = 0, off, len;
+	uint64_t secs = 0, off, len, embedded_secs = 0;
 	char *text;
 	int rc;
 
@@ -297,14 +306,12 @@ static int vmdk_read_desc(struct vmdk_image *img, char *err, size_t errlen)
 				return -ENOMEM;
 			img->desc.extents[0].secs = h.capacity;
 			img->desc.capacity = h.capacity;
-			snprintf(img->desc.extents[0].name,
-				 sizeof(img->desc.extents[0].name), "%s",
-				 strrchr(img->path, '/') ?
-				 strrchr(img->path, '/') + 1 : img->path);
+			vmdk_self_name(img);
 			return 0;
 		}
 		off = h.desc_offset * VMDK_SECTOR;
 		len = h.desc_size * VMDK_SECTOR;
+		embedded_secs = h.capacity;
 	} else {
 		if (secs * VMDK_SECTOR > VMDK_MAX_DESC)
 			return td_errf(err, errlen, -EINVAL, "neither a sparse "
@@ -320,7 +327,20 @@ static int vmdk_read_desc(struct vmdk_image *img, char *err, size_t errlen)
 	if (!rc)
 		rc = vmdk_desc_parse(text, len, &img->desc, err, errlen);
 	free(text);
-	return rc;
+	if (rc || !img->embedded)
+		return rc;
+	/*
+	 * An embedded descriptor describes the file it is in, whatever
+	 * name its extent line gives (a copied or renamed image): the disk
+	 * is this one sparse extent, as QEMU reads it.
+	 */
+	img->desc.n_extents = 1;
+	img->desc.capacity = embedded_secs;
+	img->desc.extents[0].type = VMDK_EXTENT_SPARSE;
+	img->desc.extents[0].secs = embedded_secs;
+	img->desc.extents[0].offset = 0;
+	vmdk_self_name(img);
+	return 0;
 }
 
 int vmdk_image_open(struct vmdk_image **out, const char *path,
