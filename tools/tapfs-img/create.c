@@ -199,7 +199,7 @@ static int cmd_create(int argc, char **argv)
 
 const struct verb verb_create = {
 	"create", cmd_create, "create a new image",
-"Usage: " PROG " create [-q] [-f raw|vhd|qcow2] [-o OPTIONS] FILE SIZE\n"
+"Usage: " PROG " create [-q] [-f raw|vhd|qcow2|vmdk] [-o OPTIONS] FILE SIZE\n"
 "       " PROG " create [-q] [-f vhd|qcow2] [-o OPTIONS] -b PARENT\n"
 "                 [-F raw|vhd|qcow2] FILE [SIZE]\n"
 "\n"

@@ -332,7 +332,7 @@ static int cmd_info(int argc, char **argv)
 
 const struct verb verb_info = {
 	"info", cmd_info, "show an image's format, size and chain",
-"Usage: " PROG " info [--json] [-f raw|vhd|qcow2] FILE\n"
+"Usage: " PROG " info [--json] [-f raw|vhd|qcow2|vmdk] FILE\n"
 "\n"
 "Show FILE's format (raw or vhd, probed unless -f says), VHD subformat\n"
 "(fixed, dynamic, differencing), virtual size, disk size (blocks the file\n"
@@ -358,7 +358,7 @@ const struct verb verb_info = {
 "           allocated-blocks, block-size, uuid, created, parent-raw,\n"
 "           parent-uuid, parent-name, parent-timestamp, parent-locators,\n"
 "           chain[] of {filename, format, subformat, virtual-size}).\n"
-"  -f FORMAT   read FILE as raw, vhd or qcow2 instead of probing.\n"
+"  -f FORMAT   read FILE as raw, vhd, qcow2 or vmdk instead of probing.\n"
 "\n"
 "Exit status: 0 shown, 1 FILE or a parent cannot be opened (what could\n"
 "be read is still shown, the chain as broken), 2 usage.\n"
