@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Small helpers shared by the image drivers and the pure on-disk format
- * code (vhd-format.c, qcow2-format.c): big-endian fields, rounding,
- * problem reports, aligned buffers.  No I/O and no state, so the format
- * code stays unit-testable and fuzzable with td-util.c linked in.
+ * code (vhd-format.c, qcow2-format.c, vmdk-format.c): big- and
+ * little-endian fields, rounding, problem reports, aligned buffers.
+ * No I/O and no state, so the format code stays unit-testable and
+ * fuzzable with td-util.c linked in.
  */
 #ifndef TAPFS_TD_UTIL_H
 #define TAPFS_TD_UTIL_H
@@ -47,6 +48,44 @@ static inline void td_put_be64(uint8_t *p, uint64_t v)
 {
 	td_put_be32(p, (uint32_t)(v >> 32));
 	td_put_be32(p + 4, (uint32_t)v);
+}
+
+/* ---- little-endian fields (vmdk) ------------------------------------ */
+
+static inline uint16_t td_get_le16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static inline uint32_t td_get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 |
+	       (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline uint64_t td_get_le64(const uint8_t *p)
+{
+	return (uint64_t)td_get_le32(p + 4) << 32 | td_get_le32(p);
+}
+
+static inline void td_put_le16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static inline void td_put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+static inline void td_put_le64(uint8_t *p, uint64_t v)
+{
+	td_put_le32(p, (uint32_t)v);
+	td_put_le32(p + 4, (uint32_t)(v >> 32));
 }
 
 /* ---- rounding (a > 0, not necessarily a power of two) -------------- */

@@ -16,6 +16,7 @@ extern const struct tap_disk tapdisk_ram;
 extern const struct tap_disk tapdisk_vhd;
 extern const struct tap_disk tapdisk_qcow2;
 extern const struct tap_disk tapdisk_qcow;
+extern const struct tap_disk tapdisk_vmdk;
 extern const struct tap_disk tapdisk_fault;
 
 /*
@@ -29,6 +30,7 @@ static const struct tap_disk *const td_drivers[] = {
 	&tapdisk_ram,
 	&tapdisk_qcow,		/* before qcow2, which claims any QFI magic */
 	&tapdisk_qcow2,
+	&tapdisk_vmdk,
 	&tapdisk_vhd,
 	&tapdisk_fault,
 	NULL,

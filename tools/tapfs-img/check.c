@@ -5,6 +5,7 @@
 
 #include "tapfs-img.h"
 #include "formats.h"
+#include "vmdk/vmdk-image.h"
 
 /* One problem, one line: "FILE: [warning: |leak: ]message". */
 static void check_line(void *arg, enum td_severity sev, const char *m)
@@ -200,3 +201,20 @@ const struct verb verb_check = {
 "Exit status: 0 no errors, 1 errors found (one line each), 2 usage, or\n"
 "FILE cannot be read at all (or is in use).\n"
 };
+
+int check_vmdk(struct check_out *out)
+{
+	struct td_check_result res = { 0 };
+	struct td_check c = { .fn = check_line, .arg = out, .res = &res };
+	char err[1024];
+
+	if (vmdk_image_check(out->path, &c, err, sizeof(err))) {
+		msg("%s", err);
+		return EXIT_USAGE;
+	}
+	if (check_summary(out, res.errors, res.warnings, "warning"))
+		return EXIT_FAIL;
+	printf("%s: no errors found%s\n", out->path,
+	       res.warnings ? " (warnings above are harmless)" : "");
+	return 0;
+}

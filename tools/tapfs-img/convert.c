@@ -69,7 +69,7 @@ static int cmd_convert(int argc, char **argv)
 	if (ret >= 0)
 		return ret;
 	if (!ofmt)
-		return usage_error(v, "-O raw|vhd|qcow2 is required");
+		return usage_error(v, "-O raw|vhd|qcow2|vmdk is required");
 	if (argc - optind != 2)
 		return usage_error(v, "expected SRC DST");
 	if (opts && !ofmt->parse_options)
@@ -129,8 +129,9 @@ static int cmd_convert(int argc, char **argv)
 
 const struct verb verb_convert = {
 	"convert", cmd_convert, "copy an image (through its chain)",
-"Usage: " PROG " convert [-p] [-U] [-m N] [-f raw|vhd|qcow2]\n"
-"                 -O raw|vhd|qcow2 [-o OPTIONS] SRC DST\n"
+"Usage: " PROG " convert [-p] [-U] [-m N]\n"
+"                 [-f raw|vhd|qcow2|qcow|vmdk] -O raw|vhd|qcow2|qcow|vmdk\n"
+"                 [-o OPTIONS] SRC DST\n"
 "\n"
 "Copy what SRC shows (reading through its whole chain of parents) into a\n"
 "new image DST, which must not exist (or is an existing block device for\n"
@@ -140,8 +141,8 @@ const struct verb verb_convert = {
 "DST is written without ordering barriers (as qemu-img's cache=unsafe)\n"
 "and synced once, complete.\n"
 "\n"
-"  -O FORMAT   DST's format: raw, vhd or qcow2 (a single image, no\n"
-"              parent).\n"
+"  -O FORMAT   DST's format: raw, vhd, qcow2 or vmdk (monolithicSparse)\n"
+"              (a single image, no parent).\n"
 "  -o OPTIONS  for -O vhd: subformat=dynamic|fixed, block_size=SIZE;\n"
 "              for -O qcow2: cluster_size=SIZE, compat=1.1|0.10,\n"
 "              refcount_bits=N.\n"

@@ -10,6 +10,7 @@
 #include "tapfs-img.h"
 #include "formats.h"
 #include "common/td-fileio.h"
+#include "vmdk/vmdk-image.h"
 
 int create_raw(const struct img_create *c)
 {
@@ -241,8 +242,9 @@ static int cmd_create(int argc, char **argv)
 
 const struct verb verb_create = {
 	"create", cmd_create, "create a new image",
-"Usage: " PROG " create [-q] [-f raw|vhd|qcow2] [-o OPTIONS] FILE SIZE\n"
-"       " PROG " create [-q] [-f vhd|qcow2] [-o OPTIONS] -b PARENT\n"
+"Usage: " PROG " create [-q] [-f raw|vhd|qcow2|qcow|vmdk] [-o OPTIONS]\n"
+"                 FILE SIZE\n"
+"       " PROG " create [-q] [-f vhd|qcow2|qcow] [-o OPTIONS] -b PARENT\n"
 "                 [-F raw|vhd|qcow2] FILE [SIZE]\n"
 "\n"
 "Create a new image FILE, which must not exist.\n"
@@ -282,3 +284,17 @@ const struct verb verb_create = {
 "  " PROG " create -f qcow2 -o cluster_size=4K disk.qcow2 20G\n"
 "  " PROG " create -f qcow2 -b base.qcow2 -F qcow2 child.qcow2\n"
 };
+
+int create_vmdk(const struct img_create *c)
+{
+	char err[1024];
+
+	if (vmdk_image_create(c->path, c->size, err, sizeof(err))) {
+		msg("cannot create %s", err);
+		return EXIT_FAIL;
+	}
+	if (!c->quiet)
+		printf("Formatting '%s', fmt=vmdk size=%" PRIu64 " "
+		       "subformat=monolithicSparse\n", c->path, c->size);
+	return 0;
+}

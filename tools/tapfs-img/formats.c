@@ -148,9 +148,19 @@ const struct img_format img_format_qcow = {
 	.check = check_qcow,
 };
 
+/* monolithicSparse only; read: every subformat (vmdk-image.h). */
+const struct img_format img_format_vmdk = {
+	.name = "vmdk",
+	.driver = "vmdk",
+	.qemu_name = "vmdk",
+	.create = create_vmdk,
+	.info = info_vmdk,
+	.check = check_vmdk,
+};
+
 const struct img_format *const img_formats[] = {
-	&img_format_qcow2, &img_format_vhd, &img_format_raw, &img_format_qcow,
-	NULL,
+	&img_format_qcow2, &img_format_qcow, &img_format_vhd, &img_format_vmdk,
+	&img_format_raw, NULL,
 };
 
 const struct img_format *parse_format(const struct verb *v, const char *s)
@@ -161,7 +171,7 @@ const struct img_format *parse_format(const struct verb *v, const char *s)
 		if (!strcmp(s, (*f)->name) ||
 		    ((*f)->alias && !strcmp(s, (*f)->alias)))
 			return *f;
-	usage_error(v, "unknown format '%s' (raw, vhd, qcow2 or qcow)", s);
+	usage_error(v, "unknown format '%s' (raw, vhd, qcow2, qcow or vmdk)", s);
 	return NULL;
 }
 

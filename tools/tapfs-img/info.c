@@ -9,6 +9,7 @@
 
 #include "tapfs-img.h"
 #include "formats.h"
+#include "vmdk/vmdk-image.h"
 
 /* info's "in use" line: who holds path, or "no". */
 static void info_in_use(const char *path, bool json)
@@ -380,7 +381,7 @@ static int cmd_info(int argc, char **argv)
 
 const struct verb verb_info = {
 	"info", cmd_info, "show an image's format, size and chain",
-"Usage: " PROG " info [--json] [-f raw|vhd|qcow2] FILE\n"
+"Usage: " PROG " info [--json] [-f raw|vhd|qcow2|vmdk] FILE\n"
 "\n"
 "Show FILE's format (raw or vhd, probed unless -f says), VHD subformat\n"
 "(fixed, dynamic, differencing), virtual size, disk size (blocks the file\n"
@@ -406,8 +407,50 @@ const struct verb verb_info = {
 "           allocated-blocks, block-size, uuid, created, parent-raw,\n"
 "           parent-uuid, parent-name, parent-timestamp, parent-locators,\n"
 "           chain[] of {filename, format, subformat, virtual-size}).\n"
-"  -f FORMAT   read FILE as raw, vhd or qcow2 instead of probing.\n"
+"  -f FORMAT   read FILE as raw, vhd, qcow2 or vmdk instead of probing.\n"
 "\n"
 "Exit status: 0 shown, 1 FILE or a parent cannot be opened (what could\n"
 "be read is still shown, the chain as broken), 2 usage.\n"
 };
+
+int info_vmdk(const char *path, uint64_t disk_size, bool json)
+{
+	struct vmdk_image *img;
+	const char *type;
+	char err[1024], hs[32], hd[32];
+	uint64_t grains;
+
+	if (vmdk_image_open(&img, path, 0, NULL, NULL, err, sizeof(err))) {
+		msg("%s", err);
+		return EXIT_FAIL;
+	}
+	type = img->desc.create_type[0] ? img->desc.create_type :
+	       "sparse extent";
+	grains = vmdk_image_allocated(img);
+	if (json) {
+		printf("{\n    \"filename\": ");
+		json_str(stdout, path);
+		printf(",\n    \"format\": \"vmdk\",\n"
+		       "    \"virtual-size\": %" PRIu64 ",\n"
+		       "    \"actual-size\": %" PRIu64 ",\n"
+		       "    \"create-type\": ", img->capacity * 512,
+		       disk_size);
+		json_str(stdout, type);
+		printf(",\n    \"cid\": %u,\n    \"extents\": %u,\n"
+		       "    \"allocated-grains\": %" PRIu64 "\n}\n",
+		       img->desc.cid, img->n_extents, grains);
+	} else {
+		printf("image: %s\nfile format: vmdk\nvirtual size: %s "
+		       "(%" PRIu64 " bytes)\ndisk size: %s\n"
+		       "create type: %s\nCID: %08x\nextents: %u\n"
+		       "allocated grains: %" PRIu64 "\n", path,
+		       human_size(img->capacity * 512, hs, sizeof(hs)),
+		       img->capacity * 512,
+		       human_size(disk_size, hd, sizeof(hd)), type,
+		       img->desc.cid, img->n_extents, grains);
+		if (img->desc.parent_hint[0])
+			printf("parent: %s\n", img->desc.parent_hint);
+	}
+	vmdk_image_close(img);
+	return 0;
+}

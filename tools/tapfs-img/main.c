@@ -28,9 +28,9 @@ static void usage(FILE *f)
 "       " PROG " VERB --help\n"
 "\n"
 "Create, inspect, check, snapshot, coalesce and convert tapfs disk images\n"
-"(raw files, VHD: fixed, dynamic and differencing, and qcow2).  VHD images\n"
-"are the format QEMU calls \"vpc\"; QEMU reads each image on its own (it\n"
-"does not follow differencing parents).  Image data is read and written\n"
+"(raw files, VHD: fixed, dynamic and differencing, qcow2, qcow version 1\n"
+"and VMware VMDK).  VHD images are the format QEMU calls \"vpc\"; QEMU\n"
+"reads each VHD on its own (it does not follow differencing parents).  Image data is read and written\n"
 "through the same drivers as the tapfs daemon's.\n"
 "\n"
 "Verbs:\n");

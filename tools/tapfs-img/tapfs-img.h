@@ -147,7 +147,8 @@ int  img_create(const struct verb *v, const struct img_format *f,
 /* The built-in formats. */
 extern const struct img_format *const img_formats[];
 extern const struct img_format img_format_raw, img_format_vhd,
-			       img_format_qcow2, img_format_qcow;
+			       img_format_qcow2, img_format_qcow,
+			       img_format_vmdk;
 
 /* The format named s (or its alias), or NULL after a usage error. */
 const struct img_format *parse_format(const struct verb *v, const char *s);

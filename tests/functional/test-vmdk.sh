@@ -1,0 +1,185 @@
+#!/bin/bash
+# test-vmdk.sh - the vmdk driver against qemu-img, the oracle.
+#
+# (a) Images qemu-img makes of a raw file with data at odd offsets, in
+# every subformat (monolithicSparse, monolithicFlat, twoGbMaxExtentSparse
+# and twoGbMaxExtentFlat of more than 2 GiB so that data straddles two
+# extents, streamOptimized) read byte for byte like "qemu-img convert -O
+# raw" of them: through "tapfs-img convert -O raw" and through a VBD.
+# A streamOptimized image opened read-write is refused, saying why.
+# (b) Images tapfs writes (a tapfs-img created disk and a qemu-made
+# monolithicSparse and monolithicFlat, written through the VBD at odd
+# offsets) read back by qemu-img equal to a raw file written the same
+# way, and "qemu-img check" finds no error; ".ctl create NAME vmdk SIZE".
+# (c) A child disk (parentFileNameHint) reads through its parent; a
+# parent whose CID is not the child's parentCID is refused naming both.
+# (d) Bad input refused with the reason in .ctl, the daemon alive: a
+# truncated file, a grain directory past the end, an absurd capacity, an
+# extent outside the descriptor's folder, an overlong descriptor line.
+. "$(dirname "$0")/lib.sh"
+requires qemu-img qemu-io python3 cmp
+
+M=$T/mnt
+S=$T/store
+G=$M/g
+I=$T/img
+MiB=1048576
+TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
+mkdir -p "$I"
+
+tapfs_start "$M" "$S" "allow_path=$T" || summary
+check mkdir "$G"
+
+# same_raw NAME FILE REF: FILE holds exactly REF's bytes.
+same_raw() {
+	if cmp -s "$2" "$3"; then
+		ok "$1"
+	else
+		fail "$1" "$(cmp "$2" "$3" 2>&1 | head -n 1)"
+	fi
+}
+
+# ---- (a) reading what qemu wrote ------------------------------------------
+
+# A small disk, and one past 2 GiB for the split subformats.
+for sz in 64 2100; do
+	rm -f "$T/src$sz.raw"
+	check qemu-img create -q -f raw "$T/src$sz.raw" ${sz}M
+	check qemu_io raw "$T/src$sz.raw" "write -P 0x5a 1000 70000" \
+		"write -P 0x33 $((33 * MiB + 512)) 3000" \
+		"write -P 0x77 $(((sz - 1) * MiB)) $MiB"
+done
+check qemu_io raw "$T/src2100.raw" "write -P 0x44 $((2048 * MiB - 5000)) 9000"
+
+n=0
+for sub in monolithicSparse monolithicFlat twoGbMaxExtentSparse \
+	   twoGbMaxExtentFlat streamOptimized; do
+	sz=64
+	case $sub in twoGb*) sz=2100 ;; esac
+	n=$((n + 1))
+	img=$I/$sub.vmdk
+	check qemu-img convert -f raw -O vmdk -o subformat=$sub \
+		"$T/src$sz.raw" "$img"
+	rm -f "$T/ref.raw" "$T/out.raw"
+	check qemu-img convert -f vmdk -O raw "$img" "$T/ref.raw"
+	same_raw "$sub: qemu reads the source" "$T/ref.raw" "$T/src$sz.raw"
+	check "$TAPFS_IMG" convert -O raw "$img" "$T/out.raw"
+	same_raw "$sub: tapfs-img convert reads it like qemu" "$T/out.raw" \
+		"$T/ref.raw"
+	rm -f "$T/out.raw"
+	ctl_ok "$G" "open v$n vmdk:$img ro"
+	same_raw "$sub: the VBD reads it like qemu" "$G/v$n" "$T/ref.raw"
+	ctl_close "$G" "v$n"
+done
+rm -f "$T/src2100.raw" "$T/ref.raw" "$I"/twoGb*
+
+ctl_err "$G" "open so vmdk:$I/streamOptimized.vmdk" EROFS
+check_match "streamOptimized read-write: the reason" \
+	"read-only in tapfs" "$(ctl_status "$G")"
+check "$TAPFS_IMG" check "$I/streamOptimized.vmdk"
+
+# ---- (b) tapfs writes, qemu reads -------------------------------------------
+
+# write_odd FILE: the same odd writes, to a VBD or to a raw file.
+head -c 200000 /dev/urandom >"$T/rnd"
+write_odd() {
+	printf 'abcdefgh%.0s' $(seq 700) |
+		dd of="$1" bs=512 seek=3 conv=notrunc status=none &&
+	dd if="$T/rnd" of="$1" bs=1 seek=$((40 * MiB + 777)) \
+		conv=notrunc status=none &&
+	dd if="$T/rnd" of="$1" bs=4096 seek=$((64 * 256 - 3)) count=3 \
+		conv=notrunc status=none
+}
+
+check "$TAPFS_IMG" create -f vmdk "$I/new.vmdk" 64M
+check qemu-img check "$I/new.vmdk"
+cp "$I/monolithicSparse.vmdk" "$I/ms.vmdk"
+sed 's/monolithicFlat-flat.vmdk/mf-flat.vmdk/' "$I/monolithicFlat.vmdk" \
+	>"$I/mf.vmdk"
+cp "$I/monolithicFlat-flat.vmdk" "$I/mf-flat.vmdk"
+for w in new ms mf; do
+	rm -f "$T/want.raw"
+	check qemu-img convert -f vmdk -O raw "$I/$w.vmdk" "$T/want.raw"
+	check write_odd "$T/want.raw"
+	ctl_ok "$G" "open w$w vmdk:$I/$w.vmdk"
+	check write_odd "$G/w$w"
+	same_raw "$w: the VBD reads what was written" "$G/w$w" "$T/want.raw"
+	ctl_close "$G" "w$w"
+	check qemu-img compare -f vmdk -F raw "$I/$w.vmdk" "$T/want.raw"
+	[ $w = mf ] || check qemu-img check "$I/$w.vmdk"
+	check "$TAPFS_IMG" check "$I/$w.vmdk"
+done
+rm -f "$T/want.raw"
+
+ctl_ok "$G" "create c vmdk 16M"
+check dd if="$T/rnd" of="$G/c" bs=4096 count=10 seek=7 conv=notrunc \
+	status=none
+check_eq "create: reads back" "$(cmp -n 40960 "$T/rnd" <(dd if="$G/c" \
+	bs=4096 skip=7 count=10 status=none) && echo same)" same
+ctl_close "$G" c
+
+# ---- (c) a child disk over its parent ----------------------------------------
+
+check qemu-img create -q -f vmdk "$I/base.vmdk" 64M
+check qemu_io vmdk "$I/base.vmdk" "write -P 0x21 0 200000" \
+	"write -P 0x22 $((10 * MiB + 100 * 512)) 70000"
+check qemu-img create -q -f vmdk -b base.vmdk -F vmdk "$I/child.vmdk"
+check qemu_io vmdk "$I/child.vmdk" "write -P 0x23 65536 4096"
+rm -f "$T/ref.raw"
+check qemu-img convert -O raw "$I/child.vmdk" "$T/ref.raw"
+ctl_ok "$G" "open ch vmdk:$I/child.vmdk ro"
+same_raw "child: reads through its parent like qemu" "$G/ch" "$T/ref.raw"
+check_match "child: .ctl shows the chain" "vmdk:$I/base.vmdk" \
+	"$(ctl_line "$G" ch)"
+ctl_close "$G" ch
+python3 - "$I/base.vmdk" <<'PY'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, 'rb').read())
+i = b.index(b'CID=')
+b[i + 4:i + 12] = b'12345678'
+open(p, 'wb').write(b)
+PY
+ctl_err "$G" "open ch2 vmdk:$I/child.vmdk ro" EINVAL
+check_match "CID mismatch names both files" \
+	"child.vmdk: parentCID .* does not match CID 12345678 of its parent .*base.vmdk" \
+	"$(ctl_status "$G")"
+
+# ---- (d) bad input -----------------------------------------------------------
+
+# patch FILE OFFSET FORMAT VALUE: one little-endian header field.
+patch() {
+	python3 - "$@" <<'PY'
+import struct, sys
+p, off, fmt, val = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+with open(p, 'r+b') as f:
+    f.seek(off)
+    f.write(struct.pack('<' + fmt, val))
+PY
+}
+bad() {
+	local name=$1 errno=$2 why=$3
+	ctl_err "$G" "open $name vmdk:$I/$name.vmdk ro" "$errno"
+	check_match "$name: the reason" "$why" "$(ctl_status "$G")"
+	alive "after $name"
+}
+cp "$I/ms.vmdk" "$I/trunc.vmdk"
+truncate -s 100000 "$I/trunc.vmdk"
+bad trunc EINVAL "past the end of the file"
+cp "$I/ms.vmdk" "$I/gdpast.vmdk"
+patch "$I/gdpast.vmdk" 56 Q 99999999
+bad gdpast EINVAL "grain directory at sector 99999999"
+cp "$I/ms.vmdk" "$I/huge.vmdk"
+patch "$I/huge.vmdk" 12 Q $((1 << 60))
+bad huge EINVAL "capacity .* is larger than"
+printf '# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 8 FLAT "../outside.raw" 0\n' \
+	>"$I/escape.vmdk"
+bad escape EACCES "outside the descriptor's folder"
+printf '# Disk DescriptorFile\nversion=1\nCID=%s\nRW 8 FLAT "x.raw" 0\n' \
+	"$(head -c 3000 /dev/zero | tr '\0' 1)" >"$I/longline.vmdk"
+bad longline EINVAL "line 3 is longer than 1024 bytes"
+ctl_ok "$G" "open again vmdk:$I/ms.vmdk ro"
+ctl_close "$G" again
+
+tapfs_stop
+summary
