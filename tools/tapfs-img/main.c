@@ -30,8 +30,9 @@ static void usage(FILE *f)
 "Create, inspect, check, snapshot, coalesce and convert tapfs disk images\n"
 "(raw files, VHD: fixed, dynamic and differencing, qcow2, qcow version 1\n"
 "and VMware VMDK).  VHD images are the format QEMU calls \"vpc\"; QEMU\n"
-"reads each VHD on its own (it does not follow differencing parents).  Image data is read and written\n"
-"through the same drivers as the tapfs daemon's.\n"
+"reads each VHD on its own (it does not follow differencing parents).\n"
+"Image data is read and written through the same drivers as the tapfs\n"
+"daemon's.\n"
 "\n"
 "Verbs:\n");
 	for (v = verbs; *v; v++)
