@@ -10,6 +10,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -149,6 +150,11 @@ static void td_aio_merge(struct td_aio_queue *q, struct tiocb *head)
 	short op;
 
 	if (head->nomerge || !tiocb_is_rw(head))
+		return;
+	/* An offset a driver got from a corrupt table may be near the top:
+	 * no end to merge at (the kernel refuses the I/O itself). */
+	if (head->iocb.u.c.offset < 0 || head->iocb.u.c.offset >
+	    LLONG_MAX - (long long)tiocb_len(head) - TD_AIO_MERGE_BYTES)
 		return;
 	n = q->head;
 	end = head->iocb.u.c.offset + (long long)tiocb_len(head);

@@ -4,6 +4,8 @@
  * tiocbs, splitting of a merged iocb that fails or completes short.
  * Runs against a real file on a disk file system (see unit.h).
  */
+#include <limits.h>
+
 #include "unit.h"
 
 #define NT		80		/* tiocbs per test */
@@ -467,6 +469,26 @@ static void test_fsync_unsafe(void **state)
 	check_file(f, 0, page(f, 0), PAGE);
 }
 
+/*
+ * Reads at offsets near the top of off_t (a driver's offset from a
+ * corrupt table): no merge, no overflow computing where they end; the
+ * kernel reads nothing for any (fuzz-qcow found this with UBSan).
+ */
+static void test_huge_offsets(void **state)
+{
+	struct fix *f = *state;
+	long long top = LLONG_MAX - PAGE + 1;
+
+	queue_read(f, 0, f->fd, page(f, 0), PAGE, top - PAGE);
+	queue_read(f, 1, f->fd, page(f, 1), PAGE, top);
+	queue_read(f, 2, f->fd, page(f, 2), PAGE, LLONG_MAX - 1);
+	wait_done(f, 3);
+	assert_true(f->rec[0].res <= 0);
+	assert_true(f->rec[1].res <= 0);
+	assert_true(f->rec[2].res <= 0);
+	assert_int_equal(stats(f).merged, 0);
+}
+
 /* A full batch is submitted at once, without waiting for the loop. */
 static void test_full_batch_submits(void **state)
 {
@@ -575,6 +597,7 @@ int main(void)
 		T(test_split_failed_write),
 		T(test_fsync),
 		T(test_fsync_unsafe),
+		T(test_huge_offsets),
 		T(test_full_batch_submits),
 		T(test_callback_requeues),
 		T(test_merge_odirect),
