@@ -198,6 +198,13 @@ $(BUILD)/fuzz/fuzz-qcow2: tests/fuzz/fuzz-qcow2.c tests/fuzz/fuzz-engine.c \
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ -laio -luuid -lz -lpthread
 
+# ... and on VMDK images, read through the vmdk driver.
+VMDK_SEEDS := $(BUILD)/fuzz/corpus-vmdk
+$(BUILD)/fuzz/fuzz-vmdk: tests/fuzz/fuzz-vmdk.c tests/fuzz/fuzz-engine.c \
+		$(ENGINE_SRCS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ -laio -luuid -lz -lpthread
+
 # ... and on qcow (version 1) images, read through the qcow driver.
 QCOW_SEEDS := $(BUILD)/fuzz/corpus-qcow
 $(BUILD)/fuzz/fuzz-qcow: tests/fuzz/fuzz-qcow.c tests/fuzz/fuzz-engine.c \
@@ -221,18 +228,19 @@ FUZZ_LIMIT = $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS),-max_total_time=$(FUZZ_TIME))
 FUZZ_FLAGS = $(FUZZ_LIMIT) -print_final_stats=1
 fuzz-run: $(BUILD)/fuzz/fuzz-ctl $(BUILD)/fuzz/fuzz-vhd \
 		$(BUILD)/fuzz/fuzz-qcow2 $(BUILD)/fuzz/fuzz-qcow \
-		$(BUILD)/tapfs-img
+		$(BUILD)/fuzz/fuzz-vmdk $(BUILD)/tapfs-img
 	tests/fuzz/make-seeds.sh $(BUILD)/tapfs-img $(BUILD)/fuzz
 	$(BUILD)/fuzz/fuzz-ctl $(FUZZ_FLAGS) -max_len=8192 $(BUILD)/fuzz/corpus-ctl
 	$(BUILD)/fuzz/fuzz-vhd $(FUZZ_FLAGS) -max_len=65536 $(VHD_SEEDS)
 	$(BUILD)/fuzz/fuzz-qcow2 $(FUZZ_FLAGS) -max_len=65536 $(Q2_SEEDS)
 	$(BUILD)/fuzz/fuzz-qcow $(FUZZ_FLAGS) -max_len=65536 $(QCOW_SEEDS)
+	$(BUILD)/fuzz/fuzz-vmdk $(FUZZ_FLAGS) -max_len=262144 $(VMDK_SEEDS)
 
 # make fuzz-replay: the same targets built by $(CC) without libFuzzer
 # (with SANITIZE under make asan) on the shared driver
 # tests/fuzz/fuzz-main.c, run once over every input of the seed corpora
 # (and of what earlier fuzzing or FUZZ_SEEDS added): a crash fails.
-FUZZ_TARGETS := ctl vhd qcow2 qcow
+FUZZ_TARGETS := ctl vhd qcow2 qcow vmdk
 FUZZ_REPLAY_BINS := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/replay-%)
 $(BUILD)/fuzz/replay-%: tests/fuzz/fuzz-%.c tests/fuzz/fuzz-main.c \
 		tests/fuzz/fuzz-engine.c $(LIBTAPFS)

@@ -3,7 +3,7 @@
 #
 #	tests/fuzz/make-seeds.sh TAPFS-IMG DIR
 #
-# Fills DIR/corpus-vhd, DIR/corpus-qcow2, DIR/corpus-qcow and DIR/corpus-ctl with small
+# Fills DIR/corpus-vhd, DIR/corpus-qcow2, DIR/corpus-qcow, DIR/corpus-vmdk and DIR/corpus-ctl with small
 # valid inputs (a fuzzer mutates from them): images made by tapfs-img and,
 # when it is installed, by qemu-img (an independent writer: compressed
 # clusters, extended L2, other refcount widths, v2 images, QEMU's VHD
@@ -22,8 +22,9 @@ dir=$2
 vhd=$dir/corpus-vhd
 q2=$dir/corpus-qcow2
 q1=$dir/corpus-qcow
+vmdk=$dir/corpus-vmdk
 ctl=$dir/corpus-ctl
-mkdir -p "$vhd" "$q2" "$q1" "$ctl"
+mkdir -p "$vhd" "$q2" "$q1" "$vmdk" "$ctl"
 tmp=$(mktemp -d /tmp/tapfs-seeds.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -108,6 +109,21 @@ if [ $have_qemu_img = 1 ]; then
 	fi
 	seed "$q1" qemu-backing.qcow qemu-img create -f qcow \
 		-b data.raw -F raw "$tmp/out" 16K
+fi
+
+# vmdk: monolithicSparse (empty, with data), streamOptimized, a descriptor.
+seed "$vmdk" empty.vmdk "$img" create -q -f vmdk "$tmp/out" 1M
+seed "$vmdk" data.vmdk "$img" convert -O vmdk "$tmp/data.raw" "$tmp/out"
+if [ $have_qemu_img = 1 ]; then
+	seed "$vmdk" qemu-sparse.vmdk qemu-img convert -O vmdk \
+		-o subformat=monolithicSparse "$tmp/data.raw" "$tmp/out"
+	seed "$vmdk" qemu-stream.vmdk qemu-img convert -O vmdk \
+		-o subformat=streamOptimized "$tmp/data.raw" "$tmp/out"
+	if [ ! -e "$vmdk/qemu-flat.vmdk" ]; then
+		qemu-img create -q -f vmdk -o subformat=monolithicFlat \
+			"$tmp/flat.vmdk" 64K
+		mv "$tmp/flat.vmdk" "$vmdk/qemu-flat.vmdk"
+	fi
 fi
 
 # .ctl: one line of each command, and a batch of several.
