@@ -146,6 +146,18 @@ int td_errf(char *err, size_t errlen, int ret, const char *fmt, ...)
 	return ret;
 }
 
+int td_read_head(const char *path, void *buf, size_t len, size_t *got)
+{
+	int fd = td_open_file(path, O_RDONLY | O_CLOEXEC), rc;
+
+	*got = 0;
+	if (fd < 0)
+		return -errno;
+	rc = full_io(fd, buf, len, 0, false, got);
+	close(fd);
+	return rc;
+}
+
 char *td_path_resolve(const char *base, const char *path)
 {
 	char *copy, *dir, *out;

@@ -53,6 +53,11 @@ int td_errf(char *err, size_t errlen, int ret, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
 /*
+ * Read up to len bytes from the start of the file at path (a format's
+ * probe): 0 with the count in *got, or -errno.
+ */
+int td_read_head(const char *path, void *buf, size_t len, size_t *got);
+/*
  * path (a backing or parent file's name) resolved against the directory
  * of base, the image that names it (absolute: unchanged); malloc'd, NULL
  * when out of memory.

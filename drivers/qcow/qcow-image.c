@@ -15,18 +15,11 @@
 int qcow_probe(const char *path, bool *is_mine)
 {
 	uint8_t buf[8];
-	int fd = td_open_file(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
+	size_t n;
+	int rc = td_read_head(path, buf, sizeof(buf), &n);
 
-	*is_mine = false;
-	if (fd < 0)
-		return -errno;
-	n = pread(fd, buf, sizeof(buf), 0);
-	close(fd);
-	if (n < 0)
-		return -errno;
-	*is_mine = qcow_format_probe(buf, (size_t)n);
-	return 0;
+	*is_mine = !rc && qcow_format_probe(buf, n);
+	return rc;
 }
 
 void qcow_image_close(struct qcow_image *img)

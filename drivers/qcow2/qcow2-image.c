@@ -26,18 +26,11 @@
 int qcow2_probe(const char *path, bool *is_qcow2)
 {
 	uint8_t magic[4];
-	int fd = td_open_file(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
+	size_t n;
+	int rc = td_read_head(path, magic, sizeof(magic), &n);
 
-	*is_qcow2 = false;
-	if (fd < 0)
-		return -errno;
-	n = pread(fd, magic, sizeof(magic), 0);
-	close(fd);
-	if (n < 0)
-		return -errno;
-	*is_qcow2 = n == 4 && td_get_be32(magic) == QCOW2_MAGIC;
-	return 0;
+	*is_qcow2 = !rc && n == 4 && td_get_be32(magic) == QCOW2_MAGIC;
+	return rc;
 }
 
 static void image_free(struct qcow2_image *img)

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,34 +22,14 @@
 int vmdk_probe(const char *path, bool *is_vmdk)
 {
 	char buf[sizeof(VMDK_DESC_SIGNATURE) - 1];
-	int fd = td_open_file(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
+	size_t n;
+	int rc = td_read_head(path, buf, sizeof(buf), &n);
 
-	*is_vmdk = false;
-	if (fd < 0)
-		return -errno;
-	n = pread(fd, buf, sizeof(buf), 0);
-	close(fd);
-	if (n < 0)
-		return -errno;
-	*is_vmdk = (n >= 4 && td_get_le32((uint8_t *)buf) == VMDK_MAGIC) ||
-		   ((size_t)n == sizeof(buf) &&
-		    !memcmp(buf, VMDK_DESC_SIGNATURE, sizeof(buf)));
-	return 0;
-}
-
-/* name resolved against the folder of base; malloc'd or NULL. */
-static char *vmdk_resolve(const char *base, const char *name)
-{
-	char *copy, *out = NULL;
-
-	if (name[0] == '/')
-		return strdup(name);
-	copy = strdup(base);
-	if (copy && asprintf(&out, "%s/%s", dirname(copy), name) < 0)
-		out = NULL;
-	free(copy);
-	return out;
+	*is_vmdk = !rc &&
+		   ((n >= 4 && td_get_le32((uint8_t *)buf) == VMDK_MAGIC) ||
+		    (n == sizeof(buf) &&
+		     !memcmp(buf, VMDK_DESC_SIGNATURE, sizeof(buf))));
+	return rc;
 }
 
 static int vmdk_file_secs(int fd, uint64_t *secs)
@@ -243,7 +222,7 @@ static int vmdk_open_extent(struct vmdk_image *img, struct vmdk_extent *e,
 			       img->path);
 	if (d->type == VMDK_EXTENT_ZERO)
 		return 0;
-	e->path = vmdk_resolve(img->path, d->name);
+	e->path = td_path_resolve(img->path, d->name);
 	if (!e->path)
 		return -ENOMEM;
 	if (strcmp(e->path, img->path)) {
@@ -412,7 +391,7 @@ int vmdk_image_parent(const struct vmdk_image *img, char **path)
 {
 	if (!img->desc.parent_hint[0])
 		return 1;
-	*path = vmdk_resolve(img->path, img->desc.parent_hint);
+	*path = td_path_resolve(img->path, img->desc.parent_hint);
 	return *path ? 0 : -ENOMEM;
 }
 
