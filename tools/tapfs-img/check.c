@@ -67,6 +67,20 @@ static void check_qcow2_open(const char *path,
 		       "leaks' reclaims them)\n", path);
 }
 
+/*
+ * The verdict of a format whose problems are errors and warnings (no
+ * leaks): the summary, and the exit status.
+ */
+static int check_verdict(const struct check_out *out,
+			 const struct td_check_result *res)
+{
+	if (check_summary(out, res->errors, res->warnings, "warning"))
+		return EXIT_FAIL;
+	printf("%s: no errors found%s\n", out->path,
+	       res->warnings ? " (warnings above are harmless)" : "");
+	return 0;
+}
+
 /* Leaks (clusters counted but unused: a crash) do not fail the check. */
 int check_qcow2(struct check_out *out)
 {
@@ -104,11 +118,7 @@ int check_qcow(struct check_out *out)
 		msg("%s", err);
 		return EXIT_USAGE;
 	}
-	if (check_summary(out, res.errors, res.warnings, "warning"))
-		return EXIT_FAIL;
-	printf("%s: no errors found%s\n", out->path,
-	       res.warnings ? " (warnings above are harmless)" : "");
-	return 0;
+	return check_verdict(out, &res);
 }
 
 int check_raw(struct check_out *out)
@@ -128,11 +138,7 @@ int check_vhd(struct check_out *out)
 		msg("%s", err);
 		return EXIT_USAGE;
 	}
-	if (check_summary(out, res.errors, res.warnings, "warning"))
-		return EXIT_FAIL;
-	printf("%s: no errors found%s\n", out->path,
-	       res.warnings ? " (warnings above are harmless)" : "");
-	return 0;
+	return check_verdict(out, &res);
 }
 
 static int cmd_check(int argc, char **argv)
@@ -212,9 +218,5 @@ int check_vmdk(struct check_out *out)
 		msg("%s", err);
 		return EXIT_USAGE;
 	}
-	if (check_summary(out, res.errors, res.warnings, "warning"))
-		return EXIT_FAIL;
-	printf("%s: no errors found%s\n", out->path,
-	       res.warnings ? " (warnings above are harmless)" : "");
-	return 0;
+	return check_verdict(out, &res);
 }
