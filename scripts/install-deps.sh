@@ -8,11 +8,14 @@
 set -eu
 
 BUILD_PKGS="gcc make pkg-config libc6-dev libfuse3-dev fuse3 libaio-dev
-uuid-dev zlib1g-dev libcmocka-dev"
+uuid-dev zlib1g-dev libcmocka-dev librbd-dev"
 # The functional tests; man-db (man, lexgrog) and groff-base render and
 # check the manual pages (test-man.sh).
 TEST_PKGS="fio qemu-utils qemu-system-common e2fsprogs util-linux kmod
 man-db groff-base"
+# The rbd driver's tests (tests/ceph): a throw-away one-node Ceph cluster
+# (mon, mgr, one bluestore OSD) and the rbd/ceph CLIs as the oracle.
+CEPH_PKGS="ceph-mon ceph-mgr ceph-osd ceph-common"
 BENCH_PKGS="qemu-system-common"
 FUZZ_PKGS="clang libclang-rt-14-dev"
 VALGRIND_PKGS="valgrind"
@@ -22,9 +25,9 @@ XEN_PKGS="qemu-system-x86 cpio xz-utils gzip util-linux coreutils bash"
 want=${1:-all}
 case "$want" in
 build) pkgs=$BUILD_PKGS ;;
-test) pkgs="$BUILD_PKGS $TEST_PKGS $XEN_PKGS" ;;
-bench) pkgs="$BUILD_PKGS $TEST_PKGS $BENCH_PKGS" ;;
-all) pkgs="$BUILD_PKGS $TEST_PKGS $BENCH_PKGS $XEN_PKGS" ;;
+test) pkgs="$BUILD_PKGS $TEST_PKGS $CEPH_PKGS $XEN_PKGS" ;;
+bench) pkgs="$BUILD_PKGS $TEST_PKGS $CEPH_PKGS $BENCH_PKGS" ;;
+all) pkgs="$BUILD_PKGS $TEST_PKGS $CEPH_PKGS $BENCH_PKGS $XEN_PKGS" ;;
 fuzz) pkgs="$BUILD_PKGS $FUZZ_PKGS" ;;
 valgrind) pkgs="$BUILD_PKGS $VALGRIND_PKGS" ;;
 xen) pkgs="$XEN_PKGS" ;;

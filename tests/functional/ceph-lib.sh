@@ -1,0 +1,63 @@
+# shellcheck shell=bash
+# ceph-lib.sh - a throw-away one-node Ceph cluster for the rbd tests.
+#
+# Source it after lib.sh:
+#
+#	. "$(dirname "$0")/lib.sh"
+#	. "$(dirname "$0")/ceph-lib.sh"
+#	ceph_start            # or the test ends here, FAILED, saying why
+#	rbd create --size 64M rbd/t1
+#
+# ceph_start runs tests/ceph/start.sh (mon, mgr, one bluestore OSD, pool
+# "rbd") in a mktemp directory under /dev/shm and registers its stop (by
+# the PIDs start.sh recorded, tests/ceph/stop.sh) on the cleanup stack.
+# It exports CEPH_CONF, which the rbd/ceph CLIs and tapfs (its default
+# ceph_conf) read, and sets CEPH_DIR and CEPH_START_MS.  A cluster that
+# cannot start is a failed test with the reason, never a skip: the
+# packages come from scripts/install-deps.sh (make check installs them).
+
+CEPH_SCRIPTS=$TOP/tests/ceph
+# What the tests need from Ceph, beyond start.sh's defaults: a client that
+# died holding an image's lock is blocklisted after 10 s, not 30
+# (clients ping their watches every 5 s: not lower); discards under
+# 64 KiB zero instead of being skipped.
+CEPH_TEST_CONF=$'[osd]\nosd_client_watch_timeout = 10\n[client]\nrbd_skip_partial_discard = false'
+
+# ceph_stop: stop the cluster of ceph_start (its daemons by PID) and
+# remove its directory; a daemon that does not exit is a failed check.
+ceph_stop() {
+	[ -n "${CEPH_DIR:-}" ] || return 0
+	if ! CEPH_MINI_STOP_GRACE=5 "$CEPH_SCRIPTS/stop.sh" "$CEPH_DIR"; then
+		fail "ceph_stop" "a daemon of $CEPH_DIR did not exit"
+	fi
+	CEPH_DIR=
+}
+
+ceph_start() {
+	local c t0 out
+	for c in ceph-mon ceph-mgr ceph-osd ceph rbd monmaptool \
+		 ceph-authtool; do
+		if ! command -v "$c" >/dev/null 2>&1; then
+			fail "ceph_start" "$c is missing: run scripts/install-deps.sh test (Debian packages ceph-mon ceph-mgr ceph-osd ceph-common)"
+			summary
+		fi
+	done
+	CEPH_DIR=$(mktemp -d /dev/shm/tapfs-ceph.XXXXXX) || {
+		fail "ceph_start" "mktemp under /dev/shm failed"
+		summary
+	}
+	# Before start.sh: a start killed half-way leaves PIDs in $CEPH_DIR/run.
+	on_exit ceph_stop
+	t0=$(date +%s%N)
+	if ! out=$(CEPH_MINI_CONF_EXTRA=$CEPH_TEST_CONF \
+		   CEPH_MINI_TIMEOUT=${CEPH_START_TIMEOUT:-120} \
+		   "$CEPH_SCRIPTS/start.sh" "$CEPH_DIR" 2>"$T/ceph-start.err"); then
+		fail "ceph_start" "the Ceph cluster did not start: $(tail -n 5 \
+			"$T/ceph-start.err"; tail -n 5 "$CEPH_DIR"/log/*.log \
+			2>/dev/null | tail -n 8)"
+		summary
+	fi
+	eval "$out"
+	CEPH_START_MS=$((($(date +%s%N) - t0) / 1000000))
+	ok "ceph_start: cluster up in $CEPH_START_MS ms ($CEPH_DIR)"
+}
