@@ -37,7 +37,7 @@ ALL_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
 	   -Iinclude -Idrivers $(CFLAGS) $(SANITIZE) -MMD -MP
 FUSE_CFLAGS = $(shell $(PKG_CONFIG) --cflags fuse3 2>/dev/null)
 FUSE_LIBS   = $(shell $(PKG_CONFIG) --libs fuse3 2>/dev/null || echo -lfuse3)
-LDLIBS	:= -laio -luuid -lz -lpthread
+LDLIBS	:= -lrbd -lrados -laio -luuid -lz -lpthread
 LDFLAGS	?=
 ALL_LDFLAGS := $(LDFLAGS) $(SANITIZE)
 
@@ -196,21 +196,21 @@ Q2_SEEDS := $(BUILD)/fuzz/corpus-qcow2
 $(BUILD)/fuzz/fuzz-qcow2: tests/fuzz/fuzz-qcow2.c tests/fuzz/fuzz-engine.c \
 		$(ENGINE_SRCS)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ -laio -luuid -lz -lpthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ $(LDLIBS)
 
 # ... and on VMDK images, read through the vmdk driver.
 VMDK_SEEDS := $(BUILD)/fuzz/corpus-vmdk
 $(BUILD)/fuzz/fuzz-vmdk: tests/fuzz/fuzz-vmdk.c tests/fuzz/fuzz-engine.c \
 		$(ENGINE_SRCS)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ -laio -luuid -lz -lpthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ $(LDLIBS)
 
 # ... and on qcow (version 1) images, read through the qcow driver.
 QCOW_SEEDS := $(BUILD)/fuzz/corpus-qcow
 $(BUILD)/fuzz/fuzz-qcow: tests/fuzz/fuzz-qcow.c tests/fuzz/fuzz-engine.c \
 		$(ENGINE_SRCS)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ -laio -luuid -lz -lpthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ $(LDLIBS)
 
 fuzz: deps-fuzz
 	$(MAKE) fuzz-run

@@ -359,6 +359,11 @@ static int control_snapshot(struct tapfs *fs, struct tapfs_group *g,
 			return control_status(g, -EINVAL, "'%s' is read-only:"
 					      " nothing to snapshot",
 					      tv->name);
+		if (td_disk_flags(leaf->ops) & TD_DISK_REMOTE)
+			return control_status(g, -ENOTSUP, "'%s' is a %s "
+					      "image: its snapshots are not "
+					      "supported yet", tv->name,
+					      leaf->ops->name);
 		if (td_disk_flags(leaf->ops) & TD_DISK_NO_FILE)
 			return control_status(g, -EINVAL, "'%s' is a %s "
 					      "disk: it has no image to keep",
@@ -408,13 +413,29 @@ static int control_save(struct tapfs *fs, struct tapfs_group *g)
 }
 
 /*
- * create takes a driver that makes image files, or one whose argument is
- * not a file (ram: its size), which it just opens.
+ * create takes a driver that makes image files, one that makes images
+ * elsewhere (rbd: in a Ceph pool), or one whose argument is not a file
+ * (ram: its size), which it just opens.
  */
 static bool control_can_create(const struct tap_disk *ops)
 {
+	if (td_disk_flags(ops) & TD_DISK_REMOTE)
+		return td_disk_can_create_remote(ops);
 	return td_disk_can_create(ops) ||
 	       (td_disk_flags(ops) & TD_DISK_NO_FILE);
+}
+
+/*
+ * Does a VBD of this driver outlive the mount (kept in the manifest)?
+ * Image files and remote images do; a disk that is no file (ram) does
+ * not, unless it is a filter over one.
+ */
+static bool control_lasting(const struct tap_disk *ops)
+{
+	td_flag_t f = td_disk_flags(ops);
+
+	return !(f & TD_DISK_NO_FILE) || (f & (TD_DISK_FILTER |
+					       TD_DISK_REMOTE));
 }
 
 /*
@@ -448,8 +469,28 @@ static void control_formats(char *buf, size_t len, bool creating)
 	}
 }
 
+/*
+ * Undo a create whose VBD did not come up: the image file, or the remote
+ * image ops made at target.
+ */
+static void control_uncreate(struct tapfs *fs, const struct tap_disk *ops,
+			     const char *created)
+{
+	char err[256];
+
+	if (!created)
+		return;
+	if (!(td_disk_flags(ops) & TD_DISK_REMOTE)) {
+		unlink(created);
+		return;
+	}
+	if (td_drv_remove_remote(ops, fs->engine, created, err, sizeof(err)))
+		td_log(TD_LOG_ERR, "%s", err);
+}
+
 static int control_add(struct tapfs *fs, struct tapfs_group *g,
-		       const struct ctl_command *cmd, const char *spec,
+		       const struct ctl_command *cmd,
+		       const struct tap_disk *ops, const char *spec,
 		       bool persistent, const char *created)
 {
 	char err[TAPFS_STATUS_MAX - 64];	/* may name three paths */
@@ -459,21 +500,40 @@ static int control_add(struct tapfs *fs, struct tapfs_group *g,
 	rc = tapfs_vbd_add(fs, g, cmd->name, cmd->format, spec,
 			   cmd->readonly, persistent, &tv, err, sizeof(err));
 	if (rc) {
-		if (created)
-			unlink(created);
+		control_uncreate(fs, ops, created);
 		return control_status(g, rc, "%s", err);
 	}
 	if (persistent && control_save(fs, g)) {
 		rc = -EIO;
 		tapfs_vbd_remove(fs, tv);
-		if (created)
-			unlink(created);
+		control_uncreate(fs, ops, created);
 		return rc;
 	}
 	td_log(TD_LOG_INFO, "%s/%s: %s %s (%llu bytes)", g->name, cmd->name,
 	       ctl_verb_name(cmd->verb), spec,
 	       (unsigned long long)vbd_size(tv->vbd));
 	return control_status(g, 0, NULL);
+}
+
+/*
+ * create of a remote image (rbd): the driver makes GROUP.NAME where its
+ * settings say (the pool of -o ceph_pool) and names it for open.
+ */
+static int control_create_remote(struct tapfs *fs, struct tapfs_group *g,
+				 const struct ctl_command *cmd,
+				 const struct tap_disk *ops)
+{
+	char name[2 * CTL_NAME_MAX + 2], target[CTL_PATH_MAX];
+	char spec[TAPFS_SPEC_MAX], err[TAPFS_STATUS_MAX / 2];
+	int rc;
+
+	snprintf(name, sizeof(name), "%s.%s", g->name, cmd->name);
+	rc = td_drv_create_remote(ops, fs->engine, name, cmd->size, target,
+				  sizeof(target), err, sizeof(err));
+	if (rc)
+		return control_status(g, rc, "%s", err);
+	snprintf(spec, sizeof(spec), "%s:%s", ops->name, target);
+	return control_add(fs, g, cmd, ops, spec, true, target);
 }
 
 static int control_create(struct tapfs *fs, struct tapfs_group *g,
@@ -492,10 +552,12 @@ static int control_create(struct tapfs *fs, struct tapfs_group *g,
 	if (tapfs_vbd_find(g, cmd->name))
 		return control_status(g, -EEXIST, "VBD '%s' exists in group "
 				      "'%s'", cmd->name, g->name);
+	if (td_disk_flags(ops) & TD_DISK_REMOTE)
+		return control_create_remote(fs, g, cmd, ops);
 	if (!td_disk_can_create(ops)) {	/* ram: nothing to create */
 		snprintf(spec, sizeof(spec), "%s:%llu", ops->name,
 			 (unsigned long long)cmd->size);
-		return control_add(fs, g, cmd, spec, false, NULL);
+		return control_add(fs, g, cmd, ops, spec, false, NULL);
 	}
 	/* NAME.FORMAT, or NAME alone where the suffix would not fit. */
 	if (strlen(cmd->name) + 1 + strlen(cmd->format) <= NAME_MAX)
@@ -522,7 +584,7 @@ static int control_create(struct tapfs *fs, struct tapfs_group *g,
 		return control_status(g, rc, "cannot create %s: %s", path,
 				      strerror(-rc));
 	snprintf(spec, sizeof(spec), "%s:%s", ops->name, path);
-	return control_add(fs, g, cmd, spec, true, path);
+	return control_add(fs, g, cmd, ops, spec, true, path);
 }
 
 static int control_open(struct tapfs *fs, struct tapfs_group *g,
@@ -558,9 +620,8 @@ static int control_open(struct tapfs *fs, struct tapfs_group *g,
 	}
 	snprintf(spec, sizeof(spec), "%s:%s", ops->name, cmd->path);
 	/* Kept in the manifest: all but a disk that is no file (ram). */
-	return control_add(fs, g, cmd, spec,
-			   !(flags & TD_DISK_NO_FILE) ||
-			   (flags & TD_DISK_FILTER), NULL);
+	return control_add(fs, g, cmd, ops, spec, control_lasting(ops),
+			   NULL);
 }
 
 static int control_close(struct tapfs *fs, struct tapfs_group *g,

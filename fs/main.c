@@ -54,6 +54,11 @@ static void usage(FILE *out)
 "  -o retry_delay_ms=N    first retry delay, doubling (default %d)\n"
 "  -o deadline_ms=N       give up (EIO) after N ms of retrying (default %d)\n"
 "  -o retry_eio           treat EIO from the storage as transient too\n"
+"  -o ceph_conf=FILE      Ceph configuration for rbd:POOL/IMAGE VBDs (default\n"
+"                         $CEPH_CONF, then /etc/ceph/ceph.conf)\n"
+"  -o ceph_id=NAME        Ceph client id, client.NAME (default admin)\n"
+"  -o ceph_pool=POOL      where \"create NAME rbd SIZE\" makes images: POOL\n"
+"                         or POOL/NAMESPACE (default rbd)\n"
 "\n"
 "Images made by create live in the store.  open, and the parent (VHD) or\n"
 "backing (qcow2) files an image names, at any depth, are served only from\n"
@@ -110,6 +115,37 @@ static int parse_allow_path(char *v, struct tapfs_opts *o)
 	return 0;
 }
 
+/*
+ * A driver's setting (rbd's ceph_conf=FILE, ceph_id=NAME, ceph_pool=POOL):
+ * handed to the engine as given, checked here only for what would
+ * surprise later (a relative path: the daemon works from "/").
+ */
+static int parse_driver_opt(const char *opt, const char *v,
+			    struct tapfs_opts *o)
+{
+	unsigned i;
+
+	if (!v || !*v) {
+		fprintf(stderr, "tapfs: option %s needs a value\n", opt);
+		return -EINVAL;
+	}
+	if (!strcmp(opt, "ceph_conf") && v[0] != '/') {
+		fprintf(stderr, "tapfs: option ceph_conf: '%s' is not an "
+			"absolute path\n", v);
+		return -EINVAL;
+	}
+	for (i = 0; i < o->ndriver_opts; i++)
+		if (!strcmp(o->driver_opts[i].name, opt))
+			break;
+	if (i == TAPFS_DRIVER_OPTS_MAX)
+		return -EINVAL;
+	o->driver_opts[i].name = opt;
+	o->driver_opts[i].value = v;
+	if (i == o->ndriver_opts)
+		o->ndriver_opts++;
+	return 0;
+}
+
 static bool generic_mount_option(const char *o)
 {
 	static const char *const ignored[] = {
@@ -158,6 +194,9 @@ static int parse_options(char *list, struct tapfs_opts *o)
 			rc = parse_uint(opt, v, &p->deadline_ms);
 		else if (!strcmp(opt, "retry_eio") && !v)
 			p->retry_eio = true;
+		else if (!strcmp(opt, "ceph_conf") || !strcmp(opt, "ceph_id") ||
+			 !strcmp(opt, "ceph_pool"))
+			rc = parse_driver_opt(opt, v, o);
 		else if (!strcmp(opt, "ro")) {
 			fprintf(stderr, "tapfs: option ro: a read-only mount "
 				"is not supported; open VBDs with 'ro'\n");

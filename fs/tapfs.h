@@ -26,6 +26,8 @@
 #define TAPFS_STATUS_MAX	512
 /* Most -o allow_path directories. */
 #define TAPFS_ALLOW_MAX		64
+/* Most drivers' settings (-o ceph_conf=...) handed to the engine. */
+#define TAPFS_DRIVER_OPTS_MAX	8
 
 enum tapfs_kind {
 	TAPFS_ROOT,
@@ -85,6 +87,11 @@ struct tapfs_opts {
 	/* Where images may be, besides the store (-o allow_path). */
 	const char	*allow_path[TAPFS_ALLOW_MAX];
 	unsigned	 nallow_path;
+	/* Drivers' settings (rbd: ceph_conf, ceph_id, ceph_pool). */
+	struct {
+		const char *name, *value;
+	}		 driver_opts[TAPFS_DRIVER_OPTS_MAX];
+	unsigned	 ndriver_opts;
 };
 
 struct tapfs {

@@ -715,6 +715,13 @@ struct tapfs *tapfs_new(const struct tapfs_opts *opts, char *err,
 	}
 	fs->engine->path_policy = path_policy_check;
 	fs->engine->path_policy_arg = &fs->paths;
+	for (unsigned i = 0; i < opts->ndriver_opts; i++) {
+		if (td_engine_set_option(fs->engine, opts->driver_opts[i].name,
+					 opts->driver_opts[i].value)) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+	}
 	tapfs_lock_write_pid(fs);
 	return fs;
 fail:

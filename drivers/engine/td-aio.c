@@ -22,6 +22,8 @@
 #include <tapfs/lock.h>
 #include <tapfs/log.h>
 
+#include "td-image.h"
+
 #define TD_AIO_BATCH		64
 #define TD_AIO_EAGAIN_MS	1
 
@@ -440,6 +442,8 @@ struct td_engine *td_engine_new(void)
 	if (!e->locks)
 		goto fail;
 	td_list_init(&e->shared_images);
+	td_list_init(&e->options);
+	td_list_init(&e->driver_states);
 	return e;
 fail:
 	td_engine_free(e);
@@ -450,6 +454,7 @@ void td_engine_free(struct td_engine *e)
 {
 	if (!e)
 		return;
+	td_engine_drivers_fini(e);
 	td_lock_table_free(e->locks);
 	td_aio_queue_free(e->aioq);
 	td_loop_free(e->loop);

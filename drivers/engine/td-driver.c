@@ -149,6 +149,129 @@ int td_check_path(td_driver_t *drv, const char *path)
 	return rc;
 }
 
+/* ---- drivers' settings and shared state ----------------------------- */
+
+struct td_engine_opt {
+	struct td_list	 link;
+	char		*name;
+	char		*value;
+};
+
+struct td_driver_state {
+	struct td_list		 link;
+	const struct tap_disk	*ops;
+	void			*state;
+	td_driver_state_fini_t	 fini;
+};
+
+static struct td_engine_opt *td_engine_opt_find(const struct td_engine *e,
+						const char *name)
+{
+	struct td_list *pos;
+
+	for (pos = e->options.next; pos != &e->options; pos = pos->next) {
+		struct td_engine_opt *o = td_container_of(pos,
+						struct td_engine_opt, link);
+		if (!strcmp(o->name, name))
+			return o;
+	}
+	return NULL;
+}
+
+int td_engine_set_option(struct td_engine *e, const char *name,
+			 const char *value)
+{
+	struct td_engine_opt *o = td_engine_opt_find(e, name);
+	char *v = strdup(value);
+
+	if (!v)
+		return -ENOMEM;
+	if (o) {
+		free(o->value);
+		o->value = v;
+		return 0;
+	}
+	o = calloc(1, sizeof(*o));
+	if (!o || !(o->name = strdup(name))) {
+		free(o);
+		free(v);
+		return -ENOMEM;
+	}
+	o->value = v;
+	td_list_add_tail(&o->link, &e->options);
+	return 0;
+}
+
+const char *td_engine_option(const struct td_engine *e, const char *name)
+{
+	const struct td_engine_opt *o = e ? td_engine_opt_find(e, name) : NULL;
+
+	return o ? o->value : NULL;
+}
+
+static struct td_driver_state *td_driver_state_find(
+	const struct td_engine *e, const struct tap_disk *ops)
+{
+	struct td_list *pos;
+
+	for (pos = e->driver_states.next; pos != &e->driver_states;
+	     pos = pos->next) {
+		struct td_driver_state *d = td_container_of(pos,
+						struct td_driver_state, link);
+		if (d->ops == ops)
+			return d;
+	}
+	return NULL;
+}
+
+void *td_engine_driver_state(const struct td_engine *e,
+			     const struct tap_disk *ops)
+{
+	struct td_driver_state *d = td_driver_state_find(e, ops);
+
+	return d ? d->state : NULL;
+}
+
+int td_engine_set_driver_state(struct td_engine *e,
+			       const struct tap_disk *ops, void *state,
+			       td_driver_state_fini_t fini)
+{
+	struct td_driver_state *d;
+
+	if (td_driver_state_find(e, ops))
+		return -EEXIST;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->ops = ops;
+	d->state = state;
+	d->fini = fini;
+	td_list_add_tail(&d->link, &e->driver_states);
+	return 0;
+}
+
+void td_engine_drivers_fini(struct td_engine *e)
+{
+	struct td_list *pos;
+
+	while ((pos = e->driver_states.next) != &e->driver_states) {
+		struct td_driver_state *d = td_container_of(pos,
+						struct td_driver_state, link);
+		td_list_del(&d->link);
+		if (d->fini)
+			d->fini(d->state);
+		free(d);
+	}
+	while ((pos = e->options.next) != &e->options) {
+		struct td_engine_opt *o = td_container_of(pos,
+						struct td_engine_opt, link);
+		td_list_del(&o->link);
+		free(o->name);
+		free(o->value);
+		free(o);
+	}
+}
+
 /* ---- checking a table ---------------------------------------------- */
 
 /* Bytes of struct tap_disk that version 1 of the interface defines. */
@@ -185,6 +308,12 @@ int td_driver_validate(const struct tap_disk *d, char *err, size_t errlen)
 	if (missing) {
 		snprintf(err, errlen, "driver %s must have a %s callback",
 			 name, missing);
+		return -EINVAL;
+	}
+	if ((td_disk_flags(d) & TD_DISK_REMOTE) &&
+	    !(td_disk_flags(d) & TD_DISK_NO_FILE)) {
+		snprintf(err, errlen, "driver %s: TD_DISK_REMOTE without "
+			 "TD_DISK_NO_FILE", name);
 		return -EINVAL;
 	}
 	return 0;
@@ -302,6 +431,35 @@ int td_drv_probe(const struct tap_disk *d, const char *path, bool *is_mine)
 	if (!TD_DISK_HAS(d, td_probe) || !d->td_probe)
 		return 0;
 	return d->td_probe(path, is_mine);
+}
+
+bool td_disk_can_create_remote(const struct tap_disk *d)
+{
+	return TD_DISK_HAS(d, td_create_remote) && d->td_create_remote;
+}
+
+int td_drv_create_remote(const struct tap_disk *d, struct td_engine *e,
+			 const char *name, uint64_t size, char *target,
+			 size_t targetlen, char *err, size_t errlen)
+{
+	if (!td_disk_can_create_remote(d)) {
+		snprintf(err, errlen, "driver %s cannot create images",
+			 d->name);
+		return -ENOTSUP;
+	}
+	return d->td_create_remote(e, name, size, target, targetlen, err,
+				   errlen);
+}
+
+int td_drv_remove_remote(const struct tap_disk *d, struct td_engine *e,
+			 const char *target, char *err, size_t errlen)
+{
+	if (!TD_DISK_HAS(d, td_remove_remote) || !d->td_remove_remote) {
+		snprintf(err, errlen, "driver %s cannot remove images",
+			 d->name);
+		return -ENOTSUP;
+	}
+	return d->td_remove_remote(e, target, err, errlen);
 }
 
 /* ---- services on another driver's image ----------------------------- */

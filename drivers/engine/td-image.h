@@ -38,4 +38,10 @@ struct td_image {
 	char		 lock_name[TD_VBD_NAME_MAX + 32];
 };
 
+/*
+ * td_engine_free: every driver's shared state finished (td-driver.c), and
+ * the options freed.
+ */
+void td_engine_drivers_fini(struct td_engine *e);
+
 #endif

@@ -18,6 +18,7 @@ extern const struct tap_disk tapdisk_qcow2;
 extern const struct tap_disk tapdisk_qcow;
 extern const struct tap_disk tapdisk_vmdk;
 extern const struct tap_disk tapdisk_fault;
+extern const struct tap_disk tapdisk_rbd;
 
 /*
  * Every built-in driver, looked up by .name.  td_probe_driver asks their
@@ -33,6 +34,7 @@ static const struct tap_disk *const td_drivers[] = {
 	&tapdisk_vmdk,
 	&tapdisk_vhd,
 	&tapdisk_fault,
+	&tapdisk_rbd,
 	NULL,
 };
 

@@ -213,6 +213,9 @@ struct td_engine {
 	void			*path_policy_arg;
 	/* Read-only parents open once for all chains (engine-private). */
 	struct td_list		 shared_images;
+	/* Drivers' settings and shared state (engine-private, below). */
+	struct td_list		 options;
+	struct td_list		 driver_states;
 };
 
 struct td_engine *td_engine_new(void);
@@ -225,6 +228,32 @@ void td_engine_free(struct td_engine *e);
  */
 int  td_engine_check_path(struct td_engine *e, const char *path,
 			  char **real, char *err, size_t errlen);
+
+/* ---- drivers' settings and shared state ---------------------------- */
+
+/*
+ * Settings for the engine's drivers, given by its owner (the daemon's
+ * mount options: ceph_conf=FILE): name=value strings a driver reads when
+ * it opens an image.  set copies both (a later set replaces); 0 or
+ * -ENOMEM.  td_engine_option: the value, or NULL when unset.
+ */
+int  td_engine_set_option(struct td_engine *e, const char *name,
+			  const char *value);
+const char *td_engine_option(const struct td_engine *e, const char *name);
+
+/*
+ * State a driver shares among all its images on one engine (rbd: the one
+ * cluster connection), made by the driver when it first needs it and
+ * kept until td_engine_free(), which calls fini(state) after every VBD
+ * is closed.  get: the state set for ops, or NULL.  set: 0, -EEXIST (ops
+ * has one) or -ENOMEM.
+ */
+typedef void (*td_driver_state_fini_t)(void *state);
+void *td_engine_driver_state(const struct td_engine *e,
+			     const struct tap_disk *ops);
+int  td_engine_set_driver_state(struct td_engine *e,
+				const struct tap_disk *ops, void *state,
+				td_driver_state_fini_t fini);
 
 /* ---- VBD ------------------------------------------------------------- */
 

@@ -177,6 +177,8 @@ struct td_driver {
  *   td_control          default: -ENOTSUP (takes no settings)
  *   td_probe            default: not mine (the raw driver "aio" takes
  *                       what no driver claims)
+ *   td_create_remote    default: -ENOTSUP ("cannot create")
+ *   td_remove_remote    default: -ENOTSUP
  */
 struct tap_disk {
 	uint32_t	 api_version;	/* TD_API_VERSION */
@@ -238,6 +240,22 @@ struct tap_disk {
 	 * nobody (a backing file without a format): td_probe_driver.
 	 */
 	int  (*td_probe)(const char *path, bool *is_mine);
+	/*
+	 * A TD_DISK_REMOTE driver's create: make a new, zeroed image of
+	 * size bytes called name in the place the engine's settings say
+	 * (rbd: the pool of option ceph_pool), and write the argument
+	 * td_open takes for it into target ("rbd/NAME").  0, or -errno with
+	 * the reason in err (-EEXIST: an image of that name exists).
+	 */
+	int  (*td_create_remote)(struct td_engine *e, const char *name,
+				 uint64_t size, char *target,
+				 size_t targetlen, char *err, size_t errlen);
+	/*
+	 * Undo td_create_remote: remove the image at target (never opened
+	 * since).  0, or -errno with the reason in err.
+	 */
+	int  (*td_remove_remote)(struct td_engine *e, const char *target,
+				 char *err, size_t errlen);
 };
 
 /*
@@ -268,6 +286,14 @@ struct tap_disk {
  * what it filters is checked when it is opened as its parent.
  */
 #define TD_DISK_NO_FILE		(1u << 1)
+/*
+ * With TD_DISK_NO_FILE: the argument names a lasting image outside the
+ * local file system (rbd: POOL/IMAGE in a Ceph cluster).  It is kept
+ * across remounts like an image file, made by td_create_remote, and the
+ * driver itself keeps it to one writer (the engine's file locks do not
+ * apply).
+ */
+#define TD_DISK_REMOTE		(1u << 2)
 
 /* ---- the three things a driver does with a request ---------------- */
 
@@ -344,6 +370,13 @@ int  td_drv_control(td_driver_t *drv, const char *args, char *err,
 		    size_t errlen);
 /* 0 and *is_mine false for a driver without a td_probe. */
 int  td_drv_probe(const struct tap_disk *d, const char *path, bool *is_mine);
+/* -ENOTSUP, with err saying so, for a driver without. */
+int  td_drv_create_remote(const struct tap_disk *d, struct td_engine *e,
+			  const char *name, uint64_t size, char *target,
+			  size_t targetlen, char *err, size_t errlen);
+int  td_drv_remove_remote(const struct tap_disk *d, struct td_engine *e,
+			  const char *target, char *err, size_t errlen);
+bool td_disk_can_create_remote(const struct tap_disk *d);
 td_flag_t td_disk_flags(const struct tap_disk *d);
 bool td_disk_can_create(const struct tap_disk *d);
 bool td_disk_can_create_child(const struct tap_disk *d);

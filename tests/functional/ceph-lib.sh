@@ -4,7 +4,7 @@
 # Source it after lib.sh:
 #
 #	. "$(dirname "$0")/lib.sh"
-#	. "$(dirname "$0")/ceph-lib.sh"
+#	. "$TEST_DIR/ceph-lib.sh"
 #	ceph_start            # or the test ends here, FAILED, saying why
 #	rbd create --size 64M rbd/t1
 #

@@ -30,7 +30,7 @@ check_match "the guide's test was found" "cmocka_run_group_tests" \
 # shellcheck disable=SC2086
 check gcc -std=gnu11 $WARN ${TEST_CFLAGS:-} -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
 	-I"$TOP/include" -o "$T/test-example" "$T/test-example.c" \
-	"$T/block-example.c" "$LIB" -lcmocka -laio -luuid -lz -lpthread
+	"$T/block-example.c" "$LIB" -lcmocka -lrbd -lrados -laio -luuid -lz -lpthread
 if [ -x "$T/test-example" ]; then
 	out=$(cd "$T" && ./test-example 2>&1)
 	rc=$?

@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The argument of the rbd driver, "POOL/IMAGE" or "POOL/NAMESPACE/IMAGE":
+ * parsing only (text in, struct or reason out), unit-tested alone.
+ */
+#ifndef TD_RBD_TARGET_H
+#define TD_RBD_TARGET_H
+
+#include <stddef.h>
+
+/*
+ * Longest pool, namespace and image names taken (RADOS object names
+ * derive from them; Ceph allows more, nobody uses it).
+ */
+#define RBD_NAME_MAX	255
+
+struct rbd_target {
+	char	pool[RBD_NAME_MAX + 1];
+	char	ns[RBD_NAME_MAX + 1];		/* "" : the default one */
+	char	image[RBD_NAME_MAX + 1];
+};
+
+/*
+ * Parse s into t.  0, or -EINVAL with a reason naming s and the problem
+ * in err (an empty part, a fourth part, a snapshot "@SNAP", a name too
+ * long, a blank or control character).
+ */
+int rbd_parse_target(const char *s, struct rbd_target *t, char *err,
+		     size_t errlen);
+
+#endif

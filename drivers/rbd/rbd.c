@@ -1,0 +1,587 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * rbd: a Ceph RBD image through librbd's asynchronous C API.
+ *
+ * The argument is POOL/IMAGE or POOL/NAMESPACE/IMAGE (rbd-target.h).  The
+ * cluster is named by the engine's options ceph_conf (a ceph.conf naming
+ * mon_host and the keyring; default: $CEPH_CONF, then /etc/ceph/ceph.conf)
+ * and ceph_id (the client id, default "admin").  One cluster handle
+ * serves every image of an engine: made at the first open (so after any
+ * fork of the daemon: a librados client must not cross a fork) and shut
+ * down with the engine.
+ *
+ * Data path: every read, write, flush and discard is one rbd_aio_* call
+ * whose completion librbd queues for polling; librbd signals the image's
+ * eventfd (rbd_set_image_notification), which the engine's loop watches,
+ * and the loop collects them with rbd_poll_io_events.  No thread of ours
+ * sits between the loop and librbd; per-request state comes from a pool
+ * allocated at open (librbd allocates its completion itself).  A flush
+ * reaches rbd_aio_flush: librbd's cache is writeback once the first flush
+ * was seen.
+ *
+ * One writer: a read-write open takes the image's exclusive lock with
+ * rbd_lock_acquire(RBD_LOCK_MODE_EXCLUSIVE) only if nobody holds it
+ * (rbd_lock_get_owners says -ENOENT); a holder is named in the refusal
+ * (EBUSY).  The lock stays in manual mode until close, so that librbd
+ * never hands it to another writer on request.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+
+#include <tapfs/engine.h>
+#include <tapfs/log.h>
+#include <tapfs/tapdisk.h>
+
+#include "rbd-target.h"
+
+/* More than the VBD ever has in flight on one image. */
+#define RBD_MAX_REQS		1024
+/* Completions collected per rbd_poll_io_events call. */
+#define RBD_POLL_BATCH		64
+#define RBD_DEFAULT_ID		"admin"
+#define RBD_DEFAULT_POOL	"rbd"
+/*
+ * Seconds a connection to the monitors may take: the open blocks the
+ * daemon's loop meanwhile (librados' default is 300).
+ */
+#define RBD_MOUNT_TIMEOUT	"10"
+/* Most lock owners listed in a refusal. */
+#define RBD_MAX_OWNERS		4
+
+extern const struct tap_disk tapdisk_rbd;
+
+/* The engine's one cluster handle (td_engine_driver_state). */
+struct rbd_cluster {
+	rados_t	 rados;
+	char	 addr[128];	/* our client's address, "" if unknown */
+};
+
+/* One request in librbd's hands: the completion's argument. */
+struct rbd_req {
+	td_request_t	 treq;
+	td_driver_t	*drv;
+};
+
+struct rbd_state {
+	struct rbd_target	 target;
+	rados_ioctx_t		 io;
+	rbd_image_t		 image;
+	int			 efd;
+	struct td_event		 ev;
+	bool			 ev_added;
+	struct td_pool		 reqs;
+	rbd_completion_t	 comps[RBD_POLL_BATCH];
+	uint64_t		 completed;
+};
+
+/* ---- the cluster -------------------------------------------------------- */
+
+static void rbd_cluster_fini(void *state)
+{
+	struct rbd_cluster *cl = state;
+
+	rados_shutdown(cl->rados);
+	free(cl);
+}
+
+static const char *rbd_conf_name(struct td_engine *e)
+{
+	const char *conf = td_engine_option(e, "ceph_conf");
+
+	if (conf)
+		return conf;
+	conf = getenv("CEPH_CONF");
+	return conf ? conf : "/etc/ceph/ceph.conf";
+}
+
+/*
+ * The engine's cluster handle, connected at the first call.  A failed
+ * connection is not kept: the next open tries again.
+ */
+static int rbd_cluster_get(struct td_engine *e, struct rbd_cluster **out,
+			   char *err, size_t errlen)
+{
+	struct rbd_cluster *cl = td_engine_driver_state(e, &tapdisk_rbd);
+	const char *id = td_engine_option(e, "ceph_id");
+	const char *conf = rbd_conf_name(e);
+	char *addrs = NULL;
+	int rc;
+
+	if (cl) {
+		*out = cl;
+		return 0;
+	}
+	if (!id)
+		id = RBD_DEFAULT_ID;
+	cl = calloc(1, sizeof(*cl));
+	if (!cl)
+		return -ENOMEM;
+	rc = rados_create(&cl->rados, id);
+	if (rc) {
+		snprintf(err, errlen, "rbd: cannot make a Ceph client "
+			 "'client.%s': %s", id, strerror(-rc));
+		free(cl);
+		return rc;
+	}
+	rc = rados_conf_read_file(cl->rados, conf);
+	if (rc) {
+		snprintf(err, errlen, "rbd: cannot read Ceph configuration "
+			 "%s: %s", conf, strerror(-rc));
+		goto fail;
+	}
+	rados_conf_set(cl->rados, "client_mount_timeout", RBD_MOUNT_TIMEOUT);
+	rc = rados_connect(cl->rados);
+	if (rc) {
+		snprintf(err, errlen, "rbd: cannot connect to the Ceph cluster"
+			 " of %s as client.%s: %s", conf, id, strerror(-rc));
+		goto fail;
+	}
+	if (rados_getaddrs(cl->rados, &addrs) == 0 && addrs) {
+		snprintf(cl->addr, sizeof(cl->addr), "%s", addrs);
+		rados_buffer_free(addrs);
+	}
+	rc = td_engine_set_driver_state(e, &tapdisk_rbd, cl,
+					rbd_cluster_fini);
+	if (rc)
+		goto fail;
+	td_log(TD_LOG_INFO, "rbd: connected to the Ceph cluster of %s as "
+	       "client.%s (%s)", conf, id, cl->addr);
+	*out = cl;
+	return 0;
+fail:
+	rados_shutdown(cl->rados);
+	free(cl);
+	return rc;
+}
+
+/* An I/O context on t's pool and namespace, its errors in words. */
+static int rbd_ioctx(struct rbd_cluster *cl, const struct rbd_target *t,
+		     rados_ioctx_t *io, char *err, size_t errlen)
+{
+	int rc = rados_ioctx_create(cl->rados, t->pool, io);
+
+	if (rc == -ENOENT) {
+		snprintf(err, errlen, "rbd: no pool '%s' in the Ceph cluster",
+			 t->pool);
+		return rc;
+	}
+	if (rc) {
+		snprintf(err, errlen, "rbd: pool '%s': %s", t->pool,
+			 strerror(-rc));
+		return rc;
+	}
+	rados_ioctx_set_namespace(*io, t->ns);
+	return 0;
+}
+
+/* "rbd/ns/img" of t, for messages. */
+static void rbd_target_name(const struct rbd_target *t, char *buf,
+			    size_t len)
+{
+	snprintf(buf, len, "%s/%s%s%s", t->pool, t->ns, t->ns[0] ? "/" : "",
+		 t->image);
+}
+
+/* ---- the exclusive lock --------------------------------------------------- */
+
+/*
+ * Take the image's exclusive lock unless someone holds it: 0, or -EBUSY
+ * naming the holder, or -errno, with the reason in drv->error.
+ */
+static int rbd_take_lock(td_driver_t *drv, struct rbd_cluster *cl,
+			 const char *name)
+{
+	struct rbd_state *s = drv->data;
+	char *owners[RBD_MAX_OWNERS];
+	size_t n = RBD_MAX_OWNERS;
+	rbd_lock_mode_t mode;
+	uint64_t features = 0;
+	int rc;
+
+	rc = rbd_get_features(s->image, &features);
+	if (!rc && !(features & RBD_FEATURE_EXCLUSIVE_LOCK)) {
+		td_msgf(drv->error, sizeof(drv->error), "rbd: %s has no "
+			"exclusive-lock feature: tapfs cannot keep it to one "
+			"writer (rbd feature enable %s exclusive-lock)", name,
+			name);
+		return -EINVAL;
+	}
+	rc = rbd_lock_get_owners(s->image, &mode, owners, &n);
+	if (rc == 0) {
+		bool ours = n && cl->addr[0] && strstr(owners[0], cl->addr);
+
+		td_msgf(drv->error, sizeof(drv->error), "rbd: %s is in use: "
+			"its exclusive lock is held by %s%s%s", name,
+			n ? owners[0] : "another client",
+			n > 1 ? " and others" : "",
+			ours ? " (this tapfs daemon: another VBD)" : "");
+		rbd_lock_get_owners_cleanup(owners, n);
+		return -EBUSY;
+	}
+	if (rc != -ENOENT && rc != -ERANGE) {
+		td_msgf(drv->error, sizeof(drv->error), "rbd: %s: cannot list "
+			"the lock's owners: %s", name, strerror(-rc));
+		return rc;
+	}
+	if (rc == -ERANGE) {
+		td_msgf(drv->error, sizeof(drv->error), "rbd: %s is in use: "
+			"its exclusive lock has %zu owners", name, n);
+		return -EBUSY;
+	}
+	/* Between the two calls another client may have taken it. */
+	rc = rbd_lock_acquire(s->image, RBD_LOCK_MODE_EXCLUSIVE);
+	if (rc == -EROFS || rc == -EBUSY) {
+		td_msgf(drv->error, sizeof(drv->error), "rbd: %s is in use: "
+			"another client took its exclusive lock first", name);
+		return -EBUSY;
+	}
+	if (rc) {
+		td_msgf(drv->error, sizeof(drv->error), "rbd: %s: cannot take "
+			"the exclusive lock: %s", name, strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+/* ---- completions ---------------------------------------------------------- */
+
+/* The result of a finished request: 0 or -errno. */
+static int rbd_result(const td_request_t *treq, ssize_t ret)
+{
+	if (ret < 0)
+		return (int)ret;
+	if (treq->op == TD_OP_READ &&
+	    (size_t)ret != (size_t)treq->secs << TD_SECTOR_SHIFT)
+		return -EIO;		/* short: the image shrank under us */
+	return 0;
+}
+
+/* The image's eventfd: collect every completion librbd has queued. */
+static void rbd_event(struct td_event *ev, uint32_t events)
+{
+	td_driver_t *drv = ev->arg;
+	struct rbd_state *s = drv->data;
+	uint64_t count;
+	int i, n;
+
+	(void)events;
+	/* Reset first: a completion after the last poll signals again. */
+	if (read(s->efd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+		td_log(TD_LOG_ERR, "rbd: %s: eventfd: %m", drv->name);
+	while ((n = rbd_poll_io_events(s->image, s->comps,
+				       RBD_POLL_BATCH)) > 0) {
+		for (i = 0; i < n; i++) {
+			struct rbd_req *r = rbd_aio_get_arg(s->comps[i]);
+			ssize_t ret = rbd_aio_get_return_value(s->comps[i]);
+			td_request_t treq = r->treq;
+
+			rbd_aio_release(s->comps[i]);
+			td_pool_put(&s->reqs, r);
+			s->completed++;
+			td_complete_request(treq, rbd_result(&treq, ret));
+		}
+	}
+	if (n < 0)
+		td_log(TD_LOG_ERR, "rbd: %s: polling completions: %s",
+		       drv->name, strerror(-n));
+}
+
+/* ---- requests --------------------------------------------------------------- */
+
+static void rbd_queue(td_driver_t *drv, td_request_t treq)
+{
+	struct rbd_state *s = drv->data;
+	struct rbd_req *r = td_pool_get(&s->reqs);
+	uint64_t off = treq.sec << TD_SECTOR_SHIFT;
+	size_t len = (size_t)treq.secs << TD_SECTOR_SHIFT;
+	rbd_completion_t c;
+	int rc;
+
+	if (!r) {
+		td_complete_request(treq, -EBUSY);	/* retried */
+		return;
+	}
+	r->treq = treq;
+	r->drv = drv;
+	rc = rbd_aio_create_completion(r, NULL, &c);
+	if (rc) {
+		td_pool_put(&s->reqs, r);
+		td_complete_request(treq, rc);
+		return;
+	}
+	switch (treq.op) {
+	case TD_OP_READ:
+		rc = rbd_aio_read(s->image, off, len, treq.buf, c);
+		break;
+	case TD_OP_WRITE:
+		rc = rbd_aio_write(s->image, off, len, treq.buf, c);
+		break;
+	case TD_OP_FLUSH:
+		rc = rbd_aio_flush(s->image, c);
+		break;
+	case TD_OP_DISCARD:
+		rc = rbd_aio_discard(s->image, off, len, c);
+		break;
+	default:
+		rc = -EINVAL;
+		break;
+	}
+	if (rc < 0) {
+		rbd_aio_release(c);
+		td_pool_put(&s->reqs, r);
+		td_complete_request(treq, rc);
+	}
+}
+
+/* ---- open and close --------------------------------------------------------- */
+
+static void rbd_teardown(td_driver_t *drv)
+{
+	struct rbd_state *s = drv->data;
+
+	if (s->ev_added)
+		td_loop_del_event(drv->engine->loop, &s->ev);
+	s->ev_added = false;
+	if (s->image)
+		rbd_close(s->image);	/* releases the lock */
+	s->image = NULL;
+	if (s->io)
+		rados_ioctx_destroy(s->io);
+	s->io = NULL;
+	if (s->efd >= 0)
+		close(s->efd);
+	s->efd = -1;
+	td_pool_fini(&s->reqs);
+}
+
+static int rbd_open_image(td_driver_t *drv, const char *path,
+			  td_flag_t flags)
+{
+	struct rbd_state *s = drv->data;
+	bool ro = flags & TD_OPEN_RDONLY;
+	struct rbd_cluster *cl;
+	char name[3 * RBD_NAME_MAX + 3];
+	uint64_t size;
+	int rc;
+
+	rc = rbd_parse_target(path, &s->target, drv->error,
+			      sizeof(drv->error));
+	if (rc)
+		return rc;
+	rbd_target_name(&s->target, name, sizeof(name));
+	if (!drv->engine) {
+		td_msgf(drv->error, sizeof(drv->error), "rbd: %s: opened "
+			"outside an engine", name);
+		return -EINVAL;
+	}
+	rc = rbd_cluster_get(drv->engine, &cl, drv->error,
+			     sizeof(drv->error));
+	if (rc)
+		return rc;
+	rc = rbd_ioctx(cl, &s->target, &s->io, drv->error,
+		       sizeof(drv->error));
+	if (rc)
+		return rc;
+	rc = ro ? rbd_open_read_only(s->io, s->target.image, &s->image,
+				     NULL) :
+		  rbd_open(s->io, s->target.image, &s->image, NULL);
+	if (rc) {
+		s->image = NULL;
+		if (rc == -ENOENT)
+			td_msgf(drv->error, sizeof(drv->error), "rbd: no image"
+				" %s (pool %s%s%s)", name, s->target.pool,
+				s->target.ns[0] ? ", namespace " : "",
+				s->target.ns);
+		else
+			td_msgf(drv->error, sizeof(drv->error), "rbd: cannot "
+				"open %s: %s", name, strerror(-rc));
+		return rc;
+	}
+	rc = rbd_get_size(s->image, &size);
+	if (rc) {
+		td_msgf(drv->error, sizeof(drv->error), "rbd: %s: cannot read "
+			"its size: %s", name, strerror(-rc));
+		return rc;
+	}
+	if (size % TD_SECTOR_SIZE) {
+		td_msgf(drv->error, sizeof(drv->error), "rbd: %s: size %llu "
+			"is not a multiple of %u bytes", name,
+			(unsigned long long)size, TD_SECTOR_SIZE);
+		return -EINVAL;
+	}
+	if (!ro && !(flags & TD_OPEN_FORCE_SHARE)) {
+		rc = rbd_take_lock(drv, cl, name);
+		if (rc)
+			return rc;
+	}
+	drv->info.size = size >> TD_SECTOR_SHIFT;
+	drv->info.sector_size = TD_SECTOR_SIZE;
+	return 0;
+}
+
+static int rbd_open_events(td_driver_t *drv)
+{
+	struct rbd_state *s = drv->data;
+	int rc;
+
+	rc = td_pool_init(&s->reqs, RBD_MAX_REQS, sizeof(struct rbd_req),
+			  sizeof(void *));
+	if (rc)
+		return rc;
+	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (s->efd < 0)
+		return -errno;
+	rc = rbd_set_image_notification(s->image, s->efd,
+					EVENT_TYPE_EVENTFD);
+	if (rc) {
+		td_msgf(drv->error, sizeof(drv->error), "rbd: %s: cannot "
+			"register the completion eventfd: %s", drv->name,
+			strerror(-rc));
+		return rc;
+	}
+	s->ev.fd = s->efd;
+	s->ev.events = EPOLLIN;
+	s->ev.cb = rbd_event;
+	s->ev.arg = drv;
+	rc = td_loop_add_event(drv->engine->loop, &s->ev);
+	if (rc)
+		return rc;
+	s->ev_added = true;
+	return 0;
+}
+
+static int rbd_open_td(td_driver_t *drv, const char *path, td_flag_t flags)
+{
+	struct rbd_state *s = drv->data;
+	int rc;
+
+	s->efd = -1;
+	rc = rbd_open_image(drv, path, flags);
+	if (!rc)
+		rc = rbd_open_events(drv);
+	if (rc)
+		rbd_teardown(drv);
+	return rc;
+}
+
+static int rbd_close_td(td_driver_t *drv)
+{
+	struct rbd_state *s = drv->data;
+	int rc = 0;
+
+	/* The engine drained every request; the cache may hold writes. */
+	if (!(drv->flags & TD_OPEN_RDONLY)) {
+		rc = rbd_flush(s->image);
+		if (rc)
+			td_log(TD_LOG_ERR, "rbd: %s: flush on close: %s",
+			       drv->name, strerror(-rc));
+	}
+	rbd_teardown(drv);
+	return rc;
+}
+
+static void rbd_debug(td_driver_t *drv, FILE *out)
+{
+	struct rbd_state *s = drv->data;
+
+	fprintf(out, "rbd:%s %llu sectors, %u/%u requests free, %llu "
+		"completed\n", drv->name, (unsigned long long)drv->info.size,
+		s->reqs.nfree, s->reqs.count,
+		(unsigned long long)s->completed);
+}
+
+/* ---- create ----------------------------------------------------------------- */
+
+/* The pool (POOL or POOL/NAMESPACE) and name: a parsed target. */
+static int rbd_new_target(struct td_engine *e, const char *name,
+			  struct rbd_target *t, char *target,
+			  size_t targetlen, char *err, size_t errlen)
+{
+	const char *pool = td_engine_option(e, "ceph_pool");
+	int n;
+
+	if (!pool)
+		pool = RBD_DEFAULT_POOL;
+	n = snprintf(target, targetlen, "%s/%s", pool, name);
+	if (n < 0 || (size_t)n >= targetlen) {
+		snprintf(err, errlen, "rbd: image name %s/%s too long", pool,
+			 name);
+		return -ENAMETOOLONG;
+	}
+	return rbd_parse_target(target, t, err, errlen);
+}
+
+static int rbd_create_remote(struct td_engine *e, const char *name,
+			     uint64_t size, char *target, size_t targetlen,
+			     char *err, size_t errlen)
+{
+	struct rbd_cluster *cl;
+	struct rbd_target t;
+	rados_ioctx_t io;
+	int order = 0, rc;
+
+	rc = rbd_new_target(e, name, &t, target, targetlen, err, errlen);
+	if (!rc)
+		rc = rbd_cluster_get(e, &cl, err, errlen);
+	if (!rc)
+		rc = rbd_ioctx(cl, &t, &io, err, errlen);
+	if (rc)
+		return rc;
+	rc = rbd_create(io, t.image, size, &order);
+	if (rc == -EEXIST)
+		snprintf(err, errlen, "rbd: image %s already exists (use: "
+			 "open NAME rbd:%s)", target, target);
+	else if (rc)
+		snprintf(err, errlen, "rbd: cannot create %s: %s", target,
+			 strerror(-rc));
+	rados_ioctx_destroy(io);
+	return rc;
+}
+
+static int rbd_remove_remote(struct td_engine *e, const char *target,
+			     char *err, size_t errlen)
+{
+	struct rbd_cluster *cl;
+	struct rbd_target t;
+	rados_ioctx_t io;
+	int rc;
+
+	rc = rbd_parse_target(target, &t, err, errlen);
+	if (!rc)
+		rc = rbd_cluster_get(e, &cl, err, errlen);
+	if (!rc)
+		rc = rbd_ioctx(cl, &t, &io, err, errlen);
+	if (rc)
+		return rc;
+	rc = rbd_remove(io, t.image);
+	if (rc)
+		snprintf(err, errlen, "rbd: cannot remove %s: %s", target,
+			 strerror(-rc));
+	rados_ioctx_destroy(io);
+	return rc;
+}
+
+const struct tap_disk tapdisk_rbd = {
+	TD_DISK_VERSION,
+	.name			= "rbd",
+	.description		= "Ceph RBD image (POOL/IMAGE), librbd aio",
+	.private_data_size	= sizeof(struct rbd_state),
+	.td_open		= rbd_open_td,
+	.td_close		= rbd_close_td,
+	.td_queue_read		= rbd_queue,
+	.td_queue_write		= rbd_queue,
+	.td_debug		= rbd_debug,
+	.td_queue_flush		= rbd_queue,
+	.td_queue_discard	= rbd_queue,
+	.disk_flags		= TD_DISK_NO_FILE | TD_DISK_REMOTE,
+	.td_create_remote	= rbd_create_remote,
+	.td_remove_remote	= rbd_remove_remote,
+};

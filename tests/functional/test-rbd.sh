@@ -1,0 +1,179 @@
+#!/bin/bash
+# test-rbd.sh - the rbd driver on a real one-node Ceph cluster.
+#
+# A cluster (tests/ceph, via ceph-lib.sh) is started in /dev/shm; if it
+# cannot start the test fails with the reason.  Then:
+# (a) "create NAME rbd SIZE" makes image GROUP.NAME in the pool of
+#     -o ceph_pool; fio --verify=crc32c at QD32 through the VBD file; after
+#     the .ctl flush (which must reach rbd_aio_flush: librbd's cache is
+#     writeback) "rbd export" of the image equals the VBD byte for byte;
+#     an image made by "rbd create" (and one in a namespace) opens with
+#     "open NAME rbd:POOL[/NAMESPACE]/IMAGE", and what is written through
+#     it at odd places is what rbd export reads.
+# (b) One writer: the same image opened read-write again, by this daemon
+#     or by a second daemon on another store (standing for another host),
+#     is refused EBUSY with the lock's holder named; read-only it opens.
+# (c) Bad targets refused with the reason in .ctl, the daemon alive: no
+#     such pool, no such image, malformed names, a snapshot, create over
+#     an existing image.
+# (d) Remount: the rbd VBDs come back from the manifest, same data; after
+#     the first daemon closes and unmounts, the second opens the image
+#     read-write (the lock was released).
+. "$(dirname "$0")/lib.sh"
+. "$TEST_DIR/ceph-lib.sh"
+requires fio cmp python3
+
+M=$T/mnt
+S=$T/store
+G=$M/g
+M2=$T/mnt2
+S2=$T/store2
+G2=$M2/h
+MiB=1048576
+T0=$SECONDS
+
+ceph_start
+OPTS="ceph_conf=$CEPH_CONF,ceph_id=admin,ceph_pool=rbd"
+
+# same_export NAME VBDFILE IMAGE: the VBD reads exactly what rbd export
+# of IMAGE (another client, reading the OSD) gives.
+same_export() {
+	rm -f "$T/export.raw"
+	if ! rbd export --no-progress "$3" "$T/export.raw" >/dev/null 2>&1
+	then
+		fail "$1" "rbd export $3 failed"
+		return 1
+	fi
+	if cmp -s "$2" "$T/export.raw"; then
+		ok "$1"
+	else
+		fail "$1" "$(cmp "$2" "$T/export.raw" 2>&1 | head -n 1)"
+	fi
+}
+
+# ctl_says GROUPDIR ERE: the status line of .ctl matches ERE.
+ctl_says() {
+	check_match "$1/.ctl says /$2/" "$2" "$(ctl_status "$1")"
+}
+
+tapfs_start "$M" "$S" "$OPTS" || summary
+PID1=$TAPFS_PID
+check mkdir "$G"
+
+# ---- (a) create, fio, export ----------------------------------------------
+
+ctl_ok "$G" "create d1 rbd 64M"
+check rbd info rbd/g.d1
+check_eq "d1 size" $((64 * MiB)) "$(file_size "$G/d1")"
+check_match "d1 chain line" "^d1 running rbd $((64 * MiB)) rw rbd:rbd/g.d1$" \
+	"$(ctl_line "$G" d1)"
+fio_verify fio-rbd-qd32 120 --filename="$G/d1" --ioengine=libaio \
+	--direct=1 --rw=randwrite --bssplit=4k/40:16k/20:64k/20:256k/20 \
+	--size=64M --iodepth=32 --verify=crc32c --verify_fatal=1 \
+	--verify_state_save=0 --do_verify=1 --randrepeat=0
+check_eq "d1.errors after fio" 0 "$(stat_val "$G" d1 errors)"
+ctl_ok "$G" "flush d1"
+check_eq "d1.flushes counted" 1 "$(($(stat_val "$G" d1 flushes) > 0))"
+same_export "d1 equals rbd export rbd/g.d1" "$G/d1" rbd/g.d1
+
+check rbd create --size 32M rbd/ext
+ctl_ok "$G" "open e1 rbd:rbd/ext"
+check_fsop "e1 pwrite of 9 bytes at 1 MiB + 100" 9 -- \
+	pwrite "$G/e1" $((MiB + 100)) 746170667320726264
+check dd if=/dev/urandom of="$G/e1" bs=64k count=8 seek=100 \
+	oflag=direct conv=notrunc status=none
+ctl_ok "$G" "flush e1"
+same_export "e1 equals rbd export rbd/ext" "$G/e1" rbd/ext
+
+check rbd namespace create rbd/ns1
+check rbd create --size 8M rbd/ns1/img
+ctl_ok "$G" "open n1 rbd:rbd/ns1/img"
+check dd if=/dev/urandom of="$G/n1" bs=4k count=3 seek=7 oflag=direct \
+	conv=notrunc status=none
+ctl_ok "$G" "flush n1"
+same_export "n1 equals rbd export rbd/ns1/img" "$G/n1" rbd/ns1/img
+# A discard of 64 KiB reads back as zeros (rbd_skip_partial_discard off).
+check fallocate -p -o $((100 * 65536)) -l 65536 "$G/e1"
+check_eq "e1 discarded range reads zeros" \
+	"$(head -c 65536 /dev/zero | md5sum)" \
+	"$(dd if="$G/e1" bs=64k skip=100 count=1 iflag=direct status=none |
+		md5sum)"
+
+# ---- (b) one writer ----------------------------------------------------------
+
+ctl_err "$G" "open d1b rbd:rbd/g.d1" EBUSY
+ctl_says "$G" "rbd/g\.d1 is in use: its exclusive lock is held by .*this tapfs daemon"
+ctl_ok "$G" "open d1r rbd:rbd/g.d1 ro"
+check cmp "$G/d1" "$G/d1r"
+ctl_close "$G" d1r
+
+tapfs_start "$M2" "$S2" "$OPTS" || summary
+PID2=$TAPFS_PID
+check mkdir "$G2"
+ctl_err "$G2" "open d1 rbd:rbd/g.d1" EBUSY
+ctl_says "$G2" "rbd/g\.d1 is in use: its exclusive lock is held by [^ ]*[0-9]"
+msg "holder as named: $(ctl_status "$G2")"
+check_not grep -q "this tapfs daemon" <(ctl_status "$G2")
+ctl_ok "$G2" "open d1 rbd:rbd/g.d1 ro"
+check cmp "$G/d1" "$G2/d1"
+check_fsop "read-only VBD refuses writes" EROFS EACCES EPERM -- \
+	pwrite "$G2/d1" 0 78
+ctl_close "$G2" d1
+
+# ---- (c) bad targets -----------------------------------------------------------
+
+ctl_err "$G" "open x rbd:nopool/img" ENOENT
+ctl_says "$G" "no pool 'nopool'"
+ctl_err "$G" "open x rbd:rbd/missing" ENOENT
+ctl_says "$G" "no image rbd/missing"
+ctl_err "$G" "open x rbd:rbd/nons/img" ENOENT
+ctl_says "$G" "no image rbd/nons/img"
+ctl_err "$G" "open x rbd:rbdonly" EINVAL
+ctl_says "$G" "'rbdonly' is not POOL/IMAGE"
+ctl_err "$G" "open x rbd:a/b/c/d" EINVAL
+ctl_says "$G" "more than three parts"
+ctl_err "$G" "open x rbd:/img" EINVAL
+ctl_says "$G" "empty pool name"
+ctl_err "$G" "open x rbd:rbd/" EINVAL
+ctl_says "$G" "empty image name"
+ctl_err "$G" "open x rbd:rbd/ext@s1" EINVAL
+ctl_says "$G" "names a snapshot"
+ctl_err "$G" "create d1 rbd 64M" EEXIST
+check mkdir "$M/g2"
+check_not test -e "$M/g2/d1"
+# ENOTSUP and EOPNOTSUPP are one errno: fsop and .ctl name it differently.
+check_eq "snapshot of an rbd VBD refused" ENOTSUP "$(ctl "$G" "snapshot d1")"
+ctl_says "$G" "EOPNOTSUPP: 'd1' is a rbd image: its snapshots are not supported yet"
+# A create whose image exists already (made by someone else).
+check rbd create --size 8M rbd/g2.taken
+ctl_err "$M/g2" "create taken rbd 8M" EEXIST
+ctl_says "$M/g2" "image rbd/g2.taken already exists"
+alive "after bad targets"
+
+# ---- (d) remount, then the lock moves -------------------------------------------
+
+md5_d1=$(md5sum <"$G/d1")
+TAPFS_PID=$PID1
+TAPFS_MNT=$M
+tapfs_stop "$PID1" "$M"
+tapfs_start "$M" "$S" "$OPTS" || summary
+PID1=$TAPFS_PID
+check_match "d1 back after remount" "^d1 running rbd $((64 * MiB)) rw rbd:rbd/g.d1$" \
+	"$(ctl_line "$G" d1)"
+check_match "n1 back after remount" "^n1 running rbd .* rbd:rbd/ns1/img$" \
+	"$(ctl_line "$G" n1)"
+check_eq "d1 same data after remount" "$md5_d1" "$(md5sum <"$G/d1")"
+ctl_err "$G2" "open d1 rbd:rbd/g.d1" EBUSY
+ctl_close "$G" d1
+ctl_ok "$G2" "open d1 rbd:rbd/g.d1"
+check dd if=/dev/urandom of="$G2/d1" bs=4k count=1 seek=5 oflag=direct \
+	conv=notrunc status=none
+ctl_ok "$G2" "flush d1"
+same_export "d1 written by the second daemon" "$G2/d1" rbd/g.d1
+ctl_err "$G" "open d1 rbd:rbd/g.d1" EBUSY
+alive "at the end"
+
+tapfs_stop "$PID1" "$M"
+tapfs_stop "$PID2" "$M2"
+msg "cluster start ${CEPH_START_MS} ms, test $((SECONDS - T0)) s"
+summary

@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The rbd driver without a cluster: its argument parser
+ * (drivers/rbd/rbd-target.c), its table, and the engine's settings and
+ * shared driver state it relies on (td_engine_option,
+ * td_engine_driver_state).  The driver against a real cluster is
+ * tests/functional/test-rbd.sh.
+ */
+#include "unit.h"
+
+#include "rbd/rbd-target.h"
+
+extern const struct tap_disk tapdisk_rbd;
+
+static struct rbd_target t;
+static char err[512];
+
+static void target_ok(const char *s, const char *pool, const char *ns,
+		      const char *image)
+{
+	err[0] = '\0';
+	if (rbd_parse_target(s, &t, err, sizeof(err)))
+		fail_msg("'%s' refused: %s", s, err);
+	assert_string_equal(t.pool, pool);
+	assert_string_equal(t.ns, ns);
+	assert_string_equal(t.image, image);
+}
+
+/* Refused with -EINVAL and a reason containing needle. */
+static void target_bad(const char *s, const char *needle)
+{
+	err[0] = '\0';
+	assert_int_equal(rbd_parse_target(s, &t, err, sizeof(err)), -EINVAL);
+	if (!strstr(err, needle))
+		fail_msg("'%s': reason '%s' lacks '%s'", s, err, needle);
+}
+
+static void test_rbd_target(void **state)
+{
+	char longname[RBD_NAME_MAX + 8];
+
+	(void)state;
+	target_ok("rbd/img", "rbd", "", "img");
+	target_ok("p/ns/img.1", "p", "ns", "img.1");
+	target_bad("rbd", "is not POOL/IMAGE");
+	target_bad("", "is not POOL/IMAGE");
+	target_bad("/img", "empty pool name");
+	target_bad("rbd/", "empty image name");
+	target_bad("rbd//img", "empty namespace name");
+	target_bad("a/b/c/d", "more than three parts");
+	target_bad("rbd/img@snap", "names a snapshot");
+	target_bad("rbd/im g", "character 0x20");
+	target_bad("rbd/im\tg", "character 0x09");
+	memset(longname, 'x', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	memcpy(longname, "rbd/", 4);
+	target_bad(longname, "longer than 255 bytes");
+}
+
+static void test_rbd_table(void **state)
+{
+	(void)state;
+	assert_int_equal(td_driver_validate(&tapdisk_rbd, err, sizeof(err)),
+			 0);
+	assert_ptr_equal(td_driver_find("rbd"), &tapdisk_rbd);
+	assert_int_equal(td_disk_flags(&tapdisk_rbd),
+			 TD_DISK_NO_FILE | TD_DISK_REMOTE);
+	assert_true(td_disk_can_create_remote(&tapdisk_rbd));
+	assert_false(td_disk_can_create(&tapdisk_rbd));
+	/* Other drivers get the defaults. */
+	assert_false(td_disk_can_create_remote(td_driver_find("vhd")));
+	assert_int_equal(td_drv_create_remote(td_driver_find("vhd"), NULL,
+					      "x", 1 << 20, err, 1, err,
+					      sizeof(err)), -ENOTSUP);
+	assert_non_null(strstr(err, "cannot create"));
+}
+
+static int fini_calls;
+
+static void count_fini(void *state)
+{
+	assert_ptr_equal(state, &fini_calls);
+	fini_calls++;
+}
+
+static void test_engine_settings(void **state)
+{
+	struct td_engine *e = td_engine_new();
+
+	(void)state;
+	assert_non_null(e);
+	assert_null(td_engine_option(e, "ceph_conf"));
+	assert_null(td_engine_option(NULL, "ceph_conf"));
+	assert_int_equal(td_engine_set_option(e, "ceph_conf", "/a"), 0);
+	assert_int_equal(td_engine_set_option(e, "ceph_id", "x"), 0);
+	assert_int_equal(td_engine_set_option(e, "ceph_conf", "/b"), 0);
+	assert_string_equal(td_engine_option(e, "ceph_conf"), "/b");
+	assert_string_equal(td_engine_option(e, "ceph_id"), "x");
+
+	assert_null(td_engine_driver_state(e, &tapdisk_rbd));
+	assert_int_equal(td_engine_set_driver_state(e, &tapdisk_rbd,
+						    &fini_calls, count_fini),
+			 0);
+	assert_int_equal(td_engine_set_driver_state(e, &tapdisk_rbd,
+						    &fini_calls, count_fini),
+			 -EEXIST);
+	assert_ptr_equal(td_engine_driver_state(e, &tapdisk_rbd),
+			 &fini_calls);
+	td_engine_free(e);
+	assert_int_equal(fini_calls, 1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_rbd_target),
+		cmocka_unit_test(test_rbd_table),
+		cmocka_unit_test(test_engine_settings),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
