@@ -519,20 +519,27 @@ static int rbd_new_target(struct td_engine *e, const char *name,
 	return rbd_parse_target(target, t, err, errlen);
 }
 
+/* An I/O context on t's pool through e's cluster (create, remove). */
+static int rbd_engine_ioctx(struct td_engine *e, const struct rbd_target *t,
+			    rados_ioctx_t *io, char *err, size_t errlen)
+{
+	struct rbd_cluster *cl;
+	int rc = rbd_cluster_get(e, &cl, err, errlen);
+
+	return rc ? rc : rbd_ioctx(cl, t, io, err, errlen);
+}
+
 static int rbd_create_remote(struct td_engine *e, const char *name,
 			     uint64_t size, char *target, size_t targetlen,
 			     char *err, size_t errlen)
 {
-	struct rbd_cluster *cl;
 	struct rbd_target t;
 	rados_ioctx_t io;
 	int order = 0, rc;
 
 	rc = rbd_new_target(e, name, &t, target, targetlen, err, errlen);
 	if (!rc)
-		rc = rbd_cluster_get(e, &cl, err, errlen);
-	if (!rc)
-		rc = rbd_ioctx(cl, &t, &io, err, errlen);
+		rc = rbd_engine_ioctx(e, &t, &io, err, errlen);
 	if (rc)
 		return rc;
 	rc = rbd_create(io, t.image, size, &order);
@@ -549,16 +556,13 @@ static int rbd_create_remote(struct td_engine *e, const char *name,
 static int rbd_remove_remote(struct td_engine *e, const char *target,
 			     char *err, size_t errlen)
 {
-	struct rbd_cluster *cl;
 	struct rbd_target t;
 	rados_ioctx_t io;
 	int rc;
 
 	rc = rbd_parse_target(target, &t, err, errlen);
 	if (!rc)
-		rc = rbd_cluster_get(e, &cl, err, errlen);
-	if (!rc)
-		rc = rbd_ioctx(cl, &t, &io, err, errlen);
+		rc = rbd_engine_ioctx(e, &t, &io, err, errlen);
 	if (rc)
 		return rc;
 	rc = rbd_remove(io, t.image);
