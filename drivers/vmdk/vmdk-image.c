@@ -193,12 +193,18 @@ static int vmdk_open_sparse(struct vmdk_extent *e, unsigned flags, char *err,
 		return td_errf(err, errlen, -EROFS, "%s: compressed grains "
 			       "(streamOptimized) are read-only in tapfs: "
 			       "open it ro, or convert it", e->path);
-	for (i = 0; i < e->gd_entries; i++)
-		if (!e->gd[i] || (e->rgd && !e->rgd[i]))
-			return td_errf(err, errlen, -ENOTSUP, "%s: grain table "
-				       "%" PRIu64 " is not allocated: writing "
-				       "needs every grain table in place",
-				       e->path, i);
+	/*
+	 * A grain table missing from the primary directory is allocated by
+	 * the first write into it (whatever the redundant one says: a crash
+	 * between the two directory writes leaves it there only).  One in
+	 * the primary directory only has no redundant copy to update.
+	 */
+	for (i = 0; e->rgd && i < e->gd_entries; i++)
+		if (e->gd[i] && !e->rgd[i])
+			return td_errf(err, errlen, -EINVAL, "%s: grain table "
+				       "%" PRIu64 " (sector %u) has no "
+				       "redundant copy: open it ro, or "
+				       "convert it", e->path, i, e->gd[i]);
 	return 0;
 }
 
@@ -533,10 +539,18 @@ static void vmdk_check_extent(struct vmdk_extent *e, struct td_check *c)
 		return;
 	rgt = td_zalloc_aligned(gt_bytes);
 	for (i = 0; rgt && i < e->gd_entries; i++) {
+		if (e->rgd[i] && !e->gd[i]) {
+			/* A crash between the two directory writes. */
+			td_check_emit(c, TD_SEV_LEAK, false, "%s: grain table "
+				      "%" PRIu64 " is in the redundant grain "
+				      "directory only (sector %u unused)",
+				      e->path, i, e->rgd[i]);
+			continue;
+		}
 		if (!e->rgd[i] != !e->gd[i]) {
 			td_check_emit(c, TD_SEV_ERROR, false, "%s: grain table "
-				      "%" PRIu64 " is in one grain directory "
-				      "only", e->path, i);
+				      "%" PRIu64 " is in the primary grain "
+				      "directory only", e->path, i);
 			continue;
 		}
 		if (!e->rgd[i])

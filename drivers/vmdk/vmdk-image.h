@@ -73,7 +73,7 @@ struct vmdk_image {
  * Open the disk at path (descriptor file or sparse extent), its extent
  * files beside it (asking check first, if given).  RDWR refuses what
  * tapfs cannot write (-EROFS: compressed grains, read-only or zero
- * extents; -ENOTSUP: a grain table not allocated).
+ * extents; -EINVAL: a grain table without its redundant copy).
  */
 int vmdk_image_open(struct vmdk_image **out, const char *path,
 		    unsigned flags, vmdk_path_check_fn *check, void *arg,

@@ -20,16 +20,36 @@
  *      table's sequencer (one write of a table in flight; later entries
  *      wait for the next);
  *   3. then completes the request.
- * Grain tables are all in place (tapfs creates them with the disk, as
- * QEMU does; an image with a missing one is refused for writing), so
- * the grain directories are never written.  A crash before 2 leaves a
- * grain nobody points at past the old end (a leak; the next grain goes
- * after it); a crash during 2 leaves the primary or redundant entry of
- * that grain set or not, each pointing at complete data.  Durability is
- * the client's flush: an fsync of every extent file, which covers every
- * completed write, data and table alike.
- * Concurrent writes to a grain being allocated wait for it (parked) and
- * are dispatched again when it is in the table.
+ * A crash before 2 leaves a grain nobody points at past the old end (a
+ * leak; the next grain goes after it); a crash during 2 leaves the
+ * primary or redundant entry of that grain set or not, each pointing at
+ * complete data.
+ *
+ * A write into a grain table the grain directory (GD) does not have
+ * (QEMU and tapfs create every table with the disk, other tools do not)
+ * first allocates the table at the end of the extent file:
+ *   1. writes the new table, and its redundant copy after it, all zeros
+ *      (both unreferenced yet);
+ *   2. then the redundant GD's entry;
+ *   3. then the primary GD's entry: the commit point.  The table is
+ *      the disk's, and the write goes on as any other (the grain and
+ *      its entry, above).
+ * Each GD's sectors are written through a sequencer of their own (one
+ * write in flight; entries set meanwhile go in the next one), and an
+ * entry is set in the copy being written only when its step is due.
+ * A crash before 3 leaves space nobody points at, or (after 2) a table
+ * in the redundant GD only: the primary GD is the one read, so the
+ * table is not allocated and the next write into it allocates another
+ * (tapfs-img check calls the first one a leak).  Every GD entry points
+ * at a table that holds zeros or grains' complete data.  The grain data
+ * and its table entry are written after 3, not with the table in 1: so
+ * one path fills every entry, at the price of one more table write per
+ * table allocated (2 KiB per 32 MiB).
+ *
+ * Durability is the client's flush: an fsync of every extent file,
+ * which covers every completed write, data, tables and directories.
+ * Concurrent writes to a grain (or a grain table) being allocated wait
+ * for it (parked) and are dispatched again when it is in place.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -52,6 +72,7 @@
 #define VMDK_MAX_IOCBS_MANY	32u	/* per extent, with many extents */
 #define VMDK_MAX_PARKED		1024u
 #define VMDK_ALLOCS		16u
+#define VMDK_GT_ALLOCS		8u
 #define VMDK_CREADS		16u
 #define VMDK_FLUSHES		64u
 
@@ -67,15 +88,44 @@ struct vmdk_gtseq {
 	int			 err;
 };
 
+/*
+ * The writes of one grain directory, primary or redundant: its sectors
+ * holding entries set since the last write.  disk is the directory in
+ * disk format, an entry set there only once it may reach the file.
+ */
+struct vmdk_gdseq {
+	struct td_meta_seq	 q;
+	struct vmdk_xstate	*x;
+	uint64_t		 offset;	/* sector of the directory */
+	uint8_t			*disk;		/* whole sectors, aligned */
+	uint64_t		 lo, hi;	/* dirty entries, inclusive */
+	bool			 dirty;
+};
+
 /* Per extent file. */
 struct vmdk_xstate {
 	struct vmdk_state	*s;
 	struct vmdk_extent	*e;
 	struct td_meta		 meta;
 	struct vmdk_gtseq	*gts;		/* read-write sparse */
+	struct vmdk_gdseq	 gd, rgd;	/* read-write sparse; rgd
+						 * with a redundant GD */
 	uint64_t		 next_free;	/* sector of the next grain */
 	struct td_list		 wait_pool;	/* parked: no alloc/cread */
 	bool			 meta_ready;
+};
+
+/* A grain table being allocated (a write where the GD has none). */
+struct vmdk_gtalloc {
+	struct vmdk_xstate	*x;
+	uint64_t		 gti;
+	uint32_t		 host, rhost;	/* sectors; rhost 0 without
+						 * a redundant GD */
+	unsigned		 pending;
+	int			 err;
+	struct td_list		 link;		/* s->gt_allocating */
+	struct td_list		 waiters;	/* writes into this table */
+	struct td_meta_wait	 wait;
 };
 
 /* A grain being allocated (a write to an unallocated grain). */
@@ -113,14 +163,17 @@ struct vmdk_state {
 	bool			 rdonly;
 	bool			 has_parent;
 	struct td_pool		 allocs;
+	struct td_pool		 gtallocs;
 	struct td_pool		 creads;
 	struct td_pool		 flushes;
 	struct td_list		 allocating;
+	struct td_list		 gt_allocating;
 	size_t			 alloc_hdr, cread_hdr, raw_len;
 	uint32_t		 max_grain;	/* bytes, largest grain */
 	z_stream		 zs;
 	bool			 zs_ready;
 	uint64_t		 n_alloc;
+	uint64_t		 n_gt_alloc;
 };
 
 static void vmdk_queue_rw(td_driver_t *drv, td_request_t treq);
@@ -344,6 +397,184 @@ static void vmdk_write_alloc(struct vmdk_state *s, struct vmdk_xstate *x,
 		   (uint64_t)a->host * VMDK_SECTOR, vmdk_grain_written, a);
 }
 
+/* ---- allocating grain tables ------------------------------------------- */
+
+/* Write the dirty sectors of a grain directory, from memory as it is. */
+static void vmdk_gd_issue(struct td_meta_seq *q)
+{
+	struct vmdk_gdseq *d = td_container_of(q, struct vmdk_gdseq, q);
+	uint64_t lo = td_round_down(d->lo * 4, VMDK_SECTOR);
+	uint64_t hi = td_round_up((d->hi + 1) * 4, VMDK_SECTOR);
+
+	d->dirty = false;
+	td_meta_seq_io(q, TD_OP_WRITE, d->disk + lo, hi - lo,
+		       d->offset * VMDK_SECTOR + lo);
+}
+
+static void vmdk_gd_failed(struct td_meta_seq *q, int err)
+{
+	struct vmdk_gdseq *d = td_container_of(q, struct vmdk_gdseq, q);
+
+	td_log(TD_LOG_ERR, "%s: writing the %s grain directory: %s",
+	       d->x->e->path, d == &d->x->rgd ? "redundant" : "primary",
+	       strerror(-err));
+}
+
+/* Entry gti of directory d is now sect (0: back to unallocated). */
+static void vmdk_gd_set(struct vmdk_gdseq *d, uint64_t gti, uint32_t sect)
+{
+	td_put_le32(d->disk + gti * 4, sect);
+	if (!d->dirty || gti < d->lo)
+		d->lo = gti;
+	if (!d->dirty || gti > d->hi)
+		d->hi = gti;
+	d->dirty = true;
+}
+
+static struct vmdk_gtalloc *vmdk_gtalloc_find(struct vmdk_state *s,
+					      struct vmdk_xstate *x,
+					      uint64_t gti)
+{
+	struct td_list *l;
+
+	for (l = s->gt_allocating.next; l != &s->gt_allocating; l = l->next) {
+		struct vmdk_gtalloc *g = td_container_of(l,
+							 struct vmdk_gtalloc,
+							 link);
+
+		if (g->x == x && g->gti == gti)
+			return g;
+	}
+	return NULL;
+}
+
+/* The table is in place (err 0) or not: its writes go again. */
+static void vmdk_gtalloc_end(struct vmdk_gtalloc *g, int err)
+{
+	struct vmdk_xstate *x = g->x;
+	struct vmdk_state *s = x->s;
+	struct td_list waiters;
+
+	if (err)
+		td_log(TD_LOG_ERR, "%s: allocating grain table %" PRIu64
+		       ": %s", x->e->path, g->gti, strerror(-err));
+	td_list_del(&g->link);
+	td_list_move(&waiters, &g->waiters);
+	td_pool_put(&s->gtallocs, g);
+	td_meta_wake(&x->meta, &waiters, err);
+	vmdk_wake_pool_waiters(s);
+}
+
+/* 3. The primary GD entry is written: the table is the disk's. */
+static void vmdk_gtalloc_gd_done(struct td_meta_wait *w, int err)
+{
+	struct vmdk_gtalloc *g = td_container_of(w, struct vmdk_gtalloc,
+						 wait);
+	struct vmdk_extent *e = g->x->e;
+
+	if (err) {
+		/* Not again with a later sector: the redundant one has it,
+		 * which reads as a table nobody uses (the next one wins). */
+		vmdk_gd_set(&g->x->gd, g->gti, e->gd[g->gti]);
+		vmdk_gtalloc_end(g, err);
+		return;
+	}
+	e->gd[g->gti] = g->host;
+	if (e->rgd)
+		e->rgd[g->gti] = g->rhost;
+	g->x->s->n_gt_alloc++;
+	vmdk_gtalloc_end(g, 0);
+}
+
+/* 2. The redundant GD entry is written (or there is none). */
+static void vmdk_gtalloc_rgd_done(struct td_meta_wait *w, int err)
+{
+	struct vmdk_gtalloc *g = td_container_of(w, struct vmdk_gtalloc,
+						 wait);
+
+	if (err) {
+		vmdk_gd_set(&g->x->rgd, g->gti, g->x->e->rgd[g->gti]);
+		vmdk_gtalloc_end(g, err);
+		return;
+	}
+	vmdk_gd_set(&g->x->gd, g->gti, g->host);
+	td_meta_seq_wait(&g->x->gd.q, &g->wait, vmdk_gtalloc_gd_done);
+}
+
+/* 1. The new table (both copies) is written, all zeros. */
+static void vmdk_gtalloc_gt_done(void *ctx, void *arg, int err)
+{
+	struct vmdk_gtalloc *g = arg;
+
+	(void)ctx;
+	if (err && !g->err)
+		g->err = err;
+	if (--g->pending)
+		return;
+	if (g->err) {
+		vmdk_gtalloc_end(g, g->err);
+		return;
+	}
+	if (!g->rhost) {
+		vmdk_gtalloc_rgd_done(&g->wait, 0);
+		return;
+	}
+	vmdk_gd_set(&g->x->rgd, g->gti, g->rhost);
+	td_meta_seq_wait(&g->x->rgd.q, &g->wait, vmdk_gtalloc_rgd_done);
+}
+
+/*
+ * A write into grain table gti, which the GD does not have: it waits
+ * while the table is allocated at the end of the file (see the top of
+ * this file), then goes again.
+ */
+static void vmdk_gt_alloc(struct vmdk_state *s, struct vmdk_xstate *x,
+			  td_request_t treq, uint64_t gti)
+{
+	struct vmdk_extent *e = x->e;
+	size_t len = (size_t)e->h.gtes * 4;
+	uint64_t secs = td_div_round_up(len, VMDK_SECTOR);
+	struct vmdk_gtalloc *g = vmdk_gtalloc_find(s, x, gti);
+	uint8_t *gt = e->gt + gti * len;	/* zeros: not in the GD */
+
+	if (g) {
+		td_meta_park(&x->meta, &g->waiters, treq);
+		return;
+	}
+	if (x->next_free + (e->rgd ? 2 : 1) * secs > UINT32_MAX) {
+		td_complete_request(treq, -ENOSPC);	/* 32-bit offsets */
+		return;
+	}
+	g = td_pool_get(&s->gtallocs);
+	if (!g) {
+		td_meta_park(&x->meta, &x->wait_pool, treq);
+		return;
+	}
+	g->x = x;
+	g->gti = gti;
+	g->err = 0;
+	td_list_init(&g->waiters);
+	if (!td_meta_park(&x->meta, &g->waiters, treq)) {
+		td_pool_put(&s->gtallocs, g);
+		return;
+	}
+	td_list_add_tail(&g->link, &s->gt_allocating);
+	g->host = (uint32_t)x->next_free;
+	x->next_free += secs;
+	g->rhost = 0;
+	g->pending = 1;
+	if (e->rgd) {
+		g->rhost = (uint32_t)x->next_free;
+		x->next_free += secs;
+		g->pending++;
+		td_meta_io(&x->meta, TD_OP_WRITE, gt, len,
+			   (uint64_t)g->rhost * VMDK_SECTOR,
+			   vmdk_gtalloc_gt_done, g);
+	}
+	td_meta_io(&x->meta, TD_OP_WRITE, gt, len,
+		   (uint64_t)g->host * VMDK_SECTOR, vmdk_gtalloc_gt_done, g);
+}
+
 /* ---- requests ---------------------------------------------------------- */
 
 /* One piece of a request: inside one extent and one grain. */
@@ -370,8 +601,13 @@ static void vmdk_queue_piece(struct vmdk_state *s, struct vmdk_xstate *x,
 	zero_gte = gte == VMDK_GTE_ZERO &&
 		   (e->h.flags & VMDK_FLAG_ZERO_GTE);
 	if (treq.op == TD_OP_WRITE) {
-		struct vmdk_alloc *a = vmdk_alloc_find(s, x, grain);
+		struct vmdk_alloc *a;
 
+		if (!e->gd[grain / e->h.gtes]) {
+			vmdk_gt_alloc(s, x, treq, grain / e->h.gtes);
+			return;
+		}
+		a = vmdk_alloc_find(s, x, grain);
 		if (a)
 			td_meta_park(&x->meta, &a->waiters, treq);
 		else if (gte > VMDK_GTE_ZERO || (gte && !zero_gte))
@@ -481,11 +717,14 @@ static void vmdk_free_state(struct vmdk_state *s)
 		for (i = 0; i < s->img->n_extents; i++) {
 			td_meta_fini(&s->xs[i].meta);
 			free(s->xs[i].gts);
+			free(s->xs[i].gd.disk);
+			free(s->xs[i].rgd.disk);
 		}
 		free(s->xs);
 		s->xs = NULL;
 	}
 	td_pool_fini(&s->allocs);
+	td_pool_fini(&s->gtallocs);
 	td_pool_fini(&s->creads);
 	td_pool_fini(&s->flushes);
 	if (s->zs_ready)
@@ -493,6 +732,23 @@ static void vmdk_free_state(struct vmdk_state *s)
 	s->zs_ready = false;
 	vmdk_image_close(s->img);
 	s->img = NULL;
+}
+
+/* The writes of directory d, at sector offset, holding entries. */
+static int vmdk_gdseq_init(struct vmdk_xstate *x, struct vmdk_gdseq *d,
+			   const uint32_t *entries, uint64_t offset)
+{
+	uint64_t n = x->e->gd_entries, j;
+
+	d->x = x;
+	d->offset = offset;
+	d->disk = td_zalloc_aligned(td_round_up(n * 4, VMDK_SECTOR));
+	if (!d->disk)
+		return -ENOMEM;
+	for (j = 0; j < n; j++)
+		td_put_le32(d->disk + j * 4, entries[j]);
+	td_meta_seq_init(&d->q, &x->meta, vmdk_gd_issue, vmdk_gd_failed);
+	return 0;
 }
 
 static int vmdk_open_extent_state(struct vmdk_state *s, unsigned i)
@@ -526,6 +782,9 @@ static int vmdk_open_extent_state(struct vmdk_state *s, unsigned i)
 		x->gts[j].gti = j;
 		td_meta_seq_init(&x->gts[j].q, &x->meta, vmdk_gt_issue, NULL);
 	}
+	if (vmdk_gdseq_init(x, &x->gd, e->gd, e->h.gd_offset) ||
+	    (e->rgd && vmdk_gdseq_init(x, &x->rgd, e->rgd, e->h.rgd_offset)))
+		return -ENOMEM;
 	return 0;
 }
 
@@ -540,6 +799,7 @@ static int vmdk_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	s->drv = drv;
 	s->rdonly = flags & TD_OPEN_RDONLY;
 	td_list_init(&s->allocating);
+	td_list_init(&s->gt_allocating);
 	rc = vmdk_image_open(&s->img, path, s->rdonly ? 0 : VMDK_IMAGE_RDWR,
 			     vmdk_check_extent_path, drv, err, sizeof(err));
 	if (rc)
@@ -572,8 +832,10 @@ static int vmdk_open(td_driver_t *drv, const char *path, td_flag_t flags)
 			 sizeof(void *)))
 		goto fail;
 	if (!s->rdonly &&
-	    td_pool_init(&s->allocs, VMDK_ALLOCS,
-			 s->alloc_hdr + s->max_grain, TD_BUF_ALIGN))
+	    (td_pool_init(&s->allocs, VMDK_ALLOCS,
+			  s->alloc_hdr + s->max_grain, TD_BUF_ALIGN) ||
+	     td_pool_init(&s->gtallocs, VMDK_GT_ALLOCS,
+			  sizeof(struct vmdk_gtalloc), sizeof(void *))))
 		goto fail;
 	if (compressed) {
 		if (td_pool_init(&s->creads, VMDK_CREADS, s->cread_hdr +
@@ -666,11 +928,12 @@ static void vmdk_debug(td_driver_t *drv, FILE *out)
 	struct vmdk_state *s = drv->data;
 
 	fprintf(out, "vmdk:%s %s, %u extent(s), %llu bytes, %llu grains "
-		"allocated here\n", drv->name,
+		"and %llu grain tables allocated here\n", drv->name,
 		s->img->desc.create_type[0] ? s->img->desc.create_type :
 		"sparse extent", s->img->n_extents,
 		(unsigned long long)(s->img->capacity << TD_SECTOR_SHIFT),
-		(unsigned long long)s->n_alloc);
+		(unsigned long long)s->n_alloc,
+		(unsigned long long)s->n_gt_alloc);
 }
 
 static int vmdk_create(const char *path, uint64_t size, td_flag_t flags)

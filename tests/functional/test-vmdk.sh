@@ -11,9 +11,13 @@
 # monolithicSparse and monolithicFlat, written through the VBD at odd
 # offsets) read back by qemu-img equal to a raw file written the same
 # way, and "qemu-img check" finds no error; ".ctl create NAME vmdk SIZE".
-# (c) A child disk (parentFileNameHint) reads through its parent; a
+# (c) Writes into grain tables missing from the grain directory (never
+# allocated, or in the redundant directory only, as a crash leaves
+# them) allocate them: random writes and fio verify, then "qemu-img
+# check" clean and qemu reads what was written.
+# (d) A child disk (parentFileNameHint) reads through its parent; a
 # parent whose CID is not the child's parentCID is refused naming both.
-# (d) Bad input refused with the reason in .ctl, the daemon alive: a
+# (e) Bad input refused with the reason in .ctl, the daemon alive: a
 # truncated file, a grain directory past the end, an absurd capacity, an
 # extent outside the descriptor's folder, an overlong descriptor line.
 . "$(dirname "$0")/lib.sh"
@@ -118,7 +122,69 @@ check_eq "create: reads back" "$(cmp -n 40960 "$T/rnd" <(dd if="$G/c" \
 	bs=4096 skip=7 count=10 status=none) && echo same)" same
 ctl_close "$G" c
 
-# ---- (c) a child disk over its parent ----------------------------------------
+# ---- (c) grain tables allocated by writes -----------------------------------
+
+# 160 MiB: five grain tables of 32 MiB.  qemu writes into tables 1 and
+# 4; tables 0 and 2 are then dropped from both grain directories (never
+# allocated, as other tools leave them), table 3 from the primary one
+# only (a crash between the two directory writes).  Writes through the
+# VBD into the first grain, across tables 2 and 3, then at random.
+check qemu-img create -q -f vmdk "$I/gt.vmdk" 160M
+check qemu_io vmdk "$I/gt.vmdk" \
+	"write -P 0x61 $((33 * MiB + 100 * 512)) 5120" \
+	"write -P 0x62 $((130 * MiB)) 70000"
+check pylib vmdkfile dropgt "$I/gt.vmdk" both 0 2
+check pylib vmdkfile dropgt "$I/gt.vmdk" primary 3
+# nz FILE [r]: which grain directory entries are set, as 0s and 1s.
+nz() {
+	pylib vmdkfile gd "$@" |
+		awk '{ for (i = 1; i <= NF; i++) printf "%d", $i != 0 }'
+}
+check_eq "gt: tables 0, 2, 3 not in the grain directory" \
+	"$(nz "$I/gt.vmdk") $(nz "$I/gt.vmdk" r)" "01001 01011"
+check_out "gt: tapfs-img check calls table 3 a leak" 0 \
+	"leak: grain table 3 is in the redundant grain directory only" \
+	"$TAPFS_IMG" check "$I/gt.vmdk"
+rm -f "$T/gt.model" "$T/gt.raw"
+check qemu-img convert -f vmdk -O raw "$I/gt.vmdk" "$T/gt.model"
+ctl_ok "$G" "open gt vmdk:$I/gt.vmdk"
+for f in "$G/gt" "$T/gt.model"; do
+	check dd if="$T/rnd" of="$f" bs=512 count=3 seek=1 conv=notrunc \
+		status=none
+	check dd if="$T/rnd" of="$f" bs=1 count=100000 \
+		seek=$((96 * MiB - 40000)) conv=notrunc status=none
+done
+check pylib randio write vmdk "$G/gt" "$T/gt.model" 41 40
+same_raw "gt: the VBD reads what was written" "$G/gt" "$T/gt.model"
+ctl_close "$G" gt
+check_eq "gt: every table allocated, in both directories" \
+	"$(nz "$I/gt.vmdk") $(nz "$I/gt.vmdk" r)" "11111 11111"
+check qemu-img check "$I/gt.vmdk"
+check_out "gt: tapfs-img check finds nothing" 0 "no errors found$" \
+	"$TAPFS_IMG" check "$I/gt.vmdk"
+check_eq "gt: no leak left" 0 \
+	"$("$TAPFS_IMG" check "$I/gt.vmdk" 2>&1 | grep -c leak)"
+check qemu-img convert -f vmdk -O raw "$I/gt.vmdk" "$T/gt.raw"
+same_raw "gt: qemu reads what tapfs wrote" "$T/gt.raw" "$T/gt.model"
+rm -f "$T/gt.model" "$T/gt.raw"
+
+# Many writes in flight into tables being allocated (they wait for
+# them), fio checking every byte; then qemu reads what the VBD reads.
+check qemu-img create -q -f vmdk "$I/gtf.vmdk" 160M
+check pylib vmdkfile dropgt "$I/gtf.vmdk" both 0 1 2 3 4
+ctl_ok "$G" "open gtf vmdk:$I/gtf.vmdk"
+fio_verify vmdk-gt-alloc 120 --filename="$G/gtf" --ioengine=libaio \
+	--direct=1 --rw=randwrite --bsrange=512-128k --blockalign=512 \
+	--size=160M --io_size=12M --iodepth=16 --verify=crc32c \
+	--verify_fatal=1 --do_verify=1 --randrepeat=0
+check cp --sparse=always "$G/gtf" "$T/gtf.model"
+ctl_close "$G" gtf
+check_eq "gtf: every table allocated" "$(nz "$I/gtf.vmdk")" 11111
+check qemu-img check "$I/gtf.vmdk"
+check qemu-img compare -f vmdk -F raw "$I/gtf.vmdk" "$T/gtf.model"
+rm -f "$T/gtf.model" "$I/gtf.vmdk"
+
+# ---- (d) a child disk over its parent ----------------------------------------
 
 check qemu-img create -q -f vmdk "$I/base.vmdk" 64M
 check qemu_io vmdk "$I/base.vmdk" "write -P 0x21 0 200000" \
@@ -132,31 +198,16 @@ same_raw "child: reads through its parent like qemu" "$G/ch" "$T/ref.raw"
 check_match "child: .ctl shows the chain" "vmdk:$I/base.vmdk" \
 	"$(ctl_line "$G" ch)"
 ctl_close "$G" ch
-python3 - "$I/base.vmdk" <<'PY'
-import sys
-p = sys.argv[1]
-b = bytearray(open(p, 'rb').read())
-i = b.index(b'CID=')
-b[i + 4:i + 12] = b'12345678'
-open(p, 'wb').write(b)
-PY
+check pylib vmdkfile cid "$I/base.vmdk" 12345678
 ctl_err "$G" "open ch2 vmdk:$I/child.vmdk ro" EINVAL
 check_match "CID mismatch names both files" \
 	"child.vmdk: parentCID .* does not match CID 12345678 of its parent .*base.vmdk" \
 	"$(ctl_status "$G")"
 
-# ---- (d) bad input -----------------------------------------------------------
+# ---- (e) bad input -----------------------------------------------------------
 
 # patch FILE OFFSET FORMAT VALUE: one little-endian header field.
-patch() {
-	python3 - "$@" <<'PY'
-import struct, sys
-p, off, fmt, val = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-with open(p, 'r+b') as f:
-    f.seek(off)
-    f.write(struct.pack('<' + fmt, val))
-PY
-}
+patch() { pylib vmdkfile field "$@"; }
 bad() {
 	local name=$1 errno=$2 why=$3
 	ctl_err "$G" "open $name vmdk:$I/$name.vmdk ro" "$errno"
