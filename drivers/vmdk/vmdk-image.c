@@ -328,21 +328,19 @@ static int vmdk_read_desc(struct vmdk_image *img, char *err, size_t errlen)
 	return 0;
 }
 
-int vmdk_image_open(struct vmdk_image **out, const char *path,
-		    unsigned flags, vmdk_path_check_fn *check, void *arg,
-		    char *err, size_t errlen)
+/* The disk at path with its descriptor read, no extent opened yet. */
+static int vmdk_open_desc(struct vmdk_image **out, const char *path,
+			  int oflags, char *err, size_t errlen)
 {
 	struct vmdk_image *img = calloc(1, sizeof(*img));
 	char why[512];
-	unsigned i;
 	int rc;
 
 	*out = NULL;
 	if (!img)
 		return -ENOMEM;
 	img->path = strdup(path);
-	img->fd = td_open_file(path, (flags & VMDK_IMAGE_RDWR ? O_RDWR :
-				      O_RDONLY) | O_CLOEXEC);
+	img->fd = td_open_file(path, oflags | O_CLOEXEC);
 	if (!img->path || img->fd < 0) {
 		rc = img->path ? -errno : -ENOMEM;
 		goto fail;
@@ -354,6 +352,26 @@ int vmdk_image_open(struct vmdk_image **out, const char *path,
 			strerror(-rc));
 		goto fail;
 	}
+	*out = img;
+	return 0;
+fail:
+	vmdk_image_close(img);
+	return rc;
+}
+
+int vmdk_image_open(struct vmdk_image **out, const char *path,
+		    unsigned flags, vmdk_path_check_fn *check, void *arg,
+		    char *err, size_t errlen)
+{
+	struct vmdk_image *img;
+	unsigned i;
+	int rc;
+
+	*out = NULL;
+	rc = vmdk_open_desc(&img, path, flags & VMDK_IMAGE_RDWR ? O_RDWR :
+			    O_RDONLY, err, errlen);
+	if (rc)
+		return rc;
 	img->extents = calloc(img->desc.n_extents, sizeof(*img->extents));
 	if (!img->extents) {
 		rc = -ENOMEM;
@@ -376,6 +394,19 @@ int vmdk_image_open(struct vmdk_image **out, const char *path,
 fail:
 	vmdk_image_close(img);
 	return rc;
+}
+
+int vmdk_image_cid(const char *path, uint32_t *cid, char *err,
+		   size_t errlen)
+{
+	struct vmdk_image *img;
+	int rc = vmdk_open_desc(&img, path, O_RDONLY, err, errlen);
+
+	if (rc)
+		return rc;
+	*cid = img->desc.cid;
+	vmdk_image_close(img);
+	return 0;
 }
 
 struct vmdk_extent *vmdk_image_extent(struct vmdk_image *img, uint64_t sec)

@@ -80,6 +80,13 @@ int vmdk_image_open(struct vmdk_image **out, const char *path,
 		    char *err, size_t errlen);
 void vmdk_image_close(struct vmdk_image *img);
 
+/*
+ * The CID of the disk at path, from its descriptor alone (embedded or
+ * not; no extent opened): 0 or -errno with the reason in err.
+ */
+int vmdk_image_cid(const char *path, uint32_t *cid, char *err,
+		   size_t errlen);
+
 /* The extent holding virtual sector sec. */
 struct vmdk_extent *vmdk_image_extent(struct vmdk_image *img, uint64_t sec);
 

@@ -3,7 +3,8 @@
  * vmdk: VMware virtual disks.  monolithicSparse, monolithicFlat,
  * twoGbMaxExtentSparse/Flat (a request is split at extent and grain
  * boundaries), streamOptimized (compressed grains, read-only) and child
- * disks (parentFileNameHint, with the CID/parentCID check).
+ * disks (parentFileNameHint, a parent of any format, with the
+ * CID/parentCID check for a vmdk one).
  *
  * Everything about the disk is read at open (vmdk-image.c): descriptor,
  * extents, and every grain table, kept in memory in disk format; so the
@@ -13,7 +14,9 @@
  * Writing a sparse extent, crash-safe order.  A write to an allocated
  * grain goes in place.  A write to an unallocated (or zeroed) grain
  * allocates a grain at the end of the extent file and:
- *   1. writes the whole grain (the request's data, zeros around it);
+ *   1. writes the whole grain: the request's data, zeros around it, or
+ *      in a child disk (an unallocated grain, not a zeroed one) the
+ *      parent's data around it, read through the chain first;
  *   2. once that is done, sets the grain table entry in memory (reads
  *      find the grain from now on: its data is there) and writes the
  *      grain table, primary and redundant copies, through the grain
@@ -138,6 +141,8 @@ struct vmdk_alloc {
 	struct td_list		 waiters;	/* writes to this grain */
 	struct td_meta_wait	 wait;
 	uint8_t			*buf;		/* grain_bytes */
+	unsigned		 pending;	/* parent's sectors to come */
+	int			 err;
 };
 
 /* A compressed grain being read. */
@@ -174,6 +179,7 @@ struct vmdk_state {
 	bool			 zs_ready;
 	uint64_t		 n_alloc;
 	uint64_t		 n_gt_alloc;
+	uint64_t		 n_cow;		/* grains filled from the parent */
 };
 
 static void vmdk_queue_rw(td_driver_t *drv, td_request_t treq);
@@ -365,12 +371,98 @@ static void vmdk_gt_issue(struct td_meta_seq *q)
 		   (uint64_t)e->gd[g->gti] * VMDK_SECTOR, vmdk_gt_written, g);
 }
 
+/* 1. The grain's contents are in a->buf: write it. */
+static void vmdk_alloc_write_grain(struct vmdk_alloc *a)
+{
+	struct vmdk_extent *e = a->x->e;
+	uint64_t within = (a->treq.sec - e->start) % e->h.grain_secs;
+
+	memcpy(a->buf + within * VMDK_SECTOR, a->treq.buf,
+	       (size_t)a->treq.secs << TD_SECTOR_SHIFT);
+	td_meta_io(&a->x->meta, TD_OP_WRITE, a->buf,
+		   (size_t)e->h.grain_secs * VMDK_SECTOR,
+		   (uint64_t)a->host * VMDK_SECTOR, vmdk_grain_written, a);
+}
+
+/* n of the parent's sectors arrived (1: the guard). */
+static void vmdk_alloc_fill_put(struct vmdk_alloc *a, unsigned n, int err)
+{
+	if (err && !a->err)
+		a->err = err;
+	a->pending -= n;
+	if (a->pending)
+		return;
+	if (a->err)
+		vmdk_alloc_end(a, a->err);
+	else
+		vmdk_alloc_write_grain(a);
+}
+
+/* A forwarded read completes by pieces: count sectors. */
+static void vmdk_alloc_parent_done(td_request_t treq, int err)
+{
+	vmdk_alloc_fill_put(treq.cb_data, treq.secs, err);
+}
+
+/* Read sectors [from, to) of the grain from the parent into a->buf. */
+static void vmdk_alloc_read_parent(struct vmdk_alloc *a, uint64_t from,
+				   uint64_t to)
+{
+	struct vmdk_extent *e = a->x->e;
+	uint64_t first = a->treq.sec - (a->treq.sec - e->start) %
+			 e->h.grain_secs;
+	td_request_t r = {
+		.op = TD_OP_READ,
+		.buf = (char *)a->buf + from * VMDK_SECTOR,
+		.sec = first + from,
+		.secs = (uint32_t)(to - from),
+		.image = a->treq.image,
+		.cb = vmdk_alloc_parent_done,
+		.cb_data = a,
+	};
+
+	if (from >= to)
+		return;
+	a->pending += r.secs;
+	td_forward_request(r);
+}
+
+/*
+ * A child disk's grain holds the parent's data around the write: read
+ * what the write does not cover, in 4 KiB-aligned pieces (a parent
+ * opened O_DIRECT on 4 KiB sectors takes no less), the part of the disk
+ * this extent holds only.
+ */
+static void vmdk_alloc_fill(struct vmdk_alloc *a)
+{
+	struct vmdk_extent *e = a->x->e;
+	uint64_t al = TD_MAX_IO_ALIGN >> TD_SECTOR_SHIFT;
+	uint64_t within = (a->treq.sec - e->start) % e->h.grain_secs;
+	uint64_t grain_start = a->treq.sec - e->start - within;
+	uint64_t end = e->secs - grain_start < e->h.grain_secs ?
+		       e->secs - grain_start : e->h.grain_secs;
+	uint64_t head = td_round_up(within, al);
+	uint64_t tail = td_round_down(within + a->treq.secs, al);
+
+	a->x->s->n_cow++;
+	a->pending = 1;
+	if (head > end)
+		head = end;
+	if (head >= tail) {
+		vmdk_alloc_read_parent(a, 0, end);
+	} else {
+		vmdk_alloc_read_parent(a, 0, head);
+		vmdk_alloc_read_parent(a, tail, end);
+	}
+	vmdk_alloc_fill_put(a, 1, 0);
+}
+
 static void vmdk_write_alloc(struct vmdk_state *s, struct vmdk_xstate *x,
-			     td_request_t treq, uint64_t grain)
+			     td_request_t treq, uint64_t grain,
+			     bool from_parent)
 {
 	struct vmdk_extent *e = x->e;
 	size_t gbytes = (size_t)e->h.grain_secs * VMDK_SECTOR;
-	uint64_t within = (treq.sec - e->start) % e->h.grain_secs;
 	struct vmdk_alloc *a;
 
 	if (x->next_free + e->h.grain_secs > UINT32_MAX) {
@@ -387,14 +479,15 @@ static void vmdk_write_alloc(struct vmdk_state *s, struct vmdk_xstate *x,
 	a->grain = grain;
 	a->host = (uint32_t)x->next_free;
 	a->buf = (uint8_t *)a + s->alloc_hdr;
+	a->err = 0;
 	td_list_init(&a->waiters);
 	td_list_add_tail(&a->link, &s->allocating);
 	x->next_free += e->h.grain_secs;
 	memset(a->buf, 0, gbytes);
-	memcpy(a->buf + within * VMDK_SECTOR, treq.buf,
-	       (size_t)treq.secs << TD_SECTOR_SHIFT);
-	td_meta_io(&x->meta, TD_OP_WRITE, a->buf, gbytes,
-		   (uint64_t)a->host * VMDK_SECTOR, vmdk_grain_written, a);
+	if (from_parent && treq.secs < e->h.grain_secs)
+		vmdk_alloc_fill(a);
+	else
+		vmdk_alloc_write_grain(a);
 }
 
 /* ---- allocating grain tables ------------------------------------------- */
@@ -615,7 +708,8 @@ static void vmdk_queue_piece(struct vmdk_state *s, struct vmdk_xstate *x,
 					   ((uint64_t)gte + within) *
 					   VMDK_SECTOR, NULL);
 		else
-			vmdk_write_alloc(s, x, treq, grain);
+			vmdk_write_alloc(s, x, treq, grain, s->has_parent &&
+					 gte == VMDK_GTE_UNALLOCATED);
 		return;
 	}
 	if (gte == VMDK_GTE_UNALLOCATED)
@@ -805,13 +899,6 @@ static int vmdk_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	if (rc)
 		return td_meta_refuse(drv, rc, err);
 	s->has_parent = s->img->desc.parent_hint[0] != '\0';
-	if (s->has_parent && !s->rdonly) {
-		td_msgf(drv->error, sizeof(drv->error), "%s: writing a vmdk "
-			"child disk (parentFileNameHint) is not supported: "
-			"open it ro", path);
-		rc = -ENOTSUP;
-		goto fail;
-	}
 	rc = -ENOMEM;
 	s->xs = calloc(s->img->n_extents, sizeof(*s->xs));
 	if (!s->xs)
@@ -905,21 +992,33 @@ static int vmdk_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 
 extern const struct tap_disk tapdisk_vmdk;
 
-/* A vmdk parent must carry the CID its child recorded as parentCID. */
+/*
+ * A vmdk parent must carry the CID its child recorded as parentCID: read
+ * from the parent's descriptor (its driver's state is its own).
+ */
 static int vmdk_validate_parent(td_driver_t *drv, td_driver_t *parent,
 				td_flag_t flags)
 {
-	struct vmdk_state *s = drv->data, *p;
+	struct vmdk_state *s = drv->data;
+	char why[sizeof(drv->error)];
+	uint32_t cid;
+	int rc;
 
 	(void)flags;
 	if (parent->ops != &tapdisk_vmdk || !s->img->desc.has_parent_cid)
 		return 0;
-	p = parent->data;
-	if (p->img->desc.cid == s->img->desc.parent_cid)
+	why[0] = '\0';
+	rc = vmdk_image_cid(parent->name, &cid, why, sizeof(why));
+	if (rc) {
+		td_msgf(drv->error, sizeof(drv->error), "%s: the CID of its "
+			"parent: %s", drv->name, why[0] ? why : strerror(-rc));
+		return rc;
+	}
+	if (cid == s->img->desc.parent_cid)
 		return 0;
 	td_msgf(drv->error, sizeof(drv->error), "%s: parentCID %08x does "
 		"not match CID %08x of its parent %s", drv->name,
-		s->img->desc.parent_cid, p->img->desc.cid, parent->name);
+		s->img->desc.parent_cid, cid, parent->name);
 	return -EINVAL;
 }
 
@@ -928,11 +1027,12 @@ static void vmdk_debug(td_driver_t *drv, FILE *out)
 	struct vmdk_state *s = drv->data;
 
 	fprintf(out, "vmdk:%s %s, %u extent(s), %llu bytes, %llu grains "
-		"and %llu grain tables allocated here\n", drv->name,
+		"(%llu filled from the parent) and %llu grain tables "
+		"allocated here\n", drv->name,
 		s->img->desc.create_type[0] ? s->img->desc.create_type :
 		"sparse extent", s->img->n_extents,
 		(unsigned long long)(s->img->capacity << TD_SECTOR_SHIFT),
-		(unsigned long long)s->n_alloc,
+		(unsigned long long)s->n_alloc, (unsigned long long)s->n_cow,
 		(unsigned long long)s->n_gt_alloc);
 }
 

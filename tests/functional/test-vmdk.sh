@@ -15,8 +15,12 @@
 # allocated, or in the redundant directory only, as a crash leaves
 # them) allocate them: random writes and fio verify, then "qemu-img
 # check" clean and qemu reads what was written.
-# (d) A child disk (parentFileNameHint) reads through its parent; a
-# parent whose CID is not the child's parentCID is refused naming both.
+# (d) A child disk (parentFileNameHint) reads through its parent and is
+# written (the parent's data around the write copied into new grains):
+# qemu reads what was written, "qemu-img check" clean, the parent
+# unchanged; a raw parent too (qemu reads none).  A parent outside the allowed folders is
+# refused; one whose CID is not the child's parentCID is refused naming
+# both.
 # (e) Bad input refused with the reason in .ctl, the daemon alive: a
 # truncated file, a grain directory past the end, an absurd capacity, an
 # extent outside the descriptor's folder, an overlong descriptor line.
@@ -198,11 +202,67 @@ same_raw "child: reads through its parent like qemu" "$G/ch" "$T/ref.raw"
 check_match "child: .ctl shows the chain" "vmdk:$I/base.vmdk" \
 	"$(ctl_line "$G" ch)"
 ctl_close "$G" ch
-check pylib vmdkfile cid "$I/base.vmdk" 12345678
-ctl_err "$G" "open ch2 vmdk:$I/child.vmdk ro" EINVAL
-check_match "CID mismatch names both files" \
-	"child.vmdk: parentCID .* does not match CID 12345678 of its parent .*base.vmdk" \
+
+# Written through the VBD (grains the parent fills around the data, at
+# odd offsets): qemu reads what was written, the parent is unchanged.
+base_sum=$(md5sum <"$I/base.vmdk")
+cp "$T/ref.raw" "$T/ch.model"
+ctl_ok "$G" "open chw vmdk:$I/child.vmdk"
+check pylib randio write chain "$G/chw" "$T/ch.model" 51 40 200000
+same_raw "child: the VBD reads what was written" "$G/chw" "$T/ch.model"
+ctl_close "$G" chw
+check qemu-img check "$I/child.vmdk"
+rm -f "$T/ref.raw"
+check qemu-img convert -O raw "$I/child.vmdk" "$T/ref.raw"
+same_raw "child: qemu reads what tapfs wrote" "$T/ref.raw" "$T/ch.model"
+check_eq "child: the parent is unchanged" "$(md5sum <"$I/base.vmdk")" \
+	"$base_sum"
+rm -f "$T/ch.model"
+
+# A child of a raw parent (qemu-img makes vmdk parents only, and reads
+# no other: tapfs reads it back, after a reopen), written in the middle
+# of grains.
+check qemu-img create -q -f raw "$I/base.raw" 8M
+check qemu_io raw "$I/base.raw" "write -P 0x31 0 8M"
+check qemu-img create -q -f vmdk "$I/b8.vmdk" 8M
+check qemu-img create -q -f vmdk -b b8.vmdk -F vmdk "$I/rchild.vmdk"
+check pylib vmdkfile hint "$I/rchild.vmdk" base.raw
+ctl_ok "$G" "open rch vmdk:$I/rchild.vmdk"
+check_match "raw parent: .ctl shows the chain" "aio:$I/base.raw" \
+	"$(ctl_line "$G" rch)"
+cp "$I/base.raw" "$T/rch.model"
+for f in "$G/rch" "$T/rch.model"; do
+	check dd if="$T/rnd" of="$f" bs=1 count=777 seek=$((65536 + 3333)) \
+		conv=notrunc status=none
+	check dd if="$T/rnd" of="$f" bs=512 count=130 seek=$((3 * 128 + 5)) \
+		conv=notrunc status=none
+done
+ctl_close "$G" rch
+ctl_ok "$G" "open rch vmdk:$I/rchild.vmdk ro"
+same_raw "raw parent: what was written reads back" "$G/rch" "$T/rch.model"
+ctl_close "$G" rch
+check qemu-img check "json:{\"driver\": \"vmdk\", \"backing\": null,
+	\"file\": {\"driver\": \"file\", \"filename\": \"$I/rchild.vmdk\"}}"
+rm -f "$T/rch.model" "$I/rchild.vmdk" "$I/base.raw" "$I/b8.vmdk"
+
+# A parent outside the allowed folders (named relative to the child's).
+O=$(mktemp -d /tmp/tapfs-vmdk-outside.XXXXXX)
+on_exit "rm -rf '$O'"
+check qemu-img create -q -f vmdk "$O/obase.vmdk" 8M
+check qemu-img create -q -f vmdk -b "../../${O##*/}/obase.vmdk" -F vmdk \
+	"$I/ochild.vmdk"
+ctl_err "$G" "open och vmdk:$I/ochild.vmdk" EACCES
+check_match "parent outside: the reason names it" \
+	"parent .*/obase.vmdk \\(really $O/obase.vmdk\\) is outside" \
 	"$(ctl_status "$G")"
+
+check pylib vmdkfile cid "$I/base.vmdk" 12345678
+for opt in " ro" ""; do
+	ctl_err "$G" "open ch2 vmdk:$I/child.vmdk$opt" EINVAL
+	check_match "CID mismatch names both files (open${opt:- rw})" \
+		"child.vmdk: parentCID .* does not match CID 12345678 of its parent .*base.vmdk" \
+		"$(ctl_status "$G")"
+done
 
 # ---- (e) bad input -----------------------------------------------------------
 

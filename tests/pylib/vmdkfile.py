@@ -13,7 +13,11 @@ at offset 0: monolithicSparse, or one extent of twoGbMaxExtentSparse).
       the tables must hold no grain
   vmdkfile.py cid FILE HEX
       the 8 hex digits of the descriptor's CID= (embedded or not)
+  vmdkfile.py hint FILE NAME
+      the parentFileNameHint of an embedded descriptor becomes NAME (a
+      parent of a format qemu-img create does not take)
 """
+import re
 import struct
 import sys
 
@@ -71,6 +75,23 @@ def cmd_cid(path, cid):
         f.write(cid.encode())
 
 
+def cmd_hint(path, name):
+    with open(path, "r+b") as f:
+        h = f.read(SECTOR)
+        if h[:4] != MAGIC:
+            sys.exit("%s: not a sparse extent" % path)
+        at, secs = struct.unpack_from("<QQ", h, 28)
+        f.seek(at * SECTOR)
+        area = f.read(secs * SECTOR)
+        text = area.split(b"\0", 1)[0]
+        new, n = re.subn(rb'parentFileNameHint="[^"]*"',
+                         b'parentFileNameHint="%s"' % name.encode(), text)
+        if n != 1 or len(new) > len(area):
+            sys.exit("%s: no parentFileNameHint (or no room)" % path)
+        f.seek(at * SECTOR)
+        f.write(new.ljust(len(area), b"\0"))
+
+
 def main(a):
     if len(a) == 6 and a[1] == "field":
         with open(a[2], "r+b") as f:
@@ -80,6 +101,8 @@ def main(a):
         cmd_gd(a[2], "rgd" if a[3:] == ["r"] else "gd")
     elif len(a) > 4 and a[1] == "dropgt" and a[3] in ("primary", "both"):
         cmd_dropgt(a[2], a[3], [int(x) for x in a[4:]])
+    elif len(a) == 4 and a[1] == "hint":
+        cmd_hint(a[2], a[3])
     elif len(a) == 4 and a[1] == "cid":
         cmd_cid(a[2], a[3])
     else:
