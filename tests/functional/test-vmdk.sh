@@ -6,6 +6,8 @@
 # and twoGbMaxExtentFlat of more than 2 GiB so that data straddles two
 # extents, streamOptimized) read byte for byte like "qemu-img convert -O
 # raw" of them: through "tapfs-img convert -O raw" and through a VBD.
+# The split ones then written across their extent boundary: "qemu-img
+# compare" with a raw file written the same way, "qemu-img check" clean.
 # A streamOptimized image opened read-write is refused, saying why.
 # (b) Images tapfs writes (a tapfs-img created disk and a qemu-made
 # monolithicSparse and monolithicFlat, written through the VBD at odd
@@ -18,9 +20,9 @@
 # (d) A child disk (parentFileNameHint) reads through its parent and is
 # written (the parent's data around the write copied into new grains):
 # qemu reads what was written, "qemu-img check" clean, the parent
-# unchanged; a raw parent too (qemu reads none).  A parent outside the allowed folders is
-# refused; one whose CID is not the child's parentCID is refused naming
-# both.
+# unchanged; a raw parent too (qemu reads none).  A parent outside the
+# allowed folders is refused; one whose CID is not the child's parentCID
+# is refused naming both.
 # (e) Bad input refused with the reason in .ctl, the daemon alive: a
 # truncated file, a grain directory past the end, an absurd capacity, an
 # extent outside the descriptor's folder, an overlong descriptor line.
@@ -79,7 +81,38 @@ for sub in monolithicSparse monolithicFlat twoGbMaxExtentSparse \
 	same_raw "$sub: the VBD reads it like qemu" "$G/v$n" "$T/ref.raw"
 	ctl_close "$G" "v$n"
 done
-rm -f "$T/src2100.raw" "$T/ref.raw" "$I"/twoGb*
+
+# The split subformats written across their extent boundary (2048 MiB),
+# over qemu's data and into new grains, a sector split between the two
+# extents, the end of the disk: the VBD reads it back, qemu reads what
+# was written, "qemu-img check" (sparse) and tapfs-img check clean.
+head -c 200000 /dev/urandom >"$T/rnd"
+B=$((2048 * MiB))
+# put FILE OFFSET LEN: LEN bytes of $T/rnd at byte OFFSET of FILE.
+put() {
+	dd if="$T/rnd" of="$1" bs="$3" count=1 oflag=seek_bytes seek="$2" \
+		conv=notrunc status=none
+}
+for sub in twoGbMaxExtentSparse twoGbMaxExtentFlat; do
+	img=$I/$sub.vmdk
+	rm -f "$T/split.model"
+	check cp --sparse=always "$T/src2100.raw" "$T/split.model"
+	ctl_ok "$G" "open sp vmdk:$img"
+	for f in "$G/sp" "$T/split.model"; do
+		check put "$f" $((B - 70001)) 150001
+		check put "$f" $((B - 1)) 3
+		check put "$f" $((B + 5 * MiB + 123)) 1000
+		check put "$f" $((2100 * MiB - 700)) 700
+	done
+	check_eq "$sub: the VBD reads across the boundary" "" \
+		"$(cmp -n 400000 -i $((B - 200000)) "$G/sp" "$T/split.model" \
+		2>&1)"
+	ctl_close "$G" sp
+	[ $sub = twoGbMaxExtentFlat ] || check qemu-img check "$img"
+	check "$TAPFS_IMG" check "$img"
+	check qemu-img compare -f vmdk -F raw "$img" "$T/split.model"
+done
+rm -f "$T/src2100.raw" "$T/ref.raw" "$T/split.model" "$I"/twoGb*
 
 ctl_err "$G" "open so vmdk:$I/streamOptimized.vmdk" EROFS
 check_match "streamOptimized read-write: the reason" \
@@ -89,12 +122,10 @@ check "$TAPFS_IMG" check "$I/streamOptimized.vmdk"
 # ---- (b) tapfs writes, qemu reads -------------------------------------------
 
 # write_odd FILE: the same odd writes, to a VBD or to a raw file.
-head -c 200000 /dev/urandom >"$T/rnd"
 write_odd() {
 	printf 'abcdefgh%.0s' $(seq 700) |
 		dd of="$1" bs=512 seek=3 conv=notrunc status=none &&
-	dd if="$T/rnd" of="$1" bs=1 seek=$((40 * MiB + 777)) \
-		conv=notrunc status=none &&
+	put "$1" $((40 * MiB + 777)) 200000 &&
 	dd if="$T/rnd" of="$1" bs=4096 seek=$((64 * 256 - 3)) count=3 \
 		conv=notrunc status=none
 }
@@ -155,8 +186,7 @@ ctl_ok "$G" "open gt vmdk:$I/gt.vmdk"
 for f in "$G/gt" "$T/gt.model"; do
 	check dd if="$T/rnd" of="$f" bs=512 count=3 seek=1 conv=notrunc \
 		status=none
-	check dd if="$T/rnd" of="$f" bs=1 count=100000 \
-		seek=$((96 * MiB - 40000)) conv=notrunc status=none
+	check put "$f" $((96 * MiB - 40000)) 100000
 done
 check pylib randio write vmdk "$G/gt" "$T/gt.model" 41 40
 same_raw "gt: the VBD reads what was written" "$G/gt" "$T/gt.model"
@@ -232,8 +262,7 @@ check_match "raw parent: .ctl shows the chain" "aio:$I/base.raw" \
 	"$(ctl_line "$G" rch)"
 cp "$I/base.raw" "$T/rch.model"
 for f in "$G/rch" "$T/rch.model"; do
-	check dd if="$T/rnd" of="$f" bs=1 count=777 seek=$((65536 + 3333)) \
-		conv=notrunc status=none
+	check put "$f" $((65536 + 3333)) 777
 	check dd if="$T/rnd" of="$f" bs=512 count=130 seek=$((3 * 128 + 5)) \
 		conv=notrunc status=none
 done
