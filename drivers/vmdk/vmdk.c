@@ -118,27 +118,29 @@ struct vmdk_xstate {
 	bool			 meta_ready;
 };
 
+/* Something being allocated in an extent, and the writes that wait. */
+struct vmdk_busy {
+	struct vmdk_xstate	*x;
+	uint64_t		 n;		/* grain, or grain table */
+	struct td_list		 link;		/* on the state's list */
+	struct td_list		 waiters;	/* writes into it */
+};
+
 /* A grain table being allocated (a write where the GD has none). */
 struct vmdk_gtalloc {
-	struct vmdk_xstate	*x;
-	uint64_t		 gti;
+	struct vmdk_busy	 b;		/* on s->gt_allocating */
 	uint32_t		 host, rhost;	/* sectors; rhost 0 without
 						 * a redundant GD */
 	unsigned		 pending;
 	int			 err;
-	struct td_list		 link;		/* s->gt_allocating */
-	struct td_list		 waiters;	/* writes into this table */
 	struct td_meta_wait	 wait;
 };
 
 /* A grain being allocated (a write to an unallocated grain). */
 struct vmdk_alloc {
-	struct vmdk_xstate	*x;
+	struct vmdk_busy	 b;		/* on s->allocating */
 	td_request_t		 treq;
-	uint64_t		 grain;		/* in the extent */
 	uint32_t		 host;		/* sector */
-	struct td_list		 link;		/* s->allocating */
-	struct td_list		 waiters;	/* writes to this grain */
 	struct td_meta_wait	 wait;
 	uint8_t			*buf;		/* grain_bytes */
 	unsigned		 pending;	/* parent's sectors to come */
@@ -285,31 +287,46 @@ static void vmdk_read_compressed(struct vmdk_state *s, struct vmdk_xstate *x,
 
 /* ---- allocating grains ------------------------------------------------- */
 
-static struct vmdk_alloc *vmdk_alloc_find(struct vmdk_state *s,
-					  struct vmdk_xstate *x,
-					  uint64_t grain)
+/* What is being allocated as number n of extent x on list, or NULL. */
+static struct vmdk_busy *vmdk_busy_find(struct td_list *list,
+					struct vmdk_xstate *x, uint64_t n)
 {
 	struct td_list *l;
 
-	for (l = s->allocating.next; l != &s->allocating; l = l->next) {
-		struct vmdk_alloc *a = td_container_of(l, struct vmdk_alloc,
-						       link);
+	for (l = list->next; l != list; l = l->next) {
+		struct vmdk_busy *b = td_container_of(l, struct vmdk_busy,
+						      link);
 
-		if (a->x == x && a->grain == grain)
-			return a;
+		if (b->x == x && b->n == n)
+			return b;
 	}
 	return NULL;
 }
 
+static void vmdk_busy_start(struct vmdk_busy *b, struct td_list *list,
+			    struct vmdk_xstate *x, uint64_t n)
+{
+	b->x = x;
+	b->n = n;
+	td_list_init(&b->waiters);
+	td_list_add_tail(&b->link, list);
+}
+
+/* Off its list; its waiters moved to waiters (to wake once it is free). */
+static void vmdk_busy_end(struct vmdk_busy *b, struct td_list *waiters)
+{
+	td_list_del(&b->link);
+	td_list_move(waiters, &b->waiters);
+}
+
 static void vmdk_alloc_end(struct vmdk_alloc *a, int err)
 {
-	struct vmdk_xstate *x = a->x;
+	struct vmdk_xstate *x = a->b.x;
 	struct vmdk_state *s = x->s;
 	td_request_t treq = a->treq;
 	struct td_list waiters;
 
-	td_list_del(&a->link);
-	td_list_move(&waiters, &a->waiters);
+	vmdk_busy_end(&a->b, &waiters);
 	td_pool_put(&s->allocs, a);
 	td_complete_request(treq, err);
 	td_meta_wake(&x->meta, &waiters, 0);
@@ -324,7 +341,7 @@ static void vmdk_gt_done(struct td_meta_wait *w, int err)
 static void vmdk_grain_written(void *ctx, void *arg, int err)
 {
 	struct vmdk_alloc *a = arg;
-	struct vmdk_xstate *x = a->x;
+	struct vmdk_xstate *x = a->b.x;
 	struct vmdk_extent *e = x->e;
 
 	(void)ctx;
@@ -332,9 +349,9 @@ static void vmdk_grain_written(void *ctx, void *arg, int err)
 		vmdk_alloc_end(a, err);
 		return;
 	}
-	td_put_le32(e->gt + a->grain * 4, a->host);
+	td_put_le32(e->gt + a->b.n * 4, a->host);
 	x->s->n_alloc++;
-	td_meta_seq_wait(&x->gts[a->grain / e->h.gtes].q, &a->wait,
+	td_meta_seq_wait(&x->gts[a->b.n / e->h.gtes].q, &a->wait,
 			 vmdk_gt_done);
 }
 
@@ -374,12 +391,12 @@ static void vmdk_gt_issue(struct td_meta_seq *q)
 /* 1. The grain's contents are in a->buf: write it. */
 static void vmdk_alloc_write_grain(struct vmdk_alloc *a)
 {
-	struct vmdk_extent *e = a->x->e;
+	struct vmdk_extent *e = a->b.x->e;
 	uint64_t within = (a->treq.sec - e->start) % e->h.grain_secs;
 
 	memcpy(a->buf + within * VMDK_SECTOR, a->treq.buf,
 	       (size_t)a->treq.secs << TD_SECTOR_SHIFT);
-	td_meta_io(&a->x->meta, TD_OP_WRITE, a->buf,
+	td_meta_io(&a->b.x->meta, TD_OP_WRITE, a->buf,
 		   (size_t)e->h.grain_secs * VMDK_SECTOR,
 		   (uint64_t)a->host * VMDK_SECTOR, vmdk_grain_written, a);
 }
@@ -408,7 +425,7 @@ static void vmdk_alloc_parent_done(td_request_t treq, int err)
 static void vmdk_alloc_read_parent(struct vmdk_alloc *a, uint64_t from,
 				   uint64_t to)
 {
-	struct vmdk_extent *e = a->x->e;
+	struct vmdk_extent *e = a->b.x->e;
 	uint64_t first = a->treq.sec - (a->treq.sec - e->start) %
 			 e->h.grain_secs;
 	td_request_t r = {
@@ -435,7 +452,7 @@ static void vmdk_alloc_read_parent(struct vmdk_alloc *a, uint64_t from,
  */
 static void vmdk_alloc_fill(struct vmdk_alloc *a)
 {
-	struct vmdk_extent *e = a->x->e;
+	struct vmdk_extent *e = a->b.x->e;
 	uint64_t al = TD_MAX_IO_ALIGN >> TD_SECTOR_SHIFT;
 	uint64_t within = (a->treq.sec - e->start) % e->h.grain_secs;
 	uint64_t grain_start = a->treq.sec - e->start - within;
@@ -444,7 +461,7 @@ static void vmdk_alloc_fill(struct vmdk_alloc *a)
 	uint64_t head = td_round_up(within, al);
 	uint64_t tail = td_round_down(within + a->treq.secs, al);
 
-	a->x->s->n_cow++;
+	a->b.x->s->n_cow++;
 	a->pending = 1;
 	if (head > end)
 		head = end;
@@ -474,14 +491,11 @@ static void vmdk_write_alloc(struct vmdk_state *s, struct vmdk_xstate *x,
 		td_meta_park(&x->meta, &x->wait_pool, treq);
 		return;
 	}
-	a->x = x;
 	a->treq = treq;
-	a->grain = grain;
 	a->host = (uint32_t)x->next_free;
 	a->buf = (uint8_t *)a + s->alloc_hdr;
 	a->err = 0;
-	td_list_init(&a->waiters);
-	td_list_add_tail(&a->link, &s->allocating);
+	vmdk_busy_start(&a->b, &s->allocating, x, grain);
 	x->next_free += e->h.grain_secs;
 	memset(a->buf, 0, gbytes);
 	if (from_parent && treq.secs < e->h.grain_secs)
@@ -524,35 +538,17 @@ static void vmdk_gd_set(struct vmdk_gdseq *d, uint64_t gti, uint32_t sect)
 	d->dirty = true;
 }
 
-static struct vmdk_gtalloc *vmdk_gtalloc_find(struct vmdk_state *s,
-					      struct vmdk_xstate *x,
-					      uint64_t gti)
-{
-	struct td_list *l;
-
-	for (l = s->gt_allocating.next; l != &s->gt_allocating; l = l->next) {
-		struct vmdk_gtalloc *g = td_container_of(l,
-							 struct vmdk_gtalloc,
-							 link);
-
-		if (g->x == x && g->gti == gti)
-			return g;
-	}
-	return NULL;
-}
-
 /* The table is in place (err 0) or not: its writes go again. */
 static void vmdk_gtalloc_end(struct vmdk_gtalloc *g, int err)
 {
-	struct vmdk_xstate *x = g->x;
+	struct vmdk_xstate *x = g->b.x;
 	struct vmdk_state *s = x->s;
 	struct td_list waiters;
 
 	if (err)
 		td_log(TD_LOG_ERR, "%s: allocating grain table %" PRIu64
-		       ": %s", x->e->path, g->gti, strerror(-err));
-	td_list_del(&g->link);
-	td_list_move(&waiters, &g->waiters);
+		       ": %s", x->e->path, g->b.n, strerror(-err));
+	vmdk_busy_end(&g->b, &waiters);
 	td_pool_put(&s->gtallocs, g);
 	td_meta_wake(&x->meta, &waiters, err);
 	vmdk_wake_pool_waiters(s);
@@ -563,19 +559,19 @@ static void vmdk_gtalloc_gd_done(struct td_meta_wait *w, int err)
 {
 	struct vmdk_gtalloc *g = td_container_of(w, struct vmdk_gtalloc,
 						 wait);
-	struct vmdk_extent *e = g->x->e;
+	struct vmdk_extent *e = g->b.x->e;
 
 	if (err) {
 		/* Not again with a later sector: the redundant one has it,
 		 * which reads as a table nobody uses (the next one wins). */
-		vmdk_gd_set(&g->x->gd, g->gti, e->gd[g->gti]);
+		vmdk_gd_set(&g->b.x->gd, g->b.n, e->gd[g->b.n]);
 		vmdk_gtalloc_end(g, err);
 		return;
 	}
-	e->gd[g->gti] = g->host;
+	e->gd[g->b.n] = g->host;
 	if (e->rgd)
-		e->rgd[g->gti] = g->rhost;
-	g->x->s->n_gt_alloc++;
+		e->rgd[g->b.n] = g->rhost;
+	g->b.x->s->n_gt_alloc++;
 	vmdk_gtalloc_end(g, 0);
 }
 
@@ -586,12 +582,12 @@ static void vmdk_gtalloc_rgd_done(struct td_meta_wait *w, int err)
 						 wait);
 
 	if (err) {
-		vmdk_gd_set(&g->x->rgd, g->gti, g->x->e->rgd[g->gti]);
+		vmdk_gd_set(&g->b.x->rgd, g->b.n, g->b.x->e->rgd[g->b.n]);
 		vmdk_gtalloc_end(g, err);
 		return;
 	}
-	vmdk_gd_set(&g->x->gd, g->gti, g->host);
-	td_meta_seq_wait(&g->x->gd.q, &g->wait, vmdk_gtalloc_gd_done);
+	vmdk_gd_set(&g->b.x->gd, g->b.n, g->host);
+	td_meta_seq_wait(&g->b.x->gd.q, &g->wait, vmdk_gtalloc_gd_done);
 }
 
 /* 1. The new table (both copies) is written, all zeros. */
@@ -612,8 +608,8 @@ static void vmdk_gtalloc_gt_done(void *ctx, void *arg, int err)
 		vmdk_gtalloc_rgd_done(&g->wait, 0);
 		return;
 	}
-	vmdk_gd_set(&g->x->rgd, g->gti, g->rhost);
-	td_meta_seq_wait(&g->x->rgd.q, &g->wait, vmdk_gtalloc_rgd_done);
+	vmdk_gd_set(&g->b.x->rgd, g->b.n, g->rhost);
+	td_meta_seq_wait(&g->b.x->rgd.q, &g->wait, vmdk_gtalloc_rgd_done);
 }
 
 /*
@@ -627,11 +623,13 @@ static void vmdk_gt_alloc(struct vmdk_state *s, struct vmdk_xstate *x,
 	struct vmdk_extent *e = x->e;
 	size_t len = (size_t)e->h.gtes * 4;
 	uint64_t secs = td_div_round_up(len, VMDK_SECTOR);
-	struct vmdk_gtalloc *g = vmdk_gtalloc_find(s, x, gti);
+	struct vmdk_busy *b = vmdk_busy_find(&s->gt_allocating, x, gti);
 	uint8_t *gt = e->gt + gti * len;	/* zeros: not in the GD */
+	struct vmdk_gtalloc *g;
+	struct td_list none;
 
-	if (g) {
-		td_meta_park(&x->meta, &g->waiters, treq);
+	if (b) {
+		td_meta_park(&x->meta, &b->waiters, treq);
 		return;
 	}
 	if (x->next_free + (e->rgd ? 2 : 1) * secs > UINT32_MAX) {
@@ -643,15 +641,13 @@ static void vmdk_gt_alloc(struct vmdk_state *s, struct vmdk_xstate *x,
 		td_meta_park(&x->meta, &x->wait_pool, treq);
 		return;
 	}
-	g->x = x;
-	g->gti = gti;
 	g->err = 0;
-	td_list_init(&g->waiters);
-	if (!td_meta_park(&x->meta, &g->waiters, treq)) {
+	vmdk_busy_start(&g->b, &s->gt_allocating, x, gti);
+	if (!td_meta_park(&x->meta, &g->b.waiters, treq)) {
+		vmdk_busy_end(&g->b, &none);
 		td_pool_put(&s->gtallocs, g);
 		return;
 	}
-	td_list_add_tail(&g->link, &s->gt_allocating);
 	g->host = (uint32_t)x->next_free;
 	x->next_free += secs;
 	g->rhost = 0;
@@ -694,15 +690,15 @@ static void vmdk_queue_piece(struct vmdk_state *s, struct vmdk_xstate *x,
 	zero_gte = gte == VMDK_GTE_ZERO &&
 		   (e->h.flags & VMDK_FLAG_ZERO_GTE);
 	if (treq.op == TD_OP_WRITE) {
-		struct vmdk_alloc *a;
+		struct vmdk_busy *b;
 
 		if (!e->gd[grain / e->h.gtes]) {
 			vmdk_gt_alloc(s, x, treq, grain / e->h.gtes);
 			return;
 		}
-		a = vmdk_alloc_find(s, x, grain);
-		if (a)
-			td_meta_park(&x->meta, &a->waiters, treq);
+		b = vmdk_busy_find(&s->allocating, x, grain);
+		if (b)
+			td_meta_park(&x->meta, &b->waiters, treq);
 		else if (gte > VMDK_GTE_ZERO || (gte && !zero_gte))
 			td_meta_request_io(&x->meta, treq,
 					   ((uint64_t)gte + within) *

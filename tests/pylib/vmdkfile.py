@@ -12,7 +12,7 @@ at offset 0: monolithicSparse, or one extent of twoGbMaxExtentSparse).
       or (primary) one a crash left between the two directory writes;
       the tables must hold no grain
   vmdkfile.py cid FILE HEX
-      the 8 hex digits of the descriptor's CID= (embedded or not)
+      the descriptor's CID= becomes HEX, 8 digits (embedded or not)
   vmdkfile.py hint FILE NAME
       the parentFileNameHint of an embedded descriptor becomes NAME (a
       parent of a format qemu-img create does not take)
@@ -64,32 +64,27 @@ def cmd_dropgt(path, mode, gtis):
                     f.write(bytes(4))
 
 
-def cmd_cid(path, cid):
-    with open(path, "r+b") as f:
-        b = f.read(1 << 20)
-        i = b.find(b"\nCID=")
-        if i < 0 or len(cid) != 8:
-            sys.exit("%s: no CID= line (or %r is not 8 digits)" %
-                     (path, cid))
-        f.seek(i + 5)
-        f.write(cid.encode())
-
-
-def cmd_hint(path, name):
+def edit_desc(path, pattern, repl):
+    """Replace the one match of pattern in the descriptor (embedded in a
+    sparse extent, NUL-padded, or the text file itself)."""
     with open(path, "r+b") as f:
         h = f.read(SECTOR)
-        if h[:4] != MAGIC:
-            sys.exit("%s: not a sparse extent" % path)
-        at, secs = struct.unpack_from("<QQ", h, 28)
-        f.seek(at * SECTOR)
-        area = f.read(secs * SECTOR)
+        if h[:4] == MAGIC:
+            at, secs = struct.unpack_from("<QQ", h, 28)
+            at, ln = at * SECTOR, secs * SECTOR
+        else:
+            at, ln = 0, None
+        f.seek(at)
+        area = f.read(ln) if ln else f.read()
         text = area.split(b"\0", 1)[0]
-        new, n = re.subn(rb'parentFileNameHint="[^"]*"',
-                         b'parentFileNameHint="%s"' % name.encode(), text)
-        if n != 1 or len(new) > len(area):
-            sys.exit("%s: no parentFileNameHint (or no room)" % path)
-        f.seek(at * SECTOR)
-        f.write(new.ljust(len(area), b"\0"))
+        new, n = re.subn(pattern, repl, text, flags=re.M)
+        if n != 1 or (ln and len(new) > ln):
+            sys.exit("%s: no %r in the descriptor (or no room)" %
+                     (path, pattern))
+        f.seek(at)
+        f.write(new.ljust(ln, b"\0") if ln else new)
+        if not ln:
+            f.truncate()
 
 
 def main(a):
@@ -102,9 +97,10 @@ def main(a):
     elif len(a) > 4 and a[1] == "dropgt" and a[3] in ("primary", "both"):
         cmd_dropgt(a[2], a[3], [int(x) for x in a[4:]])
     elif len(a) == 4 and a[1] == "hint":
-        cmd_hint(a[2], a[3])
-    elif len(a) == 4 and a[1] == "cid":
-        cmd_cid(a[2], a[3])
+        edit_desc(a[2], rb'parentFileNameHint="[^"]*"',
+                  b'parentFileNameHint="%s"' % a[3].encode())
+    elif len(a) == 4 and a[1] == "cid" and len(a[3]) == 8:
+        edit_desc(a[2], rb"^CID=[0-9a-fA-F]+$", b"CID=" + a[3].encode())
     else:
         sys.exit(__doc__)
 
