@@ -193,12 +193,18 @@ static int vmdk_open_sparse(struct vmdk_extent *e, unsigned flags, char *err,
 		return td_errf(err, errlen, -EROFS, "%s: compressed grains "
 			       "(streamOptimized) are read-only in tapfs: "
 			       "open it ro, or convert it", e->path);
-	for (i = 0; i < e->gd_entries; i++)
-		if (!e->gd[i] || (e->rgd && !e->rgd[i]))
-			return td_errf(err, errlen, -ENOTSUP, "%s: grain table "
-				       "%" PRIu64 " is not allocated: writing "
-				       "needs every grain table in place",
-				       e->path, i);
+	/*
+	 * A grain table missing from the primary directory is allocated by
+	 * the first write into it (whatever the redundant one says: a crash
+	 * between the two directory writes leaves it there only).  One in
+	 * the primary directory only has no redundant copy to update.
+	 */
+	for (i = 0; e->rgd && i < e->gd_entries; i++)
+		if (e->gd[i] && !e->rgd[i])
+			return td_errf(err, errlen, -EINVAL, "%s: grain table "
+				       "%" PRIu64 " (sector %u) has no "
+				       "redundant copy: open it ro, or "
+				       "convert it", e->path, i, e->gd[i]);
 	return 0;
 }
 
@@ -322,21 +328,19 @@ static int vmdk_read_desc(struct vmdk_image *img, char *err, size_t errlen)
 	return 0;
 }
 
-int vmdk_image_open(struct vmdk_image **out, const char *path,
-		    unsigned flags, vmdk_path_check_fn *check, void *arg,
-		    char *err, size_t errlen)
+/* The disk at path with its descriptor read, no extent opened yet. */
+static int vmdk_open_desc(struct vmdk_image **out, const char *path,
+			  int oflags, char *err, size_t errlen)
 {
 	struct vmdk_image *img = calloc(1, sizeof(*img));
 	char why[512];
-	unsigned i;
 	int rc;
 
 	*out = NULL;
 	if (!img)
 		return -ENOMEM;
 	img->path = strdup(path);
-	img->fd = td_open_file(path, (flags & VMDK_IMAGE_RDWR ? O_RDWR :
-				      O_RDONLY) | O_CLOEXEC);
+	img->fd = td_open_file(path, oflags | O_CLOEXEC);
 	if (!img->path || img->fd < 0) {
 		rc = img->path ? -errno : -ENOMEM;
 		goto fail;
@@ -348,6 +352,26 @@ int vmdk_image_open(struct vmdk_image **out, const char *path,
 			strerror(-rc));
 		goto fail;
 	}
+	*out = img;
+	return 0;
+fail:
+	vmdk_image_close(img);
+	return rc;
+}
+
+int vmdk_image_open(struct vmdk_image **out, const char *path,
+		    unsigned flags, vmdk_path_check_fn *check, void *arg,
+		    char *err, size_t errlen)
+{
+	struct vmdk_image *img;
+	unsigned i;
+	int rc;
+
+	*out = NULL;
+	rc = vmdk_open_desc(&img, path, flags & VMDK_IMAGE_RDWR ? O_RDWR :
+			    O_RDONLY, err, errlen);
+	if (rc)
+		return rc;
 	img->extents = calloc(img->desc.n_extents, sizeof(*img->extents));
 	if (!img->extents) {
 		rc = -ENOMEM;
@@ -370,6 +394,19 @@ int vmdk_image_open(struct vmdk_image **out, const char *path,
 fail:
 	vmdk_image_close(img);
 	return rc;
+}
+
+int vmdk_image_cid(const char *path, uint32_t *cid, char *err,
+		   size_t errlen)
+{
+	struct vmdk_image *img;
+	int rc = vmdk_open_desc(&img, path, O_RDONLY, err, errlen);
+
+	if (rc)
+		return rc;
+	*cid = img->desc.cid;
+	vmdk_image_close(img);
+	return 0;
 }
 
 struct vmdk_extent *vmdk_image_extent(struct vmdk_image *img, uint64_t sec)
@@ -533,10 +570,18 @@ static void vmdk_check_extent(struct vmdk_extent *e, struct td_check *c)
 		return;
 	rgt = td_zalloc_aligned(gt_bytes);
 	for (i = 0; rgt && i < e->gd_entries; i++) {
+		if (e->rgd[i] && !e->gd[i]) {
+			/* A crash between the two directory writes. */
+			td_check_emit(c, TD_SEV_LEAK, false, "%s: grain table "
+				      "%" PRIu64 " is in the redundant grain "
+				      "directory only (sector %u unused)",
+				      e->path, i, e->rgd[i]);
+			continue;
+		}
 		if (!e->rgd[i] != !e->gd[i]) {
 			td_check_emit(c, TD_SEV_ERROR, false, "%s: grain table "
-				      "%" PRIu64 " is in one grain directory "
-				      "only", e->path, i);
+				      "%" PRIu64 " is in the primary grain "
+				      "directory only", e->path, i);
 			continue;
 		}
 		if (!e->rgd[i])

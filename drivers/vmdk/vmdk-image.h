@@ -73,12 +73,19 @@ struct vmdk_image {
  * Open the disk at path (descriptor file or sparse extent), its extent
  * files beside it (asking check first, if given).  RDWR refuses what
  * tapfs cannot write (-EROFS: compressed grains, read-only or zero
- * extents; -ENOTSUP: a grain table not allocated).
+ * extents; -EINVAL: a grain table without its redundant copy).
  */
 int vmdk_image_open(struct vmdk_image **out, const char *path,
 		    unsigned flags, vmdk_path_check_fn *check, void *arg,
 		    char *err, size_t errlen);
 void vmdk_image_close(struct vmdk_image *img);
+
+/*
+ * The CID of the disk at path, from its descriptor alone (embedded or
+ * not; no extent opened): 0 or -errno with the reason in err.
+ */
+int vmdk_image_cid(const char *path, uint32_t *cid, char *err,
+		   size_t errlen);
 
 /* The extent holding virtual sector sec. */
 struct vmdk_extent *vmdk_image_extent(struct vmdk_image *img, uint64_t sec);

@@ -3,7 +3,8 @@
  * vmdk: VMware virtual disks.  monolithicSparse, monolithicFlat,
  * twoGbMaxExtentSparse/Flat (a request is split at extent and grain
  * boundaries), streamOptimized (compressed grains, read-only) and child
- * disks (parentFileNameHint, with the CID/parentCID check).
+ * disks (parentFileNameHint, a parent of any format, with the
+ * CID/parentCID check for a vmdk one).
  *
  * Everything about the disk is read at open (vmdk-image.c): descriptor,
  * extents, and every grain table, kept in memory in disk format; so the
@@ -13,23 +14,45 @@
  * Writing a sparse extent, crash-safe order.  A write to an allocated
  * grain goes in place.  A write to an unallocated (or zeroed) grain
  * allocates a grain at the end of the extent file and:
- *   1. writes the whole grain (the request's data, zeros around it);
+ *   1. writes the whole grain: the request's data, zeros around it, or
+ *      in a child disk (an unallocated grain, not a zeroed one) the
+ *      parent's data around it, read through the chain first;
  *   2. once that is done, sets the grain table entry in memory (reads
  *      find the grain from now on: its data is there) and writes the
  *      grain table, primary and redundant copies, through the grain
  *      table's sequencer (one write of a table in flight; later entries
  *      wait for the next);
  *   3. then completes the request.
- * Grain tables are all in place (tapfs creates them with the disk, as
- * QEMU does; an image with a missing one is refused for writing), so
- * the grain directories are never written.  A crash before 2 leaves a
- * grain nobody points at past the old end (a leak; the next grain goes
- * after it); a crash during 2 leaves the primary or redundant entry of
- * that grain set or not, each pointing at complete data.  Durability is
- * the client's flush: an fsync of every extent file, which covers every
- * completed write, data and table alike.
- * Concurrent writes to a grain being allocated wait for it (parked) and
- * are dispatched again when it is in the table.
+ * A crash before 2 leaves a grain nobody points at past the old end (a
+ * leak; the next grain goes after it); a crash during 2 leaves the
+ * primary or redundant entry of that grain set or not, each pointing at
+ * complete data.
+ *
+ * A write into a grain table the grain directory (GD) does not have
+ * (QEMU and tapfs create every table with the disk, other tools do not)
+ * first allocates the table at the end of the extent file:
+ *   1. writes the new table, and its redundant copy after it, all zeros
+ *      (both unreferenced yet);
+ *   2. then the redundant GD's entry;
+ *   3. then the primary GD's entry: the commit point.  The table is
+ *      the disk's, and the write goes on as any other (the grain and
+ *      its entry, above).
+ * Each GD's sectors are written through a sequencer of their own (one
+ * write in flight; entries set meanwhile go in the next one), and an
+ * entry is set in the copy being written only when its step is due.
+ * A crash before 3 leaves space nobody points at, or (after 2) a table
+ * in the redundant GD only: the primary GD is the one read, so the
+ * table is not allocated and the next write into it allocates another
+ * (tapfs-img check calls the first one a leak).  Every GD entry points
+ * at a table that holds zeros or grains' complete data.  The grain data
+ * and its table entry are written after 3, not with the table in 1: so
+ * one path fills every entry, at the price of one more table write per
+ * table allocated (2 KiB per 32 MiB).
+ *
+ * Durability is the client's flush: an fsync of every extent file,
+ * which covers every completed write, data, tables and directories.
+ * Concurrent writes to a grain (or a grain table) being allocated wait
+ * for it (parked) and are dispatched again when it is in place.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -52,6 +75,7 @@
 #define VMDK_MAX_IOCBS_MANY	32u	/* per extent, with many extents */
 #define VMDK_MAX_PARKED		1024u
 #define VMDK_ALLOCS		16u
+#define VMDK_GT_ALLOCS		8u
 #define VMDK_CREADS		16u
 #define VMDK_FLUSHES		64u
 
@@ -67,27 +91,60 @@ struct vmdk_gtseq {
 	int			 err;
 };
 
+/*
+ * The writes of one grain directory, primary or redundant: its sectors
+ * holding entries set since the last write.  disk is the directory in
+ * disk format, an entry set there only once it may reach the file.
+ */
+struct vmdk_gdseq {
+	struct td_meta_seq	 q;
+	struct vmdk_xstate	*x;
+	uint64_t		 offset;	/* sector of the directory */
+	uint8_t			*disk;		/* whole sectors, aligned */
+	uint64_t		 lo, hi;	/* dirty entries, inclusive */
+	bool			 dirty;
+};
+
 /* Per extent file. */
 struct vmdk_xstate {
 	struct vmdk_state	*s;
 	struct vmdk_extent	*e;
 	struct td_meta		 meta;
 	struct vmdk_gtseq	*gts;		/* read-write sparse */
+	struct vmdk_gdseq	 gd, rgd;	/* read-write sparse; rgd
+						 * with a redundant GD */
 	uint64_t		 next_free;	/* sector of the next grain */
 	struct td_list		 wait_pool;	/* parked: no alloc/cread */
 	bool			 meta_ready;
 };
 
+/* Something being allocated in an extent, and the writes that wait. */
+struct vmdk_busy {
+	struct vmdk_xstate	*x;
+	uint64_t		 n;		/* grain, or grain table */
+	struct td_list		 link;		/* on the state's list */
+	struct td_list		 waiters;	/* writes into it */
+};
+
+/* A grain table being allocated (a write where the GD has none). */
+struct vmdk_gtalloc {
+	struct vmdk_busy	 b;		/* on s->gt_allocating */
+	uint32_t		 host, rhost;	/* sectors; rhost 0 without
+						 * a redundant GD */
+	unsigned		 pending;
+	int			 err;
+	struct td_meta_wait	 wait;
+};
+
 /* A grain being allocated (a write to an unallocated grain). */
 struct vmdk_alloc {
-	struct vmdk_xstate	*x;
+	struct vmdk_busy	 b;		/* on s->allocating */
 	td_request_t		 treq;
-	uint64_t		 grain;		/* in the extent */
 	uint32_t		 host;		/* sector */
-	struct td_list		 link;		/* s->allocating */
-	struct td_list		 waiters;	/* writes to this grain */
 	struct td_meta_wait	 wait;
 	uint8_t			*buf;		/* grain_bytes */
+	unsigned		 pending;	/* parent's sectors to come */
+	int			 err;
 };
 
 /* A compressed grain being read. */
@@ -113,14 +170,18 @@ struct vmdk_state {
 	bool			 rdonly;
 	bool			 has_parent;
 	struct td_pool		 allocs;
+	struct td_pool		 gtallocs;
 	struct td_pool		 creads;
 	struct td_pool		 flushes;
 	struct td_list		 allocating;
+	struct td_list		 gt_allocating;
 	size_t			 alloc_hdr, cread_hdr, raw_len;
 	uint32_t		 max_grain;	/* bytes, largest grain */
 	z_stream		 zs;
 	bool			 zs_ready;
 	uint64_t		 n_alloc;
+	uint64_t		 n_gt_alloc;
+	uint64_t		 n_cow;		/* grains filled from the parent */
 };
 
 static void vmdk_queue_rw(td_driver_t *drv, td_request_t treq);
@@ -226,31 +287,46 @@ static void vmdk_read_compressed(struct vmdk_state *s, struct vmdk_xstate *x,
 
 /* ---- allocating grains ------------------------------------------------- */
 
-static struct vmdk_alloc *vmdk_alloc_find(struct vmdk_state *s,
-					  struct vmdk_xstate *x,
-					  uint64_t grain)
+/* What is being allocated as number n of extent x on list, or NULL. */
+static struct vmdk_busy *vmdk_busy_find(struct td_list *list,
+					struct vmdk_xstate *x, uint64_t n)
 {
 	struct td_list *l;
 
-	for (l = s->allocating.next; l != &s->allocating; l = l->next) {
-		struct vmdk_alloc *a = td_container_of(l, struct vmdk_alloc,
-						       link);
+	for (l = list->next; l != list; l = l->next) {
+		struct vmdk_busy *b = td_container_of(l, struct vmdk_busy,
+						      link);
 
-		if (a->x == x && a->grain == grain)
-			return a;
+		if (b->x == x && b->n == n)
+			return b;
 	}
 	return NULL;
 }
 
+static void vmdk_busy_start(struct vmdk_busy *b, struct td_list *list,
+			    struct vmdk_xstate *x, uint64_t n)
+{
+	b->x = x;
+	b->n = n;
+	td_list_init(&b->waiters);
+	td_list_add_tail(&b->link, list);
+}
+
+/* Off its list; its waiters moved to waiters (to wake once it is free). */
+static void vmdk_busy_end(struct vmdk_busy *b, struct td_list *waiters)
+{
+	td_list_del(&b->link);
+	td_list_move(waiters, &b->waiters);
+}
+
 static void vmdk_alloc_end(struct vmdk_alloc *a, int err)
 {
-	struct vmdk_xstate *x = a->x;
+	struct vmdk_xstate *x = a->b.x;
 	struct vmdk_state *s = x->s;
 	td_request_t treq = a->treq;
 	struct td_list waiters;
 
-	td_list_del(&a->link);
-	td_list_move(&waiters, &a->waiters);
+	vmdk_busy_end(&a->b, &waiters);
 	td_pool_put(&s->allocs, a);
 	td_complete_request(treq, err);
 	td_meta_wake(&x->meta, &waiters, 0);
@@ -265,7 +341,7 @@ static void vmdk_gt_done(struct td_meta_wait *w, int err)
 static void vmdk_grain_written(void *ctx, void *arg, int err)
 {
 	struct vmdk_alloc *a = arg;
-	struct vmdk_xstate *x = a->x;
+	struct vmdk_xstate *x = a->b.x;
 	struct vmdk_extent *e = x->e;
 
 	(void)ctx;
@@ -273,9 +349,9 @@ static void vmdk_grain_written(void *ctx, void *arg, int err)
 		vmdk_alloc_end(a, err);
 		return;
 	}
-	td_put_le32(e->gt + a->grain * 4, a->host);
+	td_put_le32(e->gt + a->b.n * 4, a->host);
 	x->s->n_alloc++;
-	td_meta_seq_wait(&x->gts[a->grain / e->h.gtes].q, &a->wait,
+	td_meta_seq_wait(&x->gts[a->b.n / e->h.gtes].q, &a->wait,
 			 vmdk_gt_done);
 }
 
@@ -312,12 +388,98 @@ static void vmdk_gt_issue(struct td_meta_seq *q)
 		   (uint64_t)e->gd[g->gti] * VMDK_SECTOR, vmdk_gt_written, g);
 }
 
+/* 1. The grain's contents are in a->buf: write it. */
+static void vmdk_alloc_write_grain(struct vmdk_alloc *a)
+{
+	struct vmdk_extent *e = a->b.x->e;
+	uint64_t within = (a->treq.sec - e->start) % e->h.grain_secs;
+
+	memcpy(a->buf + within * VMDK_SECTOR, a->treq.buf,
+	       (size_t)a->treq.secs << TD_SECTOR_SHIFT);
+	td_meta_io(&a->b.x->meta, TD_OP_WRITE, a->buf,
+		   (size_t)e->h.grain_secs * VMDK_SECTOR,
+		   (uint64_t)a->host * VMDK_SECTOR, vmdk_grain_written, a);
+}
+
+/* n of the parent's sectors arrived (1: the guard). */
+static void vmdk_alloc_fill_put(struct vmdk_alloc *a, unsigned n, int err)
+{
+	if (err && !a->err)
+		a->err = err;
+	a->pending -= n;
+	if (a->pending)
+		return;
+	if (a->err)
+		vmdk_alloc_end(a, a->err);
+	else
+		vmdk_alloc_write_grain(a);
+}
+
+/* A forwarded read completes by pieces: count sectors. */
+static void vmdk_alloc_parent_done(td_request_t treq, int err)
+{
+	vmdk_alloc_fill_put(treq.cb_data, treq.secs, err);
+}
+
+/* Read sectors [from, to) of the grain from the parent into a->buf. */
+static void vmdk_alloc_read_parent(struct vmdk_alloc *a, uint64_t from,
+				   uint64_t to)
+{
+	struct vmdk_extent *e = a->b.x->e;
+	uint64_t first = a->treq.sec - (a->treq.sec - e->start) %
+			 e->h.grain_secs;
+	td_request_t r = {
+		.op = TD_OP_READ,
+		.buf = (char *)a->buf + from * VMDK_SECTOR,
+		.sec = first + from,
+		.secs = (uint32_t)(to - from),
+		.image = a->treq.image,
+		.cb = vmdk_alloc_parent_done,
+		.cb_data = a,
+	};
+
+	if (from >= to)
+		return;
+	a->pending += r.secs;
+	td_forward_request(r);
+}
+
+/*
+ * A child disk's grain holds the parent's data around the write: read
+ * what the write does not cover, in 4 KiB-aligned pieces (a parent
+ * opened O_DIRECT on 4 KiB sectors takes no less), the part of the disk
+ * this extent holds only.
+ */
+static void vmdk_alloc_fill(struct vmdk_alloc *a)
+{
+	struct vmdk_extent *e = a->b.x->e;
+	uint64_t al = TD_MAX_IO_ALIGN >> TD_SECTOR_SHIFT;
+	uint64_t within = (a->treq.sec - e->start) % e->h.grain_secs;
+	uint64_t grain_start = a->treq.sec - e->start - within;
+	uint64_t end = e->secs - grain_start < e->h.grain_secs ?
+		       e->secs - grain_start : e->h.grain_secs;
+	uint64_t head = td_round_up(within, al);
+	uint64_t tail = td_round_down(within + a->treq.secs, al);
+
+	a->b.x->s->n_cow++;
+	a->pending = 1;
+	if (head > end)
+		head = end;
+	if (head >= tail) {
+		vmdk_alloc_read_parent(a, 0, end);
+	} else {
+		vmdk_alloc_read_parent(a, 0, head);
+		vmdk_alloc_read_parent(a, tail, end);
+	}
+	vmdk_alloc_fill_put(a, 1, 0);
+}
+
 static void vmdk_write_alloc(struct vmdk_state *s, struct vmdk_xstate *x,
-			     td_request_t treq, uint64_t grain)
+			     td_request_t treq, uint64_t grain,
+			     bool from_parent)
 {
 	struct vmdk_extent *e = x->e;
 	size_t gbytes = (size_t)e->h.grain_secs * VMDK_SECTOR;
-	uint64_t within = (treq.sec - e->start) % e->h.grain_secs;
 	struct vmdk_alloc *a;
 
 	if (x->next_free + e->h.grain_secs > UINT32_MAX) {
@@ -329,19 +491,177 @@ static void vmdk_write_alloc(struct vmdk_state *s, struct vmdk_xstate *x,
 		td_meta_park(&x->meta, &x->wait_pool, treq);
 		return;
 	}
-	a->x = x;
 	a->treq = treq;
-	a->grain = grain;
 	a->host = (uint32_t)x->next_free;
 	a->buf = (uint8_t *)a + s->alloc_hdr;
-	td_list_init(&a->waiters);
-	td_list_add_tail(&a->link, &s->allocating);
+	a->err = 0;
+	vmdk_busy_start(&a->b, &s->allocating, x, grain);
 	x->next_free += e->h.grain_secs;
 	memset(a->buf, 0, gbytes);
-	memcpy(a->buf + within * VMDK_SECTOR, treq.buf,
-	       (size_t)treq.secs << TD_SECTOR_SHIFT);
-	td_meta_io(&x->meta, TD_OP_WRITE, a->buf, gbytes,
-		   (uint64_t)a->host * VMDK_SECTOR, vmdk_grain_written, a);
+	if (from_parent && treq.secs < e->h.grain_secs)
+		vmdk_alloc_fill(a);
+	else
+		vmdk_alloc_write_grain(a);
+}
+
+/* ---- allocating grain tables ------------------------------------------- */
+
+/* Write the dirty sectors of a grain directory, from memory as it is. */
+static void vmdk_gd_issue(struct td_meta_seq *q)
+{
+	struct vmdk_gdseq *d = td_container_of(q, struct vmdk_gdseq, q);
+	uint64_t lo = td_round_down(d->lo * 4, VMDK_SECTOR);
+	uint64_t hi = td_round_up((d->hi + 1) * 4, VMDK_SECTOR);
+
+	d->dirty = false;
+	td_meta_seq_io(q, TD_OP_WRITE, d->disk + lo, hi - lo,
+		       d->offset * VMDK_SECTOR + lo);
+}
+
+static void vmdk_gd_failed(struct td_meta_seq *q, int err)
+{
+	struct vmdk_gdseq *d = td_container_of(q, struct vmdk_gdseq, q);
+
+	td_log(TD_LOG_ERR, "%s: writing the %s grain directory: %s",
+	       d->x->e->path, d == &d->x->rgd ? "redundant" : "primary",
+	       strerror(-err));
+}
+
+/* Entry gti of directory d is now sect (0: back to unallocated). */
+static void vmdk_gd_set(struct vmdk_gdseq *d, uint64_t gti, uint32_t sect)
+{
+	td_put_le32(d->disk + gti * 4, sect);
+	if (!d->dirty || gti < d->lo)
+		d->lo = gti;
+	if (!d->dirty || gti > d->hi)
+		d->hi = gti;
+	d->dirty = true;
+}
+
+/* The table is in place (err 0) or not: its writes go again. */
+static void vmdk_gtalloc_end(struct vmdk_gtalloc *g, int err)
+{
+	struct vmdk_xstate *x = g->b.x;
+	struct vmdk_state *s = x->s;
+	struct td_list waiters;
+
+	if (err)
+		td_log(TD_LOG_ERR, "%s: allocating grain table %" PRIu64
+		       ": %s", x->e->path, g->b.n, strerror(-err));
+	vmdk_busy_end(&g->b, &waiters);
+	td_pool_put(&s->gtallocs, g);
+	td_meta_wake(&x->meta, &waiters, err);
+	vmdk_wake_pool_waiters(s);
+}
+
+/* 3. The primary GD entry is written: the table is the disk's. */
+static void vmdk_gtalloc_gd_done(struct td_meta_wait *w, int err)
+{
+	struct vmdk_gtalloc *g = td_container_of(w, struct vmdk_gtalloc,
+						 wait);
+	struct vmdk_extent *e = g->b.x->e;
+
+	if (err) {
+		/* Not again with a later sector: the redundant one has it,
+		 * which reads as a table nobody uses (the next one wins). */
+		vmdk_gd_set(&g->b.x->gd, g->b.n, e->gd[g->b.n]);
+		vmdk_gtalloc_end(g, err);
+		return;
+	}
+	e->gd[g->b.n] = g->host;
+	if (e->rgd)
+		e->rgd[g->b.n] = g->rhost;
+	g->b.x->s->n_gt_alloc++;
+	vmdk_gtalloc_end(g, 0);
+}
+
+/* 2. The redundant GD entry is written (or there is none). */
+static void vmdk_gtalloc_rgd_done(struct td_meta_wait *w, int err)
+{
+	struct vmdk_gtalloc *g = td_container_of(w, struct vmdk_gtalloc,
+						 wait);
+
+	if (err) {
+		vmdk_gd_set(&g->b.x->rgd, g->b.n, g->b.x->e->rgd[g->b.n]);
+		vmdk_gtalloc_end(g, err);
+		return;
+	}
+	vmdk_gd_set(&g->b.x->gd, g->b.n, g->host);
+	td_meta_seq_wait(&g->b.x->gd.q, &g->wait, vmdk_gtalloc_gd_done);
+}
+
+/* 1. The new table (both copies) is written, all zeros. */
+static void vmdk_gtalloc_gt_done(void *ctx, void *arg, int err)
+{
+	struct vmdk_gtalloc *g = arg;
+
+	(void)ctx;
+	if (err && !g->err)
+		g->err = err;
+	if (--g->pending)
+		return;
+	if (g->err) {
+		vmdk_gtalloc_end(g, g->err);
+		return;
+	}
+	if (!g->rhost) {
+		vmdk_gtalloc_rgd_done(&g->wait, 0);
+		return;
+	}
+	vmdk_gd_set(&g->b.x->rgd, g->b.n, g->rhost);
+	td_meta_seq_wait(&g->b.x->rgd.q, &g->wait, vmdk_gtalloc_rgd_done);
+}
+
+/*
+ * A write into grain table gti, which the GD does not have: it waits
+ * while the table is allocated at the end of the file (see the top of
+ * this file), then goes again.
+ */
+static void vmdk_gt_alloc(struct vmdk_state *s, struct vmdk_xstate *x,
+			  td_request_t treq, uint64_t gti)
+{
+	struct vmdk_extent *e = x->e;
+	size_t len = (size_t)e->h.gtes * 4;
+	uint64_t secs = td_div_round_up(len, VMDK_SECTOR);
+	struct vmdk_busy *b = vmdk_busy_find(&s->gt_allocating, x, gti);
+	uint8_t *gt = e->gt + gti * len;	/* zeros: not in the GD */
+	struct vmdk_gtalloc *g;
+	struct td_list none;
+
+	if (b) {
+		td_meta_park(&x->meta, &b->waiters, treq);
+		return;
+	}
+	if (x->next_free + (e->rgd ? 2 : 1) * secs > UINT32_MAX) {
+		td_complete_request(treq, -ENOSPC);	/* 32-bit offsets */
+		return;
+	}
+	g = td_pool_get(&s->gtallocs);
+	if (!g) {
+		td_meta_park(&x->meta, &x->wait_pool, treq);
+		return;
+	}
+	g->err = 0;
+	vmdk_busy_start(&g->b, &s->gt_allocating, x, gti);
+	if (!td_meta_park(&x->meta, &g->b.waiters, treq)) {
+		vmdk_busy_end(&g->b, &none);
+		td_pool_put(&s->gtallocs, g);
+		return;
+	}
+	g->host = (uint32_t)x->next_free;
+	x->next_free += secs;
+	g->rhost = 0;
+	g->pending = 1;
+	if (e->rgd) {
+		g->rhost = (uint32_t)x->next_free;
+		x->next_free += secs;
+		g->pending++;
+		td_meta_io(&x->meta, TD_OP_WRITE, gt, len,
+			   (uint64_t)g->rhost * VMDK_SECTOR,
+			   vmdk_gtalloc_gt_done, g);
+	}
+	td_meta_io(&x->meta, TD_OP_WRITE, gt, len,
+		   (uint64_t)g->host * VMDK_SECTOR, vmdk_gtalloc_gt_done, g);
 }
 
 /* ---- requests ---------------------------------------------------------- */
@@ -370,16 +690,22 @@ static void vmdk_queue_piece(struct vmdk_state *s, struct vmdk_xstate *x,
 	zero_gte = gte == VMDK_GTE_ZERO &&
 		   (e->h.flags & VMDK_FLAG_ZERO_GTE);
 	if (treq.op == TD_OP_WRITE) {
-		struct vmdk_alloc *a = vmdk_alloc_find(s, x, grain);
+		struct vmdk_busy *b;
 
-		if (a)
-			td_meta_park(&x->meta, &a->waiters, treq);
+		if (!e->gd[grain / e->h.gtes]) {
+			vmdk_gt_alloc(s, x, treq, grain / e->h.gtes);
+			return;
+		}
+		b = vmdk_busy_find(&s->allocating, x, grain);
+		if (b)
+			td_meta_park(&x->meta, &b->waiters, treq);
 		else if (gte > VMDK_GTE_ZERO || (gte && !zero_gte))
 			td_meta_request_io(&x->meta, treq,
 					   ((uint64_t)gte + within) *
 					   VMDK_SECTOR, NULL);
 		else
-			vmdk_write_alloc(s, x, treq, grain);
+			vmdk_write_alloc(s, x, treq, grain, s->has_parent &&
+					 gte == VMDK_GTE_UNALLOCATED);
 		return;
 	}
 	if (gte == VMDK_GTE_UNALLOCATED)
@@ -481,11 +807,14 @@ static void vmdk_free_state(struct vmdk_state *s)
 		for (i = 0; i < s->img->n_extents; i++) {
 			td_meta_fini(&s->xs[i].meta);
 			free(s->xs[i].gts);
+			free(s->xs[i].gd.disk);
+			free(s->xs[i].rgd.disk);
 		}
 		free(s->xs);
 		s->xs = NULL;
 	}
 	td_pool_fini(&s->allocs);
+	td_pool_fini(&s->gtallocs);
 	td_pool_fini(&s->creads);
 	td_pool_fini(&s->flushes);
 	if (s->zs_ready)
@@ -493,6 +822,23 @@ static void vmdk_free_state(struct vmdk_state *s)
 	s->zs_ready = false;
 	vmdk_image_close(s->img);
 	s->img = NULL;
+}
+
+/* The writes of directory d, at sector offset, holding entries. */
+static int vmdk_gdseq_init(struct vmdk_xstate *x, struct vmdk_gdseq *d,
+			   const uint32_t *entries, uint64_t offset)
+{
+	uint64_t n = x->e->gd_entries, j;
+
+	d->x = x;
+	d->offset = offset;
+	d->disk = td_zalloc_aligned(td_round_up(n * 4, VMDK_SECTOR));
+	if (!d->disk)
+		return -ENOMEM;
+	for (j = 0; j < n; j++)
+		td_put_le32(d->disk + j * 4, entries[j]);
+	td_meta_seq_init(&d->q, &x->meta, vmdk_gd_issue, vmdk_gd_failed);
+	return 0;
 }
 
 static int vmdk_open_extent_state(struct vmdk_state *s, unsigned i)
@@ -526,6 +872,9 @@ static int vmdk_open_extent_state(struct vmdk_state *s, unsigned i)
 		x->gts[j].gti = j;
 		td_meta_seq_init(&x->gts[j].q, &x->meta, vmdk_gt_issue, NULL);
 	}
+	if (vmdk_gdseq_init(x, &x->gd, e->gd, e->h.gd_offset) ||
+	    (e->rgd && vmdk_gdseq_init(x, &x->rgd, e->rgd, e->h.rgd_offset)))
+		return -ENOMEM;
 	return 0;
 }
 
@@ -540,18 +889,12 @@ static int vmdk_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	s->drv = drv;
 	s->rdonly = flags & TD_OPEN_RDONLY;
 	td_list_init(&s->allocating);
+	td_list_init(&s->gt_allocating);
 	rc = vmdk_image_open(&s->img, path, s->rdonly ? 0 : VMDK_IMAGE_RDWR,
 			     vmdk_check_extent_path, drv, err, sizeof(err));
 	if (rc)
 		return td_meta_refuse(drv, rc, err);
 	s->has_parent = s->img->desc.parent_hint[0] != '\0';
-	if (s->has_parent && !s->rdonly) {
-		td_msgf(drv->error, sizeof(drv->error), "%s: writing a vmdk "
-			"child disk (parentFileNameHint) is not supported: "
-			"open it ro", path);
-		rc = -ENOTSUP;
-		goto fail;
-	}
 	rc = -ENOMEM;
 	s->xs = calloc(s->img->n_extents, sizeof(*s->xs));
 	if (!s->xs)
@@ -572,8 +915,10 @@ static int vmdk_open(td_driver_t *drv, const char *path, td_flag_t flags)
 			 sizeof(void *)))
 		goto fail;
 	if (!s->rdonly &&
-	    td_pool_init(&s->allocs, VMDK_ALLOCS,
-			 s->alloc_hdr + s->max_grain, TD_BUF_ALIGN))
+	    (td_pool_init(&s->allocs, VMDK_ALLOCS,
+			  s->alloc_hdr + s->max_grain, TD_BUF_ALIGN) ||
+	     td_pool_init(&s->gtallocs, VMDK_GT_ALLOCS,
+			  sizeof(struct vmdk_gtalloc), sizeof(void *))))
 		goto fail;
 	if (compressed) {
 		if (td_pool_init(&s->creads, VMDK_CREADS, s->cread_hdr +
@@ -643,21 +988,33 @@ static int vmdk_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 
 extern const struct tap_disk tapdisk_vmdk;
 
-/* A vmdk parent must carry the CID its child recorded as parentCID. */
+/*
+ * A vmdk parent must carry the CID its child recorded as parentCID: read
+ * from the parent's descriptor (its driver's state is its own).
+ */
 static int vmdk_validate_parent(td_driver_t *drv, td_driver_t *parent,
 				td_flag_t flags)
 {
-	struct vmdk_state *s = drv->data, *p;
+	struct vmdk_state *s = drv->data;
+	char why[sizeof(drv->error)];
+	uint32_t cid;
+	int rc;
 
 	(void)flags;
 	if (parent->ops != &tapdisk_vmdk || !s->img->desc.has_parent_cid)
 		return 0;
-	p = parent->data;
-	if (p->img->desc.cid == s->img->desc.parent_cid)
+	why[0] = '\0';
+	rc = vmdk_image_cid(parent->name, &cid, why, sizeof(why));
+	if (rc) {
+		td_msgf(drv->error, sizeof(drv->error), "%s: the CID of its "
+			"parent: %s", drv->name, why[0] ? why : strerror(-rc));
+		return rc;
+	}
+	if (cid == s->img->desc.parent_cid)
 		return 0;
 	td_msgf(drv->error, sizeof(drv->error), "%s: parentCID %08x does "
 		"not match CID %08x of its parent %s", drv->name,
-		s->img->desc.parent_cid, p->img->desc.cid, parent->name);
+		s->img->desc.parent_cid, cid, parent->name);
 	return -EINVAL;
 }
 
@@ -666,11 +1023,13 @@ static void vmdk_debug(td_driver_t *drv, FILE *out)
 	struct vmdk_state *s = drv->data;
 
 	fprintf(out, "vmdk:%s %s, %u extent(s), %llu bytes, %llu grains "
+		"(%llu filled from the parent) and %llu grain tables "
 		"allocated here\n", drv->name,
 		s->img->desc.create_type[0] ? s->img->desc.create_type :
 		"sparse extent", s->img->n_extents,
 		(unsigned long long)(s->img->capacity << TD_SECTOR_SHIFT),
-		(unsigned long long)s->n_alloc);
+		(unsigned long long)s->n_alloc, (unsigned long long)s->n_cow,
+		(unsigned long long)s->n_gt_alloc);
 }
 
 static int vmdk_create(const char *path, uint64_t size, td_flag_t flags)

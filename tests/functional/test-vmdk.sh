@@ -6,14 +6,24 @@
 # and twoGbMaxExtentFlat of more than 2 GiB so that data straddles two
 # extents, streamOptimized) read byte for byte like "qemu-img convert -O
 # raw" of them: through "tapfs-img convert -O raw" and through a VBD.
+# The split ones then written across their extent boundary: "qemu-img
+# compare" with a raw file written the same way, "qemu-img check" clean.
 # A streamOptimized image opened read-write is refused, saying why.
 # (b) Images tapfs writes (a tapfs-img created disk and a qemu-made
 # monolithicSparse and monolithicFlat, written through the VBD at odd
 # offsets) read back by qemu-img equal to a raw file written the same
 # way, and "qemu-img check" finds no error; ".ctl create NAME vmdk SIZE".
-# (c) A child disk (parentFileNameHint) reads through its parent; a
-# parent whose CID is not the child's parentCID is refused naming both.
-# (d) Bad input refused with the reason in .ctl, the daemon alive: a
+# (c) Writes into grain tables missing from the grain directory (never
+# allocated, or in the redundant directory only, as a crash leaves
+# them) allocate them: random writes and fio verify, then "qemu-img
+# check" clean and qemu reads what was written.
+# (d) A child disk (parentFileNameHint) reads through its parent and is
+# written (the parent's data around the write copied into new grains):
+# qemu reads what was written, "qemu-img check" clean, the parent
+# unchanged; a raw parent too (qemu reads none).  A parent outside the
+# allowed folders is refused; one whose CID is not the child's parentCID
+# is refused naming both.
+# (e) Bad input refused with the reason in .ctl, the daemon alive: a
 # truncated file, a grain directory past the end, an absurd capacity, an
 # extent outside the descriptor's folder, an overlong descriptor line.
 . "$(dirname "$0")/lib.sh"
@@ -71,7 +81,38 @@ for sub in monolithicSparse monolithicFlat twoGbMaxExtentSparse \
 	same_raw "$sub: the VBD reads it like qemu" "$G/v$n" "$T/ref.raw"
 	ctl_close "$G" "v$n"
 done
-rm -f "$T/src2100.raw" "$T/ref.raw" "$I"/twoGb*
+
+# The split subformats written across their extent boundary (2048 MiB),
+# over qemu's data and into new grains, a sector split between the two
+# extents, the end of the disk: the VBD reads it back, qemu reads what
+# was written, "qemu-img check" (sparse) and tapfs-img check clean.
+head -c 200000 /dev/urandom >"$T/rnd"
+B=$((2048 * MiB))
+# put FILE OFFSET LEN: LEN bytes of $T/rnd at byte OFFSET of FILE.
+put() {
+	dd if="$T/rnd" of="$1" bs="$3" count=1 oflag=seek_bytes seek="$2" \
+		conv=notrunc status=none
+}
+for sub in twoGbMaxExtentSparse twoGbMaxExtentFlat; do
+	img=$I/$sub.vmdk
+	rm -f "$T/split.model"
+	check cp --sparse=always "$T/src2100.raw" "$T/split.model"
+	ctl_ok "$G" "open sp vmdk:$img"
+	for f in "$G/sp" "$T/split.model"; do
+		check put "$f" $((B - 70001)) 150001
+		check put "$f" $((B - 1)) 3
+		check put "$f" $((B + 5 * MiB + 123)) 1000
+		check put "$f" $((2100 * MiB - 700)) 700
+	done
+	check_eq "$sub: the VBD reads across the boundary" "" \
+		"$(cmp -n 400000 -i $((B - 200000)) "$G/sp" "$T/split.model" \
+		2>&1)"
+	ctl_close "$G" sp
+	[ $sub = twoGbMaxExtentFlat ] || check qemu-img check "$img"
+	check "$TAPFS_IMG" check "$img"
+	check qemu-img compare -f vmdk -F raw "$img" "$T/split.model"
+done
+rm -f "$T/src2100.raw" "$T/ref.raw" "$T/split.model" "$I"/twoGb*
 
 ctl_err "$G" "open so vmdk:$I/streamOptimized.vmdk" EROFS
 check_match "streamOptimized read-write: the reason" \
@@ -81,12 +122,10 @@ check "$TAPFS_IMG" check "$I/streamOptimized.vmdk"
 # ---- (b) tapfs writes, qemu reads -------------------------------------------
 
 # write_odd FILE: the same odd writes, to a VBD or to a raw file.
-head -c 200000 /dev/urandom >"$T/rnd"
 write_odd() {
 	printf 'abcdefgh%.0s' $(seq 700) |
 		dd of="$1" bs=512 seek=3 conv=notrunc status=none &&
-	dd if="$T/rnd" of="$1" bs=1 seek=$((40 * MiB + 777)) \
-		conv=notrunc status=none &&
+	put "$1" $((40 * MiB + 777)) 200000 &&
 	dd if="$T/rnd" of="$1" bs=4096 seek=$((64 * 256 - 3)) count=3 \
 		conv=notrunc status=none
 }
@@ -118,7 +157,68 @@ check_eq "create: reads back" "$(cmp -n 40960 "$T/rnd" <(dd if="$G/c" \
 	bs=4096 skip=7 count=10 status=none) && echo same)" same
 ctl_close "$G" c
 
-# ---- (c) a child disk over its parent ----------------------------------------
+# ---- (c) grain tables allocated by writes -----------------------------------
+
+# 160 MiB: five grain tables of 32 MiB.  qemu writes into tables 1 and
+# 4; tables 0 and 2 are then dropped from both grain directories (never
+# allocated, as other tools leave them), table 3 from the primary one
+# only (a crash between the two directory writes).  Writes through the
+# VBD into the first grain, across tables 2 and 3, then at random.
+check qemu-img create -q -f vmdk "$I/gt.vmdk" 160M
+check qemu_io vmdk "$I/gt.vmdk" \
+	"write -P 0x61 $((33 * MiB + 100 * 512)) 5120" \
+	"write -P 0x62 $((130 * MiB)) 70000"
+check pylib vmdkfile dropgt "$I/gt.vmdk" both 0 2
+check pylib vmdkfile dropgt "$I/gt.vmdk" primary 3
+# nz FILE [r]: which grain directory entries are set, as 0s and 1s.
+nz() {
+	pylib vmdkfile gd "$@" |
+		awk '{ for (i = 1; i <= NF; i++) printf "%d", $i != 0 }'
+}
+check_eq "gt: tables 0, 2, 3 not in the grain directory" \
+	"$(nz "$I/gt.vmdk") $(nz "$I/gt.vmdk" r)" "01001 01011"
+check_out "gt: tapfs-img check calls table 3 a leak" 0 \
+	"leak: grain table 3 is in the redundant grain directory only" \
+	"$TAPFS_IMG" check "$I/gt.vmdk"
+rm -f "$T/gt.model" "$T/gt.raw"
+check qemu-img convert -f vmdk -O raw "$I/gt.vmdk" "$T/gt.model"
+ctl_ok "$G" "open gt vmdk:$I/gt.vmdk"
+for f in "$G/gt" "$T/gt.model"; do
+	check dd if="$T/rnd" of="$f" bs=512 count=3 seek=1 conv=notrunc \
+		status=none
+	check put "$f" $((96 * MiB - 40000)) 100000
+done
+check pylib randio write vmdk "$G/gt" "$T/gt.model" 41 40
+same_raw "gt: the VBD reads what was written" "$G/gt" "$T/gt.model"
+ctl_close "$G" gt
+check_eq "gt: every table allocated, in both directories" \
+	"$(nz "$I/gt.vmdk") $(nz "$I/gt.vmdk" r)" "11111 11111"
+check qemu-img check "$I/gt.vmdk"
+check_out "gt: tapfs-img check finds nothing" 0 "no errors found$" \
+	"$TAPFS_IMG" check "$I/gt.vmdk"
+check_eq "gt: no leak left" 0 \
+	"$("$TAPFS_IMG" check "$I/gt.vmdk" 2>&1 | grep -c leak)"
+check qemu-img convert -f vmdk -O raw "$I/gt.vmdk" "$T/gt.raw"
+same_raw "gt: qemu reads what tapfs wrote" "$T/gt.raw" "$T/gt.model"
+rm -f "$T/gt.model" "$T/gt.raw"
+
+# Many writes in flight into tables being allocated (they wait for
+# them), fio checking every byte; then qemu reads what the VBD reads.
+check qemu-img create -q -f vmdk "$I/gtf.vmdk" 160M
+check pylib vmdkfile dropgt "$I/gtf.vmdk" both 0 1 2 3 4
+ctl_ok "$G" "open gtf vmdk:$I/gtf.vmdk"
+fio_verify vmdk-gt-alloc 120 --filename="$G/gtf" --ioengine=libaio \
+	--direct=1 --rw=randwrite --bsrange=512-128k --blockalign=512 \
+	--size=160M --io_size=12M --iodepth=16 --verify=crc32c \
+	--verify_fatal=1 --do_verify=1 --randrepeat=0
+check cp --sparse=always "$G/gtf" "$T/gtf.model"
+ctl_close "$G" gtf
+check_eq "gtf: every table allocated" "$(nz "$I/gtf.vmdk")" 11111
+check qemu-img check "$I/gtf.vmdk"
+check qemu-img compare -f vmdk -F raw "$I/gtf.vmdk" "$T/gtf.model"
+rm -f "$T/gtf.model" "$I/gtf.vmdk"
+
+# ---- (d) a child disk over its parent ----------------------------------------
 
 check qemu-img create -q -f vmdk "$I/base.vmdk" 64M
 check qemu_io vmdk "$I/base.vmdk" "write -P 0x21 0 200000" \
@@ -132,31 +232,71 @@ same_raw "child: reads through its parent like qemu" "$G/ch" "$T/ref.raw"
 check_match "child: .ctl shows the chain" "vmdk:$I/base.vmdk" \
 	"$(ctl_line "$G" ch)"
 ctl_close "$G" ch
-python3 - "$I/base.vmdk" <<'PY'
-import sys
-p = sys.argv[1]
-b = bytearray(open(p, 'rb').read())
-i = b.index(b'CID=')
-b[i + 4:i + 12] = b'12345678'
-open(p, 'wb').write(b)
-PY
-ctl_err "$G" "open ch2 vmdk:$I/child.vmdk ro" EINVAL
-check_match "CID mismatch names both files" \
-	"child.vmdk: parentCID .* does not match CID 12345678 of its parent .*base.vmdk" \
+
+# Written through the VBD (grains the parent fills around the data, at
+# odd offsets): qemu reads what was written, the parent is unchanged.
+base_sum=$(md5sum <"$I/base.vmdk")
+cp "$T/ref.raw" "$T/ch.model"
+ctl_ok "$G" "open chw vmdk:$I/child.vmdk"
+check pylib randio write chain "$G/chw" "$T/ch.model" 51 40 200000
+same_raw "child: the VBD reads what was written" "$G/chw" "$T/ch.model"
+ctl_close "$G" chw
+check qemu-img check "$I/child.vmdk"
+rm -f "$T/ref.raw"
+check qemu-img convert -O raw "$I/child.vmdk" "$T/ref.raw"
+same_raw "child: qemu reads what tapfs wrote" "$T/ref.raw" "$T/ch.model"
+check_eq "child: the parent is unchanged" "$(md5sum <"$I/base.vmdk")" \
+	"$base_sum"
+rm -f "$T/ch.model"
+
+# A child of a raw parent (qemu-img makes vmdk parents only, and reads
+# no other: tapfs reads it back, after a reopen), written in the middle
+# of grains.
+check qemu-img create -q -f raw "$I/base.raw" 8M
+check qemu_io raw "$I/base.raw" "write -P 0x31 0 8M"
+check qemu-img create -q -f vmdk "$I/b8.vmdk" 8M
+check qemu-img create -q -f vmdk -b b8.vmdk -F vmdk "$I/rchild.vmdk"
+check pylib vmdkfile hint "$I/rchild.vmdk" base.raw
+ctl_ok "$G" "open rch vmdk:$I/rchild.vmdk"
+check_match "raw parent: .ctl shows the chain" "aio:$I/base.raw" \
+	"$(ctl_line "$G" rch)"
+cp "$I/base.raw" "$T/rch.model"
+for f in "$G/rch" "$T/rch.model"; do
+	check put "$f" $((65536 + 3333)) 777
+	check dd if="$T/rnd" of="$f" bs=512 count=130 seek=$((3 * 128 + 5)) \
+		conv=notrunc status=none
+done
+ctl_close "$G" rch
+ctl_ok "$G" "open rch vmdk:$I/rchild.vmdk ro"
+same_raw "raw parent: what was written reads back" "$G/rch" "$T/rch.model"
+ctl_close "$G" rch
+check qemu-img check "json:{\"driver\": \"vmdk\", \"backing\": null,
+	\"file\": {\"driver\": \"file\", \"filename\": \"$I/rchild.vmdk\"}}"
+rm -f "$T/rch.model" "$I/rchild.vmdk" "$I/base.raw" "$I/b8.vmdk"
+
+# A parent outside the allowed folders (named relative to the child's).
+O=$(mktemp -d /tmp/tapfs-vmdk-outside.XXXXXX)
+on_exit "rm -rf '$O'"
+check qemu-img create -q -f vmdk "$O/obase.vmdk" 8M
+check qemu-img create -q -f vmdk -b "../../${O##*/}/obase.vmdk" -F vmdk \
+	"$I/ochild.vmdk"
+ctl_err "$G" "open och vmdk:$I/ochild.vmdk" EACCES
+check_match "parent outside: the reason names it" \
+	"parent .*/obase.vmdk \\(really $O/obase.vmdk\\) is outside" \
 	"$(ctl_status "$G")"
 
-# ---- (d) bad input -----------------------------------------------------------
+check pylib vmdkfile cid "$I/base.vmdk" 12345678
+for opt in " ro" ""; do
+	ctl_err "$G" "open ch2 vmdk:$I/child.vmdk$opt" EINVAL
+	check_match "CID mismatch names both files (open${opt:- rw})" \
+		"child.vmdk: parentCID .* does not match CID 12345678 of its parent .*base.vmdk" \
+		"$(ctl_status "$G")"
+done
+
+# ---- (e) bad input -----------------------------------------------------------
 
 # patch FILE OFFSET FORMAT VALUE: one little-endian header field.
-patch() {
-	python3 - "$@" <<'PY'
-import struct, sys
-p, off, fmt, val = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-with open(p, 'r+b') as f:
-    f.seek(off)
-    f.write(struct.pack('<' + fmt, val))
-PY
-}
+patch() { pylib vmdkfile field "$@"; }
 bad() {
 	local name=$1 errno=$2 why=$3
 	ctl_err "$G" "open $name vmdk:$I/$name.vmdk ro" "$errno"

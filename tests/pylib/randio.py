@@ -8,6 +8,7 @@ names its seed, and the same seed makes the same requests.
                 up to 3 MiB, the end of the disk; 10% zeros
         qcow2   the same across 64 KiB or 2 MiB boundaries, and EXTRA
                 punched holes (discards; the model gets zeros)
+        vmdk    the same across 64 KiB grains and 32 MiB grain tables
         chain   more small writes; with EXTRA=HOT, half of them are
                 small overwrites into the first HOT bytes; 5% zeros
   randio.py reads A B SEED N
@@ -21,7 +22,8 @@ from common import MiB, PUNCH, fallocate, first_diff
 
 BLK = 2 * MiB
 # Boundaries a write is made to cross, by profile.
-UNITS = {"vhd": (BLK,), "qcow2": (65536, BLK)}
+UNITS = {"vhd": (BLK,), "qcow2": (65536, BLK),
+         "vmdk": (65536, 32 * MiB)}
 
 
 def one_write(rng, size, units):
@@ -146,14 +148,14 @@ def cmd_reads(a, b, seed, n):
 
 def main(a):
     if len(a) in (7, 8) and a[1] == "write" and a[2] in ("vhd", "qcow2",
-                                                         "chain"):
+                                                         "vmdk", "chain"):
         cmd_write(a[2], a[3], a[4], int(a[5]), int(a[6]),
                   int(a[7]) if len(a) > 7 else 0)
     elif len(a) == 6 and a[1] == "reads":
         cmd_reads(a[2], a[3], int(a[4]), int(a[5]))
     else:
-        sys.exit("usage: randio.py write vhd|qcow2|chain VBD MODEL SEED N "
-                 "[EXTRA] | reads A B SEED N")
+        sys.exit("usage: randio.py write vhd|qcow2|vmdk|chain VBD MODEL "
+                 "SEED N [EXTRA] | reads A B SEED N")
 
 
 if __name__ == "__main__":
