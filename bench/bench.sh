@@ -15,12 +15,17 @@
 # (qemu-storage-daemon 7.2's FUSE export is known to fail it; see
 # docs/performance.md).
 #
-# Then the VHD table: the same rows on dynamic VHDs of the same virtual
-# size, 2 MiB blocks, created empty (unallocated) for the run:
-#   tapfs-vhd  a tapfs vhd VBD made by "create vhd vhd SIZE" in the store,
-#   qsd-vpc    qemu-storage-daemon's FUSE export (driver=vpc) of an image
-#              made by qemu-img create -f vpc -o subformat=dynamic,
-# with the raw file's figures from the first table as the reference.
+# Then one table per image format, the same rows on images of the same
+# virtual size, created empty (unallocated) for the run:
+#   tapfs-FMT  a tapfs VBD "FMT" made by "create FMT FORMAT SIZE" in the store,
+#   qsd-DRV    qemu-storage-daemon's FUSE export (driver=DRV) of an image
+#              made by qemu-img create -f DRV,
+# with the raw file's figures from the first table as the reference.  The
+# formats (IMAGE_FORMATS below):
+#   vhd    tapfs-vhd    qsd-vpc    dynamic, 2 MiB blocks
+#   qcow2  tapfs-qcow2  qsd-qcow2  version 3, 64 KiB clusters, 16-bit refcounts
+#   vmdk   tapfs-vmdk   qsd-vmdk   monolithicSparse, 64 KiB grains
+#   qcow   tapfs-qcow   qsd-qcow   version 1, 4 KiB clusters
 # Each image is created afresh (qemu-storage-daemon restarted on it):
 #   1. 4k randwrite QD32 from the first write (no ramp: block allocation
 #      is what is measured);
@@ -28,14 +33,9 @@
 #      1M seqwrite QD8, one pass over the fresh image (allocates every
 #      block; stops after BENCH_RUNTIME s), then the read rows on the now
 #      fully allocated image (if the pass did not finish: tapfs writes the
-#      rest, qsd-vpc gets a qemu-img convert -S 0 copy of the raw image);
-#   3. the verify check, on a fresh image, over 32 MiB (16 blocks).
-#
-# Then the qcow2 table: the same three phases on qcow2 images (version 3,
-# 64 KiB clusters, 16-bit refcounts) of the same virtual size:
-#   tapfs-qcow2  a tapfs qcow2 VBD made by "create q2 qcow2 SIZE",
-#   qsd-qcow2    qemu-storage-daemon's FUSE export (driver=qcow2) of an
-#                image made by qemu-img create -f qcow2.
+#      rest, qsd gets a qemu-img convert -S 0 copy of the raw image);
+#   3. the verify check, on a fresh image, over 32 MiB.
+# A format's images are deleted when its table is done.
 #
 # Environment (all optional):
 #   BENCH_RUNTIME  seconds per row, after ramp        (default 12)
@@ -43,11 +43,10 @@
 #   BENCH_SIZE     image size, whole MiB: 2G, 512M    (default 2G)
 #   BENCH_DIR      directory for the temporary files  (default: ROOT/build)
 #   BENCH_ONLY     comma list of targets: raw,tapfs,qsd (default: all three;
-#                  tapfs and qsd stand for their VHD columns too)
-#   BENCH_VHD      1: both tables, 0: the raw-image table only, only: the
-#                  VHD table only (and the raw rows it is compared to)
-#                                                      (default 1)
-#   BENCH_QCOW2    1: the qcow2 table too, 0: skip it   (default 1)
+#                  tapfs and qsd stand for their image-format columns too)
+#   BENCH_TABLES   comma list of tables: raw,vhd,qcow2,vmdk,qcow (default:
+#                  all); raw is the raw-image table; the raw file's rows
+#                  run whenever the raw target does (the reference)
 #   BENCH_ZERO_RUNTIME  seconds per unallocated-read row, 0 skips them
 #                                                      (default 4)
 #   BENCH_VERIFY   1: run the verify check, 0: skip    (default 1)
@@ -63,8 +62,6 @@ RAMP=${BENCH_RAMP:-3}
 SIZE=${BENCH_SIZE:-2G}
 ONLY=${BENCH_ONLY:-raw,tapfs,qsd}
 VERIFY=${BENCH_VERIFY:-1}
-VHD=${BENCH_VHD:-1}
-QCOW2=${BENCH_QCOW2:-1}
 ZERO_RUNTIME=${BENCH_ZERO_RUNTIME:-4}
 TAPFS=${TAPFS:-$ROOT/build/tapfs}
 PY=/usr/bin/python3
@@ -78,6 +75,24 @@ ROWS=(
 	"1M seqread QD8|read|1M|8|mibs"
 	"1M seqwrite QD8|write|1M|8|mibs"
 )
+# The image-format tables, in this order.  name (the table, and the tapfs
+# VBD's name) | tapfs "create" format | qemu-storage-daemon driver (and
+# qemu-img -f/-O) | qemu-img -o options | what the images are.
+IMAGE_FORMATS=(
+	"vhd|vhd|vpc|subformat=dynamic,force_size=on|dynamic, 2 MiB blocks"
+	"qcow2|qcow2|qcow2||version 3, 64 KiB clusters, 16-bit refcounts"
+	"vmdk|vmdk|vmdk|subformat=monolithicSparse|monolithicSparse, 64 KiB grains"
+	"qcow|qcow|qcow||version 1, 4 KiB clusters"
+)
+declare -A FMT_CREATE FMT_DRIVER FMT_QOPTS FMT_WHAT
+FMT_NAMES=()
+for f in "${IMAGE_FORMATS[@]}"; do
+	IFS='|' read -r n c d o w <<<"$f"
+	FMT_NAMES+=("$n")
+	FMT_CREATE[$n]=$c FMT_DRIVER[$n]=$d FMT_QOPTS[$n]=$o FMT_WHAT[$n]=$w
+done
+printf -v TABLE_LIST 'raw,%s' "$(IFS=,; echo "${FMT_NAMES[*]}")"
+TABLES=${BENCH_TABLES:-$TABLE_LIST}
 MOUNT_TIMEOUT=20	# seconds to wait for a FUSE mount to go live
 STOP_TIMEOUT=30		# seconds to wait for a daemon to exit
 
@@ -104,27 +119,37 @@ want() { case ",$ONLY," in *",$1,"*) return 0 ;; esac; return 1; }
 [[ "$RUNTIME" =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_RUNTIME: '$RUNTIME' is not a positive integer" >&2; exit 2; }
 [[ "$RAMP" =~ ^[0-9]+$ ]] || { echo "bench: BENCH_RAMP: '$RAMP' is not an integer" >&2; exit 2; }
 [[ "$ZERO_RUNTIME" =~ ^[0-9]+$ ]] || { echo "bench: BENCH_ZERO_RUNTIME: '$ZERO_RUNTIME' is not an integer" >&2; exit 2; }
-case "$VHD" in
-0|1|only) ;;
-*) echo "bench: BENCH_VHD: '$VHD' is not 0, 1 or only" >&2; exit 2 ;;
-esac
-RAW_TABLE=1; VHD_TABLE=1
-[ "$VHD" = only ] && RAW_TABLE=0
-[ "$VHD" = 0 ] && VHD_TABLE=0
-case "$QCOW2" in
-0|1) ;;
-*) echo "bench: BENCH_QCOW2: '$QCOW2' is not 0 or 1" >&2; exit 2 ;;
-esac
-QCOW2_TABLE=$QCOW2
+for v in BENCH_VHD BENCH_QCOW2; do
+	if [ -n "${!v+set}" ]; then
+		echo "bench: $v is gone: choose the tables with BENCH_TABLES" \
+			"($TABLE_LIST)" >&2
+		exit 2
+	fi
+done
+table_on() { case ",$TABLES," in *",$1,"*) return 0 ;; esac; return 1; }
+for t in ${TABLES//,/ }; do
+	case " raw ${FMT_NAMES[*]} " in
+	*" $t "*) ;;
+	*) echo "bench: BENCH_TABLES: unknown table '$t'" \
+		"($TABLE_LIST)" >&2
+	   exit 2 ;;
+	esac
+done
+RAW_TABLE=0
+table_on raw && RAW_TABLE=1
+IMG_TABLES=()	# the image formats whose tables run
+for n in "${FMT_NAMES[@]}"; do
+	table_on "$n" && IMG_TABLES+=("$n")
+done
 
 command -v fio >/dev/null || die "fio not found (scripts/install-deps.sh bench)"
 "$PY" -c 'import json' 2>/dev/null || die "python3 not found"
 if want qsd && ! command -v qemu-storage-daemon >/dev/null; then
 	die "qemu-storage-daemon not found (Debian package qemu-system-common)"
 fi
-if want qsd && { [ "$VHD_TABLE" = 1 ] || [ "$QCOW2_TABLE" = 1 ]; } &&
+if want qsd && [ "${#IMG_TABLES[@]}" -gt 0 ] &&
    ! command -v qemu-img >/dev/null; then
-	die "qemu-img not found (Debian package qemu-utils): needed for the qsd-vpc and qsd-qcow2 columns"
+	die "qemu-img not found (Debian package qemu-utils): needed for the qsd columns of the image tables"
 fi
 if want tapfs || want qsd; then
 	[ -e /dev/fuse ] || die "/dev/fuse is missing: FUSE is not available"
@@ -335,7 +360,8 @@ cpu_ticks() {
 
 # Per target: the file fio runs on, and the daemon's PID (none for raw).
 # BROKEN[t]=1: the target's image could not be (re)made; its rows fail.
-declare -A FILE PID BROKEN
+# IMGF[t]: the image file of an image-table target.
+declare -A FILE PID BROKEN IMGF
 
 # run_row TARGET ROW_INDEX [KEY [RUNTIME RAMP [once]]]: one fio row on one
 # target, into $RESULTS under KEY (default ROW_INDEX).  "once": one pass
@@ -464,32 +490,52 @@ if want tapfs; then
 		sed 's/^/  /' "$WORK/tapfs.log" >&2
 		target_failed tapfs
 	fi
-	if [ "$TAPFS_UP" = 0 ] &&
-	   { [ "$VHD_TABLE" = 1 ] || [ "$QCOW2_TABLE" = 1 ]; }; then
+	if [ "$TAPFS_UP" = 0 ] && [ "${#IMG_TABLES[@]}" -gt 0 ]; then
 		[ "$RAW_TABLE" = 1 ] || sed 's/^/  /' "$WORK/tapfs.log" >&2
-		TAPFS_VHD_FAILED=1
+		TAPFS_IMG_FAILED=1
 	fi
 fi
 
 # ---- (c) qemu-storage-daemon -------------------------------------------------
 
-if want qsd && [ "$RAW_TABLE" = 1 ]; then
-	qmnt=$WORK/qsd.export
+# start_qsd TARGET IMAGE DRIVER: qemu-storage-daemon's FUSE export of IMAGE
+# through DRIVER onto the regular file WORK/TARGET.export (log:
+# WORK/TARGET.log), in FILE[TARGET].  Its stop goes on the cleanup stack,
+# QSD_DEPTH[TARGET] deep (stop_qsd).
+declare -A QSD_DEPTH
+start_qsd() {
+	local t=$1 img=$2 drv=$3 qmnt=$WORK/$1.export qlog=$WORK/$1.log
 	: >"$qmnt"	# the FUSE export mounts over an existing regular file
-	log "qsd: exporting $IMG on $qmnt"
 	setsid qemu-storage-daemon \
-		--blockdev "driver=file,node-name=f,filename=$IMG,cache.direct=on,aio=native" \
-		--blockdev driver=raw,node-name=r,file=f \
-		--export "type=fuse,id=e,node-name=r,mountpoint=$qmnt,writable=on" \
-		2>"$WORK/qsd.log" &
-	PID[qsd]=$!
-	push_cleanup "stop_daemon '$qmnt' ${PID[qsd]} term || true"
-	if wait_mount "$qmnt" "${PID[qsd]}" qemu-storage-daemon; then
-		FILE[qsd]=$qmnt
+		--blockdev "driver=file,node-name=f,filename=$img,cache.direct=on,aio=native" \
+		--blockdev "driver=$drv,node-name=d,file=f" \
+		--export "type=fuse,id=e,node-name=d,mountpoint=$qmnt,writable=on" \
+		2>>"$qlog" &
+	PID[$t]=$!
+	QSD_DEPTH[$t]=${#CLEANUP[@]}
+	push_cleanup "stop_daemon '$qmnt' ${PID[$t]} term || true"
+	if ! wait_mount "$qmnt" "${PID[$t]}" "qemu-storage-daemon ($drv)"; then
+		log "$t: setup failed; log:"
+		sed 's/^/  /' "$qlog" >&2
+		return 1
+	fi
+	FILE[$t]=$qmnt
+}
+
+# stop_qsd TARGET: stop the daemon start_qsd started for TARGET, whose
+# cleanup entry is the last one on the stack while it runs.
+stop_qsd() {
+	[ -n "${QSD_DEPTH[$1]:-}" ] || return 0
+	unwind_to "${QSD_DEPTH[$1]}"
+	QSD_DEPTH[$1]=
+	PID[$1]=
+}
+
+if want qsd && [ "$RAW_TABLE" = 1 ]; then
+	log "qsd: exporting $IMG"
+	if start_qsd qsd "$IMG" raw; then
 		ACTIVE+=(qsd)
 	else
-		log "qsd: setup failed; log:"
-		sed 's/^/  /' "$WORK/qsd.log" >&2
 		target_failed qsd
 	fi
 fi
@@ -498,8 +544,8 @@ fi
 
 # Row by row, every target in turn, so that a drift in the machine's speed
 # during the run shifts all columns of a row alike and the ratios hold.
-# Only one target does I/O at a time.  With BENCH_VHD=only, ACTIVE is just
-# raw: the reference for the VHD table.
+# Only one target does I/O at a time.  Without the raw table, ACTIVE is
+# just raw: the reference for the image tables.
 for i in "${!ROWS[@]}"; do
 	for t in "${ACTIVE[@]}"; do
 		run_row "$t" "$i"
@@ -511,152 +557,80 @@ if [ "$VERIFY" = 1 ] && [ "$RAW_TABLE" = 1 ]; then
 	done
 fi
 
-# ---- the VHD rows ------------------------------------------------------------
+# ---- the image-format tables --------------------------------------------------
 
-# tapfs-vhd: a VBD "vhd" in the tapfs daemon's group, image in its store.
-TVHD_IMG=$WORK/store/bench/vhd.vhd
-fresh_tvhd() {
-	local ctl=$mnt/bench/.ctl
-	if awk 'NR > 1 && $1 == "vhd" { f = 1 } END { exit !f }' "$ctl"; then
-		echo "close vhd" >"$ctl" ||
-			{ log "tapfs-vhd: close: $(head -n 1 "$ctl")"; return 1; }
-	fi
-	trash "$TVHD_IMG"
-	echo "create vhd vhd $size_bytes" >"$ctl" ||
-		{ log "tapfs-vhd: create: $(head -n 1 "$ctl")"; return 1; }
+# Targets tapfs-FMT and qsd-FMT for each format FMT of IMAGE_FORMATS.
+
+# close_tapfs_img TARGET: close tapfs-FMT's VBD "FMT" if it is open.
+close_tapfs_img() {
+	local fmt=${1#tapfs-} ctl=$mnt/bench/.ctl
+	awk -v n="$fmt" 'NR > 1 && $1 == n { f = 1 } END { exit !f }' \
+		"$ctl" || return 0
+	echo "close $fmt" >"$ctl" ||
+		{ log "$1: close: $(head -n 1 "$ctl")"; return 1; }
 }
 
-# qsd-vpc: a qemu-storage-daemon of its own per image, restarted on each
-# fresh image; its cleanup entry is the last one on the stack while it runs.
-QVPC_IMG=$WORK/img.vpc
-QVPC_MNT=$WORK/qvpc.export
-QVPC_DEPTH=
-stop_qvpc() {
-	[ -n "$QVPC_DEPTH" ] || return 0
-	unwind_to "$QVPC_DEPTH"
-	QVPC_DEPTH=
-	PID[qvpc]=
+# fresh_tapfs_img TARGET: a new, empty VBD "FMT" in the tapfs daemon's
+# group, by "create FMT FORMAT SIZE" (image in its store).
+fresh_tapfs_img() {
+	local fmt=${1#tapfs-} ctl=$mnt/bench/.ctl
+	close_tapfs_img "$1" || return 1
+	trash "${IMGF[$1]}"
+	echo "create $fmt ${FMT_CREATE[$fmt]} $size_bytes" >"$ctl" ||
+		{ log "$1: create: $(head -n 1 "$ctl")"; return 1; }
 }
-# fresh_qvpc [RAW]: a new empty image, or with RAW: a fully allocated copy
-# of the raw image RAW (qemu-img convert -S 0: every block written).
-fresh_qvpc() {
-	local how=create
-	stop_qvpc
-	trash "$QVPC_IMG"
-	[ -z "${1:-}" ] || how=convert
+
+# fresh_qsd_img TARGET [RAW]: a new empty image made by qemu-img create, or
+# with RAW a fully allocated copy of the raw image RAW (qemu-img convert
+# -S 0: every block written), and a qemu-storage-daemon of its own on it.
+fresh_qsd_img() {
+	local t=$1 fmt=${1#qsd-} how=create drv opts=()
+	drv=${FMT_DRIVER[$fmt]}
+	[ -z "${FMT_QOPTS[$fmt]}" ] || opts=(-o "${FMT_QOPTS[$fmt]}")
+	stop_qsd "$t"
+	trash "${IMGF[$t]}"
+	[ -z "${2:-}" ] || how=convert
 	if ! if [ "$how" = create ]; then
-		qemu-img create -q -f vpc -o subformat=dynamic,force_size=on \
-			"$QVPC_IMG" "$size_bytes"
+		qemu-img create -q -f "$drv" "${opts[@]}" "${IMGF[$t]}" \
+			"$size_bytes"
 	else
 		# -U: the qsd column's daemon still has the raw image open.
-		qemu-img convert -q -U -S 0 -f raw -O vpc \
-			-o subformat=dynamic,force_size=on "$1" "$QVPC_IMG"
-	fi >>"$WORK/qvpc.log" 2>&1; then
-		log "qsd-vpc: qemu-img $how failed:"
-		sed 's/^/  /' "$WORK/qvpc.log" >&2
+		qemu-img convert -q -U -S 0 -f raw -O "$drv" "${opts[@]}" \
+			"$2" "${IMGF[$t]}"
+	fi >>"$WORK/$t.log" 2>&1; then
+		log "$t: qemu-img $how failed:"
+		sed 's/^/  /' "$WORK/$t.log" >&2
 		return 1
 	fi
-	: >"$QVPC_MNT"
-	setsid qemu-storage-daemon \
-		--blockdev "driver=file,node-name=f,filename=$QVPC_IMG,cache.direct=on,aio=native" \
-		--blockdev driver=vpc,node-name=v,file=f \
-		--export "type=fuse,id=e,node-name=v,mountpoint=$QVPC_MNT,writable=on" \
-		2>>"$WORK/qvpc.log" &
-	PID[qvpc]=$!
-	QVPC_DEPTH=${#CLEANUP[@]}
-	push_cleanup "stop_daemon '$QVPC_MNT' ${PID[qvpc]} term || true"
-	if ! wait_mount "$QVPC_MNT" "${PID[qvpc]}" "qemu-storage-daemon (vpc)"
-	then
-		log "qsd-vpc: setup failed; log:"
-		sed 's/^/  /' "$WORK/qvpc.log" >&2
-		return 1
-	fi
+	start_qsd "$t" "${IMGF[$t]}" "$drv"
 }
 
-# tapfs-qcow2: a VBD "q2" in the tapfs daemon's group, image in its store.
-TQ2_IMG=$WORK/store/bench/q2.qcow2
-fresh_tq2() {
-	local ctl=$mnt/bench/.ctl
-	if awk 'NR > 1 && $1 == "q2" { f = 1 } END { exit !f }' "$ctl"; then
-		echo "close q2" >"$ctl" ||
-			{ log "tapfs-qcow2: close: $(head -n 1 "$ctl")"; return 1; }
-	fi
-	trash "$TQ2_IMG"
-	echo "create q2 qcow2 $size_bytes" >"$ctl" ||
-		{ log "tapfs-qcow2: create: $(head -n 1 "$ctl")"; return 1; }
-}
-
-# qsd-qcow2: like qsd-vpc, a daemon of its own per image.
-QQ2_IMG=$WORK/img.qcow2
-QQ2_MNT=$WORK/qq2.export
-QQ2_DEPTH=
-stop_qq2() {
-	[ -n "$QQ2_DEPTH" ] || return 0
-	unwind_to "$QQ2_DEPTH"
-	QQ2_DEPTH=
-	PID[qq2]=
-}
-# fresh_qq2 [RAW]: a new empty image, or a fully allocated copy of RAW.
-fresh_qq2() {
-	local how=create
-	stop_qq2
-	trash "$QQ2_IMG"
-	[ -z "${1:-}" ] || how=convert
-	if ! if [ "$how" = create ]; then
-		qemu-img create -q -f qcow2 "$QQ2_IMG" "$size_bytes"
-	else
-		qemu-img convert -q -U -S 0 -f raw -O qcow2 "$1" "$QQ2_IMG"
-	fi >>"$WORK/qq2.log" 2>&1; then
-		log "qsd-qcow2: qemu-img $how failed:"
-		sed 's/^/  /' "$WORK/qq2.log" >&2
-		return 1
-	fi
-	: >"$QQ2_MNT"
-	setsid qemu-storage-daemon \
-		--blockdev "driver=file,node-name=f,filename=$QQ2_IMG,cache.direct=on,aio=native" \
-		--blockdev driver=qcow2,node-name=q,file=f \
-		--export "type=fuse,id=e,node-name=q,mountpoint=$QQ2_MNT,writable=on" \
-		2>>"$WORK/qq2.log" &
-	PID[qq2]=$!
-	QQ2_DEPTH=${#CLEANUP[@]}
-	push_cleanup "stop_daemon '$QQ2_MNT' ${PID[qq2]} term || true"
-	if ! wait_mount "$QQ2_MNT" "${PID[qq2]}" "qemu-storage-daemon (qcow2)"
-	then
-		log "qsd-qcow2: setup failed; log:"
-		sed 's/^/  /' "$WORK/qq2.log" >&2
-		return 1
-	fi
-}
-
-# Every VHD (or qcow2) target on a new, empty image.
+# Every target of the table on a new, empty image.
 fresh_all() {
 	local t
 	for t in "${VACTIVE[@]}"; do
 		[ -z "${BROKEN[$t]:-}" ] || continue
-		"fresh_$t" || BROKEN[$t]=1
+		case "$t" in
+		tapfs-*) fresh_tapfs_img "$t" ;;
+		*) fresh_qsd_img "$t" ;;
+		esac || BROKEN[$t]=1
 	done
 }
 
 # After the one-pass seqwrite: every block must be allocated for the read
-# rows.  An image holding all blocks is larger than the virtual size (each
-# block carries a bitmap).  If fio stopped early: for tapfs, write the rest
-# (from where the seqwrite row, which started at offset 0, stopped); for
-# qsd-vpc, whose allocating writes run at tens of MiB/s, a copy of the raw
+# rows.  An image holding all blocks is larger than the virtual size (its
+# metadata: bitmaps, tables).  If fio stopped early: for tapfs, write the
+# rest (from where the seqwrite row, which started at offset 0, stopped);
+# for qsd, whose allocating writes run at tens of MiB/s, a copy of the raw
 # image made by qemu-img convert.
 ensure_allocated() {
-	local t=$1 img done_mib
+	local t=$1 img=${IMGF[$1]} done_mib
 	[ -z "${BROKEN[$t]:-}" ] || return 0
-	case "$t" in
-	tvhd) img=$TVHD_IMG ;;
-	qvpc) img=$QVPC_IMG ;;
-	tq2) img=$TQ2_IMG ;;
-	qq2) img=$QQ2_IMG ;;
-	esac
 	[ "$(stat -c %s "$img")" -lt "$size_bytes" ] || return 0
-	if [ "$t" = qvpc ] || [ "$t" = qq2 ]; then
+	if [ "${t#qsd-}" != "$t" ]; then
 		log "$t: image not fully allocated by the seqwrite row:" \
 			"qemu-img convert of the raw image"
-		"fresh_$t" "$IMG" || BROKEN[$t]=1
+		fresh_qsd_img "$t" "$IMG" || BROKEN[$t]=1
 		return 0
 	fi
 	done_mib=$("$PY" -c '
@@ -677,78 +651,74 @@ print(json.loads(text[text.index("{"):])["jobs"][0]["write"]["io_bytes"] >> 20)
 		log "$t: warning: $img still smaller than the virtual size"
 }
 
-VACTIVE=()
-if [ "$VHD_TABLE" = 1 ]; then
-	if want tapfs && [ -z "${TAPFS_MISSING:-}" ]; then
-		FILE[tvhd]=$mnt/bench/vhd
-		PID[tvhd]=${PID[tapfs]}
-		VACTIVE+=(tvhd)
-		[ -z "${TAPFS_VHD_FAILED:-}" ] || BROKEN[tvhd]=1
-	fi
-	if want qsd; then
-		FILE[qvpc]=$QVPC_MNT
-		VACTIVE+=(qvpc)
-	fi
-fi
 VROWS_ZERO=(0 1 3)	# the read rows, on unallocated images
 
-# The three phases on the targets in VACTIVE (one image family).
+# The three phases on the targets in VACTIVE (one image format).
 run_image_table() {
 	local t i
-	if [ "${#VACTIVE[@]}" -gt 0 ]; then
-		# 1. fresh: 4k randwrite (no ramp).
+	[ "${#VACTIVE[@]}" -gt 0 ] || return 0
+	# 1. fresh: 4k randwrite (no ramp).
+	fresh_all
+	for t in "${VACTIVE[@]}"; do
+		run_row "$t" 2 v2 "$RUNTIME" 0
+	done
+	# 2. fresh (the old images are deleted in the background, meanwhile):
+	# reads of unallocated blocks, which touch no disk, then 1M seqwrite,
+	# one pass, then the reads on the image it filled.
+	fresh_all
+	if [ "$ZERO_RUNTIME" -gt 0 ]; then
+		for i in "${VROWS_ZERO[@]}"; do
+			for t in "${VACTIVE[@]}"; do
+				run_row "$t" "$i" "z$i" "$ZERO_RUNTIME" 1
+			done
+		done
+	fi
+	wait_trash
+	for t in "${VACTIVE[@]}"; do
+		run_row "$t" 4 v4 "$RUNTIME" 0 once
+		ensure_allocated "$t"
+	done
+	for i in 0 1 3; do
+		for t in "${VACTIVE[@]}"; do
+			run_row "$t" "$i" "v$i"
+		done
+	done
+	# 3. fresh: the data check, with concurrent block allocation.
+	if [ "$VERIFY" = 1 ]; then
 		fresh_all
 		for t in "${VACTIVE[@]}"; do
-			run_row "$t" 2 v2 "$RUNTIME" 0
+			run_verify "$t" 32M
 		done
-		# 2. fresh (the old images are deleted in the background, meanwhile):
-		# reads of unallocated blocks, which touch no disk, then 1M seqwrite,
-		# one pass, then the reads on the image it filled.
-		fresh_all
-		if [ "$ZERO_RUNTIME" -gt 0 ]; then
-			for i in "${VROWS_ZERO[@]}"; do
-				for t in "${VACTIVE[@]}"; do
-					run_row "$t" "$i" "z$i" "$ZERO_RUNTIME" 1
-				done
-			done
-		fi
-		wait_trash
-		for t in "${VACTIVE[@]}"; do
-			run_row "$t" 4 v4 "$RUNTIME" 0 once
-			ensure_allocated "$t"
-		done
-		for i in 0 1 3; do
-			for t in "${VACTIVE[@]}"; do
-				run_row "$t" "$i" "v$i"
-			done
-		done
-		# 3. fresh: the data check, with concurrent block allocation.
-		if [ "$VERIFY" = 1 ]; then
-			fresh_all
-			for t in "${VACTIVE[@]}"; do
-				run_verify "$t" 32M
-			done
-		fi
 	fi
 }
 
-run_image_table
-stop_qvpc
-
-VACTIVE=()
-if [ "$QCOW2_TABLE" = 1 ]; then
+for fmt in "${IMG_TABLES[@]}"; do
+	VACTIVE=()
 	if want tapfs && [ -z "${TAPFS_MISSING:-}" ]; then
-		FILE[tq2]=$mnt/bench/q2
-		PID[tq2]=${PID[tapfs]}
-		VACTIVE+=(tq2)
-		[ -z "${TAPFS_VHD_FAILED:-}" ] || BROKEN[tq2]=1
+		t=tapfs-$fmt
+		FILE[$t]=$mnt/bench/$fmt
+		PID[$t]=${PID[tapfs]}
+		IMGF[$t]=$WORK/store/bench/$fmt.${FMT_CREATE[$fmt]}
+		VACTIVE+=("$t")
+		[ -z "${TAPFS_IMG_FAILED:-}" ] || BROKEN[$t]=1
 	fi
 	if want qsd; then
-		FILE[qq2]=$QQ2_MNT
-		VACTIVE+=(qq2)
+		t=qsd-$fmt
+		FILE[$t]=$WORK/$t.export
+		IMGF[$t]=$WORK/img.${FMT_DRIVER[$fmt]}
+		VACTIVE+=("$t")
 	fi
-fi
-run_image_table
+	log "table $fmt: ${VACTIVE[*]}"
+	run_image_table
+	# The next table's images need the room: this one's go.
+	stop_qsd "qsd-$fmt"
+	if [ -n "${IMGF[tapfs-$fmt]:-}" ] && [ "$TAPFS_UP" = 1 ]; then
+		close_tapfs_img "tapfs-$fmt" || true
+	fi
+	for t in "${VACTIVE[@]}"; do
+		trash "${IMGF[$t]}"
+	done
+done
 read -r LOAD_END _ </proc/loadavg
 unwind_to "$WORK_DEPTH"	# stop the daemons now, so their failures show
 
@@ -757,9 +727,10 @@ unwind_to "$WORK_DEPTH"	# stop the daemons now, so their failures show
 REPORT_PY='
 import os, sys
 results, runtime, ramp, size, tapfs_missing = sys.argv[1:6]
-raw_table, vhd_table, zero_rt, load0, load1 = sys.argv[6:11]
-qcow2_table = sys.argv[11]
-rows = [r.split("|") for r in sys.argv[12:]]
+raw_table, zero_rt, load0, load1 = sys.argv[6:10]
+# The image tables run: "FORMAT|QSD DRIVER|WHAT" a line.
+img_tables = [l.split("|") for l in sys.argv[10].splitlines() if l]
+rows = [r.split("|") for r in sys.argv[11:]]
 res, cpu = {}, {}
 with open(results) as f:
     for line in f:
@@ -811,82 +782,66 @@ if raw_table == "1":
     out += verify_row("verify 4k randwrite QD16", ("raw", "tapfs", "qsd"))
     table(["row", "raw", "tapfs", "tapfs/raw", "qsd", "qsd/raw"], out)
 
-# VHD table: key, label; raw reference is the raw row of the same index.
+# Image tables: key, label; the raw reference is the raw row of the same
+# index.
 vrows = [("v0", 0, ""), ("v1", 1, ""), ("v2", 2, ", fresh"),
          ("v3", 3, ""), ("v4", 4, ", fresh, 1 pass")]
 if zero_rt != "0":
     vrows += [("z0", 0, ", unallocated"), ("z1", 1, ", unallocated"),
               ("z3", 3, ", unallocated")]
-if vhd_table == "1":
+if img_tables:
     print()
-    print("VHD: dynamic, 2 MiB blocks, %g GiB virtual; \"fresh\": a new, "
-          "empty image, measured from the first write (no ramp);"
-          % (int(size) / 2**30))
+    print("Image tables, %g GiB virtual: \"fresh\": a new, empty image, "
+          "measured from the first write (no ramp);" % (int(size) / 2**30))
     print("reads on the image the seqwrite row filled; \"unallocated\": "
           "reads of a new image (zeros), %s s per row; raw: the raw "
           "file row above" % zero_rt)
+for name_fmt, drv, what in img_tables:
+    tt, qt = "tapfs-" + name_fmt, "qsd-" + name_fmt
+    print()
+    print("%s: %s" % (name_fmt, what))
     print()
     out = []
     for key, i, suffix in vrows:
         name, rw, bs, qd, unit = rows[i]
         r = res.get(("raw", str(i)))
-        t, q = res.get(("tvhd", key)), res.get(("qvpc", key))
+        t, q = res.get((tt, key)), res.get((qt, key))
         out.append([name + suffix, fmt(r, unit), fmt(t, unit), ratio(t, r),
                     fmt(q, unit), ratio(q, r)])
     out += verify_row("verify 4k randwrite QD16, fresh 32M",
-                      ("rawnone", "tvhd", "qvpc"))
+                      ("rawnone", tt, qt))
     for row in out:
         if row[0].startswith("verify"):
             row[1] = ""
-    table(["row", "raw", "tapfs-vhd", "tapfs-vhd/raw", "qsd-vpc",
-           "qsd-vpc/raw"], out)
-
-if qcow2_table == "1":
-    print()
-    print("qcow2: version 3, 64 KiB clusters, 16-bit refcounts, %g GiB "
-          "virtual; rows as in the VHD table" % (int(size) / 2**30))
-    print()
-    out = []
-    for key, i, suffix in vrows:
-        name, rw, bs, qd, unit = rows[i]
-        r = res.get(("raw", str(i)))
-        t, q = res.get(("tq2", key)), res.get(("qq2", key))
-        out.append([name + suffix, fmt(r, unit), fmt(t, unit), ratio(t, r),
-                    fmt(q, unit), ratio(q, r)])
-    out += verify_row("verify 4k randwrite QD16, fresh 32M",
-                      ("rawnone", "tq2", "qq2"))
-    for row in out:
-        if row[0].startswith("verify"):
-            row[1] = ""
-    table(["row", "raw", "tapfs-qcow2", "tapfs-qcow2/raw", "qsd-qcow2",
-           "qsd-qcow2/raw"], out)
+    table(["row", "raw", tt, tt + "/raw", "qsd-" + drv,
+           "qsd-" + drv + "/raw"], out)
 
 print()
 print("daemon CPU per I/O, user+sys in microseconds (approximate):")
 if raw_table == "1":
     for i, (name, *_unused) in enumerate(rows):
-        print("  %-33s tapfs     %7s   qsd     %7s" % (name,
-              cpu.get(("tapfs", str(i)), "n/a"),
+        print("  %-33s %-11s %7s   %-9s %7s" % (name, "tapfs",
+              cpu.get(("tapfs", str(i)), "n/a"), "qsd",
               cpu.get(("qsd", str(i)), "n/a")))
-if vhd_table == "1":
+for name_fmt, drv, what in img_tables:
     for key, i, suffix in vrows:
-        print("  %-33s tapfs-vhd %7s   qsd-vpc %7s" % (rows[i][0] + suffix,
-              cpu.get(("tvhd", key), "n/a"), cpu.get(("qvpc", key), "n/a")))
-if qcow2_table == "1":
-    for key, i, suffix in vrows:
-        print("  %-33s tapfs-qcow2 %7s   qsd-qcow2 %7s" % (
-              rows[i][0] + suffix, cpu.get(("tq2", key), "n/a"),
-              cpu.get(("qq2", key), "n/a")))
+        print("  %-33s %-11s %7s   %-9s %7s" % (rows[i][0] + suffix,
+              "tapfs-" + name_fmt, cpu.get(("tapfs-" + name_fmt, key), "n/a"),
+              "qsd-" + drv, cpu.get(("qsd-" + name_fmt, key), "n/a")))
 if tapfs_missing == "1":
     print("\ntapfs: build/tapfs is not built; column skipped (run make).")
-if "FAIL" in (res.get(("qsd", "verify")), res.get(("qvpc", "verify")),
-              res.get(("qq2", "verify"))):
+if any(v == "FAIL" for (t, k), v in res.items()
+       if k == "verify" and t.startswith("qsd")):
     print("\nqsd: fio --verify failed: its write figures are the throughput "
           "of an export that loses data (docs/performance.md).")
 '
+img_tables=
+for fmt in "${IMG_TABLES[@]}"; do
+	img_tables+="$fmt|${FMT_DRIVER[$fmt]}|${FMT_WHAT[$fmt]}"$'\n'
+done
 "$PY" -c "$REPORT_PY" "$RESULTS" "$RUNTIME" "$RAMP" "$size_bytes" \
-	"${TAPFS_MISSING:-0}" "$RAW_TABLE" "$VHD_TABLE" "$ZERO_RUNTIME" \
-	"$LOAD_START" "${LOAD_END:-?}" "$QCOW2_TABLE" "${ROWS[@]}"
+	"${TAPFS_MISSING:-0}" "$RAW_TABLE" "$ZERO_RUNTIME" \
+	"$LOAD_START" "${LOAD_END:-?}" "$img_tables" "${ROWS[@]}"
 
 # A target that was asked for and could not be measured fails the run.
 if grep -q "$(printf '\tfail\t')" "$RESULTS"; then

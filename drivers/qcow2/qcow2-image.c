@@ -426,23 +426,40 @@ int qcow2_image_close(struct qcow2_image *img, bool clean)
 
 /* ---- backing file ---------------------------------------------------- */
 
+/*
+ * A backing file's format as qcow2 records it (QEMU's names) and the
+ * driver that opens it.  The first entry of a driver is what it writes.
+ */
+static const struct {
+	const char *format, *driver;
+} backing_formats[] = {
+	{ "qcow2", "qcow2" },
+	{ "raw", "aio" },
+	{ "file", "aio" },
+	{ "vpc", "vhd" },
+	{ "vmdk", "vmdk" },
+	{ "qcow", "qcow" },
+};
+
 const char *qcow2_format_for_driver(const char *driver)
 {
-	if (!strcmp(driver, "qcow2"))
-		return "qcow2";
-	if (!strcmp(driver, "vhd"))
-		return "vpc";
+	size_t i;
+
+	for (i = 0; i < sizeof(backing_formats) / sizeof(backing_formats[0]);
+	     i++)
+		if (!strcmp(driver, backing_formats[i].driver))
+			return backing_formats[i].format;
 	return "raw";
 }
 
 static const char *driver_for_format(const char *fmt)
 {
-	if (!strcmp(fmt, "qcow2"))
-		return "qcow2";
-	if (!strcmp(fmt, "raw") || !strcmp(fmt, "file"))
-		return "aio";
-	if (!strcmp(fmt, "vpc"))
-		return "vhd";
+	size_t i;
+
+	for (i = 0; i < sizeof(backing_formats) / sizeof(backing_formats[0]);
+	     i++)
+		if (!strcmp(fmt, backing_formats[i].format))
+			return backing_formats[i].driver;
 	return NULL;
 }
 
@@ -465,7 +482,7 @@ int qcow2_image_backing(const struct qcow2_image *img, char **path,
 			free(p);
 			return td_errf(err, errlen, -ENOTSUP, "qcow2: %s: backing "
 				    "format '%s' is not supported (qcow2, "
-				    "raw, vpc)", img->path,
+				    "raw, vpc, vmdk, qcow)", img->path,
 				    img->ext.backing_format);
 		}
 		*path = p;

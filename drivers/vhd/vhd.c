@@ -833,6 +833,13 @@ static int vhd_create_child(const char *path, const char *parent,
 		.parent_raw = strcmp(parent_driver, "vhd") != 0,
 	};
 
+	/* A VHD names its parent's file, not its format: a parent that is
+	 * not a VHD is opened raw, so only a raw image may be one. */
+	if (p.parent_raw && strcmp(parent_driver, "aio") &&
+	    strcmp(parent_driver, "sync"))
+		return td_errf(err, errlen, -EOPNOTSUPP, "%s: a VHD child "
+			       "can have a VHD or raw parent, not a %s image",
+			       parent, parent_driver);
 	return vhd_image_create(path, &p, err, errlen);
 }
 

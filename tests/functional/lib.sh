@@ -20,6 +20,8 @@
 #   ok / fail      record one passed / failed check
 #   check CMD..    run CMD, record pass/fail by its exit status
 #   check_out NAME RC ERE CMD..  CMD exits RC and prints a line matching ERE
+#   same_bytes NAME A B  the files A and B hold the same bytes (cmp)
+#   qemu_io, qemu_raw  qemu-io commands on an image; qemu-img convert -O raw
 #   on_exit "cmd"  push a cleanup command; run LIFO on EXIT/INT/TERM
 #   tapfs_start    start a foreground daemon, wait until the mount is live
 #   tapfs_stop     unmount; fail unless the daemon exits with status 0
@@ -113,6 +115,17 @@ check_eq() {
 	fi
 }
 
+# same_bytes NAME A B: A and B hold the same bytes (cmp names the first
+# difference).
+same_bytes() {
+	local out
+	if out=$(cmp "$2" "$3" 2>&1); then
+		ok "$1"
+	else
+		fail "$1" "$out"
+	fi
+}
+
 # check_match NAME ERE STRING: STRING matches the extended regex ERE.
 check_match() {
 	if printf '%s\n' "$3" | grep -Eq -- "$2"; then
@@ -150,6 +163,13 @@ qemu_io() {
 		args+=(-c "$c")
 	done
 	qemu-io -f "$fmt" "${args[@]}" "$file" >/dev/null
+}
+
+# qemu_raw IMG RAW: qemu-img's reading of IMG through its chain, into the
+# raw file RAW (replaced).
+qemu_raw() {
+	rm -f "$2"
+	qemu-img convert -O raw "$1" "$2"
 }
 
 # check_in NAME GOT ALT...: GOT is one of the alternatives.

@@ -26,22 +26,6 @@ q2io() {
 # qio FILE CMD...: one qemu-io run on a qcow2 image, each CMD a -c.
 qio() { qemu_io qcow2 "$@"; }
 
-# qemu_raw IMG RAW: qemu-img's reading of IMG through its chain.
-qemu_raw() {
-	rm -f "$2"
-	qemu-img convert -O raw "$1" "$2"
-}
-
-# same_bytes NAME A B: A and B hold the same bytes.
-same_bytes() {
-	local out
-	if out=$(cmp "$2" "$3" 2>&1); then
-		ok "$1"
-	else
-		fail "$1" "$out"
-	fi
-}
-
 # qcheck IMG: qemu-img check finds no errors and no leaks.
 qcheck() {
 	local out
