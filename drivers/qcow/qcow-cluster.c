@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The qcow (v1) driver's cluster mapping: the bounded cache of L2
- * tables, the group-commit writes of the L1 and L2 tables, allocating
- * an L2 table or a data cluster at the end of the file (copy on write
- * from the backing image or a compressed cluster), and reading
- * compressed clusters.  The order an allocation follows, and why it is
+ * The qcow (v1) driver's cluster mapping: allocating an L2 table or a
+ * data cluster at the end of the file (copy on write from the backing
+ * image or a compressed cluster), and reading compressed clusters.  The
+ * tables, their cache and their writes: common/td-l2.c.  The order an allocation follows, and why it is
  * crash-safe, is written down at the top of qcow.c.
  */
 #include <errno.h>
@@ -15,129 +14,6 @@
 #include <tapfs/log.h>
 
 #include "qcow-driver.h"
-
-/* ---- sequencers: L1, L2 (barrier: td-meta) --------------------------- */
-
-void qc_l1_failed(struct td_meta_seq *q, int err)
-{
-	struct qc_state *s = q->m->ctx;
-
-	td_log(TD_LOG_ERR, "%s: writing the L1 table: %s", s->drv->name,
-	       strerror(-err));
-}
-
-/* The fd is buffered: the dirty entries alone are written. */
-void qc_l1_issue(struct td_meta_seq *q)
-{
-	struct qc_state *s = q->m->ctx;
-	uint64_t lo = s->l1_lo * 8, hi = (s->l1_hi + 1) * 8;
-
-	s->l1_dirty = false;
-	td_meta_seq_io(q, TD_OP_WRITE, s->l1_disk + lo, hi - lo,
-		       s->img->h.l1_table_offset + lo);
-}
-
-static void qc_l1_set(struct qc_state *s, uint64_t i, uint64_t entry)
-{
-	s->l1[i] = entry;
-	td_put_be64(s->l1_disk + i * 8, entry);
-	if (!s->l1_dirty || i < s->l1_lo)
-		s->l1_lo = i;
-	if (!s->l1_dirty || i > s->l1_hi)
-		s->l1_hi = i;
-	s->l1_dirty = true;
-}
-
-static void qc_l2_failed(struct td_meta_seq *q, int err)
-{
-	struct qc_state *s = q->m->ctx;
-	struct qc_l2 *t = td_container_of(q, struct qc_l2, seq);
-
-	td_log(TD_LOG_ERR, "%s: writing the L2 table of L1 entry %" PRIu64
-	       ": %s", s->drv->name, t->l1i, strerror(-err));
-}
-
-static void qc_l2_issue(struct td_meta_seq *q)
-{
-	struct qc_state *s = q->m->ctx;
-	struct qc_l2 *t = td_container_of(q, struct qc_l2, seq);
-	uint64_t lo = (uint64_t)t->lo * 8, hi = ((uint64_t)t->hi + 1) * 8;
-
-	t->dirty = false;
-	td_meta_seq_io(q, TD_OP_WRITE, t->buf + lo, hi - lo,
-		       s->l1[t->l1i] + lo);
-}
-
-/* Set entry i of table t in memory and queue w for the write of it. */
-static void qc_l2_set(struct qc_l2 *t, uint32_t i, uint64_t entry,
-		      struct td_meta_wait *w, td_meta_wait_fn done)
-{
-	td_put_be64(t->buf + (size_t)i * 8, entry);
-	if (!t->dirty || i < t->lo)
-		t->lo = i;
-	if (!t->dirty || i > t->hi)
-		t->hi = i;
-	t->dirty = true;
-	td_meta_seq_wait(&t->seq, w, done);
-}
-
-/* ---- the L2 cache ---------------------------------------------------- */
-
-void qc_l2_init(struct qc_state *s, struct qc_l2 *t)
-{
-	td_list_init(&t->waiters);
-	td_meta_seq_init(&t->seq, &s->meta, qc_l2_issue, qc_l2_failed);
-}
-
-struct qc_l2 *qc_l2_find(struct qc_state *s, uint64_t l1i)
-{
-	unsigned i;
-
-	for (i = 0; i < s->nslots; i++)
-		if (s->slots[i].state != L2_FREE && s->slots[i].l1i == l1i)
-			return &s->slots[i];
-	return NULL;
-}
-
-struct qc_l2 *qc_l2_slot(struct qc_state *s, uint64_t l1i)
-{
-	struct qc_l2 *best = NULL, *t;
-	unsigned i;
-
-	for (i = 0; i < s->nslots; i++) {
-		t = &s->slots[i];
-		if (t->state == L2_FREE) {
-			best = t;
-			break;
-		}
-		if (t->state != L2_READY || t->pins || t->dirty ||
-		    t->seq.busy)
-			continue;
-		if (!best || t->used < best->used)
-			best = t;
-	}
-	if (!best)
-		return NULL;
-	best->state = L2_FREE;
-	best->l1i = l1i;
-	best->dirty = false;
-	best->used = ++s->tick;
-	return best;
-}
-
-void qc_l2_loaded(void *ctx, void *arg, int err)
-{
-	struct qc_state *s = ctx;
-	struct qc_l2 *t = arg;
-
-	if (err)
-		td_log(TD_LOG_ERR, "%s: reading the L2 table of L1 entry %"
-		       PRIu64 ": %s", s->drv->name, t->l1i, strerror(-err));
-	t->state = err ? L2_FREE : L2_READY;
-	td_meta_wake(&s->meta, &t->waiters, err);
-	if (err)
-		td_meta_wake(&s->meta, &s->res_waiters, 0);
-}
 
 /* ---- allocations ----------------------------------------------------- */
 
@@ -155,7 +31,7 @@ struct qc_alloc *qc_alloc_find(struct qc_state *s, uint64_t gcl)
 	return NULL;
 }
 
-static struct qc_alloc *qc_alloc_get(struct qc_state *s, struct qc_l2 *t,
+static struct qc_alloc *qc_alloc_get(struct qc_state *s, struct td_l2 *t,
 				     bool table, uint64_t gcl)
 {
 	struct qc_alloc *a = td_pool_get(&s->allocs);
@@ -185,7 +61,7 @@ static void qc_alloc_finish(struct qc_alloc *a, int err)
 	if (err)
 		td_log(TD_LOG_ERR, "%s: allocating %s %" PRIu64 ": %s",
 		       s->drv->name, table ? "the L2 table of L1 entry" :
-		       "guest cluster", table ? a->t->l1i : a->gcl,
+		       "guest cluster", table ? a->t->index : a->gcl,
 		       strerror(-err));
 	a->t->pins--;
 	td_list_del(&a->link);
@@ -212,7 +88,7 @@ static void qc_alloc_synced(struct td_meta_wait *w, int err)
 		qc_alloc_finish(a, err);
 		return;
 	}
-	qc_l2_set(a->t, a->l2i, a->host, &a->wait, qc_alloc_l2_done);
+	td_l2_set(a->t, a->l2i, a->host, &a->wait, qc_alloc_l2_done);
 }
 
 /* 2 done: 3. a barrier. */
@@ -281,7 +157,7 @@ static void qc_alloc_cdata_done(void *ctx, void *arg, int err)
 	struct qc_state *s = ctx;
 	struct qc_alloc *a = arg;
 
-	if (!err && td_inflate(s->zs, a->buf + s->cs, a->old.csize, a->buf,
+	if (!err && td_inflate(s->zc.zs, a->buf + s->cs, a->old.csize, a->buf,
 			       s->cs)) {
 		td_log(TD_LOG_ERR, "%s: compressed cluster at %" PRIu64
 		       " (%u bytes) does not inflate", s->drv->name,
@@ -330,7 +206,7 @@ static void qc_alloc_fill(struct qc_alloc *a)
 	qc_alloc_fill_put(a, 1, 0);
 }
 
-void qc_alloc_data(struct qc_state *s, struct qc_l2 *t, uint32_t l2i,
+void qc_alloc_data(struct qc_state *s, struct td_l2 *t, uint32_t l2i,
 		   uint64_t gcl, const struct qcow_mapping *old,
 		   td_request_t treq)
 {
@@ -357,18 +233,14 @@ void qc_alloc_data(struct qc_state *s, struct qc_l2 *t, uint32_t l2i,
 static void qc_l2_alloc_linked(struct td_meta_wait *w, int err)
 {
 	struct qc_alloc *a = td_container_of(w, struct qc_alloc, wait);
-	struct qc_state *s = a->s;
-	struct qc_l2 *t = a->t;
+	struct td_l2_tables *tb = a->t->tb;
+	uint64_t i = a->t->index;
 
 	if (err) {
-		t->state = L2_FREE;
-		s->l1[t->l1i] = 0;
-		td_put_be64(s->l1_disk + t->l1i * 8, 0);
-		td_meta_wake(&s->meta, &t->waiters, err);
-	} else {
-		t->state = L2_READY;
-		td_meta_wake(&s->meta, &t->waiters, 0);
+		tb->l1[i] = 0;
+		td_put_be64(tb->l1_disk + i * 8, 0);
 	}
+	td_l2_ready(a->t, err);
 	qc_alloc_finish(a, err);
 }
 
@@ -376,14 +248,12 @@ static void qc_l2_alloc_linked(struct td_meta_wait *w, int err)
 static void qc_l2_alloc_synced(struct td_meta_wait *w, int err)
 {
 	struct qc_alloc *a = td_container_of(w, struct qc_alloc, wait);
-	struct qc_state *s = a->s;
 
 	if (err) {
 		qc_l2_alloc_linked(w, err);
 		return;
 	}
-	qc_l1_set(s, a->t->l1i, a->host);
-	td_meta_seq_wait(&s->l1_seq, &a->wait, qc_l2_alloc_linked);
+	td_l2_link(a->t, a->host, &a->wait, qc_l2_alloc_linked);
 }
 
 static void qc_l2_alloc_written(void *ctx, void *arg, int err)
@@ -398,33 +268,22 @@ static void qc_l2_alloc_written(void *ctx, void *arg, int err)
 	td_meta_barrier(&s->meta, &a->wait, qc_l2_alloc_synced);
 }
 
-void qc_l2_alloc(struct qc_state *s, struct qc_l2 *t, td_request_t treq)
+void qc_l2_alloc(void *ctx, struct td_l2 *t, td_request_t treq)
 {
+	struct qc_state *s = ctx;
 	struct qc_alloc *a = qc_alloc_get(s, t, true, 0);
 
 	if (!a) {
-		t->state = L2_FREE;
 		td_meta_park(&s->meta, &s->res_waiters, treq);
 		return;
 	}
 	s->n_l2_alloc++;
 	a->host = s->next_free;
 	s->next_free += td_round_up(s->img->g.l2_bytes, s->cs);
-	t->state = L2_ALLOCATING;
-	td_meta_park(&s->meta, &t->waiters, treq);
-	memset(t->buf, 0, s->img->g.l2_bytes);
-	td_meta_io(&s->meta, TD_OP_WRITE, t->buf, s->img->g.l2_bytes, a->host,
-		   qc_l2_alloc_written, a);
+	td_l2_write_new(t, treq, a->host, qc_l2_alloc_written, a);
 }
 
 /* ---- compressed clusters --------------------------------------------- */
-
-static void qc_copy_out(struct qc_state *s, td_request_t treq)
-{
-	uint64_t in = (treq.sec % s->cl_secs) << TD_SECTOR_SHIFT;
-
-	memcpy(treq.buf, s->zcache + in, (size_t)treq.secs << TD_SECTOR_SHIFT);
-}
 
 static void qc_cread_done(void *ctx, void *arg, int err)
 {
@@ -432,19 +291,11 @@ static void qc_cread_done(void *ctx, void *arg, int err)
 	struct qc_cread *c = arg;
 	td_request_t treq = c->treq;
 
-	if (!err) {
-		s->zcache_csize = 0;
-		if (td_inflate(s->zs, c->buf, c->csize, s->zcache, s->cs)) {
-			td_log(TD_LOG_ERR, "%s: compressed cluster at %" PRIu64
-			       " (%u bytes) does not inflate", s->drv->name,
-			       c->off, c->csize);
-			err = -EIO;
-		} else {
-			s->zcache_off = c->off;
-			s->zcache_csize = c->csize;
-			qc_copy_out(s, treq);
-		}
-	}
+	if (!err)
+		err = td_zcache_fill(&s->zc, s->drv->name, c->off, c->csize,
+				     c->buf);
+	if (!err)
+		td_zcache_copy_out(&s->zc, treq);
 	td_pool_put(&s->creads, c);
 	td_complete_request(treq, err);
 	td_meta_wake(&s->meta, &s->res_waiters, 0);
@@ -455,8 +306,8 @@ void qc_read_compressed(struct qc_state *s, td_request_t treq,
 {
 	struct qc_cread *c;
 
-	if (s->zcache_csize == m->csize && s->zcache_off == m->host_offset) {
-		qc_copy_out(s, treq);
+	if (td_zcache_holds(&s->zc, m->host_offset, m->csize)) {
+		td_zcache_copy_out(&s->zc, treq);
 		td_complete_request(treq, 0);
 		return;
 	}

@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The qcow2 driver's cluster mapping: the L1 and L2 tables in memory and
- * their group-commit writes, allocating a cluster for a write (copy on
- * write from the backing image, a shared or a compressed cluster),
- * discarding one, loading and allocating L2 tables, and reading
- * compressed clusters.  The order an allocation follows, and why it is
+ * The qcow2 driver's cluster mapping: allocating a cluster for a write
+ * (copy on write from the backing image, a shared or a compressed
+ * cluster), discarding one, allocating L2 tables, and reading compressed
+ * clusters.  The tables themselves, their writes and loads: td-l2.c.  The order an allocation follows, and why it is
  * crash-safe, is written down at the top of qcow2.c.
  */
 #include <errno.h>
@@ -16,81 +15,6 @@
 #include <tapfs/log.h>
 
 #include "qcow2-driver.h"
-
-/* ---- sequencers: L1, L2 (barrier: td-meta) --------------------------- */
-
-void q2_l1_failed(struct td_meta_seq *q, int err)
-{
-	struct q2_state *s = q->m->ctx;
-
-	td_log(TD_LOG_ERR, "%s: writing the L1 table: %s", s->drv->name,
-	       strerror(-err));
-	s->meta_error = true;
-}
-
-void q2_l1_issue(struct td_meta_seq *q)
-{
-	struct q2_state *s = q->m->ctx;
-	uint64_t lo, hi;
-
-	lo = td_round_down(s->l1_lo * 8, s->io_align);
-	hi = td_round_up((s->l1_hi + 1) * 8, s->io_align);
-	if (hi > s->l1_bytes)
-		hi = s->l1_bytes;
-	s->l1_dirty = false;
-	td_meta_seq_io(q, TD_OP_WRITE, s->l1_disk + lo, hi - lo,
-		       s->img->h.l1_table_offset + lo);
-}
-
-static void q2_l1_set(struct q2_state *s, uint64_t i, uint64_t entry)
-{
-	s->l1[i] = entry;
-	td_put_be64(s->l1_disk + i * 8, entry);
-	if (!s->l1_dirty || i < s->l1_lo)
-		s->l1_lo = i;
-	if (!s->l1_dirty || i > s->l1_hi)
-		s->l1_hi = i;
-	s->l1_dirty = true;
-}
-
-static void q2_l2_failed(struct td_meta_seq *q, int err)
-{
-	struct q2_state *s = q->m->ctx;
-	struct q2_l2 *t = td_container_of(q, struct q2_l2, seq);
-
-	td_log(TD_LOG_ERR, "%s: writing the L2 table of L1 entry %" PRIu64
-	       ": %s", s->drv->name, t->index, strerror(-err));
-	s->meta_error = true;
-}
-
-static void q2_l2_issue(struct td_meta_seq *q)
-{
-	struct q2_state *s = q->m->ctx;
-	struct q2_l2 *t = td_container_of(q, struct q2_l2, seq);
-	uint64_t lo, hi, esz = s->g->l2_entry_size;
-
-	lo = td_round_down(t->lo * esz, s->io_align);
-	hi = td_round_up((t->hi + 1) * esz, s->io_align);
-	if (hi > s->cs)
-		hi = s->cs;
-	t->dirty = false;
-	td_meta_seq_io(q, TD_OP_WRITE, t->buf + lo, hi - lo,
-		       (s->l1[t->index] & QCOW2_OFFSET_MASK) + lo);
-}
-
-/* Set entry i of table t in memory and queue w for the write of it. */
-static void q2_l2_set(struct q2_state *s, struct q2_l2 *t, uint32_t i,
-		      uint64_t entry, struct td_meta_wait *w,
-		      td_meta_wait_fn done)
-{
-	td_put_be64(t->buf + (size_t)i * s->g->l2_entry_size, entry);
-	if (!t->dirty || i < t->lo)
-		t->lo = i;
-	if (!t->dirty || i > t->hi)
-		t->hi = i;
-	t->dirty = true;
-	td_meta_seq_wait(&t->seq, w, done);
-}
 
 /* ---- allocations ----------------------------------------------------- */
 
@@ -181,13 +105,12 @@ static void q2_alloc_l2_done(struct td_meta_wait *w, int err)
 static void q2_alloc_committed(struct td_meta_wait *w, int err)
 {
 	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
-	struct q2_state *s = a->s;
 
 	if (err) {
 		q2_alloc_finish(a, err);
 		return;
 	}
-	q2_l2_set(s, a->l2, a->l2i, a->host | QCOW2_OFLAG_COPIED, &a->wait,
+	td_l2_set(a->l2, a->l2i, a->host | QCOW2_OFLAG_COPIED, &a->wait,
 		  q2_alloc_l2_done);
 }
 
@@ -375,7 +298,7 @@ static void q2_alloc_fill(struct q2_alloc *a)
 
 /* A write (or zeroing) of treq, inside guest cluster gcl, needs a new
  * cluster; old is what the entry held. */
-void q2_alloc_data(struct q2_state *s, struct q2_l2 *t, uint32_t l2i,
+void q2_alloc_data(struct q2_state *s, struct td_l2 *t, uint32_t l2i,
 		   uint64_t gcl, const struct qcow2_mapping *old,
 		   td_request_t treq)
 {
@@ -405,7 +328,7 @@ void q2_alloc_data(struct q2_state *s, struct q2_l2 *t, uint32_t l2i,
 }
 
 /* A discard of the whole guest cluster gcl: the entry, then the free. */
-void q2_discard_cluster(struct q2_state *s, struct q2_l2 *t,
+void q2_discard_cluster(struct q2_state *s, struct td_l2 *t,
 			uint32_t l2i, uint64_t gcl,
 			const struct qcow2_mapping *old,
 			td_request_t treq)
@@ -426,77 +349,38 @@ void q2_discard_cluster(struct q2_state *s, struct q2_l2 *t,
 	a->l2 = t;
 	a->l2i = l2i;
 	a->old = *old;
-	q2_l2_set(s, t, l2i, s->has_backing ? QCOW2_OFLAG_ZERO : 0, &a->wait,
+	td_l2_set(t, l2i, s->has_backing ? QCOW2_OFLAG_ZERO : 0, &a->wait,
 		  q2_alloc_l2_done);
 }
 
-/* ---- L2 tables: load and allocate ------------------------------------ */
-
-struct q2_l2 *q2_l2_get(struct q2_state *s, uint64_t l1i)
-{
-	struct q2_l2 *t = s->l2s[l1i];
-
-	if (t)
-		return t;
-	/* Once per L2 table in the image's life, not per request. */
-	t = calloc(1, sizeof(*t));
-	if (!t)
-		return NULL;
-	t->buf = td_zalloc_aligned(s->cs);
-	if (!t->buf) {
-		free(t);
-		return NULL;
-	}
-	t->index = l1i;
-	t->state = L2_UNLOADED;
-	td_list_init(&t->waiters);
-	td_meta_seq_init(&t->seq, &s->meta, q2_l2_issue, q2_l2_failed);
-	s->l2s[l1i] = t;
-	return t;
-}
-
-void q2_l2_loaded(void *ctx, void *arg, int err)
-{
-	struct q2_state *s = ctx;
-	struct q2_l2 *t = arg;
-
-	if (err)
-		td_log(TD_LOG_ERR, "%s: reading the L2 table of L1 entry %"
-		       PRIu64 ": %s", s->drv->name, t->index, strerror(-err));
-	t->state = err ? L2_UNLOADED : L2_READY;
-	td_meta_wake(&s->meta, &t->waiters, err);
-}
+/* ---- L2 tables: allocate --------------------------------------------- */
 
 static void q2_l2_alloc_l1_done(struct td_meta_wait *w, int err)
 {
 	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
 	struct q2_state *s = a->s;
-	struct q2_l2 *t = a->l2;
+	struct td_l2 *t = a->l2;
 
 	if (err) {
 		/* The entry stays in memory: the table is usable. */
 		td_log(TD_LOG_ERR, "%s: L1 entry %" PRIu64 " not written",
 		       s->drv->name, t->index);
 	}
-	t->state = L2_READY;
-	td_meta_wake(&s->meta, &t->waiters, 0);
+	td_l2_ready(t, 0);
 	q2_alloc_finish(a, err);
 }
 
 static void q2_l2_alloc_committed(struct td_meta_wait *w, int err)
 {
 	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
-	struct q2_state *s = a->s;
-	struct q2_l2 *t = a->l2;
 
 	if (err) {
-		t->state = L2_UNLOADED;
-		td_meta_wake(&s->meta, &t->waiters, err);
+		td_l2_ready(a->l2, err);
 		q2_alloc_finish(a, err);
 		return;
 	}
-	q2_l1_set(s, t->index, a->host | QCOW2_OFLAG_COPIED);
-	td_meta_seq_wait(&s->l1_seq, &a->wait, q2_l2_alloc_l1_done);
+	td_l2_link(a->l2, a->host | QCOW2_OFLAG_COPIED, &a->wait,
+		   q2_l2_alloc_l1_done);
 }
 
 static void q2_l2_alloc_written(void *ctx, void *arg, int err)
@@ -505,8 +389,7 @@ static void q2_l2_alloc_written(void *ctx, void *arg, int err)
 	struct q2_alloc *a = arg;
 
 	if (err) {
-		a->l2->state = L2_UNLOADED;
-		td_meta_wake(&s->meta, &a->l2->waiters, err);
+		td_l2_ready(a->l2, err);
 		q2_alloc_finish(a, err);
 		return;
 	}
@@ -514,9 +397,9 @@ static void q2_l2_alloc_written(void *ctx, void *arg, int err)
 }
 
 /* A new, empty L2 table for L1 entry t->index; treq waits for it. */
-void q2_l2_alloc(struct q2_state *s, struct q2_l2 *t,
-		 td_request_t treq)
+void q2_l2_alloc(void *ctx, struct td_l2 *t, td_request_t treq)
 {
+	struct q2_state *s = ctx;
 	struct q2_alloc *a = q2_alloc_get(s, A_L2, t->index);
 	int err;
 
@@ -537,11 +420,7 @@ void q2_l2_alloc(struct q2_state *s, struct q2_l2 *t,
 		td_complete_request(treq, err);
 		return;
 	}
-	t->state = L2_ALLOCATING;
-	td_meta_park(&s->meta, &t->waiters, treq);
-	memset(t->buf, 0, s->cs);
-	td_meta_io(&s->meta, TD_OP_WRITE, t->buf, s->cs, a->host,
-		   q2_l2_alloc_written, a);
+	td_l2_write_new(t, treq, a->host, q2_l2_alloc_written, a);
 }
 
 /* ---- compressed clusters --------------------------------------------- */
@@ -549,31 +428,6 @@ void q2_l2_alloc(struct q2_state *s, struct q2_l2 *t,
 static void q2_cread_put(struct q2_state *s, struct q2_cread *c)
 {
 	td_pool_put(&s->creads, c);
-}
-
-/* Inflate into the cache (unless it is there already). */
-static int q2_inflate_cached(struct q2_state *s, uint64_t off, uint32_t csize,
-			     const uint8_t *data)
-{
-	if (s->zcache_csize == csize && s->zcache_off == off)
-		return 0;
-	s->zcache_csize = 0;
-	if (td_inflate(s->zs, data, csize, s->zcache, s->cs)) {
-		td_log(TD_LOG_ERR, "%s: compressed cluster at %" PRIu64
-		       " (%u bytes) does not inflate", s->drv->name, off,
-		       csize);
-		return -EIO;
-	}
-	s->zcache_off = off;
-	s->zcache_csize = csize;
-	return 0;
-}
-
-static void q2_cread_copy_out(struct q2_state *s, td_request_t treq)
-{
-	uint64_t in = (treq.sec % s->cl_secs) << TD_SECTOR_SHIFT;
-
-	memcpy(treq.buf, s->zcache + in, (size_t)treq.secs << TD_SECTOR_SHIFT);
 }
 
 static void q2_cread_done(void *ctx, void *arg, int err)
@@ -584,15 +438,16 @@ static void q2_cread_done(void *ctx, void *arg, int err)
 	td_request_t treq = c->treq;
 
 	if (!err)
-		err = q2_inflate_cached(s, c->off, c->csize, c->buf + c->skip);
+		err = td_zcache_fill(&s->zc, s->drv->name, c->off, c->csize,
+				     c->buf + c->skip);
 	q2_cread_put(s, c);
 	if (a) {
 		if (!err)
-			memcpy(a->buf, s->zcache, s->cs);
+			memcpy(a->buf, s->zc.buf, s->cs);
 		q2_alloc_fill_done(a, err);
 	} else {
 		if (!err)
-			q2_cread_copy_out(s, treq);
+			td_zcache_copy_out(&s->zc, treq);
 		td_complete_request(treq, err);
 	}
 	td_meta_wake(&s->meta, &s->res_waiters, 0);
@@ -603,7 +458,7 @@ static void q2_cread_start(struct q2_state *s, struct q2_cread *c)
 	uint64_t start = td_round_down(c->off, Q2_IO_ALIGN);
 	uint64_t end = td_round_up(c->off + c->csize, Q2_IO_ALIGN);
 
-	if (s->zcache_csize == c->csize && s->zcache_off == c->off) {
+	if (td_zcache_holds(&s->zc, c->off, c->csize)) {
 		q2_cread_done(s, c, 0);
 		return;
 	}
@@ -624,8 +479,8 @@ void q2_read_compressed(struct q2_state *s, td_request_t treq,
 {
 	struct q2_cread *c;
 
-	if (s->zcache_csize == m->csize && s->zcache_off == m->host_offset) {
-		q2_cread_copy_out(s, treq);
+	if (td_zcache_holds(&s->zc, m->host_offset, m->csize)) {
+		td_zcache_copy_out(&s->zc, treq);
 		td_complete_request(treq, 0);
 		return;
 	}

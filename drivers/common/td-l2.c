@@ -1,0 +1,357 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * td-l2: the L1 and L2 tables of the qcow formats, their writes, the L2
+ * cache and the dispatch of a request to its table (see td-l2.h).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <tapfs/log.h>
+
+#include "td-l2.h"
+#include "td-zlib.h"
+
+static const char *l2_name(const struct td_l2_tables *tb)
+{
+	return tb->m->drv->name;
+}
+
+/* ---- sequencers: L1, L2 (barrier: td-meta) --------------------------- */
+
+static void l1_failed(struct td_meta_seq *q, int err)
+{
+	struct td_l2_tables *tb = td_container_of(q, struct td_l2_tables,
+						  l1_seq);
+
+	td_log(TD_LOG_ERR, "%s: writing the L1 table: %s", l2_name(tb),
+	       strerror(-err));
+	tb->write_failed = true;
+}
+
+/* The dirty entries, widened to whole units of the write granularity. */
+static void l1_issue(struct td_meta_seq *q)
+{
+	struct td_l2_tables *tb = td_container_of(q, struct td_l2_tables,
+						  l1_seq);
+	uint64_t lo, hi;
+
+	lo = td_round_down(tb->l1_lo * 8, tb->p.align);
+	hi = td_round_up((tb->l1_hi + 1) * 8, tb->p.align);
+	if (hi > tb->l1_bytes)
+		hi = tb->l1_bytes;
+	tb->l1_dirty = false;
+	td_meta_seq_io(q, TD_OP_WRITE, tb->l1_disk + lo, hi - lo,
+		       tb->p.l1_offset + lo);
+}
+
+void td_l1_set(struct td_l2_tables *tb, uint64_t i, uint64_t entry)
+{
+	tb->l1[i] = entry;
+	td_put_be64(tb->l1_disk + i * 8, entry);
+	if (!tb->l1_dirty || i < tb->l1_lo)
+		tb->l1_lo = i;
+	if (!tb->l1_dirty || i > tb->l1_hi)
+		tb->l1_hi = i;
+	tb->l1_dirty = true;
+}
+
+static void l2_failed(struct td_meta_seq *q, int err)
+{
+	struct td_l2 *t = td_container_of(q, struct td_l2, seq);
+
+	td_log(TD_LOG_ERR, "%s: writing the L2 table of L1 entry %" PRIu64
+	       ": %s", l2_name(t->tb), t->index, strerror(-err));
+	t->tb->write_failed = true;
+}
+
+static uint64_t l2_offset(const struct td_l2 *t)
+{
+	return t->tb->l1[t->index] & t->tb->p.offset_mask;
+}
+
+static void l2_issue(struct td_meta_seq *q)
+{
+	struct td_l2 *t = td_container_of(q, struct td_l2, seq);
+	const struct td_l2_params *p = &t->tb->p;
+	uint64_t lo, hi;
+
+	lo = td_round_down((uint64_t)t->lo * p->entry_size, p->align);
+	hi = td_round_up(((uint64_t)t->hi + 1) * p->entry_size, p->align);
+	if (hi > p->table_bytes)
+		hi = p->table_bytes;
+	t->dirty = false;
+	td_meta_seq_io(q, TD_OP_WRITE, t->buf + lo, hi - lo,
+		       l2_offset(t) + lo);
+}
+
+void td_l2_set(struct td_l2 *t, uint32_t i, uint64_t entry,
+	       struct td_meta_wait *w, td_meta_wait_fn done)
+{
+	td_put_be64(t->buf + (size_t)i * t->tb->p.entry_size, entry);
+	if (!t->dirty || i < t->lo)
+		t->lo = i;
+	if (!t->dirty || i > t->hi)
+		t->hi = i;
+	t->dirty = true;
+	td_meta_seq_wait(&t->seq, w, done);
+}
+
+/* ---- tables in memory ------------------------------------------------ */
+
+static int l2_setup(struct td_l2_tables *tb, struct td_l2 *t)
+{
+	t->buf = td_zalloc_aligned(tb->p.table_bytes);
+	if (!t->buf)
+		return -ENOMEM;
+	t->tb = tb;
+	t->state = TD_L2_EMPTY;
+	td_list_init(&t->waiters);
+	td_meta_seq_init(&t->seq, tb->m, l2_issue, l2_failed);
+	return 0;
+}
+
+int td_l2_init(struct td_l2_tables *tb, struct td_meta *m, uint64_t *l1,
+	       const struct td_l2_params *p)
+{
+	uint64_t i;
+
+	tb->m = m;
+	tb->p = *p;
+	tb->l1 = l1;
+	tb->l1_bytes = td_round_up(p->l1_size * 8, p->align);
+	tb->l1_disk = td_zalloc_aligned(tb->l1_bytes);
+	if (!tb->l1_disk)
+		return -ENOMEM;
+	for (i = 0; i < p->l1_size; i++)
+		td_put_be64(tb->l1_disk + i * 8, l1[i]);
+	td_meta_seq_init(&tb->l1_seq, m, l1_issue, l1_failed);
+	if (!p->nslots) {
+		/* Made on first use, once per L1 entry in the image's life. */
+		tb->tables = calloc(p->l1_size ? p->l1_size : 1,
+				    sizeof(*tb->tables));
+		return tb->tables ? 0 : -ENOMEM;
+	}
+	tb->slots = calloc(p->nslots, sizeof(*tb->slots));
+	if (!tb->slots)
+		return -ENOMEM;
+	for (i = 0; i < p->nslots; i++)
+		if (l2_setup(tb, &tb->slots[i]))
+			return -ENOMEM;
+	return 0;
+}
+
+void td_l2_fini(struct td_l2_tables *tb)
+{
+	uint64_t i;
+
+	if (tb->slots)
+		for (i = 0; i < tb->p.nslots; i++)
+			free(tb->slots[i].buf);
+	if (tb->tables) {
+		for (i = 0; i < tb->p.l1_size; i++) {
+			if (tb->tables[i])
+				free(tb->tables[i]->buf);
+			free(tb->tables[i]);
+		}
+	}
+	free(tb->slots);
+	free(tb->tables);
+	free(tb->l1_disk);
+	tb->slots = NULL;
+	tb->tables = NULL;
+	tb->l1_disk = NULL;
+}
+
+/* The table of L1 entry l1i in memory (maybe empty), or NULL. */
+static struct td_l2 *l2_find(struct td_l2_tables *tb, uint64_t l1i)
+{
+	unsigned i;
+
+	if (tb->tables)
+		return tb->tables[l1i];
+	for (i = 0; i < tb->p.nslots; i++)
+		if (tb->slots[i].state != TD_L2_EMPTY &&
+		    tb->slots[i].index == l1i)
+			return &tb->slots[i];
+	return NULL;
+}
+
+/* A free slot, or the least recently used idle table's, or NULL. */
+static struct td_l2 *l2_evict(struct td_l2_tables *tb)
+{
+	struct td_l2 *best = NULL, *t;
+	unsigned i;
+
+	for (i = 0; i < tb->p.nslots; i++) {
+		t = &tb->slots[i];
+		if (t->state == TD_L2_EMPTY)
+			return t;
+		if (t->state != TD_L2_READY || t->pins || t->dirty ||
+		    t->seq.busy)
+			continue;
+		if (!best || t->used < best->used)
+			best = t;
+	}
+	return best;
+}
+
+/*
+ * An empty table for L1 entry l1i (t, if it is there already), or NULL
+ * with treq parked for a slot or completed with -ENOMEM.
+ */
+static struct td_l2 *l2_get(struct td_l2_tables *tb, struct td_l2 *t,
+			    uint64_t l1i, td_request_t treq)
+{
+	if (t)
+		return t;
+	if (tb->tables) {
+		t = calloc(1, sizeof(*t));
+		if (!t || l2_setup(tb, t)) {
+			free(t);
+			td_complete_request(treq, -ENOMEM);
+			return NULL;
+		}
+		tb->tables[l1i] = t;
+	} else {
+		t = l2_evict(tb);
+		if (!t) {
+			td_meta_park(tb->m, tb->p.slot_waiters, treq);
+			return NULL;
+		}
+		t->dirty = false;
+		t->used = ++tb->tick;
+	}
+	t->state = TD_L2_EMPTY;
+	t->index = l1i;
+	return t;
+}
+
+void td_l2_ready(struct td_l2 *t, int err)
+{
+	t->state = err ? TD_L2_EMPTY : TD_L2_READY;
+	td_meta_wake(t->tb->m, &t->waiters, err);
+}
+
+static void l2_loaded(void *ctx, void *arg, int err)
+{
+	struct td_l2 *t = arg;
+	struct td_l2_tables *tb = t->tb;
+
+	(void)ctx;
+	if (err)
+		td_log(TD_LOG_ERR, "%s: reading the L2 table of L1 entry %"
+		       PRIu64 ": %s", l2_name(tb), t->index, strerror(-err));
+	td_l2_ready(t, err);
+	if (err && tb->p.slot_waiters)
+		td_meta_wake(tb->m, tb->p.slot_waiters, 0);
+}
+
+void td_l2_write_new(struct td_l2 *t, td_request_t treq, uint64_t host,
+		     td_meta_cb_t cb, void *arg)
+{
+	struct td_l2_tables *tb = t->tb;
+
+	t->state = TD_L2_ALLOCATING;
+	td_meta_park(tb->m, &t->waiters, treq);
+	memset(t->buf, 0, tb->p.table_bytes);
+	td_meta_io(tb->m, TD_OP_WRITE, t->buf, tb->p.table_bytes, host, cb,
+		   arg);
+}
+
+void td_l2_link(struct td_l2 *t, uint64_t entry, struct td_meta_wait *w,
+		td_meta_wait_fn done)
+{
+	td_l1_set(t->tb, t->index, entry);
+	td_meta_seq_wait(&t->tb->l1_seq, w, done);
+}
+
+/* ---- dispatch ---------------------------------------------------------- */
+
+/* treq lies inside the range of one L1 entry. */
+static void l2_dispatch_l1(void *arg, td_request_t treq)
+{
+	struct td_l2_tables *tb = arg;
+	const struct td_l2_ops *ops = tb->p.ops;
+	void *ctx = tb->m->ctx;
+	uint64_t l1i = treq.sec / tb->p.span_secs;
+	struct td_l2 *t;
+
+	if (l1i >= tb->p.l1_size) {
+		td_complete_request(treq, -EIO);
+		return;
+	}
+	t = l2_find(tb, l1i);
+	if (t && (t->state == TD_L2_LOADING ||
+		  t->state == TD_L2_ALLOCATING)) {
+		td_meta_park(tb->m, &t->waiters, treq);
+		return;
+	}
+	if (t && t->state == TD_L2_READY) {
+		t->used = ++tb->tick;
+		ops->table(ctx, t, treq);
+		return;
+	}
+	if (!(tb->l1[l1i] & tb->p.offset_mask) && ops->unmapped(ctx, treq))
+		return;
+	t = l2_get(tb, t, l1i, treq);
+	if (!t)
+		return;
+	if (!(tb->l1[l1i] & tb->p.offset_mask)) {
+		ops->alloc(ctx, t, treq);
+		return;
+	}
+	t->state = TD_L2_LOADING;
+	td_meta_park(tb->m, &t->waiters, treq);
+	td_meta_io(tb->m, TD_OP_READ, t->buf, tb->p.table_bytes, l2_offset(t),
+		   l2_loaded, t);
+}
+
+void td_l2_dispatch(struct td_l2_tables *tb, td_request_t treq)
+{
+	td_meta_split(treq, tb->p.span_secs, l2_dispatch_l1, tb);
+}
+
+/* ---- the last inflated compressed cluster ------------------------------ */
+
+int td_zcache_init(struct td_zcache *z, uint32_t cluster_size)
+{
+	z->size = cluster_size;
+	z->csize = 0;
+	z->buf = td_zalloc_aligned(cluster_size);
+	z->zs = td_inflate_new();
+	return z->buf && z->zs ? 0 : -ENOMEM;
+}
+
+void td_zcache_fini(struct td_zcache *z)
+{
+	free(z->buf);
+	td_inflate_free(z->zs);
+	z->buf = NULL;
+	z->zs = NULL;
+}
+
+int td_zcache_fill(struct td_zcache *z, const char *name, uint64_t off,
+		   uint32_t csize, const uint8_t *data)
+{
+	if (td_zcache_holds(z, off, csize))
+		return 0;
+	z->csize = 0;
+	if (td_inflate(z->zs, data, csize, z->buf, z->size)) {
+		td_log(TD_LOG_ERR, "%s: compressed cluster at %" PRIu64
+		       " (%u bytes) does not inflate", name, off, csize);
+		return -EIO;
+	}
+	z->off = off;
+	z->csize = csize;
+	return 0;
+}
+
+void td_zcache_copy_out(const struct td_zcache *z, td_request_t treq)
+{
+	uint64_t in = (treq.sec % (z->size >> TD_SECTOR_SHIFT)) <<
+		      TD_SECTOR_SHIFT;
+
+	memcpy(treq.buf, z->buf + in, (size_t)treq.secs << TD_SECTOR_SHIFT);
+}

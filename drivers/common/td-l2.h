@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * td-l2: the two-level cluster tables of the qcow formats (qcow version
+ * 1, qcow2), written once.
+ *
+ *  - The L1 table in memory (host order, the image's array) and in disk
+ *    format, and its group-commit writes of the dirty entries.
+ *  - L2 tables, loaded on first use: every table kept once loaded (one
+ *    per L1 entry), or a bounded cache of slots that evicts the least
+ *    recently used idle table.  Writes of a table's dirty entries go
+ *    through its sequencer (td-meta.h).
+ *  - The dispatch of a request: split at L1 entry boundaries, each
+ *    piece parked while its table loads or is allocated, loaded, or
+ *    handed to the driver with its ready table.
+ *  - The last inflated compressed cluster (struct td_zcache).
+ *
+ * What the formats disagree on is a parameter (the entry and table
+ * sizes, the write granularity, which bits of an L1 entry give the
+ * table's offset, the cache's bound) or stays in the driver: decoding an
+ * entry, what an unmapped range means, allocating a table or a cluster
+ * (qcow appends it to the file, qcow2 counts it in its refcounts) and in
+ * which order.
+ *
+ * Everything runs on the engine's loop thread; the callbacks get the
+ * driver's context, td_meta's ctx.
+ */
+#ifndef TAPFS_TD_L2_H
+#define TAPFS_TD_L2_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <tapfs/engine.h>
+
+#include "td-meta.h"
+#include "td-util.h"
+
+struct td_l2_tables;
+
+enum td_l2_state {
+	TD_L2_EMPTY,		/* no table: not loaded, or a free slot */
+	TD_L2_LOADING,
+	TD_L2_READY,
+	TD_L2_ALLOCATING,	/* a new table, being written and linked */
+};
+
+/* One L2 table in memory. */
+struct td_l2 {
+	struct td_l2_tables *tb;
+	enum td_l2_state state;
+	uint64_t	 index;		/* its L1 entry */
+	uint8_t		*buf;		/* disk format, aligned */
+	struct td_list	 waiters;	/* td_meta_req: loading, allocating */
+	struct td_meta_seq seq;		/* writes of this table */
+	bool		 dirty;
+	uint32_t	 lo, hi;	/* dirty entries */
+	unsigned	 pins;		/* users: not evicted (bounded cache) */
+	uint64_t	 used;		/* LRU tick (bounded cache) */
+};
+
+/* What the driver decides (ctx: td_meta's). */
+struct td_l2_ops {
+	/* treq lies inside the range of ready table t. */
+	void (*table)(void *ctx, struct td_l2 *t, td_request_t treq);
+	/*
+	 * treq lies inside the range of an L1 entry without a table: true
+	 * if it was handled (forwarded, completed), false if it needs one.
+	 */
+	bool (*unmapped)(void *ctx, td_request_t treq);
+	/* Allocate a table for t (state TD_L2_EMPTY); treq waits for it. */
+	void (*alloc)(void *ctx, struct td_l2 *t, td_request_t treq);
+};
+
+struct td_l2_params {
+	uint64_t	 l1_size;	/* entries */
+	uint64_t	 l1_offset;	/* of the L1 table in the file */
+	uint64_t	 offset_mask;	/* of an L1 entry: the table's offset */
+	uint32_t	 table_bytes;	/* of one L2 table */
+	uint32_t	 entry_size;	/* bytes of an L2 entry */
+	uint32_t	 align;		/* writes are whole units of it (1) */
+	uint64_t	 span_secs;	/* sectors an L1 entry maps */
+	/*
+	 * 0: every table kept once loaded.  Else a cache of nslots tables;
+	 * a request finding no free slot waits on slot_waiters, woken by
+	 * the driver when a table is unpinned and on a failed load here.
+	 */
+	unsigned	 nslots;
+	struct td_list	*slot_waiters;
+	const struct td_l2_ops *ops;
+};
+
+struct td_l2_tables {
+	struct td_meta	*m;
+	struct td_l2_params p;
+	uint64_t	*l1;		/* host order: the image's */
+	uint8_t		*l1_disk;	/* disk format, aligned */
+	size_t		 l1_bytes;	/* of l1_disk: whole units of align */
+	bool		 l1_dirty;
+	uint64_t	 l1_lo, l1_hi;	/* dirty entries */
+	struct td_meta_seq l1_seq;
+	bool		 write_failed;	/* an L1 or L2 write failed */
+	struct td_l2	*slots;		/* nslots: the bounded cache */
+	struct td_l2	**tables;	/* else per L1 entry, made on use */
+	uint64_t	 tick;
+};
+
+/*
+ * Set up tb for the tables of the image whose L1 table (host order) is
+ * l1, its I/O through m.  0 or -ENOMEM; td_l2_fini undoes it (also after
+ * a failed or no td_l2_init, on zeroed memory).
+ */
+int  td_l2_init(struct td_l2_tables *tb, struct td_meta *m, uint64_t *l1,
+		const struct td_l2_params *p);
+void td_l2_fini(struct td_l2_tables *tb);
+
+/* Set L1 entry i in memory (written by td_l2_link or the next write). */
+void td_l1_set(struct td_l2_tables *tb, uint64_t i, uint64_t entry);
+
+/* Entry i of table t, host order. */
+static inline uint64_t td_l2_entry(const struct td_l2 *t, uint32_t i)
+{
+	return td_get_be64(t->buf + (size_t)i * t->tb->p.entry_size);
+}
+
+/* Set entry i of table t in memory and queue w for the write of it. */
+void td_l2_set(struct td_l2 *t, uint32_t i, uint64_t entry,
+	       struct td_meta_wait *w, td_meta_wait_fn done);
+
+/*
+ * Dispatch treq (a read, write or discard): through ops, once the table
+ * of each L1 entry it touches is ready.  Also a driver's
+ * td_meta_dispatch_t for requests parked here.
+ */
+void td_l2_dispatch(struct td_l2_tables *tb, td_request_t treq);
+
+/*
+ * Allocating a table (ops->alloc), in the driver's order:
+ * td_l2_write_new writes t zeroed at host (treq waits for it), cb(ctx,
+ * arg, err) then; td_l2_link sets its L1 entry and waits w for the
+ * write of it; td_l2_ready(t, err) ends it (the waiters dispatched, or
+ * completed with err and t empty again).
+ */
+void td_l2_write_new(struct td_l2 *t, td_request_t treq, uint64_t host,
+		     td_meta_cb_t cb, void *arg);
+void td_l2_link(struct td_l2 *t, uint64_t entry, struct td_meta_wait *w,
+		td_meta_wait_fn done);
+void td_l2_ready(struct td_l2 *t, int err);
+
+/* ---- the last inflated compressed cluster ------------------------------ */
+
+struct td_zcache {
+	void		*zs;		/* inflate stream */
+	uint8_t		*buf;		/* one cluster */
+	uint32_t	 size;		/* cluster size */
+	uint64_t	 off;		/* of the compressed data held */
+	uint32_t	 csize;		/* 0: empty */
+};
+
+/* 0 or -ENOMEM; td_zcache_fini undoes it (also on zeroed memory). */
+int  td_zcache_init(struct td_zcache *z, uint32_t cluster_size);
+void td_zcache_fini(struct td_zcache *z);
+
+static inline bool td_zcache_holds(const struct td_zcache *z, uint64_t off,
+				   uint32_t csize)
+{
+	return z->csize == csize && z->off == off;
+}
+
+/*
+ * Hold the cluster whose compressed data (csize bytes at file offset
+ * off) is data, unless it is held already.  0, or -EIO, logged naming
+ * the image (name), if it does not inflate.
+ */
+int  td_zcache_fill(struct td_zcache *z, const char *name, uint64_t off,
+		    uint32_t csize, const uint8_t *data);
+
+/* Copy treq's sectors (inside the cluster held) into its buffer. */
+void td_zcache_copy_out(const struct td_zcache *z, td_request_t treq);
+
+#endif /* TAPFS_TD_L2_H */
