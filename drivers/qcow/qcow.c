@@ -294,54 +294,18 @@ static int qc_close(td_driver_t *drv)
 	return err;
 }
 
+/* qcow records no backing format: the file is probed (opened). */
 static int qc_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 {
 	struct qc_state *s = drv->data;
-	const char *driver;
 	char *path;
-	int rc;
 
 	if (!s->has_backing)
 		return TD_NO_PARENT;
 	path = td_path_resolve(s->img->path, s->img->backing);
 	if (!path)
 		return -ENOMEM;
-	/* qcow records no backing format: the file is probed (opened). */
-	rc = td_check_path(drv, path);
-	if (rc) {
-		char why[sizeof(drv->error)];
-
-		td_msgf(why, sizeof(why), "%s", drv->error);
-		td_msgf(drv->error, sizeof(drv->error), "%s: backing file %s",
-			drv->name, why);
-		free(path);
-		return rc;
-	}
-	rc = td_probe_driver(path, &driver);
-	if (rc) {
-		td_msgf(drv->error, sizeof(drv->error), "%s: backing file %s: "
-			"%s", drv->name, path, strerror(-rc));
-		free(path);
-		return rc;
-	}
-	id->name = path;
-	id->drivertype = strdup(driver);
-	if (!id->drivertype) {
-		free(path);
-		id->name = NULL;
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-/* qcow records a backing file by name only: any image of it is right. */
-static int qc_validate_parent(td_driver_t *drv, td_driver_t *parent,
-			      td_flag_t flags)
-{
-	(void)drv;
-	(void)parent;
-	(void)flags;
-	return 0;
+	return td_parent_probe(drv, path, "backing file", id);
 }
 
 static void qc_debug(td_driver_t *drv, FILE *out)
@@ -394,7 +358,8 @@ const struct tap_disk tapdisk_qcow = {
 	.td_open		= qc_open,
 	.td_close		= qc_close,
 	.td_get_parent_id	= qc_get_parent_id,
-	.td_validate_parent	= qc_validate_parent,
+	/* A backing file is recorded by name only. */
+	.td_validate_parent	= td_parent_any,
 	.td_queue_read		= qc_queue_rw,
 	.td_queue_write		= qc_queue_rw,
 	.td_debug		= qc_debug,

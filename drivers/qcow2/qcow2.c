@@ -613,40 +613,17 @@ static int q2_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 		path = td_path_resolve(s->img->path, s->img->backing);
 		if (!path)
 			return -ENOMEM;
-		rc = td_check_path(drv, path);
+		rc = td_parent_check_path(drv, path, "backing file");
 		free(path);
-		if (rc) {
-			char why[sizeof(drv->error)];
-
-			td_msgf(why, sizeof(why), "%s", drv->error);
-			td_msgf(drv->error, sizeof(drv->error), "%s: backing "
-				"file %s", drv->name, why);
+		if (rc)
 			return rc;
-		}
 	}
 	rc = qcow2_image_backing(s->img, &path, &driver, err, sizeof(err));
 	if (rc == 1)
 		return TD_NO_PARENT;
 	if (rc)
 		return td_meta_refuse(drv, rc, err);
-	id->name = path;
-	id->drivertype = strdup(driver);
-	if (!id->drivertype) {
-		free(path);
-		id->name = NULL;
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-/* qcow2 records a backing file by name only: any image of it is right. */
-static int q2_validate_parent(td_driver_t *drv, td_driver_t *parent,
-			      td_flag_t flags)
-{
-	(void)drv;
-	(void)parent;
-	(void)flags;
-	return 0;
+	return td_parent_id_set(id, path, driver);
 }
 
 static void q2_debug(td_driver_t *drv, FILE *out)
@@ -701,7 +678,8 @@ const struct tap_disk tapdisk_qcow2 = {
 	.td_open		= q2_open,
 	.td_close		= q2_close,
 	.td_get_parent_id	= q2_get_parent_id,
-	.td_validate_parent	= q2_validate_parent,
+	/* A backing file is recorded by name only. */
+	.td_validate_parent	= td_parent_any,
 	.td_queue_read		= q2_queue_rw,
 	.td_queue_write		= q2_queue_rw,
 	.td_debug		= q2_debug,
