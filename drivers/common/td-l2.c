@@ -313,6 +313,42 @@ void td_l2_dispatch(struct td_l2_tables *tb, td_request_t treq)
 	td_meta_split(treq, tb->p.span_secs, l2_dispatch_l1, tb);
 }
 
+/* ---- filling a new cluster from its old contents ----------------------- */
+
+void td_l2_fill_put(struct td_l2_fill *f, unsigned n, int err)
+{
+	if (err && !f->err)
+		f->err = err;
+	f->pending -= n;
+	if (!f->pending)
+		f->done(f, f->err);
+}
+
+/* A forwarded read completes by pieces: count sectors. */
+static void fill_parent_done(td_request_t treq, int err)
+{
+	td_l2_fill_put(treq.cb_data, treq.secs, err);
+}
+
+void td_l2_fill_parent(struct td_l2_fill *f, td_image_t *image, char *buf,
+		       uint64_t sec, uint32_t secs)
+{
+	td_request_t r = {
+		.op = TD_OP_READ,
+		.buf = buf,
+		.sec = sec,
+		.secs = secs,
+		.image = image,
+		.cb = fill_parent_done,
+		.cb_data = f,
+	};
+
+	if (!secs)
+		return;
+	f->pending += secs;
+	td_forward_request(r);
+}
+
 /* ---- the last inflated compressed cluster ------------------------------ */
 
 int td_zcache_init(struct td_zcache *z, uint32_t cluster_size)

@@ -147,6 +147,26 @@ void td_l2_link(struct td_l2 *t, uint64_t entry, struct td_meta_wait *w,
 		td_meta_wait_fn done);
 void td_l2_ready(struct td_l2 *t, int err);
 
+/* ---- filling a new cluster from its old contents ----------------------- */
+
+/*
+ * The old contents of a cluster being copied on write arrive from
+ * several reads at once (the backing image's, by pieces; this file's);
+ * done(f, err) runs once all have, err the first error or 0.  Start with
+ * pending = 1, a guard put after everything is issued.
+ */
+struct td_l2_fill {
+	unsigned	 pending;
+	int		 err;
+	void		(*done)(struct td_l2_fill *f, int err);
+};
+
+/* n units arrived (sectors of a read of the backing image, or 1). */
+void td_l2_fill_put(struct td_l2_fill *f, unsigned n, int err);
+/* Read secs sectors at sec from below image (the parent) into buf. */
+void td_l2_fill_parent(struct td_l2_fill *f, td_image_t *image, char *buf,
+		       uint64_t sec, uint32_t secs);
+
 /* ---- the last inflated compressed cluster ------------------------------ */
 
 struct td_zcache {

@@ -284,6 +284,15 @@ void td_meta_req_done(struct td_meta_wait *w, int err)
 	td_meta_req_complete(td_meta_req_of(w), err);
 }
 
+void td_meta_req_wait(struct td_meta *m, struct td_meta_seq *q,
+		      td_request_t treq)
+{
+	struct td_meta_req *r = td_meta_req_get(m, treq);
+
+	if (r)
+		td_meta_seq_wait(q, &r->wait, td_meta_req_done);
+}
+
 bool td_meta_park(struct td_meta *m, struct td_list *list,
 		  td_request_t treq)
 {

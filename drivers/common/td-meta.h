@@ -166,6 +166,12 @@ struct td_meta_req *td_meta_req_get(struct td_meta *m, td_request_t treq);
 void td_meta_req_complete(struct td_meta_req *r, int err);
 /* A td_meta_wait_fn: the request waiting in w completes with err. */
 void td_meta_req_done(struct td_meta_wait *w, int err);
+/*
+ * treq (a flush) completes once a write of q that begins after this call
+ * is done: m->barrier (an fsync), or a commit that ends with one.
+ */
+void td_meta_req_wait(struct td_meta *m, struct td_meta_seq *q,
+		      td_request_t treq);
 
 static inline struct td_meta_req *td_meta_req_of(struct td_meta_wait *w)
 {

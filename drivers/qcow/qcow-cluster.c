@@ -3,8 +3,9 @@
  * The qcow (v1) driver's cluster mapping: allocating an L2 table or a
  * data cluster at the end of the file (copy on write from the backing
  * image or a compressed cluster), and reading compressed clusters.  The
- * tables, their cache and their writes: common/td-l2.c.  The order an allocation follows, and why it is
- * crash-safe, is written down at the top of qcow.c.
+ * tables, their cache and their writes: common/td-l2.c.  The order an
+ * allocation follows, and why it is crash-safe, is written down at the
+ * top of qcow.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -131,25 +132,15 @@ static void qc_alloc_write_data(struct qc_alloc *a)
 		   qc_alloc_data_done, a);
 }
 
-/* n units of the old contents arrived (sectors from the backing image,
- * 1 for the compressed data or the guard). */
-static void qc_alloc_fill_put(struct qc_alloc *a, unsigned n, int err)
+/* The old contents are in the bounce buffer (or failed). */
+static void qc_alloc_filled(struct td_l2_fill *f, int err)
 {
-	if (err && !a->err)
-		a->err = err;
-	a->pending -= n;
-	if (a->pending)
-		return;
-	if (a->err) {
-		qc_alloc_finish(a, a->err);
-		return;
-	}
-	qc_alloc_write_data(a);
-}
+	struct qc_alloc *a = td_container_of(f, struct qc_alloc, fill);
 
-static void qc_alloc_parent_done(td_request_t treq, int err)
-{
-	qc_alloc_fill_put(treq.cb_data, treq.secs, err);
+	if (err)
+		qc_alloc_finish(a, err);
+	else
+		qc_alloc_write_data(a);
 }
 
 static void qc_alloc_cdata_done(void *ctx, void *arg, int err)
@@ -164,7 +155,7 @@ static void qc_alloc_cdata_done(void *ctx, void *arg, int err)
 		       a->old.host_offset, a->old.csize);
 		err = -EIO;
 	}
-	qc_alloc_fill_put(a, 1, err);
+	td_l2_fill_put(&a->fill, 1, err);
 }
 
 /* 1 done: fill the bounce buffer with what the cluster held. */
@@ -174,36 +165,26 @@ static void qc_alloc_fill(struct qc_alloc *a)
 	uint64_t first = a->gcl * s->cl_secs;
 	uint64_t end = s->vsecs - first < s->cl_secs ? s->vsecs - first :
 		       s->cl_secs;
-	td_request_t r;
 
 	if (qc_alloc_whole(s, a)) {
 		qc_alloc_write_data(a);
 		return;
 	}
 	memset(a->buf, 0, s->cs);
-	a->pending = 1;
+	a->fill = (struct td_l2_fill){ .pending = 1, .done = qc_alloc_filled };
 	if (a->old.type == QCOW_CLUSTER_COMPRESSED) {
 		s->n_cow++;
-		a->pending++;
+		a->fill.pending++;
 		td_meta_read_data(&s->meta, NULL, a->buf + s->cs,
 				  a->old.csize, a->old.host_offset,
 				  qc_alloc_cdata_done, a);
 	} else if (s->has_backing) {
 		/* The whole cluster; the request's sectors overwrite it. */
 		s->n_cow++;
-		r = (td_request_t){
-			.op = TD_OP_READ,
-			.buf = (char *)a->buf,
-			.sec = first,
-			.secs = (uint32_t)end,
-			.image = a->treq.image,
-			.cb = qc_alloc_parent_done,
-			.cb_data = a,
-		};
-		a->pending += r.secs;
-		td_forward_request(r);
+		td_l2_fill_parent(&a->fill, a->treq.image, (char *)a->buf,
+				  first, (uint32_t)end);
 	}
-	qc_alloc_fill_put(a, 1, 0);
+	td_l2_fill_put(&a->fill, 1, 0);
 }
 
 void qc_alloc_data(struct qc_state *s, struct td_l2 *t, uint32_t l2i,

@@ -3,8 +3,8 @@
  * What the qcow (v1) driver's files share, private to drivers/qcow/:
  * qcow.c (open, close, the driver table, request dispatch) and
  * qcow-cluster.c (allocating tables and clusters, compressed
- * clusters); the tables themselves: common/td-l2.c.  The allocation order: the top of qcow.c.
- * Everything runs on the engine's loop.
+ * clusters); the tables themselves: common/td-l2.c.  The allocation
+ * order: the top of qcow.c.  Everything runs on the engine's loop.
  */
 #ifndef TAPFS_QCOW_DRIVER_H
 #define TAPFS_QCOW_DRIVER_H
@@ -35,8 +35,7 @@ struct qc_alloc {
 	struct td_list	 link;		/* s->active */
 	struct td_list	 waiters;	/* requests for this cluster */
 	struct td_meta_wait wait;
-	unsigned	 pending;
-	int		 err;
+	struct td_l2_fill fill;		/* the old contents */
 	uint8_t		*buf;		/* 2 clusters: data, compressed */
 };
 

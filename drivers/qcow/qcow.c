@@ -179,15 +179,11 @@ static void qc_queue_rw(td_driver_t *drv, td_request_t treq)
 static void qc_queue_flush(td_driver_t *drv, td_request_t treq)
 {
 	struct qc_state *s = drv->data;
-	struct td_meta_req *r;
 
-	if (s->rdonly) {
+	if (s->rdonly)
 		td_complete_request(treq, 0);
-		return;
-	}
-	r = td_meta_req_get(&s->meta, treq);
-	if (r)
-		td_meta_barrier(&s->meta, &r->wait, td_meta_req_done);
+	else
+		td_meta_req_wait(&s->meta, &s->meta.barrier, treq);
 }
 
 /* ---- open / close ---------------------------------------------------- */

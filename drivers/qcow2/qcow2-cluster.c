@@ -3,7 +3,8 @@
  * The qcow2 driver's cluster mapping: allocating a cluster for a write
  * (copy on write from the backing image, a shared or a compressed
  * cluster), discarding one, allocating L2 tables, and reading compressed
- * clusters.  The tables themselves, their writes and loads: td-l2.c.  The order an allocation follows, and why it is
+ * clusters.  The tables themselves, their writes and loads:
+ * common/td-l2.c.  The order an allocation follows, and why it is
  * crash-safe, is written down at the top of qcow2.c.
  */
 #include <errno.h>
@@ -168,59 +169,34 @@ static void q2_alloc_write_data(struct q2_alloc *a)
 		   q2_alloc_data_done, a);
 }
 
-/* n units of the old contents arrived (sectors from the backing image,
- * 1 for a read of this file or the guard). */
-static void q2_alloc_fill_put(struct q2_alloc *a, unsigned n, int err)
+/* The old contents are in the bounce buffer (or failed). */
+static void q2_alloc_filled(struct td_l2_fill *f, int err)
 {
-	if (err && !a->err)
-		a->err = err;
-	a->pending -= n;
-	if (a->pending)
-		return;
-	if (a->err) {
-		q2_alloc_finish(a, a->err);
-		return;
-	}
-	q2_alloc_write_data(a);
-}
+	struct q2_alloc *a = td_container_of(f, struct q2_alloc, fill);
 
-static void q2_alloc_fill_done(struct q2_alloc *a, int err)
-{
-	q2_alloc_fill_put(a, 1, err);
-}
-
-/* Completion of a forwarded read comes by pieces: count sectors. */
-static void q2_alloc_parent_done(td_request_t treq, int err)
-{
-	q2_alloc_fill_put(treq.cb_data, treq.secs, err);
+	if (err)
+		q2_alloc_finish(a, err);
+	else
+		q2_alloc_write_data(a);
 }
 
 static void q2_alloc_own_read_done(void *ctx, void *arg, int err)
 {
+	struct q2_alloc *a = arg;
+
 	(void)ctx;
-	q2_alloc_fill_done(arg, err);
+	td_l2_fill_put(&a->fill, 1, err);
 }
 
 /* Read sectors [from, to) of the cluster from the backing image. */
 static void q2_alloc_read_parent(struct q2_alloc *a, uint64_t from,
 				 uint64_t to)
 {
-	struct q2_state *s = a->s;
-	uint64_t first = a->gcl * s->cl_secs;
-	td_request_t r = {
-		.op = TD_OP_READ,
-		.buf = (char *)a->buf + (from << TD_SECTOR_SHIFT),
-		.sec = first + from,
-		.secs = (uint32_t)(to - from),
-		.image = a->treq.image,
-		.cb = q2_alloc_parent_done,
-		.cb_data = a,
-	};
-
-	if (from >= to)
-		return;
-	a->pending += r.secs;
-	td_forward_request(r);
+	if (from < to)
+		td_l2_fill_parent(&a->fill, a->treq.image,
+				  (char *)a->buf + (from << TD_SECTOR_SHIFT),
+				  a->gcl * a->s->cl_secs + from,
+				  (uint32_t)(to - from));
 }
 
 static void q2_cread_start(struct q2_state *s, struct q2_cread *c);
@@ -249,7 +225,7 @@ static void q2_alloc_fill(struct q2_alloc *a)
 		return;
 	}
 	memset(a->buf, 0, s->cs);
-	a->pending = 1;
+	a->fill = (struct td_l2_fill){ .pending = 1, .done = q2_alloc_filled };
 	switch (a->old.type) {
 	case QCOW2_CLUSTER_UNALLOCATED:
 		if (!s->has_backing)
@@ -269,7 +245,7 @@ static void q2_alloc_fill(struct q2_alloc *a)
 		break;
 	case QCOW2_CLUSTER_NORMAL:
 		s->n_cow++;
-		a->pending++;
+		a->fill.pending++;
 		td_meta_read_data(&s->meta, td_grace_begin(&s->grace), a->buf,
 				  s->cs, a->old.host_offset,
 				  q2_alloc_own_read_done, a);
@@ -278,7 +254,7 @@ static void q2_alloc_fill(struct q2_alloc *a)
 		s->n_cow++;
 		c = td_pool_get(&s->creads);
 		if (!c) {
-			a->err = -EBUSY;	/* retried by the engine */
+			a->fill.err = -EBUSY;	/* retried by the engine */
 			break;
 		}
 		memset(c, 0, s->cread_hdr);
@@ -287,13 +263,13 @@ static void q2_alloc_fill(struct q2_alloc *a)
 		c->off = a->old.host_offset;
 		c->csize = a->old.csize;
 		c->buf = (uint8_t *)c + s->cread_hdr;
-		a->pending++;
+		a->fill.pending++;
 		q2_cread_start(s, c);
 		break;
 	default:
 		break;		/* zero clusters: zeros */
 	}
-	q2_alloc_fill_done(a, 0);
+	td_l2_fill_put(&a->fill, 1, 0);
 }
 
 /* A write (or zeroing) of treq, inside guest cluster gcl, needs a new
@@ -444,7 +420,7 @@ static void q2_cread_done(void *ctx, void *arg, int err)
 	if (a) {
 		if (!err)
 			memcpy(a->buf, s->zc.buf, s->cs);
-		q2_alloc_fill_done(a, err);
+		td_l2_fill_put(&a->fill, 1, err);
 	} else {
 		if (!err)
 			td_zcache_copy_out(&s->zc, treq);

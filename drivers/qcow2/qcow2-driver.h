@@ -52,8 +52,7 @@ struct q2_alloc {
 	struct td_list	 hash_link;
 	struct td_list	 waiters;	/* td_meta_req for this cluster */
 	struct td_meta_wait wait;
-	unsigned	 pending;
-	int		 err;
+	struct td_l2_fill fill;		/* the old contents */
 	uint8_t		*buf;		/* cluster_size, aligned */
 };
 

@@ -406,15 +406,11 @@ static void q2_queue_discard(td_driver_t *drv, td_request_t treq)
 static void q2_queue_flush(td_driver_t *drv, td_request_t treq)
 {
 	struct q2_state *s = drv->data;
-	struct td_meta_req *r;
 
-	if (s->rdonly) {
+	if (s->rdonly)
 		td_complete_request(treq, 0);
-		return;
-	}
-	r = td_meta_req_get(&s->meta, treq);
-	if (r)
-		td_meta_seq_wait(&s->commit_seq, &r->wait, td_meta_req_done);
+	else
+		td_meta_req_wait(&s->meta, &s->commit_seq, treq);
 }
 
 /* ---- open / close ---------------------------------------------------- */
