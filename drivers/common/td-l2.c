@@ -127,6 +127,12 @@ int td_l2_init(struct td_l2_tables *tb, struct td_meta *m, uint64_t *l1,
 	for (i = 0; i < p->l1_size; i++)
 		td_put_be64(tb->l1_disk + i * 8, l1[i]);
 	td_meta_seq_init(&tb->l1_seq, m, l1_issue, l1_failed);
+	for (i = 0; i < TD_L2_HASH_BUCKETS; i++)
+		td_list_init(&tb->hash[i]);
+	tb->alloc_hdr = td_round_up(p->alloc_size, TD_BUF_ALIGN);
+	if (td_pool_init(&tb->allocs, p->nallocs, tb->alloc_hdr +
+			 p->alloc_buf, TD_BUF_ALIGN))
+		return -ENOMEM;
 	if (!p->nslots) {
 		/* Made on first use, once per L1 entry in the image's life. */
 		tb->tables = calloc(p->l1_size ? p->l1_size : 1,
@@ -159,6 +165,7 @@ void td_l2_fini(struct td_l2_tables *tb)
 	free(tb->slots);
 	free(tb->tables);
 	free(tb->l1_disk);
+	td_pool_fini(&tb->allocs);
 	tb->slots = NULL;
 	tb->tables = NULL;
 	tb->l1_disk = NULL;
@@ -217,7 +224,7 @@ static struct td_l2 *l2_get(struct td_l2_tables *tb, struct td_l2 *t,
 	} else {
 		t = l2_evict(tb);
 		if (!t) {
-			td_meta_park(tb->m, tb->p.slot_waiters, treq);
+			td_meta_park(tb->m, tb->p.res_waiters, treq);
 			return NULL;
 		}
 		t->dirty = false;
@@ -244,8 +251,8 @@ static void l2_loaded(void *ctx, void *arg, int err)
 		td_log(TD_LOG_ERR, "%s: reading the L2 table of L1 entry %"
 		       PRIu64 ": %s", l2_name(tb), t->index, strerror(-err));
 	td_l2_ready(t, err);
-	if (err && tb->p.slot_waiters)
-		td_meta_wake(tb->m, tb->p.slot_waiters, 0);
+	if (err && tb->p.nslots)	/* the slot is free again */
+		td_meta_wake(tb->m, tb->p.res_waiters, 0);
 }
 
 void td_l2_write_new(struct td_l2 *t, td_request_t treq, uint64_t host,
@@ -265,6 +272,119 @@ void td_l2_link(struct td_l2 *t, uint64_t entry, struct td_meta_wait *w,
 {
 	td_l1_set(t->tb, t->index, entry);
 	td_meta_seq_wait(&t->tb->l1_seq, w, done);
+}
+
+/* ---- allocations ------------------------------------------------------ */
+
+static struct td_list *alloc_bucket(struct td_l2_tables *tb, uint64_t gcl)
+{
+	return &tb->hash[(gcl * 0x9e3779b97f4a7c15ull) >> 54 &
+			 (TD_L2_HASH_BUCKETS - 1)];
+}
+
+struct td_l2_alloc *td_l2_alloc_find(struct td_l2_tables *tb, uint64_t gcl)
+{
+	struct td_list *b = alloc_bucket(tb, gcl), *n;
+
+	for (n = b->next; n != b; n = n->next) {
+		struct td_l2_alloc *a = td_container_of(n, struct td_l2_alloc,
+							link);
+
+		if (a->gcl == gcl)
+			return a;
+	}
+	return NULL;
+}
+
+struct td_l2_alloc *td_l2_alloc_get(struct td_l2_tables *tb,
+				    enum td_l2_alloc_kind kind,
+				    struct td_l2 *t, uint64_t gcl)
+{
+	struct td_l2_alloc *a = td_pool_get(&tb->allocs);
+
+	if (!a)
+		return NULL;
+	memset(a, 0, tb->alloc_hdr);
+	a->tb = tb;
+	a->kind = kind;
+	a->gcl = gcl;
+	a->t = t;
+	a->buf = (uint8_t *)a + tb->alloc_hdr;
+	td_list_init(&a->waiters);
+	td_list_init(&a->link);
+	if (kind != TD_L2_ALLOC_TABLE)
+		td_list_add_tail(&a->link, alloc_bucket(tb, gcl));
+	t->pins++;
+	return a;
+}
+
+void td_l2_alloc_write_direct(struct td_l2_alloc *a)
+{
+	struct td_l2_tables *tb = a->tb;
+	uint64_t in = a->treq.sec - a->gcl * tb->p.cl_secs;
+
+	td_meta_io(tb->m, TD_OP_WRITE, a->treq.buf,
+		   (size_t)a->treq.secs << TD_SECTOR_SHIFT,
+		   a->host + (in << TD_SECTOR_SHIFT), tb->p.ops->written, a);
+}
+
+void td_l2_alloc_write(struct td_l2_alloc *a)
+{
+	struct td_l2_tables *tb = a->tb;
+	uint64_t in = a->treq.sec - a->gcl * tb->p.cl_secs;
+	uint8_t *at = a->buf + (in << TD_SECTOR_SHIFT);
+	size_t len = (size_t)a->treq.secs << TD_SECTOR_SHIFT;
+
+	if (td_l2_covers(tb, a->treq, a->gcl)) {
+		td_l2_alloc_write_direct(a);
+		return;
+	}
+	if (a->treq.op == TD_OP_WRITE)
+		memcpy(at, a->treq.buf, len);
+	else
+		memset(at, 0, len);
+	td_meta_io(tb->m, TD_OP_WRITE, a->buf,
+		   (size_t)tb->p.cl_secs << TD_SECTOR_SHIFT, a->host,
+		   tb->p.ops->written, a);
+}
+
+static void alloc_filled(struct td_l2_fill *f, int err)
+{
+	struct td_l2_alloc *a = td_container_of(f, struct td_l2_alloc, fill);
+
+	if (err)
+		td_l2_alloc_finish(a, err);
+	else
+		td_l2_alloc_write(a);
+}
+
+void td_l2_alloc_fill(struct td_l2_alloc *a)
+{
+	a->fill = (struct td_l2_fill){ .pending = 1, .done = alloc_filled };
+}
+
+void td_l2_alloc_finish(struct td_l2_alloc *a, int err)
+{
+	struct td_l2_tables *tb = a->tb;
+	enum td_l2_alloc_kind kind = a->kind;
+	td_request_t treq = a->treq;
+	struct td_list waiters;
+
+	if (err)
+		td_log(TD_LOG_ERR, "%s: %s %" PRIu64 ": %s", l2_name(tb),
+		       kind == TD_L2_ALLOC_DISCARD ?
+		       "discarding guest cluster" :
+		       kind == TD_L2_ALLOC_TABLE ?
+		       "allocating the L2 table of L1 entry" :
+		       "allocating guest cluster", a->gcl, strerror(-err));
+	a->t->pins--;
+	td_list_del(&a->link);
+	td_list_move(&waiters, &a->waiters);
+	td_pool_put(&tb->allocs, a);
+	if (kind != TD_L2_ALLOC_TABLE)
+		td_complete_request(treq, err);
+	td_meta_wake(tb->m, &waiters, 0);
+	td_meta_wake(tb->m, tb->p.res_waiters, 0);
 }
 
 /* ---- dispatch ---------------------------------------------------------- */

@@ -70,6 +70,55 @@ struct td_l2_ops {
 	bool (*unmapped)(void *ctx, td_request_t treq);
 	/* Allocate a table for t (state TD_L2_EMPTY); treq waits for it. */
 	void (*alloc)(void *ctx, struct td_l2 *t, td_request_t treq);
+	/* td_l2_alloc_write is done (arg: the struct td_l2_alloc). */
+	td_meta_cb_t written;
+};
+
+/* ---- filling a new cluster from its old contents ----------------------- */
+
+/*
+ * The old contents of a cluster being copied on write arrive from
+ * several reads at once (the backing image's, by pieces; this file's);
+ * done(f, err) runs once all have, err the first error or 0.  Start with
+ * pending = 1, a guard put after everything is issued.
+ */
+struct td_l2_fill {
+	unsigned	 pending;
+	int		 err;
+	void		(*done)(struct td_l2_fill *f, int err);
+};
+
+/* n units arrived (sectors of a read of the backing image, or 1). */
+void td_l2_fill_put(struct td_l2_fill *f, unsigned n, int err);
+/* Read secs sectors at sec from below image (the parent) into buf. */
+void td_l2_fill_parent(struct td_l2_fill *f, td_image_t *image, char *buf,
+		       uint64_t sec, uint32_t secs);
+
+/*
+ * An allocation in progress: a data cluster, a discard, or a new table.
+ * The first member of the driver's record (td_l2_params.alloc_size);
+ * from td_l2_alloc_get to td_l2_alloc_finish, requests for its guest
+ * cluster wait on it and its table stays cached.
+ */
+enum td_l2_alloc_kind {
+	TD_L2_ALLOC_DATA,	/* a new cluster for a write */
+	TD_L2_ALLOC_DISCARD,	/* a cluster made unallocated or zero */
+	TD_L2_ALLOC_TABLE,	/* a new L2 table */
+};
+
+struct td_l2_alloc {
+	struct td_l2_tables *tb;
+	enum td_l2_alloc_kind kind;
+	td_request_t	 treq;		/* data, discard */
+	uint64_t	 gcl;		/* guest cluster (a table: L1 index) */
+	struct td_l2	*t;		/* pinned */
+	uint32_t	 l2i;
+	uint64_t	 host;		/* the new cluster or table */
+	struct td_list	 link;		/* tb->hash */
+	struct td_list	 waiters;	/* td_meta_req for this cluster */
+	struct td_meta_wait wait;
+	struct td_l2_fill fill;		/* the old contents */
+	uint8_t		*buf;		/* alloc_buf bytes, aligned */
 };
 
 struct td_l2_params {
@@ -80,15 +129,25 @@ struct td_l2_params {
 	uint32_t	 entry_size;	/* bytes of an L2 entry */
 	uint32_t	 align;		/* writes are whole units of it (1) */
 	uint64_t	 span_secs;	/* sectors an L1 entry maps */
-	/*
-	 * 0: every table kept once loaded.  Else a cache of nslots tables;
-	 * a request finding no free slot waits on slot_waiters, woken by
-	 * the driver when a table is unpinned and on a failed load here.
-	 */
+	uint32_t	 cl_secs;	/* sectors of a cluster */
+	uint64_t	 vsecs;		/* virtual size, sectors */
+	/* 0: every table kept once loaded.  Else a cache of nslots. */
 	unsigned	 nslots;
-	struct td_list	*slot_waiters;
+	/*
+	 * Requests waiting for a resource (a cache slot, an allocation
+	 * record, the driver's own): woken when one may be free.
+	 */
+	struct td_list	*res_waiters;
+	/* Allocation records: nallocs of the driver's alloc_size bytes,
+	 * which begin with a struct td_l2_alloc, and alloc_buf bytes of
+	 * bounce buffer each. */
+	unsigned	 nallocs;
+	size_t		 alloc_size;
+	size_t		 alloc_buf;
 	const struct td_l2_ops *ops;
 };
+
+#define TD_L2_HASH_BUCKETS	1024u
 
 struct td_l2_tables {
 	struct td_meta	*m;
@@ -103,6 +162,10 @@ struct td_l2_tables {
 	struct td_l2	*slots;		/* nslots: the bounded cache */
 	struct td_l2	**tables;	/* else per L1 entry, made on use */
 	uint64_t	 tick;
+	struct td_pool	 allocs;	/* struct td_l2_alloc */
+	size_t		 alloc_hdr;	/* bounce buffer offset */
+	/* Allocations in progress, by guest cluster. */
+	struct td_list	 hash[TD_L2_HASH_BUCKETS];
 };
 
 /*
@@ -147,25 +210,44 @@ void td_l2_link(struct td_l2 *t, uint64_t entry, struct td_meta_wait *w,
 		td_meta_wait_fn done);
 void td_l2_ready(struct td_l2 *t, int err);
 
-/* ---- filling a new cluster from its old contents ----------------------- */
+/* Does treq cover guest cluster gcl whole (or all of a last one)? */
+static inline bool td_l2_covers(const struct td_l2_tables *tb,
+				td_request_t treq, uint64_t gcl)
+{
+	uint64_t first = gcl * tb->p.cl_secs;
+
+	return treq.sec == first && (treq.secs == tb->p.cl_secs ||
+				     first + treq.secs == tb->p.vsecs);
+}
 
 /*
- * The old contents of a cluster being copied on write arrive from
- * several reads at once (the backing image's, by pieces; this file's);
- * done(f, err) runs once all have, err the first error or 0.  Start with
- * pending = 1, a guard put after everything is issued.
+ * Copy on write into a's new cluster (a->host).  td_l2_alloc_fill
+ * starts counting the old contents' reads into a->buf (a->fill; the
+ * driver issues them, then puts the guard); once all are in (or one
+ * failed: td_l2_alloc_finish), td_l2_alloc_write.  That writes the
+ * request alone if it covers the cluster, else the bounce buffer with
+ * the request's data (zeros for a discard) over the old contents;
+ * ops->written(ctx, a, err) then.  td_l2_alloc_write_direct writes the
+ * request's data alone at its place (the rest reads as zeros already).
  */
-struct td_l2_fill {
-	unsigned	 pending;
-	int		 err;
-	void		(*done)(struct td_l2_fill *f, int err);
-};
+void td_l2_alloc_fill(struct td_l2_alloc *a);
+void td_l2_alloc_write(struct td_l2_alloc *a);
+void td_l2_alloc_write_direct(struct td_l2_alloc *a);
 
-/* n units arrived (sectors of a read of the backing image, or 1). */
-void td_l2_fill_put(struct td_l2_fill *f, unsigned n, int err);
-/* Read secs sectors at sec from below image (the parent) into buf. */
-void td_l2_fill_parent(struct td_l2_fill *f, td_image_t *image, char *buf,
-		       uint64_t sec, uint32_t secs);
+/*
+ * A record for an allocation of kind for guest cluster gcl (a table: t's
+ * L1 index) in table t, or NULL if none is free (wait on res_waiters).
+ */
+struct td_l2_alloc *td_l2_alloc_get(struct td_l2_tables *tb,
+				    enum td_l2_alloc_kind kind,
+				    struct td_l2 *t, uint64_t gcl);
+/* The data or discard allocation of guest cluster gcl, or NULL. */
+struct td_l2_alloc *td_l2_alloc_find(struct td_l2_tables *tb, uint64_t gcl);
+/*
+ * The allocation is over (err logged): its request completes with err,
+ * the requests waiting for it and for a resource are dispatched again.
+ */
+void td_l2_alloc_finish(struct td_l2_alloc *a, int err);
 
 /* ---- the last inflated compressed cluster ------------------------------ */
 

@@ -24,19 +24,8 @@ struct qc_state;
 
 /* An allocation in progress: a data cluster, or an L2 table. */
 struct qc_alloc {
-	struct qc_state	*s;
-	bool		 table;		/* an L2 table for t */
-	td_request_t	 treq;
-	uint64_t	 gcl;		/* guest cluster */
-	struct td_l2	*t;		/* pinned */
-	uint32_t	 l2i;
-	uint64_t	 host;		/* the new cluster or table */
+	struct td_l2_alloc r;		/* buf: 2 clusters, data, compressed */
 	struct qcow_mapping old;
-	struct td_list	 link;		/* s->active */
-	struct td_list	 waiters;	/* requests for this cluster */
-	struct td_meta_wait wait;
-	struct td_l2_fill fill;		/* the old contents */
-	uint8_t		*buf;		/* 2 clusters: data, compressed */
 };
 
 /* A compressed cluster being read. */
@@ -63,11 +52,9 @@ struct qc_state {
 	/* L1 and L2 tables (a bounded cache of L2 tables). */
 	struct td_l2_tables	 tables;
 
-	struct td_list		 active;	/* struct qc_alloc */
 	struct td_list		 res_waiters;	/* no slot/alloc/cread */
-	struct td_pool		 allocs;
 	struct td_pool		 creads;
-	size_t			 alloc_hdr, cread_hdr;
+	size_t			 cread_hdr;
 
 	struct td_zcache	 zc;		/* last inflated cluster */
 
@@ -78,8 +65,8 @@ struct qc_state {
 /* ---- qcow-cluster.c -------------------------------------------------- */
 /* td_l2_ops.alloc: a new L2 table for L1 entry t->index. */
 void qc_l2_alloc(void *ctx, struct td_l2 *t, td_request_t treq);
-/* The allocation of guest cluster gcl in progress, or NULL. */
-struct qc_alloc *qc_alloc_find(struct qc_state *s, uint64_t gcl);
+/* td_l2_ops.written: the new cluster's data is written. */
+void qc_alloc_written(void *ctx, void *arg, int err);
 /* A write of treq inside guest cluster gcl needs a new cluster. */
 void qc_alloc_data(struct qc_state *s, struct td_l2 *t, uint32_t l2i,
 		   uint64_t gcl, const struct qcow_mapping *old,

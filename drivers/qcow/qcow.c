@@ -71,10 +71,10 @@ static void qc_dispatch_seg(struct qc_state *s, struct td_l2 *t,
 	uint32_t l2i = (uint32_t)(gcl & ((1ull << s->l2_bits) - 1));
 	uint64_t in = (seg.sec % s->cl_secs) << TD_SECTOR_SHIFT;
 	struct qcow_mapping m;
-	struct qc_alloc *busy;
+	struct td_l2_alloc *busy;
 	char why[256];
 
-	busy = qc_alloc_find(s, gcl);
+	busy = td_l2_alloc_find(&s->tables, gcl);
 	if (busy) {
 		td_meta_run_flush(run);
 		td_meta_park(&s->meta, &busy->waiters, seg);
@@ -161,6 +161,7 @@ static const struct td_l2_ops qc_l2_ops = {
 	.table		= qc_table,
 	.unmapped	= qc_unmapped,
 	.alloc		= qc_l2_alloc,
+	.written	= qc_alloc_written,
 };
 
 /* td_meta_dispatch_t: a parked request's turn again. */
@@ -193,7 +194,6 @@ static void qc_free_state(struct qc_state *s)
 	td_l2_fini(&s->tables);
 	td_zcache_fini(&s->zc);
 	td_meta_fini(&s->meta);
-	td_pool_fini(&s->allocs);
 	td_pool_fini(&s->creads);
 	if (s->fd >= 0)
 		close(s->fd);
@@ -237,7 +237,6 @@ static int qc_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	s->has_backing = s->img->backing[0] != '\0';
 	s->next_free = td_round_up(s->img->file_size, s->cs);
 	rc = -ENOMEM;
-	td_list_init(&s->active);
 	td_list_init(&s->res_waiters);
 	if (td_zcache_init(&s->zc, s->cs) ||
 	    td_l2_init(&s->tables, &s->meta, s->img->l1, &(struct td_l2_params){
@@ -248,17 +247,19 @@ static int qc_open(td_driver_t *drv, const char *path, td_flag_t flags)
 			.entry_size = 8,
 			.align = 1,
 			.span_secs = (uint64_t)s->cl_secs << s->l2_bits,
+			.cl_secs = s->cl_secs,
+			.vsecs = s->vsecs,
 			.nslots = qc_nslots(s->img->g.l2_bytes),
-			.slot_waiters = &s->res_waiters,
+			.res_waiters = &s->res_waiters,
+			.nallocs = QC_MAX_ALLOCS,
+			.alloc_size = sizeof(struct qc_alloc),
+			.alloc_buf = 2u * s->cs,
 			.ops = &qc_l2_ops,
 		}))
 		goto fail;
-	s->alloc_hdr = td_round_up(sizeof(struct qc_alloc), TD_BUF_ALIGN);
 	s->cread_hdr = td_round_up(sizeof(struct qc_cread), TD_BUF_ALIGN);
 	if (td_meta_init(&s->meta, drv, s->fd, s, qc_redispatch, QC_MAX_IOCBS,
 			 QC_MAX_PIECES) ||
-	    td_pool_init(&s->allocs, QC_MAX_ALLOCS, s->alloc_hdr + 2u * s->cs,
-			 TD_BUF_ALIGN) ||
 	    td_pool_init(&s->creads, QC_MAX_CREADS, s->cread_hdr + s->cs,
 			 TD_BUF_ALIGN))
 		goto fail;

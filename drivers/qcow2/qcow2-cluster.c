@@ -19,123 +19,63 @@
 
 /* ---- allocations ----------------------------------------------------- */
 
-static struct td_list *q2_bucket(struct q2_state *s, uint64_t gcl)
+static struct q2_state *q2_of(struct q2_alloc *a)
 {
-	return &s->hash[(gcl * 0x9e3779b97f4a7c15ull) >> 54 &
-			(Q2_HASH_BUCKETS - 1)];
+	return a->r.tb->m->ctx;
 }
 
-struct q2_alloc *q2_alloc_find(struct q2_state *s, uint64_t gcl)
+static struct q2_alloc *q2_alloc_get(struct q2_state *s, struct td_l2 *t,
+				     enum td_l2_alloc_kind kind, uint64_t gcl)
 {
-	struct td_list *b = q2_bucket(s, gcl), *n;
-
-	for (n = b->next; n != b; n = n->next) {
-		struct q2_alloc *a = td_container_of(n, struct q2_alloc,
-						     hash_link);
-
-		if (a->gcl == gcl && a->kind != A_L2)
-			return a;
-	}
-	return NULL;
-}
-
-static struct q2_alloc *q2_alloc_get(struct q2_state *s,
-				     enum q2_alloc_kind kind, uint64_t gcl)
-{
-	struct q2_alloc *a = td_pool_get(&s->allocs);
-
-	if (!a)
-		return NULL;
-	memset(a, 0, s->alloc_hdr);
-	a->s = s;
-	a->kind = kind;
-	a->gcl = gcl;
-	a->buf = (uint8_t *)a + s->alloc_hdr;
-	td_list_init(&a->waiters);
-	td_list_init(&a->hash_link);
-	if (kind != A_L2)
-		td_list_add_tail(&a->hash_link, q2_bucket(s, gcl));
-	return a;
-}
-
-/* The allocation is over: release it, complete its request, wake. */
-static void q2_alloc_finish(struct q2_alloc *a, int err)
-{
-	struct q2_state *s = a->s;
-	td_request_t treq = a->treq;
-	struct td_list waiters;
-	enum q2_alloc_kind kind = a->kind;
-
-	if (err)
-		td_log(TD_LOG_ERR, "%s: %s %" PRIu64 ": %s", s->drv->name,
-		       kind == A_DISCARD ? "discarding guest cluster" :
-		       kind == A_L2 ? "allocating the L2 table of L1 entry" :
-		       "allocating guest cluster", a->gcl, strerror(-err));
-	td_list_del(&a->hash_link);
-	td_list_move(&waiters, &a->waiters);
-	td_pool_put(&s->allocs, a);
-	if (kind != A_L2)
-		td_complete_request(treq, err);
-	td_meta_wake(&s->meta, &waiters, 0);
-	td_meta_wake(&s->meta, &s->res_waiters, 0);
+	return (struct q2_alloc *)td_l2_alloc_get(&s->tables, kind, t, gcl);
 }
 
 /* 5. The old host cluster is unreferenced on disk: free it. */
 static void q2_alloc_freed(struct td_meta_wait *w, int err)
 {
-	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
+	struct q2_alloc *a = td_container_of(w, struct q2_alloc, r.wait);
 
 	if (!err)
-		q2_unref_mapping(a->s, &a->old);
-	q2_alloc_finish(a, err);
+		q2_unref_mapping(q2_of(a), &a->old);
+	td_l2_alloc_finish(&a->r, err);
 }
 
 /* 4 done: the L2 entry is written. */
 static void q2_alloc_l2_done(struct td_meta_wait *w, int err)
 {
-	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
+	struct q2_alloc *a = td_container_of(w, struct q2_alloc, r.wait);
 
 	if (err || !q2_mapping_owns(&a->old)) {
-		q2_alloc_finish(a, err);
+		td_l2_alloc_finish(&a->r, err);
 		return;
 	}
-	td_meta_barrier(&a->s->meta, &a->wait, q2_alloc_freed);
+	td_meta_barrier(&q2_of(a)->meta, &a->r.wait, q2_alloc_freed);
 }
 
 /* 3 done: the new cluster is counted and its data durable. */
 static void q2_alloc_committed(struct td_meta_wait *w, int err)
 {
-	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
+	struct q2_alloc *a = td_container_of(w, struct q2_alloc, r.wait);
 
 	if (err) {
-		q2_alloc_finish(a, err);
+		td_l2_alloc_finish(&a->r, err);
 		return;
 	}
-	td_l2_set(a->l2, a->l2i, a->host | QCOW2_OFLAG_COPIED, &a->wait,
+	td_l2_set(a->r.t, a->r.l2i, a->r.host | QCOW2_OFLAG_COPIED, &a->r.wait,
 		  q2_alloc_l2_done);
 }
 
-static void q2_alloc_data_done(void *ctx, void *arg, int err)
+/* 2 done: 3. the refcount commit. */
+void q2_alloc_written(void *ctx, void *arg, int err)
 {
 	struct q2_state *s = ctx;
 	struct q2_alloc *a = arg;
 
 	if (err) {
-		q2_alloc_finish(a, err);
+		td_l2_alloc_finish(&a->r, err);
 		return;
 	}
-	td_meta_seq_wait(&s->commit_seq, &a->wait, q2_alloc_committed);
-}
-
-/* Write the request's data alone at its place in the new cluster. */
-static void q2_alloc_write_direct(struct q2_alloc *a)
-{
-	struct q2_state *s = a->s;
-	uint64_t in = a->treq.sec - a->gcl * s->cl_secs;
-
-	td_meta_io(&s->meta, TD_OP_WRITE, a->treq.buf,
-		   (size_t)a->treq.secs << TD_SECTOR_SHIFT,
-		   a->host + (in << TD_SECTOR_SHIFT), q2_alloc_data_done, a);
+	td_meta_seq_wait(&s->commit_seq, &a->r.wait, q2_alloc_committed);
 }
 
 /*
@@ -145,39 +85,8 @@ static void q2_alloc_write_direct(struct q2_alloc *a)
  */
 static bool q2_alloc_fresh(const struct q2_state *s, const struct q2_alloc *a)
 {
-	return s->punch_ok && (a->host >> s->g->cluster_bits) >= s->fresh_from;
-}
-
-/* 2. The whole cluster's data, from the bounce buffer or the request. */
-static void q2_alloc_write_data(struct q2_alloc *a)
-{
-	struct q2_state *s = a->s;
-	uint64_t first = a->gcl * s->cl_secs;
-
-	if (a->treq.sec == first && (a->treq.secs == s->cl_secs ||
-				     first + a->treq.secs == s->vsecs)) {
-		q2_alloc_write_direct(a);
-		return;
-	}
-	if (a->treq.op == TD_OP_WRITE)
-		memcpy(a->buf + ((a->treq.sec - first) << TD_SECTOR_SHIFT),
-		       a->treq.buf, (size_t)a->treq.secs << TD_SECTOR_SHIFT);
-	else
-		memset(a->buf + ((a->treq.sec - first) << TD_SECTOR_SHIFT), 0,
-		       (size_t)a->treq.secs << TD_SECTOR_SHIFT);
-	td_meta_io(&s->meta, TD_OP_WRITE, a->buf, s->cs, a->host,
-		   q2_alloc_data_done, a);
-}
-
-/* The old contents are in the bounce buffer (or failed). */
-static void q2_alloc_filled(struct td_l2_fill *f, int err)
-{
-	struct q2_alloc *a = td_container_of(f, struct q2_alloc, fill);
-
-	if (err)
-		q2_alloc_finish(a, err);
-	else
-		q2_alloc_write_data(a);
+	return s->punch_ok &&
+	       (a->r.host >> s->g->cluster_bits) >= s->fresh_from;
 }
 
 static void q2_alloc_own_read_done(void *ctx, void *arg, int err)
@@ -185,7 +94,7 @@ static void q2_alloc_own_read_done(void *ctx, void *arg, int err)
 	struct q2_alloc *a = arg;
 
 	(void)ctx;
-	td_l2_fill_put(&a->fill, 1, err);
+	td_l2_fill_put(&a->r.fill, 1, err);
 }
 
 /* Read sectors [from, to) of the cluster from the backing image. */
@@ -193,9 +102,9 @@ static void q2_alloc_read_parent(struct q2_alloc *a, uint64_t from,
 				 uint64_t to)
 {
 	if (from < to)
-		td_l2_fill_parent(&a->fill, a->treq.image,
-				  (char *)a->buf + (from << TD_SECTOR_SHIFT),
-				  a->gcl * a->s->cl_secs + from,
+		td_l2_fill_parent(&a->r.fill, a->r.treq.image,
+				  (char *)a->r.buf + (from << TD_SECTOR_SHIFT),
+				  a->r.gcl * q2_of(a)->cl_secs + from,
 				  (uint32_t)(to - from));
 }
 
@@ -204,28 +113,27 @@ static void q2_cread_start(struct q2_state *s, struct q2_cread *c);
 /* 2 (before): fill the bounce buffer with what the cluster held. */
 static void q2_alloc_fill(struct q2_alloc *a)
 {
-	struct q2_state *s = a->s;
-	uint64_t first = a->gcl * s->cl_secs, in = a->treq.sec - first;
+	struct q2_state *s = q2_of(a);
+	uint64_t first = a->r.gcl * s->cl_secs, in = a->r.treq.sec - first;
 	uint64_t end = s->vsecs - first < s->cl_secs ? s->vsecs - first :
 		       s->cl_secs, head, tail;
 	struct q2_cread *c;
 
-	if (a->treq.sec == first && (a->treq.secs == s->cl_secs ||
-				     first + a->treq.secs == s->vsecs) &&
-	    a->treq.op == TD_OP_WRITE) {
-		q2_alloc_write_data(a);
+	if (td_l2_covers(&s->tables, a->r.treq, a->r.gcl) &&
+	    a->r.treq.op == TD_OP_WRITE) {
+		td_l2_alloc_write(&a->r);
 		return;
 	}
 	/* Zeros around the data, in a cluster that holds zeros already. */
-	if (a->treq.op == TD_OP_WRITE && q2_alloc_fresh(s, a) &&
+	if (a->r.treq.op == TD_OP_WRITE && q2_alloc_fresh(s, a) &&
 	    (a->old.type == QCOW2_CLUSTER_ZERO_PLAIN ||
 	     a->old.type == QCOW2_CLUSTER_ZERO_ALLOC ||
 	     (a->old.type == QCOW2_CLUSTER_UNALLOCATED && !s->has_backing))) {
-		q2_alloc_write_direct(a);
+		td_l2_alloc_write_direct(&a->r);
 		return;
 	}
-	memset(a->buf, 0, s->cs);
-	a->fill = (struct td_l2_fill){ .pending = 1, .done = q2_alloc_filled };
+	memset(a->r.buf, 0, s->cs);
+	td_l2_alloc_fill(&a->r);
 	switch (a->old.type) {
 	case QCOW2_CLUSTER_UNALLOCATED:
 		if (!s->has_backing)
@@ -233,7 +141,7 @@ static void q2_alloc_fill(struct q2_alloc *a)
 		/* 4 KiB-aligned pieces (O_DIRECT parents); the sectors the
 		 * write covers are overwritten afterwards. */
 		head = td_round_up(in, Q2_SECS_ALIGN);
-		tail = td_round_down(in + a->treq.secs, Q2_SECS_ALIGN);
+		tail = td_round_down(in + a->r.treq.secs, Q2_SECS_ALIGN);
 		if (head > end)
 			head = end;
 		if (head >= tail) {
@@ -245,8 +153,8 @@ static void q2_alloc_fill(struct q2_alloc *a)
 		break;
 	case QCOW2_CLUSTER_NORMAL:
 		s->n_cow++;
-		a->fill.pending++;
-		td_meta_read_data(&s->meta, td_grace_begin(&s->grace), a->buf,
+		a->r.fill.pending++;
+		td_meta_read_data(&s->meta, td_grace_begin(&s->grace), a->r.buf,
 				  s->cs, a->old.host_offset,
 				  q2_alloc_own_read_done, a);
 		break;
@@ -254,7 +162,7 @@ static void q2_alloc_fill(struct q2_alloc *a)
 		s->n_cow++;
 		c = td_pool_get(&s->creads);
 		if (!c) {
-			a->fill.err = -EBUSY;	/* retried by the engine */
+			a->r.fill.err = -EBUSY;	/* retried by the engine */
 			break;
 		}
 		memset(c, 0, s->cread_hdr);
@@ -263,13 +171,13 @@ static void q2_alloc_fill(struct q2_alloc *a)
 		c->off = a->old.host_offset;
 		c->csize = a->old.csize;
 		c->buf = (uint8_t *)c + s->cread_hdr;
-		a->fill.pending++;
+		a->r.fill.pending++;
 		q2_cread_start(s, c);
 		break;
 	default:
 		break;		/* zero clusters: zeros */
 	}
-	td_l2_fill_put(&a->fill, 1, 0);
+	td_l2_fill_put(&a->r.fill, 1, 0);
 }
 
 /* A write (or zeroing) of treq, inside guest cluster gcl, needs a new
@@ -285,19 +193,18 @@ void q2_alloc_data(struct q2_state *s, struct td_l2 *t, uint32_t l2i,
 		td_complete_request(treq, -EIO);
 		return;
 	}
-	a = q2_alloc_get(s, A_DATA, gcl);
+	a = q2_alloc_get(s, t, TD_L2_ALLOC_DATA, gcl);
 	if (!a) {
 		td_meta_park(&s->meta, &s->res_waiters, treq);
 		return;
 	}
-	a->treq = treq;
-	a->l2 = t;
-	a->l2i = l2i;
+	a->r.treq = treq;
+	a->r.l2i = l2i;
 	a->old = *old;
 	/* 1. A free cluster, counted in memory. */
-	err = q2_alloc_cluster(s, &a->host);
+	err = q2_alloc_cluster(s, &a->r.host);
 	if (err) {
-		q2_alloc_finish(a, err);
+		td_l2_alloc_finish(&a->r, err);
 		return;
 	}
 	q2_alloc_fill(a);
@@ -315,17 +222,16 @@ void q2_discard_cluster(struct q2_state *s, struct td_l2 *t,
 		td_complete_request(treq, -EIO);
 		return;
 	}
-	a = q2_alloc_get(s, A_DISCARD, gcl);
+	a = q2_alloc_get(s, t, TD_L2_ALLOC_DISCARD, gcl);
 	if (!a) {
 		td_meta_park(&s->meta, &s->res_waiters, treq);
 		return;
 	}
 	s->n_discard++;
-	a->treq = treq;
-	a->l2 = t;
-	a->l2i = l2i;
+	a->r.treq = treq;
+	a->r.l2i = l2i;
 	a->old = *old;
-	td_l2_set(t, l2i, s->has_backing ? QCOW2_OFLAG_ZERO : 0, &a->wait,
+	td_l2_set(t, l2i, s->has_backing ? QCOW2_OFLAG_ZERO : 0, &a->r.wait,
 		  q2_alloc_l2_done);
 }
 
@@ -333,9 +239,9 @@ void q2_discard_cluster(struct q2_state *s, struct td_l2 *t,
 
 static void q2_l2_alloc_l1_done(struct td_meta_wait *w, int err)
 {
-	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
-	struct q2_state *s = a->s;
-	struct td_l2 *t = a->l2;
+	struct q2_alloc *a = td_container_of(w, struct q2_alloc, r.wait);
+	struct q2_state *s = q2_of(a);
+	struct td_l2 *t = a->r.t;
 
 	if (err) {
 		/* The entry stays in memory: the table is usable. */
@@ -343,19 +249,19 @@ static void q2_l2_alloc_l1_done(struct td_meta_wait *w, int err)
 		       s->drv->name, t->index);
 	}
 	td_l2_ready(t, 0);
-	q2_alloc_finish(a, err);
+	td_l2_alloc_finish(&a->r, err);
 }
 
 static void q2_l2_alloc_committed(struct td_meta_wait *w, int err)
 {
-	struct q2_alloc *a = td_container_of(w, struct q2_alloc, wait);
+	struct q2_alloc *a = td_container_of(w, struct q2_alloc, r.wait);
 
 	if (err) {
-		td_l2_ready(a->l2, err);
-		q2_alloc_finish(a, err);
+		td_l2_ready(a->r.t, err);
+		td_l2_alloc_finish(&a->r, err);
 		return;
 	}
-	td_l2_link(a->l2, a->host | QCOW2_OFLAG_COPIED, &a->wait,
+	td_l2_link(a->r.t, a->r.host | QCOW2_OFLAG_COPIED, &a->r.wait,
 		   q2_l2_alloc_l1_done);
 }
 
@@ -365,38 +271,37 @@ static void q2_l2_alloc_written(void *ctx, void *arg, int err)
 	struct q2_alloc *a = arg;
 
 	if (err) {
-		td_l2_ready(a->l2, err);
-		q2_alloc_finish(a, err);
+		td_l2_ready(a->r.t, err);
+		td_l2_alloc_finish(&a->r, err);
 		return;
 	}
-	td_meta_seq_wait(&s->commit_seq, &a->wait, q2_l2_alloc_committed);
+	td_meta_seq_wait(&s->commit_seq, &a->r.wait, q2_l2_alloc_committed);
 }
 
 /* A new, empty L2 table for L1 entry t->index; treq waits for it. */
 void q2_l2_alloc(void *ctx, struct td_l2 *t, td_request_t treq)
 {
 	struct q2_state *s = ctx;
-	struct q2_alloc *a = q2_alloc_get(s, A_L2, t->index);
+	struct q2_alloc *a = q2_alloc_get(s, t, TD_L2_ALLOC_TABLE, t->index);
 	int err;
 
 	if (!a) {
 		td_meta_park(&s->meta, &s->res_waiters, treq);
 		return;
 	}
-	a->l2 = t;
-	err = q2_alloc_cluster(s, &a->host);
+	err = q2_alloc_cluster(s, &a->r.host);
 	/* An L2 table is metadata from now on. */
 	if (!err && qcow2_image_meta_add(s->img,
-					 a->host >> s->g->cluster_bits)) {
-		q2_set_refcount(s, a->host >> s->g->cluster_bits, 0);
+					 a->r.host >> s->g->cluster_bits)) {
+		q2_set_refcount(s, a->r.host >> s->g->cluster_bits, 0);
 		err = -ENOMEM;
 	}
 	if (err) {
-		q2_alloc_finish(a, err);
+		td_l2_alloc_finish(&a->r, err);
 		td_complete_request(treq, err);
 		return;
 	}
-	td_l2_write_new(t, treq, a->host, q2_l2_alloc_written, a);
+	td_l2_write_new(t, treq, a->r.host, q2_l2_alloc_written, a);
 }
 
 /* ---- compressed clusters --------------------------------------------- */
@@ -419,8 +324,8 @@ static void q2_cread_done(void *ctx, void *arg, int err)
 	q2_cread_put(s, c);
 	if (a) {
 		if (!err)
-			memcpy(a->buf, s->zc.buf, s->cs);
-		td_l2_fill_put(&a->fill, 1, err);
+			memcpy(a->r.buf, s->zc.buf, s->cs);
+		td_l2_fill_put(&a->r.fill, 1, err);
 	} else {
 		if (!err)
 			td_zcache_copy_out(&s->zc, treq);

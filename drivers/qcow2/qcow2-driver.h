@@ -24,7 +24,6 @@
 #include "common/td-zlib.h"
 #include "common/td-util.h"
 
-#define Q2_HASH_BUCKETS		1024u
 /* Freed clusters remembered for reuse before scanning for free ones. */
 #define Q2_FREE_STACK		4096u
 /* O_DIRECT alignment of metadata and compressed reads. */
@@ -33,27 +32,10 @@
 
 struct q2_state;
 
-enum q2_alloc_kind {
-	A_DATA,		/* a new cluster for a write */
-	A_DISCARD,	/* a cluster made unallocated or zero */
-	A_L2,		/* a new L2 table */
-};
-
 /* One allocation (or discard) in progress, keyed by guest cluster. */
 struct q2_alloc {
-	struct q2_state	*s;
-	enum q2_alloc_kind kind;
-	td_request_t	 treq;		/* A_DATA, A_DISCARD */
-	uint64_t	 gcl;		/* guest cluster (A_L2: L1 index) */
-	struct td_l2	*l2;
-	uint32_t	 l2i;
-	uint64_t	 host;		/* the new cluster */
+	struct td_l2_alloc r;		/* buf: cluster_size */
 	struct qcow2_mapping old;	/* what it replaces */
-	struct td_list	 hash_link;
-	struct td_list	 waiters;	/* td_meta_req for this cluster */
-	struct td_meta_wait wait;
-	struct td_l2_fill fill;		/* the old contents */
-	uint8_t		*buf;		/* cluster_size, aligned */
 };
 
 /* A refcount block write of the commit in flight. */
@@ -119,16 +101,13 @@ struct q2_state {
 	struct q2_rb_write	*commit_list;	/* blocks being written */
 	uint64_t		 commit_nlist;
 
-	struct td_list		 hash[Q2_HASH_BUCKETS];
 	struct td_list		 res_waiters;	/* no alloc/cread free */
 
 	uint8_t			*zeros;		/* one cluster of zeros */
 	struct td_zcache	 zc;		/* the last inflated cluster */
 
 	struct td_meta		 meta;		/* I/O, barrier, parking */
-	struct td_pool		 allocs;
 	struct td_pool		 creads;
-	size_t			 alloc_hdr;	/* buffer offset in an alloc */
 	size_t			 cread_hdr;
 	size_t			 cread_buf;
 
@@ -144,8 +123,8 @@ int q2_check_meta_old(struct q2_state *s,
 		      const struct qcow2_mapping *m, uint64_t gcl);
 
 /* ---- qcow2-cluster.c ------------------------------------------------- */
-/* The allocation (or discard) of guest cluster gcl in progress, or NULL. */
-struct q2_alloc *q2_alloc_find(struct q2_state *s, uint64_t gcl);
+/* td_l2_ops.written: the new cluster's data is written. */
+void q2_alloc_written(void *ctx, void *arg, int err);
 /* A write of treq into guest cluster gcl needs a new cluster. */
 void q2_alloc_data(struct q2_state *s, struct td_l2 *t, uint32_t l2i,
 		   uint64_t gcl, const struct qcow2_mapping *old,

@@ -234,8 +234,7 @@ static void q2_dispatch_write_seg(struct q2_state *s, struct td_l2 *t,
 				  td_request_t seg, struct td_meta_run *run)
 {
 	uint64_t first = gcl * s->cl_secs;
-	bool whole = seg.sec == first && (seg.secs == s->cl_secs ||
-					  first + seg.secs == s->vsecs);
+	bool whole = td_l2_covers(&s->tables, seg, gcl);
 
 	if (s->corrupt) {
 		/* Found by an earlier segment, or while this one waited. */
@@ -293,7 +292,7 @@ static void q2_dispatch_table(struct q2_state *s, struct td_l2 *t,
 			    s->cl_secs;
 	struct td_meta_run run = { .m = &s->meta, .grace = &s->grace };
 	struct qcow2_mapping m;
-	struct q2_alloc *busy;
+	struct td_l2_alloc *busy;
 	uint32_t done = 0;
 
 	if (!seg_secs)
@@ -313,7 +312,7 @@ static void q2_dispatch_table(struct q2_state *s, struct td_l2 *t,
 		if (seg.buf)
 			seg.buf = treq.buf + ((size_t)done << TD_SECTOR_SHIFT);
 		done += n;
-		busy = q2_alloc_find(s, gcl);
+		busy = td_l2_alloc_find(&s->tables, gcl);
 		if (busy) {
 			td_meta_run_flush(&run);
 			td_meta_park(&s->meta, &busy->waiters, seg);
@@ -376,6 +375,7 @@ static const struct td_l2_ops q2_l2_ops = {
 	.table		= q2_table,
 	.unmapped	= q2_unmapped,
 	.alloc		= q2_l2_alloc,
+	.written	= q2_alloc_written,
 };
 
 /* td_meta_dispatch_t: a parked request's turn again. */
@@ -430,7 +430,6 @@ static void q2_free_state(struct q2_state *s)
 	free(s->zeros);
 	td_zcache_fini(&s->zc);
 	td_meta_fini(&s->meta);
-	td_pool_fini(&s->allocs);
 	td_pool_fini(&s->creads);
 	if (s->fd >= 0)
 		close(s->fd);
@@ -476,7 +475,6 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	bool rdonly = flags & TD_OPEN_RDONLY;
 	char err[1024];
 	size_t each;
-	uint64_t i;
 	uint32_t align = 0;
 	bool direct = false;
 	int rc, oflags;
@@ -517,6 +515,9 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 		goto fail;	/* the errno says it all (tapdisk.h) */
 	s->fd = rc;
 	rc = -ENOMEM;
+	td_list_init(&s->res_waiters);
+	/* An allocation record and its bounce cluster. */
+	each = td_round_up(sizeof(struct q2_alloc), TD_BUF_ALIGN) + s->cs;
 	s->zeros = td_zalloc_aligned(s->cs);
 	if (!s->zeros || td_zcache_init(&s->zc, s->cs) ||
 	    td_l2_init(&s->tables, &s->meta, s->img->l1, &(struct td_l2_params){
@@ -527,30 +528,29 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 			.entry_size = s->g->l2_entry_size,
 			.align = s->io_align,
 			.span_secs = (uint64_t)s->cl_secs << s->g->l2_bits,
+			.cl_secs = s->cl_secs,
+			.vsecs = s->vsecs,
+			.res_waiters = &s->res_waiters,
+			.nallocs = clamp_count(Q2_ALLOC_BUDGET, each,
+					       Q2_MIN_ALLOCS, Q2_MAX_ALLOCS),
+			.alloc_size = sizeof(struct q2_alloc),
+			.alloc_buf = s->cs,
 			.ops = &q2_l2_ops,
 		}))
 		goto fail;
 	if (!rdonly && q2_open_rw_state(s))
 		goto fail;
-	s->alloc_hdr = td_round_up(sizeof(struct q2_alloc), TD_BUF_ALIGN);
 	s->cread_hdr = td_round_up(sizeof(struct q2_cread), TD_BUF_ALIGN);
 	s->cread_buf = td_round_up(2 * (size_t)s->cs +
 				   QCOW2_COMPRESSED_SECTOR, Q2_IO_ALIGN) +
 		       2 * Q2_IO_ALIGN;
-	each = s->alloc_hdr + s->cs;
 	if (td_meta_init(&s->meta, drv, s->fd, s, q2_redispatch, Q2_MAX_IOCBS,
 			 Q2_MAX_PIECES) ||
-	    td_pool_init(&s->allocs, clamp_count(Q2_ALLOC_BUDGET, each,
-						 Q2_MIN_ALLOCS, Q2_MAX_ALLOCS),
-			 each, TD_BUF_ALIGN) ||
 	    td_pool_init(&s->creads, clamp_count(Q2_CREAD_BUDGET,
 						 s->cread_hdr + s->cread_buf,
 						 Q2_MIN_CREADS, Q2_MAX_CREADS),
 			 s->cread_hdr + s->cread_buf, TD_BUF_ALIGN))
 		goto fail;
-	for (i = 0; i < Q2_HASH_BUCKETS; i++)
-		td_list_init(&s->hash[i]);
-	td_list_init(&s->res_waiters);
 	td_meta_seq_init(&s->commit_seq, &s->meta, q2_commit_issue, NULL);
 	drv->info.size = s->vsecs;
 	drv->info.sector_size = TD_SECTOR_SIZE;
