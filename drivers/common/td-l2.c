@@ -130,8 +130,12 @@ int td_l2_init(struct td_l2_tables *tb, struct td_meta *m, uint64_t *l1,
 	for (i = 0; i < TD_L2_HASH_BUCKETS; i++)
 		td_list_init(&tb->hash[i]);
 	tb->alloc_hdr = td_round_up(p->alloc_size, TD_BUF_ALIGN);
+	tb->cread_hdr = td_round_up(sizeof(struct td_l2_cread), TD_BUF_ALIGN);
 	if (td_pool_init(&tb->allocs, p->nallocs, tb->alloc_hdr +
-			 p->alloc_buf, TD_BUF_ALIGN))
+			 p->alloc_buf, TD_BUF_ALIGN) ||
+	    td_pool_init(&tb->creads, p->ncreads, tb->cread_hdr +
+			 p->cread_buf, TD_BUF_ALIGN) ||
+	    td_zcache_init(&tb->zc, p->cl_secs << TD_SECTOR_SHIFT))
 		return -ENOMEM;
 	if (!p->nslots) {
 		/* Made on first use, once per L1 entry in the image's life. */
@@ -166,6 +170,8 @@ void td_l2_fini(struct td_l2_tables *tb)
 	free(tb->tables);
 	free(tb->l1_disk);
 	td_pool_fini(&tb->allocs);
+	td_pool_fini(&tb->creads);
+	td_zcache_fini(&tb->zc);
 	tb->slots = NULL;
 	tb->tables = NULL;
 	tb->l1_disk = NULL;
@@ -467,6 +473,102 @@ void td_l2_fill_parent(struct td_l2_fill *f, td_image_t *image, char *buf,
 		return;
 	f->pending += secs;
 	td_forward_request(r);
+}
+
+/* ---- compressed clusters ----------------------------------------------- */
+
+static void cread_done(void *ctx, void *arg, int err)
+{
+	struct td_l2_cread *c = arg;
+	struct td_l2_tables *tb = c->tb;
+	struct td_l2_alloc *a = c->alloc;
+	td_request_t treq = c->treq;
+
+	(void)ctx;
+	if (!err)
+		err = td_zcache_fill(&tb->zc, l2_name(tb), c->off, c->csize,
+				     c->buf + c->skip);
+	td_pool_put(&tb->creads, c);
+	if (a) {
+		if (!err)
+			memcpy(a->buf, tb->zc.buf, tb->zc.size);
+		td_l2_fill_put(&a->fill, 1, err);
+	} else {
+		if (!err)
+			td_zcache_copy_out(&tb->zc, treq);
+		td_complete_request(treq, err);
+	}
+	td_meta_wake(tb->m, tb->p.res_waiters, 0);
+}
+
+static void cread_start(struct td_l2_cread *c)
+{
+	struct td_l2_tables *tb = c->tb;
+	uint64_t start = td_round_down(c->off, tb->p.cread_align);
+	uint64_t end = td_round_up(c->off + c->csize, tb->p.cread_align);
+
+	if (td_zcache_holds(&tb->zc, c->off, c->csize)) {
+		cread_done(NULL, c, 0);
+		return;
+	}
+	c->skip = (uint32_t)(c->off - start);
+	c->len = end - start;
+	if (c->len > tb->p.cread_buf) {
+		td_log(TD_LOG_ERR, "%s: compressed cluster at %" PRIu64
+		       " claims %u bytes", l2_name(tb), c->off, c->csize);
+		cread_done(NULL, c, -EIO);
+		return;
+	}
+	td_meta_read_data(tb->m, tb->p.grace ? td_grace_begin(tb->p.grace) :
+			  NULL, c->buf, c->len, start, cread_done, c);
+}
+
+/* A record for a compressed read of csize bytes at off, or NULL. */
+static struct td_l2_cread *cread_get(struct td_l2_tables *tb, uint64_t off,
+				     uint32_t csize)
+{
+	struct td_l2_cread *c = td_pool_get(&tb->creads);
+
+	if (!c)
+		return NULL;
+	memset(c, 0, tb->cread_hdr);
+	c->tb = tb;
+	c->off = off;
+	c->csize = csize;
+	c->buf = (uint8_t *)c + tb->cread_hdr;
+	return c;
+}
+
+void td_l2_read_compressed(struct td_l2_tables *tb, td_request_t treq,
+			   uint64_t off, uint32_t csize)
+{
+	struct td_l2_cread *c;
+
+	if (td_zcache_holds(&tb->zc, off, csize)) {
+		td_zcache_copy_out(&tb->zc, treq);
+		td_complete_request(treq, 0);
+		return;
+	}
+	c = cread_get(tb, off, csize);
+	if (!c) {
+		td_meta_park(tb->m, tb->p.res_waiters, treq);
+		return;
+	}
+	c->treq = treq;
+	cread_start(c);
+}
+
+int td_l2_alloc_read_compressed(struct td_l2_alloc *a, uint64_t off,
+				uint32_t csize)
+{
+	struct td_l2_cread *c = cread_get(a->tb, off, csize);
+
+	if (!c)
+		return -EBUSY;
+	c->alloc = a;
+	a->fill.pending++;
+	cread_start(c);
+	return 0;
 }
 
 /* ---- the last inflated compressed cluster ------------------------------ */

@@ -12,14 +12,19 @@
  *  - The dispatch of a request: split at L1 entry boundaries, each
  *    piece parked while its table loads or is allocated, loaded, or
  *    handed to the driver with its ready table.
- *  - The last inflated compressed cluster (struct td_zcache).
+ *  - Allocations in progress (struct td_l2_alloc): the record, found by
+ *    guest cluster, the requests waiting for it, the copy-on-write fill
+ *    of the new cluster's old contents and the write of its data.
+ *  - Compressed reads and the last inflated compressed cluster (struct
+ *    td_zcache).
  *
  * What the formats disagree on is a parameter (the entry and table
  * sizes, the write granularity, which bits of an L1 entry give the
- * table's offset, the cache's bound) or stays in the driver: decoding an
- * entry, what an unmapped range means, allocating a table or a cluster
- * (qcow appends it to the file, qcow2 counts it in its refcounts) and in
- * which order.
+ * table's offset, the cache's bound, the alignment of compressed reads)
+ * or stays in the driver: decoding an entry, what an unmapped range
+ * means, where a new table or cluster goes (qcow appends it to the
+ * file, qcow2 counts it in its refcounts), the order of an allocation's
+ * steps after its data is written, discard.
  *
  * Everything runs on the engine's loop thread; the callbacks get the
  * driver's context, td_meta's ctx.
@@ -33,6 +38,7 @@
 
 #include <tapfs/engine.h>
 
+#include "td-grace.h"
 #include "td-meta.h"
 #include "td-util.h"
 
@@ -121,6 +127,27 @@ struct td_l2_alloc {
 	uint8_t		*buf;		/* alloc_buf bytes, aligned */
 };
 
+/* The last inflated compressed cluster (td_zcache_*, below). */
+struct td_zcache {
+	void		*zs;		/* inflate stream */
+	uint8_t		*buf;		/* one cluster */
+	uint32_t	 size;		/* cluster size */
+	uint64_t	 off;		/* of the compressed data held */
+	uint32_t	 csize;		/* 0: empty */
+};
+
+/* A compressed cluster being read: for a read, or a copy on write. */
+struct td_l2_cread {
+	struct td_l2_tables *tb;
+	td_request_t	 treq;		/* the read (alloc NULL) */
+	struct td_l2_alloc *alloc;	/* copy on write into alloc->buf */
+	uint64_t	 off;		/* of the compressed data */
+	uint32_t	 csize;
+	uint32_t	 skip;		/* data starts at buf + skip */
+	size_t		 len;		/* bytes read */
+	uint8_t		*buf;		/* cread_buf bytes */
+};
+
 struct td_l2_params {
 	uint64_t	 l1_size;	/* entries */
 	uint64_t	 l1_offset;	/* of the L1 table in the file */
@@ -144,6 +171,13 @@ struct td_l2_params {
 	unsigned	 nallocs;
 	size_t		 alloc_size;
 	size_t		 alloc_buf;
+	/* Compressed reads: ncreads of cread_buf bytes, whole units of
+	 * cread_align (1: exact) read; data reads hold an epoch of grace
+	 * (or NULL). */
+	unsigned	 ncreads;
+	size_t		 cread_buf;
+	uint32_t	 cread_align;
+	struct td_grace	*grace;
 	const struct td_l2_ops *ops;
 };
 
@@ -165,7 +199,9 @@ struct td_l2_tables {
 	struct td_pool	 allocs;	/* struct td_l2_alloc */
 	size_t		 alloc_hdr;	/* bounce buffer offset */
 	/* Allocations in progress, by guest cluster. */
-	struct td_list	 hash[TD_L2_HASH_BUCKETS];
+	struct td_list	 hash[TD_L2_HASH_BUCKETS];	struct td_pool	 creads;	/* struct td_l2_cread */
+	size_t		 cread_hdr;
+	struct td_zcache zc;		/* the last inflated cluster */
 };
 
 /*
@@ -249,15 +285,24 @@ struct td_l2_alloc *td_l2_alloc_find(struct td_l2_tables *tb, uint64_t gcl);
  */
 void td_l2_alloc_finish(struct td_l2_alloc *a, int err);
 
+/* ---- compressed clusters ----------------------------------------------- */
+
+/*
+ * Read treq inside the compressed cluster of csize bytes at off: from
+ * the last inflated cluster, or read and inflated (waiting on
+ * res_waiters for a record).
+ */
+void td_l2_read_compressed(struct td_l2_tables *tb, td_request_t treq,
+			   uint64_t off, uint32_t csize);
+/*
+ * Copy on write of a compressed cluster: its data inflated into a->buf,
+ * counted in a->fill.  0, or -EBUSY without a free record.
+ */
+int  td_l2_alloc_read_compressed(struct td_l2_alloc *a, uint64_t off,
+				 uint32_t csize);
+
 /* ---- the last inflated compressed cluster ------------------------------ */
 
-struct td_zcache {
-	void		*zs;		/* inflate stream */
-	uint8_t		*buf;		/* one cluster */
-	uint32_t	 size;		/* cluster size */
-	uint64_t	 off;		/* of the compressed data held */
-	uint32_t	 csize;		/* 0: empty */
-};
 
 /* 0 or -ENOMEM; td_zcache_fini undoes it (also on zeroed memory). */
 int  td_zcache_init(struct td_zcache *z, uint32_t cluster_size);

@@ -2,8 +2,8 @@
 /*
  * The qcow (v1) driver's cluster mapping: allocating an L2 table or a
  * data cluster at the end of the file (copy on write from the backing
- * image or a compressed cluster), and reading compressed clusters.  The
- * tables, their cache and their writes: common/td-l2.c.  The order an
+ * image or a compressed cluster).  The tables, their cache and their
+ * writes, compressed reads: common/td-l2.c.  The order an
  * allocation follows, and why it is crash-safe, is written down at the
  * top of qcow.c.
  */
@@ -65,7 +65,7 @@ static void qc_alloc_cdata_done(void *ctx, void *arg, int err)
 	struct qc_state *s = ctx;
 	struct qc_alloc *a = arg;
 
-	if (!err && td_inflate(s->zc.zs, a->r.buf + s->cs, a->old.csize,
+	if (!err && td_inflate(s->tables.zc.zs, a->r.buf + s->cs, a->old.csize,
 			       a->r.buf, s->cs)) {
 		td_log(TD_LOG_ERR, "%s: compressed cluster at %" PRIu64
 		       " (%u bytes) does not inflate", s->drv->name,
@@ -179,46 +179,4 @@ void qc_l2_alloc(void *ctx, struct td_l2 *t, td_request_t treq)
 	a->r.host = s->next_free;
 	s->next_free += td_round_up(s->img->g.l2_bytes, s->cs);
 	td_l2_write_new(t, treq, a->r.host, qc_l2_alloc_written, a);
-}
-
-/* ---- compressed clusters --------------------------------------------- */
-
-static void qc_cread_done(void *ctx, void *arg, int err)
-{
-	struct qc_state *s = ctx;
-	struct qc_cread *c = arg;
-	td_request_t treq = c->treq;
-
-	if (!err)
-		err = td_zcache_fill(&s->zc, s->drv->name, c->off, c->csize,
-				     c->buf);
-	if (!err)
-		td_zcache_copy_out(&s->zc, treq);
-	td_pool_put(&s->creads, c);
-	td_complete_request(treq, err);
-	td_meta_wake(&s->meta, &s->res_waiters, 0);
-}
-
-void qc_read_compressed(struct qc_state *s, td_request_t treq,
-			const struct qcow_mapping *m)
-{
-	struct qc_cread *c;
-
-	if (td_zcache_holds(&s->zc, m->host_offset, m->csize)) {
-		td_zcache_copy_out(&s->zc, treq);
-		td_complete_request(treq, 0);
-		return;
-	}
-	c = td_pool_get(&s->creads);
-	if (!c) {
-		td_meta_park(&s->meta, &s->res_waiters, treq);
-		return;
-	}
-	c->s = s;
-	c->treq = treq;
-	c->off = m->host_offset;
-	c->csize = m->csize;
-	c->buf = (uint8_t *)c + s->cread_hdr;
-	td_meta_read_data(&s->meta, NULL, c->buf, c->csize, c->off,
-			  qc_cread_done, c);
 }

@@ -2,8 +2,8 @@
 /*
  * What the qcow (v1) driver's files share, private to drivers/qcow/:
  * qcow.c (open, close, the driver table, request dispatch) and
- * qcow-cluster.c (allocating tables and clusters, compressed
- * clusters); the tables themselves: common/td-l2.c.  The allocation
+ * qcow-cluster.c (allocating tables and clusters); the tables and
+ * compressed reads: common/td-l2.c.  The allocation
  * order: the top of qcow.c.  Everything runs on the engine's loop.
  */
 #ifndef TAPFS_QCOW_DRIVER_H
@@ -28,15 +28,6 @@ struct qc_alloc {
 	struct qcow_mapping old;
 };
 
-/* A compressed cluster being read. */
-struct qc_cread {
-	struct qc_state	*s;
-	td_request_t	 treq;
-	uint64_t	 off;
-	uint32_t	 csize;
-	uint8_t		*buf;		/* one cluster */
-};
-
 struct qc_state {
 	td_driver_t		*drv;
 	struct qcow_image	*img;
@@ -53,10 +44,7 @@ struct qc_state {
 	struct td_l2_tables	 tables;
 
 	struct td_list		 res_waiters;	/* no slot/alloc/cread */
-	struct td_pool		 creads;
-	size_t			 cread_hdr;
 
-	struct td_zcache	 zc;		/* last inflated cluster */
 
 	struct td_meta		 meta;
 	uint64_t		 n_alloc, n_cow, n_l2_alloc;
@@ -71,8 +59,5 @@ void qc_alloc_written(void *ctx, void *arg, int err);
 void qc_alloc_data(struct qc_state *s, struct td_l2 *t, uint32_t l2i,
 		   uint64_t gcl, const struct qcow_mapping *old,
 		   td_request_t treq);
-/* A read of treq inside the compressed cluster m. */
-void qc_read_compressed(struct qc_state *s, td_request_t treq,
-			const struct qcow_mapping *m);
 
 #endif /* TAPFS_QCOW_DRIVER_H */

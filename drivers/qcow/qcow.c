@@ -37,8 +37,8 @@
  * zero clusters and no way to free space).  Encrypted images are refused.
  *
  * Files: this one (open, close, the driver table, dispatch),
- * qcow-cluster.c (allocation, compressed clusters), common/td-l2.c (the
- * L1 and L2 tables, the L2 cache, dispatch to a table),
+ * qcow-cluster.c (allocation), common/td-l2.c (the L1 and L2 tables,
+ * the L2 cache, dispatch to a table, compressed reads),
  * qcow-image.c (synchronous open, create, check), qcow-format.c (pure).
  */
 #include <errno.h>
@@ -114,7 +114,8 @@ static void qc_dispatch_seg(struct qc_state *s, struct td_l2 *t,
 		break;
 	case QCOW_CLUSTER_COMPRESSED:
 		if (seg.op == TD_OP_READ)
-			qc_read_compressed(s, seg, &m);
+			td_l2_read_compressed(&s->tables, seg,
+					      m.host_offset, m.csize);
 		else
 			qc_alloc_data(s, t, l2i, gcl, &m, seg);
 		break;
@@ -192,9 +193,7 @@ static void qc_queue_flush(td_driver_t *drv, td_request_t treq)
 static void qc_free_state(struct qc_state *s)
 {
 	td_l2_fini(&s->tables);
-	td_zcache_fini(&s->zc);
 	td_meta_fini(&s->meta);
-	td_pool_fini(&s->creads);
 	if (s->fd >= 0)
 		close(s->fd);
 	s->fd = -1;
@@ -238,8 +237,7 @@ static int qc_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	s->next_free = td_round_up(s->img->file_size, s->cs);
 	rc = -ENOMEM;
 	td_list_init(&s->res_waiters);
-	if (td_zcache_init(&s->zc, s->cs) ||
-	    td_l2_init(&s->tables, &s->meta, s->img->l1, &(struct td_l2_params){
+	if (td_l2_init(&s->tables, &s->meta, s->img->l1, &(struct td_l2_params){
 			.l1_size = s->img->g.l1_size,
 			.l1_offset = s->img->h.l1_table_offset,
 			.offset_mask = UINT64_MAX,
@@ -254,14 +252,14 @@ static int qc_open(td_driver_t *drv, const char *path, td_flag_t flags)
 			.nallocs = QC_MAX_ALLOCS,
 			.alloc_size = sizeof(struct qc_alloc),
 			.alloc_buf = 2u * s->cs,
+			.ncreads = QC_MAX_CREADS,
+			.cread_buf = s->cs,
+			.cread_align = 1,
 			.ops = &qc_l2_ops,
 		}))
 		goto fail;
-	s->cread_hdr = td_round_up(sizeof(struct qc_cread), TD_BUF_ALIGN);
 	if (td_meta_init(&s->meta, drv, s->fd, s, qc_redispatch, QC_MAX_IOCBS,
-			 QC_MAX_PIECES) ||
-	    td_pool_init(&s->creads, QC_MAX_CREADS, s->cread_hdr + s->cs,
-			 TD_BUF_ALIGN))
+			 QC_MAX_PIECES))
 		goto fail;
 	drv->info.size = s->vsecs;
 	drv->info.sector_size = TD_SECTOR_SIZE;

@@ -108,8 +108,6 @@ static void q2_alloc_read_parent(struct q2_alloc *a, uint64_t from,
 				  (uint32_t)(to - from));
 }
 
-static void q2_cread_start(struct q2_state *s, struct q2_cread *c);
-
 /* 2 (before): fill the bounce buffer with what the cluster held. */
 static void q2_alloc_fill(struct q2_alloc *a)
 {
@@ -117,7 +115,6 @@ static void q2_alloc_fill(struct q2_alloc *a)
 	uint64_t first = a->r.gcl * s->cl_secs, in = a->r.treq.sec - first;
 	uint64_t end = s->vsecs - first < s->cl_secs ? s->vsecs - first :
 		       s->cl_secs, head, tail;
-	struct q2_cread *c;
 
 	if (td_l2_covers(&s->tables, a->r.treq, a->r.gcl) &&
 	    a->r.treq.op == TD_OP_WRITE) {
@@ -160,19 +157,9 @@ static void q2_alloc_fill(struct q2_alloc *a)
 		break;
 	case QCOW2_CLUSTER_COMPRESSED:
 		s->n_cow++;
-		c = td_pool_get(&s->creads);
-		if (!c) {
+		if (td_l2_alloc_read_compressed(&a->r, a->old.host_offset,
+						a->old.csize))
 			a->r.fill.err = -EBUSY;	/* retried by the engine */
-			break;
-		}
-		memset(c, 0, s->cread_hdr);
-		c->s = s;
-		c->alloc = a;
-		c->off = a->old.host_offset;
-		c->csize = a->old.csize;
-		c->buf = (uint8_t *)c + s->cread_hdr;
-		a->r.fill.pending++;
-		q2_cread_start(s, c);
 		break;
 	default:
 		break;		/* zero clusters: zeros */
@@ -302,79 +289,4 @@ void q2_l2_alloc(void *ctx, struct td_l2 *t, td_request_t treq)
 		return;
 	}
 	td_l2_write_new(t, treq, a->r.host, q2_l2_alloc_written, a);
-}
-
-/* ---- compressed clusters --------------------------------------------- */
-
-static void q2_cread_put(struct q2_state *s, struct q2_cread *c)
-{
-	td_pool_put(&s->creads, c);
-}
-
-static void q2_cread_done(void *ctx, void *arg, int err)
-{
-	struct q2_state *s = ctx;
-	struct q2_cread *c = arg;
-	struct q2_alloc *a = c->alloc;
-	td_request_t treq = c->treq;
-
-	if (!err)
-		err = td_zcache_fill(&s->zc, s->drv->name, c->off, c->csize,
-				     c->buf + c->skip);
-	q2_cread_put(s, c);
-	if (a) {
-		if (!err)
-			memcpy(a->r.buf, s->zc.buf, s->cs);
-		td_l2_fill_put(&a->r.fill, 1, err);
-	} else {
-		if (!err)
-			td_zcache_copy_out(&s->zc, treq);
-		td_complete_request(treq, err);
-	}
-	td_meta_wake(&s->meta, &s->res_waiters, 0);
-}
-
-static void q2_cread_start(struct q2_state *s, struct q2_cread *c)
-{
-	uint64_t start = td_round_down(c->off, Q2_IO_ALIGN);
-	uint64_t end = td_round_up(c->off + c->csize, Q2_IO_ALIGN);
-
-	if (td_zcache_holds(&s->zc, c->off, c->csize)) {
-		q2_cread_done(s, c, 0);
-		return;
-	}
-	c->skip = (uint32_t)(c->off - start);
-	c->len = end - start;
-	if (c->len > s->cread_buf) {
-		td_log(TD_LOG_ERR, "%s: compressed cluster at %" PRIu64
-		       " claims %u bytes", s->drv->name, c->off, c->csize);
-		q2_cread_done(s, c, -EIO);
-		return;
-	}
-	td_meta_read_data(&s->meta, td_grace_begin(&s->grace), c->buf, c->len,
-			  start, q2_cread_done, c);
-}
-
-void q2_read_compressed(struct q2_state *s, td_request_t treq,
-			const struct qcow2_mapping *m)
-{
-	struct q2_cread *c;
-
-	if (td_zcache_holds(&s->zc, m->host_offset, m->csize)) {
-		td_zcache_copy_out(&s->zc, treq);
-		td_complete_request(treq, 0);
-		return;
-	}
-	c = td_pool_get(&s->creads);
-	if (!c) {
-		td_meta_park(&s->meta, &s->res_waiters, treq);
-		return;
-	}
-	memset(c, 0, s->cread_hdr);
-	c->s = s;
-	c->treq = treq;
-	c->off = m->host_offset;
-	c->csize = m->csize;
-	c->buf = (uint8_t *)c + s->cread_hdr;
-	q2_cread_start(s, c);
 }

@@ -3,8 +3,8 @@
  * What the qcow2 driver's files share, private to drivers/qcow2/: the
  * per-image state and the functions one file calls in another.
  * qcow2.c: open, close, the driver table, request dispatch, metadata
- * overlap; qcow2-cluster.c: allocating and discarding clusters,
- * compressed clusters (the tables: common/td-l2.c); qcow2-refcount.c:
+ * overlap; qcow2-cluster.c: allocating and discarding clusters (the
+ * tables, compressed reads: common/td-l2.c); qcow2-refcount.c:
  * refcounts in memory and the refcount commit.  The allocation order and why it is
  * crash-safe: the top of qcow2.c.  Everything runs on the engine's loop.
  */
@@ -43,18 +43,6 @@ struct q2_rb_write {
 	uint64_t	 rbi;
 	uint32_t	 off, len;	/* bytes of the block */
 	bool		 was_new;	/* its table entry goes out too */
-};
-
-/* A compressed cluster being read. */
-struct q2_cread {
-	struct q2_state	*s;
-	td_request_t	 treq;		/* the read, or unused (COW) */
-	struct q2_alloc	*alloc;		/* COW of a compressed cluster */
-	uint64_t	 off;		/* of the compressed data */
-	uint32_t	 csize;
-	uint32_t	 skip;		/* data starts at buf + skip */
-	size_t		 len;		/* bytes read */
-	uint8_t		*buf;
 };
 
 struct q2_state {
@@ -104,12 +92,8 @@ struct q2_state {
 	struct td_list		 res_waiters;	/* no alloc/cread free */
 
 	uint8_t			*zeros;		/* one cluster of zeros */
-	struct td_zcache	 zc;		/* the last inflated cluster */
 
 	struct td_meta		 meta;		/* I/O, barrier, parking */
-	struct td_pool		 creads;
-	size_t			 cread_hdr;
-	size_t			 cread_buf;
 
 	uint64_t		 n_alloc, n_cow, n_discard;
 };
@@ -136,9 +120,6 @@ void q2_discard_cluster(struct q2_state *s, struct td_l2 *t,
 			td_request_t treq);
 /* td_l2_ops.alloc: a new, empty L2 table for L1 entry t->index. */
 void q2_l2_alloc(void *ctx, struct td_l2 *t, td_request_t treq);
-/* A read of treq inside the compressed cluster m. */
-void q2_read_compressed(struct q2_state *s, td_request_t treq,
-			const struct qcow2_mapping *m);
 
 /* ---- qcow2-refcount.c ------------------------------------------------ */
 /* Set host cluster c's refcount in memory; written by the next commit. */

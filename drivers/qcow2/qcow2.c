@@ -66,8 +66,8 @@
  *
  * Files: this one (open, close, the driver table, request dispatch,
  * metadata overlap), qcow2-cluster.c (allocating and discarding
- * clusters, compressed clusters), common/td-l2.c (the L1 and L2 tables,
- * dispatch to a table), qcow2-refcount.c (the
+ * clusters), common/td-l2.c (the L1 and L2 tables, dispatch to a table,
+ * allocation records, compressed reads), qcow2-refcount.c (the
  * refcounts in memory and their commit); qcow2-driver.h is what they
  * share.
  */
@@ -342,7 +342,8 @@ static void q2_dispatch_table(struct q2_state *s, struct td_l2 *t,
 			break;
 		case QCOW2_CLUSTER_COMPRESSED:
 			td_meta_run_flush(&run);
-			q2_read_compressed(s, seg, &m);
+			td_l2_read_compressed(&s->tables, seg,
+					      m.host_offset, m.csize);
 			break;
 		}
 	}
@@ -428,9 +429,7 @@ static void q2_free_state(struct q2_state *s)
 	td_grace_fini(&s->grace);
 	free(s->free_stack);
 	free(s->zeros);
-	td_zcache_fini(&s->zc);
 	td_meta_fini(&s->meta);
-	td_pool_fini(&s->creads);
 	if (s->fd >= 0)
 		close(s->fd);
 	s->fd = -1;
@@ -474,7 +473,7 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	struct q2_state *s = drv->data;
 	bool rdonly = flags & TD_OPEN_RDONLY;
 	char err[1024];
-	size_t each;
+	size_t each, cread_buf, cread_each;
 	uint32_t align = 0;
 	bool direct = false;
 	int rc, oflags;
@@ -519,7 +518,12 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	/* An allocation record and its bounce cluster. */
 	each = td_round_up(sizeof(struct q2_alloc), TD_BUF_ALIGN) + s->cs;
 	s->zeros = td_zalloc_aligned(s->cs);
-	if (!s->zeros || td_zcache_init(&s->zc, s->cs) ||
+	/* A compressed cluster: at most 2 clusters, 4 KiB-aligned reads. */
+	cread_buf = td_round_up(2 * (size_t)s->cs + QCOW2_COMPRESSED_SECTOR,
+				Q2_IO_ALIGN) + 2 * Q2_IO_ALIGN;
+	cread_each = td_round_up(sizeof(struct td_l2_cread), TD_BUF_ALIGN) +
+		     cread_buf;
+	if (!s->zeros ||
 	    td_l2_init(&s->tables, &s->meta, s->img->l1, &(struct td_l2_params){
 			.l1_size = s->img->h.l1_size,
 			.l1_offset = s->img->h.l1_table_offset,
@@ -535,21 +539,18 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 					       Q2_MIN_ALLOCS, Q2_MAX_ALLOCS),
 			.alloc_size = sizeof(struct q2_alloc),
 			.alloc_buf = s->cs,
+			.ncreads = clamp_count(Q2_CREAD_BUDGET, cread_each,
+					       Q2_MIN_CREADS, Q2_MAX_CREADS),
+			.cread_buf = cread_buf,
+			.cread_align = Q2_IO_ALIGN,
+			.grace = &s->grace,
 			.ops = &q2_l2_ops,
 		}))
 		goto fail;
 	if (!rdonly && q2_open_rw_state(s))
 		goto fail;
-	s->cread_hdr = td_round_up(sizeof(struct q2_cread), TD_BUF_ALIGN);
-	s->cread_buf = td_round_up(2 * (size_t)s->cs +
-				   QCOW2_COMPRESSED_SECTOR, Q2_IO_ALIGN) +
-		       2 * Q2_IO_ALIGN;
 	if (td_meta_init(&s->meta, drv, s->fd, s, q2_redispatch, Q2_MAX_IOCBS,
-			 Q2_MAX_PIECES) ||
-	    td_pool_init(&s->creads, clamp_count(Q2_CREAD_BUDGET,
-						 s->cread_hdr + s->cread_buf,
-						 Q2_MIN_CREADS, Q2_MAX_CREADS),
-			 s->cread_hdr + s->cread_buf, TD_BUF_ALIGN))
+			 Q2_MAX_PIECES))
 		goto fail;
 	td_meta_seq_init(&s->commit_seq, &s->meta, q2_commit_issue, NULL);
 	drv->info.size = s->vsecs;
