@@ -127,18 +127,25 @@ static td_request_t req(uint64_t sec)
 	return r;
 }
 
+static struct td_driver unit_drv = { .name = (char *)"unit" };
+
+/* m set up on no file, with nreqs request records; the logs emptied. */
+static void meta_setup(struct td_meta *m, unsigned nreqs)
+{
+	memset(&completed, 0, sizeof(completed));
+	memset(&dispatched, 0, sizeof(dispatched));
+	memset(m, 0, sizeof(*m));
+	assert_int_equal(td_meta_init(m, &unit_drv, -1, NULL, on_dispatch, 1,
+				      nreqs), 0);
+}
+
 static void test_park_and_wake(void **state)
 {
-	struct td_driver drv = { .name = (char *)"unit" };
 	struct td_list list;
 	struct td_meta m;
 
 	(void)state;
-	memset(&completed, 0, sizeof(completed));
-	memset(&dispatched, 0, sizeof(dispatched));
-	memset(&m, 0, sizeof(m));
-	assert_int_equal(td_meta_init(&m, &drv, -1, NULL, on_dispatch, 1, 2),
-			 0);
+	meta_setup(&m, 2);
 	td_list_init(&list);
 	assert_true(td_meta_park(&m, &list, req(1)));
 	assert_true(td_meta_park(&m, &list, req(2)));
@@ -166,16 +173,12 @@ static void test_park_and_wake(void **state)
 /* A request waiting on a sequencer completes with the write's result. */
 static void test_request_waits_for_write(void **state)
 {
-	struct td_driver drv = { .name = (char *)"unit" };
 	struct td_meta_req *r;
 	struct fake_seq f;
 	struct td_meta m;
 
 	(void)state;
-	memset(&completed, 0, sizeof(completed));
-	memset(&m, 0, sizeof(m));
-	assert_int_equal(td_meta_init(&m, &drv, -1, NULL, on_dispatch, 1, 1),
-			 0);
+	meta_setup(&m, 1);
 	fake_init(&f);
 	r = td_meta_req_get(&m, req(7));
 	assert_non_null(r);
@@ -194,15 +197,11 @@ static void test_request_waits_for_write(void **state)
 /* A flush waiting on a sequencer (td_meta_req_wait) completes with it. */
 static void test_flush_waits_for_write(void **state)
 {
-	struct td_driver drv = { .name = (char *)"unit" };
 	struct fake_seq f;
 	struct td_meta m;
 
 	(void)state;
-	memset(&completed, 0, sizeof(completed));
-	memset(&m, 0, sizeof(m));
-	assert_int_equal(td_meta_init(&m, &drv, -1, NULL, on_dispatch, 1, 1),
-			 0);
+	meta_setup(&m, 1);
 	fake_init(&f);
 	td_meta_req_wait(&m, &f.q, req(5));
 	assert_int_equal(f.issued, 1);
