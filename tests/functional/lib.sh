@@ -113,6 +113,17 @@ check_eq() {
 	fi
 }
 
+# same_bytes NAME A B: files A and B hold the same bytes (cmp names the
+# first difference).
+same_bytes() {
+	local out
+	if out=$(cmp "$2" "$3" 2>&1); then
+		ok "$1"
+	else
+		fail "$1" "$out"
+	fi
+}
+
 # check_match NAME ERE STRING: STRING matches the extended regex ERE.
 check_match() {
 	if printf '%s\n' "$3" | grep -Eq -- "$2"; then

@@ -32,16 +32,6 @@ qemu_raw() {
 	qemu-img convert -O raw "$1" "$2"
 }
 
-# same_bytes NAME A B: A and B hold the same bytes.
-same_bytes() {
-	local out
-	if out=$(cmp "$2" "$3" 2>&1); then
-		ok "$1"
-	else
-		fail "$1" "$out"
-	fi
-}
-
 # qcheck IMG: qemu-img check finds no errors and no leaks.
 qcheck() {
 	local out

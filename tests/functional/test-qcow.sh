@@ -28,15 +28,6 @@ mkdir -p "$I"
 
 qio() { qemu_io qcow "$@"; }
 
-same_bytes() {
-	local out
-	if out=$(cmp "$2" "$3" 2>&1); then
-		ok "$1"
-	else
-		fail "$1" "$out"
-	fi
-}
-
 # reads NAME IMG: the VBD and tapfs-img both read what qemu-img reads.
 reads() {
 	local n=$1 img=$2

@@ -50,16 +50,6 @@ chainio() {
 	esac
 }
 
-# same_bytes NAME A B: A and B hold the same bytes (cmp names the first).
-same_bytes() {
-	local out
-	if out=$(cmp "$2" "$3" 2>&1); then
-		ok "$1"
-	else
-		fail "$1" "$out"
-	fi
-}
-
 # chain_of GROUPDIR NAME: the chain field of the VBD's .ctl line.
 chain_of() { ctl_line "$1" "$2" | cut -d' ' -f6-; }
 

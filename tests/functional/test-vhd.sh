@@ -73,16 +73,6 @@ else
 	img_check() { echo "skip - tapfs-img check $1 (tapfs-img not built)"; }
 fi
 
-# same_bytes NAME A B: A and B hold the same bytes (cmp names the first).
-same_bytes() {
-	local out
-	if out=$(cmp "$2" "$3" 2>&1); then
-		ok "$1"
-	else
-		fail "$1" "$out"
-	fi
-}
-
 # verify_only NAME FILE BYTES FIO_ARGS...: fio replays the job without
 # writing and checks every block of FILE; BYTES must be read.
 verify_only() {
