@@ -284,6 +284,15 @@ void td_meta_req_done(struct td_meta_wait *w, int err)
 	td_meta_req_complete(td_meta_req_of(w), err);
 }
 
+void td_meta_req_wait(struct td_meta *m, struct td_meta_seq *q,
+		      td_request_t treq)
+{
+	struct td_meta_req *r = td_meta_req_get(m, treq);
+
+	if (r)
+		td_meta_seq_wait(q, &r->wait, td_meta_req_done);
+}
+
 bool td_meta_park(struct td_meta *m, struct td_list *list,
 		  td_request_t treq)
 {
@@ -313,4 +322,63 @@ void td_meta_wake(struct td_meta *m, struct td_list *list, int err)
 		else
 			m->dispatch(m->ctx, treq);
 	}
+}
+
+/* ---- splitting requests, runs of segments --------------------------- */
+
+void td_meta_split(td_request_t treq, uint64_t span,
+		   void (*fn)(void *ctx, td_request_t piece), void *ctx)
+{
+	uint32_t done = 0;
+
+	while (done < treq.secs) {
+		td_request_t piece = treq;
+		uint64_t sec = treq.sec + done;
+		uint64_t n = span - sec % span;
+
+		if (n > treq.secs - done)
+			n = treq.secs - done;
+		piece.sec = sec;
+		piece.secs = (uint32_t)n;
+		if (piece.buf)		/* a discard has none */
+			piece.buf = treq.buf +
+				    ((size_t)done << TD_SECTOR_SHIFT);
+		done += (uint32_t)n;
+		fn(ctx, piece);
+	}
+}
+
+void td_meta_run_flush(struct td_meta_run *r)
+{
+	switch (r->kind) {
+	case TD_RUN_DATA:
+		td_meta_request_io(r->m, r->treq, r->host, r->grace ?
+				   td_grace_begin(r->grace) : NULL);
+		break;
+	case TD_RUN_ZERO:
+		memset(r->treq.buf, 0, (size_t)r->treq.secs << TD_SECTOR_SHIFT);
+		td_complete_request(r->treq, 0);
+		break;
+	case TD_RUN_FORWARD:
+		td_forward_request(r->treq);
+		break;
+	case TD_RUN_NONE:
+		break;
+	}
+	r->kind = TD_RUN_NONE;
+}
+
+void td_meta_run_add(struct td_meta_run *r, enum td_meta_run_kind kind,
+		     td_request_t seg, uint64_t host)
+{
+	if (r->kind == kind && r->treq.sec + r->treq.secs == seg.sec &&
+	    (kind != TD_RUN_DATA || r->host + ((uint64_t)r->treq.secs <<
+					       TD_SECTOR_SHIFT) == host)) {
+		r->treq.secs += seg.secs;
+		return;
+	}
+	td_meta_run_flush(r);
+	r->kind = kind;
+	r->treq = seg;
+	r->host = host;
 }

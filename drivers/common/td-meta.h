@@ -166,6 +166,12 @@ struct td_meta_req *td_meta_req_get(struct td_meta *m, td_request_t treq);
 void td_meta_req_complete(struct td_meta_req *r, int err);
 /* A td_meta_wait_fn: the request waiting in w completes with err. */
 void td_meta_req_done(struct td_meta_wait *w, int err);
+/*
+ * treq (a flush) completes once a write of q that begins after this call
+ * is done: m->barrier (an fsync), or a commit that ends with one.
+ */
+void td_meta_req_wait(struct td_meta *m, struct td_meta_seq *q,
+		      td_request_t treq);
 
 static inline struct td_meta_req *td_meta_req_of(struct td_meta_wait *w)
 {
@@ -184,5 +190,39 @@ bool td_meta_park(struct td_meta *m, struct td_list *list,
  * again, or complete it with err when err is not 0.
  */
 void td_meta_wake(struct td_meta *m, struct td_list *list, int err);
+
+/* ---- splitting requests, runs of segments ----------------------------- */
+
+/*
+ * Cut treq at multiples of span sectors (a block, an L1 entry's range, a
+ * cluster) and call fn(ctx, piece) for each piece, in order.
+ */
+void td_meta_split(td_request_t treq, uint64_t span,
+		   void (*fn)(void *ctx, td_request_t piece), void *ctx);
+
+enum td_meta_run_kind {
+	TD_RUN_NONE,
+	TD_RUN_DATA,		/* in place, at consecutive host offsets */
+	TD_RUN_ZERO,		/* a read of zeros */
+	TD_RUN_FORWARD,		/* to the parent image */
+};
+
+/*
+ * Consecutive segments of a request handled alike, issued as one piece:
+ * small clusters would otherwise cost one I/O each.  Start one with
+ * { .m = m, .grace = grace (or NULL) }; add segments in order; flush it
+ * before handling a segment another way, and at the end.
+ */
+struct td_meta_run {
+	struct td_meta		*m;
+	struct td_grace		*grace;	/* data I/O holds an epoch of it */
+	enum td_meta_run_kind	 kind;
+	td_request_t		 treq;
+	uint64_t		 host;	/* TD_RUN_DATA: of treq.sec */
+};
+
+void td_meta_run_add(struct td_meta_run *r, enum td_meta_run_kind kind,
+		     td_request_t seg, uint64_t host);
+void td_meta_run_flush(struct td_meta_run *r);
 
 #endif /* TAPFS_TD_META_H */

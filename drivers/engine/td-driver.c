@@ -3,7 +3,8 @@
  * The driver interface of include/tapfs/tapdisk.h, engine side, in this
  * one file:
  *   - what a driver calls: td_complete_request, td_forward_request,
- *     td_prep_* and td_queue_tiocb, td_check_path, and the services on
+ *     td_prep_* and td_queue_tiocb, td_check_path, td_parent_* (a
+ *     parent's path, probe and id), and the services on
  *     another driver's image, td_probe_driver and td_image_size;
  *   - what the engine calls on a driver, td_drv_*: every optional
  *     callback's default lives here, so no driver carries stubs;
@@ -270,6 +271,63 @@ void td_engine_drivers_fini(struct td_engine *e)
 		free(o->value);
 		free(o);
 	}
+}
+
+/* ---- a driver's parent ---------------------------------------------- */
+
+int td_parent_check_path(td_driver_t *drv, const char *path,
+			 const char *what)
+{
+	char why[sizeof(drv->error)];
+	int rc = td_check_path(drv, path);
+
+	if (!rc)
+		return 0;
+	td_msgf(why, sizeof(why), "%s", drv->error);
+	td_msgf(drv->error, sizeof(drv->error), "%s: %s %s", drv->name, what,
+		why[0] ? why : strerror(-rc));
+	return rc;
+}
+
+int td_parent_id_set(td_disk_id_t *id, char *path, const char *driver)
+{
+	id->drivertype = strdup(driver);
+	if (!id->drivertype) {
+		free(path);
+		id->name = NULL;
+		return -ENOMEM;
+	}
+	id->name = path;
+	return 0;
+}
+
+int td_parent_probe(td_driver_t *drv, char *path, const char *what,
+		    td_disk_id_t *id)
+{
+	const char *driver;
+	int rc;
+
+	/* Its format is probed (the file read): ask the policy first. */
+	rc = td_parent_check_path(drv, path, what);
+	if (!rc) {
+		rc = td_probe_driver(path, &driver);
+		if (rc)
+			td_msgf(drv->error, sizeof(drv->error), "%s: %s %s: %s",
+				drv->name, what, path, strerror(-rc));
+	}
+	if (rc) {
+		free(path);
+		return rc;
+	}
+	return td_parent_id_set(id, path, driver);
+}
+
+int td_parent_any(td_driver_t *drv, td_driver_t *parent, td_flag_t flags)
+{
+	(void)drv;
+	(void)parent;
+	(void)flags;
+	return 0;
 }
 
 /* ---- checking a table ---------------------------------------------- */

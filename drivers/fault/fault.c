@@ -206,15 +206,6 @@ static int fault_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 	return 0;
 }
 
-static int fault_validate_parent(td_driver_t *drv, td_driver_t *parent,
-				 td_flag_t flags)
-{
-	(void)drv;
-	(void)parent;
-	(void)flags;
-	return 0;
-}
-
 static void fault_delay_fire(struct td_timer *t)
 {
 	struct fault_delayed *d = t->arg;
@@ -327,7 +318,7 @@ const struct tap_disk tapdisk_fault = {
 	.td_open		= fault_open,
 	.td_close		= fault_close,
 	.td_get_parent_id	= fault_get_parent_id,
-	.td_validate_parent	= fault_validate_parent,
+	.td_validate_parent	= td_parent_any,
 	.td_queue_read		= fault_queue_read,
 	.td_queue_write		= fault_queue_write,
 	.td_debug		= fault_debug,

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The qcow (v1) driver's cluster mapping: the bounded cache of L2
- * tables, the group-commit writes of the L1 and L2 tables, allocating
- * an L2 table or a data cluster at the end of the file (copy on write
- * from the backing image or a compressed cluster), and reading
- * compressed clusters.  The order an allocation follows, and why it is
- * crash-safe, is written down at the top of qcow.c.
+ * The qcow (v1) driver's cluster mapping: allocating an L2 table or a
+ * data cluster at the end of the file (copy on write from the backing
+ * image or a compressed cluster).  The tables, their cache and their
+ * writes, compressed reads: common/td-l2.c.  The order an
+ * allocation follows, and why it is crash-safe, is written down at the
+ * top of qcow.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -16,264 +16,48 @@
 
 #include "qcow-driver.h"
 
-/* ---- sequencers: L1, L2 (barrier: td-meta) --------------------------- */
-
-void qc_l1_failed(struct td_meta_seq *q, int err)
-{
-	struct qc_state *s = q->m->ctx;
-
-	td_log(TD_LOG_ERR, "%s: writing the L1 table: %s", s->drv->name,
-	       strerror(-err));
-}
-
-/* The fd is buffered: the dirty entries alone are written. */
-void qc_l1_issue(struct td_meta_seq *q)
-{
-	struct qc_state *s = q->m->ctx;
-	uint64_t lo = s->l1_lo * 8, hi = (s->l1_hi + 1) * 8;
-
-	s->l1_dirty = false;
-	td_meta_seq_io(q, TD_OP_WRITE, s->l1_disk + lo, hi - lo,
-		       s->img->h.l1_table_offset + lo);
-}
-
-static void qc_l1_set(struct qc_state *s, uint64_t i, uint64_t entry)
-{
-	s->l1[i] = entry;
-	td_put_be64(s->l1_disk + i * 8, entry);
-	if (!s->l1_dirty || i < s->l1_lo)
-		s->l1_lo = i;
-	if (!s->l1_dirty || i > s->l1_hi)
-		s->l1_hi = i;
-	s->l1_dirty = true;
-}
-
-static void qc_l2_failed(struct td_meta_seq *q, int err)
-{
-	struct qc_state *s = q->m->ctx;
-	struct qc_l2 *t = td_container_of(q, struct qc_l2, seq);
-
-	td_log(TD_LOG_ERR, "%s: writing the L2 table of L1 entry %" PRIu64
-	       ": %s", s->drv->name, t->l1i, strerror(-err));
-}
-
-static void qc_l2_issue(struct td_meta_seq *q)
-{
-	struct qc_state *s = q->m->ctx;
-	struct qc_l2 *t = td_container_of(q, struct qc_l2, seq);
-	uint64_t lo = (uint64_t)t->lo * 8, hi = ((uint64_t)t->hi + 1) * 8;
-
-	t->dirty = false;
-	td_meta_seq_io(q, TD_OP_WRITE, t->buf + lo, hi - lo,
-		       s->l1[t->l1i] + lo);
-}
-
-/* Set entry i of table t in memory and queue w for the write of it. */
-static void qc_l2_set(struct qc_l2 *t, uint32_t i, uint64_t entry,
-		      struct td_meta_wait *w, td_meta_wait_fn done)
-{
-	td_put_be64(t->buf + (size_t)i * 8, entry);
-	if (!t->dirty || i < t->lo)
-		t->lo = i;
-	if (!t->dirty || i > t->hi)
-		t->hi = i;
-	t->dirty = true;
-	td_meta_seq_wait(&t->seq, w, done);
-}
-
-/* ---- the L2 cache ---------------------------------------------------- */
-
-void qc_l2_init(struct qc_state *s, struct qc_l2 *t)
-{
-	td_list_init(&t->waiters);
-	td_meta_seq_init(&t->seq, &s->meta, qc_l2_issue, qc_l2_failed);
-}
-
-struct qc_l2 *qc_l2_find(struct qc_state *s, uint64_t l1i)
-{
-	unsigned i;
-
-	for (i = 0; i < s->nslots; i++)
-		if (s->slots[i].state != L2_FREE && s->slots[i].l1i == l1i)
-			return &s->slots[i];
-	return NULL;
-}
-
-struct qc_l2 *qc_l2_slot(struct qc_state *s, uint64_t l1i)
-{
-	struct qc_l2 *best = NULL, *t;
-	unsigned i;
-
-	for (i = 0; i < s->nslots; i++) {
-		t = &s->slots[i];
-		if (t->state == L2_FREE) {
-			best = t;
-			break;
-		}
-		if (t->state != L2_READY || t->pins || t->dirty ||
-		    t->seq.busy)
-			continue;
-		if (!best || t->used < best->used)
-			best = t;
-	}
-	if (!best)
-		return NULL;
-	best->state = L2_FREE;
-	best->l1i = l1i;
-	best->dirty = false;
-	best->used = ++s->tick;
-	return best;
-}
-
-void qc_l2_loaded(void *ctx, void *arg, int err)
-{
-	struct qc_state *s = ctx;
-	struct qc_l2 *t = arg;
-
-	if (err)
-		td_log(TD_LOG_ERR, "%s: reading the L2 table of L1 entry %"
-		       PRIu64 ": %s", s->drv->name, t->l1i, strerror(-err));
-	t->state = err ? L2_FREE : L2_READY;
-	td_meta_wake(&s->meta, &t->waiters, err);
-	if (err)
-		td_meta_wake(&s->meta, &s->res_waiters, 0);
-}
-
 /* ---- allocations ----------------------------------------------------- */
 
-struct qc_alloc *qc_alloc_find(struct qc_state *s, uint64_t gcl)
+static struct qc_state *qc_of(struct qc_alloc *a)
 {
-	struct td_list *n;
-
-	for (n = s->active.next; n != &s->active; n = n->next) {
-		struct qc_alloc *a = td_container_of(n, struct qc_alloc,
-						     link);
-
-		if (!a->table && a->gcl == gcl)
-			return a;
-	}
-	return NULL;
+	return a->r.tb->m->ctx;
 }
 
-static struct qc_alloc *qc_alloc_get(struct qc_state *s, struct qc_l2 *t,
-				     bool table, uint64_t gcl)
+static struct qc_alloc *qc_alloc_get(struct qc_state *s, struct td_l2 *t,
+				     enum td_l2_alloc_kind kind, uint64_t gcl)
 {
-	struct qc_alloc *a = td_pool_get(&s->allocs);
-
-	if (!a)
-		return NULL;
-	memset(a, 0, s->alloc_hdr);
-	a->s = s;
-	a->table = table;
-	a->gcl = gcl;
-	a->t = t;
-	a->buf = (uint8_t *)a + s->alloc_hdr;
-	td_list_init(&a->waiters);
-	td_list_add_tail(&a->link, &s->active);
-	t->pins++;
-	return a;
-}
-
-/* The allocation is over: release it, complete its request, wake. */
-static void qc_alloc_finish(struct qc_alloc *a, int err)
-{
-	struct qc_state *s = a->s;
-	td_request_t treq = a->treq;
-	struct td_list waiters;
-	bool table = a->table;
-
-	if (err)
-		td_log(TD_LOG_ERR, "%s: allocating %s %" PRIu64 ": %s",
-		       s->drv->name, table ? "the L2 table of L1 entry" :
-		       "guest cluster", table ? a->t->l1i : a->gcl,
-		       strerror(-err));
-	a->t->pins--;
-	td_list_del(&a->link);
-	td_list_move(&waiters, &a->waiters);
-	td_pool_put(&s->allocs, a);
-	if (!table)
-		td_complete_request(treq, err);
-	td_meta_wake(&s->meta, &waiters, 0);
-	td_meta_wake(&s->meta, &s->res_waiters, 0);
+	return (struct qc_alloc *)td_l2_alloc_get(&s->tables, kind, t, gcl);
 }
 
 /* 4 done: the L2 entry is written; the write completes. */
 static void qc_alloc_l2_done(struct td_meta_wait *w, int err)
 {
-	qc_alloc_finish(td_container_of(w, struct qc_alloc, wait), err);
+	td_l2_alloc_finish(td_container_of(w, struct td_l2_alloc, wait), err);
 }
 
 /* 3 done: the data is durable; 4. the L2 entry. */
 static void qc_alloc_synced(struct td_meta_wait *w, int err)
 {
-	struct qc_alloc *a = td_container_of(w, struct qc_alloc, wait);
+	struct qc_alloc *a = td_container_of(w, struct qc_alloc, r.wait);
 
 	if (err) {
-		qc_alloc_finish(a, err);
+		td_l2_alloc_finish(&a->r, err);
 		return;
 	}
-	qc_l2_set(a->t, a->l2i, a->host, &a->wait, qc_alloc_l2_done);
+	td_l2_set(a->r.t, a->r.l2i, a->r.host, &a->r.wait, qc_alloc_l2_done);
 }
 
 /* 2 done: 3. a barrier. */
-static void qc_alloc_data_done(void *ctx, void *arg, int err)
+void qc_alloc_written(void *ctx, void *arg, int err)
 {
 	struct qc_state *s = ctx;
 	struct qc_alloc *a = arg;
 
 	if (err) {
-		qc_alloc_finish(a, err);
+		td_l2_alloc_finish(&a->r, err);
 		return;
 	}
-	td_meta_barrier(&s->meta, &a->wait, qc_alloc_synced);
-}
-
-/* Does the request cover the whole cluster (or all of a last one)? */
-static bool qc_alloc_whole(const struct qc_state *s, const struct qc_alloc *a)
-{
-	uint64_t first = a->gcl * s->cl_secs;
-
-	return a->treq.sec == first && (a->treq.secs == s->cl_secs ||
-					first + a->treq.secs == s->vsecs);
-}
-
-/* 2. The cluster's data: the request's over the old contents. */
-static void qc_alloc_write_data(struct qc_alloc *a)
-{
-	struct qc_state *s = a->s;
-	uint64_t first = a->gcl * s->cl_secs;
-
-	if (qc_alloc_whole(s, a)) {
-		td_meta_io(&s->meta, TD_OP_WRITE, a->treq.buf,
-			   (size_t)a->treq.secs << TD_SECTOR_SHIFT, a->host,
-			   qc_alloc_data_done, a);
-		return;
-	}
-	memcpy(a->buf + ((a->treq.sec - first) << TD_SECTOR_SHIFT),
-	       a->treq.buf, (size_t)a->treq.secs << TD_SECTOR_SHIFT);
-	td_meta_io(&s->meta, TD_OP_WRITE, a->buf, s->cs, a->host,
-		   qc_alloc_data_done, a);
-}
-
-/* n units of the old contents arrived (sectors from the backing image,
- * 1 for the compressed data or the guard). */
-static void qc_alloc_fill_put(struct qc_alloc *a, unsigned n, int err)
-{
-	if (err && !a->err)
-		a->err = err;
-	a->pending -= n;
-	if (a->pending)
-		return;
-	if (a->err) {
-		qc_alloc_finish(a, a->err);
-		return;
-	}
-	qc_alloc_write_data(a);
-}
-
-static void qc_alloc_parent_done(td_request_t treq, int err)
-{
-	qc_alloc_fill_put(treq.cb_data, treq.secs, err);
+	td_meta_barrier(&s->meta, &a->r.wait, qc_alloc_synced);
 }
 
 static void qc_alloc_cdata_done(void *ctx, void *arg, int err)
@@ -281,71 +65,61 @@ static void qc_alloc_cdata_done(void *ctx, void *arg, int err)
 	struct qc_state *s = ctx;
 	struct qc_alloc *a = arg;
 
-	if (!err && td_inflate(s->zs, a->buf + s->cs, a->old.csize, a->buf,
-			       s->cs)) {
+	if (!err && td_inflate(s->tables.zc.zs, a->r.buf + s->cs, a->old.csize,
+			       a->r.buf, s->cs)) {
 		td_log(TD_LOG_ERR, "%s: compressed cluster at %" PRIu64
 		       " (%u bytes) does not inflate", s->drv->name,
 		       a->old.host_offset, a->old.csize);
 		err = -EIO;
 	}
-	qc_alloc_fill_put(a, 1, err);
+	td_l2_fill_put(&a->r.fill, 1, err);
 }
 
 /* 1 done: fill the bounce buffer with what the cluster held. */
 static void qc_alloc_fill(struct qc_alloc *a)
 {
-	struct qc_state *s = a->s;
-	uint64_t first = a->gcl * s->cl_secs;
+	struct qc_state *s = qc_of(a);
+	uint64_t first = a->r.gcl * s->cl_secs;
 	uint64_t end = s->vsecs - first < s->cl_secs ? s->vsecs - first :
 		       s->cl_secs;
-	td_request_t r;
 
-	if (qc_alloc_whole(s, a)) {
-		qc_alloc_write_data(a);
+	if (td_l2_covers(&s->tables, a->r.treq, a->r.gcl)) {
+		td_l2_alloc_write(&a->r);
 		return;
 	}
-	memset(a->buf, 0, s->cs);
-	a->pending = 1;
+	memset(a->r.buf, 0, s->cs);
+	td_l2_alloc_fill(&a->r);
 	if (a->old.type == QCOW_CLUSTER_COMPRESSED) {
 		s->n_cow++;
-		a->pending++;
-		td_meta_read_data(&s->meta, NULL, a->buf + s->cs,
+		a->r.fill.pending++;
+		td_meta_read_data(&s->meta, NULL, a->r.buf + s->cs,
 				  a->old.csize, a->old.host_offset,
 				  qc_alloc_cdata_done, a);
 	} else if (s->has_backing) {
 		/* The whole cluster; the request's sectors overwrite it. */
 		s->n_cow++;
-		r = (td_request_t){
-			.op = TD_OP_READ,
-			.buf = (char *)a->buf,
-			.sec = first,
-			.secs = (uint32_t)end,
-			.image = a->treq.image,
-			.cb = qc_alloc_parent_done,
-			.cb_data = a,
-		};
-		a->pending += r.secs;
-		td_forward_request(r);
+		td_l2_fill_parent(&a->r.fill, a->r.treq.image,
+				  (char *)a->r.buf, first, (uint32_t)end);
 	}
-	qc_alloc_fill_put(a, 1, 0);
+	td_l2_fill_put(&a->r.fill, 1, 0);
 }
 
-void qc_alloc_data(struct qc_state *s, struct qc_l2 *t, uint32_t l2i,
+void qc_alloc_data(struct qc_state *s, struct td_l2 *t, uint32_t l2i,
 		   uint64_t gcl, const struct qcow_mapping *old,
 		   td_request_t treq)
 {
-	struct qc_alloc *a = qc_alloc_get(s, t, false, gcl);
+	struct qc_alloc *a = qc_alloc_get(s, t, TD_L2_ALLOC_DATA, gcl);
 
 	if (!a) {
 		td_meta_park(&s->meta, &s->res_waiters, treq);
 		return;
 	}
 	s->n_alloc++;
-	a->treq = treq;
-	a->l2i = l2i;
+	a->r.treq = treq;
+	a->r.l2i = l2i;
 	a->old = *old;
 	/* 1. A new cluster at the end of the file, never reused. */
-	a->host = s->next_free;
+	a->r.host = s->next_free;
 	s->next_free += s->cs;
 	qc_alloc_fill(a);
 }
@@ -356,34 +130,28 @@ void qc_alloc_data(struct qc_state *s, struct qc_l2 *t, uint32_t l2i,
  * until close, and its clusters are lost on a crash). */
 static void qc_l2_alloc_linked(struct td_meta_wait *w, int err)
 {
-	struct qc_alloc *a = td_container_of(w, struct qc_alloc, wait);
-	struct qc_state *s = a->s;
-	struct qc_l2 *t = a->t;
+	struct qc_alloc *a = td_container_of(w, struct qc_alloc, r.wait);
+	struct td_l2_tables *tb = a->r.t->tb;
+	uint64_t i = a->r.t->index;
 
 	if (err) {
-		t->state = L2_FREE;
-		s->l1[t->l1i] = 0;
-		td_put_be64(s->l1_disk + t->l1i * 8, 0);
-		td_meta_wake(&s->meta, &t->waiters, err);
-	} else {
-		t->state = L2_READY;
-		td_meta_wake(&s->meta, &t->waiters, 0);
+		tb->l1[i] = 0;
+		td_put_be64(tb->l1_disk + i * 8, 0);
 	}
-	qc_alloc_finish(a, err);
+	td_l2_ready(a->r.t, err);
+	td_l2_alloc_finish(&a->r, err);
 }
 
 /* The zeroed table is durable: link it from the L1 table. */
 static void qc_l2_alloc_synced(struct td_meta_wait *w, int err)
 {
-	struct qc_alloc *a = td_container_of(w, struct qc_alloc, wait);
-	struct qc_state *s = a->s;
+	struct qc_alloc *a = td_container_of(w, struct qc_alloc, r.wait);
 
 	if (err) {
 		qc_l2_alloc_linked(w, err);
 		return;
 	}
-	qc_l1_set(s, a->t->l1i, a->host);
-	td_meta_seq_wait(&s->l1_seq, &a->wait, qc_l2_alloc_linked);
+	td_l2_link(a->r.t, a->r.host, &a->r.wait, qc_l2_alloc_linked);
 }
 
 static void qc_l2_alloc_written(void *ctx, void *arg, int err)
@@ -392,84 +160,23 @@ static void qc_l2_alloc_written(void *ctx, void *arg, int err)
 	struct qc_alloc *a = arg;
 
 	if (err) {
-		qc_l2_alloc_linked(&a->wait, err);
+		qc_l2_alloc_linked(&a->r.wait, err);
 		return;
 	}
-	td_meta_barrier(&s->meta, &a->wait, qc_l2_alloc_synced);
+	td_meta_barrier(&s->meta, &a->r.wait, qc_l2_alloc_synced);
 }
 
-void qc_l2_alloc(struct qc_state *s, struct qc_l2 *t, td_request_t treq)
+void qc_l2_alloc(void *ctx, struct td_l2 *t, td_request_t treq)
 {
-	struct qc_alloc *a = qc_alloc_get(s, t, true, 0);
+	struct qc_state *s = ctx;
+	struct qc_alloc *a = qc_alloc_get(s, t, TD_L2_ALLOC_TABLE, t->index);
 
 	if (!a) {
-		t->state = L2_FREE;
 		td_meta_park(&s->meta, &s->res_waiters, treq);
 		return;
 	}
 	s->n_l2_alloc++;
-	a->host = s->next_free;
+	a->r.host = s->next_free;
 	s->next_free += td_round_up(s->img->g.l2_bytes, s->cs);
-	t->state = L2_ALLOCATING;
-	td_meta_park(&s->meta, &t->waiters, treq);
-	memset(t->buf, 0, s->img->g.l2_bytes);
-	td_meta_io(&s->meta, TD_OP_WRITE, t->buf, s->img->g.l2_bytes, a->host,
-		   qc_l2_alloc_written, a);
-}
-
-/* ---- compressed clusters --------------------------------------------- */
-
-static void qc_copy_out(struct qc_state *s, td_request_t treq)
-{
-	uint64_t in = (treq.sec % s->cl_secs) << TD_SECTOR_SHIFT;
-
-	memcpy(treq.buf, s->zcache + in, (size_t)treq.secs << TD_SECTOR_SHIFT);
-}
-
-static void qc_cread_done(void *ctx, void *arg, int err)
-{
-	struct qc_state *s = ctx;
-	struct qc_cread *c = arg;
-	td_request_t treq = c->treq;
-
-	if (!err) {
-		s->zcache_csize = 0;
-		if (td_inflate(s->zs, c->buf, c->csize, s->zcache, s->cs)) {
-			td_log(TD_LOG_ERR, "%s: compressed cluster at %" PRIu64
-			       " (%u bytes) does not inflate", s->drv->name,
-			       c->off, c->csize);
-			err = -EIO;
-		} else {
-			s->zcache_off = c->off;
-			s->zcache_csize = c->csize;
-			qc_copy_out(s, treq);
-		}
-	}
-	td_pool_put(&s->creads, c);
-	td_complete_request(treq, err);
-	td_meta_wake(&s->meta, &s->res_waiters, 0);
-}
-
-void qc_read_compressed(struct qc_state *s, td_request_t treq,
-			const struct qcow_mapping *m)
-{
-	struct qc_cread *c;
-
-	if (s->zcache_csize == m->csize && s->zcache_off == m->host_offset) {
-		qc_copy_out(s, treq);
-		td_complete_request(treq, 0);
-		return;
-	}
-	c = td_pool_get(&s->creads);
-	if (!c) {
-		td_meta_park(&s->meta, &s->res_waiters, treq);
-		return;
-	}
-	c->s = s;
-	c->treq = treq;
-	c->off = m->host_offset;
-	c->csize = m->csize;
-	c->buf = (uint8_t *)c + s->cread_hdr;
-	td_meta_read_data(&s->meta, NULL, c->buf, c->csize, c->off,
-			  qc_cread_done, c);
+	td_l2_write_new(t, treq, a->r.host, qc_l2_alloc_written, a);
 }

@@ -37,7 +37,8 @@
  * zero clusters and no way to free space).  Encrypted images are refused.
  *
  * Files: this one (open, close, the driver table, dispatch),
- * qcow-cluster.c (L2 cache, allocation, compressed clusters),
+ * qcow-cluster.c (allocation), common/td-l2.c (the L1 and L2 tables,
+ * the L2 cache, dispatch to a table, compressed reads),
  * qcow-image.c (synchronous open, create, check), qcow-format.c (pure).
  */
 #include <errno.h>
@@ -62,65 +63,27 @@
 #define QC_MAX_ALLOCS		64u
 #define QC_MAX_CREADS		16u
 
-/*
- * Consecutive segments handled alike (in-place I/O at consecutive host
- * offsets, or forwarded), issued as one piece: small clusters would
- * otherwise cost one I/O each.
- */
-enum qc_run_kind { RUN_NONE, RUN_DATA, RUN_FORWARD };
-
-struct qc_run {
-	enum qc_run_kind kind;
-	td_request_t	 treq;
-	uint64_t	 host;
-};
-
-static void qc_run_flush(struct qc_state *s, struct qc_run *r)
-{
-	if (r->kind == RUN_DATA)
-		td_meta_request_io(&s->meta, r->treq, r->host, NULL);
-	else if (r->kind == RUN_FORWARD)
-		td_forward_request(r->treq);
-	r->kind = RUN_NONE;
-}
-
-static void qc_run_add(struct qc_state *s, struct qc_run *r,
-		       enum qc_run_kind kind,
-		       td_request_t seg, uint64_t host)
-{
-	if (r->kind == kind && r->treq.sec + r->treq.secs == seg.sec &&
-	    (kind != RUN_DATA || r->host + ((uint64_t)r->treq.secs <<
-					    TD_SECTOR_SHIFT) == host)) {
-		r->treq.secs += seg.secs;
-		return;
-	}
-	qc_run_flush(s, r);
-	r->kind = kind;
-	r->treq = seg;
-	r->host = host;
-}
-
 /* One segment of a read or write, inside one cluster of ready table t. */
-static void qc_dispatch_seg(struct qc_state *s, struct qc_l2 *t,
-			    td_request_t seg, struct qc_run *run)
+static void qc_dispatch_seg(struct qc_state *s, struct td_l2 *t,
+			    td_request_t seg, struct td_meta_run *run)
 {
 	uint64_t gcl = seg.sec / s->cl_secs;
 	uint32_t l2i = (uint32_t)(gcl & ((1ull << s->l2_bits) - 1));
 	uint64_t in = (seg.sec % s->cl_secs) << TD_SECTOR_SHIFT;
 	struct qcow_mapping m;
-	struct qc_alloc *busy;
+	struct td_l2_alloc *busy;
 	char why[256];
 
-	busy = qc_alloc_find(s, gcl);
+	busy = td_l2_alloc_find(&s->tables, gcl);
 	if (busy) {
-		qc_run_flush(s, run);
+		td_meta_run_flush(run);
 		td_meta_park(&s->meta, &busy->waiters, seg);
 		return;
 	}
 	if (qcow_l2_decode(&s->img->g, s->cluster_bits,
-			   td_get_be64(t->buf + (size_t)l2i * 8), &m, why,
+			   td_l2_entry(t, l2i), &m, why,
 			   sizeof(why))) {
-		qc_run_flush(s, run);
+		td_meta_run_flush(run);
 		td_log(TD_LOG_ERR, "%s: guest cluster %" PRIu64 ": %s",
 		       s->drv->name, gcl, why);
 		td_complete_request(seg, -EIO);
@@ -130,19 +93,19 @@ static void qc_dispatch_seg(struct qc_state *s, struct qc_l2 *t,
 		td_log(TD_LOG_ERR, "%s: guest cluster %" PRIu64 ": cluster at "
 		       "%" PRIu64 " overlaps the header or L1 table",
 		       s->drv->name, gcl, m.host_offset);
-		qc_run_flush(s, run);
+		td_meta_run_flush(run);
 		td_complete_request(seg, -EIO);
 		return;
 	}
 	if (m.type == QCOW_CLUSTER_NORMAL) {
-		qc_run_add(s, run, RUN_DATA, seg, m.host_offset + in);
+		td_meta_run_add(run, TD_RUN_DATA, seg, m.host_offset + in);
 		return;
 	}
 	if (m.type == QCOW_CLUSTER_UNALLOCATED && seg.op == TD_OP_READ) {
-		qc_run_add(s, run, RUN_FORWARD, seg, 0);
+		td_meta_run_add(run, TD_RUN_FORWARD, seg, 0);
 		return;
 	}
-	qc_run_flush(s, run);
+	td_meta_run_flush(run);
 	switch (m.type) {
 	case QCOW_CLUSTER_NORMAL:
 		break;
@@ -151,141 +114,86 @@ static void qc_dispatch_seg(struct qc_state *s, struct qc_l2 *t,
 		break;
 	case QCOW_CLUSTER_COMPRESSED:
 		if (seg.op == TD_OP_READ)
-			qc_read_compressed(s, seg, &m);
+			td_l2_read_compressed(&s->tables, seg,
+					      m.host_offset, m.csize);
 		else
 			qc_alloc_data(s, t, l2i, gcl, &m, seg);
 		break;
 	}
 }
 
-/* treq lies inside the range of ready table t: split by cluster. */
-static void qc_dispatch_table(struct qc_state *s, struct qc_l2 *t,
-			      td_request_t treq)
+/* A table's request, split by cluster: one run across the clusters. */
+struct qc_table_req {
+	struct qc_state		*s;
+	struct td_l2		*t;
+	struct td_meta_run	 run;
+};
+
+static void qc_table_seg(void *arg, td_request_t seg)
 {
-	struct qc_run run = { .kind = RUN_NONE };
-	uint32_t done = 0;
+	struct qc_table_req *r = arg;
 
-	t->used = ++s->tick;
-	while (done < treq.secs) {
-		td_request_t seg = treq;
-		uint64_t sec = treq.sec + done;
-		uint32_t n = s->cl_secs - (uint32_t)(sec % s->cl_secs);
-
-		if (n > treq.secs - done)
-			n = treq.secs - done;
-		seg.sec = sec;
-		seg.secs = n;
-		seg.buf = treq.buf + ((size_t)done << TD_SECTOR_SHIFT);
-		done += n;
-		qc_dispatch_seg(s, t, seg, &run);
-	}
-	qc_run_flush(s, &run);
+	qc_dispatch_seg(r->s, r->t, seg, &r->run);
 }
 
-/* treq lies inside the range of one L1 entry. */
-static void qc_dispatch_l1(struct qc_state *s, td_request_t treq)
+/* td_l2_ops.table: treq lies inside the range of ready table t. */
+static void qc_table(void *ctx, struct td_l2 *t, td_request_t treq)
 {
-	uint64_t l1i = (treq.sec / s->cl_secs) >> s->l2_bits;
-	struct qc_l2 *t;
+	struct qc_state *s = ctx;
+	struct qc_table_req r = {
+		.s = s, .t = t, .run = { .m = &s->meta },
+	};
 
-	if (l1i >= s->img->g.l1_size) {
-		td_complete_request(treq, -EIO);
-		return;
-	}
-	t = qc_l2_find(s, l1i);
-	if (t && (t->state == L2_LOADING || t->state == L2_ALLOCATING)) {
-		td_meta_park(&s->meta, &t->waiters, treq);
-		return;
-	}
-	if (t) {
-		qc_dispatch_table(s, t, treq);
-		return;
-	}
-	if (!s->l1[l1i] && treq.op == TD_OP_READ) {
-		td_forward_request(treq);
-		return;
-	}
-	t = qc_l2_slot(s, l1i);
-	if (!t) {
-		td_meta_park(&s->meta, &s->res_waiters, treq);
-		return;
-	}
-	if (!s->l1[l1i]) {
-		qc_l2_alloc(s, t, treq);
-		return;
-	}
-	t->state = L2_LOADING;
-	td_meta_park(&s->meta, &t->waiters, treq);
-	td_meta_io(&s->meta, TD_OP_READ, t->buf, s->img->g.l2_bytes,
-		   s->l1[l1i], qc_l2_loaded, t);
+	td_meta_split(treq, s->cl_secs, qc_table_seg, &r);
+	td_meta_run_flush(&r.run);
 }
 
-/* Split treq at L1 entry boundaries. */
-static void qc_dispatch(struct qc_state *s, td_request_t treq)
+/* td_l2_ops.unmapped: a read goes to the backing image. */
+static bool qc_unmapped(void *ctx, td_request_t treq)
 {
-	uint64_t span = (uint64_t)s->cl_secs << s->l2_bits;
-	uint32_t done = 0;
-
-	while (done < treq.secs) {
-		td_request_t piece = treq;
-		uint64_t sec = treq.sec + done;
-		uint64_t n = span - sec % span;
-
-		if (n > treq.secs - done)
-			n = treq.secs - done;
-		piece.sec = sec;
-		piece.secs = (uint32_t)n;
-		piece.buf = treq.buf + ((size_t)done << TD_SECTOR_SHIFT);
-		done += (uint32_t)n;
-		qc_dispatch_l1(s, piece);
-	}
+	(void)ctx;
+	if (treq.op != TD_OP_READ)
+		return false;
+	td_forward_request(treq);
+	return true;
 }
+
+static const struct td_l2_ops qc_l2_ops = {
+	.table		= qc_table,
+	.unmapped	= qc_unmapped,
+	.alloc		= qc_l2_alloc,
+	.written	= qc_alloc_written,
+};
 
 /* td_meta_dispatch_t: a parked request's turn again. */
 static void qc_redispatch(void *ctx, td_request_t treq)
 {
-	qc_dispatch(ctx, treq);
+	struct qc_state *s = ctx;
+
+	td_l2_dispatch(&s->tables, treq);
 }
 
 static void qc_queue_rw(td_driver_t *drv, td_request_t treq)
 {
-	qc_dispatch(drv->data, treq);
+	qc_redispatch(drv->data, treq);
 }
 
 static void qc_queue_flush(td_driver_t *drv, td_request_t treq)
 {
 	struct qc_state *s = drv->data;
-	struct td_meta_req *r;
 
-	if (s->rdonly) {
+	if (s->rdonly)
 		td_complete_request(treq, 0);
-		return;
-	}
-	r = td_meta_req_get(&s->meta, treq);
-	if (r)
-		td_meta_barrier(&s->meta, &r->wait, td_meta_req_done);
+	else
+		td_meta_req_wait(&s->meta, &s->meta.barrier, treq);
 }
 
 /* ---- open / close ---------------------------------------------------- */
 
 static void qc_free_state(struct qc_state *s)
 {
-	unsigned i;
-
-	if (s->slots)
-		for (i = 0; i < s->nslots; i++)
-			free(s->slots[i].buf);
-	free(s->slots);
-	s->slots = NULL;
-	free(s->l1_disk);
-	s->l1_disk = NULL;
-	free(s->zcache);
-	s->zcache = NULL;
-	td_inflate_free(s->zs);
-	s->zs = NULL;
+	td_l2_fini(&s->tables);
 	td_meta_fini(&s->meta);
-	td_pool_fini(&s->allocs);
-	td_pool_fini(&s->creads);
 	if (s->fd >= 0)
 		close(s->fd);
 	s->fd = -1;
@@ -293,33 +201,19 @@ static void qc_free_state(struct qc_state *s)
 	s->img = NULL;
 }
 
-static int qc_open_slots(struct qc_state *s)
+/* L2 tables cached: QC_L2_CACHE_BYTES of them, within the bounds. */
+static unsigned qc_nslots(uint32_t l2_bytes)
 {
-	uint32_t l2b = s->img->g.l2_bytes;
-	unsigned i, n = QC_L2_CACHE_BYTES / l2b;
+	unsigned n = QC_L2_CACHE_BYTES / l2_bytes;
 
-	n = n < QC_MIN_SLOTS ? QC_MIN_SLOTS : n > QC_MAX_SLOTS ?
-	    QC_MAX_SLOTS : n;
-	s->slots = calloc(n, sizeof(*s->slots));
-	if (!s->slots)
-		return -ENOMEM;
-	s->nslots = n;
-	for (i = 0; i < n; i++) {
-		struct qc_l2 *t = &s->slots[i];
-
-		t->buf = td_zalloc_aligned(l2b);
-		if (!t->buf)
-			return -ENOMEM;
-		qc_l2_init(s, t);
-	}
-	return 0;
+	return n < QC_MIN_SLOTS ? QC_MIN_SLOTS : n > QC_MAX_SLOTS ?
+	       QC_MAX_SLOTS : n;
 }
 
 static int qc_open(td_driver_t *drv, const char *path, td_flag_t flags)
 {
 	struct qc_state *s = drv->data;
 	char err[TD_ERROR_MAX];
-	uint64_t i;
 	int rc;
 
 	s->drv = drv;
@@ -340,29 +234,33 @@ static int qc_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	s->l2_bits = s->img->h.l2_bits;
 	s->vsecs = s->img->h.size >> TD_SECTOR_SHIFT;
 	s->has_backing = s->img->backing[0] != '\0';
-	s->l1 = s->img->l1;
 	s->next_free = td_round_up(s->img->file_size, s->cs);
 	rc = -ENOMEM;
-	s->l1_disk = td_zalloc_aligned(s->img->g.l1_bytes);
-	s->zcache = td_zalloc_aligned(s->cs);
-	s->zs = td_inflate_new();
-	if (!s->l1_disk || !s->zcache || !s->zs)
-		goto fail;
-	for (i = 0; i < s->img->g.l1_size; i++)
-		td_put_be64(s->l1_disk + i * 8, s->l1[i]);
-	s->alloc_hdr = td_round_up(sizeof(struct qc_alloc), TD_BUF_ALIGN);
-	s->cread_hdr = td_round_up(sizeof(struct qc_cread), TD_BUF_ALIGN);
-	if (td_meta_init(&s->meta, drv, s->fd, s, qc_redispatch, QC_MAX_IOCBS,
-			 QC_MAX_PIECES) ||
-	    td_pool_init(&s->allocs, QC_MAX_ALLOCS, s->alloc_hdr + 2u * s->cs,
-			 TD_BUF_ALIGN) ||
-	    td_pool_init(&s->creads, QC_MAX_CREADS, s->cread_hdr + s->cs,
-			 TD_BUF_ALIGN) ||
-	    qc_open_slots(s))
-		goto fail;
-	td_list_init(&s->active);
 	td_list_init(&s->res_waiters);
-	td_meta_seq_init(&s->l1_seq, &s->meta, qc_l1_issue, qc_l1_failed);
+	if (td_l2_init(&s->tables, &s->meta, s->img->l1, &(struct td_l2_params){
+			.l1_size = s->img->g.l1_size,
+			.l1_offset = s->img->h.l1_table_offset,
+			.offset_mask = UINT64_MAX,
+			.table_bytes = s->img->g.l2_bytes,
+			.entry_size = 8,
+			.align = 1,
+			.span_secs = (uint64_t)s->cl_secs << s->l2_bits,
+			.cl_secs = s->cl_secs,
+			.vsecs = s->vsecs,
+			.nslots = qc_nslots(s->img->g.l2_bytes),
+			.res_waiters = &s->res_waiters,
+			.nallocs = QC_MAX_ALLOCS,
+			.alloc_size = sizeof(struct qc_alloc),
+			.alloc_buf = 2u * s->cs,
+			.ncreads = QC_MAX_CREADS,
+			.cread_buf = s->cs,
+			.cread_align = 1,
+			.ops = &qc_l2_ops,
+		}))
+		goto fail;
+	if (td_meta_init(&s->meta, drv, s->fd, s, qc_redispatch, QC_MAX_IOCBS,
+			 QC_MAX_PIECES))
+		goto fail;
 	drv->info.size = s->vsecs;
 	drv->info.sector_size = TD_SECTOR_SIZE;
 	drv->info.io_align = 0;
@@ -391,54 +289,18 @@ static int qc_close(td_driver_t *drv)
 	return err;
 }
 
+/* qcow records no backing format: the file is probed (opened). */
 static int qc_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 {
 	struct qc_state *s = drv->data;
-	const char *driver;
 	char *path;
-	int rc;
 
 	if (!s->has_backing)
 		return TD_NO_PARENT;
 	path = td_path_resolve(s->img->path, s->img->backing);
 	if (!path)
 		return -ENOMEM;
-	/* qcow records no backing format: the file is probed (opened). */
-	rc = td_check_path(drv, path);
-	if (rc) {
-		char why[sizeof(drv->error)];
-
-		td_msgf(why, sizeof(why), "%s", drv->error);
-		td_msgf(drv->error, sizeof(drv->error), "%s: backing file %s",
-			drv->name, why);
-		free(path);
-		return rc;
-	}
-	rc = td_probe_driver(path, &driver);
-	if (rc) {
-		td_msgf(drv->error, sizeof(drv->error), "%s: backing file %s: "
-			"%s", drv->name, path, strerror(-rc));
-		free(path);
-		return rc;
-	}
-	id->name = path;
-	id->drivertype = strdup(driver);
-	if (!id->drivertype) {
-		free(path);
-		id->name = NULL;
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-/* qcow records a backing file by name only: any image of it is right. */
-static int qc_validate_parent(td_driver_t *drv, td_driver_t *parent,
-			      td_flag_t flags)
-{
-	(void)drv;
-	(void)parent;
-	(void)flags;
-	return 0;
+	return td_parent_probe(drv, path, "backing file", id);
 }
 
 static void qc_debug(td_driver_t *drv, FILE *out)
@@ -450,7 +312,7 @@ static void qc_debug(td_driver_t *drv, FILE *out)
 		"%u L2 tables cached at most\n", drv->name, s->cs,
 		(unsigned long long)(s->vsecs << TD_SECTOR_SHIFT),
 		(unsigned long long)s->n_alloc, (unsigned long long)s->n_cow,
-		(unsigned long long)s->n_l2_alloc, s->nslots);
+		(unsigned long long)s->n_l2_alloc, s->tables.p.nslots);
 }
 
 /* td_create has no error channel: the reason is logged here, once. */
@@ -491,7 +353,8 @@ const struct tap_disk tapdisk_qcow = {
 	.td_open		= qc_open,
 	.td_close		= qc_close,
 	.td_get_parent_id	= qc_get_parent_id,
-	.td_validate_parent	= qc_validate_parent,
+	/* A backing file is recorded by name only. */
+	.td_validate_parent	= td_parent_any,
 	.td_queue_read		= qc_queue_rw,
 	.td_queue_write		= qc_queue_rw,
 	.td_debug		= qc_debug,

@@ -3,9 +3,9 @@
  * What the qcow2 driver's files share, private to drivers/qcow2/: the
  * per-image state and the functions one file calls in another.
  * qcow2.c: open, close, the driver table, request dispatch, metadata
- * overlap; qcow2-cluster.c: L1 and L2 tables, allocating and discarding
- * clusters, compressed clusters; qcow2-refcount.c: refcounts in memory
- * and the refcount commit.  The allocation order and why it is
+ * overlap; qcow2-cluster.c: allocating and discarding clusters (the
+ * tables, compressed reads: common/td-l2.c); qcow2-refcount.c:
+ * refcounts in memory and the refcount commit.  The allocation order and why it is
  * crash-safe: the top of qcow2.c.  Everything runs on the engine's loop.
  */
 #ifndef TAPFS_QCOW2_DRIVER_H
@@ -19,11 +19,11 @@
 
 #include "qcow2-image.h"
 #include "common/td-grace.h"
+#include "common/td-l2.h"
 #include "common/td-meta.h"
 #include "common/td-zlib.h"
 #include "common/td-util.h"
 
-#define Q2_HASH_BUCKETS		1024u
 /* Freed clusters remembered for reuse before scanning for free ones. */
 #define Q2_FREE_STACK		4096u
 /* O_DIRECT alignment of metadata and compressed reads. */
@@ -32,46 +32,10 @@
 
 struct q2_state;
 
-enum q2_l2_state {
-	L2_UNLOADED,
-	L2_LOADING,
-	L2_READY,
-	L2_ALLOCATING,
-};
-
-/* One L2 table in memory, made on first use and kept. */
-struct q2_l2 {
-	enum q2_l2_state state;
-	uint64_t	 index;		/* L1 index */
-	uint8_t		*buf;		/* disk format, aligned */
-	struct td_list	 waiters;	/* td_meta_req: loading, allocating */
-	struct td_meta_seq seq;		/* writes of this table */
-	bool		 dirty;
-	uint32_t	 lo, hi;	/* dirty entries */
-};
-
-enum q2_alloc_kind {
-	A_DATA,		/* a new cluster for a write */
-	A_DISCARD,	/* a cluster made unallocated or zero */
-	A_L2,		/* a new L2 table */
-};
-
 /* One allocation (or discard) in progress, keyed by guest cluster. */
 struct q2_alloc {
-	struct q2_state	*s;
-	enum q2_alloc_kind kind;
-	td_request_t	 treq;		/* A_DATA, A_DISCARD */
-	uint64_t	 gcl;		/* guest cluster (A_L2: L1 index) */
-	struct q2_l2	*l2;
-	uint32_t	 l2i;
-	uint64_t	 host;		/* the new cluster */
+	struct td_l2_alloc r;		/* buf: cluster_size */
 	struct qcow2_mapping old;	/* what it replaces */
-	struct td_list	 hash_link;
-	struct td_list	 waiters;	/* td_meta_req for this cluster */
-	struct td_meta_wait wait;
-	unsigned	 pending;
-	int		 err;
-	uint8_t		*buf;		/* cluster_size, aligned */
 };
 
 /* A refcount block write of the commit in flight. */
@@ -79,18 +43,6 @@ struct q2_rb_write {
 	uint64_t	 rbi;
 	uint32_t	 off, len;	/* bytes of the block */
 	bool		 was_new;	/* its table entry goes out too */
-};
-
-/* A compressed cluster being read. */
-struct q2_cread {
-	struct q2_state	*s;
-	td_request_t	 treq;		/* the read, or unused (COW) */
-	struct q2_alloc	*alloc;		/* COW of a compressed cluster */
-	uint64_t	 off;		/* of the compressed data */
-	uint32_t	 csize;
-	uint32_t	 skip;		/* data starts at buf + skip */
-	size_t		 len;		/* bytes read */
-	uint8_t		*buf;
 };
 
 struct q2_state {
@@ -108,13 +60,8 @@ struct q2_state {
 	uint32_t		 io_align;	/* metadata write granularity */
 	uint64_t		 vsecs;		/* virtual size, sectors */
 
-	uint64_t		*l1;		/* img->l1, host order */
-	uint8_t			*l1_disk;	/* aligned, disk format */
-	size_t			 l1_bytes;
-	bool			 l1_dirty;
-	uint64_t		 l1_lo, l1_hi;
-	struct td_meta_seq	 l1_seq;
-	struct q2_l2		**l2s;		/* per L1 entry */
+	/* L1 and L2 tables (every L2 table kept once loaded). */
+	struct td_l2_tables	 tables;
 
 	/* Refcounts (read-write): img->reftable, img->refblocks. */
 	uint8_t			*reftable_disk;
@@ -142,21 +89,11 @@ struct q2_state {
 	struct q2_rb_write	*commit_list;	/* blocks being written */
 	uint64_t		 commit_nlist;
 
-	struct td_list		 hash[Q2_HASH_BUCKETS];
 	struct td_list		 res_waiters;	/* no alloc/cread free */
 
 	uint8_t			*zeros;		/* one cluster of zeros */
-	void			*zs;		/* inflate stream */
-	uint8_t			*zcache;	/* the last inflated cluster */
-	uint64_t		 zcache_off;
-	uint32_t		 zcache_csize;	/* 0: empty */
 
 	struct td_meta		 meta;		/* I/O, barrier, parking */
-	struct td_pool		 allocs;
-	struct td_pool		 creads;
-	size_t			 alloc_hdr;	/* buffer offset in an alloc */
-	size_t			 cread_hdr;
-	size_t			 cread_buf;
 
 	uint64_t		 n_alloc, n_cow, n_discard;
 };
@@ -170,30 +107,19 @@ int q2_check_meta_old(struct q2_state *s,
 		      const struct qcow2_mapping *m, uint64_t gcl);
 
 /* ---- qcow2-cluster.c ------------------------------------------------- */
-/* td_meta_seq callbacks of the L1 table's sequencer. */
-void q2_l1_issue(struct td_meta_seq *q);
-void q2_l1_failed(struct td_meta_seq *q, int err);
-/* The allocation (or discard) of guest cluster gcl in progress, or NULL. */
-struct q2_alloc *q2_alloc_find(struct q2_state *s, uint64_t gcl);
+/* td_l2_ops.written: the new cluster's data is written. */
+void q2_alloc_written(void *ctx, void *arg, int err);
 /* A write of treq into guest cluster gcl needs a new cluster. */
-void q2_alloc_data(struct q2_state *s, struct q2_l2 *t, uint32_t l2i,
+void q2_alloc_data(struct q2_state *s, struct td_l2 *t, uint32_t l2i,
 		   uint64_t gcl, const struct qcow2_mapping *old,
 		   td_request_t treq);
 /* A discard of the whole guest cluster gcl. */
-void q2_discard_cluster(struct q2_state *s, struct q2_l2 *t,
+void q2_discard_cluster(struct q2_state *s, struct td_l2 *t,
 			uint32_t l2i, uint64_t gcl,
 			const struct qcow2_mapping *old,
 			td_request_t treq);
-/* The L2 table of L1 entry l1i in memory (made, not loaded), or NULL. */
-struct q2_l2 *q2_l2_get(struct q2_state *s, uint64_t l1i);
-/* Completion of an L2 table's load (td_meta_io). */
-void q2_l2_loaded(void *ctx, void *arg, int err);
-/* A new, empty L2 table for L1 entry t->index; treq waits for it. */
-void q2_l2_alloc(struct q2_state *s, struct q2_l2 *t,
-		 td_request_t treq);
-/* A read of treq inside the compressed cluster m. */
-void q2_read_compressed(struct q2_state *s, td_request_t treq,
-			const struct qcow2_mapping *m);
+/* td_l2_ops.alloc: a new, empty L2 table for L1 entry t->index. */
+void q2_l2_alloc(void *ctx, struct td_l2 *t, td_request_t treq);
 
 /* ---- qcow2-refcount.c ------------------------------------------------ */
 /* Set host cluster c's refcount in memory; written by the next commit. */

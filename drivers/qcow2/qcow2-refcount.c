@@ -439,7 +439,7 @@ static void q2_unref(struct q2_state *s, uint64_t off, uint64_t len,
 	uint64_t c, first = off >> s->g->cluster_bits;
 	uint64_t last = (off + len - 1) >> s->g->cluster_bits, v;
 
-	s->zcache_csize = 0;
+	s->tables.zc.csize = 0;
 	for (c = first; c <= last; c++) {
 		v = q2_refcount(s, c);
 		if (!v) {

@@ -65,8 +65,9 @@
  * EIO.  Reads and flushes go on.
  *
  * Files: this one (open, close, the driver table, request dispatch,
- * metadata overlap), qcow2-cluster.c (L1 and L2 tables, allocating and
- * discarding clusters, compressed clusters), qcow2-refcount.c (the
+ * metadata overlap), qcow2-cluster.c (allocating and discarding
+ * clusters), common/td-l2.c (the L1 and L2 tables, dispatch to a table,
+ * allocation records, compressed reads), qcow2-refcount.c (the
  * refcounts in memory and their commit); qcow2-driver.h is what they
  * share.
  */
@@ -96,13 +97,8 @@
 
 /* ---- small helpers --------------------------------------------------- */
 
-static uint64_t l2_get(const struct q2_state *s, const struct q2_l2 *t,
-		       uint32_t i)
-{
-	return td_get_be64(t->buf + (size_t)i * s->g->l2_entry_size);
-}
-
-static uint64_t l2_bitmap(const struct q2_state *s, const struct q2_l2 *t,
+/* The subcluster bitmap of extended L2 entry i. */
+static uint64_t l2_bitmap(const struct q2_state *s, const struct td_l2 *t,
 			  uint32_t i)
 {
 	return td_get_be64(t->buf + (size_t)i * s->g->l2_entry_size + 8);
@@ -194,63 +190,15 @@ int q2_check_meta_old(struct q2_state *s,
 
 /* ---- dispatch -------------------------------------------------------- */
 
-enum run_kind {
-	RUN_NONE,
-	RUN_DATA,	/* host I/O at host */
-	RUN_ZERO,
-	RUN_FORWARD,
-};
-
-/* Consecutive segments handled alike, issued as one piece. */
-struct q2_run {
-	enum run_kind	 kind;
-	td_request_t	 treq;
-	uint64_t	 host;
-};
-
-static void run_flush(struct q2_state *s, struct q2_run *r)
-{
-	switch (r->kind) {
-	case RUN_DATA:
-		q2_data_io(s, r->treq, r->host);
-		break;
-	case RUN_ZERO:
-		memset(r->treq.buf, 0, (size_t)r->treq.secs << TD_SECTOR_SHIFT);
-		td_complete_request(r->treq, 0);
-		break;
-	case RUN_FORWARD:
-		td_forward_request(r->treq);
-		break;
-	default:
-		break;
-	}
-	r->kind = RUN_NONE;
-}
-
-static void run_add(struct q2_state *s, struct q2_run *r, enum run_kind k,
-		    td_request_t seg, uint64_t host)
-{
-	if (r->kind == k && r->treq.sec + r->treq.secs == seg.sec &&
-	    (k != RUN_DATA || r->host + ((uint64_t)r->treq.secs <<
-					 TD_SECTOR_SHIFT) == host)) {
-		r->treq.secs += seg.secs;
-		return;
-	}
-	run_flush(s, r);
-	r->kind = k;
-	r->treq = seg;
-	r->host = host;
-}
-
 /* Mapping of a segment (within one cluster or subcluster). */
-static int q2_segment_map(struct q2_state *s, struct q2_l2 *t, uint32_t l2i,
+static int q2_segment_map(struct q2_state *s, struct td_l2 *t, uint32_t l2i,
 			  uint64_t in_bytes, struct qcow2_mapping *m)
 {
 	char why[256];
 	struct td_report r = td_report_err(why, sizeof(why));
 	int st;
 
-	if (qcow2_l2_decode(s->g, s->version, l2_get(s, t, l2i), m, &r)) {
+	if (qcow2_l2_decode(s->g, s->version, td_l2_entry(t, l2i), m, &r)) {
 		td_log(TD_LOG_ERR, "%s: guest cluster %" PRIu64 ": %s",
 		       s->drv->name, (t->index << s->g->l2_bits) + l2i, why);
 		return -EIO;
@@ -280,23 +228,22 @@ static bool q2_reads_zero(const struct q2_state *s,
 }
 
 /* One segment of a write or discard (inside one cluster). */
-static void q2_dispatch_write_seg(struct q2_state *s, struct q2_l2 *t,
+static void q2_dispatch_write_seg(struct q2_state *s, struct td_l2 *t,
 				  uint32_t l2i, uint64_t gcl,
 				  const struct qcow2_mapping *m,
-				  td_request_t seg, struct q2_run *run)
+				  td_request_t seg, struct td_meta_run *run)
 {
 	uint64_t first = gcl * s->cl_secs;
-	bool whole = seg.sec == first && (seg.secs == s->cl_secs ||
-					  first + seg.secs == s->vsecs);
+	bool whole = td_l2_covers(&s->tables, seg, gcl);
 
 	if (s->corrupt) {
 		/* Found by an earlier segment, or while this one waited. */
-		run_flush(s, run);
+		td_meta_run_flush(run);
 		td_complete_request(seg, -EIO);
 		return;
 	}
 	if (seg.op == TD_OP_DISCARD) {
-		run_flush(s, run);
+		td_meta_run_flush(run);
 		if (q2_reads_zero(s, m) && (m->type != QCOW2_CLUSTER_ZERO_ALLOC ||
 					    !whole)) {
 			td_complete_request(seg, 0);
@@ -325,27 +272,27 @@ static void q2_dispatch_write_seg(struct q2_state *s, struct q2_l2 *t,
 	if (m->type == QCOW2_CLUSTER_NORMAL && m->copied) {
 		if (q2_check_meta(s, m->host_offset, s->cs, gcl,
 				  "its host cluster")) {
-			run_flush(s, run);
+			td_meta_run_flush(run);
 			td_complete_request(seg, -EIO);
 			return;
 		}
-		run_add(s, run, RUN_DATA, seg, m->host_offset +
+		td_meta_run_add(run, TD_RUN_DATA, seg, m->host_offset +
 			((seg.sec - first) << TD_SECTOR_SHIFT));
 		return;
 	}
-	run_flush(s, run);
+	td_meta_run_flush(run);
 	q2_alloc_data(s, t, l2i, gcl, m, seg);
 }
 
 /* treq lies inside the range of ready L2 table t. */
-static void q2_dispatch_table(struct q2_state *s, struct q2_l2 *t,
+static void q2_dispatch_table(struct q2_state *s, struct td_l2 *t,
 			      td_request_t treq)
 {
 	uint32_t seg_secs = s->g->extended_l2 ? s->cl_secs / QCOW2_SUBCLUSTERS :
 			    s->cl_secs;
-	struct q2_run run = { .kind = RUN_NONE };
+	struct td_meta_run run = { .m = &s->meta, .grace = &s->grace };
 	struct qcow2_mapping m;
-	struct q2_alloc *busy;
+	struct td_l2_alloc *busy;
 	uint32_t done = 0;
 
 	if (!seg_secs)
@@ -365,15 +312,15 @@ static void q2_dispatch_table(struct q2_state *s, struct q2_l2 *t,
 		if (seg.buf)
 			seg.buf = treq.buf + ((size_t)done << TD_SECTOR_SHIFT);
 		done += n;
-		busy = q2_alloc_find(s, gcl);
+		busy = td_l2_alloc_find(&s->tables, gcl);
 		if (busy) {
-			run_flush(s, &run);
+			td_meta_run_flush(&run);
 			td_meta_park(&s->meta, &busy->waiters, seg);
 			continue;
 		}
 		if (q2_segment_map(s, t, l2i, (sec % s->cl_secs) <<
 				   TD_SECTOR_SHIFT, &m)) {
-			run_flush(s, &run);
+			td_meta_run_flush(&run);
 			td_complete_request(seg, -EIO);
 			continue;
 		}
@@ -383,99 +330,61 @@ static void q2_dispatch_table(struct q2_state *s, struct q2_l2 *t,
 		}
 		switch (m.type) {
 		case QCOW2_CLUSTER_NORMAL:
-			run_add(s, &run, RUN_DATA, seg, m.host_offset +
+			td_meta_run_add(&run, TD_RUN_DATA, seg, m.host_offset +
 				((sec % s->cl_secs) << TD_SECTOR_SHIFT));
 			break;
 		case QCOW2_CLUSTER_ZERO_PLAIN:
 		case QCOW2_CLUSTER_ZERO_ALLOC:
-			run_add(s, &run, RUN_ZERO, seg, 0);
+			td_meta_run_add(&run, TD_RUN_ZERO, seg, 0);
 			break;
 		case QCOW2_CLUSTER_UNALLOCATED:
-			run_add(s, &run, RUN_FORWARD, seg, 0);
+			td_meta_run_add(&run, TD_RUN_FORWARD, seg, 0);
 			break;
 		case QCOW2_CLUSTER_COMPRESSED:
-			run_flush(s, &run);
-			q2_read_compressed(s, seg, &m);
+			td_meta_run_flush(&run);
+			td_l2_read_compressed(&s->tables, seg,
+					      m.host_offset, m.csize);
 			break;
 		}
 	}
-	run_flush(s, &run);
+	td_meta_run_flush(&run);
 }
 
-/* treq lies inside the range of one L1 entry. */
-static void q2_dispatch_l1(struct q2_state *s, td_request_t treq)
+/* td_l2_ops.unmapped: a read goes to the backing image; a discard
+ * without one has nothing to do. */
+static bool q2_unmapped(void *ctx, td_request_t treq)
 {
-	uint64_t l1i = (treq.sec / s->cl_secs) >> s->g->l2_bits;
-	struct q2_l2 *t = l1i < s->img->h.l1_size ? s->l2s[l1i] : NULL;
+	struct q2_state *s = ctx;
 
-	if (l1i >= s->img->h.l1_size) {
-		td_complete_request(treq, -EIO);
-		return;
+	if (treq.op == TD_OP_READ) {
+		td_forward_request(treq);
+		return true;
 	}
-	if (t && (t->state == L2_LOADING || t->state == L2_ALLOCATING)) {
-		td_meta_park(&s->meta, &t->waiters, treq);
-		return;
+	if (treq.op == TD_OP_DISCARD && !s->has_backing) {
+		td_complete_request(treq, 0);
+		return true;
 	}
-	if (!(s->l1[l1i] & QCOW2_OFFSET_MASK)) {
-		if (treq.op == TD_OP_READ ||
-		    (treq.op == TD_OP_DISCARD && !s->has_backing)) {
-			if (treq.op == TD_OP_READ)
-				td_forward_request(treq);
-			else
-				td_complete_request(treq, 0);
-			return;
-		}
-		t = q2_l2_get(s, l1i);
-		if (!t) {
-			td_complete_request(treq, -ENOMEM);
-			return;
-		}
-		q2_l2_alloc(s, t, treq);
-		return;
-	}
-	if (!t)
-		t = q2_l2_get(s, l1i);
-	if (!t) {
-		td_complete_request(treq, -ENOMEM);
-		return;
-	}
-	if (t->state == L2_UNLOADED) {
-		t->state = L2_LOADING;
-		td_meta_park(&s->meta, &t->waiters, treq);
-		td_meta_io(&s->meta, TD_OP_READ, t->buf, s->cs,
-			   s->l1[l1i] & QCOW2_OFFSET_MASK, q2_l2_loaded, t);
-		return;
-	}
-	q2_dispatch_table(s, t, treq);
+	return false;
 }
 
-/* Split treq at L1 entry boundaries. */
-static void q2_dispatch(struct q2_state *s, td_request_t treq)
+static void q2_table(void *ctx, struct td_l2 *t, td_request_t treq)
 {
-	uint64_t span = (uint64_t)s->cl_secs << s->g->l2_bits;
-	uint32_t done = 0;
-
-	while (done < treq.secs) {
-		td_request_t piece = treq;
-		uint64_t sec = treq.sec + done;
-		uint64_t n = span - sec % span;
-
-		if (n > treq.secs - done)
-			n = treq.secs - done;
-		piece.sec = sec;
-		piece.secs = (uint32_t)n;
-		if (piece.buf)
-			piece.buf = treq.buf +
-				    ((size_t)done << TD_SECTOR_SHIFT);
-		done += (uint32_t)n;
-		q2_dispatch_l1(s, piece);
-	}
+	q2_dispatch_table(ctx, t, treq);
 }
+
+static const struct td_l2_ops q2_l2_ops = {
+	.table		= q2_table,
+	.unmapped	= q2_unmapped,
+	.alloc		= q2_l2_alloc,
+	.written	= q2_alloc_written,
+};
 
 /* td_meta_dispatch_t: a parked request's turn again. */
 static void q2_redispatch(void *ctx, td_request_t treq)
 {
-	q2_dispatch(ctx, treq);
+	struct q2_state *s = ctx;
+
+	td_l2_dispatch(&s->tables, treq);
 }
 
 static void q2_queue_rw(td_driver_t *drv, td_request_t treq)
@@ -486,7 +395,7 @@ static void q2_queue_rw(td_driver_t *drv, td_request_t treq)
 		td_complete_request(treq, -EIO);
 		return;
 	}
-	q2_dispatch(s, treq);
+	td_l2_dispatch(&s->tables, treq);
 }
 
 static void q2_queue_discard(td_driver_t *drv, td_request_t treq)
@@ -498,32 +407,18 @@ static void q2_queue_discard(td_driver_t *drv, td_request_t treq)
 static void q2_queue_flush(td_driver_t *drv, td_request_t treq)
 {
 	struct q2_state *s = drv->data;
-	struct td_meta_req *r;
 
-	if (s->rdonly) {
+	if (s->rdonly)
 		td_complete_request(treq, 0);
-		return;
-	}
-	r = td_meta_req_get(&s->meta, treq);
-	if (r)
-		td_meta_seq_wait(&s->commit_seq, &r->wait, td_meta_req_done);
+	else
+		td_meta_req_wait(&s->meta, &s->commit_seq, treq);
 }
 
 /* ---- open / close ---------------------------------------------------- */
 
 static void q2_free_state(struct q2_state *s)
 {
-	uint64_t i;
-
-	if (s->l2s && s->img) {
-		for (i = 0; i < s->img->h.l1_size; i++) {
-			if (s->l2s[i])
-				free(s->l2s[i]->buf);
-			free(s->l2s[i]);
-		}
-	}
-	free(s->l2s);
-	free(s->l1_disk);
+	td_l2_fini(&s->tables);
 	free(s->reftable_disk);
 	free(s->rb_dirty);
 	free(s->rb_lo);
@@ -534,11 +429,7 @@ static void q2_free_state(struct q2_state *s)
 	td_grace_fini(&s->grace);
 	free(s->free_stack);
 	free(s->zeros);
-	free(s->zcache);
-	td_inflate_free(s->zs);
 	td_meta_fini(&s->meta);
-	td_pool_fini(&s->allocs);
-	td_pool_fini(&s->creads);
 	if (s->fd >= 0)
 		close(s->fd);
 	s->fd = -1;
@@ -582,8 +473,7 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	struct q2_state *s = drv->data;
 	bool rdonly = flags & TD_OPEN_RDONLY;
 	char err[1024];
-	size_t each;
-	uint64_t i;
+	size_t each, cread_buf, cread_each;
 	uint32_t align = 0;
 	bool direct = false;
 	int rc, oflags;
@@ -607,7 +497,6 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	s->version = s->img->h.version;
 	s->has_backing = s->img->backing[0] != '\0';
 	s->vsecs = qcow2_image_size(s->img) >> TD_SECTOR_SHIFT;
-	s->l1 = s->img->l1;
 	oflags = (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
 	/*
 	 * O_DIRECT needs 4 KiB-aligned clusters on 4Kn disks, and metadata
@@ -625,40 +514,44 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 		goto fail;	/* the errno says it all (tapdisk.h) */
 	s->fd = rc;
 	rc = -ENOMEM;
-	s->l1_bytes = td_round_up((uint64_t)s->img->h.l1_size * 8,
-				  s->io_align);
-	s->l1_disk = td_zalloc_aligned(s->l1_bytes);
-	s->l2s = calloc(s->img->h.l1_size ? s->img->h.l1_size : 1,
-			sizeof(*s->l2s));
+	td_list_init(&s->res_waiters);
+	/* An allocation record and its bounce cluster. */
+	each = td_round_up(sizeof(struct q2_alloc), TD_BUF_ALIGN) + s->cs;
 	s->zeros = td_zalloc_aligned(s->cs);
-	s->zcache = td_zalloc_aligned(s->cs);
-	s->zs = td_inflate_new();
-	if (!s->l1_disk || !s->l2s || !s->zeros || !s->zcache || !s->zs)
+	/* A compressed cluster: at most 2 clusters, 4 KiB-aligned reads. */
+	cread_buf = td_round_up(2 * (size_t)s->cs + QCOW2_COMPRESSED_SECTOR,
+				Q2_IO_ALIGN) + 2 * Q2_IO_ALIGN;
+	cread_each = td_round_up(sizeof(struct td_l2_cread), TD_BUF_ALIGN) +
+		     cread_buf;
+	if (!s->zeros ||
+	    td_l2_init(&s->tables, &s->meta, s->img->l1, &(struct td_l2_params){
+			.l1_size = s->img->h.l1_size,
+			.l1_offset = s->img->h.l1_table_offset,
+			.offset_mask = QCOW2_OFFSET_MASK,
+			.table_bytes = s->cs,
+			.entry_size = s->g->l2_entry_size,
+			.align = s->io_align,
+			.span_secs = (uint64_t)s->cl_secs << s->g->l2_bits,
+			.cl_secs = s->cl_secs,
+			.vsecs = s->vsecs,
+			.res_waiters = &s->res_waiters,
+			.nallocs = clamp_count(Q2_ALLOC_BUDGET, each,
+					       Q2_MIN_ALLOCS, Q2_MAX_ALLOCS),
+			.alloc_size = sizeof(struct q2_alloc),
+			.alloc_buf = s->cs,
+			.ncreads = clamp_count(Q2_CREAD_BUDGET, cread_each,
+					       Q2_MIN_CREADS, Q2_MAX_CREADS),
+			.cread_buf = cread_buf,
+			.cread_align = Q2_IO_ALIGN,
+			.grace = &s->grace,
+			.ops = &q2_l2_ops,
+		}))
 		goto fail;
-	for (i = 0; i < s->img->h.l1_size; i++)
-		td_put_be64(s->l1_disk + i * 8, s->l1[i]);
 	if (!rdonly && q2_open_rw_state(s))
 		goto fail;
-	s->alloc_hdr = td_round_up(sizeof(struct q2_alloc), TD_BUF_ALIGN);
-	s->cread_hdr = td_round_up(sizeof(struct q2_cread), TD_BUF_ALIGN);
-	s->cread_buf = td_round_up(2 * (size_t)s->cs +
-				   QCOW2_COMPRESSED_SECTOR, Q2_IO_ALIGN) +
-		       2 * Q2_IO_ALIGN;
-	each = s->alloc_hdr + s->cs;
 	if (td_meta_init(&s->meta, drv, s->fd, s, q2_redispatch, Q2_MAX_IOCBS,
-			 Q2_MAX_PIECES) ||
-	    td_pool_init(&s->allocs, clamp_count(Q2_ALLOC_BUDGET, each,
-						 Q2_MIN_ALLOCS, Q2_MAX_ALLOCS),
-			 each, TD_BUF_ALIGN) ||
-	    td_pool_init(&s->creads, clamp_count(Q2_CREAD_BUDGET,
-						 s->cread_hdr + s->cread_buf,
-						 Q2_MIN_CREADS, Q2_MAX_CREADS),
-			 s->cread_hdr + s->cread_buf, TD_BUF_ALIGN))
+			 Q2_MAX_PIECES))
 		goto fail;
-	for (i = 0; i < Q2_HASH_BUCKETS; i++)
-		td_list_init(&s->hash[i]);
-	td_list_init(&s->res_waiters);
-	td_meta_seq_init(&s->l1_seq, &s->meta, q2_l1_issue, q2_l1_failed);
 	td_meta_seq_init(&s->commit_seq, &s->meta, q2_commit_issue, NULL);
 	drv->info.size = s->vsecs;
 	drv->info.sector_size = TD_SECTOR_SIZE;
@@ -691,6 +584,9 @@ static int q2_close(td_driver_t *drv)
 			s->meta_error = true;
 		}
 	}
+	/* A table write failed: the dirty bit stays set. */
+	if (s->tables.write_failed)
+		s->meta_error = true;
 	q2_free_state(s);
 	r = qcow2_image_close(s->img, !s->meta_error);
 	if (r && !err) {
@@ -714,40 +610,17 @@ static int q2_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 		path = td_path_resolve(s->img->path, s->img->backing);
 		if (!path)
 			return -ENOMEM;
-		rc = td_check_path(drv, path);
+		rc = td_parent_check_path(drv, path, "backing file");
 		free(path);
-		if (rc) {
-			char why[sizeof(drv->error)];
-
-			td_msgf(why, sizeof(why), "%s", drv->error);
-			td_msgf(drv->error, sizeof(drv->error), "%s: backing "
-				"file %s", drv->name, why);
+		if (rc)
 			return rc;
-		}
 	}
 	rc = qcow2_image_backing(s->img, &path, &driver, err, sizeof(err));
 	if (rc == 1)
 		return TD_NO_PARENT;
 	if (rc)
 		return td_meta_refuse(drv, rc, err);
-	id->name = path;
-	id->drivertype = strdup(driver);
-	if (!id->drivertype) {
-		free(path);
-		id->name = NULL;
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-/* qcow2 records a backing file by name only: any image of it is right. */
-static int q2_validate_parent(td_driver_t *drv, td_driver_t *parent,
-			      td_flag_t flags)
-{
-	(void)drv;
-	(void)parent;
-	(void)flags;
-	return 0;
+	return td_parent_id_set(id, path, driver);
 }
 
 static void q2_debug(td_driver_t *drv, FILE *out)
@@ -802,7 +675,8 @@ const struct tap_disk tapdisk_qcow2 = {
 	.td_open		= q2_open,
 	.td_close		= q2_close,
 	.td_get_parent_id	= q2_get_parent_id,
-	.td_validate_parent	= q2_validate_parent,
+	/* A backing file is recorded by name only. */
+	.td_validate_parent	= td_parent_any,
 	.td_queue_read		= q2_queue_rw,
 	.td_queue_write		= q2_queue_rw,
 	.td_debug		= q2_debug,

@@ -450,8 +450,9 @@ static void vhd_diff_read(struct vhd_state *s, struct vhd_blk *b,
 }
 
 /* treq lies inside one block of a dynamic or differencing disk. */
-static void vhd_dispatch_block(struct vhd_state *s, td_request_t treq)
+static void vhd_dispatch_block(void *ctx, td_request_t treq)
 {
+	struct vhd_state *s = ctx;
 	uint32_t block = (uint32_t)(treq.sec / s->spb);
 	uint32_t in = (uint32_t)(treq.sec % s->spb);
 	struct vhd_blk *b = s->blks[block];
@@ -504,26 +505,12 @@ static void vhd_dispatch_block(struct vhd_state *s, td_request_t treq)
 /* Split treq at block boundaries. */
 static void vhd_dispatch(struct vhd_state *s, td_request_t treq)
 {
-	uint32_t done = 0;
-
 	if (s->fixed) {
 		td_meta_request_io(&s->meta, treq, treq.sec << TD_SECTOR_SHIFT,
 				   NULL);
 		return;
 	}
-	while (done < treq.secs) {
-		td_request_t piece = treq;
-		uint64_t sec = treq.sec + done;
-		uint32_t n = s->spb - (uint32_t)(sec % s->spb);
-
-		if (n > treq.secs - done)
-			n = treq.secs - done;
-		piece.sec = sec;
-		piece.secs = n;
-		piece.buf = treq.buf + ((size_t)done << TD_SECTOR_SHIFT);
-		done += n;
-		vhd_dispatch_block(s, piece);
-	}
+	td_meta_split(treq, s->spb, vhd_dispatch_block, s);
 }
 
 /* td_meta_dispatch_t: a parked request's turn again. */
@@ -723,15 +710,8 @@ static int vhd_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 					   &path, err, sizeof(err));
 	if (rc)
 		return td_meta_refuse(drv, rc, err);
-	id->name = path;
-	id->drivertype = strdup(vhd_image_parent_is_raw(s->img) ? "aio" :
-				"vhd");
-	if (!id->drivertype) {
-		free(path);
-		id->name = NULL;
-		return -ENOMEM;
-	}
-	return 0;
+	return td_parent_id_set(id, path, vhd_image_parent_is_raw(s->img) ?
+				"aio" : "vhd");
 }
 
 extern const struct tap_disk tapdisk_vhd;

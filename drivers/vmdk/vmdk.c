@@ -949,7 +949,6 @@ static int vmdk_close(td_driver_t *drv)
 static int vmdk_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 {
 	struct vmdk_state *s = drv->data;
-	const char *driver;
 	char *path;
 	int rc;
 
@@ -958,32 +957,7 @@ static int vmdk_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 		return TD_NO_PARENT;
 	if (rc)
 		return rc;
-	/* Its format is probed (the file read): ask the policy first. */
-	rc = td_check_path(drv, path);
-	if (rc) {
-		char why[sizeof(drv->error)];
-
-		td_msgf(why, sizeof(why), "%s", drv->error);
-		td_msgf(drv->error, sizeof(drv->error), "%s: parent %s",
-			drv->name, why[0] ? why : strerror(-rc));
-		free(path);
-		return rc;
-	}
-	rc = td_probe_driver(path, &driver);
-	if (rc) {
-		td_msgf(drv->error, sizeof(drv->error), "%s: parent %s: %s",
-			drv->name, path, strerror(-rc));
-		free(path);
-		return rc;
-	}
-	id->name = path;
-	id->drivertype = strdup(driver);
-	if (!id->drivertype) {
-		free(path);
-		id->name = NULL;
-		return -ENOMEM;
-	}
-	return 0;
+	return td_parent_probe(drv, path, "parent", id);
 }
 
 extern const struct tap_disk tapdisk_vmdk;

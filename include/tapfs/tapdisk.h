@@ -390,6 +390,29 @@ bool td_disk_can_create_child(const struct tap_disk *d);
 int  td_check_path(td_driver_t *drv, const char *path);
 
 /*
+ * For td_get_parent_id and td_validate_parent; what names the parent in
+ * a refusal ("backing file", "parent"), which goes to drv->error as
+ * "DRIVER: WHAT REASON".
+ *
+ * td_parent_check_path: td_check_path for a parent's file.
+ * td_parent_probe: a parent recorded by its file alone (qcow's backing
+ * file, vmdk's parent): the path policy asked, its format probed
+ * (td_probe_driver), *id filled.
+ * td_parent_id_set: *id names path, opened by driver.
+ * path is malloc'd and passes to *id; it is freed on failure.  0, or
+ * -errno (with the reason in drv->error).
+ *
+ * td_parent_any: the td_validate_parent of a driver whose images record
+ * their parent by name only, so that any image there is the right one.
+ */
+int  td_parent_check_path(td_driver_t *drv, const char *path,
+			  const char *what);
+int  td_parent_probe(td_driver_t *drv, char *path, const char *what,
+		     td_disk_id_t *id);
+int  td_parent_id_set(td_disk_id_t *id, char *path, const char *driver);
+int  td_parent_any(td_driver_t *drv, td_driver_t *parent, td_flag_t flags);
+
+/*
  * Services any driver may use on another image (a backing file of
  * another format) without knowing its format's code.  Both block: for
  * open and create, never on the data path.
