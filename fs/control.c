@@ -262,17 +262,33 @@ static void snap_rollback(struct snap_target *t)
 }
 
 /*
- * The driver that makes a snapshot child of leaf: the leaf's own when it
- * can (a qcow2 child for a qcow2 leaf), else the one create makes images
- * with by default (raw leaves and the rest).  NULL: none can.
+ * The drivers that may make a snapshot child of leaf, in the order they
+ * are tried: the leaf's own when it can (a qcow2 child for a qcow2 leaf),
+ * then the one create makes images with by default (VHD: it records its
+ * parent's file but not its format, so it takes VHD and raw parents),
+ * then qcow2, which records the parent's format and so stands on any
+ * image tapfs reads (a vmdk leaf).  A driver that refuses the parent
+ * (EOPNOTSUPP) passes to the next.  Returns how many were stored in d.
  */
-static const struct tap_disk *snap_driver(td_driver_t *leaf)
+#define SNAP_DRIVERS_MAX	3
+static unsigned snap_drivers(td_driver_t *leaf,
+			     const struct tap_disk *d[SNAP_DRIVERS_MAX])
 {
-	const struct tap_disk *d = leaf->ops;
+	const struct tap_disk *c[SNAP_DRIVERS_MAX] = {
+		leaf->ops, td_driver_find(CTL_DEFAULT_FORMAT),
+		td_driver_find("qcow2"),
+	};
+	unsigned i, j, n = 0;
 
-	if (!td_disk_can_create_child(d))
-		d = td_driver_find(CTL_DEFAULT_FORMAT);
-	return d && td_disk_can_create_child(d) ? d : NULL;
+	for (i = 0; i < SNAP_DRIVERS_MAX; i++) {
+		if (!c[i] || !td_disk_can_create_child(c[i]))
+			continue;
+		for (j = 0; j < n && d[j] != c[i]; j++)
+			;
+		if (j == n)
+			d[n++] = c[i];
+	}
+	return n;
 }
 
 /* Make a child of t's leaf in the store and switch the VBD to it. */
@@ -280,19 +296,23 @@ static int snap_one(struct tapfs *fs, struct snap_target *t, char *err,
 		    size_t errlen)
 {
 	td_driver_t *leaf = vbd_image(t->tv->vbd, 0);
-	const struct tap_disk *cd = snap_driver(leaf);
+	const struct tap_disk *drivers[SNAP_DRIVERS_MAX], *cd = NULL;
 	char spec[TAPFS_SPEC_MAX], parent[CTL_PATH_MAX];
-	unsigned n;
-	int rc = -EEXIST;
+	unsigned i, n, nd = snap_drivers(leaf, drivers);
+	int rc = -EOPNOTSUPP;
 
 	/* The leaf is freed by vbd_reopen(): keep its name. */
 	snprintf(parent, sizeof(parent), "%s", leaf->name);
-	for (n = 1; rc == -EEXIST && n < 100000; n++) {
-		snprintf(t->child, sizeof(t->child), "%s/%s/%s.%u.%s",
-			 fs->store, t->tv->group->name, t->tv->name, n,
-			 cd->name);
-		rc = td_drv_create_child(cd, t->child, parent,
-					 leaf->ops->name, err, errlen);
+	for (i = 0; i < nd && rc == -EOPNOTSUPP; i++) {
+		cd = drivers[i];
+		rc = -EEXIST;
+		for (n = 1; rc == -EEXIST && n < 100000; n++) {
+			snprintf(t->child, sizeof(t->child), "%s/%s/%s.%u.%s",
+				 fs->store, t->tv->group->name, t->tv->name,
+				 n, cd->name);
+			rc = td_drv_create_child(cd, t->child, parent,
+						 leaf->ops->name, err, errlen);
+		}
 	}
 	if (rc)
 		return rc;
@@ -351,6 +371,7 @@ static int control_snapshot(struct tapfs *fs, struct tapfs_group *g,
 
 	for_each_target(g, one, tv, pos) {
 		td_driver_t *leaf = vbd_image(tv->vbd, 0);
+		const struct tap_disk *drivers[SNAP_DRIVERS_MAX];
 
 		if (vbd_state(tv->vbd) == VBD_PAUSING)
 			return control_status(g, -EBUSY, "a pause of '%s' is "
@@ -373,7 +394,7 @@ static int control_snapshot(struct tapfs *fs, struct tapfs_group *g,
 					      "filter on top: close and open "
 					      "it without to snapshot",
 					      tv->name, leaf->ops->name);
-		if (!snap_driver(leaf))
+		if (!snap_drivers(leaf, drivers))
 			return control_status(g, -ENOTSUP, "no driver can "
 					      "make a snapshot child of '%s'",
 					      tv->name);

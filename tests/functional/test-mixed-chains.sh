@@ -13,11 +13,12 @@
 #     after it reads the same through tapfs and through qemu-img convert
 #     of the new top; the old top still reads as at the snapshot, and the
 #     chain opened afresh reads like qemu.
-# (d) No VHD child over a vmdk base: a VHD records its parent's file, not
-#     its format, and a parent that is not a VHD is reopened raw.  .ctl
-#     "snapshot" of a vmdk VBD (vmdk makes no children; the fallback is a
-#     VHD) is refused saying why, the VBD keeps its chain and its data
-#     (qemu-img reads what tapfs wrote), and no child is left behind.
+# (d) A snapshot of a bare vmdk VBD: vmdk makes no children, and a VHD
+#     (the default) records its parent's file, not its format, so it
+#     refuses a vmdk parent; the snapshot falls through to a qcow2 child,
+#     which records "vmdk" as its backing format.  Data written before and
+#     after reads the same through tapfs and through qemu-img convert of
+#     the new top; the vmdk reads as at the snapshot; no VHD left behind.
 . "$(dirname "$0")/lib.sh"
 requires qemu-img qemu-io python3 cmp
 
@@ -110,7 +111,7 @@ same_bytes "c: the old top reads as at the snapshot" "$T/b.old.raw" \
 	"$T/b.frozen"
 like_qemu c "$S/g/b.1.qcow2"
 
-# ---- (d) no VHD child over a vmdk base --------------------------------------
+# ---- (d) a snapshot of a bare vmdk VBD: a qcow2 child ---------------------
 
 check qemu-img create -q -f vmdk -o subformat=monolithicSparse \
 	"$I/d.vmdk" 16M
@@ -118,19 +119,25 @@ check qemu_io vmdk "$I/d.vmdk" "write -P 0x51 $((MiB + 512)) 5000"
 check qemu_raw "$I/d.vmdk" "$T/d.model"
 ctl_ok "$G" "open d vmdk:$I/d.vmdk"
 write_model "$G/d" "$T/d.model" 51
-check_in "d: snapshot of a vmdk VBD refused" "$(ctl "$G" "snapshot d")" \
-	ENOTSUP EOPNOTSUPP
-check_match "d: .ctl says why" \
-	"d\.vmdk: a VHD child can have a VHD or raw parent, not a vmdk image" \
-	"$(ctl_status "$G")"
-check_eq "d: the chain is unchanged" "vmdk:$I/d.vmdk" "$(chain d)"
-check_eq "d: no child left in the store" "" \
-	"$(find "$S/g" -name 'd.*' -printf '%f ')"
+cp "$T/d.model" "$T/d.frozen"
+ctl_ok "$G" "snapshot d"
+check_eq "d: the snapshot child is qcow2, on the vmdk" \
+	"qcow2:$S/g/d.1.qcow2 -> vmdk:$I/d.vmdk" "$(chain d)"
+check_eq "d: no VHD child left in the store" "" \
+	"$(find "$S/g" -name 'd.*.vhd' -printf '%f ')"
+check_match "d: the child records its backing format" \
+	"backing file format: vmdk" "$(qemu-img info -U "$S/g/d.1.qcow2")"
 write_model "$G/d" "$T/d.model" 52
+cp "$G/d" "$T/d.t.raw"
 ctl_close "$G" d
-check qemu_raw "$I/d.vmdk" "$T/d.q.raw"
-same_bytes "d: qemu-img reads what tapfs wrote to the vmdk" "$T/d.q.raw" \
-	"$T/d.model"
+check qemu_raw "$S/g/d.1.qcow2" "$T/d.q.raw"
+same_bytes "d: qemu-img reads the new top as tapfs did" "$T/d.q.raw" \
+	"$T/d.t.raw"
+same_bytes "d: ... and as the model" "$T/d.q.raw" "$T/d.model"
+check qemu_raw "$I/d.vmdk" "$T/d.old.raw"
+same_bytes "d: the vmdk reads as at the snapshot" "$T/d.old.raw" \
+	"$T/d.frozen"
+like_qemu d "$S/g/d.1.qcow2"
 
 tapfs_stop
 summary
