@@ -39,7 +39,11 @@ check_eq "A released" released "$(ho_hold "$GA" ho)"
 ctl_ok "$GA" "resume ho"
 check_eq "A's resume takes it back" active "$(ho_hold "$GA" ho)"
 check_fsop "A writes again" 4 -- pwrite "$GA/ho" 0 01020304
+# What out_rbd's "no lock left" would see of a holder.
+check_match "rbd lock ls shows A's lock" "exclusive lock|auto" \
+	"$(rbd lock ls rbd/ho 2>&1)"
 ctl_close "$GA" ho
+check_eq "and none after the close" "" "$(rbd lock ls rbd/ho 2>&1)"
 
 alive "at the end (B)"
 tapfs_stop "$PID_B" "$T/B"
