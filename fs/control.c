@@ -876,26 +876,6 @@ static void text_printf(struct text *t, const char *fmt, ...)
 	}
 }
 
-static const char *state_name(const struct tapfs_vbd *tv)
-{
-	if (!tv->vbd || vbd_failed(tv->vbd))
-		return "failed";
-	/* Not the writer (docs/locking.md): whether running or paused. */
-	if (vbd_hold(tv->vbd) == VBD_HOLD_STANDBY)
-		return "standby";
-	if (vbd_hold(tv->vbd) == VBD_HOLD_RELEASED)
-		return "released";
-	switch (vbd_state(tv->vbd)) {
-	case VBD_RUNNING:
-		return "running";
-	case VBD_PAUSING:
-		return "pausing";
-	case VBD_PAUSED:
-		return "paused";
-	}
-	return "?";
-}
-
 /* What the VBD holds its image for: reader, active (the writer), ... */
 static const char *hold_name(const struct tapfs_vbd *tv)
 {
@@ -908,6 +888,24 @@ static const char *hold_name(const struct tapfs_vbd *tv)
 		return "standby";
 	case VBD_HOLD_RELEASED:
 		return "released";
+	}
+	return "?";
+}
+
+static const char *state_name(const struct tapfs_vbd *tv)
+{
+	if (!tv->vbd || vbd_failed(tv->vbd))
+		return "failed";
+	/* Not the writer (docs/locking.md): whether running or paused. */
+	if (!tv->readonly && vbd_hold(tv->vbd) != VBD_HOLD_ACTIVE)
+		return hold_name(tv);
+	switch (vbd_state(tv->vbd)) {
+	case VBD_RUNNING:
+		return "running";
+	case VBD_PAUSING:
+		return "pausing";
+	case VBD_PAUSED:
+		return "paused";
 	}
 	return "?";
 }
