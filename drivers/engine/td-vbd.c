@@ -1087,18 +1087,17 @@ void vbd_submit(td_vbd_t *vbd, struct vbd_request *vreq)
 		vreq->cb(vreq, err);
 		return;
 	}
+	/*
+	 * Nothing to flush where this VBD wrote nothing (standby) or
+	 * flushed all it wrote (released); and its leaf may be switching.
+	 */
+	if (vreq->op == TD_OP_FLUSH && vbd->hold != VBD_HOLD_ACTIVE) {
+		vreq->cb(vreq, 0);
+		return;
+	}
 	if (vreq->pass_pause && vreq->op == TD_OP_FLUSH &&
 	    vbd->state == VBD_PAUSED) {
 		vbd_start(vbd, vreq);
-		return;
-	}
-	/*
-	 * Nothing to flush where this VBD wrote nothing (standby) or
-	 * flushed all it wrote (released).
-	 */
-	if (vreq->op == TD_OP_FLUSH && vbd->hold != VBD_HOLD_ACTIVE &&
-	    !vbd->taking_over) {
-		vreq->cb(vreq, 0);
 		return;
 	}
 	td_list_add_tail(&vreq->link, &vbd->queue);
@@ -1226,6 +1225,11 @@ void vbd_resume(td_vbd_t *vbd)
 {
 	vbd_notify_cb_t cb = vbd->pause_cb;
 
+	/* The release's own pause: the VBD runs again once it is done. */
+	if (vbd->releasing) {
+		vbd->release_was_paused = false;
+		return;
+	}
 	td_timer_cancel(&vbd->pause_timer);
 	vbd->state = VBD_RUNNING;
 	vbd->pause_cb = NULL;
@@ -1319,6 +1323,11 @@ static void vbd_takeover_timer(struct td_timer *t)
 	char why[sizeof(vbd->takeover_error) - 128];
 	int rc;
 
+	/* Reads of a released VBD still in the old leaf: let them finish. */
+	if (vbd->inflight) {
+		td_timer_arm(vbd->engine->loop, &vbd->takeover_timer, 1);
+		return;
+	}
 	rc = vbd_switch_leaf(vbd, 0, why, sizeof(why));
 	now = td_now_ns();
 	waited_ms = (now - vbd->takeover_start_ns) / 1000000;

@@ -439,7 +439,11 @@ int  vbd_cancel(td_vbd_t *vbd, struct vbd_request *vreq);
  */
 typedef void (*vbd_notify_cb_t)(td_vbd_t *vbd, void *arg, int err);
 int  vbd_pause(td_vbd_t *vbd, vbd_notify_cb_t cb, void *arg);
-/* Resume a paused or pausing VBD and dispatch what waited. */
+/*
+ * Resume a paused or pausing VBD and dispatch what waited.  During a
+ * vbd_release(), which pauses the VBD itself, it takes effect when the
+ * release is done.
+ */
 void vbd_resume(td_vbd_t *vbd);
 
 /*

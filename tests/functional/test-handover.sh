@@ -46,6 +46,13 @@ ctl_ok "$GB" "open r raw:$T/SA/g/r.raw standby"
 ctl_err "$GB" "release r" EINVAL
 check_match "release of a standby VBD says why" "is in standby" \
 	"$(ctl_status "$GB")"
+r=$(ctl "$GB" "snapshot r")
+check_eq "no snapshot of a standby VBD" EBUSY "$r"
+check_match "the snapshot's refusal says why" "standby or released" \
+	"$(ctl_status "$GB")"
+check_eq "r still in standby" standby "$(ho_hold "$GB" r)"
+check_eq "no child left in B's store" "" "$(ls "$T/SB/g" 2>/dev/null)"
+check_eq "a flush of a standby VBD returns" OK "$(ctl "$GB" "flush r")"
 ctl_close "$GB" r
 ctl_close "$GA" r
 ctl_ok "$GA" "open ro raw:$T/SA/g/r.raw ro"
