@@ -9,7 +9,10 @@
 # resume time out naming A), A releases under the writer (EROFS after,
 # reads go on), the writer goes on through B, every acknowledged byte is
 # in the image, read by qemu-img (the outside oracle, which checks the
-# qcow2 metadata too; tapfs-img checks the vhd's).  Then bad input.
+# qcow2 metadata too; tapfs-img checks the vhd's).  Then bad input and
+# refusals (no release of a standby or ro VBD, no snapshot in standby),
+# and the manifest: a standby or released VBD comes back in standby after
+# a restart, and takes the image over at "resume".
 . "$(dirname "$0")/lib.sh"
 . "$TEST_DIR/handover-lib.sh"
 requires python3 qemu-img losetup dd cmp
@@ -53,6 +56,21 @@ check_match "the snapshot's refusal says why" "standby or released" \
 check_eq "r still in standby" standby "$(ho_hold "$GB" r)"
 check_eq "no child left in B's store" "" "$(ls "$T/SB/g" 2>/dev/null)"
 check_eq "a flush of a standby VBD returns" OK "$(ctl "$GB" "flush r")"
+
+# The manifest: standby, and released, come back in standby after a
+# restart, never as a writer taking the image back.
+ctl_ok "$GA" "release r"
+check_match "A's manifest lists the released VBD as standby" \
+	"^vbd g r raw standby " "$(grep '^vbd g r ' "$T/SA/manifest")"
+tapfs_stop "$PID_B" "$T/B"
+tapfs_start "$T/B" "$T/SB" \
+	"deadline_ms=$HO_DEADLINE_MS,allow_path=$T/SA" || summary
+PID_B=$TAPFS_PID
+check_eq "B's r is back in standby" standby "$(ho_hold "$GB" r)"
+ctl_ok "$GB" "resume r"
+check_eq "and takes the released image over" active "$(ho_hold "$GB" r)"
+check_match "B's manifest lists it rw now" "^vbd g r raw rw " \
+	"$(grep '^vbd g r ' "$T/SB/manifest")"
 ctl_close "$GB" r
 ctl_close "$GA" r
 ctl_ok "$GA" "open ro raw:$T/SA/g/r.raw ro"
