@@ -519,7 +519,8 @@ static int control_add(struct tapfs *fs, struct tapfs_group *g,
 	int rc;
 
 	rc = tapfs_vbd_add(fs, g, cmd->name, cmd->format, spec,
-			   cmd->readonly, persistent, &tv, err, sizeof(err));
+			   cmd->readonly, cmd->standby, persistent, &tv, err,
+			   sizeof(err));
 	if (rc) {
 		control_uncreate(fs, ops, created);
 		return control_status(g, rc, "%s", err);
@@ -706,6 +707,108 @@ static int control_fault(struct tapfs_group *g, const struct ctl_command *cmd)
 			      one->name);
 }
 
+/* ---- handing a VBD over: release, and resume of one in standby ---- */
+
+/* A release or take-over is done: the engine's words on failure. */
+static void control_handed_over(td_vbd_t *vbd, void *arg, int err)
+{
+	struct control_op *op = arg;
+
+	if (err && !op->err) {
+		op->err = err;
+		td_msgf(op->what, sizeof(op->what), "%s: %s",
+			ctl_verb_name(op->verb), vbd_takeover_error(vbd));
+	}
+	control_op_put(op, err, "VBD");
+}
+
+/* The manifest says which VBDs come back in standby (tree.c). */
+static void control_handover_save(struct control_op *op)
+{
+	if (op->err || !control_save(op->fs, op->g))
+		return;
+	op->err = -EIO;
+	td_msgf(op->what, sizeof(op->what), "%s", op->g->status);
+}
+
+/*
+ * "release NAME": drain, flush, give the write lock up; reads go on.
+ * Answered when done (or failed: the VBD stays the writer).
+ */
+static int control_release(struct tapfs *fs, struct tapfs_group *g,
+			   struct tapfs_vbd *tv, control_done_cb_t done,
+			   void *arg)
+{
+	struct control_op *op;
+	int rc;
+
+	if (tv->readonly)
+		return control_status(g, -EROFS, "'%s' is read-only: it "
+				      "holds no write lock", tv->name);
+	if (vbd_hold(tv->vbd) == VBD_HOLD_STANDBY)
+		return control_status(g, -EINVAL, "'%s' is in standby: it "
+				      "holds no write lock", tv->name);
+	op = control_op_new(fs, g, CTL_RELEASE, 0, done, arg);
+	if (!op)
+		return control_status(g, -ENOMEM, "out of memory");
+	op->then = control_handover_save;
+	op->pending++;
+	rc = vbd_release(tv->vbd, control_handed_over, op);
+	if (rc) {
+		op->pending--;
+		op->err = rc;
+		td_msgf(op->what, sizeof(op->what), "'%s' is being %s; try "
+			"again", tv->name, rc == -EBUSY ? "paused or released" :
+			"taken over");
+	}
+	return control_op_started(op);
+}
+
+/*
+ * "resume [NAME]": resume, and take the image over where the VBD is in
+ * standby (or, named, released): answered once it is the writer, or when
+ * the deadline passed with the old writer still holding the image.
+ */
+static int control_resume(struct tapfs *fs, struct tapfs_group *g,
+			  struct tapfs_vbd *one, control_done_cb_t done,
+			  void *arg)
+{
+	struct control_op *op = NULL;
+	struct tapfs_vbd *tv;
+	struct td_list *pos;
+	enum vbd_hold hold;
+	int rc;
+
+	for_each_target(g, one, tv, pos) {
+		vbd_resume(tv->vbd);
+		hold = vbd_hold(tv->vbd);
+		if (tv->readonly || hold == VBD_HOLD_ACTIVE ||
+		    (hold == VBD_HOLD_RELEASED && !one))
+			continue;
+		if (!op) {
+			op = control_op_new(fs, g, CTL_RESUME, 0, done, arg);
+			if (!op)
+				return control_status(g, -ENOMEM,
+						      "out of memory");
+			op->then = control_handover_save;
+		}
+		op->pending++;
+		rc = vbd_activate(tv->vbd, control_handed_over, op);
+		if (rc) {
+			op->pending--;
+			if (!op->err) {
+				op->err = rc;
+				td_msgf(op->what, sizeof(op->what), "'%s' is "
+					"being released or taken over; try "
+					"again", tv->name);
+			}
+		}
+	}
+	if (!op)
+		return control_status(g, 0, NULL);
+	return control_op_started(op);
+}
+
 int control_exec(struct tapfs *fs, struct tapfs_group *g, const char *buf,
 		 size_t len, control_done_cb_t done, void *arg)
 {
@@ -732,6 +835,7 @@ int control_exec(struct tapfs *fs, struct tapfs_group *g, const char *buf,
 	case CTL_FLUSH:
 	case CTL_SNAPSHOT:
 	case CTL_RESET_STATS:
+	case CTL_RELEASE:
 		break;
 	}
 	rc = control_targets(g, cmd.name, &one);
@@ -743,12 +847,12 @@ int control_exec(struct tapfs *fs, struct tapfs_group *g, const char *buf,
 		return control_flush(fs, g, one, done, arg);
 	if (cmd.verb == CTL_SNAPSHOT)
 		return control_snapshot(fs, g, one, done, arg);
-	for_each_target(g, one, tv, pos) {
-		if (cmd.verb == CTL_RESET_STATS)
-			vbd_reset_stats(tv->vbd);
-		else
-			vbd_resume(tv->vbd);
-	}
+	if (cmd.verb == CTL_RELEASE)
+		return control_release(fs, g, one, done, arg);
+	if (cmd.verb == CTL_RESUME)
+		return control_resume(fs, g, one, done, arg);
+	for_each_target(g, one, tv, pos)
+		vbd_reset_stats(tv->vbd);
 	return control_status(g, 0, NULL);
 }
 
@@ -793,10 +897,29 @@ static void text_printf(struct text *t, const char *fmt, ...)
 	}
 }
 
+/* What the VBD holds its image for: reader, active (the writer), ... */
+static const char *hold_name(const struct tapfs_vbd *tv)
+{
+	if (tv->readonly)
+		return "reader";
+	switch (vbd_hold(tv->vbd)) {
+	case VBD_HOLD_ACTIVE:
+		return "active";
+	case VBD_HOLD_STANDBY:
+		return "standby";
+	case VBD_HOLD_RELEASED:
+		return "released";
+	}
+	return "?";
+}
+
 static const char *state_name(const struct tapfs_vbd *tv)
 {
 	if (!tv->vbd || vbd_failed(tv->vbd))
 		return "failed";
+	/* Not the writer (docs/locking.md): whether running or paused. */
+	if (!tv->readonly && vbd_hold(tv->vbd) != VBD_HOLD_ACTIVE)
+		return hold_name(tv);
 	switch (vbd_state(tv->vbd)) {
 	case VBD_RUNNING:
 		return "running";
@@ -854,6 +977,9 @@ char *control_render_ctl(struct tapfs *fs, struct tapfs_group *g,
 		}
 		if (vbd_failed(tv->vbd))
 			text_printf(&t, " (%s)", vbd_fail_reason(tv->vbd));
+		if (vbd_takeover_error(tv->vbd)[0])
+			text_printf(&t, " (take-over: %s)",
+				    vbd_takeover_error(tv->vbd));
 		/* What a driver refuses since (a corrupt image). */
 		for (i = 0; i < vbd_chain_length(tv->vbd); i++) {
 			td_driver_t *d = vbd_image(tv->vbd, i);
@@ -924,6 +1050,7 @@ char *control_render_stats(struct tapfs *fs, struct tapfs_group *g,
 		s = vbd_get_stats(tv->vbd);
 		text_printf(&t, "%s.size %llu\n", n,
 			    (unsigned long long)vbd_size(tv->vbd));
+		text_printf(&t, "%s.hold %s\n", n, hold_name(tv));
 		text_printf(&t, "%s.reads %llu\n%s.writes %llu\n"
 			    "%s.read_bytes %llu\n%s.write_bytes %llu\n"
 			    "%s.flushes %llu\n%s.discards %llu\n"

@@ -16,7 +16,7 @@ static const struct {
 	const char	*usage;
 } ctl_verbs[] = {
 	{ "create", CTL_CREATE, 2, 3, "create NAME [FORMAT] SIZE" },
-	{ "open",   CTL_OPEN,   2, 3, "open NAME FORMAT:PATH [ro]" },
+	{ "open",   CTL_OPEN,   2, 3, "open NAME FORMAT:PATH [ro|rw|standby]" },
 	{ "close",  CTL_CLOSE,  1, 1, "close NAME" },
 	{ "pause",  CTL_PAUSE,  0, 1, "pause [NAME]" },
 	{ "resume", CTL_RESUME, 0, 1, "resume [NAME]" },
@@ -24,6 +24,7 @@ static const struct {
 	{ "snapshot", CTL_SNAPSHOT, 0, 1, "snapshot [NAME]" },
 	{ "fault",  CTL_FAULT,  2, 2, "fault NAME SETTINGS" },
 	{ "reset-stats", CTL_RESET_STATS, 0, 1, "reset-stats [NAME]" },
+	{ "release", CTL_RELEASE, 1, 1, "release NAME" },
 };
 
 #define CTL_NVERBS	(sizeof(ctl_verbs) / sizeof(ctl_verbs[0]))
@@ -171,12 +172,14 @@ static int ctl_parse_words(char **w, unsigned n, struct ctl_command *cmd,
 		if (rc)
 			return rc;
 		if (n == 4) {
-			if (strcmp(w[3], "ro") && strcmp(w[3], "rw")) {
+			if (strcmp(w[3], "ro") && strcmp(w[3], "rw") &&
+			    strcmp(w[3], "standby")) {
 				snprintf(err, errlen, "unknown open mode "
-					 "'%.16s' (ro or rw)", w[3]);
+					 "'%.16s' (ro, rw or standby)", w[3]);
 				return -EINVAL;
 			}
 			cmd->readonly = !strcmp(w[3], "ro");
+			cmd->standby = !strcmp(w[3], "standby");
 		}
 		return 0;
 	}

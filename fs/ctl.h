@@ -17,7 +17,7 @@
 
 enum ctl_verb {
 	CTL_CREATE,	/* create NAME [FORMAT] SIZE */
-	CTL_OPEN,	/* open NAME FORMAT:PATH [ro] */
+	CTL_OPEN,	/* open NAME FORMAT:PATH [ro|rw|standby] */
 	CTL_CLOSE,	/* close NAME */
 	CTL_PAUSE,	/* pause [NAME] */
 	CTL_RESUME,	/* resume [NAME] */
@@ -25,6 +25,7 @@ enum ctl_verb {
 	CTL_SNAPSHOT,	/* snapshot [NAME] */
 	CTL_FAULT,	/* fault NAME SETTINGS (in path) */
 	CTL_RESET_STATS, /* reset-stats [NAME] */
+	CTL_RELEASE,	/* release NAME: hand the image over */
 };
 
 /* The format of "create NAME SIZE". */
@@ -37,6 +38,7 @@ struct ctl_command {
 	char		path[CTL_PATH_MAX];
 	uint64_t	size;
 	bool		readonly;
+	bool		standby;	/* open: wait to take the image over */
 };
 
 /*

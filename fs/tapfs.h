@@ -60,6 +60,8 @@ struct tapfs_vbd {
 	char			 format[32];	/* what the user said: raw... */
 	char			 spec[TAPFS_SPEC_MAX];	/* driver:path */
 	bool			 readonly;
+	/* Opened (or listed) in standby: waits to take its image over. */
+	bool			 standby;
 	bool			 persistent;	/* recorded in the manifest */
 	td_vbd_t		*vbd;		/* NULL: failed to open */
 	char			 error[256];	/* why vbd is NULL */
@@ -131,11 +133,14 @@ int  tapfs_group_remove(struct tapfs *fs, struct tapfs_group *g,
 unsigned tapfs_group_count(const struct tapfs *fs);
 
 struct tapfs_vbd *tapfs_vbd_find(struct tapfs_group *g, const char *name);
-/* Open spec as VBD name in g (not yet in the manifest). */
+/*
+ * Open spec as VBD name in g (not yet in the manifest); standby: waiting
+ * to take the image over from another host (vbd_activate).
+ */
 int  tapfs_vbd_add(struct tapfs *fs, struct tapfs_group *g, const char *name,
 		   const char *format, const char *spec, bool readonly,
-		   bool persistent, struct tapfs_vbd **out, char *err,
-		   size_t errlen);
+		   bool standby, bool persistent, struct tapfs_vbd **out,
+		   char *err, size_t errlen);
 /* Close and forget a VBD (must have no open handles and no I/O). */
 int  tapfs_vbd_remove(struct tapfs *fs, struct tapfs_vbd *tv);
 

@@ -260,8 +260,8 @@ struct tapfs_vbd *tapfs_vbd_find(struct tapfs_group *g, const char *name)
 
 int tapfs_vbd_add(struct tapfs *fs, struct tapfs_group *g, const char *name,
 		  const char *format, const char *spec, bool readonly,
-		  bool persistent, struct tapfs_vbd **out, char *err,
-		  size_t errlen)
+		  bool standby, bool persistent, struct tapfs_vbd **out,
+		  char *err, size_t errlen)
 {
 	struct tapfs_vbd *tv;
 	int rc;
@@ -288,9 +288,11 @@ int tapfs_vbd_add(struct tapfs *fs, struct tapfs_group *g, const char *name,
 	strcpy(tv->spec, spec);
 	tv->group = g;
 	tv->readonly = readonly;
+	tv->standby = standby;
 	tv->persistent = persistent;
-	rc = vbd_open(fs->engine, spec, readonly ? TD_OPEN_RDONLY : 0,
-		      &fs->opts.params, &tv->vbd, err, errlen);
+	rc = vbd_open(fs->engine, spec, readonly ? TD_OPEN_RDONLY :
+		      standby ? TD_OPEN_STANDBY : 0, &fs->opts.params,
+		      &tv->vbd, err, errlen);
 	if (rc) {
 		free(tv);
 		return rc;
@@ -317,7 +319,7 @@ int tapfs_vbd_add(struct tapfs *fs, struct tapfs_group *g, const char *name,
 static int tapfs_vbd_add_broken(struct tapfs *fs, struct tapfs_group *g,
 				const char *name, const char *format,
 				const char *spec, bool readonly,
-				const char *why)
+				bool standby, const char *why)
 {
 	struct tapfs_vbd *tv = calloc(1, sizeof(*tv));
 
@@ -330,6 +332,7 @@ static int tapfs_vbd_add_broken(struct tapfs *fs, struct tapfs_group *g,
 	td_msgf(tv->error, sizeof(tv->error), "%s", why);
 	tv->group = g;
 	tv->readonly = readonly;
+	tv->standby = standby;
 	tv->persistent = true;
 	td_list_add_tail(&tv->link, &g->vbds);
 	return 0;
@@ -443,8 +446,15 @@ int tapfs_store_save(struct tapfs *fs, char *err, size_t errlen)
 			manifest_put(f, g->name);
 			fputc(' ', f);
 			manifest_put(f, tv->name);
+			/*
+			 * One that does not write (standby, released) comes
+			 * back in standby: it takes the image over only when
+			 * told, or at its first write.
+			 */
 			fprintf(f, " %s %s ", tv->format,
-				tv->readonly ? "ro" : "rw");
+				tv->readonly ? "ro" : (tv->vbd ?
+				vbd_hold(tv->vbd) != VBD_HOLD_ACTIVE :
+				tv->standby) ? "standby" : "rw");
 			manifest_put(f, tv->spec);
 			fputc('\n', f);
 		}
@@ -500,7 +510,8 @@ static int manifest_line(struct tapfs *fs, char *line, unsigned lineno,
 		return 0;
 	}
 	if (strcmp(w[0], "vbd") || n != 6 ||
-	    (strcmp(w[4], "ro") && strcmp(w[4], "rw")))
+	    (strcmp(w[4], "ro") && strcmp(w[4], "rw") &&
+	     strcmp(w[4], "standby")))
 		goto bad;
 	g = tapfs_group_find(fs, w[1]);
 	if (!g) {
@@ -521,12 +532,14 @@ static int manifest_line(struct tapfs *fs, char *line, unsigned lineno,
 		return -EINVAL;
 	}
 	rc = tapfs_vbd_add(fs, g, w[2], w[3], w[5], !strcmp(w[4], "ro"),
-			   true, NULL, why, sizeof(why));
+			   !strcmp(w[4], "standby"), true, NULL, why,
+			   sizeof(why));
 	if (rc) {
 		td_log(TD_LOG_ERR, "%s/%s: %s (kept in the manifest; 'close "
 		       "%s' forgets it)", w[1], w[2], why, w[2]);
 		return tapfs_vbd_add_broken(fs, g, w[2], w[3], w[5],
-					    !strcmp(w[4], "ro"), why);
+					    !strcmp(w[4], "ro"),
+					    !strcmp(w[4], "standby"), why);
 	}
 	return 0;
 bad:

@@ -34,10 +34,12 @@ static const unsigned mode_perm[] = {
 	[TD_LOCK_READ]	= PERM_BIT(PERM_CONSISTENT_READ),
 	[TD_LOCK_WRITE]	= PERM_BIT(PERM_CONSISTENT_READ) |
 			  PERM_BIT(PERM_WRITE) | PERM_BIT(PERM_RESIZE),
+	[TD_LOCK_STANDBY] = PERM_BIT(PERM_CONSISTENT_READ),
 };
 static const unsigned mode_unshared[] = {
 	[TD_LOCK_READ]	= PERM_BIT(PERM_WRITE) | PERM_BIT(PERM_RESIZE),
 	[TD_LOCK_WRITE]	= PERM_BIT(PERM_WRITE) | PERM_BIT(PERM_RESIZE),
+	[TD_LOCK_STANDBY] = 0,
 };
 
 /* Most other processes named in one message. */
@@ -354,16 +356,38 @@ static struct lock_file *table_find(struct td_lock_table *t, dev_t dev,
 	return NULL;
 }
 
-/* The mode the file's bytes must have for its holds. */
+/* The strongest mode of the file's holds: write, else read, else standby. */
 static enum td_lock_mode file_mode(const struct lock_file *f)
 {
 	const struct td_list *pos;
+	enum td_lock_mode m = TD_LOCK_STANDBY;
 
-	for (pos = f->holds.next; pos != &f->holds; pos = pos->next)
-		if (td_container_of(pos, struct td_lock, link)->mode ==
-		    TD_LOCK_WRITE)
+	for (pos = f->holds.next; pos != &f->holds; pos = pos->next) {
+		enum td_lock_mode h = td_container_of(pos, struct td_lock,
+						      link)->mode;
+
+		if (h == TD_LOCK_WRITE)
 			return TD_LOCK_WRITE;
-	return TD_LOCK_READ;
+		if (h == TD_LOCK_READ)
+			m = TD_LOCK_READ;
+	}
+	return m;
+}
+
+/* The bytes the file's holds need together, and those of mode on top. */
+static void file_bits(const struct lock_file *f, enum td_lock_mode mode,
+		      unsigned *perm, unsigned *unshared)
+{
+	const struct td_list *pos;
+
+	*perm = mode_perm[mode];
+	*unshared = mode_unshared[mode];
+	for (pos = f->holds.next; pos != &f->holds; pos = pos->next) {
+		const struct td_lock *h = td_container_of(pos, struct td_lock,
+							  link);
+		*perm |= mode_perm[h->mode];
+		*unshared |= mode_unshared[h->mode];
+	}
 }
 
 static void hold_describe(const struct td_lock *h, const char *path,
@@ -373,6 +397,8 @@ static void hold_describe(const struct td_lock *h, const char *path,
 
 	if (h->mode == TD_LOCK_WRITE)
 		snprintf(err, errlen, "%s holds %s read-write", who, path);
+	else if (h->mode == TD_LOCK_STANDBY)
+		snprintf(err, errlen, "%s holds %s in standby", who, path);
 	else if (h->role == TD_LOCK_ROLE_PARENT)
 		snprintf(err, errlen, "%s uses %s as a read-only parent", who,
 			 path);
@@ -390,7 +416,9 @@ static const struct td_lock *file_conflict(const struct lock_file *f,
 	for (pos = f->holds.next; pos != &f->holds; pos = pos->next) {
 		const struct td_lock *h = td_container_of(pos, struct td_lock,
 							  link);
-		if (h->owner == owner)
+		/* A standby lets one writer in, and joins one. */
+		if (h->owner == owner || h->mode == TD_LOCK_STANDBY ||
+		    mode == TD_LOCK_STANDBY)
 			continue;
 		if (mode == TD_LOCK_WRITE || h->mode == TD_LOCK_WRITE)
 			return h;
@@ -409,16 +437,16 @@ static void file_set_bytes(struct lock_file *f, unsigned perm,
 }
 
 /*
- * Give f's lock fd the bytes of mode: lock first, then test (as QEMU
- * does, so that two processes racing for one image both see the other).
- * On a conflict the bytes go back as they were and -EBUSY explains.
+ * Give f's lock fd exactly the bytes perm/unshared: lock first, then test
+ * (as QEMU does, so that two processes racing for one image both see the
+ * other).  On a conflict the bytes go back as they were and -EBUSY
+ * explains.
  */
-static int file_set_mode(struct lock_file *f, enum td_lock_mode mode,
-			 const char *path, char *err, size_t errlen)
+static int file_set_bits(struct lock_file *f, unsigned perm,
+			 unsigned unshared, const char *path, char *err,
+			 size_t errlen)
 {
-	unsigned byte = 0, perm = mode_perm[mode];
-	unsigned unshared = mode_unshared[mode];
-	unsigned old_perm, old_unshared;
+	unsigned byte = 0, old_perm, old_unshared;
 	int rc;
 
 	if (f->nolock || (f->perm == perm && f->unshared == unshared))
@@ -485,6 +513,7 @@ static int lock_acquire_fd(struct td_lock_table *t, int fd, const char *path,
 	struct td_lock *l;
 	const struct td_lock *h;
 	struct stat st;
+	unsigned perm, unshared;
 	bool fresh = false;
 	int rc;
 
@@ -528,11 +557,10 @@ static int lock_acquire_fd(struct td_lock_table *t, int fd, const char *path,
 		rc = -ENOMEM;
 		goto fail;
 	}
-	if (mode == TD_LOCK_WRITE &&
-	    (rc = file_set_mode(f, TD_LOCK_WRITE, path, err, errlen)))
-		goto fail;
-	if (mode == TD_LOCK_READ && fresh &&
-	    (rc = file_set_mode(f, TD_LOCK_READ, path, err, errlen)))
+	/* Only what the new hold adds is tested: a reader joining readers
+	 * needs nothing new. */
+	file_bits(f, mode, &perm, &unshared);
+	if ((rc = file_set_bits(f, perm, unshared, path, err, errlen)))
 		goto fail;
 	l->file = f;
 	l->mode = mode;
@@ -599,11 +627,15 @@ void td_lock_release(struct td_lock *l)
 		file_free(f);
 		return;
 	}
-	/* The last writer left: readers remain, and let others read. */
-	if (file_mode(f) == TD_LOCK_READ && !f->nolock)
-		file_set_bytes(f, mode_perm[TD_LOCK_READ],
-			       mode_unshared[TD_LOCK_READ]);
+	/* What the others need (a writer left: they let others in). */
+	if (!f->nolock) {
+		unsigned perm, unshared;
+
+		file_bits(f, TD_LOCK_STANDBY, &perm, &unshared);
+		file_set_bytes(f, perm, unshared);
+	}
 }
+
 
 int td_lock_describe(struct td_lock_table *t, const char *path, char *buf,
 		     size_t len)
@@ -635,7 +667,8 @@ int td_lock_describe(struct td_lock_table *t, const char *path, char *buf,
 				break;
 		}
 		snprintf(buf, len, "%s by %s", m == TD_LOCK_WRITE ?
-			 "read-write" : "read-only",
+			 "read-write" : m == TD_LOCK_READ ? "read-only" :
+			 "in standby",
 			 h && h->name ? h->name : "a VBD");
 		return 0;
 	}

@@ -66,6 +66,26 @@ struct td_vbd {
 	bool			 closing;
 	struct td_timer		 close_timer;
 
+	/*
+	 * Handing the image over (vbd_activate, vbd_release).  While a
+	 * take-over runs, requests wait; it retries from takeover_timer.
+	 */
+	enum vbd_hold		 hold;
+	bool			 taking_over;
+	struct td_timer		 takeover_timer;
+	uint64_t		 takeover_start_ns;
+	unsigned		 takeover_tries;
+	vbd_notify_cb_t		 takeover_cb;
+	void			*takeover_arg;
+	bool			 releasing;
+	bool			 release_was_paused;
+	int			 release_err;
+	vbd_notify_cb_t		 release_cb;
+	void			*release_arg;
+	struct vbd_request	 release_flush;
+	struct td_timer		 release_timer;
+	char			 takeover_error[512];
+
 	struct vbd_stats	 stats;
 };
 
@@ -74,6 +94,8 @@ static void vbd_kick(td_vbd_t *vbd);
 static void vbd_pause_timer(struct td_timer *t);
 static void vbd_watchdog(struct td_timer *t);
 static void vbd_close_timer(struct td_timer *t);
+static void vbd_takeover_timer(struct td_timer *t);
+static void vbd_release_timer(struct td_timer *t);
 static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 			  const char *path, td_flag_t flags,
 			  const struct vbd_params *params,
@@ -214,7 +236,8 @@ static int vbd_image_lock(td_vbd_t *vbd, td_image_t *img, const char *path,
 {
 	bool parent = child && !(td_disk_flags(child->ops) & TD_DISK_FILTER);
 	struct td_lock_table *t = vbd->engine ? vbd->engine->locks : NULL;
-	enum td_lock_mode mode = flags & TD_OPEN_RDONLY ? TD_LOCK_READ :
+	enum td_lock_mode mode = flags & TD_OPEN_STANDBY ? TD_LOCK_STANDBY :
+				 flags & TD_OPEN_RDONLY ? TD_LOCK_READ :
 				 TD_LOCK_WRITE;
 	enum td_lock_role role = parent ? TD_LOCK_ROLE_PARENT :
 				 TD_LOCK_ROLE_IMAGE;
@@ -362,6 +385,8 @@ static int vbd_image_open(td_vbd_t *vbd, const struct tap_disk *ops,
 			return rc;
 		}
 	}
+	/* Drivers never see the engine's TD_OPEN_STANDBY. */
+	flags &= ~TD_OPEN_STANDBY;
 	img->drv.ops = ops;
 	img->drv.flags = flags;
 	img->drv.engine = vbd->engine;
@@ -417,6 +442,8 @@ static void vbd_free(td_vbd_t *vbd)
 	td_timer_cancel(&vbd->pause_timer);
 	td_timer_cancel(&vbd->watchdog);
 	td_timer_cancel(&vbd->close_timer);
+	td_timer_cancel(&vbd->takeover_timer);
+	td_timer_cancel(&vbd->release_timer);
 	for (i = 0; i < vbd->nimages; i++)
 		vbd_image_put(vbd->images[i], vbd->owner);
 	free(vbd->images);
@@ -525,6 +552,21 @@ static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 	td_timer_init(&vbd->pause_timer, vbd_pause_timer, vbd);
 	td_timer_init(&vbd->watchdog, vbd_watchdog, vbd);
 	td_timer_init(&vbd->close_timer, vbd_close_timer, vbd);
+	td_timer_init(&vbd->takeover_timer, vbd_takeover_timer, vbd);
+	td_timer_init(&vbd->release_timer, vbd_release_timer, vbd);
+	if (flags & TD_OPEN_STANDBY) {
+		/* What is taken over is the leaf: a filter's is below it. */
+		rc = vbd->rdonly ? -EINVAL : (td_disk_flags(ops) &
+					      TD_DISK_FILTER) ? -ENOTSUP : 0;
+		if (rc) {
+			snprintf(err, errlen, "%s: %s", path, vbd->rdonly ?
+				 "a read-only VBD cannot be in standby" :
+				 "a filter cannot be opened in standby");
+			goto fail;
+		}
+		vbd->hold = VBD_HOLD_STANDBY;
+		flags |= TD_OPEN_RDONLY;
+	}
 
 	rc = vbd_image_open(vbd, ops, path, NULL, flags, &vbd->images[0],
 			    &reused, err, errlen);
@@ -570,7 +612,8 @@ static int vbd_open_owned(struct td_engine *e, const struct tap_disk *ops,
 
 			rc = vbd_image_open(vbd, pops, id.name, &child->drv,
 					    filter ? child->drv.flags :
-					    flags | TD_OPEN_RDONLY, &parent,
+					    (flags & ~TD_OPEN_STANDBY) |
+					    TD_OPEN_RDONLY, &parent,
 					    &reused, err, errlen);
 		}
 		free(id.name);
@@ -667,11 +710,13 @@ int vbd_close(td_vbd_t *vbd)
 		td_timer_cancel(&vbd->watchdog);
 		return 0;
 	}
-	if (vbd->inflight || vbd->nqueued)
+	if (vbd->inflight || vbd->nqueued || vbd->releasing ||
+	    (vbd->taking_over && vbd->takeover_cb))
 		return -EBUSY;
 	td_timer_cancel(&vbd->pause_timer);
 	td_timer_cancel(&vbd->watchdog);
 	td_timer_cancel(&vbd->close_timer);
+	td_timer_cancel(&vbd->takeover_timer);
 	for (i = 0; i < vbd->nimages; i++) {
 		r = vbd_image_put(vbd->images[i], vbd->owner);
 		if (r && !rc)
@@ -694,6 +739,11 @@ int vbd_reopen(td_vbd_t *vbd, const char *spec, char *err, size_t errlen)
 
 	if (vbd->inflight || vbd->state != VBD_PAUSED) {
 		snprintf(err, errlen, "the VBD must be paused and drained");
+		return -EBUSY;
+	}
+	if (vbd->hold != VBD_HOLD_ACTIVE || vbd->taking_over) {
+		snprintf(err, errlen, "the VBD does not hold its image "
+			 "read-write (standby or released)");
 		return -EBUSY;
 	}
 	rc = vbd_spec_driver(spec, &ops, &path, err, errlen);
@@ -940,6 +990,29 @@ static void vbd_start(td_vbd_t *vbd, struct vbd_request *vreq)
 	vbd_dispatch(vbd, vreq);
 }
 
+static bool vbd_writes(const struct vbd_request *vreq)
+{
+	return vreq->op == TD_OP_WRITE || vreq->op == TD_OP_DISCARD;
+}
+
+static void vbd_takeover_start(td_vbd_t *vbd);
+
+/* A VBD in standby takes its image over at the first write. */
+static void vbd_takeover_on_write(td_vbd_t *vbd)
+{
+	struct td_list *pos;
+
+	if (vbd->hold != VBD_HOLD_STANDBY || vbd->taking_over ||
+	    vbd->state != VBD_RUNNING || vbd->failed)
+		return;
+	for (pos = vbd->queue.next; pos != &vbd->queue; pos = pos->next)
+		if (vbd_writes(td_container_of(pos, struct vbd_request,
+					       link))) {
+			vbd_takeover_start(vbd);
+			return;
+		}
+}
+
 static void vbd_kick(td_vbd_t *vbd)
 {
 	if (vbd->kicking) {
@@ -950,6 +1023,7 @@ static void vbd_kick(td_vbd_t *vbd)
 	do {
 		vbd->kick_again = false;
 		while (vbd->state == VBD_RUNNING && !vbd->exclusive &&
+		       vbd->hold != VBD_HOLD_STANDBY && !vbd->taking_over &&
 		       !td_list_empty(&vbd->queue)) {
 			struct vbd_request *vreq =
 				td_container_of(vbd->queue.next,
@@ -959,8 +1033,16 @@ static void vbd_kick(td_vbd_t *vbd)
 				break;	/* runs alone: wait for the others */
 			td_list_del(&vreq->link);
 			vbd->nqueued--;
+			/* Queued while the VBD released its image. */
+			if (vbd->hold == VBD_HOLD_RELEASED &&
+			    vbd_writes(vreq)) {
+				vbd->stats.errors++;
+				vreq->cb(vreq, -EROFS);
+				continue;
+			}
 			vbd_start(vbd, vreq);
 		}
+		vbd_takeover_on_write(vbd);
 	} while (vbd->kick_again);
 	vbd->kicking = false;
 }
@@ -971,7 +1053,8 @@ static int vbd_check_request(const td_vbd_t *vbd,
 	uint64_t size = vbd->images[0]->drv.info.size;
 
 	if ((vreq->op == TD_OP_WRITE || vreq->op == TD_OP_DISCARD) &&
-	    vbd->rdonly)
+	    (vbd->rdonly || (vbd->hold == VBD_HOLD_RELEASED &&
+			     !vbd->taking_over)))
 		return -EROFS;
 	if (vreq->op == TD_OP_FLUSH)
 		return 0;
@@ -1002,6 +1085,14 @@ void vbd_submit(td_vbd_t *vbd, struct vbd_request *vreq)
 	if (err) {
 		vbd->stats.errors++;
 		vreq->cb(vreq, err);
+		return;
+	}
+	/*
+	 * Nothing to flush where this VBD wrote nothing (standby) or
+	 * flushed all it wrote (released); and its leaf may be switching.
+	 */
+	if (vreq->op == TD_OP_FLUSH && vbd->hold != VBD_HOLD_ACTIVE) {
+		vreq->cb(vreq, 0);
 		return;
 	}
 	if (vreq->pass_pause && vreq->op == TD_OP_FLUSH &&
@@ -1134,12 +1225,290 @@ void vbd_resume(td_vbd_t *vbd)
 {
 	vbd_notify_cb_t cb = vbd->pause_cb;
 
+	/* The release's own pause: the VBD runs again once it is done. */
+	if (vbd->releasing) {
+		vbd->release_was_paused = false;
+		return;
+	}
 	td_timer_cancel(&vbd->pause_timer);
 	vbd->state = VBD_RUNNING;
 	vbd->pause_cb = NULL;
 	if (cb)
 		cb(vbd, vbd->pause_arg, -ECANCELED);
 	vbd_kick(vbd);
+}
+
+/* ---- handing the image over ---------------------------------------- */
+
+/*
+ * Reopen the leaf with flags (read-write to take the image over,
+ * TD_OPEN_RDONLY | TD_OPEN_STANDBY to give it up) and switch to it: the
+ * new instance is open, locked and has read the image's metadata as it
+ * is now before the old one closes, so the VBD never is without a leaf
+ * and its lock never lapses.  On failure the old leaf stays; -EBUSY
+ * names the holder in err.
+ */
+static int vbd_switch_leaf(td_vbd_t *vbd, td_flag_t flags, char *err,
+			   size_t errlen)
+{
+	td_image_t *old = vbd->images[0], *img;
+	bool reused;
+	int rc;
+
+	rc = vbd_image_open(vbd, old->drv.ops, old->drv.name, NULL, flags,
+			    &img, &reused, err, errlen);
+	if (rc)
+		return rc;
+	if (img->drv.info.size != old->drv.info.size) {
+		snprintf(err, errlen, "%s has %llu bytes now, the VBD %llu",
+			 old->drv.name, (unsigned long long)
+			 (img->drv.info.size << TD_SECTOR_SHIFT),
+			 (unsigned long long)vbd_size(vbd));
+		rc = -EINVAL;
+	} else if (img->drv.info.io_align > vbd->io_align) {
+		snprintf(err, errlen, "%s: I/O alignment %u now, the VBD %u",
+			 old->drv.name, img->drv.info.io_align, vbd->io_align);
+		rc = -EINVAL;
+	} else if (old->parent) {
+		rc = td_drv_validate_parent(&img->drv, &old->parent->drv,
+					    flags & ~TD_OPEN_STANDBY);
+		if (rc)
+			snprintf(err, errlen, "%s is not the parent %s was "
+				 "made on: %s", old->parent->drv.name,
+				 old->drv.name, strerror(-rc));
+	}
+	if (rc) {
+		img->drv.ops->td_close(&img->drv);
+		vbd_image_free(img);
+		return rc;
+	}
+	img->parent = old->parent;
+	img->drv.error[0] = '\0';
+	vbd->images[0] = img;
+	rc = vbd_image_put(old, vbd->owner);
+	if (rc)
+		td_log(TD_LOG_WARN, "%s: closing the old instance: %s",
+		       img->drv.name, strerror(-rc));
+	return 0;
+}
+
+static void vbd_takeover_done(td_vbd_t *vbd, int err)
+{
+	vbd_notify_cb_t cb = vbd->takeover_cb;
+
+	vbd->taking_over = false;
+	vbd->takeover_cb = NULL;
+	if (err) {
+		/* What waited for the take-over gives up with it. */
+		while (!td_list_empty(&vbd->queue)) {
+			struct vbd_request *q = td_container_of(
+				vbd->queue.next, struct vbd_request, link);
+
+			td_list_del(&q->link);
+			vbd->nqueued--;
+			vbd->stats.errors++;
+			q->cb(q, -EIO);
+		}
+	}
+	if (cb)
+		cb(vbd, vbd->takeover_arg, err);
+	vbd_kick(vbd);
+}
+
+/* One attempt to take the image over, from the loop. */
+static void vbd_takeover_timer(struct td_timer *t)
+{
+	td_vbd_t *vbd = t->arg;
+	uint64_t now, waited_ms, delay_ms;
+	char why[sizeof(vbd->takeover_error) - 128];
+	int rc;
+
+	/* Reads of a released VBD still in the old leaf: let them finish. */
+	if (vbd->inflight) {
+		td_timer_arm(vbd->engine->loop, &vbd->takeover_timer, 1);
+		return;
+	}
+	rc = vbd_switch_leaf(vbd, 0, why, sizeof(why));
+	now = td_now_ns();
+	waited_ms = (now - vbd->takeover_start_ns) / 1000000;
+	if (!rc) {
+		td_log(TD_LOG_INFO, "%s: took %s over (read-write) after %llu "
+		       "ms", vbd->name, vbd->images[0]->drv.name,
+		       (unsigned long long)waited_ms);
+		vbd->hold = VBD_HOLD_ACTIVE;
+		vbd->takeover_error[0] = '\0';
+		vbd_takeover_done(vbd, 0);
+		return;
+	}
+	if (rc == -EBUSY && waited_ms < vbd->params.deadline_ms) {
+		/* The old writer has not released it yet: wait. */
+		if (!vbd->takeover_tries)
+			td_log(TD_LOG_INFO, "%s: waiting to take the image "
+			       "over: %s", vbd->name, why);
+		td_msgf(vbd->takeover_error, sizeof(vbd->takeover_error),
+			"waiting %llu ms: %s", (unsigned long long)waited_ms,
+			why);
+		delay_ms = (uint64_t)vbd->params.retry_delay_ms <<
+			   (vbd->takeover_tries < 16 ? vbd->takeover_tries :
+			    16);
+		if (delay_ms > VBD_TAKEOVER_MAX_DELAY_MS)
+			delay_ms = VBD_TAKEOVER_MAX_DELAY_MS;
+		if (delay_ms > vbd->params.deadline_ms - waited_ms)
+			delay_ms = vbd->params.deadline_ms - waited_ms;
+		vbd->takeover_tries++;
+		td_timer_arm(vbd->engine->loop, &vbd->takeover_timer,
+			     delay_ms ? delay_ms : 1);
+		return;
+	}
+	if (rc == -EBUSY) {
+		rc = -ETIMEDOUT;
+		td_msgf(vbd->takeover_error, sizeof(vbd->takeover_error),
+			"not taken over within deadline_ms %u: %s",
+			vbd->params.deadline_ms, why);
+	} else {
+		td_msgf(vbd->takeover_error, sizeof(vbd->takeover_error),
+			"cannot take the image over: %s", why);
+	}
+	td_log(TD_LOG_ERR, "%s: %s", vbd->name, vbd->takeover_error);
+	vbd_takeover_done(vbd, rc);
+}
+
+static void vbd_takeover_start(td_vbd_t *vbd)
+{
+	vbd->taking_over = true;
+	vbd->takeover_tries = 0;
+	vbd->takeover_start_ns = td_now_ns();
+	/* From the loop: the first write may come from a completion. */
+	td_timer_arm(vbd->engine->loop, &vbd->takeover_timer, 0);
+}
+
+int vbd_activate(td_vbd_t *vbd, vbd_notify_cb_t cb, void *arg)
+{
+	if (vbd->rdonly)
+		return -EROFS;
+	if (vbd->failed)
+		return -EIO;
+	if (vbd->releasing || (vbd->taking_over && vbd->takeover_cb))
+		return -EBUSY;
+	if (vbd->hold == VBD_HOLD_ACTIVE) {
+		if (cb)
+			cb(vbd, arg, 0);
+		return 0;
+	}
+	vbd->takeover_cb = cb;
+	vbd->takeover_arg = arg;
+	if (!vbd->taking_over)
+		vbd_takeover_start(vbd);
+	return 0;
+}
+
+static void vbd_release_done(td_vbd_t *vbd, int err, const char *why)
+{
+	vbd_notify_cb_t cb = vbd->release_cb;
+
+	vbd->releasing = false;
+	vbd->release_cb = NULL;
+	if (err) {
+		td_msgf(vbd->takeover_error, sizeof(vbd->takeover_error),
+			"release failed: %s", why);
+		td_log(TD_LOG_ERR, "%s: %s", vbd->name, vbd->takeover_error);
+	} else {
+		vbd->takeover_error[0] = '\0';
+		td_log(TD_LOG_INFO, "%s: released %s (reads only)", vbd->name,
+		       vbd->images[0]->drv.name);
+	}
+	if (!vbd->release_was_paused && !vbd->failed)
+		vbd_resume(vbd);
+	if (cb)
+		cb(vbd, vbd->release_arg, err);
+}
+
+/* Drained and flushed: switch to a read-only leaf, from the loop. */
+static void vbd_release_timer(struct td_timer *t)
+{
+	td_vbd_t *vbd = t->arg;
+	char why[sizeof(vbd->takeover_error) - 64];
+	int rc = vbd->release_err;
+
+	if (rc) {
+		snprintf(why, sizeof(why), "%s: flush: %s",
+			 vbd->images[0]->drv.name, strerror(-rc));
+		vbd_release_done(vbd, rc, why);
+		return;
+	}
+	rc = vbd_switch_leaf(vbd, TD_OPEN_RDONLY | TD_OPEN_STANDBY, why,
+			     sizeof(why));
+	if (!rc)
+		vbd->hold = VBD_HOLD_RELEASED;
+	vbd_release_done(vbd, rc, why);
+}
+
+static void vbd_release_flushed(struct vbd_request *vreq, int err)
+{
+	td_vbd_t *vbd = vreq->cb_data;
+
+	vbd->release_err = err;
+	/* Not inside the driver's completion: the leaf closes next. */
+	td_timer_arm(vbd->engine->loop, &vbd->release_timer, 0);
+}
+
+static void vbd_release_paused(td_vbd_t *vbd, void *arg, int err)
+{
+	struct vbd_request *f = &vbd->release_flush;
+
+	(void)arg;
+	if (err) {
+		vbd_release_done(vbd, err, err == -ECANCELED ?
+				 "resumed before it was drained" :
+				 strerror(-err));
+		return;
+	}
+	memset(f, 0, sizeof(*f));
+	f->op = TD_OP_FLUSH;
+	f->cb = vbd_release_flushed;
+	f->cb_data = vbd;
+	f->pass_pause = true;
+	vbd_submit(vbd, f);
+}
+
+int vbd_release(td_vbd_t *vbd, vbd_notify_cb_t cb, void *arg)
+{
+	int rc;
+
+	if (vbd->rdonly)
+		return -EROFS;
+	if (vbd->failed)
+		return -EIO;
+	if (vbd->hold == VBD_HOLD_STANDBY || vbd->taking_over)
+		return -EINVAL;
+	if (vbd->releasing || (vbd->state == VBD_PAUSING && vbd->pause_cb))
+		return -EBUSY;
+	if (vbd->hold == VBD_HOLD_RELEASED) {
+		if (cb)
+			cb(vbd, arg, 0);
+		return 0;
+	}
+	vbd->releasing = true;
+	vbd->release_cb = cb;
+	vbd->release_arg = arg;
+	vbd->release_err = 0;
+	vbd->release_was_paused = vbd->state == VBD_PAUSED;
+	rc = vbd_pause(vbd, vbd_release_paused, NULL);
+	if (rc) {
+		vbd->releasing = false;
+		vbd->release_cb = NULL;
+	}
+	return rc;
+}
+
+enum vbd_hold vbd_hold(const td_vbd_t *vbd)
+{
+	return vbd->hold;
+}
+
+const char *vbd_takeover_error(const td_vbd_t *vbd)
+{
+	return vbd->takeover_error;
 }
 
 /* ---- accessors ------------------------------------------------------ */

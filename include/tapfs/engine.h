@@ -439,8 +439,51 @@ int  vbd_cancel(td_vbd_t *vbd, struct vbd_request *vreq);
  */
 typedef void (*vbd_notify_cb_t)(td_vbd_t *vbd, void *arg, int err);
 int  vbd_pause(td_vbd_t *vbd, vbd_notify_cb_t cb, void *arg);
-/* Resume a paused or pausing VBD and dispatch what waited. */
+/*
+ * Resume a paused or pausing VBD and dispatch what waited.  During a
+ * vbd_release(), which pauses the VBD itself, it takes effect when the
+ * release is done.
+ */
 void vbd_resume(td_vbd_t *vbd);
+
+/*
+ * Handing a VBD over to another host (docs/locking.md).  A VBD opened
+ * with TD_OPEN_STANDBY holds its images for reading only, with a lock
+ * that lets one writer in; requests wait (as when paused) until the VBD
+ * takes the image over: at the first write, or at vbd_activate().  The
+ * writer it takes over from gives the image up with vbd_release(), and
+ * refuses writes (-EROFS) from then on while reads go on.
+ */
+enum vbd_hold {
+	VBD_HOLD_ACTIVE,	/* the writer (or a read-only VBD) */
+	VBD_HOLD_STANDBY,	/* waits to take the image over */
+	VBD_HOLD_RELEASED,	/* gave it up: reads only */
+};
+enum vbd_hold vbd_hold(const td_vbd_t *vbd);
+/*
+ * Take the image over: open the leaf read-write (its lock, or the
+ * driver's own, as vbd_open does) and switch to it, re-reading what the
+ * old holder changed.  While someone else holds the image the attempt is
+ * repeated (retry_delay_ms, doubling to VBD_TAKEOVER_MAX_DELAY_MS) until
+ * deadline_ms: then the waiting requests get -EIO, cb gets -ETIMEDOUT,
+ * the VBD stays as it was and vbd_takeover_error() says why.  cb (may
+ * be NULL) runs from the loop once active, or with the error.  A VBD
+ * active already: cb(0) at once.  -EBUSY while a take-over with a
+ * callback runs, -EROFS for a read-only VBD.
+ */
+#define VBD_TAKEOVER_MAX_DELAY_MS	1000
+int  vbd_activate(td_vbd_t *vbd, vbd_notify_cb_t cb, void *arg);
+/*
+ * Give the image up: new requests wait, those in flight drain, a flush,
+ * then the leaf reopens read-only with a standby lock (the read-write
+ * one closed, its lock released) and the VBD resumes unless it was
+ * paused.  cb(vbd, arg, 0) from the loop when done, or with -errno (the
+ * VBD stays the writer; why in err of vbd_takeover_error()).  -EROFS for
+ * a read-only VBD, -EINVAL in standby, -EBUSY while a pause runs.
+ */
+int  vbd_release(td_vbd_t *vbd, vbd_notify_cb_t cb, void *arg);
+/* The last take-over's or release's failure, in words; "" if none. */
+const char *vbd_takeover_error(const td_vbd_t *vbd);
 
 enum vbd_state vbd_state(const td_vbd_t *vbd);
 unsigned vbd_inflight(const td_vbd_t *vbd);	/* dispatched, not done */

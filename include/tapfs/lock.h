@@ -18,7 +18,9 @@
  * permission i"; byte 200 + i held means "I do not let others use
  * permission i".  Permissions: 0 consistent read, 1 write, 2 write
  * unchanged, 3 resize.  A writer holds 100, 101, 103 and 201, 203 (as
- * QEMU's writer does); a reader holds 100 and 201, 203.  Before using a
+ * QEMU's writer does); a reader holds 100 and 201, 203; a standby (a VBD
+ * handing an image over, or waiting to take it) holds 100 only.  An image
+ * file's bytes are those of all its holds in this process together.  Before using a
  * permission one tests that nobody holds its "not shared" byte, and
  * before refusing one, that nobody holds its "in use" byte.
  *
@@ -34,6 +36,10 @@ enum td_lock_mode {
 	TD_LOCK_READ,		/* read-only: others may read, not write */
 	TD_LOCK_WRITE,		/* read-write: nobody else but readers that
 				 * do not mind (QEMU's force-share) */
+	TD_LOCK_STANDBY,	/* reads, and lets one writer in: the leaf
+				 * of a VBD waiting to take an image over,
+				 * or one that handed it over (QEMU's
+				 * force-share reader) */
 };
 
 /* What a holder does with the image, for messages. */

@@ -69,6 +69,13 @@
  * ordering barriers and metadata round trips cost nothing then.
  */
 #define TD_OPEN_UNSAFE		(1u << 4)
+/*
+ * Engine-level (vbd_open), never passed to drivers: a VBD that waits to
+ * take its image over from another host (docs/locking.md, handing a VBD
+ * over).  Its leaf opens read-only with a standby lock, which lets one
+ * writer in; vbd_activate() takes the image read-write.
+ */
+#define TD_OPEN_STANDBY		(1u << 5)
 
 typedef uint64_t td_sector_t;
 typedef uint32_t td_flag_t;

@@ -130,6 +130,16 @@ static void test_open(void **state)
 	parse_ok("open d sync:/img rw");
 	assert_string_equal(cmd.format, "sync");
 	assert_false(cmd.readonly);
+	assert_false(cmd.standby);
+
+	parse_ok("open d qcow2:/img standby");
+	assert_false(cmd.readonly);
+	assert_true(cmd.standby);
+
+	parse_ok("release d");
+	assert_int_equal(cmd.verb, CTL_RELEASE);
+	assert_string_equal(cmd.name, "d");
+	parse_bad("release", "usage: release NAME");
 
 	/* Only the first ':' separates. */
 	parse_ok("open d aio:/a:b");
@@ -154,7 +164,7 @@ static void test_open_bad(void **state)
 	parse_bad("open d aio:", "not FORMAT:PATH");
 	parse_bad("open d :/var/img", "not FORMAT:PATH");
 	parse_bad("open d aio:/x RO", "unknown open mode 'RO'");
-	parse_bad("open d aio:/x wr", "(ro or rw)");
+	parse_bad("open d aio:/x wr", "(ro, rw or standby)");
 	parse_bad("open d aio:/x readonly", "unknown open mode");
 	parse_bad("open d 0123456789012345678901234567890123:/x",
 		  "format too long");
@@ -234,8 +244,8 @@ static void test_arg_counts(void **state)
 	parse_bad("create d raw", "bad size 'raw'");
 	parse_bad("create d raw 1G x", "usage: create NAME [FORMAT] SIZE");
 	parse_bad("snapshot a b", "usage: snapshot [NAME]");
-	parse_bad("open d", "usage: open NAME FORMAT:PATH [ro]");
-	parse_bad("open d aio:/x ro x", "usage: open NAME FORMAT:PATH [ro]");
+	parse_bad("open d", "usage: open NAME FORMAT:PATH [ro|rw|standby]");
+	parse_bad("open d aio:/x ro x", "usage: open NAME FORMAT:PATH [ro|rw|standby]");
 	parse_bad("close", "usage: close NAME");
 	parse_bad("close a b", "usage: close NAME");
 	parse_bad("pause a b", "usage: pause [NAME]");

@@ -78,6 +78,8 @@ static unsigned bytes_held(const char *path)
 /* QEMU 7.2's writer: 100, 101, 103 and 201, 203; its reader 100, 201, 203. */
 #define QEMU_WRITER	(0x1u | 0x2u | 0x8u | 0x20u | 0x80u)
 #define QEMU_READER	(0x1u | 0x20u | 0x80u)
+/* Its force-share reader (-U), and a tapfs standby: 100 only. */
+#define QEMU_SHARE	0x1u
 
 static void test_lock_layout(void **state)
 {
@@ -243,6 +245,61 @@ static void test_lock_qemu_bytes(void **state)
 	close(fd);
 }
 
+/*
+ * Handing an image over: a standby holder lets one writer in, a writer
+ * becomes standby by closing its write hold, and the next one may write;
+ * QEMU's bytes for a standby are those of its force-share reader.
+ */
+static void test_lock_standby(void **state)
+{
+	static const unsigned writer[] = { 100, 101, 103, 201, 203 };
+	struct fx *f = *state;
+	struct td_lock *a, *as, *b, *bw, *c;
+	const void *oa = OWNER(0), *ob = OWNER(1), *oc = OWNER(2);
+	int fd;
+
+	assert_int_equal(td_lock_acquire(f->t, f->path, TD_LOCK_WRITE,
+					 TD_LOCK_ROLE_IMAGE, oa, "g/a", &a,
+					 f->err, sizeof(f->err)), 0);
+	assert_int_equal(td_lock_acquire(f->t, f->path, TD_LOCK_STANDBY,
+					 TD_LOCK_ROLE_IMAGE, ob, "g/b", &b,
+					 f->err, sizeof(f->err)), 0);
+	/* Never two writers: b cannot write while a does. */
+	assert_int_equal(td_lock_acquire(f->t, f->path, TD_LOCK_WRITE,
+					 TD_LOCK_ROLE_IMAGE, ob, "g/b", &bw,
+					 f->err, sizeof(f->err)), -EBUSY);
+	assert_non_null(strstr(f->err, "g/a holds"));
+	/* a releases: standby first, then the write hold goes. */
+	assert_int_equal(td_lock_acquire(f->t, f->path, TD_LOCK_STANDBY,
+					 TD_LOCK_ROLE_IMAGE, oa, "g/a", &as,
+					 f->err, sizeof(f->err)), 0);
+	td_lock_release(a);
+	assert_int_equal(bytes_held(f->path), QEMU_SHARE);
+	assert_int_equal(td_lock_acquire(f->t, f->path, TD_LOCK_WRITE,
+					 TD_LOCK_ROLE_IMAGE, ob, "g/b", &bw,
+					 f->err, sizeof(f->err)), 0);
+	/* A plain reader is still kept out of a written image. */
+	assert_int_equal(td_lock_acquire(f->t, f->path, TD_LOCK_READ,
+					 TD_LOCK_ROLE_IMAGE, oc, "g/c", &c,
+					 f->err, sizeof(f->err)), -EBUSY);
+	td_lock_release(bw);
+	td_lock_release(b);
+	td_lock_release(as);
+	assert_int_equal(bytes_held(f->path), 0);
+
+	/* Another process writing: a standby joins, a writer does not. */
+	fd = foreign_hold(f->path, writer, 5);
+	assert_int_equal(td_lock_acquire(NULL, f->path, TD_LOCK_STANDBY,
+					 TD_LOCK_ROLE_IMAGE, ob, "g/b", &b,
+					 f->err, sizeof(f->err)), 0);
+	assert_int_equal(td_lock_acquire(NULL, f->path, TD_LOCK_WRITE,
+					 TD_LOCK_ROLE_IMAGE, ob, "g/b", &bw,
+					 f->err, sizeof(f->err)), -EBUSY);
+	assert_non_null(strstr(f->err, "is in use"));
+	close(fd);
+	td_lock_release(b);
+}
+
 /* Another process: refused with its PID; free the moment it dies. */
 static void test_lock_other_process(void **state)
 {
@@ -388,6 +445,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_lock_parent_not_written,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lock_same_owner, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_lock_standby, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_lock_qemu_bytes, setup,
 						teardown),

@@ -56,6 +56,11 @@ static struct fake_world {
 	struct fake_log	 log[MAX_LOG];
 	unsigned	 nlog;
 	unsigned	 leaf_calls;	/* requests the leaf was handed */
+	/*
+	 * Another host writes the images: a read-write open fails with
+	 * -EBUSY, as a driver that owns its image's lock (rbd) refuses.
+	 */
+	bool		 lock_held;
 
 	/* vbd_request completions */
 	unsigned	 done;
@@ -104,6 +109,12 @@ static int fake_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	for (i = 0; i < W.nimg; i++) {
 		if (strcmp(W.img[i].name, path))
 			continue;
+		if (W.lock_held && !(flags & TD_OPEN_RDONLY))
+		{
+			snprintf(drv->error, sizeof(drv->error),
+				 "%s is held by another host", path);
+			return -EBUSY;
+		}
 		s->img = &W.img[i];
 		s->img->open_flags = flags;
 		s->img->opens++;
@@ -1059,6 +1070,72 @@ static void test_pause_drains(void **state)
 	assert_int_equal(pr.calls, 1);
 }
 
+/*
+ * Handing the image over, with the driver owning the lock: in standby
+ * the leaf is read-only and nothing reaches it; a write starts the
+ * take-over, which times out (EIO to what waited) while the other host
+ * holds the image; once it let go, vbd_activate reopens the leaf
+ * read-write.  vbd_release drains, flushes and reopens it read-only:
+ * writes EROFS, reads go on.
+ */
+static void test_handover(void **state)
+{
+	struct fix *f = *state;
+	struct vbd_params p;
+	struct vbd_request r[5];
+	struct vrec rec[5];
+	struct pause_rec act = { 0 }, rel = { 0 };
+
+	fake_add("leaf", 64, NULL);
+	params_fast(&p);
+	p.deadline_ms = 50;
+	W.lock_held = true;
+	fix_open(f, "leaf", TD_OPEN_STANDBY, &p);
+	assert_int_equal(vbd_hold(f->v), VBD_HOLD_STANDBY);
+	assert_int_equal(W.img[0].open_flags, TD_OPEN_RDONLY);
+	assert_false(vbd_readonly(f->v));
+
+	vsubmit(f->v, &r[0], &rec[0], TD_OP_READ, f->buf, 0, 1);
+	assert_int_equal(td_loop_run_once(f->e->loop, 10), 0);
+	assert_int_equal(rec[0].calls, 0);
+	assert_int_equal(vbd_queued(f->v), 1);
+	vsubmit(f->v, &r[1], &rec[1], TD_OP_WRITE, f->buf, 0, 1);
+	wait_done(f, 2);
+	assert_int_equal(rec[0].err, -EIO);
+	assert_int_equal(rec[1].err, -EIO);
+	assert_non_null(strstr(vbd_takeover_error(f->v),
+			       "not taken over within deadline_ms 50: "
+			       "leaf is held by another host"));
+	assert_int_equal(vbd_hold(f->v), VBD_HOLD_STANDBY);
+	assert_int_equal(W.leaf_calls, 0);
+
+	W.lock_held = false;
+	assert_int_equal(vbd_activate(f->v, pause_cb, &act), 0);
+	assert_true(unit_run_until(f->e->loop, &act.calls, 1, WAIT_MS));
+	assert_int_equal(act.err, 0);
+	assert_int_equal(vbd_hold(f->v), VBD_HOLD_ACTIVE);
+	assert_int_equal(W.img[0].open_flags, 0);
+	assert_string_equal(vbd_takeover_error(f->v), "");
+	vsubmit(f->v, &r[2], &rec[2], TD_OP_WRITE, f->buf, 0, 1);
+	wait_done(f, 3);
+	assert_int_equal(rec[2].err, 0);
+
+	assert_int_equal(vbd_release(f->v, pause_cb, &rel), 0);
+	assert_true(unit_run_until(f->e->loop, &rel.calls, 1, WAIT_MS));
+	assert_int_equal(rel.err, 0);
+	assert_int_equal(vbd_hold(f->v), VBD_HOLD_RELEASED);
+	assert_int_equal(vbd_state(f->v), VBD_RUNNING);
+	assert_int_equal(W.img[0].open_flags, TD_OPEN_RDONLY);
+	vsubmit(f->v, &r[3], &rec[3], TD_OP_WRITE, f->buf, 0, 1);
+	assert_int_equal(rec[3].err, -EROFS);
+	vsubmit(f->v, &r[4], &rec[4], TD_OP_READ, f->buf, 0, 1);
+	wait_done(f, 5);
+	assert_int_equal(rec[4].err, 0);
+	/* The standby, read-write and released instances of the leaf. */
+	assert_int_equal(W.img[0].opens, 3);
+	assert_int_equal(W.img[0].closes, 2);
+}
+
 static void test_pause_idle(void **state)
 {
 	struct fix *f = *state;
@@ -1738,6 +1815,7 @@ int main(void)
 		T(test_deadline_caps_backoff),
 		T(test_pause_drains),
 		T(test_pause_idle),
+		T(test_handover),
 		T(test_pause_twice),
 		T(test_resume_cancels_pause),
 		T(test_pause_waits_for_retry),
