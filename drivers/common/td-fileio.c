@@ -85,11 +85,36 @@ void td_open_redirect(const char *path, int fd)
 int td_open_file(const char *path, int flags)
 {
 	char proc[40];
+	struct stat st;
+	int fd, e;
 
-	if (!redirect_path || strcmp(path, redirect_path))
-		return open(path, flags);
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", redirect_fd);
-	return open(proc, flags & ~(O_CREAT | O_EXCL | O_NOFOLLOW));
+	/* O_NONBLOCK: opening a FIFO must not wait for a writer. */
+	if (!redirect_path || strcmp(path, redirect_path)) {
+		fd = open(path, flags | O_NONBLOCK);
+	} else {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", redirect_fd);
+		fd = open(proc, (flags | O_NONBLOCK) &
+			 ~(O_CREAT | O_EXCL | O_NOFOLLOW));
+	}
+	if (fd < 0)
+		return -1;
+	/* A FIFO, socket, terminal or directory is no image: its reads
+	 * would block the loop (io_submit reads such files synchronously). */
+	if (fstat(fd, &st) < 0)
+		goto fail;
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+		goto fail;
+	}
+	if (!(flags & O_NONBLOCK) &&
+	    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
+		goto fail;
+	return fd;
+fail:
+	e = errno;
+	close(fd);
+	errno = e;
+	return -1;
 }
 
 static uint32_t td_dio_align(int fd)

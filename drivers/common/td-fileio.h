@@ -40,7 +40,10 @@ int td_open_direct(const char *path, int flags, td_flag_t tdflags,
  * has already opened race-free (td_open_redirect), every open of that
  * path by the driver reopens that very file (/proc/self/fd/N): a path
  * component swapped for a symbolic link in between changes nothing.
- * Otherwise a plain open(2).
+ * Otherwise a plain open(2).  Only a regular file or a block device is
+ * opened: anything else fails, errno EISDIR for a directory and EINVAL
+ * for a FIFO, socket or character device (opened without waiting for a
+ * FIFO's writer), whose reads would block the engine's loop.
  */
 int td_open_file(const char *path, int flags);
 /*

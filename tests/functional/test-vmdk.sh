@@ -25,7 +25,8 @@
 # is refused naming both.
 # (e) Bad input refused with the reason in .ctl, the daemon alive: a
 # truncated file, a grain directory past the end, an absurd capacity, an
-# extent outside the descriptor's folder, an overlong descriptor line.
+# extent outside the descriptor's folder, an extent that is a FIFO, an
+# overlong descriptor line.
 . "$(dirname "$0")/lib.sh"
 requires qemu-img qemu-io python3 cmp
 
@@ -315,6 +316,12 @@ bad huge EINVAL "capacity .* is larger than"
 printf '# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 8 FLAT "../outside.raw" 0\n' \
 	>"$I/escape.vmdk"
 bad escape EACCES "outside the descriptor's folder"
+# An extent that is a FIFO: its open must not wait for a writer, nor its
+# reads block the daemon (io_submit reads a pipe synchronously).
+mkfifo "$I/pipe.raw"
+printf '# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 8 FLAT "pipe.raw" 0\n' \
+	>"$I/fifo.vmdk"
+bad fifo EINVAL "pipe.raw"
 printf '# Disk DescriptorFile\nversion=1\nCID=%s\nRW 8 FLAT "x.raw" 0\n' \
 	"$(head -c 3000 /dev/zero | tr '\0' 1)" >"$I/longline.vmdk"
 bad longline EINVAL "line 3 is longer than 1024 bytes"

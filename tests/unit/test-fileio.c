@@ -4,6 +4,8 @@
  * refuses to end early, a zero-filling read reads what the file holds and
  * zeros past its end.
  */
+#include <sys/stat.h>
+
 #include "unit.h"
 #include "common/td-fileio.h"
 
@@ -108,12 +110,50 @@ static void test_open_direct_unsafe(void **state)
 	unlink(path);
 }
 
+/*
+ * td_open_file opens regular files only: a FIFO (with no writer: the
+ * open must not wait for one), a directory or a character device is
+ * refused, and the fd it returns is blocking unless asked otherwise.
+ */
+static void test_open_file_kinds(void **state)
+{
+	char path[256], fifo[280];
+	int fd;
+
+	(void)state;
+	close(unit_tmpfile(path, sizeof(path), "fileio", 4096));
+	fd = td_open_file(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
+	close(fd);
+	fd = td_open_file(path, O_RDONLY | O_NONBLOCK);
+	assert_true(fd >= 0);
+	assert_int_not_equal(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
+	close(fd);
+
+	snprintf(fifo, sizeof(fifo), "%s.fifo", path);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	errno = 0;
+	assert_int_equal(td_open_file(fifo, O_RDONLY), -1);
+	assert_int_equal(errno, EINVAL);
+	unlink(fifo);
+
+	errno = 0;
+	assert_int_equal(td_open_file("/tmp", O_RDONLY), -1);
+	assert_int_equal(errno, EISDIR);
+	errno = 0;
+	assert_int_equal(td_open_file("/dev/null", O_RDONLY), -1);
+	assert_int_equal(errno, EINVAL);
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pread_full),
 		cmocka_unit_test(test_pread_zero),
 		cmocka_unit_test(test_open_direct_unsafe),
+		cmocka_unit_test(test_open_file_kinds),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
