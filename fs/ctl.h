@@ -17,7 +17,7 @@
 
 enum ctl_verb {
 	CTL_CREATE,	/* create NAME [FORMAT] SIZE */
-	CTL_OPEN,	/* open NAME FORMAT:PATH [ro] */
+	CTL_OPEN,	/* open NAME FORMAT:PATH [ro|rw] [steal] */
 	CTL_CLOSE,	/* close NAME */
 	CTL_PAUSE,	/* pause [NAME] */
 	CTL_RESUME,	/* resume [NAME] */
@@ -37,6 +37,7 @@ struct ctl_command {
 	char		path[CTL_PATH_MAX];
 	uint64_t	size;
 	bool		readonly;
+	bool		steal;		/* open: break a dead holder's lock */
 };
 
 /*

@@ -131,11 +131,14 @@ int  tapfs_group_remove(struct tapfs *fs, struct tapfs_group *g,
 unsigned tapfs_group_count(const struct tapfs *fs);
 
 struct tapfs_vbd *tapfs_vbd_find(struct tapfs_group *g, const char *name);
-/* Open spec as VBD name in g (not yet in the manifest). */
+/*
+ * Open spec as VBD name in g (not yet in the manifest).  flags: more
+ * open flags for this open only (TD_OPEN_STEAL), never recorded.
+ */
 int  tapfs_vbd_add(struct tapfs *fs, struct tapfs_group *g, const char *name,
 		   const char *format, const char *spec, bool readonly,
-		   bool persistent, struct tapfs_vbd **out, char *err,
-		   size_t errlen);
+		   td_flag_t flags, bool persistent, struct tapfs_vbd **out,
+		   char *err, size_t errlen);
 /* Close and forget a VBD (must have no open handles and no I/O). */
 int  tapfs_vbd_remove(struct tapfs *fs, struct tapfs_vbd *tv);
 

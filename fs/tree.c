@@ -260,8 +260,8 @@ struct tapfs_vbd *tapfs_vbd_find(struct tapfs_group *g, const char *name)
 
 int tapfs_vbd_add(struct tapfs *fs, struct tapfs_group *g, const char *name,
 		  const char *format, const char *spec, bool readonly,
-		  bool persistent, struct tapfs_vbd **out, char *err,
-		  size_t errlen)
+		  td_flag_t flags, bool persistent, struct tapfs_vbd **out,
+		  char *err, size_t errlen)
 {
 	struct tapfs_vbd *tv;
 	int rc;
@@ -289,8 +289,9 @@ int tapfs_vbd_add(struct tapfs *fs, struct tapfs_group *g, const char *name,
 	tv->group = g;
 	tv->readonly = readonly;
 	tv->persistent = persistent;
-	rc = vbd_open(fs->engine, spec, readonly ? TD_OPEN_RDONLY : 0,
-		      &fs->opts.params, &tv->vbd, err, errlen);
+	rc = vbd_open(fs->engine, spec, flags | (readonly ? TD_OPEN_RDONLY :
+						 0), &fs->opts.params,
+		      &tv->vbd, err, errlen);
 	if (rc) {
 		free(tv);
 		return rc;
@@ -520,7 +521,7 @@ static int manifest_line(struct tapfs *fs, char *line, unsigned lineno,
 		snprintf(err, errlen, "manifest line %u: %s", lineno, why);
 		return -EINVAL;
 	}
-	rc = tapfs_vbd_add(fs, g, w[2], w[3], w[5], !strcmp(w[4], "ro"),
+	rc = tapfs_vbd_add(fs, g, w[2], w[3], w[5], !strcmp(w[4], "ro"), 0,
 			   true, NULL, why, sizeof(why));
 	if (rc) {
 		td_log(TD_LOG_ERR, "%s/%s: %s (kept in the manifest; 'close "
