@@ -43,7 +43,9 @@
 #   BENCH_SIZE     image size, whole MiB: 2G, 512M    (default 2G)
 #   BENCH_DIR      directory for the temporary files  (default: ROOT/build)
 #   BENCH_ONLY     comma list of targets: raw,tapfs,qsd (default: all three;
-#                  tapfs and qsd stand for their VHD columns too)
+#                  tapfs and qsd stand for their VHD columns too); rbd (or
+#                  ONLY=rbd, "make bench ONLY=rbd"): the rbd table alone,
+#                  bench/bench-rbd.sh, on a throw-away Ceph cluster
 #   BENCH_VHD      1: both tables, 0: the raw-image table only, only: the
 #                  VHD table only (and the raw rows it is compared to)
 #                                                      (default 1)
@@ -58,6 +60,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# ---- rbd: a run of its own, bench/bench-rbd.sh (BENCH_ONLY=rbd or ONLY=rbd)
+case ",${BENCH_ONLY:-${ONLY:-}}," in
+*,rbd,*) exec "$ROOT/bench/bench-rbd.sh" "$@" ;;
+esac
 RUNTIME=${BENCH_RUNTIME:-12}
 RAMP=${BENCH_RAMP:-3}
 SIZE=${BENCH_SIZE:-2G}
