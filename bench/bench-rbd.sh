@@ -18,6 +18,10 @@
 # One OSD on tmpfs
 # on a shared machine: compare the ratios, not the absolute figures.
 #
+# Built on the functional tests' helpers (tests/functional/lib.sh and
+# ceph-lib.sh): their cleanup stack stops every daemon by PID and removes
+# the cluster and the temp directory, even on failure.
+#
 # Environment (all optional):
 #   BENCH_RUNTIME   seconds per row, after ramp        (default 10)
 #   BENCH_RAMP      ramp seconds per row               (default 2)
@@ -25,15 +29,12 @@
 #   TAPFS           the daemon binary                  (default ROOT/build/tapfs)
 #
 # Exit status: 0 if every target ran every row, 1 otherwise, 2 on usage.
-set -euo pipefail
+set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNTIME=${BENCH_RUNTIME:-10}
 RAMP=${BENCH_RAMP:-2}
 SIZE=${BENCH_RBD_SIZE:-1G}
-TAPFS=${TAPFS:-$ROOT/build/tapfs}
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=python3
 IMAGE=bench
 
 # row name | fio rw | bs | iodepth | unit
@@ -45,88 +46,37 @@ ROWS=(
 	"1M seqread QD8|read|1M|8|mibs"
 	"1M seqwrite QD8|write|1M|8|mibs"
 )
-TARGETS=(fio-rbd tapfs qsd)
-
-log() { printf 'bench-rbd: [%4ds] %s\n' "$SECONDS" "$*" >&2; }
-die() { echo "bench-rbd: $*" >&2; exit 1; }
 
 case "${1:-}" in
--h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+-h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 "") ;;
 *) echo "usage: $0 [-h]   (configure with BENCH_* variables)" >&2; exit 2 ;;
 esac
 [[ "$RUNTIME" =~ ^[1-9][0-9]*$ ]] || { echo "bench-rbd: BENCH_RUNTIME: '$RUNTIME' is not a positive integer" >&2; exit 2; }
 [[ "$RAMP" =~ ^[0-9]+$ ]] || { echo "bench-rbd: BENCH_RAMP: '$RAMP' is not an integer" >&2; exit 2; }
-for c in fio rbd qemu-storage-daemon fusermount3; do
+
+. "$ROOT/tests/functional/lib.sh"	# T (the working directory), cleanup
+. "$ROOT/tests/functional/ceph-lib.sh"
+
+log() { printf 'bench-rbd: [%4ds] %s\n' "$SECONDS" "$*" >&2; }
+die() { echo "bench-rbd: $*" >&2; exit 1; }
+
+for c in fio rbd qemu-storage-daemon fusermount3 "$PYTHON"; do
 	command -v "$c" >/dev/null ||
 		die "$c not found (scripts/install-deps.sh bench)"
 done
 [ -x "$TAPFS" ] || die "$TAPFS not built (run make)"
 fio --enghelp=rbd >/dev/null 2>&1 || die "this fio has no rbd engine"
 
-# ---- cleanup: LIFO, by PID and path ------------------------------------------
-
-CLEANUP=()
-push_cleanup() { CLEANUP+=("$1"); }
-run_cleanup() {
-	local i
-	set +e
-	for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do
-		eval "${CLEANUP[$i]}"
-	done
-	CLEANUP=()
-}
-trap run_cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# wait_gone PID SECONDS: true once PID has exited.
-wait_gone() {
-	local i
-	for ((i = 0; i < $2 * 10; i++)); do
-		kill -0 "$1" 2>/dev/null || return 0
-		sleep 0.1
-	done
-	! kill -0 "$1" 2>/dev/null
-}
-# stop_pid PID: wait for a daemon told to stop; SIGTERM, then SIGKILL.
-stop_pid() {
-	wait_gone "$1" 20 || kill -TERM "$1" 2>/dev/null
-	wait_gone "$1" 5 || kill -KILL "$1" 2>/dev/null
-	wait "$1" 2>/dev/null || true
-}
-is_mounted() {
-	awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo
-}
-wait_mount() {
-	local i
-	for ((i = 0; i < 200; i++)); do
-		is_mounted "$1" && return 0
-		kill -0 "$2" 2>/dev/null || return 1
-		sleep 0.1
-	done
-	return 1
-}
-
-WORK=$(mktemp -d /tmp/tapfs-bench-rbd.XXXXXX)
-push_cleanup "rm -rf -- '$WORK'"
-cd "$WORK"
-
 # ---- the cluster and the image -------------------------------------------------
 
 # Every client (fio, tapfs, qemu) reads this ceph.conf: librbd's cache in
 # writeback from the first write for all three, as for a guest that has
 # sent its first flush, instead of writethrough until a flush that a fio
-# row never sends.
-CLIENT_CONF=$'[client]\nrbd_cache_writethrough_until_flush = false'
-CEPH_DIR=$(mktemp -d /dev/shm/tapfs-bench-ceph.XXXXXX)
-push_cleanup "CEPH_MINI_STOP_GRACE=5 '$ROOT/tests/ceph/stop.sh' '$CEPH_DIR'"
-log "starting a one-node Ceph cluster in $CEPH_DIR"
-out=$(CEPH_MINI_OSD_SIZE=8G CEPH_MINI_CONF_EXTRA=$CLIENT_CONF \
-	"$ROOT/tests/ceph/start.sh" "$CEPH_DIR" \
-	2>"$WORK/ceph-start.err") ||
-	die "the Ceph cluster did not start: $(tail -n 5 "$WORK/ceph-start.err")"
-eval "$out"
+# row never sends.  (CEPH_TEST_CONF ends in its [client] section.)
+CEPH_TEST_CONF+=$'\nrbd_cache_writethrough_until_flush = false'
+log "starting a one-node Ceph cluster"
+CEPH_MINI_OSD_SIZE=8G ceph_start >&2
 rbd create --size "$SIZE" "rbd/$IMAGE" || die "rbd create rbd/$IMAGE failed"
 log "filling rbd/$IMAGE ($SIZE) once"
 fio --name=fill --ioengine=rbd --clientname=admin --pool=rbd \
@@ -134,7 +84,7 @@ fio --name=fill --ioengine=rbd --clientname=admin --pool=rbd \
 	--output=/dev/null || die "filling rbd/$IMAGE failed"
 
 read -r LOAD_START _ </proc/loadavg
-RESULTS=$WORK/results.tsv
+RESULTS=$T/results.tsv
 : >"$RESULTS"
 
 # ---- the targets -----------------------------------------------------------------
@@ -157,14 +107,14 @@ run_rows() {
 	shift
 	for i in "${!ROWS[@]}"; do
 		IFS='|' read -r row rw bs qd unit <<<"${ROWS[$i]}"
-		out=$WORK/$t.$i.json
+		out=$T/$t.$i.json
 		log "$t: $row (${RUNTIME}s, ramp ${RAMP}s)"
 		if fio --name=bench "$@" --size="$SIZE" --rw="$rw" --bs="$bs" \
 			--iodepth="$qd" --numjobs=1 --time_based \
 			--runtime="$RUNTIME" --ramp_time="$RAMP" --norandommap \
 			--randrepeat=0 --output-format=json --output="$out" \
 			>/dev/null 2>"$out.err"; then
-			val=$("$PY" -c "$PARSE_PY" "$out" "$unit") || val=fail
+			val=$("$PYTHON" -c "$PARSE_PY" "$out" "$unit") || val=fail
 		else
 			log "$t: $row: fio failed: $(tail -n 2 "$out.err" | tr '\n' ' ')"
 			val=fail
@@ -186,41 +136,33 @@ bench_fio_rbd() {
 }
 
 bench_tapfs() {
-	local mnt=$WORK/tapfs pid
-	mkdir -p "$mnt" "$WORK/store"
-	"$TAPFS" -f -o "store=$WORK/store,ceph_conf=$CEPH_CONF,ceph_id=admin" \
-		"$mnt" </dev/null >"$WORK/tapfs.log" 2>&1 &
-	pid=$!
-	push_cleanup "fusermount3 -u '$mnt' 2>/dev/null; stop_pid $pid"
-	if ! wait_mount "$mnt" "$pid" || ! mkdir "$mnt/b" ||
-	   ! echo "open v rbd:rbd/$IMAGE" >"$mnt/b/.ctl"; then
-		log "tapfs: setup failed: $(head -n 1 "$mnt/b/.ctl" 2>/dev/null) $(tail -n 2 "$WORK/tapfs.log")"
+	if ! tapfs_start "$T/tapfs" "$T/store" "$CEPH_OPTS" >&2 ||
+	   ! mkdir "$T/tapfs/b" ||
+	   [ "$(ctl "$T/tapfs/b" "open v rbd:rbd/$IMAGE")" != OK ]; then
+		log "tapfs: setup failed: $(ctl_status "$T/tapfs/b") $(tail -n 2 "$TAPFS_LOG")"
 		target_failed tapfs
-	else
-		run_rows tapfs --filename="$mnt/b/v" --ioengine=libaio --direct=1
-		echo "close v" >"$mnt/b/.ctl" || log "tapfs: close failed"
+		return
 	fi
-	fusermount3 -u "$mnt" 2>/dev/null
-	stop_pid "$pid"
+	run_rows tapfs --filename="$T/tapfs/b/v" --ioengine=libaio --direct=1
+	ctl_close "$T/tapfs/b" v >&2
+	tapfs_stop >&2 || log "tapfs: did not stop cleanly"
 }
 
 bench_qsd() {
-	local file=$WORK/qsd.img pid
+	local file=$T/qsd.img pid
 	: >"$file"
-	qemu-storage-daemon \
+	bg_start qsd qemu-storage-daemon \
 		--blockdev "driver=rbd,node-name=r,pool=rbd,image=$IMAGE,conf=$CEPH_CONF,user=admin" \
-		--export "type=fuse,id=e,node-name=r,mountpoint=$file,writable=on" \
-		</dev/null >"$WORK/qsd.log" 2>&1 &
-	pid=$!
-	push_cleanup "kill -TERM $pid 2>/dev/null; stop_pid $pid"
-	if ! wait_mount "$file" "$pid"; then
-		log "qsd: setup failed: $(tail -n 3 "$WORK/qsd.log")"
+		--export "type=fuse,id=e,node-name=r,mountpoint=$file,writable=on"
+	pid=$BG_PID
+	if ! wait_mounted "$file" 20 "$pid"; then
+		log "qsd: setup failed: $(tail -n 3 "$T/qsd.out")"
 		target_failed qsd
 	else
 		run_rows qsd --filename="$file" --ioengine=libaio --direct=1
 	fi
 	kill -TERM "$pid" 2>/dev/null
-	stop_pid "$pid"
+	wait_gone "$pid" 30 || log "qsd: PID $pid still running"
 }
 
 bench_fio_rbd
@@ -272,7 +214,11 @@ for r in out:
     print("| " + " | ".join(s.ljust(w[c]) if c == 0 else s.rjust(w[c])
                             for c, s in enumerate(r)) + " |")
 '
-"$PY" -c "$REPORT_PY" "$RESULTS" "$RUNTIME" "$RAMP" "$SIZE" "$LOAD_START" \
-	"$LOAD_END" "${ROWS[@]}"
+"$PYTHON" -c "$REPORT_PY" "$RESULTS" "$RUNTIME" "$RAMP" "$SIZE" \
+	"$LOAD_START" "$LOAD_END" "${ROWS[@]}"
 
-! grep -q "$(printf '\tfail$')" "$RESULTS"
+# lib.sh's exit trap removes T and stops the cluster; fail if a row failed.
+if grep -q "$(printf '\tfail$')" "$RESULTS"; then
+	exit 1
+fi
+exit 0
