@@ -46,7 +46,9 @@
 #                  tapfs and qsd stand for their image-format columns too)
 #   BENCH_TABLES   comma list of tables: raw,vhd,qcow2,vmdk,qcow (default:
 #                  all); raw is the raw-image table; the raw file's rows
-#                  run whenever the raw target does (the reference)
+#                  run whenever the raw target does (the reference); rbd
+#                  (or ONLY=rbd, "make bench ONLY=rbd"): the rbd table
+#                  alone, bench/bench-rbd.sh, on a throw-away Ceph cluster
 #   BENCH_ZERO_RUNTIME  seconds per unallocated-read row, 0 skips them
 #                                                      (default 4)
 #   BENCH_VERIFY   1: run the verify check, 0: skip    (default 1)
@@ -57,6 +59,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# ---- rbd: a run of its own, bench/bench-rbd.sh (BENCH_ONLY=rbd or ONLY=rbd)
+case ",${BENCH_ONLY:-${ONLY:-}}," in
+*,rbd,*) exec "$ROOT/bench/bench-rbd.sh" "$@" ;;
+esac
 RUNTIME=${BENCH_RUNTIME:-12}
 RAMP=${BENCH_RAMP:-3}
 SIZE=${BENCH_SIZE:-2G}

@@ -20,7 +20,8 @@ struct snap_target {
 	struct tapfs_vbd	*tv;
 	bool			 was_paused;
 	bool			 done;		/* switched to the child */
-	char			 child[CTL_PATH_MAX];
+	bool			 remote;	/* a snapshot in place (rbd) */
+	char			 child[CTL_PATH_MAX];	/* or the snapshot */
 	char			 old_spec[TAPFS_SPEC_MAX];
 	char			 old_format[32];
 };
@@ -248,6 +249,14 @@ static void snap_rollback(struct snap_target *t)
 
 	if (!t->done)
 		return;
+	if (t->remote) {
+		rc = td_drv_unsnapshot_remote(vbd_image(t->tv->vbd, 0),
+					      t->child, err, sizeof(err));
+		if (rc)
+			td_log(TD_LOG_ERR, "%s: %s", t->tv->name, err);
+		t->done = false;
+		return;
+	}
 	rc = vbd_reopen(t->tv->vbd, t->old_spec, err, sizeof(err));
 	if (rc) {
 		/* The child stays: it holds the writes made since. */
@@ -291,18 +300,33 @@ static unsigned snap_drivers(td_driver_t *leaf,
 	return n;
 }
 
-/* Make a child of t's leaf in the store and switch the VBD to it. */
+/*
+ * Make a child of t's leaf in the store and switch the VBD to it; or,
+ * for a remote image (rbd), have its driver snapshot it in place.
+ */
 static int snap_one(struct tapfs *fs, struct snap_target *t, char *err,
 		    size_t errlen)
 {
 	td_driver_t *leaf = vbd_image(t->tv->vbd, 0);
 	const struct tap_disk *drivers[SNAP_DRIVERS_MAX], *cd = NULL;
 	char spec[TAPFS_SPEC_MAX], parent[CTL_PATH_MAX];
-	unsigned i, n, nd = snap_drivers(leaf, drivers);
-	int rc = -EOPNOTSUPP;
+	unsigned i, n, nd;
+	int rc;
 
+	if (td_disk_flags(leaf->ops) & TD_DISK_REMOTE) {
+		rc = td_drv_snapshot_remote(leaf, t->child, sizeof(t->child),
+					    err, errlen);
+		if (rc)
+			return rc;
+		t->remote = t->done = true;
+		td_log(TD_LOG_INFO, "%s/%s: snapshot: %s", t->tv->group->name,
+		       t->tv->name, t->child);
+		return 0;
+	}
 	/* The leaf is freed by vbd_reopen(): keep its name. */
 	snprintf(parent, sizeof(parent), "%s", leaf->name);
+	nd = snap_drivers(leaf, drivers);
+	rc = -EOPNOTSUPP;
 	for (i = 0; i < nd && rc == -EOPNOTSUPP; i++) {
 		cd = drivers[i];
 		rc = -EEXIST;
@@ -380,11 +404,17 @@ static int control_snapshot(struct tapfs *fs, struct tapfs_group *g,
 			return control_status(g, -EINVAL, "'%s' is read-only:"
 					      " nothing to snapshot",
 					      tv->name);
-		if (td_disk_flags(leaf->ops) & TD_DISK_REMOTE)
-			return control_status(g, -ENOTSUP, "'%s' is a %s "
-					      "image: its snapshots are not "
-					      "supported yet", tv->name,
-					      leaf->ops->name);
+		if (td_disk_flags(leaf->ops) & TD_DISK_REMOTE) {
+			/* Snapshotted in place: no child, no filter. */
+			if (!td_disk_can_snapshot_remote(leaf->ops))
+				return control_status(g, -ENOTSUP, "'%s' is a "
+						      "%s image, which cannot "
+						      "be snapshotted",
+						      tv->name,
+						      leaf->ops->name);
+			n++;
+			continue;
+		}
 		if (td_disk_flags(leaf->ops) & TD_DISK_NO_FILE)
 			return control_status(g, -EINVAL, "'%s' is a %s "
 					      "disk: it has no image to keep",
@@ -519,8 +549,9 @@ static int control_add(struct tapfs *fs, struct tapfs_group *g,
 	int rc;
 
 	rc = tapfs_vbd_add(fs, g, cmd->name, cmd->format, spec,
-			   cmd->readonly, cmd->standby, persistent, &tv, err,
-			   sizeof(err));
+			   cmd->readonly, (cmd->standby ? TD_OPEN_STANDBY : 0) |
+			   (cmd->steal ? TD_OPEN_STEAL : 0), persistent, &tv,
+			   err, sizeof(err));
 	if (rc) {
 		control_uncreate(fs, ops, created);
 		return control_status(g, rc, "%s", err);
@@ -948,6 +979,7 @@ char *control_render_ctl(struct tapfs *fs, struct tapfs_group *g,
 {
 	struct text t = { 0 };
 	struct td_list *pos;
+	char about[TD_ERROR_MAX];
 	unsigned i;
 
 	(void)fs;
@@ -974,6 +1006,9 @@ char *control_render_ctl(struct tapfs *fs, struct tapfs_group *g,
 				    d->ops->name, d->name);
 			if (users > 1)	/* one open image for all of them */
 				text_printf(&t, " (shared by %u)", users);
+			td_drv_describe(d, about, sizeof(about));
+			if (about[0])
+				text_printf(&t, " %s", about);
 		}
 		if (vbd_failed(tv->vbd))
 			text_printf(&t, " (%s)", vbd_fail_reason(tv->vbd));

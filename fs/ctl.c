@@ -16,7 +16,8 @@ static const struct {
 	const char	*usage;
 } ctl_verbs[] = {
 	{ "create", CTL_CREATE, 2, 3, "create NAME [FORMAT] SIZE" },
-	{ "open",   CTL_OPEN,   2, 3, "open NAME FORMAT:PATH [ro|rw|standby]" },
+	{ "open",   CTL_OPEN,   2, 4, "open NAME FORMAT:PATH "
+				      "[ro|rw|standby] [steal]" },
 	{ "close",  CTL_CLOSE,  1, 1, "close NAME" },
 	{ "pause",  CTL_PAUSE,  0, 1, "pause [NAME]" },
 	{ "resume", CTL_RESUME, 0, 1, "resume [NAME]" },
@@ -171,15 +172,26 @@ static int ctl_parse_words(char **w, unsigned n, struct ctl_command *cmd,
 			      "path", err, errlen);
 		if (rc)
 			return rc;
-		if (n == 4) {
-			if (strcmp(w[3], "ro") && strcmp(w[3], "rw") &&
-			    strcmp(w[3], "standby")) {
+		for (unsigned i = 3; i < n; i++) {
+			if (!strcmp(w[i], "steal") && !cmd->steal) {
+				cmd->steal = true;
+			} else if (i == 3 && (!strcmp(w[i], "ro") ||
+					      !strcmp(w[i], "rw") ||
+					      !strcmp(w[i], "standby"))) {
+				cmd->readonly = !strcmp(w[i], "ro");
+				cmd->standby = !strcmp(w[i], "standby");
+			} else {
 				snprintf(err, errlen, "unknown open mode "
-					 "'%.16s' (ro, rw or standby)", w[3]);
+					 "'%.16s' (ro, rw or standby), or "
+					 "steal", w[i]);
 				return -EINVAL;
 			}
-			cmd->readonly = !strcmp(w[3], "ro");
-			cmd->standby = !strcmp(w[3], "standby");
+		}
+		if (cmd->steal && (cmd->readonly || cmd->standby)) {
+			snprintf(err, errlen, "steal takes a writer's lock: "
+				 "not with %s", cmd->readonly ? "ro" :
+				 "standby");
+			return -EINVAL;
 		}
 		return 0;
 	}

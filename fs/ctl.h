@@ -17,7 +17,7 @@
 
 enum ctl_verb {
 	CTL_CREATE,	/* create NAME [FORMAT] SIZE */
-	CTL_OPEN,	/* open NAME FORMAT:PATH [ro|rw|standby] */
+	CTL_OPEN,	/* open NAME FORMAT:PATH [ro|rw|standby] [steal] */
 	CTL_CLOSE,	/* close NAME */
 	CTL_PAUSE,	/* pause [NAME] */
 	CTL_RESUME,	/* resume [NAME] */
@@ -39,6 +39,7 @@ struct ctl_command {
 	uint64_t	size;
 	bool		readonly;
 	bool		standby;	/* open: wait to take the image over */
+	bool		steal;		/* open: break a dead holder's lock */
 };
 
 /*

@@ -134,12 +134,14 @@ unsigned tapfs_group_count(const struct tapfs *fs);
 
 struct tapfs_vbd *tapfs_vbd_find(struct tapfs_group *g, const char *name);
 /*
- * Open spec as VBD name in g (not yet in the manifest); standby: waiting
- * to take the image over from another host (vbd_activate).
+ * Open spec as VBD name in g (not yet in the manifest).  flags: more
+ * open flags: TD_OPEN_STANDBY (waiting to take the image over from
+ * another host, vbd_activate; recorded), TD_OPEN_STEAL (this open only,
+ * never recorded).
  */
 int  tapfs_vbd_add(struct tapfs *fs, struct tapfs_group *g, const char *name,
 		   const char *format, const char *spec, bool readonly,
-		   bool standby, bool persistent, struct tapfs_vbd **out,
+		   td_flag_t flags, bool persistent, struct tapfs_vbd **out,
 		   char *err, size_t errlen);
 /* Close and forget a VBD (must have no open handles and no I/O). */
 int  tapfs_vbd_remove(struct tapfs *fs, struct tapfs_vbd *tv);

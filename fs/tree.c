@@ -260,7 +260,7 @@ struct tapfs_vbd *tapfs_vbd_find(struct tapfs_group *g, const char *name)
 
 int tapfs_vbd_add(struct tapfs *fs, struct tapfs_group *g, const char *name,
 		  const char *format, const char *spec, bool readonly,
-		  bool standby, bool persistent, struct tapfs_vbd **out,
+		  td_flag_t flags, bool persistent, struct tapfs_vbd **out,
 		  char *err, size_t errlen)
 {
 	struct tapfs_vbd *tv;
@@ -288,10 +288,10 @@ int tapfs_vbd_add(struct tapfs *fs, struct tapfs_group *g, const char *name,
 	strcpy(tv->spec, spec);
 	tv->group = g;
 	tv->readonly = readonly;
-	tv->standby = standby;
+	tv->standby = !!(flags & TD_OPEN_STANDBY);
 	tv->persistent = persistent;
-	rc = vbd_open(fs->engine, spec, readonly ? TD_OPEN_RDONLY :
-		      standby ? TD_OPEN_STANDBY : 0, &fs->opts.params,
+	rc = vbd_open(fs->engine, spec, flags | (readonly ? TD_OPEN_RDONLY :
+						 0), &fs->opts.params,
 		      &tv->vbd, err, errlen);
 	if (rc) {
 		free(tv);
@@ -532,8 +532,8 @@ static int manifest_line(struct tapfs *fs, char *line, unsigned lineno,
 		return -EINVAL;
 	}
 	rc = tapfs_vbd_add(fs, g, w[2], w[3], w[5], !strcmp(w[4], "ro"),
-			   !strcmp(w[4], "standby"), true, NULL, why,
-			   sizeof(why));
+			   !strcmp(w[4], "standby") ? TD_OPEN_STANDBY : 0, true,
+			   NULL, why, sizeof(why));
 	if (rc) {
 		td_log(TD_LOG_ERR, "%s/%s: %s (kept in the manifest; 'close "
 		       "%s' forgets it)", w[1], w[2], why, w[2]);

@@ -14,8 +14,10 @@ uuid-dev zlib1g-dev libcmocka-dev librbd-dev"
 TEST_PKGS="fio qemu-utils qemu-system-common e2fsprogs util-linux kmod
 man-db groff-base"
 # The rbd driver's tests (tests/ceph): a throw-away one-node Ceph cluster
-# (mon, mgr, one bluestore OSD) and the rbd/ceph CLIs as the oracle.
-CEPH_PKGS="ceph-mon ceph-mgr ceph-osd ceph-common"
+# (mon, mgr, one bluestore OSD) and the rbd/ceph CLIs as the oracle;
+# qemu-block-extra: qemu-img's rbd driver (a qcow2 child over an rbd
+# parent, read by QEMU's code too).
+CEPH_PKGS="ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra"
 BENCH_PKGS="qemu-system-common"
 FUZZ_PKGS="clang libclang-rt-14-dev"
 VALGRIND_PKGS="valgrind"

@@ -520,7 +520,62 @@ int td_drv_remove_remote(const struct tap_disk *d, struct td_engine *e,
 	return d->td_remove_remote(e, target, err, errlen);
 }
 
+bool td_disk_can_snapshot_remote(const struct tap_disk *d)
+{
+	return TD_DISK_HAS(d, td_snapshot_remote) && d->td_snapshot_remote;
+}
+
+int td_drv_snapshot_remote(td_driver_t *drv, char *target, size_t targetlen,
+			   char *err, size_t errlen)
+{
+	if (!td_disk_can_snapshot_remote(drv->ops)) {
+		snprintf(err, errlen, "driver %s cannot snapshot images in "
+			 "place", drv->ops->name);
+		return -ENOTSUP;
+	}
+	return drv->ops->td_snapshot_remote(drv, target, targetlen, err,
+					    errlen);
+}
+
+int td_drv_unsnapshot_remote(td_driver_t *drv, const char *target,
+			     char *err, size_t errlen)
+{
+	if (!TD_DISK_HAS(drv->ops, td_unsnapshot_remote) ||
+	    !drv->ops->td_unsnapshot_remote) {
+		snprintf(err, errlen, "driver %s cannot remove snapshots",
+			 drv->ops->name);
+		return -ENOTSUP;
+	}
+	return drv->ops->td_unsnapshot_remote(drv, target, err, errlen);
+}
+
+void td_drv_describe(td_driver_t *drv, char *buf, size_t len)
+{
+	if (len)
+		buf[0] = '\0';
+	if (TD_DISK_HAS(drv->ops, td_describe) && drv->ops->td_describe &&
+	    len)
+		drv->ops->td_describe(drv, buf, len);
+}
+
 /* ---- services on another driver's image ----------------------------- */
+
+const struct tap_disk *td_remote_parent(const char *name, const char **arg)
+{
+	const char *colon = strchr(name, ':');
+	const struct tap_disk *d;
+	char word[32];
+
+	if (!colon || colon == name || (size_t)(colon - name) >= sizeof(word))
+		return NULL;
+	memcpy(word, name, (size_t)(colon - name));
+	word[colon - name] = '\0';
+	d = td_driver_find(word);
+	if (!d || !(td_disk_flags(d) & TD_DISK_REMOTE))
+		return NULL;
+	*arg = colon + 1;
+	return d;
+}
 
 int td_probe_driver(const char *path, const char **driver)
 {

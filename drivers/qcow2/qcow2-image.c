@@ -466,6 +466,8 @@ static const char *driver_for_format(const char *fmt)
 int qcow2_image_backing(const struct qcow2_image *img, char **path,
 			const char **driver, char *err, size_t errlen)
 {
+	const struct tap_disk *remote;
+	const char *arg;
 	char *p;
 	int ret;
 
@@ -473,6 +475,20 @@ int qcow2_image_backing(const struct qcow2_image *img, char **path,
 	*driver = NULL;
 	if (!img->backing[0])
 		return 1;
+	if ((remote = td_remote_parent(img->backing, &arg))) {
+		/* QEMU records such a parent as raw (-F raw), or not. */
+		if (img->ext.has_backing_format &&
+		    strcmp(img->ext.backing_format, "raw"))
+			return td_errf(err, errlen, -ENOTSUP, "qcow2: %s: "
+				       "backing %s has format '%s': a %s "
+				       "image is raw", img->path, img->backing,
+				       img->ext.backing_format, remote->name);
+		*path = strdup(arg);
+		if (!*path)
+			return td_errf(err, errlen, -ENOMEM, "out of memory");
+		*driver = remote->name;
+		return 0;
+	}
 	p = td_path_resolve(img->path, img->backing);
 	if (!p)
 		return td_errf(err, errlen, -ENOMEM, "out of memory");

@@ -165,7 +165,9 @@ int qcow2_image_mark_corrupt(struct qcow2_image *img, char *err,
  * The backing file's path (relative names resolved against the image's
  * directory, malloc'd) and the tapfs driver for it: "qcow2", "aio" (raw)
  * or "vhd", from the backing format extension or, without one, the
- * driver whose probe claims it (td_probe_driver).
+ * driver whose probe claims it (td_probe_driver).  A backing name of a
+ * remote driver ("rbd:POOL/IMAGE@SNAP", td_remote_parent) is that
+ * driver's argument, unresolved, and its driver.
  * TD_NO_PARENT-like: returns 1 when there is no backing file.
  */
 int qcow2_image_backing(const struct qcow2_image *img, char **path,

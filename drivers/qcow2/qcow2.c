@@ -606,7 +606,8 @@ static int q2_get_parent_id(td_driver_t *drv, td_disk_id_t *id)
 	int rc;
 
 	/* Without a backing format the file is probed (opened): ask first. */
-	if (s->img->backing[0] && !s->img->ext.has_backing_format) {
+	if (s->img->backing[0] && !s->img->ext.has_backing_format &&
+	    !td_remote_parent(s->img->backing, &driver)) {
 		path = td_path_resolve(s->img->path, s->img->backing);
 		if (!path)
 			return -ENOMEM;

@@ -14,7 +14,8 @@ static int rbd_part(const char *s, const char *part, size_t len,
 
 	if (!len) {
 		snprintf(err, errlen, "rbd target '%s': empty %s name (want "
-			 "POOL/IMAGE or POOL/NAMESPACE/IMAGE)", s, what);
+			 "POOL/IMAGE or POOL/NAMESPACE/IMAGE, then "
+			 "optionally @SNAP)", s, what);
 		return -EINVAL;
 	}
 	if (len > RBD_NAME_MAX) {
@@ -40,10 +41,16 @@ int rbd_parse_target(const char *s, struct rbd_target *t, char *err,
 		     size_t errlen)
 {
 	const char *a = strchr(s, '/'), *b = a ? strchr(a + 1, '/') : NULL;
-	const char *img;
+	const char *img, *at = strrchr(s, '@');
 	int rc;
 
 	memset(t, 0, sizeof(*t));
+	if (strchr(s, ':')) {
+		snprintf(err, errlen, "rbd target '%s': ':' options (QEMU's "
+			 ":conf=FILE) are not taken: the cluster is the "
+			 "mount's ceph_conf", s);
+		return -EINVAL;
+	}
 	if (!a) {
 		snprintf(err, errlen, "rbd target '%s' is not POOL/IMAGE or "
 			 "POOL/NAMESPACE/IMAGE", s);
@@ -54,18 +61,22 @@ int rbd_parse_target(const char *s, struct rbd_target *t, char *err,
 			 "parts (want POOL/IMAGE or POOL/NAMESPACE/IMAGE)", s);
 		return -EINVAL;
 	}
-	if (strchr(s, '@')) {
-		snprintf(err, errlen, "rbd target '%s' names a snapshot: not "
-			 "supported yet", s);
+	img = b ? b + 1 : a + 1;
+	/* Only the image part may name a snapshot, and one only. */
+	if (at && (at < img || strchr(img, '@') != at)) {
+		snprintf(err, errlen, "rbd target '%s': '@' only separates "
+			 "IMAGE from SNAP, once", s);
 		return -EINVAL;
 	}
 	rc = rbd_part(s, s, (size_t)(a - s), "pool", t->pool, err, errlen);
 	if (!rc && b)
 		rc = rbd_part(s, a + 1, (size_t)(b - a - 1), "namespace",
 			      t->ns, err, errlen);
-	img = b ? b + 1 : a + 1;
 	if (!rc)
-		rc = rbd_part(s, img, strlen(img), "image", t->image, err,
-			      errlen);
+		rc = rbd_part(s, img, at ? (size_t)(at - img) : strlen(img),
+			      "image", t->image, err, errlen);
+	if (!rc && at)
+		rc = rbd_part(s, at + 1, strlen(at + 1), "snapshot", t->snap,
+			      err, errlen);
 	return rc;
 }

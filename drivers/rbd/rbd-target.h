@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The argument of the rbd driver, "POOL/IMAGE" or "POOL/NAMESPACE/IMAGE":
- * parsing only (text in, struct or reason out), unit-tested alone.
+ * The argument of the rbd driver, "POOL/IMAGE" or "POOL/NAMESPACE/IMAGE",
+ * either followed by "@SNAP" for a snapshot of the image: parsing only
+ * (text in, struct or reason out), unit-tested alone.
  */
 #ifndef TD_RBD_TARGET_H
 #define TD_RBD_TARGET_H
@@ -18,12 +19,13 @@ struct rbd_target {
 	char	pool[RBD_NAME_MAX + 1];
 	char	ns[RBD_NAME_MAX + 1];		/* "" : the default one */
 	char	image[RBD_NAME_MAX + 1];
+	char	snap[RBD_NAME_MAX + 1];		/* "" : the image itself */
 };
 
 /*
  * Parse s into t.  0, or -EINVAL with a reason naming s and the problem
- * in err (an empty part, a fourth part, a snapshot "@SNAP", a name too
- * long, a blank or control character).
+ * in err (an empty part, a fourth part, an '@' outside the image part or
+ * twice, a name too long, a blank or control character).
  */
 int rbd_parse_target(const char *s, struct rbd_target *t, char *err,
 		     size_t errlen);

@@ -19,6 +19,9 @@
  * reaches rbd_aio_flush: librbd's cache is writeback once the first flush
  * was seen.
  *
+ * Snapshots: "snapshot NAME" of an rbd VBD makes an RBD snapshot
+ * (tapfs.N) of the running image; POOL/IMAGE@SNAP opens one, read-only.
+ *
  * One writer: a read-write open takes the image's exclusive lock with
  * rbd_lock_acquire(RBD_LOCK_MODE_EXCLUSIVE) only if nobody holds it
  * (rbd_lock_get_owners says -ENOENT); a holder is named in the refusal
@@ -55,6 +58,12 @@
 #define RBD_MOUNT_TIMEOUT	"10"
 /* Most lock owners listed in a refusal. */
 #define RBD_MAX_OWNERS		4
+/* The names tapfs gives the snapshots it makes: tapfs.1, tapfs.2, ... */
+#define RBD_SNAP_PREFIX		"tapfs."
+/* Snapshot names tried past the count of an image's snapshots. */
+#define RBD_SNAP_TRIES		1000
+/* Room for the snapshot names .ctl shows (a longer list is cut "..."). */
+#define RBD_SNAPS_TEXT		512
 
 extern const struct tap_disk tapdisk_rbd;
 
@@ -80,6 +89,9 @@ struct rbd_state {
 	struct td_pool		 reqs;
 	rbd_completion_t	 comps[RBD_POLL_BATCH];
 	uint64_t		 completed;
+	/* The image's snapshots, as .ctl shows them, and how many. */
+	char			 snaps[RBD_SNAPS_TEXT];
+	unsigned		 nsnaps;
 };
 
 /* ---- the cluster -------------------------------------------------------- */
@@ -190,14 +202,55 @@ static void rbd_target_name(const struct rbd_target *t, char *buf,
 		 t->image);
 }
 
+/* Is there an image of this name (to tell a missing snapshot)? */
+static bool rbd_image_exists(rados_ioctx_t io, const char *image)
+{
+	rbd_image_t img;
+
+	if (rbd_open_read_only(io, image, &img, NULL))
+		return false;
+	rbd_close(img);
+	return true;
+}
+
 /* ---- the exclusive lock --------------------------------------------------- */
 
 /*
+ * "open ... steal": break the dead holder's lock, which blocklists it in
+ * the cluster (its I/O fails -ESHUTDOWN from then on).  Never one of
+ * this daemon's own VBDs.  0, or -errno with the reason in drv->error.
+ */
+static int rbd_steal_lock(td_driver_t *drv, const char *name,
+			  const char *owner, bool ours)
+{
+	struct rbd_state *s = drv->data;
+	int rc;
+
+	if (ours) {
+		td_msgf(drv->error, sizeof(drv->error), "rbd: %s is in use by "
+			"this tapfs daemon (another VBD): close that VBD; "
+			"steal is for a holder that died", name);
+		return -EBUSY;
+	}
+	rc = rbd_lock_break(s->image, RBD_LOCK_MODE_EXCLUSIVE, owner);
+	if (rc && rc != -ENOENT) {	/* ENOENT: gone meanwhile */
+		td_msgf(drv->error, sizeof(drv->error), "rbd: %s: cannot "
+			"break the exclusive lock of %s: %s", name, owner,
+			strerror(-rc));
+		return rc;
+	}
+	td_log(TD_LOG_WARN, "rbd: %s: broke the exclusive lock of %s (open "
+	       "... steal): that client is blocklisted", name, owner);
+	return 0;
+}
+
+/*
  * Take the image's exclusive lock unless someone holds it: 0, or -EBUSY
- * naming the holder, or -errno, with the reason in drv->error.
+ * naming the holder, or -errno, with the reason in drv->error.  With
+ * steal, a holder (one, not this daemon) has its lock broken first.
  */
 static int rbd_take_lock(td_driver_t *drv, struct rbd_cluster *cl,
-			 const char *name)
+			 const char *name, bool steal)
 {
 	struct rbd_state *s = drv->data;
 	char *owners[RBD_MAX_OWNERS];
@@ -215,6 +268,15 @@ static int rbd_take_lock(td_driver_t *drv, struct rbd_cluster *cl,
 		return -EINVAL;
 	}
 	rc = rbd_lock_get_owners(s->image, &mode, owners, &n);
+	if (rc == 0 && steal && n == 1) {
+		bool ours = cl->addr[0] && strstr(owners[0], cl->addr);
+
+		rc = rbd_steal_lock(drv, name, owners[0], ours);
+		rbd_lock_get_owners_cleanup(owners, n);
+		if (rc)
+			return rc;
+		rc = -ENOENT;		/* nobody holds it now */
+	}
 	if (rc == 0) {
 		bool ours = n && cl->addr[0] && strstr(owners[0], cl->addr);
 
@@ -341,6 +403,49 @@ static void rbd_queue(td_driver_t *drv, td_request_t treq)
 	}
 }
 
+/* ---- snapshots -------------------------------------------------------------- */
+
+/*
+ * Read the image's snapshots into s->snaps (names, blank-separated) and
+ * s->nsnaps: at open, and after one was removed.  Open and control time
+ * only (librbd may ask the cluster).
+ */
+static int rbd_snaps_load(struct rbd_state *s)
+{
+	rbd_snap_info_t *info = NULL;
+	int max = 16, n, i;
+	size_t used = 0;
+
+	for (;;) {
+		rbd_snap_info_t *more = realloc(info, (size_t)max *
+						sizeof(*info));
+
+		if (!more) {
+			free(info);
+			return -ENOMEM;
+		}
+		info = more;
+		n = rbd_snap_list(s->image, info, &max);
+		if (n != -ERANGE)
+			break;
+	}
+	if (n < 0) {
+		free(info);
+		return n;
+	}
+	s->snaps[0] = '\0';
+	for (i = 0; i < n; i++) {
+		if (used < sizeof(s->snaps))
+			td_msgf(s->snaps + used, sizeof(s->snaps) - used,
+				"%s%s", i ? " " : "", info[i].name);
+		used += strlen(s->snaps + used);
+	}
+	s->nsnaps = (unsigned)n;
+	rbd_snap_list_end(info);
+	free(info);
+	return 0;
+}
+
 /* ---- open and close --------------------------------------------------------- */
 
 static void rbd_teardown(td_driver_t *drv)
@@ -390,12 +495,24 @@ static int rbd_open_image(td_driver_t *drv, const char *path,
 		       sizeof(drv->error));
 	if (rc)
 		return rc;
+	if (s->target.snap[0] && !ro) {
+		td_msgf(drv->error, sizeof(drv->error), "rbd: %s@%s is a "
+			"snapshot: it opens read-only only (open NAME "
+			"rbd:%s ro)", name, s->target.snap, path);
+		return -EINVAL;
+	}
 	rc = ro ? rbd_open_read_only(s->io, s->target.image, &s->image,
+				     s->target.snap[0] ? s->target.snap :
 				     NULL) :
 		  rbd_open(s->io, s->target.image, &s->image, NULL);
 	if (rc) {
 		s->image = NULL;
-		if (rc == -ENOENT)
+		if (rc == -ENOENT && s->target.snap[0] &&
+		    rbd_image_exists(s->io, s->target.image))
+			td_msgf(drv->error, sizeof(drv->error), "rbd: no "
+				"snapshot '%s' of image %s", s->target.snap,
+				name);
+		else if (rc == -ENOENT)
 			td_msgf(drv->error, sizeof(drv->error), "rbd: no image"
 				" %s (pool %s%s%s)", name, s->target.pool,
 				s->target.ns[0] ? ", namespace " : "",
@@ -418,9 +535,15 @@ static int rbd_open_image(td_driver_t *drv, const char *path,
 		return -EINVAL;
 	}
 	if (!ro && !(flags & TD_OPEN_FORCE_SHARE)) {
-		rc = rbd_take_lock(drv, cl, name);
+		rc = rbd_take_lock(drv, cl, name, flags & TD_OPEN_STEAL);
 		if (rc)
 			return rc;
+	}
+	rc = rbd_snaps_load(s);
+	if (rc) {
+		td_msgf(drv->error, sizeof(drv->error), "rbd: %s: cannot list "
+			"its snapshots: %s", name, strerror(-rc));
+		return rc;
 	}
 	drv->info.size = size >> TD_SECTOR_SHIFT;
 	drv->info.sector_size = TD_SECTOR_SIZE;
@@ -496,6 +619,97 @@ static void rbd_debug(td_driver_t *drv, FILE *out)
 		"completed\n", drv->name, (unsigned long long)drv->info.size,
 		s->reqs.nfree, s->reqs.count,
 		(unsigned long long)s->completed);
+}
+
+/*
+ * snapshot NAME of an rbd VBD: an RBD snapshot tapfs.N (the first N past
+ * the image's count of snapshots that is free).  The VBD is drained;
+ * what librbd's cache holds is flushed first, so the snapshot holds
+ * every write completed before the pause.
+ */
+static int rbd_snapshot(td_driver_t *drv, char *target, size_t targetlen,
+			char *err, size_t errlen)
+{
+	struct rbd_state *s = drv->data;
+	char name[3 * RBD_NAME_MAX + 3], snap[32];
+	unsigned n;
+	size_t used;
+	int rc;
+
+	rbd_target_name(&s->target, name, sizeof(name));
+	if (s->target.snap[0] || (drv->flags & TD_OPEN_RDONLY)) {
+		snprintf(err, errlen, "rbd: %s%s%s is open read-only: nothing "
+			 "to snapshot", name, s->target.snap[0] ? "@" : "",
+			 s->target.snap);
+		return -EINVAL;
+	}
+	rc = rbd_flush(s->image);
+	if (rc) {
+		snprintf(err, errlen, "rbd: %s: flush before the snapshot: %s",
+			 name, strerror(-rc));
+		return rc;
+	}
+	rc = -EEXIST;
+	for (n = s->nsnaps + 1; rc == -EEXIST &&
+	     n <= s->nsnaps + RBD_SNAP_TRIES; n++) {
+		snprintf(snap, sizeof(snap), RBD_SNAP_PREFIX "%u", n);
+		rc = rbd_snap_create(s->image, snap);
+	}
+	if (rc) {
+		snprintf(err, errlen, "rbd: %s: cannot create snapshot %s: %s",
+			 name, snap, strerror(-rc));
+		return rc;
+	}
+	if (!td_msgf(target, targetlen, "%s@%s", name, snap)) {
+		snprintf(err, errlen, "rbd: snapshot name %s@%s too long",
+			 name, snap);
+		rbd_snap_remove(s->image, snap);
+		return -ENAMETOOLONG;
+	}
+	s->nsnaps++;
+	used = strlen(s->snaps);
+	if (used < sizeof(s->snaps) - 1)
+		td_msgf(s->snaps + used, sizeof(s->snaps) - used, "%s%s",
+			used ? " " : "", snap);
+	td_log(TD_LOG_INFO, "rbd: %s: snapshot %s@%s", drv->name, name,
+	       snap);
+	return 0;
+}
+
+static int rbd_unsnapshot(td_driver_t *drv, const char *target, char *err,
+			  size_t errlen)
+{
+	struct rbd_state *s = drv->data;
+	struct rbd_target t;
+	int rc;
+
+	rc = rbd_parse_target(target, &t, err, errlen);
+	if (rc)
+		return rc;
+	if (!t.snap[0] || strcmp(t.pool, s->target.pool) ||
+	    strcmp(t.ns, s->target.ns) || strcmp(t.image, s->target.image)) {
+		snprintf(err, errlen, "rbd: %s is no snapshot of %s", target,
+			 drv->name);
+		return -EINVAL;
+	}
+	rc = rbd_snap_remove(s->image, t.snap);
+	if (rc) {
+		snprintf(err, errlen, "rbd: cannot remove snapshot %s: %s",
+			 target, strerror(-rc));
+		return rc;
+	}
+	if (rbd_snaps_load(s))
+		s->snaps[0] = '\0';
+	return 0;
+}
+
+static void rbd_describe(td_driver_t *drv, char *buf, size_t len)
+{
+	struct rbd_state *s = drv->data;
+
+	/* A snapshot's line names it; the image's lists them. */
+	if (s->snaps[0] && !s->target.snap[0])
+		td_msgf(buf, len, "(snapshots: %s)", s->snaps);
 }
 
 /* ---- create ----------------------------------------------------------------- */
@@ -588,4 +802,7 @@ const struct tap_disk tapdisk_rbd = {
 	.disk_flags		= TD_DISK_NO_FILE | TD_DISK_REMOTE,
 	.td_create_remote	= rbd_create_remote,
 	.td_remove_remote	= rbd_remove_remote,
+	.td_snapshot_remote	= rbd_snapshot,
+	.td_unsnapshot_remote	= rbd_unsnapshot,
+	.td_describe		= rbd_describe,
 };

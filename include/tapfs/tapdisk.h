@@ -76,6 +76,14 @@
  * writer in; vbd_activate() takes the image read-write.
  */
 #define TD_OPEN_STANDBY		(1u << 5)
+/*
+ * .ctl's "open ... steal": a read-write leaf whose one-writer lock is held
+ * by a holder known to be dead (its host crashed) takes it over: rbd
+ * breaks the holder's exclusive lock, which blocklists the holder in the
+ * cluster.  Never for a live holder: its writes would fail from then on.
+ * Drivers without such a lock ignore it.
+ */
+#define TD_OPEN_STEAL		(1u << 6)
 
 typedef uint64_t td_sector_t;
 typedef uint32_t td_flag_t;
@@ -186,6 +194,9 @@ struct td_driver {
  *                       what no driver claims)
  *   td_create_remote    default: -ENOTSUP ("cannot create")
  *   td_remove_remote    default: -ENOTSUP
+ *   td_snapshot_remote  default: -ENOTSUP (no snapshot in place)
+ *   td_unsnapshot_remote default: -ENOTSUP
+ *   td_describe         default: "" (nothing more to say)
  */
 struct tap_disk {
 	uint32_t	 api_version;	/* TD_API_VERSION */
@@ -263,6 +274,31 @@ struct tap_disk {
 	 */
 	int  (*td_remove_remote)(struct td_engine *e, const char *target,
 				 char *err, size_t errlen);
+	/*
+	 * A TD_DISK_REMOTE driver's snapshot (.ctl "snapshot NAME"): keep
+	 * the image's data as it is now as a read-only snapshot in its own
+	 * store, the image staying open and writable (rbd: an RBD
+	 * snapshot).  The engine has paused and drained the VBD; the driver
+	 * makes what it caches durable first.  Writes the argument td_open
+	 * takes for the snapshot into target ("rbd/IMAGE@SNAP").  0, or
+	 * -errno with the reason in err.
+	 */
+	int  (*td_snapshot_remote)(td_driver_t *drv, char *target,
+				   size_t targetlen, char *err,
+				   size_t errlen);
+	/*
+	 * Undo td_snapshot_remote of this image: remove the snapshot at
+	 * target (a snapshot of several VBDs that failed half-way).  0, or
+	 * -errno with the reason in err.
+	 */
+	int  (*td_unsnapshot_remote)(td_driver_t *drv, const char *target,
+				     char *err, size_t errlen);
+	/*
+	 * What .ctl's chain line says about the image after its name (rbd:
+	 * its snapshots), at most len bytes NUL-terminated; "" for nothing.
+	 * Runs on the loop when .ctl is read: it must not block.
+	 */
+	void (*td_describe)(td_driver_t *drv, char *buf, size_t len);
 };
 
 /*
@@ -384,6 +420,13 @@ int  td_drv_create_remote(const struct tap_disk *d, struct td_engine *e,
 int  td_drv_remove_remote(const struct tap_disk *d, struct td_engine *e,
 			  const char *target, char *err, size_t errlen);
 bool td_disk_can_create_remote(const struct tap_disk *d);
+/* -ENOTSUP, with err saying so, for a driver without. */
+int  td_drv_snapshot_remote(td_driver_t *drv, char *target,
+			    size_t targetlen, char *err, size_t errlen);
+int  td_drv_unsnapshot_remote(td_driver_t *drv, const char *target,
+			      char *err, size_t errlen);
+bool td_disk_can_snapshot_remote(const struct tap_disk *d);
+void td_drv_describe(td_driver_t *drv, char *buf, size_t len);
 td_flag_t td_disk_flags(const struct tap_disk *d);
 bool td_disk_can_create(const struct tap_disk *d);
 bool td_disk_can_create_child(const struct tap_disk *d);
@@ -433,6 +476,14 @@ int  td_parent_any(td_driver_t *drv, td_driver_t *parent, td_flag_t flags);
  * engine) and closed again.  0, or -errno with the reason in err.
  */
 int  td_probe_driver(const char *path, const char **driver);
+/*
+ * A parent named the way QEMU names an image of a block protocol,
+ * "DRIVER:ARG" with DRIVER a TD_DISK_REMOTE driver ("rbd:POOL/IMAGE@SNAP",
+ * the backing file name qemu-img create -b writes): that driver, and in
+ * *arg (a pointer into name) the argument its td_open takes.  NULL for
+ * anything else (a file name, relative or absolute).
+ */
+const struct tap_disk *td_remote_parent(const char *name, const char **arg);
 int  td_image_size(const char *driver, const char *path, uint64_t *size,
 		   char *err, size_t errlen);
 

@@ -7,12 +7,14 @@
 #	. "$TEST_DIR/ceph-lib.sh"
 #	ceph_start            # or the test ends here, FAILED, saying why
 #	rbd create --size 64M rbd/t1
+#	same_export NAME VBDFILE rbd/t1   # also export_to, ctl_says
 #
 # ceph_start runs tests/ceph/start.sh (mon, mgr, one bluestore OSD, pool
 # "rbd") in a mktemp directory under /dev/shm and registers its stop (by
 # the PIDs start.sh recorded, tests/ceph/stop.sh) on the cleanup stack.
 # It exports CEPH_CONF, which the rbd/ceph CLIs and tapfs (its default
-# ceph_conf) read, and sets CEPH_DIR and CEPH_START_MS.  A cluster that
+# ceph_conf) read, and sets CEPH_DIR, CEPH_START_MS and CEPH_OPTS (the
+# tapfs mount options for this cluster, pool rbd).  A cluster that
 # cannot start is a failed test with the reason, never a skip: the
 # packages come from scripts/install-deps.sh (make check installs them).
 
@@ -58,6 +60,31 @@ ceph_start() {
 		summary
 	fi
 	eval "$out"
+	CEPH_OPTS="ceph_conf=$CEPH_CONF,ceph_id=admin,ceph_pool=rbd"
 	CEPH_START_MS=$((($(date +%s%N) - t0) / 1000000))
 	ok "ceph_start: cluster up in $CEPH_START_MS ms ($CEPH_DIR)"
+}
+
+# export_to IMAGE FILE: "rbd export" (another client, reading the OSD) of
+# IMAGE (POOL/IMAGE[@SNAP]) into FILE; a failed check if it fails.
+export_to() {
+	rm -f "$2"
+	rbd export --no-progress "$1" "$2" >/dev/null 2>&1 ||
+		{ fail "rbd export $1" "failed"; return 1; }
+}
+
+# same_export NAME VBDFILE IMAGE: the VBD reads exactly what rbd export
+# of IMAGE gives.
+same_export() {
+	export_to "$3" "$T/export.raw" || return 1
+	if cmp -s "$2" "$T/export.raw"; then
+		ok "$1"
+	else
+		fail "$1" "$(cmp "$2" "$T/export.raw" 2>&1 | head -n 1)"
+	fi
+}
+
+# ctl_says GROUPDIR ERE: the status line of .ctl matches ERE.
+ctl_says() {
+	check_match "$1/.ctl says /$2/" "$2" "$(ctl_status "$1")"
 }

@@ -29,6 +29,7 @@
 #   fsop           single system calls (write/open/pwrite/...) from python,
 #                  printing OK, a byte count or data, or the errno name
 #   bg_start/bg_wait  a background job stopped by its PID at exit; its status
+#   wait_for S CMD.. poll CMD until it succeeds, at most S seconds
 #   alive WHERE    the daemon still runs (else its sanitizer report, stop)
 #   fuzz_seed      keep a damaged image as a fuzzing seed (FUZZ_SEEDS=DIR)
 #   pylib MOD ARGS run the program tests/pylib/MOD.py ($PYLIB)
@@ -575,6 +576,17 @@ bg_start() {
 	BG_PID=$!
 	on_exit "! pid_alive $BG_PID || kill $BG_PID; wait $BG_PID 2>/dev/null;
 		true"
+}
+
+# wait_for SECONDS CMD...: until CMD succeeds (polled every 0.1 s), or 1
+# when SECONDS have passed.
+wait_for() {
+	local end=$((SECONDS + $1))
+	shift
+	until "$@"; do
+		[ $SECONDS -lt $end ] || return 1
+		sleep 0.1
+	done
 }
 
 # bg_wait PID SECONDS: wait for a background job; its exit status (or

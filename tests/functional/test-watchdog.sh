@@ -15,15 +15,6 @@ S=$T/store
 G=$M/g
 TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 
-# wait_for SECONDS CMD...: until CMD succeeds (polled), or 1 on timeout.
-wait_for() {
-	local end=$((SECONDS + $1))
-	shift
-	until "$@"; do
-		[ $SECONDS -lt $end ] || return 1
-		sleep 0.1
-	done
-}
 f_failed() { ctl_line "$G" f | grep -q '^f failed '; }
 f_free() { "$TAPFS_IMG" info "$S/g/f.raw" | grep -q '^in use: no$'; }
 

@@ -131,6 +131,7 @@ static void test_open(void **state)
 	assert_string_equal(cmd.format, "sync");
 	assert_false(cmd.readonly);
 	assert_false(cmd.standby);
+	assert_false(cmd.steal);
 
 	parse_ok("open d qcow2:/img standby");
 	assert_false(cmd.readonly);
@@ -140,6 +141,12 @@ static void test_open(void **state)
 	assert_int_equal(cmd.verb, CTL_RELEASE);
 	assert_string_equal(cmd.name, "d");
 	parse_bad("release", "usage: release NAME");
+
+	parse_ok("open d rbd:rbd/img steal");
+	assert_true(cmd.steal);
+	assert_false(cmd.readonly);
+	parse_ok("open d rbd:rbd/img rw steal");
+	assert_true(cmd.steal);
 
 	/* Only the first ':' separates. */
 	parse_ok("open d aio:/a:b");
@@ -166,6 +173,10 @@ static void test_open_bad(void **state)
 	parse_bad("open d aio:/x RO", "unknown open mode 'RO'");
 	parse_bad("open d aio:/x wr", "(ro, rw or standby)");
 	parse_bad("open d aio:/x readonly", "unknown open mode");
+	parse_bad("open d rbd:p/i ro steal", "not with ro");
+	parse_bad("open d rbd:p/i steal steal", "unknown open mode 'steal'");
+	parse_bad("open d rbd:p/i steal ro", "unknown open mode 'ro'");
+	parse_bad("open d rbd:p/i rw steal x", "usage: open");
 	parse_bad("open d 0123456789012345678901234567890123:/x",
 		  "format too long");
 	parse_bad("create d 0123456789012345678901234567890123 1G",
@@ -244,8 +255,11 @@ static void test_arg_counts(void **state)
 	parse_bad("create d raw", "bad size 'raw'");
 	parse_bad("create d raw 1G x", "usage: create NAME [FORMAT] SIZE");
 	parse_bad("snapshot a b", "usage: snapshot [NAME]");
-	parse_bad("open d", "usage: open NAME FORMAT:PATH [ro|rw|standby]");
-	parse_bad("open d aio:/x ro x", "usage: open NAME FORMAT:PATH [ro|rw|standby]");
+	parse_bad("open d", "usage: open NAME FORMAT:PATH [ro|rw|standby] [steal]");
+	parse_bad("open d aio:/x rw steal x", "usage: open NAME FORMAT:PATH [ro|rw|standby] [steal]");
+	parse_bad("open d aio:/x ro x", "unknown open mode 'x' (ro, rw or standby), or steal");
+	parse_bad("open d rbd:rbd/img ro steal", "steal takes a writer's lock: not with ro");
+	parse_bad("open d rbd:rbd/img standby steal", "steal takes a writer's lock: not with standby");
 	parse_bad("close", "usage: close NAME");
 	parse_bad("close a b", "usage: close NAME");
 	parse_bad("pause a b", "usage: pause [NAME]");

@@ -15,8 +15,8 @@ extern const struct tap_disk tapdisk_rbd;
 static struct rbd_target t;
 static char err[512];
 
-static void target_ok(const char *s, const char *pool, const char *ns,
-		      const char *image)
+static void target_snap_ok(const char *s, const char *pool, const char *ns,
+			   const char *image, const char *snap)
 {
 	err[0] = '\0';
 	if (rbd_parse_target(s, &t, err, sizeof(err)))
@@ -24,6 +24,13 @@ static void target_ok(const char *s, const char *pool, const char *ns,
 	assert_string_equal(t.pool, pool);
 	assert_string_equal(t.ns, ns);
 	assert_string_equal(t.image, image);
+	assert_string_equal(t.snap, snap);
+}
+
+static void target_ok(const char *s, const char *pool, const char *ns,
+		      const char *image)
+{
+	target_snap_ok(s, pool, ns, image, "");
 }
 
 /* Refused with -EINVAL and a reason containing needle. */
@@ -48,7 +55,15 @@ static void test_rbd_target(void **state)
 	target_bad("rbd/", "empty image name");
 	target_bad("rbd//img", "empty namespace name");
 	target_bad("a/b/c/d", "more than three parts");
-	target_bad("rbd/img@snap", "names a snapshot");
+	target_snap_ok("rbd/img@s1", "rbd", "", "img", "s1");
+	target_snap_ok("p/ns/img@tapfs.2", "p", "ns", "img", "tapfs.2");
+	target_bad("rbd/img@", "empty snapshot name");
+	target_bad("rbd/@s", "empty image name");
+	target_bad("rbd/img@a@b", "'@' only separates");
+	target_bad("rb@d/img", "'@' only separates");
+	target_bad("rbd/n@s/img", "'@' only separates");
+	target_bad("rbd/img@s 1", "character 0x20");
+	target_bad("rbd/img@s:conf=/etc/ceph.conf", "':' options");
 	target_bad("rbd/im g", "character 0x20");
 	target_bad("rbd/im\tg", "character 0x09");
 	memset(longname, 'x', sizeof(longname) - 1);
@@ -67,6 +82,18 @@ static void test_rbd_table(void **state)
 			 TD_DISK_NO_FILE | TD_DISK_REMOTE);
 	assert_true(td_disk_can_create_remote(&tapdisk_rbd));
 	assert_false(td_disk_can_create(&tapdisk_rbd));
+	/* A qcow2 backing name "rbd:..." is an rbd parent (QEMU's way). */
+	{
+		const char *arg = NULL;
+
+		assert_ptr_equal(td_remote_parent("rbd:rbd/gold@s1", &arg),
+				 &tapdisk_rbd);
+		assert_string_equal(arg, "rbd/gold@s1");
+		assert_null(td_remote_parent("vhd:x.vhd", &arg));
+		assert_null(td_remote_parent("base.raw", &arg));
+		assert_null(td_remote_parent("/imgs/rbd:x", &arg));
+		assert_null(td_remote_parent(":rbd/x", &arg));
+	}
 	/* Other drivers get the defaults. */
 	assert_false(td_disk_can_create_remote(td_driver_find("vhd")));
 	assert_int_equal(td_drv_create_remote(td_driver_find("vhd"), NULL,
