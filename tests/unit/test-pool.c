@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: MIT */
 /* td_pool: fixed-size object pools (drivers/engine/td-pool.c). */
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "unit.h"
@@ -300,21 +299,6 @@ static void test_pool_put_bad_aborts(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
-/* Resident pages of [p, p + len): mincore(2). */
-static size_t resident_pages(const void *p, size_t len)
-{
-	size_t page = (size_t)sysconf(_SC_PAGESIZE), n = (len + page - 1) / page;
-	unsigned char *vec = calloc(n, 1);
-	size_t i, r = 0;
-
-	assert_non_null(vec);
-	assert_int_equal(mincore((void *)p, len, vec), 0);
-	for (i = 0; i < n; i++)
-		r += vec[i] & 1;
-	free(vec);
-	return r;
-}
-
 /*
  * A large pool (an image's worst-case buffers) costs no memory until its
  * objects are used: under mlockall(MCL_ONFAULT) a zeroed pool would be
@@ -330,7 +314,7 @@ static void test_pool_large_untouched(void **state)
 	(void)state;
 	assert_int_equal(td_pool_init(&p, 256, 65536, 4096), 0);
 	assert_true(p.mapped);
-	assert_int_equal(resident_pages(p.mem, p.size * p.count), 0);
+	assert_int_equal(unit_resident_pages(p.mem, p.size * p.count), 0);
 	a = td_pool_get(&p);
 	assert_non_null(a);
 	assert_int_equal((uintptr_t)a % 4096, 0);
@@ -338,7 +322,7 @@ static void test_pool_large_untouched(void **state)
 		assert_int_equal(a[i], 0);
 	a[0] = 1;
 	/* Only the pages of the object used (read, then written). */
-	assert_true(resident_pages(p.mem, p.size * p.count) <= 65536 / page);
+	assert_true(unit_resident_pages(p.mem, p.size * p.count) <= 65536 / page);
 	td_pool_put(&p, a);
 	assert_ptr_equal(td_pool_get(&p), a);	/* the same one again */
 	td_pool_put(&p, a);
@@ -370,7 +354,7 @@ static void test_pool_deep_untouched(void **state)
 	(void)state;
 	assert_int_equal(td_pool_init(&p, 4096, 128, 8), 0);
 	assert_true(p.mapped);
-	assert_int_equal(resident_pages(p.mem, p.map_len), 0);
+	assert_int_equal(unit_resident_pages(p.mem, p.map_len), 0);
 	for (round = 0; round < 100; round++) {
 		for (i = 0; i < 4; i++) {
 			objs[i] = td_pool_get(&p);
@@ -382,8 +366,8 @@ static void test_pool_deep_untouched(void **state)
 	}
 	assert_int_equal(p.nfree, 4096);
 	/* One page of objects, one of the stack, one of the flags. */
-	assert_true(resident_pages(p.mem, p.map_len) <= 3);
-	assert_true(resident_pages(p.mem, p.size * p.count) <= 1);
+	assert_true(unit_resident_pages(p.mem, p.map_len) <= 3);
+	assert_true(unit_resident_pages(p.mem, p.size * p.count) <= 1);
 	/* All of them can still be had, distinct, zeroed when fresh. */
 	for (i = 0; i < 4096; i++) {
 		unsigned char *o = td_pool_get(&p);
