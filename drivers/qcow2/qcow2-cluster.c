@@ -551,13 +551,22 @@ static void q2_cread_put(struct q2_state *s, struct q2_cread *c)
 	td_pool_put(&s->creads, c);
 }
 
-/* Inflate into the cache (unless it is there already). */
+/*
+ * Inflate into the cache (unless it is there already); the cache and the
+ * stream are made for the first compressed cluster read.
+ */
 static int q2_inflate_cached(struct q2_state *s, uint64_t off, uint32_t csize,
 			     const uint8_t *data)
 {
 	if (s->zcache_csize == csize && s->zcache_off == off)
 		return 0;
 	s->zcache_csize = 0;
+	if ((!s->zcache && !(s->zcache = td_zalloc_aligned(s->cs))) ||
+	    (!s->zs && !(s->zs = td_inflate_new()))) {
+		td_log(TD_LOG_ERR, "%s: no memory to inflate a compressed "
+		       "cluster", s->drv->name);
+		return -ENOMEM;
+	}
 	if (td_inflate(s->zs, data, csize, s->zcache, s->cs)) {
 		td_log(TD_LOG_ERR, "%s: compressed cluster at %" PRIu64
 		       " (%u bytes) does not inflate", s->drv->name, off,
