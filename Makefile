@@ -147,7 +147,8 @@ bench-img: deps
 	TAPFS_IMG=$(abspath $(BUILD)/tapfs-img) bench/img-convert.sh
 
 # The crash loop, not part of check (tests/soak/crash-loop.sh): CYCLES
-# kill -9 cycles (default 50) for each of FORMATS (default raw vhd qcow2);
+# kill -9 cycles (default 50) for each of FORMATS (default raw vhd qcow2
+# qcow vmdk);
 # SEED= replays a run; SIZE=, KILL_MAX_MS=, THREADS= as in the script.
 SOAK_VARS := CYCLES FORMATS SIZE SEED KILL_MAX_MS THREADS
 SOAK_ARGS = $(foreach v,$(SOAK_VARS),$(if $($(v)),$(v)="$($(v))"))

@@ -573,13 +573,15 @@ int td_l2_alloc_read_compressed(struct td_l2_alloc *a, uint64_t off,
 
 /* ---- the last inflated compressed cluster ------------------------------ */
 
+/* The buffer and the stream are made for the first compressed cluster:
+ * most images have none, and every VBD of a chain has its cache. */
 int td_zcache_init(struct td_zcache *z, uint32_t cluster_size)
 {
 	z->size = cluster_size;
 	z->csize = 0;
-	z->buf = td_zalloc_aligned(cluster_size);
-	z->zs = td_inflate_new();
-	return z->buf && z->zs ? 0 : -ENOMEM;
+	z->buf = NULL;
+	z->zs = NULL;
+	return 0;
 }
 
 void td_zcache_fini(struct td_zcache *z)
@@ -590,17 +592,38 @@ void td_zcache_fini(struct td_zcache *z)
 	z->zs = NULL;
 }
 
-int td_zcache_fill(struct td_zcache *z, const char *name, uint64_t off,
-		   uint32_t csize, const uint8_t *data)
+int td_zcache_inflate(struct td_zcache *z, const char *name, uint64_t off,
+		      uint32_t csize, const uint8_t *data, uint8_t *out)
 {
-	if (td_zcache_holds(z, off, csize))
-		return 0;
-	z->csize = 0;
-	if (td_inflate(z->zs, data, csize, z->buf, z->size)) {
+	if (!z->zs && !(z->zs = td_inflate_new())) {
+		td_log(TD_LOG_ERR, "%s: no memory to inflate a compressed "
+		       "cluster", name);
+		return -ENOMEM;
+	}
+	if (td_inflate(z->zs, data, csize, out, z->size)) {
 		td_log(TD_LOG_ERR, "%s: compressed cluster at %" PRIu64
 		       " (%u bytes) does not inflate", name, off, csize);
 		return -EIO;
 	}
+	return 0;
+}
+
+int td_zcache_fill(struct td_zcache *z, const char *name, uint64_t off,
+		   uint32_t csize, const uint8_t *data)
+{
+	int rc;
+
+	if (td_zcache_holds(z, off, csize))
+		return 0;
+	z->csize = 0;
+	if (!z->buf && !(z->buf = td_zalloc_aligned(z->size))) {
+		td_log(TD_LOG_ERR, "%s: no memory to inflate a compressed "
+		       "cluster", name);
+		return -ENOMEM;
+	}
+	rc = td_zcache_inflate(z, name, off, csize, data, z->buf);
+	if (rc)
+		return rc;
 	z->off = off;
 	z->csize = csize;
 	return 0;

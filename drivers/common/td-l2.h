@@ -304,7 +304,11 @@ int  td_l2_alloc_read_compressed(struct td_l2_alloc *a, uint64_t off,
 /* ---- the last inflated compressed cluster ------------------------------ */
 
 
-/* 0 or -ENOMEM; td_zcache_fini undoes it (also on zeroed memory). */
+/*
+ * Always 0: the cluster buffer and the inflate stream are made by the
+ * first td_zcache_fill (-ENOMEM there), as most images hold no
+ * compressed cluster.  td_zcache_fini frees them (also on zeroed memory).
+ */
 int  td_zcache_init(struct td_zcache *z, uint32_t cluster_size);
 void td_zcache_fini(struct td_zcache *z);
 
@@ -319,6 +323,14 @@ static inline bool td_zcache_holds(const struct td_zcache *z, uint64_t off,
  * off) is data, unless it is held already.  0, or -EIO, logged naming
  * the image (name), if it does not inflate.
  */
+/*
+ * Inflate csize bytes of data (the compressed cluster at off) into out,
+ * one cluster, with the cache's stream (made here the first time): 0,
+ * -ENOMEM or -EIO, logged naming the image.  td_zcache_fill keeps the
+ * result; this leaves the cache as it was.
+ */
+int  td_zcache_inflate(struct td_zcache *z, const char *name, uint64_t off,
+		       uint32_t csize, const uint8_t *data, uint8_t *out);
 int  td_zcache_fill(struct td_zcache *z, const char *name, uint64_t off,
 		    uint32_t csize, const uint8_t *data);
 

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <tapfs/tapdisk.h>
 
@@ -73,4 +75,55 @@ void *td_zalloc_aligned(size_t len)
 		return NULL;
 	memset(p, 0, len);
 	return p;
+}
+
+/* A page or more: mapped; less: from the heap, where it costs little. */
+static bool td_sparse_mapped(size_t len)
+{
+	return len >= (size_t)sysconf(_SC_PAGESIZE);
+}
+
+void *td_zalloc_sparse(size_t len)
+{
+	void *p;
+
+	if (!td_sparse_mapped(len))
+		return td_zalloc_aligned(len);
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+void td_free_sparse(void *p, size_t len)
+{
+	if (!p)
+		return;
+	if (td_sparse_mapped(len))
+		munmap(p, len);
+	else
+		free(p);
+}
+
+bool td_all_zero(const void *p, size_t len)
+{
+	const uint8_t *b = p;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (b[i])
+			return false;
+	return true;
+}
+
+void td_copy_sparse(void *dst, const void *src, size_t len)
+{
+	const uint8_t *s = src;
+	uint8_t *d = dst;
+	size_t o, n;
+
+	for (o = 0; o < len; o += n) {
+		n = len - o < TD_BUF_ALIGN ? len - o : TD_BUF_ALIGN;
+		if (!td_all_zero(s + o, n))
+			memcpy(d + o, s + o, n);
+	}
 }

@@ -9,6 +9,7 @@
 #ifndef TAPFS_TD_UTIL_H
 #define TAPFS_TD_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -154,5 +155,24 @@ static inline int td_first_err(int ret, int err)
  * valid pointer), or NULL.  free() releases it.
  */
 void *td_zalloc_aligned(size_t len);
+
+/*
+ * A table sized for a format's capacity of which an image uses a few
+ * entries: len zeroed bytes, TD_BUF_ALIGN-aligned, whose pages cost
+ * memory only once written (an anonymous mapping from a page up).
+ * Reading an entry never written costs nothing either.  NULL on failure.
+ * td_free_sparse(p, len) with the same len releases it; NULL is a no-op.
+ */
+void *td_zalloc_sparse(size_t len);
+void  td_free_sparse(void *p, size_t len);
+/*
+ * Copy into dst, zeroed memory of len bytes (td_zalloc_sparse), the
+ * TD_BUF_ALIGN-sized pieces of src that are not all zeros: a sparse
+ * table loaded from disk keeps its unused pages untouched.
+ */
+void  td_copy_sparse(void *dst, const void *src, size_t len);
+
+/* Whether the len bytes at p are all zeros. */
+bool td_all_zero(const void *p, size_t len);
 
 #endif /* TAPFS_TD_UTIL_H */

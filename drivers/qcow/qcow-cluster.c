@@ -65,13 +65,10 @@ static void qc_alloc_cdata_done(void *ctx, void *arg, int err)
 	struct qc_state *s = ctx;
 	struct qc_alloc *a = arg;
 
-	if (!err && td_inflate(s->tables.zc.zs, a->r.buf + s->cs, a->old.csize,
-			       a->r.buf, s->cs)) {
-		td_log(TD_LOG_ERR, "%s: compressed cluster at %" PRIu64
-		       " (%u bytes) does not inflate", s->drv->name,
-		       a->old.host_offset, a->old.csize);
-		err = -EIO;
-	}
+	if (!err)
+		err = td_zcache_inflate(&s->tables.zc, s->drv->name,
+					a->old.host_offset, a->old.csize,
+					a->r.buf + s->cs, a->r.buf);
 	td_l2_fill_put(&a->r.fill, 1, err);
 }
 

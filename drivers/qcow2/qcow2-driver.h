@@ -64,8 +64,9 @@ struct q2_state {
 	struct td_l2_tables	 tables;
 
 	/* Refcounts (read-write): img->reftable, img->refblocks. */
-	uint8_t			*reftable_disk;
+	uint8_t			*reftable_disk;	/* these: td_zalloc_sparse */
 	size_t			 reftable_bytes;
+	uint64_t		 rb_entries;	/* of each rb_ table */
 	bool			*rb_dirty;
 	uint32_t		*rb_lo, *rb_hi;	/* dirty entries of a block */
 	bool			*rb_new;	/* table entry not yet written */
@@ -91,6 +92,8 @@ struct q2_state {
 
 	struct td_list		 res_waiters;	/* no alloc/cread free */
 
+	/* Allocated on first use (a VBD that never needs them, most, costs
+	 * a cluster less each): */
 	uint8_t			*zeros;		/* one cluster of zeros */
 
 	struct td_meta		 meta;		/* I/O, barrier, parking */

@@ -41,30 +41,35 @@ static void image_free(struct qcow2_image *img)
 		return;
 	if (img->refblocks) {
 		for (i = 0; i < img->reftable_entries; i++)
-			free(img->refblocks[i]);
-		free(img->refblocks);
+			qcow2_refblock_free(img, img->refblocks[i]);
+		td_free_sparse(img->refblocks,
+			       qcow2_rt_bytes(img->reftable_entries));
 	}
 	if (img->meta) {
 		for (i = 0; i < img->reftable_entries; i++)
 			free(img->meta[i]);
-		free(img->meta);
+		td_free_sparse(img->meta, qcow2_rt_bytes(img->reftable_entries));
 	}
-	free(img->reftable);
+	td_free_sparse(img->reftable, qcow2_rt_bytes(img->reftable_entries));
 	free(img->l1);
-	free(img->hdr_buf);
 	if (img->fd >= 0)
 		close(img->fd);
 	free(img->path);
 	free(img);
 }
 
+/*
+ * The header and what follows it in the first cluster (extensions, the
+ * backing file's name), parsed into img; the cluster is not kept.
+ */
 static int image_read_header(struct qcow2_image *img, char *err,
 			     size_t errlen)
 {
-	uint8_t first[QCOW2_V3_HEADER_SIZE];
+	uint8_t first[QCOW2_V3_HEADER_SIZE], *buf;
 	struct td_report r = td_report_err(NULL, 0);
 	char why[512];
 	uint32_t bits, cs;
+	size_t len;
 	int ret;
 
 	memset(first, 0, sizeof(first));
@@ -79,32 +84,39 @@ static int image_read_header(struct qcow2_image *img, char *err,
 	 * The parsers look at the part of the first cluster the file holds;
 	 * a short file (a crafted one) does not get a 2 MiB buffer.
 	 */
-	img->hdr_len = img->file_size < cs ? (size_t)img->file_size : cs;
-	img->hdr_buf = td_zalloc_aligned(td_round_up(
-		img->hdr_len > TD_BUF_ALIGN ? img->hdr_len : TD_BUF_ALIGN,
-		TD_BUF_ALIGN));
-	if (!img->hdr_buf)
+	len = img->file_size < cs ? (size_t)img->file_size : cs;
+	buf = td_zalloc_aligned(td_round_up(len > TD_BUF_ALIGN ? len :
+					    TD_BUF_ALIGN, TD_BUF_ALIGN));
+	if (!buf)
 		return -ENOMEM;
-	ret = td_pread_zero(img->fd, img->hdr_buf, img->hdr_len, 0);
-	if (ret)
-		return td_errf(err, errlen, ret, "%s: reading the header: %s",
-			    img->path, strerror(-ret));
+	ret = td_pread_zero(img->fd, buf, len, 0);
+	if (ret) {
+		ret = td_errf(err, errlen, ret, "%s: reading the header: %s",
+			      img->path, strerror(-ret));
+		goto out;
+	}
 	r = td_report_err(why, sizeof(why));
-	ret = qcow2_header_parse(img->hdr_buf, img->hdr_len, img->file_size,
-				 &img->h, &img->ext, &r);
-	if (ret)
-		return td_errf(err, errlen, ret, "qcow2: %s: %s", img->path, why);
+	ret = qcow2_header_parse(buf, len, img->file_size, &img->h, &img->ext,
+				 &r);
+	if (ret) {
+		ret = td_errf(err, errlen, ret, "qcow2: %s: %s", img->path, why);
+		goto out;
+	}
 	qcow2_geometry_init(&img->g, &img->h);
-	ret = qcow2_backing_name(img->hdr_buf, img->hdr_len, &img->h,
-				 img->backing, sizeof(img->backing), &r);
-	if (ret)
-		return td_errf(err, errlen, ret, "qcow2: %s: %s", img->path, why);
+	ret = qcow2_backing_name(buf, len, &img->h, img->backing,
+				 sizeof(img->backing), &r);
+	if (ret) {
+		ret = td_errf(err, errlen, ret, "qcow2: %s: %s", img->path, why);
+		goto out;
+	}
 	if (img->h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
-		return td_errf(err, errlen, -ENOTSUP, "qcow2: %s: external data "
-			    "file%s%s: not supported", img->path,
-			    img->ext.has_data_file ? " " : "",
-			    img->ext.has_data_file ? img->ext.data_file : "");
-	return 0;
+		ret = td_errf(err, errlen, -ENOTSUP, "qcow2: %s: external data "
+			      "file%s%s: not supported", img->path,
+			      img->ext.has_data_file ? " " : "",
+			      img->ext.has_data_file ? img->ext.data_file : "");
+out:
+	free(buf);
+	return ret;
 }
 
 static int image_read_l1(struct qcow2_image *img, char *err, size_t errlen)
@@ -163,7 +175,6 @@ int qcow2_image_write_features(struct qcow2_image *img, char *err,
 	if (ret)
 		return td_errf(err, errlen, ret, "%s: writing the header: %s",
 			    img->path, strerror(-ret));
-	memcpy(img->hdr_buf + QH_INCOMPAT, f, sizeof(f));
 	return qcow2_image_sync(img, err, errlen);
 }
 
@@ -263,8 +274,7 @@ static int image_build_meta(struct qcow2_image *img, char *err,
 	char name[64];
 	int ret;
 
-	img->meta = calloc(img->reftable_entries ? img->reftable_entries : 1,
-			   sizeof(uint8_t *));
+	img->meta = td_zalloc_sparse(qcow2_rt_bytes(img->reftable_entries));
 	if (!img->meta)
 		return td_errf(err, errlen, -ENOMEM, "%s: out of memory",
 			    img->path);

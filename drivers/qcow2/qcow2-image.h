@@ -70,12 +70,15 @@ struct qcow2_image {
 	struct qcow2_header	 h;
 	struct qcow2_extensions	 ext;
 	struct qcow2_geometry	 g;
-	uint8_t			*hdr_buf;	/* the first cluster */
-	size_t			 hdr_len;	/* bytes of it in the file */
 	char			 backing[QCOW2_MAX_BACKING_NAME + 1];
 	uint64_t		*l1;		/* l1_size entries, host order */
 
-	/* Read-write only: the refcount structures, all in memory. */
+	/*
+	 * Read-write only: the refcount structures, all in memory.  The
+	 * three tables have reftable_entries entries (of 8 bytes), the
+	 * table's capacity, and are td_zalloc_sparse'd: an image uses a
+	 * few of them (qcow2_rt_bytes).
+	 */
 	uint64_t		*reftable;	/* host order */
 	uint64_t		 reftable_entries;
 	uint8_t			**refblocks;	/* disk format, aligned;
@@ -86,6 +89,12 @@ struct qcow2_image {
 	/* A problem found at open that did not stop it ("" if none). */
 	char			 warning[512];
 };
+
+/* Bytes of a table of entries entries of 8 bytes (at least one). */
+static inline size_t qcow2_rt_bytes(uint64_t entries)
+{
+	return (size_t)(entries ? entries : 1) * sizeof(uint64_t);
+}
 
 int qcow2_image_open(struct qcow2_image **out, const char *path,
 		     unsigned flags, char *err, size_t errlen);

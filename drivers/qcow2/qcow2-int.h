@@ -15,6 +15,23 @@
 #include <stdint.h>
 
 #include "qcow2-image.h"
+#include "common/td-util.h"
+
+/*
+ * A refcount block in memory: a cluster, sparse (td_zalloc_sparse), so
+ * that the part of it no cluster of the file reaches (most of the last
+ * block, all of a small image's only one) costs nothing.
+ */
+static inline uint8_t *qcow2_refblock_new(const struct qcow2_image *img)
+{
+	return td_zalloc_sparse(img->g.cluster_size);
+}
+
+static inline void qcow2_refblock_free(const struct qcow2_image *img,
+				       uint8_t *b)
+{
+	td_free_sparse(b, img->g.cluster_size);
+}
 
 /* n big-endian 64-bit table entries, in place, to host order. */
 static inline void qcow2_be64_array_to_host(uint64_t *t, uint64_t n)

@@ -27,56 +27,78 @@
 
 /* ---- the refcount structure in memory -------------------------------- */
 
-/* Load the refcount table and every refcount block. */
+/*
+ * Load the refcount table and every refcount block.  The table is read
+ * into a buffer released at once and only its used entries are copied:
+ * pages of the sparse table that hold none stay untouched.
+ */
 int qcow2_image_load_refcounts(struct qcow2_image *img, char *err,
 			       size_t errlen)
 {
 	struct td_report r;
 	uint64_t bytes = (uint64_t)img->h.refcount_table_clusters <<
 			 img->g.cluster_bits, i, off;
+	uint8_t *raw, *block = NULL;
 	char why[256];
 	int ret;
 
 	img->reftable_entries = bytes / 8;
-	img->reftable = calloc(img->reftable_entries ? img->reftable_entries :
-			       1, sizeof(uint64_t));
-	img->refblocks = calloc(img->reftable_entries ? img->reftable_entries :
-				1, sizeof(uint8_t *));
+	img->reftable = td_zalloc_sparse(qcow2_rt_bytes(img->reftable_entries));
+	img->refblocks = td_zalloc_sparse(qcow2_rt_bytes(
+						img->reftable_entries));
 	if (!img->reftable || !img->refblocks)
 		return -ENOMEM;
 	if (!bytes)
 		return 0;
-	ret = td_pread_full(img->fd, img->reftable, bytes,
-			 img->h.refcount_table_offset);
-	if (ret)
-		return td_errf(err, errlen, ret, "%s: reading the refcount "
-			    "table: %s", img->path, strerror(-ret));
-	qcow2_be64_array_to_host(img->reftable, img->reftable_entries);
+	raw = td_zalloc_sparse(bytes);
+	block = td_zalloc_sparse(img->g.cluster_size);
+	if (!raw || !block) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = td_pread_full(img->fd, raw, bytes, img->h.refcount_table_offset);
+	if (ret) {
+		ret = td_errf(err, errlen, ret, "%s: reading the refcount "
+			      "table: %s", img->path, strerror(-ret));
+		goto out;
+	}
 	for (i = 0; i < img->reftable_entries; i++) {
 		r = td_report_err(why, sizeof(why));
-		if (qcow2_reftable_decode(&img->g, img->reftable[i], &off,
-					  &r))
-			return td_errf(err, errlen, -EINVAL, "qcow2: %s: refcount "
-				    "table entry %" PRIu64 ": %s", img->path,
-				    i, why);
-		img->reftable[i] = off;
+		if (qcow2_reftable_decode(&img->g, td_get_be64(raw + i * 8),
+					  &off, &r)) {
+			ret = td_errf(err, errlen, -EINVAL, "qcow2: %s: "
+				      "refcount table entry %" PRIu64 ": %s",
+				      img->path, i, why);
+			goto out;
+		}
 		if (!off)
 			continue;
-		if (off + img->g.cluster_size > img->file_size)
-			return td_errf(err, errlen, -EINVAL, "qcow2: %s: refcount "
-				    "block %" PRIu64 " at %" PRIu64 " is past "
-				    "the end of the file", img->path, i, off);
-		img->refblocks[i] = td_zalloc_aligned(img->g.cluster_size);
-		if (!img->refblocks[i])
-			return -ENOMEM;
-		ret = td_pread_full(img->fd, img->refblocks[i],
-				 img->g.cluster_size, off);
-		if (ret)
-			return td_errf(err, errlen, ret, "%s: reading refcount "
-				    "block %" PRIu64 ": %s", img->path, i,
-				    strerror(-ret));
+		img->reftable[i] = off;
+		if (off + img->g.cluster_size > img->file_size) {
+			ret = td_errf(err, errlen, -EINVAL, "qcow2: %s: "
+				      "refcount block %" PRIu64 " at %" PRIu64
+				      " is past the end of the file",
+				      img->path, i, off);
+			goto out;
+		}
+		img->refblocks[i] = qcow2_refblock_new(img);
+		if (!img->refblocks[i]) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		ret = td_pread_full(img->fd, block, img->g.cluster_size, off);
+		if (ret) {
+			ret = td_errf(err, errlen, ret, "%s: reading refcount "
+				      "block %" PRIu64 ": %s", img->path, i,
+				      strerror(-ret));
+			goto out;
+		}
+		td_copy_sparse(img->refblocks[i], block, img->g.cluster_size);
 	}
-	return 0;
+out:
+	td_free_sparse(block, img->g.cluster_size);
+	td_free_sparse(raw, bytes);
+	return ret;
 }
 
 uint64_t qcow2_image_refcount(const struct qcow2_image *img, uint64_t c)
@@ -250,8 +272,8 @@ int qcow2_image_grow_reftable(struct qcow2_image *img, uint64_t target,
 	if ((t0 + nt + nb) > entries * per)
 		return td_errf(err, errlen, -ENOSPC, "qcow2: %s: the refcount "
 			    "table cannot grow further", img->path);
-	table = calloc(entries, sizeof(uint64_t));
-	blocks = calloc(entries, sizeof(uint8_t *));
+	table = td_zalloc_sparse(qcow2_rt_bytes(entries));
+	blocks = td_zalloc_sparse(qcow2_rt_bytes(entries));
 	if (!table || !blocks) {
 		ret = -ENOMEM;
 		goto out;
@@ -262,7 +284,7 @@ int qcow2_image_grow_reftable(struct qcow2_image *img, uint64_t target,
 	for (i = t0 / per; i <= (t0 + nt + nb - 1) / per; i++) {
 		if (blocks[i])
 			continue;
-		blocks[i] = td_zalloc_aligned(cs);
+		blocks[i] = qcow2_refblock_new(img);
 		if (!blocks[i]) {
 			ret = -ENOMEM;
 			goto out;
@@ -294,9 +316,8 @@ int qcow2_image_grow_reftable(struct qcow2_image *img, uint64_t target,
 		goto io;
 	if ((ret = qcow2_image_sync(img, err, errlen)))
 		goto out;
-	memcpy(img->hdr_buf + QH_REFT_OFFSET, hdr, sizeof(hdr));
-	free(img->reftable);
-	free(img->refblocks);
+	td_free_sparse(img->reftable, qcow2_rt_bytes(img->reftable_entries));
+	td_free_sparse(img->refblocks, qcow2_rt_bytes(img->reftable_entries));
 	img->reftable = table;
 	img->refblocks = blocks;
 	img->reftable_entries = entries;
@@ -328,13 +349,13 @@ io:
 out:
 	if (blocks) {
 		for (i = img->reftable_entries; i < entries; i++)
-			free(blocks[i]);
+			qcow2_refblock_free(img, blocks[i]);
 		for (i = 0; i < img->reftable_entries && i < entries; i++)
 			if (blocks[i] != img->refblocks[i])
-				free(blocks[i]);
+				qcow2_refblock_free(img, blocks[i]);
 	}
-	free(blocks);
-	free(table);
+	td_free_sparse(blocks, qcow2_rt_bytes(entries));
+	td_free_sparse(table, qcow2_rt_bytes(entries));
 	return ret;
 }
 
@@ -402,10 +423,10 @@ int q2_alloc_cluster(struct q2_state *s, uint64_t *off)
 						  " has no refcount block but "
 						  "holds metadata", c);
 			/* Once per refcount block in the image's life. */
-			img->refblocks[rbi] = td_zalloc_aligned(s->cs);
+			img->refblocks[rbi] = qcow2_refblock_new(img);
 			if (!img->refblocks[rbi] ||
 			    qcow2_image_meta_add(img, c)) {
-				free(img->refblocks[rbi]);
+				qcow2_refblock_free(img, img->refblocks[rbi]);
 				img->refblocks[rbi] = NULL;
 				return -ENOMEM;
 			}

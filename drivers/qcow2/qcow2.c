@@ -254,6 +254,12 @@ static void q2_dispatch_write_seg(struct q2_state *s, struct td_l2 *t,
 			return;
 		}
 		/* Zeros written where an entry cannot say "zeros". */
+		if (!s->zeros && !(s->zeros = td_zalloc_aligned(s->cs))) {
+			td_log(TD_LOG_ERR, "%s: no memory for a cluster of "
+			       "zeros", s->drv->name);
+			td_complete_request(seg, -ENOMEM);
+			return;
+		}
 		seg.op = TD_OP_WRITE;
 		seg.buf = (char *)s->zeros;
 		if (m->type == QCOW2_CLUSTER_NORMAL && m->copied) {
@@ -419,15 +425,16 @@ static void q2_queue_flush(td_driver_t *drv, td_request_t treq)
 static void q2_free_state(struct q2_state *s)
 {
 	td_l2_fini(&s->tables);
-	free(s->reftable_disk);
-	free(s->rb_dirty);
-	free(s->rb_lo);
-	free(s->rb_hi);
-	free(s->rb_new);
-	free(s->rb_list);
-	free(s->commit_list);
+	td_free_sparse(s->reftable_disk, s->reftable_bytes);
+	td_free_sparse(s->rb_dirty, s->rb_entries * sizeof(*s->rb_dirty));
+	td_free_sparse(s->rb_lo, s->rb_entries * sizeof(*s->rb_lo));
+	td_free_sparse(s->rb_hi, s->rb_entries * sizeof(*s->rb_hi));
+	td_free_sparse(s->rb_new, s->rb_entries * sizeof(*s->rb_new));
+	td_free_sparse(s->rb_list, s->rb_entries * sizeof(*s->rb_list));
+	td_free_sparse(s->commit_list,
+		       s->rb_entries * sizeof(*s->commit_list));
 	td_grace_fini(&s->grace);
-	free(s->free_stack);
+	td_free_sparse(s->free_stack, Q2_FREE_STACK * sizeof(*s->free_stack));
 	free(s->zeros);
 	td_meta_fini(&s->meta);
 	if (s->fd >= 0)
@@ -443,25 +450,36 @@ static unsigned clamp_count(size_t budget, size_t each, unsigned lo,
 	return n < lo ? lo : n > hi ? hi : (unsigned)n;
 }
 
+/*
+ * The per-refcount-block state is sized for the refcount table's capacity
+ * (8192 blocks in one 64 KiB cluster) of which an image uses a few: sparse
+ * tables, so that each read-write VBD costs the pages of the blocks it
+ * uses, not the table's bound (docs/qcow2.md, "Limits").
+ */
 static int q2_open_rw_state(struct q2_state *s)
 {
 	struct qcow2_image *img = s->img;
 	uint64_t n = img->reftable_entries, i;
 
+	s->rb_entries = n ? n : 1;
 	s->reftable_bytes = (size_t)img->h.refcount_table_clusters * s->cs;
-	s->reftable_disk = td_zalloc_aligned(s->reftable_bytes);
-	s->rb_dirty = calloc(n ? n : 1, sizeof(bool));
-	s->rb_lo = calloc(n ? n : 1, sizeof(uint32_t));
-	s->rb_hi = calloc(n ? n : 1, sizeof(uint32_t));
-	s->rb_new = calloc(n ? n : 1, sizeof(bool));
-	s->rb_list = calloc(n ? n : 1, sizeof(uint64_t));
-	s->commit_list = calloc(n ? n : 1, sizeof(*s->commit_list));
-	s->free_stack = calloc(Q2_FREE_STACK, sizeof(uint64_t));
+	s->reftable_disk = td_zalloc_sparse(s->reftable_bytes);
+	s->rb_dirty = td_zalloc_sparse(s->rb_entries * sizeof(*s->rb_dirty));
+	s->rb_lo = td_zalloc_sparse(s->rb_entries * sizeof(*s->rb_lo));
+	s->rb_hi = td_zalloc_sparse(s->rb_entries * sizeof(*s->rb_hi));
+	s->rb_new = td_zalloc_sparse(s->rb_entries * sizeof(*s->rb_new));
+	s->rb_list = td_zalloc_sparse(s->rb_entries * sizeof(*s->rb_list));
+	s->commit_list = td_zalloc_sparse(s->rb_entries *
+					  sizeof(*s->commit_list));
+	s->free_stack = td_zalloc_sparse(Q2_FREE_STACK *
+					 sizeof(*s->free_stack));
 	if (!s->reftable_disk || !s->rb_dirty || !s->rb_new || !s->rb_list ||
 	    !s->commit_list || !s->free_stack || !s->rb_lo || !s->rb_hi)
 		return -ENOMEM;
+	/* Zero entries are zeros already: their pages stay untouched. */
 	for (i = 0; i < n; i++)
-		td_put_be64(s->reftable_disk + i * 8, img->reftable[i]);
+		if (img->reftable[i])
+			td_put_be64(s->reftable_disk + i * 8, img->reftable[i]);
 	s->free_hint = 0;
 	s->fresh_from = (img->file_size + s->cs - 1) >> s->g->cluster_bits;
 	s->punch_ok = true;
@@ -517,14 +535,12 @@ static int q2_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	td_list_init(&s->res_waiters);
 	/* An allocation record and its bounce cluster. */
 	each = td_round_up(sizeof(struct q2_alloc), TD_BUF_ALIGN) + s->cs;
-	s->zeros = td_zalloc_aligned(s->cs);
 	/* A compressed cluster: at most 2 clusters, 4 KiB-aligned reads. */
 	cread_buf = td_round_up(2 * (size_t)s->cs + QCOW2_COMPRESSED_SECTOR,
 				Q2_IO_ALIGN) + 2 * Q2_IO_ALIGN;
 	cread_each = td_round_up(sizeof(struct td_l2_cread), TD_BUF_ALIGN) +
 		     cread_buf;
-	if (!s->zeros ||
-	    td_l2_init(&s->tables, &s->meta, s->img->l1, &(struct td_l2_params){
+	if (td_l2_init(&s->tables, &s->meta, s->img->l1, &(struct td_l2_params){
 			.l1_size = s->img->h.l1_size,
 			.l1_offset = s->img->h.l1_table_offset,
 			.offset_mask = QCOW2_OFFSET_MASK,

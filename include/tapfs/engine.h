@@ -132,18 +132,24 @@ uint64_t td_now_ns(void);
 /*
  * count objects of size bytes, each aligned to align, allocated once and
  * zeroed.  get/put are O(1) and never allocate.  Pools of TD_POOL_MAP_MIN
- * bytes or more are mapped: their memory is not touched until used.
+ * bytes or more are mapped: a page of them costs memory only once an
+ * object on it is used (td-pool.c), so a pool may be sized for the worst
+ * case.  Smaller ones are allocated and cleared (one mapping each would
+ * cost more than it saves).
  */
-#define TD_POOL_MAP_MIN		(256u << 10)
+#define TD_POOL_MAP_MIN		(16u << 10)
 
 struct td_pool {
 	char	*mem;
 	size_t	 size;		/* object stride */
 	unsigned count;
-	unsigned nfree;
-	void	**free;		/* stack of free objects */
+	unsigned nfree;		/* on the stack, and never handed out */
+	unsigned nstack;	/* free[0..nstack): objects put back */
+	unsigned fresh;		/* objects fresh..count-1 never handed out */
+	void	**free;		/* stack of objects put back */
 	bool	*out;		/* out[i]: object i is handed out */
-	bool	 mapped;	/* mem is an anonymous mapping */
+	bool	 mapped;	/* mem..mem+map_len: one anonymous mapping */
+	size_t	 map_len;
 };
 
 int   td_pool_init(struct td_pool *p, unsigned count, size_t size,

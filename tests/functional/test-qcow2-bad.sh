@@ -176,9 +176,9 @@ if qemu-img create -q -f qcow2 -o data_file="$I/df.data" "$I/df.qcow2" 16M \
 		"${NOTSUP[@]}"
 	refused df "external data file" "${NOTSUP[@]}" -- " ro"
 fi
-mk bkfmt && qemu-img rebase -q -u -b "$I/magic.qcow2" -F vmdk \
+mk bkfmt && qemu-img rebase -q -u -b "$I/magic.qcow2" -F vdi \
 	"$I/bkfmt.qcow2" 2>/dev/null &&
-	refused bkfmt "backing format 'vmdk' is not supported" \
+	refused bkfmt "backing format 'vdi' is not supported" \
 		"${NOTSUP[@]}"
 
 # Readable, not writable.

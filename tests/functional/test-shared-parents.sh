@@ -13,7 +13,10 @@
 #   - closing half of them and snapshotting one while the others run
 #     leaves the rest reading correctly and the counts right; a rw open of
 #     the base is refused naming a user; with all closed, no descriptor of
-#     the base is left.
+#     the base is left;
+#   - on a fresh daemon, one more qcow2 child of a 1 GiB qcow2 base and
+#     one more vhd child of a 1 GiB vhd base, both with all their tables,
+#     cost the daemon (VmRSS) less than either base's metadata.
 . "$(dirname "$0")/lib.sh"
 requires qemu-img cmp dd
 
@@ -136,6 +139,90 @@ done
 check_eq "all closed: no descriptor of the base left" 0 "$(base_fds)"
 ctl_ok "$M/g0" "open b aio:$I/base.raw"
 ctl_close "$M/g0" b
+
+# ---- what one more chain over a shared base costs -------------------------
+# The base's tables are held once; each further chain costs its own leaf's
+# state, which must stay below the metadata of the base it shares, or
+# sharing would save little.  Bases of 1 GiB with every table there: a
+# qcow2 made with preallocation=metadata (header, L1, L2 tables, refcount
+# table and block: qemu-img measure's fully allocated size less the data)
+# and a vhd with all 512 of its 2 MiB blocks allocated (BAT and bitmaps).
+# A fresh daemon (one that freed the chains above would fill its free
+# memory first) reads its VmRSS with one child of each base open and read,
+# then with NM; the growth per extra pair of children, averaged over
+# NM - 1, must be below each base's metadata.  Not under a sanitizer (make
+# asan), whose shadow memory and quarantine are not the daemon's.
+NM=16
+GiB=1073741824
+rss_kib() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB$/\1/p' \
+	/proc/"$TAPFS_PID"/status; }
+check qemu-img create -q -f qcow2 -o preallocation=metadata \
+	"$I/mbase.qcow2" 1G
+q2_meta=$(($(qemu-img measure -O qcow2 --size 1G |
+	sed -n 's/^fully allocated size: //p') - GiB))
+check "$TAPFS_IMG" create -q -f vhd "$I/mbase.vhd" 1G
+blocks=()
+for b in $(seq 0 511); do
+	blocks+=(-c "write -P 1 $((b * 2 * MiB)) 512")
+done
+check qemu-io -t unsafe -f vpc "${blocks[@]}" "$I/mbase.vhd"
+check_match "the vhd base has all its blocks" "in 512 blocks" \
+	"$("$TAPFS_IMG" info "$I/mbase.vhd")"
+# BAT: 512 entries of 4 bytes; a bitmap of 4096 sectors per block.
+vhd_meta=$((512 * 4 + 512 * 512))
+for k in $(seq 0 $((NM - 1))); do
+	check qemu-img create -q -f qcow2 -b mbase.qcow2 -F qcow2 \
+		"$I/q$k.qcow2"
+	check "$TAPFS_IMG" create -q -f vhd -b "$I/mbase.vhd" -F vhd \
+		"$I/v$k.vhd"
+done
+# read_children FIRST LAST: 64 KiB at four places of each child.
+read_children() {
+	python3 - "$M" "$NG" "$1" "$2" <<'PY'
+import os, sys
+m, ng, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \
+    int(sys.argv[4])
+for k in range(first, last + 1):
+    for n in ("q%d" % k, "v%d" % k):
+        fd = os.open("%s/g%d/%s" % (m, k % ng, n), os.O_RDONLY)
+        for off in (0, 256 << 20, 512 << 20, 1000 << 20):
+            assert len(os.pread(fd, 65536, off)) == 65536
+        os.close(fd)
+PY
+}
+tapfs_stop
+tapfs_start "$M" "$S" "allow_path=$I" || summary
+for k in $(seq 0 $((NM - 1))); do
+	ctl_ok "$(grp $k)" "open q$k qcow2:$I/q$k.qcow2"
+	ctl_ok "$(grp $k)" "open v$k vhd:$I/v$k.vhd"
+	if [ "$k" = 0 ]; then
+		check read_children 0 0
+		rss1=$(rss_kib)
+	fi
+done
+check read_children 1 $((NM - 1))
+rssn=$(rss_kib)
+per=$(((rssn - rss1) * 1024 / (NM - 1)))
+msg "daemon VmRSS: $rss1 KiB with a qcow2 and a vhd child, $rssn KiB" \
+	"with $NM of each: $((per / 1024)) KiB per extra pair; base" \
+	"metadata: qcow2 $((q2_meta / 1024)) KiB, vhd $((vhd_meta / 1024)) KiB"
+case "${TEST_CFLAGS:-}" in
+*-fsanitize*) msg "sanitizer build: the memory bound is not checked" ;;
+*)
+	what="an extra qcow2 child and an extra vhd child together cost"
+	what="$what less than either base's metadata"
+	if [ "$per" -lt "$q2_meta" ] && [ "$per" -lt "$vhd_meta" ]; then
+		ok "$what ($((per / 1024)) KiB)"
+	else
+		fail "$what" "$per bytes per pair; qcow2 base $q2_meta, \
+vhd base $vhd_meta"
+	fi
+	;;
+esac
+for k in $(seq 0 $((NM - 1))); do
+	ctl_close "$(grp $k)" q$k
+	ctl_close "$(grp $k)" v$k
+done
 
 tapfs_stop
 summary

@@ -2,13 +2,13 @@
 # crash-loop.sh - kill -9 the daemon at random moments under random writes,
 # cycle after cycle, and check that nothing acknowledged is lost.
 #
-#	tests/soak/crash-loop.sh [CYCLES=N] [FORMATS="raw vhd qcow2"] ...
+#	tests/soak/crash-loop.sh [CYCLES=N] [FORMATS="qcow vmdk"] ...
 #	make soak CYCLES=50
 #
 # Settings, from the environment or as NAME=VALUE arguments:
 #   CYCLES       cycles per format (default 50)
 #   FORMATS      image formats, made with "create d FORMAT SIZE" (default
-#                "raw vhd qcow2")
+#                "raw vhd qcow2 qcow vmdk"; vmdk is monolithicSparse)
 #   SIZE         the VBD's size, a multiple of 2M, at least 16M (default
 #                256M)
 #   SEED         the run's seed (default random; printed, so that a run can
@@ -28,17 +28,19 @@
 #      256k, an fsync every 16 writes) into the second half.  The writer's
 #      window grows with each cycle (cycle c writes below c/CYCLES of the
 #      half, a third of its writes in the part no earlier cycle wrote) and
-#      fio moves to a new window each cycle (up to 16), so that vhd blocks
-#      and qcow2 clusters are allocated in every cycle, not only the first;
+#      fio moves to a new window each cycle (up to 16), so that vhd
+#      blocks, qcow2 and qcow clusters and vmdk grains are allocated in
+#      every cycle, not only the first;
 #   3. SIGKILL the daemon: early (within 100 ms: often before the first
 #      write), at a random time up to KILL_MAX_MS, or once the writer has
 #      logged a random number (1-40) of fsyncs;
 #   4. wait for the clients to fail, unmount the dead mount;
 #   5. check the image: tapfs-img check (warnings, e.g. leaked space,
-#      allowed) and, for qcow2, qemu-img check (leaks allowed, corruption
-#      not; the leaks counted: the next mount repairs them, so they never
-#      add up); read the first half with an outside reader (the raw file
-#      itself, or qemu-img dd);
+#      allowed) and, for qcow2 and vmdk, qemu-img check (corruption not
+#      allowed; for qcow2 leaks are, and are counted: the next mount
+#      repairs them, so they never add up; qemu-img check has no qcow
+#      (v1) support, and finds no leaks in vmdk); read the first half
+#      with an outside reader (the raw file itself, or qemu-img dd);
 #   6. mount again and verify the first half through the VBD against the
 #      model (crashio.py verify): every acknowledged write is there,
 #      whether fsync'd or not (the daemon died, not the machine); a write
@@ -57,8 +59,8 @@
 . "$(dirname "$0")/../functional/lib.sh"
 
 usage() {
-	echo "usage: $0 [CYCLES=N] [FORMATS=\"raw vhd qcow2\"] [SIZE=256M]" \
-		"[SEED=N] [KILL_MAX_MS=N] [THREADS=N]" >&2
+	echo "usage: $0 [CYCLES=N] [FORMATS=\"raw vhd qcow2 qcow vmdk\"]" \
+		"[SIZE=256M] [SEED=N] [KILL_MAX_MS=N] [THREADS=N]" >&2
 	exit 2
 }
 for a in "$@"; do
@@ -72,7 +74,7 @@ done
 requires "$PYTHON" fio qemu-img fusermount3 numfmt
 
 CYCLES=${CYCLES:-50}
-FORMATS=${FORMATS:-raw vhd qcow2}
+FORMATS=${FORMATS:-raw vhd qcow2 qcow vmdk}
 SIZE=${SIZE:-256M}
 KILL_MAX_MS=${KILL_MAX_MS:-2500}
 THREADS=${THREADS:-4}
@@ -145,8 +147,8 @@ kill_moment() {
 
 # ---- checks ---------------------------------------------------------------
 
-# image_check FMT IMG: tapfs-img check, and qemu-img check for qcow2; bumps
-# n_checked, and n_corrupt per failure.
+# image_check FMT IMG: tapfs-img check, and qemu-img check for qcow2 and
+# vmdk; bumps n_checked, and n_corrupt per failure.
 image_check() {
 	local fmt=$1 img=$2 out rc leaks
 	n_checked=$((n_checked + 1))
@@ -160,9 +162,12 @@ image_check() {
 		fail "$fmt cycle $c: tapfs-img check" "exit $rc: $(printf \
 			'%s' "$out" | grep -vE ': (warning|leak): ' | head -n 5)"
 	fi
-	[ "$fmt" = qcow2 ] || return 0
+	case "$fmt" in
+	qcow2 | vmdk) ;;
+	*) return 0 ;;
+	esac
 	n_checked=$((n_checked + 1))
-	out=$(qemu-img check -f qcow2 "$img" 2>&1)
+	out=$(qemu-img check -f "$fmt" "$img" 2>&1)
 	rc=$?
 	# 0 clean, 3 leaked clusters only; 2 corruption, 1 check failed.
 	if { [ $rc -eq 0 ] || [ $rc -eq 3 ]; } &&
@@ -172,7 +177,7 @@ image_check() {
 		leaks=${leaks:-0}
 		ok "$fmt cycle $c: qemu-img check (exit $rc, $leaks leaked)"
 		[ "$leaks" -gt "$n_leak_max" ] && n_leak_max=$leaks
-		if [ "$c" = end ]; then
+		if [ "$fmt" = qcow2 ] && [ "$c" = end ]; then
 			n_leak_end=$leaks
 			check_eq "$fmt: no leaked cluster after the clean \
 unmount (each mount repaired the crash before it)" 0 "$leaks"
@@ -185,7 +190,7 @@ unmount (each mount repaired the crash before it)" 0 "$leaks"
 }
 
 # outside_read FMT IMG OUT: the region as a reader other than tapfs sees
-# it (the raw image file itself; qemu-img for vhd and qcow2).
+# it (the raw image file itself; qemu-img for the others).
 outside_read() {
 	case "$1" in
 	raw) ln -sf "$2" "$3" ;;
@@ -355,8 +360,8 @@ run_format() {
 START=$SECONDS
 for f in $FORMATS; do
 	case "$f" in
-	raw | vhd | qcow2) ;;
-	*) fail "format $f" "not raw, vhd or qcow2"; continue ;;
+	raw | vhd | qcow2 | qcow | vmdk) ;;
+	*) fail "format $f" "not raw, vhd, qcow2, qcow or vmdk"; continue ;;
 	esac
 	run_format "$f" || fail "$f: crash loop stopped early"
 done

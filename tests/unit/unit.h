@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -58,6 +59,21 @@ static inline int unit_tmpfile(char *path, size_t pathlen, const char *tag,
 #define unit_fmt(buf, ...) \
 	assert_true(snprintf((buf), sizeof(buf), __VA_ARGS__) < \
 		    (int)sizeof(buf))
+
+/* Resident pages of [p, p + len): mincore(2). */
+static inline size_t unit_resident_pages(const void *p, size_t len)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), n = (len + page - 1) / page;
+	unsigned char *vec = calloc(n, 1);
+	size_t i, r = 0;
+
+	assert_non_null(vec);
+	assert_int_equal(mincore((void *)p, len, vec), 0);
+	for (i = 0; i < n; i++)
+		r += vec[i] & 1;
+	free(vec);
+	return r;
+}
 
 /* A buffer aligned for O_DIRECT (TD_BUF_ALIGN); free() it. */
 static inline void *unit_aligned(size_t len)

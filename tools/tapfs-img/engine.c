@@ -198,16 +198,6 @@ struct copy_job {
 #define COPY_BUF_BYTES		(((size_t)COPY_SECS << TD_SECTOR_SHIFT) + \
 				 2 * TD_MAX_IO_ALIGN)
 
-static bool all_zero(const char *p, size_t len)
-{
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		if (p[i])
-			return false;
-	return true;
-}
-
 static void copy_fail(struct copy_job *j, const char *what,
 		      const char *name, uint64_t sec, int err)
 {
@@ -249,7 +239,7 @@ static void copy_read_done(struct vbd_request *vreq, int err)
 		copy_slot_done(s);
 		return;
 	}
-	if (j->c->skip_zero && all_zero(data, len)) {
+	if (j->c->skip_zero && td_all_zero(data, len)) {
 		copy_slot_done(s);
 		return;
 	}
