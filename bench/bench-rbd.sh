@@ -149,20 +149,14 @@ bench_tapfs() {
 }
 
 bench_qsd() {
-	local file=$T/qsd.img pid
-	: >"$file"
-	bg_start qsd qemu-storage-daemon \
-		--blockdev "driver=rbd,node-name=r,pool=rbd,image=$IMAGE,conf=$CEPH_CONF,user=admin" \
-		--export "type=fuse,id=e,node-name=r,mountpoint=$file,writable=on"
-	pid=$BG_PID
-	if ! wait_mounted "$file" 20 "$pid"; then
-		log "qsd: setup failed: $(tail -n 3 "$T/qsd.out")"
+	local file=$T/qsd.img
+	if ! qsd_export "rbd/$IMAGE" "$file" >&2; then
+		log "qsd: setup failed"
 		target_failed qsd
 	else
 		run_rows qsd --filename="$file" --ioengine=libaio --direct=1
 	fi
-	kill -TERM "$pid" 2>/dev/null
-	wait_gone "$pid" 30 || log "qsd: PID $pid still running"
+	qsd_stop "$QSD_PID" "$file" >&2 || log "qsd: did not stop cleanly"
 }
 
 bench_fio_rbd

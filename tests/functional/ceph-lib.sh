@@ -8,6 +8,7 @@
 #	ceph_start            # or the test ends here, FAILED, saying why
 #	rbd create --size 64M rbd/t1
 #	same_export NAME VBDFILE rbd/t1   # also export_to, ctl_says
+#	qsd_export rbd/t1 FILE   # QEMU's rbd driver on the image, qsd_stop
 #
 # ceph_start runs tests/ceph/start.sh (mon, mgr, one bluestore OSD, pool
 # "rbd") in a mktemp directory under /dev/shm and registers its stop (by
@@ -87,4 +88,41 @@ same_export() {
 # ctl_says GROUPDIR ERE: the status line of .ctl matches ERE.
 ctl_says() {
 	check_match "$1/.ctl says /$2/" "$2" "$(ctl_status "$1")"
+}
+
+# qsd_export IMAGE FILE: qemu-storage-daemon serving IMAGE (POOL/IMAGE) of
+# this cluster read-write as a FUSE export at FILE, through QEMU's rbd
+# driver (librbd's automatic lock mode: no lock until its first write).
+# PID in QSD_PID; stopped by that PID, FILE unmounted, at exit.  1 (and
+# a failed check) if the export does not come up.
+qsd_export() {
+	local pool=${1%%/*} image=${1#*/}
+	: >"$2"
+	# Runs after the stop below (LIFO): an export qsd did not take down.
+	on_exit "! is_fuse_mounted '$2' || fusermount3 -uz '$2'"
+	bg_start "qsd.${image//\//_}" qemu-storage-daemon \
+		--blockdev "driver=rbd,node-name=r,pool=$pool,image=$image,conf=$CEPH_CONF,user=admin" \
+		--export "type=fuse,id=e,node-name=r,mountpoint=$2,writable=on"
+	QSD_PID=$BG_PID
+	if ! wait_mounted "$2" 20 "$QSD_PID"; then
+		fail "qsd_export $1" "no FUSE export at $2: $(tail -n 3 \
+			"$T/qsd.${image//\//_}.out")"
+		return 1
+	fi
+}
+
+# qsd_stop PID FILE: SIGTERM to that qemu-storage-daemon; it must exit
+# and take its export at FILE down.
+qsd_stop() {
+	kill -TERM "$1" 2>/dev/null
+	if ! wait_gone "$1" 30; then
+		fail "qsd_stop" "qemu-storage-daemon $1 still running after 30 s"
+		return 1
+	fi
+	wait "$1" 2>/dev/null
+	if is_mounted "$2"; then
+		fail "qsd_stop" "$2 still mounted after qemu-storage-daemon exited"
+		return 1
+	fi
+	ok "qsd_stop: qemu-storage-daemon $1 exited, $2 unmounted"
 }

@@ -20,6 +20,12 @@
 # (d) Remount: the rbd VBDs come back from the manifest, same data; after
 #     the first daemon closes and unmounts, the second opens the image
 #     read-write (the lock was released).
+# (e) QEMU on the same image (qemu-storage-daemon's rbd driver, FUSE
+#     export): once QEMU has written, both daemons' read-write opens are
+#     refused naming QEMU's client; read-only shares.  The other way: with
+#     tapfs holding an image, qemu-storage-daemon starts and reads, but its
+#     writes and flushes fail EROFS, and rbd export still equals what tapfs
+#     wrote; once tapfs closes, QEMU writes and tapfs is refused again.
 . "$(dirname "$0")/lib.sh"
 . "$TEST_DIR/ceph-lib.sh"
 requires fio cmp python3
@@ -150,6 +156,69 @@ check dd if=/dev/urandom of="$G2/d1" bs=4k count=1 seek=5 oflag=direct \
 ctl_ok "$G2" "flush d1"
 same_export "d1 written by the second daemon" "$G2/d1" rbd/g.d1
 ctl_err "$G" "open d1 rbd:rbd/g.d1" EBUSY
+
+# ---- (e) QEMU on the same image ---------------------------------------------------
+
+# rbd_holder IMAGE: the address of the client holding IMAGE's exclusive lock.
+rbd_holder() {
+	rbd lock ls "$1" 2>/dev/null | awk '$1 ~ /^client\./ { print $NF }'
+}
+
+check rbd create --size 16M rbd/qemu1
+if qsd_export rbd/qemu1 "$T/qemu1.img"; then
+	QSD1=$QSD_PID
+	check_eq "qemu opened rbd/qemu1: no lock before its first write" "" \
+		"$(rbd_holder rbd/qemu1)"
+	check dd if=/dev/urandom of="$T/qemu1.img" bs=64k count=4 seek=3 \
+		oflag=direct conv=notrunc status=none
+	holder=$(rbd_holder rbd/qemu1)
+	check_match "qemu's write took the lock" "^[0-9.:]+/[0-9]+$" "$holder"
+	ctl_err "$G" "open q1 rbd:rbd/qemu1" EBUSY
+	ctl_says "$G" "rbd/qemu1 is in use: its exclusive lock is held by $holder\$"
+	ctl_err "$G2" "open q1 rbd:rbd/qemu1" EBUSY
+	ctl_says "$G2" "held by $holder"
+	check_eq "qemu still holds rbd/qemu1" "$holder" "$(rbd_holder rbd/qemu1)"
+	ctl_ok "$G" "open q1r rbd:rbd/qemu1 ro"
+	check cmp "$G/q1r" "$T/qemu1.img"
+	ctl_close "$G" q1r
+	qsd_stop "$QSD1" "$T/qemu1.img"
+	ctl_ok "$G" "open q1 rbd:rbd/qemu1"
+	ctl_close "$G" q1
+fi
+
+check rbd create --size 16M rbd/qemu2
+ctl_ok "$G" "open q2 rbd:rbd/qemu2"
+check dd if=/dev/urandom of="$G/q2" bs=64k count=16 seek=2 oflag=direct \
+	conv=notrunc status=none
+ctl_ok "$G" "flush q2"
+holder=$(rbd_holder rbd/qemu2)
+check_match "tapfs holds rbd/qemu2" "^[0-9.:]+/[0-9]+$" "$holder"
+if qsd_export rbd/qemu2 "$T/qemu2.img"; then
+	QSD2=$QSD_PID
+	check cmp "$G/q2" "$T/qemu2.img"
+	check_fsop "qemu's write while tapfs holds rbd/qemu2" EROFS -- \
+		pwrite "$T/qemu2.img" $((2 * 65536)) 0000000000000000
+	check_fsop "qemu's flush while tapfs holds rbd/qemu2" EROFS -- \
+		fsync "$T/qemu2.img"
+	check_match "qemu logged librbd's refusal" "Read-only file system" \
+		"$(cat "$T/qsd.qemu2.out")"
+	check pid_alive "$QSD2"
+	same_export "rbd/qemu2 is what tapfs wrote" "$G/q2" rbd/qemu2
+	check_eq "tapfs still holds rbd/qemu2" "$holder" \
+		"$(rbd_holder rbd/qemu2)"
+	ctl_close "$G" q2
+	# Nobody holds it now: QEMU's next write takes the lock.
+	check_fsop "qemu writes once tapfs closed" 8 -- \
+		pwrite "$T/qemu2.img" $((2 * 65536)) 0102030405060708
+	holder=$(rbd_holder rbd/qemu2)
+	check_match "qemu holds rbd/qemu2 now" "^[0-9.:]+/[0-9]+$" "$holder"
+	ctl_err "$G" "open q2 rbd:rbd/qemu2" EBUSY
+	ctl_says "$G" "held by $holder"
+	qsd_stop "$QSD2" "$T/qemu2.img"
+	export_to rbd/qemu2 "$T/qemu2.raw" &&
+		check_eq "qemu's write is in the image" 0102030405060708 \
+		"$(fsop pread "$T/qemu2.raw" $((2 * 65536)) 8)"
+fi
 alive "at the end"
 
 tapfs_stop "$PID1" "$M"
