@@ -5,10 +5,12 @@
  * The argument is POOL/IMAGE or POOL/NAMESPACE/IMAGE (rbd-target.h).  The
  * cluster is named by the engine's options ceph_conf (a ceph.conf naming
  * mon_host and the keyring; default: $CEPH_CONF, then /etc/ceph/ceph.conf)
- * and ceph_id (the client id, default "admin").  One cluster handle
- * serves every image of an engine: made at the first open (so after any
- * fork of the daemon: a librados client must not cross a fork) and shut
- * down with the engine.
+ * and ceph_id (the client id, default "admin"), or by the target's own
+ * ":conf=FILE:id=NAME" (QEMU's syntax; FILE judged by the path policy).
+ * One cluster handle per distinct (conf, id) serves its images: made at
+ * the first open (so after any fork of the daemon: a librados client must
+ * not cross a fork); the mount's is shut down with the engine, another
+ * one with its last image.
  *
  * Data path: every read, write, flush and discard is one rbd_aio_* call
  * whose completion librbd queues for polling; librbd signals the image's
@@ -67,10 +69,25 @@
 
 extern const struct tap_disk tapdisk_rbd;
 
-/* The engine's one cluster handle (td_engine_driver_state). */
+/*
+ * One connection to a cluster, per distinct (conf, id) pair: the mount's
+ * (ceph_conf, ceph_id), and any other a target's ":conf=FILE:id=NAME"
+ * names.  Held by every image open on it (refs); the mount's is kept
+ * until the engine ends, another one is shut down with its last image.
+ */
 struct rbd_cluster {
-	rados_t	 rados;
-	char	 addr[128];	/* our client's address, "" if unknown */
+	struct td_list	 link;		/* in rbd_clusters.list */
+	char		*conf;		/* the ceph.conf read */
+	char		 id[RBD_NAME_MAX + 1];
+	unsigned	 refs;
+	bool		 mount;		/* the mount's: never shut down early */
+	rados_t		 rados;
+	char		 addr[128];	/* our client's address, "" if unknown */
+};
+
+/* The engine's connections (td_engine_driver_state). */
+struct rbd_clusters {
+	struct td_list	 list;
 };
 
 /* One request in librbd's hands: the completion's argument. */
@@ -81,6 +98,7 @@ struct rbd_req {
 
 struct rbd_state {
 	struct rbd_target	 target;
+	struct rbd_cluster	*cl;		/* held while open */
 	rados_ioctx_t		 io;
 	rbd_image_t		 image;
 	int			 efd;
@@ -94,14 +112,46 @@ struct rbd_state {
 	unsigned		 nsnaps;
 };
 
-/* ---- the cluster -------------------------------------------------------- */
+/* ---- the clusters -------------------------------------------------------- */
 
-static void rbd_cluster_fini(void *state)
+static void rbd_cluster_free(struct rbd_cluster *cl)
 {
-	struct rbd_cluster *cl = state;
-
 	rados_shutdown(cl->rados);
+	free(cl->conf);
 	free(cl);
+}
+
+static void rbd_clusters_fini(void *state)
+{
+	struct rbd_clusters *all = state;
+
+	while (!td_list_empty(&all->list)) {
+		struct rbd_cluster *cl = td_container_of(all->list.next,
+						struct rbd_cluster, link);
+
+		td_list_del(&cl->link);
+		rbd_cluster_free(cl);
+	}
+	free(all);
+}
+
+/* The engine's list of connections, made at the first call. */
+static struct rbd_clusters *rbd_clusters(struct td_engine *e)
+{
+	struct rbd_clusters *all = td_engine_driver_state(e, &tapdisk_rbd);
+
+	if (all)
+		return all;
+	all = calloc(1, sizeof(*all));
+	if (!all)
+		return NULL;
+	td_list_init(&all->list);
+	if (td_engine_set_driver_state(e, &tapdisk_rbd, all,
+				       rbd_clusters_fini)) {
+		free(all);
+		return NULL;
+	}
+	return all;
 }
 
 static const char *rbd_conf_name(struct td_engine *e)
@@ -114,32 +164,49 @@ static const char *rbd_conf_name(struct td_engine *e)
 	return conf ? conf : "/etc/ceph/ceph.conf";
 }
 
-/*
- * The engine's cluster handle, connected at the first call.  A failed
- * connection is not kept: the next open tries again.
- */
-static int rbd_cluster_get(struct td_engine *e, struct rbd_cluster **out,
-			   char *err, size_t errlen)
+static const char *rbd_mount_id(struct td_engine *e)
 {
-	struct rbd_cluster *cl = td_engine_driver_state(e, &tapdisk_rbd);
 	const char *id = td_engine_option(e, "ceph_id");
-	const char *conf = rbd_conf_name(e);
+
+	return id ? id : RBD_DEFAULT_ID;
+}
+
+/* Is owner (a lock holder's address) one of this daemon's clients? */
+static bool rbd_owner_ours(struct td_engine *e, const char *owner)
+{
+	struct rbd_clusters *all = td_engine_driver_state(e, &tapdisk_rbd);
+	struct td_list *pos;
+
+	if (!all)
+		return false;
+	for (pos = all->list.next; pos != &all->list; pos = pos->next) {
+		struct rbd_cluster *cl = td_container_of(pos,
+						struct rbd_cluster, link);
+
+		if (cl->addr[0] && strstr(owner, cl->addr))
+			return true;
+	}
+	return false;
+}
+
+/* A new connection to the cluster of conf as client.id. */
+static int rbd_connect(const char *conf, const char *id,
+		       struct rbd_cluster **out, char *err, size_t errlen)
+{
+	struct rbd_cluster *cl = calloc(1, sizeof(*cl));
 	char *addrs = NULL;
 	int rc;
 
-	if (cl) {
-		*out = cl;
-		return 0;
-	}
-	if (!id)
-		id = RBD_DEFAULT_ID;
-	cl = calloc(1, sizeof(*cl));
-	if (!cl)
+	if (!cl || !(cl->conf = strdup(conf))) {
+		free(cl);
 		return -ENOMEM;
+	}
+	snprintf(cl->id, sizeof(cl->id), "%s", id);
 	rc = rados_create(&cl->rados, id);
 	if (rc) {
 		snprintf(err, errlen, "rbd: cannot make a Ceph client "
 			 "'client.%s': %s", id, strerror(-rc));
+		free(cl->conf);
 		free(cl);
 		return rc;
 	}
@@ -160,18 +227,92 @@ static int rbd_cluster_get(struct td_engine *e, struct rbd_cluster **out,
 		snprintf(cl->addr, sizeof(cl->addr), "%s", addrs);
 		rados_buffer_free(addrs);
 	}
-	rc = td_engine_set_driver_state(e, &tapdisk_rbd, cl,
-					rbd_cluster_fini);
-	if (rc)
-		goto fail;
 	td_log(TD_LOG_INFO, "rbd: connected to the Ceph cluster of %s as "
 	       "client.%s (%s)", conf, id, cl->addr);
 	*out = cl;
 	return 0;
 fail:
-	rados_shutdown(cl->rados);
-	free(cl);
+	rbd_cluster_free(cl);
 	return rc;
+}
+
+/*
+ * The conf file a target names, judged by the engine's path policy like
+ * an image file (a .ctl writer must not make the daemon read any file),
+ * unless it is the mount's own ceph_conf.  0 and the file to read in
+ * *conf (malloc'd), or -errno with the reason.
+ */
+static int rbd_target_conf(struct td_engine *e, const struct rbd_target *t,
+			   char **conf, char *err, size_t errlen)
+{
+	const char *mount = rbd_conf_name(e);
+	char why[512], *real = NULL;
+	int rc;
+
+	if (!t->conf[0] || !strcmp(t->conf, mount)) {
+		*conf = strdup(mount);
+		return *conf ? 0 : -ENOMEM;
+	}
+	rc = td_engine_check_path(e, t->conf, &real, why, sizeof(why));
+	if (rc) {
+		snprintf(err, errlen, "rbd: Ceph configuration %s", why);
+		return rc;
+	}
+	*conf = real ? real : strdup(t->conf);
+	return *conf ? 0 : -ENOMEM;
+}
+
+/*
+ * A held connection to t's cluster (its conf= and id=, else the mount's
+ * ceph_conf and ceph_id), connected at the first call for that pair.  A
+ * failed connection is not kept: the next open tries again.  Release it
+ * with rbd_cluster_put.
+ */
+static int rbd_cluster_get(struct td_engine *e, const struct rbd_target *t,
+			   struct rbd_cluster **out, char *err, size_t errlen)
+{
+	struct rbd_clusters *all = rbd_clusters(e);
+	const char *id = t->id[0] ? t->id : rbd_mount_id(e);
+	struct rbd_cluster *cl;
+	struct td_list *pos;
+	char *conf;
+	int rc;
+
+	if (!all)
+		return -ENOMEM;
+	rc = rbd_target_conf(e, t, &conf, err, errlen);
+	if (rc)
+		return rc;
+	for (pos = all->list.next; pos != &all->list; pos = pos->next) {
+		cl = td_container_of(pos, struct rbd_cluster, link);
+		if (!strcmp(cl->conf, conf) && !strcmp(cl->id, id)) {
+			free(conf);
+			cl->refs++;
+			*out = cl;
+			return 0;
+		}
+	}
+	rc = rbd_connect(conf, id, &cl, err, errlen);
+	if (!rc) {
+		cl->mount = !strcmp(conf, rbd_conf_name(e)) &&
+			    !strcmp(id, rbd_mount_id(e));
+		cl->refs = 1;
+		td_list_add_tail(&cl->link, &all->list);
+		*out = cl;
+	}
+	free(conf);
+	return rc;
+}
+
+/* Drop a hold of rbd_cluster_get; NULL is fine. */
+static void rbd_cluster_put(struct rbd_cluster *cl)
+{
+	if (!cl || --cl->refs || cl->mount)
+		return;
+	td_log(TD_LOG_INFO, "rbd: disconnecting from the Ceph cluster of %s "
+	       "(client.%s): its last image closed", cl->conf, cl->id);
+	td_list_del(&cl->link);
+	rbd_cluster_free(cl);
 }
 
 /* An I/O context on t's pool and namespace, its errors in words. */
@@ -249,8 +390,7 @@ static int rbd_steal_lock(td_driver_t *drv, const char *name,
  * naming the holder, or -errno, with the reason in drv->error.  With
  * steal, a holder (one, not this daemon) has its lock broken first.
  */
-static int rbd_take_lock(td_driver_t *drv, struct rbd_cluster *cl,
-			 const char *name, bool steal)
+static int rbd_take_lock(td_driver_t *drv, const char *name, bool steal)
 {
 	struct rbd_state *s = drv->data;
 	char *owners[RBD_MAX_OWNERS];
@@ -269,7 +409,7 @@ static int rbd_take_lock(td_driver_t *drv, struct rbd_cluster *cl,
 	}
 	rc = rbd_lock_get_owners(s->image, &mode, owners, &n);
 	if (rc == 0 && steal && n == 1) {
-		bool ours = cl->addr[0] && strstr(owners[0], cl->addr);
+		bool ours = rbd_owner_ours(drv->engine, owners[0]);
 
 		rc = rbd_steal_lock(drv, name, owners[0], ours);
 		rbd_lock_get_owners_cleanup(owners, n);
@@ -278,7 +418,7 @@ static int rbd_take_lock(td_driver_t *drv, struct rbd_cluster *cl,
 		rc = -ENOENT;		/* nobody holds it now */
 	}
 	if (rc == 0) {
-		bool ours = n && cl->addr[0] && strstr(owners[0], cl->addr);
+		bool ours = n && rbd_owner_ours(drv->engine, owners[0]);
 
 		td_msgf(drv->error, sizeof(drv->error), "rbd: %s is in use: "
 			"its exclusive lock is held by %s%s%s", name,
@@ -461,6 +601,8 @@ static void rbd_teardown(td_driver_t *drv)
 	if (s->io)
 		rados_ioctx_destroy(s->io);
 	s->io = NULL;
+	rbd_cluster_put(s->cl);		/* after every use of it */
+	s->cl = NULL;
 	if (s->efd >= 0)
 		close(s->efd);
 	s->efd = -1;
@@ -472,7 +614,6 @@ static int rbd_open_image(td_driver_t *drv, const char *path,
 {
 	struct rbd_state *s = drv->data;
 	bool ro = flags & TD_OPEN_RDONLY;
-	struct rbd_cluster *cl;
 	char name[3 * RBD_NAME_MAX + 3];
 	uint64_t size;
 	int rc;
@@ -487,11 +628,11 @@ static int rbd_open_image(td_driver_t *drv, const char *path,
 			"outside an engine", name);
 		return -EINVAL;
 	}
-	rc = rbd_cluster_get(drv->engine, &cl, drv->error,
+	rc = rbd_cluster_get(drv->engine, &s->target, &s->cl, drv->error,
 			     sizeof(drv->error));
 	if (rc)
 		return rc;
-	rc = rbd_ioctx(cl, &s->target, &s->io, drv->error,
+	rc = rbd_ioctx(s->cl, &s->target, &s->io, drv->error,
 		       sizeof(drv->error));
 	if (rc)
 		return rc;
@@ -535,7 +676,7 @@ static int rbd_open_image(td_driver_t *drv, const char *path,
 		return -EINVAL;
 	}
 	if (!ro && !(flags & TD_OPEN_FORCE_SHARE)) {
-		rc = rbd_take_lock(drv, cl, name, flags & TD_OPEN_STEAL);
+		rc = rbd_take_lock(drv, name, flags & TD_OPEN_STEAL);
 		if (rc)
 			return rc;
 	}
@@ -733,27 +874,36 @@ static int rbd_new_target(struct td_engine *e, const char *name,
 	return rbd_parse_target(target, t, err, errlen);
 }
 
-/* An I/O context on t's pool through e's cluster (create, remove). */
+/*
+ * An I/O context on t's pool through its cluster (create, remove), and
+ * the hold on that cluster (*cl) to drop after rados_ioctx_destroy.
+ */
 static int rbd_engine_ioctx(struct td_engine *e, const struct rbd_target *t,
-			    rados_ioctx_t *io, char *err, size_t errlen)
+			    struct rbd_cluster **cl, rados_ioctx_t *io,
+			    char *err, size_t errlen)
 {
-	struct rbd_cluster *cl;
-	int rc = rbd_cluster_get(e, &cl, err, errlen);
+	int rc = rbd_cluster_get(e, t, cl, err, errlen);
 
-	return rc ? rc : rbd_ioctx(cl, t, io, err, errlen);
+	if (rc)
+		return rc;
+	rc = rbd_ioctx(*cl, t, io, err, errlen);
+	if (rc)
+		rbd_cluster_put(*cl);
+	return rc;
 }
 
 static int rbd_create_remote(struct td_engine *e, const char *name,
 			     uint64_t size, char *target, size_t targetlen,
 			     char *err, size_t errlen)
 {
+	struct rbd_cluster *cl;
 	struct rbd_target t;
 	rados_ioctx_t io;
 	int order = 0, rc;
 
 	rc = rbd_new_target(e, name, &t, target, targetlen, err, errlen);
 	if (!rc)
-		rc = rbd_engine_ioctx(e, &t, &io, err, errlen);
+		rc = rbd_engine_ioctx(e, &t, &cl, &io, err, errlen);
 	if (rc)
 		return rc;
 	rc = rbd_create(io, t.image, size, &order);
@@ -764,19 +914,21 @@ static int rbd_create_remote(struct td_engine *e, const char *name,
 		snprintf(err, errlen, "rbd: cannot create %s: %s", target,
 			 strerror(-rc));
 	rados_ioctx_destroy(io);
+	rbd_cluster_put(cl);
 	return rc;
 }
 
 static int rbd_remove_remote(struct td_engine *e, const char *target,
 			     char *err, size_t errlen)
 {
+	struct rbd_cluster *cl;
 	struct rbd_target t;
 	rados_ioctx_t io;
 	int rc;
 
 	rc = rbd_parse_target(target, &t, err, errlen);
 	if (!rc)
-		rc = rbd_engine_ioctx(e, &t, &io, err, errlen);
+		rc = rbd_engine_ioctx(e, &t, &cl, &io, err, errlen);
 	if (rc)
 		return rc;
 	rc = rbd_remove(io, t.image);
@@ -784,6 +936,7 @@ static int rbd_remove_remote(struct td_engine *e, const char *target,
 		snprintf(err, errlen, "rbd: cannot remove %s: %s", target,
 			 strerror(-rc));
 	rados_ioctx_destroy(io);
+	rbd_cluster_put(cl);
 	return rc;
 }
 

@@ -15,7 +15,7 @@
 #     is refused EBUSY with the lock's holder named; read-only it opens.
 # (c) Bad targets refused with the reason in .ctl, the daemon alive: no
 #     such pool, no such image, malformed names, no such snapshot, QEMU's
-#     ':conf=' options, create over an existing image.
+#     options other than :conf= and :id=, create over an existing image.
 # Snapshots, rbd parents, steal and a stopped OSD: test-rbd-snap.sh.
 # (d) Remount: the rbd VBDs come back from the manifest, same data; after
 #     the first daemon closes and unmounts, the second opens the image
@@ -26,6 +26,13 @@
 #     tapfs holding an image, qemu-storage-daemon starts and reads, but its
 #     writes and flushes fail EROFS, and rbd export still equals what tapfs
 #     wrote; once tapfs closes, QEMU writes and tapfs is refused again.
+# (f) A VBD's own cluster settings, QEMU's rbd:POOL/IMAGE:conf=FILE:id=NAME:
+#     a second client (client.h2, allowed namespace ns2 only) with its own
+#     conf and keyring; the conf is judged by the path policy (outside
+#     the store and allow_path: EACCES); one connection per (conf, id),
+#     shared by its VBDs and shut down with the last; the lock holder is
+#     known as this daemon's whichever connection holds it; a remount
+#     brings the VBD back on its own cluster settings.
 . "$(dirname "$0")/lib.sh"
 . "$TEST_DIR/ceph-lib.sh"
 requires fio cmp python3
@@ -124,8 +131,10 @@ ctl_err "$G" "open x rbd:rbd/" EINVAL
 ctl_says "$G" "empty image name"
 ctl_err "$G" "open x rbd:rbd/ext@s1 ro" ENOENT
 ctl_says "$G" "no snapshot 's1' of image rbd/ext"
-ctl_err "$G" "open x rbd:rbd/ext@s1:conf=/etc/ceph/ceph.conf ro" EINVAL
-ctl_says "$G" "':' options"
+ctl_err "$G" "open x rbd:rbd/ext:keyring=/etc/shadow" EINVAL
+ctl_says "$G" "option 'keyring=/etc/shadow' is not taken"
+ctl_err "$G" "open x rbd:rbd/ext:conf=ceph.conf" EINVAL
+ctl_says "$G" "conf=ceph.conf is not an absolute path"
 ctl_err "$G" "create d1 rbd 64M" EEXIST
 check mkdir "$M/g2"
 check_not test -e "$M/g2/d1"
@@ -219,6 +228,62 @@ if qsd_export rbd/qemu2 "$T/qemu2.img"; then
 		check_eq "qemu's write is in the image" 0102030405060708 \
 		"$(fsop pread "$T/qemu2.raw" $((2 * 65536)) 8)"
 fi
+
+# ---- (f) a VBD's own cluster settings ----------------------------------------------
+
+C2=$S/ceph-h2		# in the store: the path policy allows it
+check mkdir "$C2"
+check ceph auth get-or-create client.h2 mon "profile rbd" \
+	osd "profile rbd pool=rbd namespace=ns2" -o "$C2/keyring"
+sed "s|^keyring = .*/keyring\$|keyring = $C2/keyring|" "$CEPH_CONF" \
+	>"$C2/ceph.conf"
+check_not cmp -s "$CEPH_CONF" "$C2/ceph.conf"
+check rbd namespace create rbd/ns2
+check rbd create --size 8M rbd/ns2/h2
+check rbd create --size 8M rbd/ns2/h2b
+cp "$C2/ceph.conf" "$T/outside.conf"
+ctl_err "$G" "open h2 rbd:rbd/ns2/h2:conf=$T/outside.conf:id=h2" EACCES
+ctl_says "$G" "Ceph configuration .*outside.conf"
+ctl_err "$G" "open h2 rbd:rbd/ns2/h2:id=h2" EACCES	# no key in admin's
+ctl_says "$G" "client.h2"
+# h2_log WHAT: how often the daemon's log says it WHAT (connected to,
+# disconnecting from) the Ceph cluster of client.h2.
+h2_log() {
+	grep -c "$1 the Ceph cluster of $C2/ceph.conf .*client.h2" "$TAPFS_LOG"
+}
+# client.h2 may use ns2 only: its id is the one used.  Its connection
+# goes with the failed open.
+ctl_err "$G" "open h2 rbd:rbd/g.d1:conf=$C2/ceph.conf:id=h2" EPERM
+check_eq "client.h2 connected once, for the refused open" 1 \
+	"$(h2_log "connected to")"
+check_eq "and disconnected with it" 1 "$(h2_log "disconnecting from")"
+ctl_ok "$G" "open h2 rbd:rbd/ns2/h2:conf=$C2/ceph.conf:id=h2"
+ctl_ok "$G" "open h2b rbd:rbd/ns2/h2b:id=h2:conf=$C2/ceph.conf"
+check_match "h2 chain line names its cluster" \
+	"^h2 running rbd .* rw rbd:rbd/ns2/h2:conf=$C2/ceph.conf:id=h2$" \
+	"$(ctl_line "$G" h2)"
+check_eq "one connection for client.h2's two VBDs" 2 \
+	"$(h2_log "connected to")"
+check dd if=/dev/urandom of="$G/h2" bs=4k count=5 seek=3 oflag=direct \
+	conv=notrunc status=none
+ctl_ok "$G" "flush h2"
+same_export "h2 equals rbd export rbd/ns2/h2" "$G/h2" rbd/ns2/h2
+# The lock client.h2 holds is this daemon's, through the mount's client too.
+ctl_err "$G" "open h2x rbd:rbd/ns2/h2" EBUSY
+ctl_says "$G" "this tapfs daemon"
+md5_h2=$(md5sum <"$G/h2")
+ctl_close "$G" h2b
+check_eq "kept while h2 is open" 1 "$(h2_log "disconnecting from")"
+tapfs_stop "$PID1" "$M"
+tapfs_start "$M" "$S" "$OPTS" || summary
+PID1=$TAPFS_PID
+check_match "h2 back after remount, on its cluster" \
+	"^h2 running rbd .* rbd:rbd/ns2/h2:conf=$C2/ceph.conf:id=h2$" \
+	"$(ctl_line "$G" h2)"
+check_eq "h2 same data after remount" "$md5_h2" "$(md5sum <"$G/h2")"
+ctl_close "$G" h2
+check_eq "shut down with its last VBD" 1 "$(h2_log "disconnecting from")"
+check_eq "no lock left on rbd/ns2/h2" "" "$(rbd_holder rbd/ns2/h2)"
 alive "at the end"
 
 tapfs_stop "$PID1" "$M"

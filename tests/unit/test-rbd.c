@@ -63,13 +63,60 @@ static void test_rbd_target(void **state)
 	target_bad("rb@d/img", "'@' only separates");
 	target_bad("rbd/n@s/img", "'@' only separates");
 	target_bad("rbd/img@s 1", "character 0x20");
-	target_bad("rbd/img@s:conf=/etc/ceph.conf", "':' options");
 	target_bad("rbd/im g", "character 0x20");
 	target_bad("rbd/im\tg", "character 0x09");
 	memset(longname, 'x', sizeof(longname) - 1);
 	longname[sizeof(longname) - 1] = '\0';
 	memcpy(longname, "rbd/", 4);
 	target_bad(longname, "longer than 255 bytes");
+}
+
+/* QEMU's ":conf=FILE:id=NAME" after the image: the VBD's own cluster. */
+static void target_opts_ok(const char *s, const char *image,
+			   const char *snap, const char *conf, const char *id)
+{
+	target_snap_ok(s, "rbd", "", image, snap);
+	assert_string_equal(t.conf, conf);
+	assert_string_equal(t.id, id);
+}
+
+static void test_rbd_target_options(void **state)
+{
+	char longpath[PATH_MAX + 16];
+
+	(void)state;
+	target_opts_ok("rbd/img", "img", "", "", "");
+	target_opts_ok("rbd/img:conf=/etc/ceph/c2.conf", "img", "",
+		       "/etc/ceph/c2.conf", "");
+	target_opts_ok("rbd/img:id=tapfs.h1", "img", "", "", "tapfs.h1");
+	target_opts_ok("rbd/img@s1:conf=/c.conf:id=admin", "img", "s1",
+		       "/c.conf", "admin");
+	target_opts_ok("rbd/img:id=a:conf=/c.conf", "img", "", "/c.conf",
+		       "a");
+	/* A ':' ends the image part: '@' and '/' after it are the value's. */
+	target_opts_ok("rbd/img:conf=/a@b/c.conf", "img", "", "/a@b/c.conf",
+		       "");
+	target_bad("rbd/img:conf=ceph.conf", "conf=ceph.conf is not an "
+		   "absolute path");
+	target_bad("rbd/img:conf=", "option conf has no value");
+	target_bad("rbd/img:conf", "option conf has no value");
+	target_bad("rbd/img:id=", "option id has no value");
+	target_bad("rbd/img:", "option '' is not taken");
+	target_bad("rbd/img:conf=/a:conf=/b", "option conf given twice");
+	target_bad("rbd/img:id=a:id=b", "option id given twice");
+	target_bad("rbd/img:keyring=/etc/shadow", "option 'keyring=/etc/"
+		   "shadow' is not taken (only :conf=FILE and :id=NAME)");
+	target_bad("rbd/img:mon_host=1.2.3.4", "option 'mon_host=1.2.3.4'");
+	target_bad("rbd/img:conf=/a\\:b", "'\\' escapes are not taken");
+	target_bad("rbd/img:id=a b", "client id name contains character "
+		   "0x20");
+	target_bad("rbd/img:conf=/a\nb", "character 0x0a");
+	target_bad("rbd:conf=/c", "is not POOL/IMAGE");
+	target_bad("rbd/img@:id=a", "empty snapshot name");
+	memset(longpath, 'x', sizeof(longpath) - 1);
+	longpath[sizeof(longpath) - 1] = '\0';
+	memcpy(longpath, "rbd/i:conf=/", 12);
+	target_bad(longpath, "conf file name longer than 4095 bytes");
 }
 
 static void test_rbd_table(void **state)
@@ -141,6 +188,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_rbd_target),
+		cmocka_unit_test(test_rbd_target_options),
 		cmocka_unit_test(test_rbd_table),
 		cmocka_unit_test(test_engine_settings),
 	};
