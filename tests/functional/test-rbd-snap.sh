@@ -15,7 +15,13 @@
 #     driver reading the cluster) opens in tapfs with the chain
 #     qcow2 -> rbd; reads fall through to the snapshot, writes go to the
 #     child: qemu-img convert of the child (QEMU's qcow2 and rbd code)
-#     equals the VBD, and the golden image is unchanged.
+#     equals the VBD, and the golden image is unchanged.  The same child
+#     made by tapfs-img create -b rbd:... (no qemu-img): qemu-img info says
+#     what it says of qemu-img's child, qemu-img check and compare (QEMU's
+#     rbd driver under it) find it clean and equal to the golden image,
+#     tapfs-img info shows the rbd parent in its chain, tapfs opens it;
+#     a missing rbd parent and a VHD child of one are refused, no file
+#     left behind.
 # (c) steal: a second daemon holds an image, writes and fsyncs, and is
 #     killed with kill -9; a plain open is refused with the holder named;
 #     "open ... steal" takes the lock (the holder is blocklisted) and the
@@ -27,6 +33,7 @@
 . "$(dirname "$0")/lib.sh"
 . "$TEST_DIR/ceph-lib.sh"
 requires fio cmp qemu-img python3
+TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 
 M=$T/mnt
 S=$T/store
@@ -125,6 +132,42 @@ check cmp "$T/gold.raw" "$T/gold.after"
 export_to rbd/gold "$T/gold.after"
 check cmp "$T/gold.raw" "$T/gold.after"
 ctl_close "$G" c1
+
+# qemu_field FILE KEY: KEY of qemu-img info --output=json of FILE.
+qemu_field() {
+	qemu-img info -U --output=json "$1" | json_field "$2"
+}
+check "$TAPFS_IMG" create -q -f qcow2 -b rbd:rbd/gold@base "$S/g/c2.qcow2"
+for k in format virtual-size backing-filename backing-filename-format; do
+	check_eq "tapfs-img's rbd child: qemu-img info $k as of qemu-img's" \
+		"$(qemu_field "$S/g/c1.qcow2" "$k")" \
+		"$(qemu_field "$S/g/c2.qcow2" "$k")"
+done
+check qemu-img check -q "$S/g/c2.qcow2"
+check qemu-img compare -q -U -f qcow2 -F raw "$S/g/c2.qcow2" "$T/gold.raw"
+info=$("$TAPFS_IMG" info "$S/g/c2.qcow2")
+check_match "tapfs-img info: the backing file" \
+	"backing file: rbd:rbd/gold@base \(format raw\)" "$info"
+check_match "tapfs-img info: the chain ends in the rbd snapshot" \
+	"chain \(leaf -> base\): $S/g/c2\.qcow2 -> rbd/gold@base$" "$info"
+check_eq "tapfs-img info --json: virtual-size" $((8 * MiB)) \
+	"$("$TAPFS_IMG" info --json "$S/g/c2.qcow2" | json_field virtual-size)"
+check "$TAPFS_IMG" check "$S/g/c2.qcow2"
+ctl_ok "$G" "open c2 qcow2:$S/g/c2.qcow2"
+check cmp "$G/c2" "$T/gold.raw"
+ctl_close "$G" c2
+# A size of its own; bad parents.
+check "$TAPFS_IMG" create -q -f qcow2 -b rbd:rbd/gold "$S/g/c3.qcow2" 16M
+check_eq "tapfs-img child of 16M over an 8M rbd image" $((16 * MiB)) \
+	"$(qemu_field "$S/g/c3.qcow2" virtual-size)"
+check_out "tapfs-img create -b rbd:rbd/nope@x: refused" 1 \
+	"no image rbd/nope" "$TAPFS_IMG" create -f qcow2 \
+	-b rbd:rbd/nope@x "$T/c4.qcow2"
+check_not test -e "$T/c4.qcow2"
+check_out "tapfs-img create -f vhd -b rbd:...: refused" 1 \
+	"a vhd image cannot have a remote parent" "$TAPFS_IMG" create \
+	-f vhd -b rbd:rbd/gold@base "$T/c5.vhd"
+check_not test -e "$T/c5.vhd"
 
 # ---- (c) open ... steal after the holder died ------------------------------------
 

@@ -88,11 +88,27 @@ int create_qcow2(const struct img_create *c)
 {
 	struct qcow2_create_params p = c->qcow2;
 	const struct img_format *pf = NULL;
+	const char *arg;
+	uint64_t psize;
 	char err[1024];
 	int ret;
 
 	p.size = c->size;
-	if (c->parent) {
+	if (c->parent && td_remote_parent(c->parent, &arg)) {
+		/* rbd:POOL/IMAGE@SNAP, as qemu-img create -b names it. */
+		if (c->parent_fmt && c->parent_fmt != &img_format_raw) {
+			msg("%s is a remote image: its format is raw, not %s",
+			    c->parent, c->parent_fmt->name);
+			return EXIT_FAIL;
+		}
+		if ((ret = img_remote_size(c->parent, &psize)))
+			return ret;
+		if (!p.size)
+			p.size = td_round_up(psize, TD_SECTOR_SIZE);
+		pf = &img_format_raw;
+		p.backing = c->parent;
+		p.backing_fmt = pf->qemu_name;
+	} else if (c->parent) {
 		/* A relative name is relative to FILE's directory. */
 		char *found = td_path_resolve(c->path, c->parent);
 		struct img_create at = *c;
@@ -177,6 +193,7 @@ int create_qcow(const struct img_create *c)
 int img_create(const struct verb *v, const struct img_format *f,
 	       struct img_create *c, char *opts)
 {
+	const char *arg;
 	int ret;
 
 	if (opts && !f->parse_options)
@@ -191,6 +208,16 @@ int img_create(const struct verb *v, const struct img_format *f,
 		return usage_error(v, "a differencing image cannot be fixed");
 	if (!c->parent && c->size == 0)
 		return usage_error(v, "SIZE must be greater than 0");
+	if (c->parent && td_remote_parent(c->parent, &arg)) {
+		/* Not a file: nothing to lock (an RBD snapshot is frozen). */
+		if (f != &img_format_qcow2) {
+			msg("%s: a %s image cannot have a remote parent (its "
+			    "parent is named as a file): use -f qcow2",
+			    c->parent, f->name);
+			return EXIT_FAIL;
+		}
+		return f->create(c);
+	}
 	/* A parent someone writes would change under its new child. */
 	if (c->parent && (ret = img_lock(c->parent, TD_LOCK_READ)))
 		return ret;
@@ -269,6 +296,9 @@ const struct verb verb_create = {
 "              blktap does.  A qcow2 child records PARENT's name as given\n"
 "              (relative names are resolved against FILE's directory)\n"
 "              and its format (qcow2, raw, vpc).\n"
+"              A qcow2 child may have a Ceph RBD image as PARENT, named\n"
+"              as QEMU names it: rbd:POOL/IMAGE[@SNAP][:conf=FILE][:id=ID]\n"
+"              (raw; the cluster of $CEPH_CONF unless conf= says).\n"
 "  -q          no \"Formatting\" line.\n"
 "\n"
 "SIZE is in bytes, or with a suffix K, M, G or T (powers of 1024), and is\n"
@@ -283,6 +313,7 @@ const struct verb verb_create = {
 "  " PROG " create -b base.vhd child.vhd\n"
 "  " PROG " create -f qcow2 -o cluster_size=4K disk.qcow2 20G\n"
 "  " PROG " create -f qcow2 -b base.qcow2 -F qcow2 child.qcow2\n"
+"  " PROG " create -f qcow2 -b rbd:rbd/golden@v1 child.qcow2\n"
 };
 
 int create_vmdk(const struct img_create *c)

@@ -68,6 +68,25 @@ int img_open(const struct img_format *f, const char *path, td_flag_t flags,
 	return 0;
 }
 
+int img_remote_size(const char *spec, uint64_t *size)
+{
+	char err[1024];
+	td_vbd_t *vbd = NULL;
+	int rc;
+
+	if (img_engine_start())
+		return EXIT_FAIL;
+	/* Read, never written: no lock, as info. */
+	rc = vbd_open(engine, spec, TD_OPEN_RDONLY | TD_OPEN_FORCE_SHARE, NULL,
+		      &vbd, err, sizeof(err));
+	if (rc) {
+		msg("%s", err[0] ? err : strerror(-rc));
+		return EXIT_FAIL;
+	}
+	*size = vbd_size(vbd);
+	return img_close(vbd, spec);
+}
+
 int img_close(td_vbd_t *vbd, const char *path)
 {
 	int rc;

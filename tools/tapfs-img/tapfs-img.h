@@ -183,6 +183,12 @@ int  img_open(const struct img_format *f, const char *path, td_flag_t flags,
 	      td_vbd_t **out);
 /* Close; EXIT_FAIL after saying why if the last writes failed. */
 int  img_close(td_vbd_t *vbd, const char *path);
+/*
+ * The size in bytes of the image of spec, "DRIVER:ARG" of a remote image
+ * ("rbd:POOL/IMAGE@SNAP"), opened read-only through the engine, unlocked,
+ * and closed again.  0, or EXIT_FAIL with the reason printed.
+ */
+int  img_remote_size(const char *spec, uint64_t *size);
 /* Make what was written to the file at path durable (TD_OPEN_UNSAFE). */
 int  img_sync_file(const char *path);
 
