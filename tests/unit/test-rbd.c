@@ -42,10 +42,22 @@ static void target_bad(const char *s, const char *needle)
 		fail_msg("'%s': reason '%s' lacks '%s'", s, err, needle);
 }
 
+/* prefix, then 'x' up to len bytes: refused with needle in the reason. */
+static void target_long_bad(const char *prefix, size_t len,
+			    const char *needle)
+{
+	char *s = malloc(len + 1);
+
+	assert_non_null(s);
+	memset(s, 'x', len);
+	s[len] = '\0';
+	memcpy(s, prefix, strlen(prefix));
+	target_bad(s, needle);
+	free(s);
+}
+
 static void test_rbd_target(void **state)
 {
-	char longname[RBD_NAME_MAX + 8];
-
 	(void)state;
 	target_ok("rbd/img", "rbd", "", "img");
 	target_ok("p/ns/img.1", "p", "ns", "img.1");
@@ -65,10 +77,7 @@ static void test_rbd_target(void **state)
 	target_bad("rbd/img@s 1", "character 0x20");
 	target_bad("rbd/im g", "character 0x20");
 	target_bad("rbd/im\tg", "character 0x09");
-	memset(longname, 'x', sizeof(longname) - 1);
-	longname[sizeof(longname) - 1] = '\0';
-	memcpy(longname, "rbd/", 4);
-	target_bad(longname, "longer than 255 bytes");
+	target_long_bad("rbd/", RBD_NAME_MAX + 7, "longer than 255 bytes");
 }
 
 /* QEMU's ":conf=FILE:id=NAME" after the image: the VBD's own cluster. */
@@ -82,8 +91,6 @@ static void target_opts_ok(const char *s, const char *image,
 
 static void test_rbd_target_options(void **state)
 {
-	char longpath[PATH_MAX + 16];
-
 	(void)state;
 	target_opts_ok("rbd/img", "img", "", "", "");
 	target_opts_ok("rbd/img:conf=/etc/ceph/c2.conf", "img", "",
@@ -113,10 +120,8 @@ static void test_rbd_target_options(void **state)
 	target_bad("rbd/img:conf=/a\nb", "character 0x0a");
 	target_bad("rbd:conf=/c", "is not POOL/IMAGE");
 	target_bad("rbd/img@:id=a", "empty snapshot name");
-	memset(longpath, 'x', sizeof(longpath) - 1);
-	longpath[sizeof(longpath) - 1] = '\0';
-	memcpy(longpath, "rbd/i:conf=/", 12);
-	target_bad(longpath, "conf file name longer than 4095 bytes");
+	target_long_bad("rbd/i:conf=/", PATH_MAX + 15,
+			"conf file name longer than 4095 bytes");
 }
 
 static void test_rbd_table(void **state)
