@@ -468,9 +468,10 @@ mnt=$WORK/tapfs.mnt
 if want tapfs; then
 	mkdir -p "$mnt" "$WORK/store"
 	log "tapfs: starting $TAPFS on $mnt"
+	# allow_path: the raw image is in WORK, outside the store.
 	# In a session of its own: a Ctrl-C of the benchmark reaches fio and
 	# this script, and the daemons are stopped in order by the cleanup.
-	setsid "$TAPFS" -f -o "store=$WORK/store" "$mnt" 2>"$WORK/tapfs.log" &
+	setsid "$TAPFS" -f -o "store=$WORK/store,allow_path=$WORK" "$mnt" 2>"$WORK/tapfs.log" &
 	PID[tapfs]=$!
 	push_cleanup "stop_tapfs '$mnt' ${PID[tapfs]}"
 	if wait_mount "$mnt" "${PID[tapfs]}" tapfs && mkdir "$mnt/bench"; then
@@ -506,8 +507,10 @@ declare -A QSD_DEPTH
 start_qsd() {
 	local t=$1 img=$2 drv=$3 qmnt=$WORK/$1.export qlog=$WORK/$1.log
 	: >"$qmnt"	# the FUSE export mounts over an existing regular file
+	# locking=off: the raw image is open in tapfs too, which holds its
+	# write lock (one writer per image); the two never run at once.
 	setsid qemu-storage-daemon \
-		--blockdev "driver=file,node-name=f,filename=$img,cache.direct=on,aio=native" \
+		--blockdev "driver=file,node-name=f,filename=$img,cache.direct=on,aio=native,locking=off" \
 		--blockdev "driver=$drv,node-name=d,file=f" \
 		--export "type=fuse,id=e,node-name=d,mountpoint=$qmnt,writable=on" \
 		2>>"$qlog" &
