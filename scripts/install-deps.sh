@@ -16,7 +16,8 @@ man-db groff-base"
 # The rbd driver's tests (tests/ceph): a throw-away one-node Ceph cluster
 # (mon, mgr, one bluestore OSD) and the rbd/ceph CLIs as the oracle.
 CEPH_PKGS="ceph-mon ceph-mgr ceph-osd ceph-common"
-BENCH_PKGS="qemu-system-common"
+# The bench's FUSE peers: qemu-storage-daemon; nbdkit + nbdfuse (loop table).
+BENCH_PKGS="qemu-system-common nbdkit libnbd-bin"
 FUZZ_PKGS="clang libclang-rt-14-dev"
 VALGRIND_PKGS="valgrind"
 # The emulated-Xen test (tests/xen): QEMU, and what builds its initramfs.
