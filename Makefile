@@ -9,6 +9,7 @@
 #   make valgrind   the unit tests under valgrind memcheck
 #   make bench      fio: raw file vs tapfs vs qemu-storage-daemon
 #   make bench-img  tapfs-img convert vs qemu-img convert
+#   make fuse-null  the reply-only FUSE daemon of the bench (build/fuse-null)
 #   make install    PREFIX=/usr/local, DESTDIR=, MANDIR=
 #   make clean
 
@@ -137,8 +138,16 @@ valgrind: deps-build $(UNIT_BINS)
 	UNIT_WRAPPER="$(VALGRIND)" UNIT_TIMEOUT=900 scripts/run-unit.sh $(UNIT_BINS)
 
 bench: deps
-	$(MAKE) all
-	TAPFS=$(abspath $(BUILD)/tapfs) bench/bench.sh
+	$(MAKE) all $(BUILD)/fuse-null
+	TAPFS=$(abspath $(BUILD)/tapfs) \
+		FUSE_NULL=$(abspath $(BUILD)/fuse-null) bench/bench.sh
+
+# The reply-only FUSE daemon of the bench's loop table (the ceiling).
+.PHONY: fuse-null
+fuse-null: $(BUILD)/fuse-null
+$(BUILD)/fuse-null: bench/fuse-null.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(FUSE_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(FUSE_LIBS)
 
 # tapfs-img convert against qemu-img convert, 2 GiB per format pair.
 .PHONY: bench-img

@@ -37,22 +37,41 @@
 #   3. the verify check, on a fresh image, over 32 MiB.
 # A format's images are deleted when its table is done.
 #
+# The loop table (BENCH_TABLES=loop; not in the default run: about 5 min
+# with BENCH_RUNTIME=5 BENCH_RAMP=2, 10 min with the defaults) is the path
+# a Xen guest takes: blkback -> /dev/loopN (losetup --direct-io=on) -> the
+# FUSE file.  The five rows on a loop device over
+#   loop-raw      the image file itself (the limit),
+#   loop-tapfs    the tapfs VBD file,
+#   loop-qsd      qemu-storage-daemon's FUSE export,
+#   loop-nbdfuse  nbdfuse's file, over nbdkit's file plugin (cache=none),
+#   loop-null     bench/fuse-null's file: a FUSE daemon that only replies
+#                 (the kernel's loop + FUSE ceiling; FUSE_NULL),
+# then ext4 on the loop devices of raw, tapfs and nbdfuse (mkfs.ext4,
+# mount, 4k randread and randwrite QD32 over 4 files, fsck -fn), with the
+# ratios tapfs/raw, tapfs/null, tapfs/qsd and tapfs/nbdfuse, and each loop
+# device's queue settings.
+#
 # Environment (all optional):
 #   BENCH_RUNTIME  seconds per row, after ramp        (default 12)
 #   BENCH_RAMP     ramp seconds per row, not counted  (default 3)
 #   BENCH_SIZE     image size, whole MiB: 2G, 512M    (default 2G)
 #   BENCH_DIR      directory for the temporary files  (default: ROOT/build)
-#   BENCH_ONLY     comma list of targets: raw,tapfs,qsd (default: all three;
-#                  tapfs and qsd stand for their image-format columns too)
-#   BENCH_TABLES   comma list of tables: raw,vhd,qcow2,vmdk,qcow (default:
-#                  all); raw is the raw-image table; the raw file's rows
-#                  run whenever the raw target does (the reference); rbd
-#                  (or ONLY=rbd, "make bench ONLY=rbd"): the rbd table
-#                  alone, bench/bench-rbd.sh, on a throw-away Ceph cluster
+#   BENCH_ONLY     comma list of targets: raw,tapfs,qsd,nbdfuse,null
+#                  (default: all; tapfs and qsd stand for their image-format
+#                  and loop columns too, nbdfuse and null are in the loop
+#                  table only); rbd (or ONLY=rbd, "make bench ONLY=rbd"):
+#                  the rbd table alone, bench/bench-rbd.sh, on a throw-away
+#                  Ceph cluster
+#   BENCH_TABLES   comma list of tables: raw,vhd,qcow2,vmdk,qcow,loop
+#                  (default: all but loop); raw is the raw-image table; the
+#                  raw file's rows run whenever the raw target does (the
+#                  reference)
 #   BENCH_ZERO_RUNTIME  seconds per unallocated-read row, 0 skips them
 #                                                      (default 4)
 #   BENCH_VERIFY   1: run the verify check, 0: skip    (default 1)
 #   TAPFS          the daemon binary                   (default: ROOT/build/tapfs)
+#   FUSE_NULL      the reply-only daemon       (default: ROOT/build/fuse-null)
 #
 # Exit status: 0 if every requested target ran (a failed verify is reported
 # in the table, not in the exit status), 1 on a setup failure, 2 on usage.
@@ -67,10 +86,11 @@ esac
 RUNTIME=${BENCH_RUNTIME:-12}
 RAMP=${BENCH_RAMP:-3}
 SIZE=${BENCH_SIZE:-2G}
-ONLY=${BENCH_ONLY:-raw,tapfs,qsd}
+ONLY=${BENCH_ONLY:-raw,tapfs,qsd,nbdfuse,null}
 VERIFY=${BENCH_VERIFY:-1}
 ZERO_RUNTIME=${BENCH_ZERO_RUNTIME:-4}
 TAPFS=${TAPFS:-$ROOT/build/tapfs}
+FUSE_NULL=${FUSE_NULL:-$ROOT/build/fuse-null}
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
@@ -82,6 +102,10 @@ ROWS=(
 	"1M seqread QD8|read|1M|8|mibs"
 	"1M seqwrite QD8|write|1M|8|mibs"
 )
+# The loop table's ext4 rows (indexes into ROWS), on 4 files filling half
+# of a new ext4 on the loop device, laid out before the first row.
+EXT4_ROWS=(1 2)
+EXT4_FILES=4
 # The image-format tables, in this order.  name (the table, and the tapfs
 # VBD's name) | tapfs "create" format | qemu-storage-daemon driver (and
 # qemu-img -f/-O) | qemu-img -o options | what the images are.
@@ -100,6 +124,7 @@ for f in "${IMAGE_FORMATS[@]}"; do
 done
 printf -v TABLE_LIST 'raw,%s' "$(IFS=,; echo "${FMT_NAMES[*]}")"
 TABLES=${BENCH_TABLES:-$TABLE_LIST}
+ALL_TABLES=$TABLE_LIST,loop	# loop runs only when asked for
 MOUNT_TIMEOUT=20	# seconds to wait for a FUSE mount to go live
 STOP_TIMEOUT=30		# seconds to wait for a daemon to exit
 
@@ -116,8 +141,8 @@ esac
 
 for t in ${ONLY//,/ }; do
 	case "$t" in
-	raw|tapfs|qsd) ;;
-	*) echo "bench: BENCH_ONLY: unknown target '$t' (raw,tapfs,qsd)" >&2
+	raw|tapfs|qsd|nbdfuse|null) ;;
+	*) echo "bench: BENCH_ONLY: unknown target '$t' (raw,tapfs,qsd,nbdfuse,null)" >&2
 	   exit 2 ;;
 	esac
 done
@@ -129,21 +154,26 @@ want() { case ",$ONLY," in *",$1,"*) return 0 ;; esac; return 1; }
 for v in BENCH_VHD BENCH_QCOW2; do
 	if [ -n "${!v+set}" ]; then
 		echo "bench: $v is gone: choose the tables with BENCH_TABLES" \
-			"($TABLE_LIST)" >&2
+			"($ALL_TABLES)" >&2
 		exit 2
 	fi
 done
 table_on() { case ",$TABLES," in *",$1,"*) return 0 ;; esac; return 1; }
 for t in ${TABLES//,/ }; do
-	case " raw ${FMT_NAMES[*]} " in
+	case " raw ${FMT_NAMES[*]} loop " in
 	*" $t "*) ;;
 	*) echo "bench: BENCH_TABLES: unknown table '$t'" \
-		"($TABLE_LIST)" >&2
+		"($ALL_TABLES)" >&2
 	   exit 2 ;;
 	esac
 done
 RAW_TABLE=0
 table_on raw && RAW_TABLE=1
+LOOP_TABLE=0
+table_on loop && LOOP_TABLE=1
+# The daemons serve the raw image for the raw table and the loop table.
+IMG_SERVED=0
+[ "$RAW_TABLE$LOOP_TABLE" = 00 ] || IMG_SERVED=1
 IMG_TABLES=()	# the image formats whose tables run
 for n in "${FMT_NAMES[@]}"; do
 	table_on "$n" && IMG_TABLES+=("$n")
@@ -158,7 +188,23 @@ if want qsd && [ "${#IMG_TABLES[@]}" -gt 0 ] &&
    ! command -v qemu-img >/dev/null; then
 	die "qemu-img not found (Debian package qemu-utils): needed for the qsd columns of the image tables"
 fi
-if want tapfs || want qsd; then
+if [ "$LOOP_TABLE" = 1 ]; then
+	for c in losetup mkfs.ext4 fsck.ext4 mount umount; do
+		command -v "$c" >/dev/null ||
+			die "$c not found (util-linux, e2fsprogs): needed for the loop table"
+	done
+	if want nbdfuse; then
+		command -v nbdkit >/dev/null ||
+			die "nbdkit not found (Debian package nbdkit): needed for the loop-nbdfuse column"
+		command -v nbdfuse >/dev/null ||
+			die "nbdfuse not found (Debian package libnbd-bin): needed for the loop-nbdfuse column"
+	fi
+	if want null && [ ! -x "$FUSE_NULL" ]; then
+		log "$FUSE_NULL not built: the loop-null column is skipped (make fuse-null)"
+		ONLY=$(echo ",$ONLY," | sed 's/,null,/,/; s/^,//; s/,$//')
+	fi
+fi
+if want tapfs || want qsd || want nbdfuse || want null; then
 	[ -e /dev/fuse ] || die "/dev/fuse is missing: FUSE is not available"
 	command -v fusermount3 >/dev/null || die "fusermount3 not found (package fuse3)"
 fi
@@ -355,14 +401,18 @@ cpu = int(ticks) * 1e6 / int(hz) / ios if ios and int(ticks) > 0 else 0
 print("%.1f %s" % (val, "%.1f" % cpu if cpu else "-"))
 '
 
-# CPU time (user + system) of a process in clock ticks, or 0.
+# CPU time (user + system) of the processes in the space-separated PID
+# list $1 (nbdfuse and its nbdkit), in clock ticks, or 0.
 cpu_ticks() {
-	if [ -z "$1" ] || [ ! -r "/proc/$1/stat" ]; then
-		echo 0
-		return
-	fi
-	# utime and stime are fields 14 and 15; comm (field 2) may hold spaces.
-	sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+	local p sum=0 n
+	for p in $1; do
+		[ -r "/proc/$p/stat" ] || continue
+		# utime and stime are fields 14 and 15; comm (field 2) may hold
+		# spaces.
+		n=$(sed 's/^.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }')
+		sum=$((sum + ${n:-0}))
+	done
+	echo "$sum"
 }
 
 # Per target: the file fio runs on, and the daemon's PID (none for raw).
@@ -370,12 +420,24 @@ cpu_ticks() {
 # IMGF[t]: the image file of an image-table target.
 declare -A FILE PID BROKEN IMGF
 
+# fio's options for the files of target $1: the file or device FILE[$1],
+# or, when FILE[$1] is a directory (ext4 on a loop device), EXT4_FILES
+# files filling half of the image's size in it.
+fio_where() {
+	if [ -d "${FILE[$1]}" ]; then
+		printf '%s\n' "--directory=${FILE[$1]}" \
+			"--nrfiles=$EXT4_FILES" "--size=$((size_bytes / 2))"
+	else
+		printf '%s\n' "--filename=${FILE[$1]}" "--size=$size_bytes"
+	fi
+}
+
 # run_row TARGET ROW_INDEX [KEY [RUNTIME RAMP [once]]]: one fio row on one
 # target, into $RESULTS under KEY (default ROW_INDEX).  "once": one pass
 # over the image, stopped after RUNTIME, instead of time_based.
 run_row() {
 	local t=$1 i=$2 key=${3:-$2} rt=${4:-$RUNTIME} ramp=${5:-$RAMP}
-	local mode=${6:-} row rw bs qd unit out c0 c1 t0 t1 val cpu
+	local mode=${6:-} row rw bs qd unit out c0 c1 t0 t1 val cpu where
 	local tb=--time_based
 	IFS='|' read -r row rw bs qd unit <<<"${ROWS[$i]}"
 	[ "$mode" = once ] && tb=--loops=1
@@ -387,8 +449,8 @@ run_row() {
 	log "$t: $row ($key: ${rt}s, ramp ${ramp}s${mode:+, $mode})"
 	c0=$(cpu_ticks "${PID[$t]}")
 	t0=$(date +%s%N)
-	if ! run_wait fio --name=bench --filename="${FILE[$t]}" \
-		--size="$size_bytes" \
+	mapfile -t where < <(fio_where "$t")
+	if ! run_wait fio --name=bench "${where[@]}" \
 		--ioengine=libaio --direct=1 --rw="$rw" --bs="$bs" \
 		--iodepth="$qd" --numjobs=1 "$tb" \
 		--runtime="$rt" --ramp_time="$ramp" \
@@ -475,20 +537,21 @@ mnt=$WORK/tapfs.mnt
 if want tapfs; then
 	mkdir -p "$mnt" "$WORK/store"
 	log "tapfs: starting $TAPFS on $mnt"
+	# allow_path: the raw image is in WORK, outside the store.
 	# In a session of its own: a Ctrl-C of the benchmark reaches fio and
 	# this script, and the daemons are stopped in order by the cleanup.
-	setsid "$TAPFS" -f -o "store=$WORK/store" "$mnt" 2>"$WORK/tapfs.log" &
+	setsid "$TAPFS" -f -o "store=$WORK/store,allow_path=$WORK" "$mnt" 2>"$WORK/tapfs.log" &
 	PID[tapfs]=$!
 	push_cleanup "stop_tapfs '$mnt' ${PID[tapfs]}"
 	if wait_mount "$mnt" "${PID[tapfs]}" tapfs && mkdir "$mnt/bench"; then
 		TAPFS_UP=1
 	fi
-	if [ "$RAW_TABLE" = 0 ]; then
+	if [ "$IMG_SERVED" = 0 ]; then
 		:
 	elif [ "$TAPFS_UP" = 1 ] &&
 	     echo "open img raw:$IMG" >"$mnt/bench/.ctl"; then
 		FILE[tapfs]=$mnt/bench/img
-		ACTIVE+=(tapfs)
+		[ "$RAW_TABLE" = 0 ] || ACTIVE+=(tapfs)
 	else
 		if [ -r "$mnt/bench/.ctl" ]; then
 			log "tapfs: $(head -n 1 "$mnt/bench/.ctl")"
@@ -513,8 +576,10 @@ declare -A QSD_DEPTH
 start_qsd() {
 	local t=$1 img=$2 drv=$3 qmnt=$WORK/$1.export qlog=$WORK/$1.log
 	: >"$qmnt"	# the FUSE export mounts over an existing regular file
+	# locking=off: the raw image is open in tapfs too, which holds its
+	# write lock (one writer per image); the two never run at once.
 	setsid qemu-storage-daemon \
-		--blockdev "driver=file,node-name=f,filename=$img,cache.direct=on,aio=native" \
+		--blockdev "driver=file,node-name=f,filename=$img,cache.direct=on,aio=native,locking=off" \
 		--blockdev "driver=$drv,node-name=d,file=f" \
 		--export "type=fuse,id=e,node-name=d,mountpoint=$qmnt,writable=on" \
 		2>>"$qlog" &
@@ -538,10 +603,10 @@ stop_qsd() {
 	PID[$1]=
 }
 
-if want qsd && [ "$RAW_TABLE" = 1 ]; then
+if want qsd && [ "$IMG_SERVED" = 1 ]; then
 	log "qsd: exporting $IMG"
 	if start_qsd qsd "$IMG" raw; then
-		ACTIVE+=(qsd)
+		[ "$RAW_TABLE" = 0 ] || ACTIVE+=(qsd)
 	else
 		target_failed qsd
 	fi
@@ -562,6 +627,176 @@ if [ "$VERIFY" = 1 ] && [ "$RAW_TABLE" = 1 ]; then
 	for t in "${ACTIVE[@]}"; do
 		run_verify "$t"
 	done
+fi
+
+# ---- the loop table ------------------------------------------------------------
+
+# The path a Xen guest takes: fio on a loop device (losetup --direct-io=on)
+# over each target's file.  The loop devices, the mounts and the daemons
+# started here (nbdkit, nbdfuse, fuse-null) go on the cleanup stack above
+# LOOP_DEPTH and are undone when the table is done.
+LOOP_INFO=$WORK/loops.txt	# a line per loop device: its settings
+: >"$LOOP_INFO"
+declare -A LOOPDEV
+
+# detach_loop DEV: detach, and wait until the kernel has let go of the
+# backing file (a FUSE mount under it cannot be unmounted before).
+detach_loop() {
+	local i
+	losetup -d "$1" || log "losetup -d $1 failed"
+	for ((i = 0; i < 100; i++)); do
+		[ -e "/sys/block/${1#/dev/}/loop/backing_file" ] || return 0
+		sleep 0.1
+	done
+	log "$1 still attached 10 s after losetup -d"
+}
+
+# attach_loop TARGET FILE: a loop device with direct I/O over FILE, as
+# FILE[TARGET]; its settings go to LOOP_INFO.
+attach_loop() {
+	local t=$1 dev q
+	if ! dev=$(losetup --direct-io=on --find --show "$2"); then
+		log "$t: losetup --direct-io=on $2 failed"
+		return 1
+	fi
+	push_cleanup "detach_loop $dev"
+	LOOPDEV[$t]=$dev
+	FILE[$t]=$dev
+	q=/sys/block/${dev#/dev/}
+	printf '%s %s dio=%s scheduler=%s nr_requests=%s max_sectors_kb=%s logical_block_size=%s nr_hw_queues=%s\n' \
+		"$t" "$dev" "$(cat "$q/loop/dio")" \
+		"$(sed 's/.*\[\(.*\)\].*/\1/' "$q/queue/scheduler")" \
+		"$(cat "$q/queue/nr_requests")" \
+		"$(cat "$q/queue/max_sectors_kb")" \
+		"$(cat "$q/queue/logical_block_size")" \
+		"$(ls "$q/mq" 2>/dev/null | wc -l)" >>"$LOOP_INFO"
+	[ "$(cat "$q/loop/dio")" = 1 ] ||
+		log "$t: warning: $dev is not in direct I/O mode"
+}
+
+# start_nbdfuse: nbdkit's file plugin on the raw image (cache=none: it
+# cannot open O_DIRECT) on a Unix socket, and nbdfuse exporting it as
+# WORK/nbdfuse.mnt/nbd.  Both stopped by PID (nbdfuse by unmounting).
+start_nbdfuse() {
+	local sock=$WORK/nbd.sock nmnt=$WORK/nbdfuse.mnt pk pf i
+	setsid nbdkit -f -U "$sock" file file="$IMG" cache=none \
+		2>>"$WORK/nbdkit.log" &
+	pk=$!
+	push_cleanup "stop_daemon /nonexistent $pk term || true"
+	for ((i = 0; i < MOUNT_TIMEOUT * 10; i++)); do
+		[ -S "$sock" ] && break
+		kill -0 "$pk" 2>/dev/null || break
+		sleep 0.1
+	done
+	[ -S "$sock" ] || { log "nbdkit: no socket"; sed 's/^/  /' "$WORK/nbdkit.log" >&2; return 1; }
+	mkdir -p "$nmnt"
+	setsid nbdfuse "$nmnt" --unix "$sock" 2>>"$WORK/nbdfuse.log" &
+	pf=$!
+	push_cleanup "stop_daemon '$nmnt' $pf unmount || true"
+	wait_mount "$nmnt" "$pf" nbdfuse ||
+		{ sed 's/^/  /' "$WORK/nbdfuse.log" >&2; return 1; }
+	PID[nbdfuse]="$pf $pk"
+	FILE[nbdfuse]=$nmnt/nbd
+}
+
+# start_null: bench/fuse-null, one file of the image's size.
+start_null() {
+	local nmnt=$WORK/null.mnt
+	mkdir -p "$nmnt"
+	setsid "$FUSE_NULL" -f -o "size=$size_bytes" "$nmnt" \
+		2>>"$WORK/null.log" &
+	PID[null]=$!
+	push_cleanup "stop_daemon '$nmnt' ${PID[null]} unmount || true"
+	wait_mount "$nmnt" "${PID[null]}" fuse-null ||
+		{ sed 's/^/  /' "$WORK/null.log" >&2; return 1; }
+	FILE[null]=$nmnt/null
+}
+
+# ext4_target SOURCE: mkfs.ext4 on SOURCE's loop device, mounted, with
+# the files laid out; FILE[ext4-SOURCE] is the mount point.
+ext4_target() {
+	local t=ext4-${1#loop-} dev=${LOOPDEV[$1]} emnt=$WORK/ext4-${1#loop-}
+	local where
+	PID[$t]=${PID[$1]}
+	log "$t: mkfs.ext4 on $dev"
+	# nodiscard: the image stays allocated; no lazy init in the rows.
+	mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 \
+		"$dev" >>"$WORK/$t.log" 2>&1 || return 1
+	mkdir -p "$emnt"
+	mount -t ext4 "$dev" "$emnt" 2>>"$WORK/$t.log" || return 1
+	push_cleanup "umount '$emnt'"
+	FILE[$t]=$emnt
+	log "$t: laying out $EXT4_FILES files"
+	mapfile -t where < <(fio_where "$t")
+	run_wait fio --name=bench "${where[@]}" --rw=write --bs=1M \
+		--iodepth=8 --ioengine=libaio --direct=1 --fallocate=none \
+		--output=/dev/null >>"$WORK/$t.log" 2>&1
+}
+
+# ext4_check SOURCE: unmount ext4-SOURCE and fsck -fn its device.
+ext4_check() {
+	local t=ext4-${1#loop-} v=ok
+	if umount "${FILE[$t]}"; then
+		# Drop its cleanup entry, the last one (ext4_target).
+		CLEANUP=("${CLEANUP[@]:0:${#CLEANUP[@]}-1}")
+	else
+		v=FAIL
+	fi
+	if [ "$v" = ok ] &&
+	   ! fsck.ext4 -fn "${LOOPDEV[$1]}" >>"$WORK/$t.log" 2>&1; then
+		log "$t: fsck.ext4 -fn found errors (log: $t.log)"
+		v=FAIL
+	fi
+	printf '%s\tfsck\t%s\t-\n' "$t" "$v" >>"$RESULTS"
+}
+
+LOOP_TARGETS=(raw tapfs qsd nbdfuse null)
+EXT4_SOURCES=(loop-raw loop-tapfs loop-nbdfuse)
+if [ "$LOOP_TABLE" = 1 ]; then
+	LOOP_DEPTH=${#CLEANUP[@]}
+	LACTIVE=()
+	FILE[raw]=$IMG
+	for s in "${LOOP_TARGETS[@]}"; do
+		want "$s" || continue
+		t=loop-$s
+		LACTIVE+=("$t")
+		case "$s" in
+		nbdfuse) log "nbdfuse: nbdkit file plugin on $IMG"
+			 start_nbdfuse || BROKEN[$t]=1 ;;
+		null) log "null: $FUSE_NULL"
+		      start_null || BROKEN[$t]=1 ;;
+		esac
+		PID[$t]=${PID[$s]:-}
+		if [ -z "${BROKEN[$t]:-}" ] && [ -n "${FILE[$s]:-}" ]; then
+			attach_loop "$t" "${FILE[$s]}" || BROKEN[$t]=1
+		else
+			BROKEN[$t]=1
+		fi
+	done
+	for i in "${!ROWS[@]}"; do
+		for t in "${LACTIVE[@]}"; do
+			run_row "$t" "$i" "l$i"
+		done
+	done
+	for t in "${EXT4_SOURCES[@]}"; do
+		case " ${LACTIVE[*]} " in *" $t "*) ;; *) continue ;; esac
+		e=ext4-${t#loop-}
+		if [ -n "${BROKEN[$t]:-}" ]; then
+			BROKEN[$e]=1
+		elif ! ext4_target "$t"; then
+			log "$e: setup failed: $(tail -n 3 "$WORK/$e.log" | tr '\n' ' ')"
+			BROKEN[$e]=1
+		fi
+		for i in "${EXT4_ROWS[@]}"; do
+			run_row "$e" "$i" "e$i"
+		done
+		if [ -z "${BROKEN[$e]:-}" ]; then
+			ext4_check "$t"
+		else
+			printf '%s\tfsck\tfail\t-\n' "$e" >>"$RESULTS"
+		fi
+	done
+	unwind_to "$LOOP_DEPTH"
 fi
 
 # ---- the image-format tables --------------------------------------------------
@@ -737,7 +972,9 @@ results, runtime, ramp, size, tapfs_missing = sys.argv[1:6]
 raw_table, zero_rt, load0, load1 = sys.argv[6:10]
 # The image tables run: "FORMAT|QSD DRIVER|WHAT" a line.
 img_tables = [l.split("|") for l in sys.argv[10].splitlines() if l]
-rows = [r.split("|") for r in sys.argv[11:]]
+loop_table, loop_info, ext4_rows, EXT4_FILES = sys.argv[11:15]
+ext4_rows = [int(x) for x in ext4_rows.split()]
+rows = [r.split("|") for r in sys.argv[15:]]
 res, cpu = {}, {}
 with open(results) as f:
     for line in f:
@@ -823,6 +1060,52 @@ for name_fmt, drv, what in img_tables:
     table(["row", "raw", tt, tt + "/raw", "qsd-" + drv,
            "qsd-" + drv + "/raw"], out)
 
+if loop_table == "1":
+    L = ("raw", "tapfs", "qsd", "nbdfuse", "null")
+    print()
+    print("Loop table: fio on /dev/loopN (losetup --direct-io=on) over each "
+          "target file; file: fio on the file itself (raw table)")
+    print()
+    out = []
+    for i, (name, rw, bs, qd, unit) in enumerate(rows):
+        v = [res.get(("loop-" + x, "l%d" % i)) for x in L]
+        out.append([name, fmt(res.get(("raw", str(i))), unit),
+                    fmt(res.get(("tapfs", str(i))), unit)] +
+                   [fmt(x, unit) for x in v])
+    table(["row", "raw file", "tapfs file"] + ["loop-" + x for x in L], out)
+    print()
+    print("Ratios through the loop device (tapfs/raw: the goal; null/raw: "
+          "the loop + FUSE ceiling of the kernel; tapfs/null: tapfs against "
+          "that ceiling):")
+    print()
+    out = []
+    for i, (name, *_unused) in enumerate(rows):
+        r, t, q, n, z = (res.get(("loop-" + x, "l%d" % i)) for x in L)
+        out.append([name, ratio(t, r), ratio(z, r), ratio(t, z),
+                    ratio(t, q), ratio(t, n)])
+    table(["row", "tapfs/raw", "null/raw", "tapfs/null", "tapfs/qsd",
+           "tapfs/nbdfuse"], out)
+    E = ("raw", "tapfs", "nbdfuse")
+    print()
+    print("ext4 on the loop device (mkfs.ext4, %s files over half the "
+          "image; fsck -fn after):" % EXT4_FILES)
+    print()
+    out = []
+    for i in ext4_rows:
+        name, rw, bs, qd, unit = rows[i]
+        r, t, n = (res.get(("ext4-" + x, "e%d" % i)) for x in E)
+        out.append(["ext4 " + name, fmt(r, unit), fmt(t, unit), ratio(t, r),
+                    fmt(n, unit), ratio(t, n)])
+    f = [res.get(("ext4-" + x, "fsck"), "n/a") for x in E]
+    out.append(["fsck.ext4 -fn", f[0], f[1], "", f[2], ""])
+    table(["row", "ext4-raw", "ext4-tapfs", "tapfs/raw", "ext4-nbdfuse",
+           "tapfs/nbdfuse"], out)
+    print()
+    print("loop devices:")
+    with open(loop_info) as f:
+        for line in f:
+            print("  " + line.rstrip())
+
 print()
 print("daemon CPU per I/O, user+sys in microseconds (approximate):")
 if raw_table == "1":
@@ -835,6 +1118,18 @@ for name_fmt, drv, what in img_tables:
         print("  %-33s %-11s %7s   %-9s %7s" % (rows[i][0] + suffix,
               "tapfs-" + name_fmt, cpu.get(("tapfs-" + name_fmt, key), "n/a"),
               "qsd-" + drv, cpu.get(("qsd-" + name_fmt, key), "n/a")))
+if loop_table == "1":
+    for i, (name, *_unused) in enumerate(rows):
+        print("  %-33s " % ("loop " + name) + "   ".join(
+            "%-12s %6s" % ("loop-" + x, cpu.get(("loop-" + x, "l%d" % i),
+                                                "n/a"))
+            for x in ("tapfs", "qsd", "nbdfuse", "null")))
+    for i in ext4_rows:
+        print("  %-33s " % ("ext4 " + rows[i][0]) + "   ".join(
+            "%-12s %6s" % ("ext4-" + x, cpu.get(("ext4-" + x, "e%d" % i),
+                                                "n/a"))
+            for x in ("tapfs", "nbdfuse")))
+    print("  (loop-nbdfuse: nbdfuse and nbdkit together)")
 if tapfs_missing == "1":
     print("\ntapfs: build/tapfs is not built; column skipped (run make).")
 if any(v == "FAIL" for (t, k), v in res.items()
@@ -848,7 +1143,8 @@ for fmt in "${IMG_TABLES[@]}"; do
 done
 "$PY" -c "$REPORT_PY" "$RESULTS" "$RUNTIME" "$RAMP" "$size_bytes" \
 	"${TAPFS_MISSING:-0}" "$RAW_TABLE" "$ZERO_RUNTIME" \
-	"$LOAD_START" "${LOAD_END:-?}" "$img_tables" "${ROWS[@]}"
+	"$LOAD_START" "${LOAD_END:-?}" "$img_tables" \
+	"$LOOP_TABLE" "$LOOP_INFO" "${EXT4_ROWS[*]}" "$EXT4_FILES" "${ROWS[@]}"
 
 # A target that was asked for and could not be measured fails the run.
 if grep -q "$(printf '\tfail\t')" "$RESULTS"; then
