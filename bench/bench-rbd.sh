@@ -168,6 +168,7 @@ read -r LOAD_END _ </proc/loadavg
 
 REPORT_PY='
 import sys
+from benchreport import fmt, ratio, table
 results, runtime, ramp, size, load0, load1 = sys.argv[1:7]
 rows = [r.split("|") for r in sys.argv[7:]]
 res = {}
@@ -176,39 +177,20 @@ with open(results) as f:
         t, i, v = line.rstrip("\n").split("\t")
         res[t, int(i)] = v
 
-def fmt(v, unit):
-    if v is None or v == "fail":
-        return v or "n/a"
-    v = float(v)
-    if unit == "mibs":
-        return "%.0f MiB/s" % v
-    return "%.1fk" % (v / 1000) if v >= 1000 else "%.0f" % v
-
-def ratio(v, r):
-    try:
-        return "%.2f" % (float(v) / float(r))
-    except (TypeError, ValueError, ZeroDivisionError):
-        return "-"
-
 print()
 print("rbd: one image of %s on a one-node Ceph cluster (one bluestore OSD "
       "on tmpfs), %s s (+%s s ramp) per row" % (size, runtime, ramp))
 print("load average: %s at start, %s at end" % (load0, load1))
 print()
 hdr = ["row", "fio-rbd", "tapfs", "tapfs/fio-rbd", "qsd", "qsd/fio-rbd"]
-out = [hdr, None]
+out = []
 for i, (name, rw, bs, qd, unit) in enumerate(rows):
     f, t, q = (res.get((x, i)) for x in ("fio-rbd", "tapfs", "qsd"))
     out.append([name, fmt(f, unit), fmt(t, unit), ratio(t, f),
                 fmt(q, unit), ratio(q, f)])
-w = [max(len(r[c]) for r in out if r) for c in range(len(hdr))]
-for r in out:
-    if r is None:
-        r = ["-" * w[c] for c in range(len(hdr))]
-    print("| " + " | ".join(s.ljust(w[c]) if c == 0 else s.rjust(w[c])
-                            for c, s in enumerate(r)) + " |")
+table(hdr, out)
 '
-"$PYTHON" -c "$REPORT_PY" "$RESULTS" "$RUNTIME" "$RAMP" "$SIZE" \
+PYTHONPATH="$ROOT/bench" "$PYTHON" -c "$REPORT_PY" "$RESULTS" "$RUNTIME" "$RAMP" "$SIZE" \
 	"$LOAD_START" "$LOAD_END" "${ROWS[@]}"
 
 # lib.sh's exit trap removes T and stops the cluster; fail if a row failed.

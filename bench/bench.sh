@@ -968,6 +968,7 @@ unwind_to "$WORK_DEPTH"	# stop the daemons now, so their failures show
 
 REPORT_PY='
 import os, sys
+from benchreport import fmt, ratio, table
 results, runtime, ramp, size, tapfs_missing = sys.argv[1:6]
 raw_table, zero_rt, load0, load1 = sys.argv[6:10]
 # The image tables run: "FORMAT|QSD DRIVER|WHAT" a line.
@@ -980,31 +981,6 @@ with open(results) as f:
     for line in f:
         t, i, v, c = line.rstrip("\n").split("\t")
         res[t, i], cpu[t, i] = v, c
-
-def fmt(v, unit):
-    if v is None:
-        return "n/a"
-    if v == "fail":
-        return "fail"
-    v = float(v)
-    if unit == "mibs":
-        return "%.0f MiB/s" % v
-    return "%.1fk" % (v / 1000) if v >= 1000 else "%.0f" % v
-
-def ratio(v, r):
-    try:
-        return "%.2f" % (float(v) / float(r))
-    except (TypeError, ValueError, ZeroDivisionError):
-        return "-"
-
-def table(hdr, out):
-    out = [hdr, ["---"] * len(hdr)] + out
-    w = [max(len(row[c]) for row in out) for c in range(len(hdr))]
-    for row in out:
-        if row[0] == "---":
-            row = ["-" * w[c] for c in range(len(hdr))]
-        print("| " + " | ".join(s.ljust(w[c]) if c == 0 else s.rjust(w[c])
-                                for c, s in enumerate(row)) + " |")
 
 def verify_row(label, targets):
     if not any((x, "verify") in res for x in targets):
@@ -1141,7 +1117,7 @@ img_tables=
 for fmt in "${IMG_TABLES[@]}"; do
 	img_tables+="$fmt|${FMT_DRIVER[$fmt]}|${FMT_WHAT[$fmt]}"$'\n'
 done
-"$PY" -c "$REPORT_PY" "$RESULTS" "$RUNTIME" "$RAMP" "$size_bytes" \
+PYTHONPATH="$ROOT/bench" "$PY" -c "$REPORT_PY" "$RESULTS" "$RUNTIME" "$RAMP" "$size_bytes" \
 	"${TAPFS_MISSING:-0}" "$RAW_TABLE" "$ZERO_RUNTIME" \
 	"$LOAD_START" "${LOAD_END:-?}" "$img_tables" \
 	"$LOOP_TABLE" "$LOOP_INFO" "${EXT4_ROWS[*]}" "$EXT4_FILES" "${ROWS[@]}"
