@@ -20,7 +20,7 @@
 # hotplug-status=error, exits 1 and leaves no loop device, VBD or group.
 . "$(dirname "$0")/lib.sh"
 requires_root
-requires losetup flock stat timeout dpkg
+requires losetup flock stat timeout dpkg qemu-img dd cmp
 
 SCRIPT=$TOP/xen/block-tapfs
 
@@ -182,6 +182,7 @@ M=$T/mnt
 # FORMAT:IMAGE targets are opened by the mount: images must be in its
 # store or an allow_path directory (docs/xen.md).
 tapfs_start "$M" "$T/store" "allow_path=$T" || summary
+PID_M=$TAPFS_PID
 check mkdir "$M/g"
 ctl_ok "$M/g" "create d raw 16M"
 ctl_ok "$M/g" "create e raw 16M"
@@ -334,8 +335,119 @@ sleep 0.3
 try_refused "dead mount" "$D/g/d" w "the tapfs mount $D is not live"
 umount -l "$D"
 
+# ---- incoming live migration (xl migrate, shared storage) ---------------
+#
+# Two daemons stand for two hosts over one shared image directory: the
+# source, mount $T/src with its own conf, and the destination, $M.  The
+# source's guest (domain 8, guest-m) has the image attached read-write
+# and has written to it; xl creates the destination's domain (9) as
+# guest-m--incoming and runs "add" there while the source holds the
+# image: the VBD opens in standby.  A write through the destination's
+# loop device waits until the source's "remove" has closed its VBD, then
+# takes the image over.  qemu-img reads the result.
+
+SRC=$T/src
+tapfs_start "$SRC" "$T/srcstore" "allow_path=$T/shared" || summary
+PID_SRC=$TAPFS_PID
+mkdir -p "$T/shared"
+IMG=$T/shared/mig.qcow2
+qemu-img create -q -f qcow2 "$IMG" 16M
+head -c 1048576 /dev/urandom > "$T/p1"
+head -c 1048576 /dev/urandom > "$T/p2"
+SRC_CONF=$T/src.conf
+echo "TAPFS_MOUNT=$SRC
+TAPFS_STATE_DIR=$T/srcstate
+TAPFS_CLOSE_TIMEOUT=5" > "$SRC_CONF"
+xsw /local/domain/8/name guest-m /local/domain/9/name guest-m--incoming \
+	/local/domain/10/name guest-m
+
+# on_dom DOMID CMD...: CMD with the backend of domain DOMID.
+on_dom() {
+	local DOM=$1 BE=/local/domain/0/backend/vbd/$1
+	shift
+	"$@"
+}
+
+on_dom 8 backend 51712 xvda "qcow2:$IMG" w
+TAPFS_CONF=$SRC_CONF on_dom 8 hp add 51712
+on_dom 8 attached "source: qcow2:IMAGE" 51712 0
+LSRC=$(on_dom 8 node 51712 node)
+check dd if="$T/p1" of="$LSRC" bs=64k oflag=direct conv=notrunc status=none
+check_eq "source: the writer" active "$(stat_val "$SRC/guest-m" xvda hold)"
+
+# While the source holds the image, only an incoming migration waits.
+echo "TAPFS_HANDOVER=off" >> "$TAPFS_CONF"
+on_dom 9 backend 51712 xvda "qcow2:$IMG" w
+on_dom 9 hp add 51712
+on_dom 9 refused "TAPFS_HANDOVER=off" 51712 \
+	"tapfs refused 'open xvda qcow2:$IMG' in $M/guest-m--incoming: error: EBUSY: $IMG is in use read-write by pid $PID_SRC \\(tapfs\\) \\(TAPFS_HANDOVER=off" 1
+on_dom 9 hp remove 51712
+sed -i 's/^TAPFS_HANDOVER=off$/TAPFS_HANDOVER=maybe/' "$TAPFS_CONF"
+on_dom 9 backend 51712 xvda "qcow2:$IMG" w
+on_dom 9 hp add 51712
+on_dom 9 refused "TAPFS_HANDOVER=maybe" 51712 \
+	"TAPFS_HANDOVER=maybe in $TAPFS_CONF: give on or off" 1
+sed -i '/^TAPFS_HANDOVER=/d' "$TAPFS_CONF"
+on_dom 10 backend 51712 xvda "qcow2:$IMG" w
+on_dom 10 hp add 51712
+on_dom 10 refused "not an incoming migration" 51712 \
+	"EBUSY: $IMG is in use read-write by pid $PID_SRC .*domain guest-m is not an incoming migration" 1
+on_dom 10 hp remove 51712
+on_dom 9 backend 51728 xvdb "qcow2:$IMG" r
+on_dom 9 hp add 51728
+on_dom 9 refused "incoming, access=ro" 51728 \
+	"tapfs refused 'open xvdb qcow2:$IMG ro' .*EBUSY" 1
+on_dom 9 hp remove 51728
+check_not test -e "$M/guest-m--incoming"
+check_not test -e "$M/guest-m"
+
+on_dom 9 backend 51712 xvda "qcow2:$IMG" w
+on_dom 9 hp add 51712
+on_dom 9 attached "incoming: qcow2:IMAGE in use" 51712 0
+LDST=$(on_dom 9 node 51712 node)
+G=$M/guest-m--incoming
+check_match "incoming: .ctl says standby" "^xvda standby qcow2 .* rw .*$IMG" \
+	"$(ctl_line "$G" xvda)"
+check_eq "incoming: held in standby" standby "$(stat_val "$G" xvda hold)"
+check_match "incoming: the hotplug log says standby and why" \
+	"add backend/vbd/9/51712: qcow2:$IMG is in use read-write elsewhere \\($IMG is in use read-write by pid $PID_SRC \\(tapfs\\)\\): opened it as $G/xvda in standby for the incoming migration of guest-m--incoming" \
+	"$(cat "$T/hotplug.log")"
+
+# The guest runs here: its write waits for the image.
+bg_start mig-write dd if="$T/p2" of="$LDST" bs=64k seek=64 oflag=direct \
+	conv=notrunc status=none
+WPID=$BG_PID
+taking_over() { [[ "$(ctl_line "$G" xvda)" == *"take-over: waiting"* ]]; }
+check wait_for 20 taking_over
+check pid_alive "$WPID"
+check_eq "incoming: the source is still the writer" active \
+	"$(stat_val "$SRC/guest-m" xvda hold)"
+
+# The source's domain is destroyed: its remove closes the VBD.
+TAPFS_CONF=$SRC_CONF on_dom 8 hp remove 51712
+check_eq "source remove: exits 0" 0 "$HP_RC"
+check_not test -e "$SRC/guest-m"
+bg_wait "$WPID" 60
+check_eq "incoming: the waiting write completes" 0 "$BG_RC"
+check_eq "incoming: the writer now" active "$(stat_val "$G" xvda hold)"
+check_match "incoming: .ctl says running" "^xvda running qcow2 " \
+	"$(ctl_line "$G" xvda)"
+check cmp -n 1048576 "$T/p1" "$LDST"
+check cmp -n 1048576 "$T/p2" "$LDST" 0 4194304
+
+on_dom 9 hp remove 51712
+check_eq "incoming remove: exits 0" 0 "$HP_RC"
+check_not test -e "$G"
+check_eq "incoming remove: no loop device left" 0 "$(n_loops)"
+check_out "migrated image: qemu-img check" 0 "No errors" \
+	qemu-img check -f qcow2 "$IMG"
+check qemu-img convert -f qcow2 -O raw "$IMG" "$T/mig.raw"
+check cmp -n 1048576 "$T/p1" "$T/mig.raw"
+check cmp -n 1048576 "$T/p2" "$T/mig.raw" 0 4194304
+tapfs_stop "$PID_SRC" "$SRC"
+
 check_eq "no loop device left at the end" 0 "$(n_loops)"
 check_eq "no group mark left at the end" "" "$(ls "$T/state")"
 ctl_close "$M/g" d
-tapfs_stop
+tapfs_stop "$PID_M" "$M"
 summary
