@@ -1445,6 +1445,17 @@ static void test_lat_buckets(void **state)
 	assert_int_equal(vbd_lat_quantile(h, 999), 1ull << 26);
 }
 
+/* The completions a latency histogram counts. */
+static uint64_t hist_count(const uint64_t *h)
+{
+	uint64_t n = 0;
+	unsigned b;
+
+	for (b = 0; b < VBD_LAT_BUCKETS; b++)
+		n += h[b];
+	return n;
+}
+
 /* Every completion lands in its operation's histogram; reset zeroes. */
 static void test_lat_accounting(void **state)
 {
@@ -1452,8 +1463,6 @@ static void test_lat_accounting(void **state)
 	struct vbd_request r[3];
 	struct vrec rec[3];
 	const struct vbd_stats *st;
-	uint64_t n;
-	unsigned b;
 
 	fake_add("leaf", 64, NULL);
 	fix_open(f, "leaf", 0, NULL);
@@ -1461,17 +1470,11 @@ static void test_lat_accounting(void **state)
 	vsubmit(f->v, &r[1], &rec[1], TD_OP_READ, f->buf2, 0, 1);
 	vsubmit(f->v, &r[2], &rec[2], TD_OP_READ, f->buf2, 1, 1);
 	st = vbd_get_stats(f->v);
-	for (n = 0, b = 0; b < VBD_LAT_BUCKETS; b++)
-		n += st->lat[TD_OP_READ][b];
-	assert_int_equal(n, 2);
-	for (n = 0, b = 0; b < VBD_LAT_BUCKETS; b++)
-		n += st->lat[TD_OP_WRITE][b];
-	assert_int_equal(n, 1);
+	assert_int_equal(hist_count(st->lat[TD_OP_READ]), 2);
+	assert_int_equal(hist_count(st->lat[TD_OP_WRITE]), 1);
 	vbd_reset_stats(f->v);
 	assert_int_equal(st->reads, 0);
-	for (n = 0, b = 0; b < VBD_LAT_BUCKETS; b++)
-		n += st->lat[TD_OP_READ][b];
-	assert_int_equal(n, 0);
+	assert_int_equal(hist_count(st->lat[TD_OP_READ]), 0);
 }
 
 /* ---- the stages of a request's time (enum vbd_stage) ----------------- */
@@ -1484,16 +1487,6 @@ static void sleep_us(unsigned us)
 
 	while (nanosleep(&ts, &ts) && errno == EINTR)
 		;
-}
-
-static uint64_t hist_count(const uint64_t *h)
-{
-	uint64_t n = 0;
-	unsigned b;
-
-	for (b = 0; b < VBD_LAT_BUCKETS; b++)
-		n += h[b];
-	return n;
 }
 
 /* A client that takes STAGE_WAIT_US to send its reply, then reports it. */
