@@ -153,6 +153,8 @@ static void control_paused(td_vbd_t *vbd, void *arg, int err)
 
 static void control_flushed(struct vbd_request *vreq, int err)
 {
+	/* No reply of its own: its stages end here (op frees vreq). */
+	vbd_replied(vreq->vbd, vreq);
 	control_op_put(vreq->cb_data, err, "VBD");
 }
 
@@ -1028,10 +1030,43 @@ char *control_render_ctl(struct tapfs *fs, struct tapfs_group *g,
 }
 
 /*
- * The latency histograms: NAME.OP_lat_us.p50/.p99/.p999 estimates, then
- * cumulative buckets NAME.OP_lat_us.le_N (completions of at most N µs)
- * up to the first that holds them all, and le_inf, for each operation
- * that completed at least once.
+ * One latency histogram, KEY being e.g. "read" or "queue":
+ * NAME.KEY_lat_us.p50/.p99/.p999 estimates, then cumulative buckets
+ * NAME.KEY_lat_us.le_N (at most N µs) up to the first that holds them
+ * all, and le_inf; nothing if it is empty.
+ */
+static void render_hist(struct text *t, const char *n, const char *key,
+			const uint64_t *h)
+{
+	static const unsigned q[] = { 500, 990, 999 };
+	static const char *const qname[] = { "p50", "p99", "p999" };
+	uint64_t total = 0, cum = 0;
+	unsigned b, i;
+
+	for (b = 0; b < VBD_LAT_BUCKETS; b++)
+		total += h[b];
+	if (!total)
+		return;
+	for (i = 0; i < sizeof(q) / sizeof(q[0]); i++)
+		text_printf(t, "%s.%s_lat_us.%s %llu\n", n, key, qname[i],
+			    (unsigned long long)vbd_lat_quantile(h, q[i]));
+	for (b = 0; b < VBD_LAT_BUCKETS - 1 && cum < total; b++) {
+		cum += h[b];
+		text_printf(t, "%s.%s_lat_us.le_%llu %llu\n", n, key,
+			    1ull << b, (unsigned long long)cum);
+	}
+	text_printf(t, "%s.%s_lat_us.le_inf %llu\n", n, key,
+		    (unsigned long long)total);
+}
+
+static uint64_t mean_us(uint64_t ns, uint64_t n)
+{
+	return n ? ns / n / 1000 : 0;
+}
+
+/*
+ * The latency keys: per operation (completion latency, dispatch to
+ * completion) and per stage of a request's life (enum vbd_stage).
  */
 static void render_latency(struct text *t, const char *n,
 			   const struct vbd_stats *s)
@@ -1040,30 +1075,25 @@ static void render_latency(struct text *t, const char *n,
 		[TD_OP_READ] = "read", [TD_OP_WRITE] = "write",
 		[TD_OP_FLUSH] = "flush", [TD_OP_DISCARD] = "discard",
 	};
-	static const unsigned q[] = { 500, 990, 999 };
-	static const char *const qname[] = { "p50", "p99", "p999" };
-	unsigned o, b, i;
+	static const char *const stage[VBD_STAGES] = {
+		[VBD_STAGE_QUEUE] = "queue", [VBD_STAGE_IO] = "io",
+		[VBD_STAGE_REPLY] = "reply", [VBD_STAGE_TOTAL] = "total",
+	};
+	unsigned i;
 
-	for (o = 0; o < VBD_LAT_OPS; o++) {
-		const uint64_t *h = s->lat[o];
-		uint64_t total = 0, cum = 0;
-
-		for (b = 0; b < VBD_LAT_BUCKETS; b++)
-			total += h[b];
-		if (!total)
-			continue;
-		for (i = 0; i < sizeof(q) / sizeof(q[0]); i++)
-			text_printf(t, "%s.%s_lat_us.%s %llu\n", n, op[o],
-				    qname[i], (unsigned long long)
-				    vbd_lat_quantile(h, q[i]));
-		for (b = 0; b < VBD_LAT_BUCKETS - 1 && cum < total; b++) {
-			cum += h[b];
-			text_printf(t, "%s.%s_lat_us.le_%llu %llu\n", n, op[o],
-				    1ull << b, (unsigned long long)cum);
-		}
-		text_printf(t, "%s.%s_lat_us.le_inf %llu\n", n, op[o],
-			    (unsigned long long)total);
-	}
+	text_printf(t, "%s.read_lat_us %llu\n%s.write_lat_us %llu\n"
+		    "%s.max_lat_us %llu\n",
+		    n, (unsigned long long)mean_us(s->read_ns, s->reads),
+		    n, (unsigned long long)mean_us(s->write_ns, s->writes),
+		    n, (unsigned long long)(s->max_ns / 1000));
+	for (i = 0; i < VBD_STAGES; i++)
+		text_printf(t, "%s.%s_lat_us %llu\n", n, stage[i],
+			    (unsigned long long)mean_us(s->stage_ns[i],
+				i <= VBD_STAGE_IO ? s->staged : s->replied));
+	for (i = 0; i < VBD_LAT_OPS; i++)
+		render_hist(t, n, op[i], s->lat[i]);
+	for (i = 0; i < VBD_STAGES; i++)
+		render_hist(t, n, stage[i], s->stage_lat[i]);
 }
 
 char *control_render_stats(struct tapfs *fs, struct tapfs_group *g,
@@ -1103,13 +1133,6 @@ char *control_render_stats(struct tapfs *fs, struct tapfs_group *g,
 			    n, (unsigned long long)s->errors,
 			    n, (unsigned long long)s->retries,
 			    n, (unsigned long long)s->interrupted);
-		text_printf(&t, "%s.read_lat_us %llu\n%s.write_lat_us %llu\n"
-			    "%s.max_lat_us %llu\n",
-			    n, (unsigned long long)(s->reads ?
-				s->read_ns / s->reads / 1000 : 0),
-			    n, (unsigned long long)(s->writes ?
-				s->write_ns / s->writes / 1000 : 0),
-			    n, (unsigned long long)(s->max_ns / 1000));
 		render_latency(&t, n, s);
 	}
 	return text_finish(&t, len);

@@ -58,6 +58,7 @@ struct io_ctx {
 	bool			 zero_copy;
 	bool			 abandoned;	/* answered; the I/O is not */
 	bool			 replied;	/* the one reply is sent */
+	uint64_t		 arrive_ns;	/* read from /dev/fuse */
 	struct td_list		 wait;
 };
 
@@ -155,6 +156,7 @@ static void io_done(struct vbd_request *vreq, int err)
 			break;
 		}
 	}
+	vbd_replied(vreq->vbd, vreq);	/* the reply stage ends here */
 	io_release(c);
 }
 
@@ -216,7 +218,7 @@ static void io_start(struct io_ctx *c)
 			memcpy(c->buf, c->data, c->len);
 		}
 	}
-	vbd_submit(c->tv->vbd, v);
+	vbd_submit_at(c->tv->vbd, v, c->arrive_ns);
 }
 
 static struct io_ctx *io_new(fuse_req_t req, struct fuse_file_info *fi,
@@ -243,6 +245,8 @@ static struct io_ctx *io_new(fuse_req_t req, struct fuse_file_info *fi,
 	c->req = req;
 	c->tv = tv;
 	c->kind = kind;
+	/* The queue stage (vbd_stats) includes a wait for a buffer. */
+	c->arrive_ns = td_now_ns();
 	td_list_init(&c->wait);
 	td_list_init(&c->vreq.link);
 	/* Calls io_interrupt() at once if the INTERRUPT came first. */

@@ -792,12 +792,23 @@ static bool vbd_transient(const td_vbd_t *vbd, int err)
 	       (err == -EIO && vbd->params.retry_eio);
 }
 
+static void vbd_stage_add(struct vbd_stats *s, enum vbd_stage stage,
+			  uint64_t ns)
+{
+	s->stage_ns[stage] += ns;
+	s->stage_lat[stage][vbd_lat_bucket(ns / 1000)]++;
+}
+
 static void vbd_account(td_vbd_t *vbd, struct vbd_request *vreq, int err)
 {
 	struct vbd_stats *s = &vbd->stats;
-	uint64_t ns = td_now_ns() - vreq->start_ns;
-	uint64_t bytes = (uint64_t)vreq->secs << TD_SECTOR_SHIFT;
+	uint64_t ns, bytes = (uint64_t)vreq->secs << TD_SECTOR_SHIFT;
 
+	vreq->done_ns = td_now_ns();
+	ns = vreq->done_ns - vreq->start_ns;
+	s->staged++;
+	vbd_stage_add(s, VBD_STAGE_QUEUE, vreq->start_ns - vreq->arrive_ns);
+	vbd_stage_add(s, VBD_STAGE_IO, ns);
 	if (err)
 		s->errors++;
 	if (ns > s->max_ns)
@@ -1072,11 +1083,33 @@ static int vbd_check_request(const td_vbd_t *vbd,
 	return 0;
 }
 
+void vbd_replied(td_vbd_t *vbd, struct vbd_request *vreq)
+{
+	struct vbd_stats *s = &vbd->stats;
+	uint64_t now;
+
+	if (!vreq->done_ns)
+		return;
+	now = td_now_ns();
+	s->replied++;
+	vbd_stage_add(s, VBD_STAGE_REPLY, now - vreq->done_ns);
+	vbd_stage_add(s, VBD_STAGE_TOTAL, now - vreq->arrive_ns);
+	vreq->done_ns = 0;	/* once */
+}
+
 void vbd_submit(td_vbd_t *vbd, struct vbd_request *vreq)
+{
+	vbd_submit_at(vbd, vreq, td_now_ns());
+}
+
+void vbd_submit_at(td_vbd_t *vbd, struct vbd_request *vreq,
+		   uint64_t arrived_ns)
 {
 	int err;
 
 	vreq->vbd = vbd;
+	vreq->arrive_ns = arrived_ns;
+	vreq->done_ns = 0;
 	vreq->retries = 0;
 	vreq->rmw_reading = false;
 	td_list_init(&vreq->link);

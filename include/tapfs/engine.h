@@ -299,6 +299,21 @@ enum vbd_state {
 #define VBD_LAT_BUCKETS		28
 #define VBD_LAT_OPS		4	/* TD_OP_READ ... TD_OP_DISCARD */
 
+/*
+ * The stages of a request's life in tapfs, each timed with one
+ * td_now_ns() at its end: arrival (vbd_submit_at) -> dispatch to the
+ * leaf's driver -> completion -> the client's reply sent (vbd_replied).
+ */
+enum vbd_stage {
+	VBD_STAGE_QUEUE,	/* arrival to dispatch: a pause, an RMW, the
+				   client's own wait for a buffer */
+	VBD_STAGE_IO,		/* dispatch to completion: driver, backing
+				   I/O, retries, the wake-up on completion */
+	VBD_STAGE_REPLY,	/* completion to the reply sent */
+	VBD_STAGE_TOTAL,	/* arrival to the reply sent */
+	VBD_STAGES
+};
+
 struct vbd_stats {
 	uint64_t reads, writes, flushes, discards;
 	uint64_t read_bytes, write_bytes;
@@ -307,6 +322,18 @@ struct vbd_stats {
 	uint64_t read_ns, write_ns;	/* summed completion latency */
 	uint64_t max_ns;		/* worst completion latency */
 	uint64_t lat[VBD_LAT_OPS][VBD_LAT_BUCKETS];
+
+	/*
+	 * Where each request's time went (enum vbd_stage), summed and in
+	 * histograms like lat.  The queue and io stages count every
+	 * request that reached the image, when it completes (staged); the
+	 * reply and total stages those whose client then reported its
+	 * reply sent (vbd_replied(): replied).  Over the same requests the
+	 * sums add up exactly: queue + io + reply = total.
+	 */
+	uint64_t staged, replied;
+	uint64_t stage_ns[VBD_STAGES];
+	uint64_t stage_lat[VBD_STAGES][VBD_LAT_BUCKETS];
 };
 
 /* The bucket of a latency of us microseconds. */
@@ -369,7 +396,9 @@ struct vbd_request {
 	bool		 dispatching;	/* still handing pieces out */
 	bool		 rmw_reading;	/* RMW: reading the old sectors */
 	unsigned	 retries;
+	uint64_t	 arrive_ns;	/* vbd_submit_at */
 	uint64_t	 start_ns;	/* first dispatch */
+	uint64_t	 done_ns;	/* completion; 0: not (yet) done */
 	uint64_t	 deadline_ns;
 	struct td_timer	 retry_timer;
 };
@@ -429,6 +458,20 @@ const char *vbd_fail_reason(const td_vbd_t *vbd);
 int  vbd_reopen(td_vbd_t *vbd, const char *spec, char *err, size_t errlen);
 
 void vbd_submit(td_vbd_t *vbd, struct vbd_request *vreq);
+/*
+ * vbd_submit() of a request that arrived at arrived_ns (td_now_ns() when
+ * the client's request was read): its queue stage starts there rather
+ * than at this call.
+ */
+void vbd_submit_at(td_vbd_t *vbd, struct vbd_request *vreq,
+		   uint64_t arrived_ns);
+/*
+ * The client has sent vreq's reply: account its reply and total stages
+ * (enum vbd_stage).  Call from vreq's callback, or later while vreq is
+ * untouched and the VBD open; a request that never reached the image
+ * (refused, withdrawn) is ignored.
+ */
+void vbd_replied(td_vbd_t *vbd, struct vbd_request *vreq);
 /*
  * Withdraw a request that has not been handed to a driver yet (it waits
  * on a paused VBD, or behind a read-modify-write): its callback runs now

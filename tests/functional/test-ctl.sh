@@ -205,7 +205,8 @@ check cmp -n 4096 "$T/pat64k" "$G/b0"
 
 ctl_ok "$G" "create s0 raw 8M"
 keys="state size reads writes read_bytes write_bytes flushes discards
-inflight queued errors retries read_lat_us write_lat_us max_lat_us"
+inflight queued errors retries read_lat_us write_lat_us max_lat_us
+queue_lat_us io_lat_us reply_lat_us total_lat_us"
 for v in s0 r0; do
 	missing=
 	for k in $keys; do

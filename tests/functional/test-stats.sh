@@ -1,11 +1,15 @@
 #!/bin/bash
-# test-stats.sh - .stats latency histograms and quantiles, reset-stats.
+# test-stats.sh - .stats latency histograms and quantiles, the stages of
+# a request's time, reset-stats.
 #
 # After known numbers of reads, writes, flushes and discards, each
 # operation's cumulative buckets NAME.OP_lat_us.le_N never decrease, end
 # (le_inf) at the operation's count, and p50 <= p99 <= p999 <= the
-# bucket bound that holds everything; reset-stats zeroes the counters of
-# one VBD or of the group, and refuses an unknown name.
+# bucket bound that holds everything; so do the stage histograms
+# (queue, io, reply, total: every request), and the stage means add up
+# to the total mean.  A read held by a pause spends the pause in the
+# queue stage.  reset-stats zeroes the counters of one VBD or of the
+# group, and refuses an unknown name.
 . "$(dirname "$0")/lib.sh"
 requires dd fallocate
 
@@ -19,6 +23,25 @@ hist_ok() {
 	out=$(timeout 10 cat "$G/.stats" | pylib stathist "$1" "$2" "$3" 2>&1)
 	check_eq "$1: $2 histogram of $3 completions" ok "$out"
 }
+
+# stages_ok VBD: its stage means and histograms are consistent.
+stages_ok() {
+	local out
+	out=$(timeout 10 cat "$G/.stats" | pylib statstages "$1" 2>&1)
+	check_eq "$1: stages add up" ok "$out"
+}
+
+# stage_hists_ok VBD COUNT: the four stage histograms, each of COUNT requests.
+stage_hists_ok() {
+	local s
+
+	for s in queue io reply total; do
+		hist_ok "$1" "$s" "$2"
+	done
+}
+
+# stat_is VBD KEY VALUE: .stats says so now.
+stat_is() { test "$(stat_val "$G" "$1" "$2")" = "$3"; }
 
 tapfs_start "$M" "$S" || summary
 check mkdir "$G"
@@ -37,6 +60,12 @@ hist_ok d read 25
 hist_ok d flush "$(stat_val "$G" d flushes)"
 hist_ok d discard 1
 hist_ok e read 3
+n=$(( $(stat_val "$G" d reads) + $(stat_val "$G" d writes) +
+      $(stat_val "$G" d flushes) + $(stat_val "$G" d discards) ))
+stage_hists_ok d "$n"
+stages_ok d
+stage_hists_ok e 3
+stages_ok e
 check_eq "no histogram for an operation that never ran" "" \
 	"$(timeout 10 cat "$G/.stats" | grep '^e\.write_lat_us\.')"
 
@@ -44,6 +73,8 @@ ctl_ok "$G" "reset-stats d"
 check_eq "reset: d's reads are 0" 0 "$(stat_val "$G" d reads)"
 check_eq "reset: d's histograms are gone" "" \
 	"$(timeout 10 cat "$G/.stats" | grep '^d\.[a-z]*_lat_us\.')"
+check_eq "reset: d's mean queue time is 0" 0 \
+	"$(stat_val "$G" d queue_lat_us)"
 check_eq "reset of d leaves e" 3 "$(stat_val "$G" e reads)"
 check_eq "the size is no counter" 16777216 "$(stat_val "$G" d size)"
 ctl_ok "$G" "reset-stats"
@@ -52,6 +83,24 @@ check_eq "reset of the group: e's reads are 0" 0 \
 ctl_err "$G" "reset-stats nosuch" ENOENT
 check dd if="$G/d" of=/dev/null bs=4k count=2 iflag=direct status=none
 hist_ok d read 2
+
+# A read that waits for a resume: at least the pause in its queue stage.
+ctl_ok "$G" "reset-stats d"
+ctl_ok "$G" "pause d"
+bg_start held dd if="$G/d" of=/dev/null bs=4k count=1 iflag=direct \
+	status=none
+held=$BG_PID
+check wait_for 10 stat_is d queued 1
+sleep 0.5
+ctl_ok "$G" "resume d"
+bg_wait "$held" 10
+check_eq "the held read completes" 0 "$BG_RC"
+check_eq "one read counted" 1 "$(stat_val "$G" d reads)"
+q=$(stat_val "$G" d queue_lat_us)
+check test "$q" -ge 500000
+msg "held read: queue_lat_us $q, io_lat_us $(stat_val "$G" d io_lat_us)"
+stage_hists_ok d 1
+stages_ok d
 alive "at the end"
 tapfs_stop
 summary

@@ -9,6 +9,8 @@
  * does not hold is forwarded to the parent.  The leaf can fail requests,
  * split them itself, or hold them until the test completes them.
  */
+#include <time.h>
+
 #include "unit.h"
 
 #define SEC		TD_SECTOR_SIZE
@@ -305,8 +307,10 @@ static void vrec_cb(struct vbd_request *vreq, int err)
 	W.done++;
 }
 
-static void vsubmit(td_vbd_t *v, struct vbd_request *vreq, struct vrec *r,
-		    enum td_op op, char *buf, td_sector_t sec, uint32_t secs)
+/* Fill in vreq (completing to cb with r) and vbd_submit_at() it. */
+static void vsubmit_at(td_vbd_t *v, struct vbd_request *vreq, struct vrec *r,
+		       enum td_op op, char *buf, td_sector_t sec,
+		       uint32_t secs, vbd_cb_t cb, uint64_t arrived_ns)
 {
 	memset(vreq, 0, sizeof(*vreq));
 	memset(r, 0, sizeof(*r));
@@ -315,9 +319,15 @@ static void vsubmit(td_vbd_t *v, struct vbd_request *vreq, struct vrec *r,
 	vreq->buf = buf;
 	vreq->sec = sec;
 	vreq->secs = secs;
-	vreq->cb = vrec_cb;
+	vreq->cb = cb;
 	vreq->cb_data = r;
-	vbd_submit(v, vreq);
+	vbd_submit_at(v, vreq, arrived_ns);
+}
+
+static void vsubmit(td_vbd_t *v, struct vbd_request *vreq, struct vrec *r,
+		    enum td_op op, char *buf, td_sector_t sec, uint32_t secs)
+{
+	vsubmit_at(v, vreq, r, op, buf, sec, secs, vrec_cb, td_now_ns());
 }
 
 struct fix {
@@ -1435,6 +1445,17 @@ static void test_lat_buckets(void **state)
 	assert_int_equal(vbd_lat_quantile(h, 999), 1ull << 26);
 }
 
+/* The completions a latency histogram counts. */
+static uint64_t hist_count(const uint64_t *h)
+{
+	uint64_t n = 0;
+	unsigned b;
+
+	for (b = 0; b < VBD_LAT_BUCKETS; b++)
+		n += h[b];
+	return n;
+}
+
 /* Every completion lands in its operation's histogram; reset zeroes. */
 static void test_lat_accounting(void **state)
 {
@@ -1442,8 +1463,6 @@ static void test_lat_accounting(void **state)
 	struct vbd_request r[3];
 	struct vrec rec[3];
 	const struct vbd_stats *st;
-	uint64_t n;
-	unsigned b;
 
 	fake_add("leaf", 64, NULL);
 	fix_open(f, "leaf", 0, NULL);
@@ -1451,17 +1470,147 @@ static void test_lat_accounting(void **state)
 	vsubmit(f->v, &r[1], &rec[1], TD_OP_READ, f->buf2, 0, 1);
 	vsubmit(f->v, &r[2], &rec[2], TD_OP_READ, f->buf2, 1, 1);
 	st = vbd_get_stats(f->v);
-	for (n = 0, b = 0; b < VBD_LAT_BUCKETS; b++)
-		n += st->lat[TD_OP_READ][b];
-	assert_int_equal(n, 2);
-	for (n = 0, b = 0; b < VBD_LAT_BUCKETS; b++)
-		n += st->lat[TD_OP_WRITE][b];
-	assert_int_equal(n, 1);
+	assert_int_equal(hist_count(st->lat[TD_OP_READ]), 2);
+	assert_int_equal(hist_count(st->lat[TD_OP_WRITE]), 1);
 	vbd_reset_stats(f->v);
 	assert_int_equal(st->reads, 0);
-	for (n = 0, b = 0; b < VBD_LAT_BUCKETS; b++)
-		n += st->lat[TD_OP_READ][b];
-	assert_int_equal(n, 0);
+	assert_int_equal(hist_count(st->lat[TD_OP_READ]), 0);
+}
+
+/* ---- the stages of a request's time (enum vbd_stage) ----------------- */
+
+#define STAGE_WAIT_US	2000
+
+static void sleep_us(unsigned us)
+{
+	struct timespec ts = { 0, (long)us * 1000 };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+/* A client that takes STAGE_WAIT_US to send its reply, then reports it. */
+static void stage_reply_cb(struct vbd_request *vreq, int err)
+{
+	sleep_us(STAGE_WAIT_US);
+	vbd_replied(vreq->vbd, vreq);
+	vrec_cb(vreq, err);
+}
+
+/* The stage sums over the same requests add up to the total exactly. */
+static void assert_stages_add_up(const struct vbd_stats *st)
+{
+	assert_int_equal(st->staged, st->replied);
+	assert_int_equal(st->stage_ns[VBD_STAGE_QUEUE] +
+			 st->stage_ns[VBD_STAGE_IO] +
+			 st->stage_ns[VBD_STAGE_REPLY],
+			 st->stage_ns[VBD_STAGE_TOTAL]);
+	assert_int_equal(hist_count(st->stage_lat[VBD_STAGE_QUEUE]),
+			 st->staged);
+	assert_int_equal(hist_count(st->stage_lat[VBD_STAGE_IO]), st->staged);
+	assert_int_equal(hist_count(st->stage_lat[VBD_STAGE_REPLY]),
+			 st->replied);
+	assert_int_equal(hist_count(st->stage_lat[VBD_STAGE_TOTAL]),
+			 st->replied);
+}
+
+/*
+ * A read that arrived 1 wait before vbd_submit_at, waits 1 more on a
+ * paused VBD, 1 in the image and 1 before its reply: each wait lands in
+ * its own stage (at least that long: lower bounds, not timings), and
+ * the stages add up to the total.  Refused requests and requests never
+ * reported replied count in no stage, a second vbd_replied() in none.
+ */
+static void test_stage_accounting(void **state)
+{
+	struct fix *f = *state;
+	const struct vbd_stats *st;
+	struct vbd_request r, bad;
+	struct vrec rec, brec;
+	const uint64_t wait_ns = STAGE_WAIT_US * 1000ull;
+	uint64_t arrived;
+
+	fake_add("leaf", 64, NULL);
+	W.hold = true;
+	fix_open(f, "leaf", 0, NULL);
+	st = vbd_get_stats(f->v);
+	assert_int_equal(vbd_pause(f->v, NULL, NULL), 0);
+
+	arrived = td_now_ns();
+	sleep_us(STAGE_WAIT_US);
+	vsubmit_at(f->v, &r, &rec, TD_OP_READ, f->buf, 4, 8, stage_reply_cb,
+		   arrived);
+	sleep_us(STAGE_WAIT_US);
+	vbd_resume(f->v);
+	assert_int_equal(W.nheld, 1);
+	assert_int_equal(st->staged, 0);	/* accounted when done */
+	sleep_us(STAGE_WAIT_US);
+	fake_release(0, 0);
+	assert_int_equal(rec.calls, 1);
+	assert_int_equal(rec.err, 0);
+
+	assert_int_equal(st->staged, 1);
+	assert_int_equal(st->replied, 1);
+	assert_true(st->stage_ns[VBD_STAGE_QUEUE] >= 2 * wait_ns);
+	assert_true(st->stage_ns[VBD_STAGE_IO] >= wait_ns);
+	assert_true(st->stage_ns[VBD_STAGE_REPLY] >= wait_ns);
+	assert_true(st->stage_ns[VBD_STAGE_TOTAL] >= 4 * wait_ns);
+	/* The I/O stage is the completion latency of lat and read_ns. */
+	assert_int_equal(st->stage_ns[VBD_STAGE_IO], st->read_ns);
+	assert_int_equal(st->stage_lat[VBD_STAGE_QUEUE]
+			 [vbd_lat_bucket(st->stage_ns[VBD_STAGE_QUEUE] /
+					 1000)], 1);
+	assert_stages_add_up(st);
+
+	/* Again: ignored, the stages are accounted once. */
+	vbd_replied(f->v, &r);
+	assert_int_equal(st->replied, 1);
+
+	/* Refused (past the end): no stage. */
+	vsubmit_at(f->v, &bad, &brec, TD_OP_READ, f->buf, 64, 1,
+		   stage_reply_cb, td_now_ns());
+	assert_int_equal(brec.calls, 1);
+	assert_int_equal(brec.err, -EIO);
+	assert_int_equal(st->staged, 1);
+	assert_stages_add_up(st);
+
+	/* Completed but its reply not reported: queue and io only. */
+	vsubmit(f->v, &r, &rec, TD_OP_WRITE, f->buf, 0, 1);
+	fake_release(1, 0);
+	assert_int_equal(rec.calls, 1);
+	assert_int_equal(st->staged, 2);
+	assert_int_equal(st->replied, 1);
+	assert_int_equal(st->stage_ns[VBD_STAGE_IO],
+			 st->read_ns + st->write_ns);
+
+	vbd_reset_stats(f->v);
+	assert_int_equal(st->staged, 0);
+	assert_int_equal(st->stage_ns[VBD_STAGE_TOTAL], 0);
+	assert_int_equal(hist_count(st->stage_lat[VBD_STAGE_IO]), 0);
+}
+
+/* Through the ram driver: every request's stages, adding up. */
+static void test_stage_ram(void **state)
+{
+	struct fix *f = *state;
+	struct vbd_request r[8];
+	struct vrec rec[8];
+	const struct vbd_stats *st;
+	unsigned i;
+
+	if (vbd_open(f->e, "ram:1M", 0, NULL, &f->v, f->err, sizeof(f->err)))
+		fail_msg("ram:1M: %s", f->err);
+	for (i = 0; i < 8; i++)
+		vsubmit_at(f->v, &r[i], &rec[i], i & 1 ? TD_OP_READ :
+			   TD_OP_WRITE, f->buf + i * 8 * SEC, i * 8, 8,
+			   stage_reply_cb, td_now_ns());
+	wait_done(f, 8);
+	st = vbd_get_stats(f->v);
+	assert_int_equal(st->reads + st->writes, 8);
+	assert_int_equal(st->staged, 8);
+	assert_true(st->stage_ns[VBD_STAGE_REPLY] >= 8 * STAGE_WAIT_US *
+		    1000ull);
+	assert_stages_add_up(st);
 }
 
 static unsigned abandoned_calls;
@@ -1825,6 +1974,8 @@ int main(void)
 		T(test_cancel),
 		T(test_watchdog),
 		T(test_lat_accounting),
+		T(test_stage_accounting),
+		T(test_stage_ram),
 		cmocka_unit_test(test_lat_buckets),
 		T(test_rmw_invalid),
 		T(test_bounds),
