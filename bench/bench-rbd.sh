@@ -17,6 +17,10 @@
 # on, writeback from the first write, for all three (one ceph.conf).
 # One OSD on tmpfs
 # on a shared machine: compare the ratios, not the absolute figures.
+# A second table gives the host's CPU time per I/O on each path (all
+# CPUs, the OSD and librbd included; niced jobs left out): with the OSD
+# on the same two vCPUs as the clients, a path that costs more CPU per
+# I/O leaves the OSD less, and its ratio follows.
 #
 # Built on the functional tests' helpers (tests/functional/lib.sh and
 # ceph-lib.sh): their cleanup stack stops every daemon by PID and removes
@@ -89,35 +93,50 @@ RESULTS=$T/results.tsv
 
 # ---- the targets -----------------------------------------------------------------
 
+# The row's result, then the host's CPU time per I/O in microseconds:
+# every CPU's busy time (user, system, irq, softirq, steal: not nice, so
+# niced background jobs stay out) over the fio run, ramp included, per
+# I/O at the measured rate.  The OSD, librbd, the daemon and fio all
+# count: it says what one I/O costs the machine on each path.
 PARSE_PY='
-import json, sys
-path, unit = sys.argv[1:]
+import json, os, sys
+path, unit, cpu0, cpu1, secs = sys.argv[1:]
 with open(path) as f:
     text = f.read()
 job = json.loads(text[text.index("{"):])["jobs"][0]
 if job.get("error"):
-    print("fail"); sys.exit()
+    print("fail\t-"); sys.exit()
 d = job["read"] if job["read"]["io_bytes"] else job["write"]
-print("%.1f" % (d["iops"] if unit == "iops" else d["bw_bytes"] / 2**20))
+val = d["iops"] if unit == "iops" else d["bw_bytes"] / 2**20
+busy = lambda l: sum(int(x) for i, x in enumerate(l.split()[1:9])
+                     if i not in (1, 3, 4))
+hz = os.sysconf("SC_CLK_TCK")
+cpu_s = (busy(cpu1) - busy(cpu0)) / hz
+ios = d["iops"] * float(secs)
+print("%.1f\t%s" % (val, "%.0f" % (cpu_s / ios * 1e6) if ios else "-"))
 '
 
 # run_rows TARGET FIO_ARGS...: every row on one target.
 run_rows() {
-	local t=$1 i row rw bs qd unit out val
+	local t=$1 i row rw bs qd unit out val cpu0 cpu1
 	shift
 	for i in "${!ROWS[@]}"; do
 		IFS='|' read -r row rw bs qd unit <<<"${ROWS[$i]}"
 		out=$T/$t.$i.json
 		log "$t: $row (${RUNTIME}s, ramp ${RAMP}s)"
+		read -r cpu0 </proc/stat
 		if fio --name=bench "$@" --size="$SIZE" --rw="$rw" --bs="$bs" \
 			--iodepth="$qd" --numjobs=1 --time_based \
 			--runtime="$RUNTIME" --ramp_time="$RAMP" --norandommap \
 			--randrepeat=0 --output-format=json --output="$out" \
 			>/dev/null 2>"$out.err"; then
-			val=$("$PYTHON" -c "$PARSE_PY" "$out" "$unit") || val=fail
+			read -r cpu1 </proc/stat
+			val=$("$PYTHON" -c "$PARSE_PY" "$out" "$unit" "$cpu0" \
+			      "$cpu1" "$((RUNTIME + RAMP))") ||
+				val=$'fail\t-'
 		else
 			log "$t: $row: fio failed: $(tail -n 2 "$out.err" | tr '\n' ' ')"
-			val=fail
+			val=$'fail\t-'
 		fi
 		printf '%s\t%s\t%s\n' "$t" "$i" "$val" >>"$RESULTS"
 	done
@@ -126,7 +145,7 @@ run_rows() {
 target_failed() {
 	local i
 	for i in "${!ROWS[@]}"; do
-		printf '%s\t%s\tfail\n' "$1" "$i" >>"$RESULTS"
+		printf '%s\t%s\tfail\t-\n' "$1" "$i" >>"$RESULTS"
 	done
 }
 
@@ -171,11 +190,11 @@ import sys
 from benchreport import fmt, ratio, table
 results, runtime, ramp, size, load0, load1 = sys.argv[1:7]
 rows = [r.split("|") for r in sys.argv[7:]]
-res = {}
+res, cpu = {}, {}
 with open(results) as f:
     for line in f:
-        t, i, v = line.rstrip("\n").split("\t")
-        res[t, int(i)] = v
+        t, i, v, c = line.rstrip("\n").split("\t")
+        res[t, int(i)], cpu[t, int(i)] = v, c
 
 print()
 print("rbd: one image of %s on a one-node Ceph cluster (one bluestore OSD "
@@ -189,12 +208,23 @@ for i, (name, rw, bs, qd, unit) in enumerate(rows):
     out.append([name, fmt(f, unit), fmt(t, unit), ratio(t, f),
                 fmt(q, unit), ratio(q, f)])
 table(hdr, out)
+print()
+print("host CPU per I/O, microseconds (every CPU busy, niced jobs left out;"
+      " OSD, librbd, daemon and fio together):")
+print()
+hdr = ["row", "fio-rbd", "tapfs", "tapfs/fio-rbd", "qsd", "qsd/fio-rbd"]
+out = []
+for i, (name, rw, bs, qd, unit) in enumerate(rows):
+    f, t, q = (cpu.get((x, i)) for x in ("fio-rbd", "tapfs", "qsd"))
+    out.append([name, f or "-", t or "-", ratio(t, f), q or "-",
+                ratio(q, f)])
+table(hdr, out)
 '
 PYTHONPATH="$ROOT/bench" "$PYTHON" -c "$REPORT_PY" "$RESULTS" "$RUNTIME" "$RAMP" "$SIZE" \
 	"$LOAD_START" "$LOAD_END" "${ROWS[@]}"
 
 # lib.sh's exit trap removes T and stops the cluster; fail if a row failed.
-if grep -q "$(printf '\tfail$')" "$RESULTS"; then
+if grep -q "$(printf '\tfail\t')" "$RESULTS"; then
 	exit 1
 fi
 exit 0
