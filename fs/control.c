@@ -1096,13 +1096,45 @@ static void render_latency(struct text *t, const char *n,
 		render_hist(t, n, stage[i], s->stage_lat[i]);
 }
 
+/*
+ * The engine's aio queue (struct td_aio_stats), shared by every group:
+ * keys start with '.', which no VBD name does.  Cumulative since start
+ * (reset-stats leaves them): the sums and counts let a reader take the
+ * means of an interval from two readings.
+ */
+static void render_aio(struct text *t, const struct td_aio_queue *q)
+{
+	struct td_aio_stats a;
+	uint64_t tenths;
+
+	td_aio_queue_get_stats(q, &a);
+	tenths = a.batches ? a.submitted * 10 / a.batches : 0;
+	text_printf(t, ".aio.submits %llu\n.aio.iocbs %llu\n"
+		    ".aio.batch %llu.%llu\n.aio.merged %llu\n"
+		    ".aio.reaps %llu\n"
+		    ".aio.waited %llu\n.aio.wait_total_us %llu\n"
+		    ".aio.wait_us %llu\n"
+		    ".aio.reaped %llu\n.aio.disk_total_us %llu\n"
+		    ".aio.disk_us %llu\n",
+		    (unsigned long long)a.batches,
+		    (unsigned long long)a.submitted,
+		    (unsigned long long)(tenths / 10),
+		    (unsigned long long)(tenths % 10),
+		    (unsigned long long)a.merged,
+		    (unsigned long long)a.reaps,
+		    (unsigned long long)a.waited,
+		    (unsigned long long)(a.wait_ns / 1000),
+		    (unsigned long long)mean_us(a.wait_ns, a.waited),
+		    (unsigned long long)a.reaped,
+		    (unsigned long long)(a.disk_ns / 1000),
+		    (unsigned long long)mean_us(a.disk_ns, a.reaped));
+}
+
 char *control_render_stats(struct tapfs *fs, struct tapfs_group *g,
 			   size_t *len)
 {
 	struct text t = { 0 };
 	struct td_list *pos;
-
-	(void)fs;
 	for (pos = g->vbds.next; pos != &g->vbds; pos = pos->next) {
 		struct tapfs_vbd *tv = td_container_of(pos, struct tapfs_vbd,
 						       link);
@@ -1135,5 +1167,7 @@ char *control_render_stats(struct tapfs *fs, struct tapfs_group *g,
 			    n, (unsigned long long)s->interrupted);
 		render_latency(&t, n, s);
 	}
+	if (fs->engine)
+		render_aio(&t, fs->engine->aioq);
 	return text_finish(&t, len);
 }

@@ -7,6 +7,10 @@
  *
  * A merged iocb that fails or completes short is split again: every piece
  * is resubmitted alone, so each request gets its own precise result.
+ *
+ * Each tiocb's time is split (struct td_aio_stats) with one clock read
+ * per io_submit() and per io_getevents() that returns events, never one
+ * per tiocb: the queueing stamp reuses the caller's last clock read.
  */
 #include <assert.h>
 #include <errno.h>
@@ -126,6 +130,7 @@ static struct tiocb *td_aio_pop(struct td_aio_queue *q)
 void td_aio_queue_add(struct td_aio_queue *q, struct tiocb *t)
 {
 	t->next = NULL;
+	t->stamp_ns = td_recent_ns();
 	io_set_eventfd(&t->iocb, q->efd);
 	t->iocb.data = t;
 	if (q->tail)
@@ -218,9 +223,13 @@ static void td_aio_unmerge_head(struct td_aio_queue *q, struct tiocb *head)
 	td_pool_put(&q->iovs, v);
 }
 
-/* Requeue every piece of a failed merged iocb, alone, at the front. */
+/*
+ * Requeue every piece of a failed merged iocb, alone, at the front; each
+ * waits again from now (the reap's clock read).
+ */
 static void td_aio_split(struct td_aio_queue *q, struct tiocb *head)
 {
+	uint64_t now = td_recent_ns();
 	struct tiocb *pieces[TD_AIO_MAX_MERGE];
 	struct tiocb *t;
 	unsigned n = 0;
@@ -233,6 +242,7 @@ static void td_aio_split(struct td_aio_queue *q, struct tiocb *head)
 		t->merged = NULL;
 		t->merge_count = 1;
 		t->nomerge = true;
+		t->stamp_ns = now;
 		td_aio_push_front(q, t);
 	}
 }
@@ -264,10 +274,29 @@ static void td_aio_complete(struct td_aio_queue *q, struct tiocb *t, long res)
 	}
 }
 
+/* Pieces of a tiocb handed to the kernel: itself and those merged in. */
+static unsigned tiocb_pieces(const struct tiocb *t)
+{
+	return t->merge_count > 1 ? t->merge_count : 1;
+}
+
+/* The kernel took t at now: its pieces' wait ends, its disk time starts. */
+static void td_aio_account_submit(struct td_aio_queue *q, struct tiocb *t,
+				  uint64_t now)
+{
+	struct tiocb *p;
+
+	for (p = t; p; p = p->merged)
+		q->stats.wait_ns += now - p->stamp_ns;
+	q->stats.waited += tiocb_pieces(t);
+	t->stamp_ns = now;
+}
+
 void td_aio_queue_submit(struct td_aio_queue *q)
 {
 	while (q->head && q->inflight < q->depth) {
 		unsigned room = q->depth - q->inflight, n = 0, i;
+		uint64_t now;
 		int rc;
 
 		if (room > TD_AIO_BATCH)
@@ -279,6 +308,7 @@ void td_aio_queue_submit(struct td_aio_queue *q)
 				td_aio_merge(q, t);
 			q->batch[n++] = &t->iocb;
 		}
+		now = td_now_ns();
 		rc = io_submit(q->ctx, (long)n, q->batch);
 		if (rc < 0 && rc != -EAGAIN) {
 			/* The first iocb is bad; fail it, retry the rest. */
@@ -296,6 +326,8 @@ void td_aio_queue_submit(struct td_aio_queue *q)
 		assert((unsigned)rc <= n);
 		q->inflight += (unsigned)rc;
 		assert(q->inflight <= q->depth);
+		for (i = 0; i < (unsigned)rc; i++)
+			td_aio_account_submit(q, q->batch[i]->data, now);
 		for (i = n; i-- > (unsigned)rc;)
 			td_aio_push_front(q, q->batch[i]->data);
 		if ((unsigned)rc < n) {
@@ -311,6 +343,7 @@ void td_aio_queue_submit(struct td_aio_queue *q)
 static void td_aio_reap(struct td_aio_queue *q)
 {
 	struct timespec zero = { 0, 0 };
+	uint64_t now;
 	int n, i;
 
 	do {
@@ -322,11 +355,18 @@ static void td_aio_reap(struct td_aio_queue *q)
 			return;
 		}
 		assert((unsigned)n <= q->inflight);
+		if (!n)
+			break;
+		now = td_now_ns();
 		q->inflight -= (unsigned)n;
 		q->stats.completed += (unsigned)n;
+		q->stats.reaps++;
 		for (i = 0; i < n; i++) {
 			struct tiocb *t = q->events[i].data;
+			unsigned pieces = tiocb_pieces(t);
 
+			q->stats.disk_ns += (now - t->stamp_ns) * pieces;
+			q->stats.reaped += pieces;
 			td_aio_complete(q, t, (long)q->events[i].res);
 		}
 	} while (n == TD_AIO_BATCH);

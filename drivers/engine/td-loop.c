@@ -27,12 +27,22 @@ struct td_loop {
 	struct td_list	hooks;
 };
 
+/* This thread's last td_now_ns(). */
+static __thread uint64_t td_last_now_ns;
+
 uint64_t td_now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	td_last_now_ns = (uint64_t)ts.tv_sec * 1000000000ull +
+			 (uint64_t)ts.tv_nsec;
+	return td_last_now_ns;
+}
+
+uint64_t td_recent_ns(void)
+{
+	return td_last_now_ns;
 }
 
 struct td_loop *td_loop_new(void)

@@ -125,7 +125,14 @@ int  td_loop_run(struct td_loop *loop);
 void td_loop_stop(struct td_loop *loop);
 bool td_loop_stopped(const struct td_loop *loop);
 
+/* CLOCK_MONOTONIC in ns.  Also remembered for td_recent_ns(). */
 uint64_t td_now_ns(void);
+/*
+ * The value of this thread's last td_now_ns(), without reading the clock:
+ * a stamp for something done in the same loop turn as a clock read (a
+ * request's arrival or dispatch, an aio reap); 0 before the first.
+ */
+uint64_t td_recent_ns(void);
 
 /* ---- fixed-size object pool ---------------------------------------- */
 
@@ -174,11 +181,24 @@ bool  td_pool_owns(const struct td_pool *p, const void *obj);
 /* Most iocbs in flight in one queue. */
 #define TD_AIO_DEPTH		512
 
+/*
+ * Where a tiocb's time goes in the queue, summed over tiocbs (a merged
+ * iocb counts once per piece): wait_ns from td_queue_tiocb() to the
+ * io_submit() that took it (stamped with td_recent_ns(); a split piece
+ * waits again from its split), disk_ns from that io_submit() (one clock
+ * read per call) to the io_getevents() that returned its event (one
+ * clock read per call that returned any).  waited counts the tiocbs in
+ * wait_ns, reaped those in disk_ns.  Reap to the tiocb's callback is
+ * in neither.
+ */
 struct td_aio_stats {
 	uint64_t submitted;	/* iocbs handed to io_submit */
 	uint64_t merged;	/* tiocbs folded into another */
 	uint64_t batches;	/* io_submit calls */
 	uint64_t completed;
+	uint64_t reaps;		/* io_getevents calls that returned events */
+	uint64_t waited, wait_ns;
+	uint64_t reaped, disk_ns;
 };
 
 struct td_aio_queue;

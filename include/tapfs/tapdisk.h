@@ -361,6 +361,8 @@ struct tiocb {
 	struct tiocb	*merged;	/* chain merged behind this one */
 	unsigned int	 merge_count;	/* pieces in the chain, head only */
 	bool		 nomerge;	/* resubmitted alone after an error */
+	/* engine-private: when queued, then when submitted (td_aio_stats) */
+	uint64_t	 stamp_ns;
 };
 
 void td_prep_read(struct tiocb *t, int fd, char *buf, size_t len,

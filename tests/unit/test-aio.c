@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The libaio queue (drivers/engine/td-aio.c): batching, merging of contiguous
- * tiocbs, splitting of a merged iocb that fails or completes short.
+ * tiocbs, splitting of a merged iocb that fails or completes short, the
+ * split of each tiocb's time into waiting to be submitted and in the kernel.
  * Runs against a real file on a disk file system (see unit.h).
  */
 #include <limits.h>
@@ -17,6 +18,7 @@ struct aio_rec {
 	long		 res;
 	unsigned	 calls;
 	unsigned	 seq;		/* completion order, from 1 */
+	uint64_t	 done_ns;	/* td_now_ns() in the callback */
 };
 
 struct fix {
@@ -43,6 +45,7 @@ static void rec_cb(struct tiocb *t, long res)
 	r->res = res;
 	r->calls++;
 	r->seq = ++F->seq;
+	r->done_ns = td_now_ns();
 	F->done++;
 }
 
@@ -93,6 +96,14 @@ static void queue_read(struct fix *f, unsigned i, int fd, char *buf,
 	td_queue_tiocb(&f->drv, &f->t[i]);
 }
 
+static struct td_aio_stats stats(struct fix *f)
+{
+	struct td_aio_stats st;
+
+	td_aio_queue_get_stats(f->e->aioq, &st);
+	return st;
+}
+
 static void wait_done(struct fix *f, unsigned n)
 {
 	if (!unit_run_until(f->e->loop, &f->done, n, WAIT_MS))
@@ -100,14 +111,8 @@ static void wait_done(struct fix *f, unsigned n)
 	/* Nothing completes twice, nothing is left behind. */
 	assert_int_equal(f->done, n);
 	assert_int_equal(td_aio_queue_inflight(f->e->aioq), 0);
-}
-
-static struct td_aio_stats stats(struct fix *f)
-{
-	struct td_aio_stats st;
-
-	td_aio_queue_get_stats(f->e->aioq, &st);
-	return st;
+	/* Every piece the kernel took, its time there was reaped. */
+	assert_int_equal(stats(f).waited, stats(f).reaped);
 }
 
 static void fill_file(struct fix *f, size_t len)
@@ -581,6 +586,53 @@ static void test_merge_odirect(void **state)
 	close(fd);
 }
 
+#define HOLD_US		2000	/* queued this long before the submit */
+#define NSPLIT		6	/* tiocbs: 3 alone, then 3 contiguous */
+
+/*
+ * Each tiocb's wait (queue to io_submit) and disk time (io_submit to its
+ * event reaped) fit in its own life (queue to callback), and the wait
+ * holds the time it sat queued: with a real aio queue on a real file.
+ */
+static void test_time_split(void **state)
+{
+	struct fix *f = *state;
+	struct td_aio_stats st;
+	uint64_t t0, t1, life = 0;
+	unsigned i;
+
+	fill_file(f, FILE_BYTES);
+	t0 = td_now_ns();
+	for (i = 0; i < NSPLIT; i++) {
+		off_t off = i < NSPLIT / 2 ? (off_t)(2 * i + 1) * PAGE :
+			    (off_t)(16 + i) * PAGE;
+
+		queue_read(f, i, f->fd, page(f, i), PAGE, off);
+	}
+	usleep(HOLD_US);
+	td_aio_queue_submit(f->e->aioq);
+	t1 = td_now_ns();
+	st = stats(f);
+	assert_int_equal(st.waited, NSPLIT);
+	assert_int_equal(st.merged, NSPLIT / 2 - 1);
+	assert_int_equal(st.submitted, NSPLIT - (NSPLIT / 2 - 1));
+	assert_int_equal(st.batches, 1);
+	/* Each waited from its queueing (t0's clock read) to the submit. */
+	assert_true(st.wait_ns >= (uint64_t)NSPLIT * HOLD_US * 1000);
+	assert_true(st.wait_ns <= (uint64_t)NSPLIT * (t1 - t0));
+	wait_done(f, NSPLIT);
+	st = stats(f);
+	assert_int_equal(st.reaped, NSPLIT);
+	assert_true(st.reaps >= 1 && st.reaps <= NSPLIT);
+	assert_true(st.disk_ns > 0);
+	for (i = 0; i < NSPLIT; i++) {
+		assert_int_equal(f->rec[i].res, PAGE);
+		assert_true(f->rec[i].done_ns >= t1);
+		life += f->rec[i].done_ns - t0;
+	}
+	assert_true(st.wait_ns + st.disk_ns <= life);
+}
+
 #define T(fn)	cmocka_unit_test_setup_teardown(fn, fix_setup, fix_teardown)
 
 int main(void)
@@ -601,6 +653,7 @@ int main(void)
 		T(test_full_batch_submits),
 		T(test_callback_requeues),
 		T(test_merge_odirect),
+		T(test_time_split),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
