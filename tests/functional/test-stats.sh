@@ -9,7 +9,9 @@
 # (queue, io, reply, total: every request), and the stage means add up
 # to the total mean.  A read held by a pause spends the pause in the
 # queue stage.  reset-stats zeroes the counters of one VBD or of the
-# group, and refuses an unknown name.
+# group, and refuses an unknown name.  The daemon's aio queue lines
+# (.aio.*) follow the VBDs', count the I/O the raw VBDs did, and survive
+# reset-stats.
 . "$(dirname "$0")/lib.sh"
 requires dd fallocate
 
@@ -40,6 +42,36 @@ stage_hists_ok() {
 	done
 }
 
+# aio_ok: the .aio. lines are all there, last, and consistent at rest:
+# every piece submitted was reaped, pieces >= iocbs >= io_submit calls,
+# and the means are the sums over the counts.
+aio_ok() {
+	local k v sub iocbs merged waited reaped
+	local -A a
+
+	while read -r k v; do
+		a[$k]=$v
+	done < <(timeout 10 cat "$G/.stats" | grep '^\.aio\.')
+	for k in submits iocbs batch merged reaps waited wait_total_us \
+		 wait_us reaped disk_total_us disk_us; do
+		check_eq ".aio.$k is a number" yes \
+			"$([[ ${a[.aio.$k]} =~ ^[0-9]+(\.[0-9])?$ ]] && echo yes)"
+	done
+	check_eq ".aio. lines come last" ".aio.disk_us" \
+		"$(timeout 10 cat "$G/.stats" | tail -1 | cut -d' ' -f1)"
+	sub=${a[.aio.submits]} iocbs=${a[.aio.iocbs]} merged=${a[.aio.merged]}
+	waited=${a[.aio.waited]} reaped=${a[.aio.reaped]}
+	check test "$sub" -gt 0
+	check test "$iocbs" -ge "$sub"
+	check_eq "every piece submitted was reaped" "$waited" "$reaped"
+	check_eq "pieces: iocbs + merged" "$waited" $((iocbs + merged))
+	check test "${a[.aio.reaps]}" -gt 0 -a "${a[.aio.reaps]}" -le "$reaped"
+	check_eq "wait_us is the mean" $((${a[.aio.wait_total_us]} / waited)) \
+		"${a[.aio.wait_us]}"
+	check_eq "disk_us is the mean" $((${a[.aio.disk_total_us]} / reaped)) \
+		"${a[.aio.disk_us]}"
+}
+
 # stat_is VBD KEY VALUE: .stats says so now.
 stat_is() { test "$(stat_val "$G" "$1" "$2")" = "$3"; }
 
@@ -66,6 +98,9 @@ stage_hists_ok d "$n"
 stages_ok d
 stage_hists_ok e 3
 stages_ok e
+aio_ok
+aio_before=$(stat_val "$G" .aio waited)
+check test "$aio_before" -ge 68	# d's 40 writes and 25 reads, e's 3
 check_eq "no histogram for an operation that never ran" "" \
 	"$(timeout 10 cat "$G/.stats" | grep '^e\.write_lat_us\.')"
 
@@ -81,6 +116,8 @@ ctl_ok "$G" "reset-stats"
 check_eq "reset of the group: e's reads are 0" 0 \
 	"$(stat_val "$G" e reads)"
 ctl_err "$G" "reset-stats nosuch" ENOENT
+check_eq "reset-stats leaves the aio queue's counters" "$aio_before" \
+	"$(stat_val "$G" .aio waited)"
 check dd if="$G/d" of=/dev/null bs=4k count=2 iflag=direct status=none
 hist_ok d read 2
 
