@@ -99,20 +99,18 @@ RESULTS=$T/results.tsv
 # I/O at the measured rate.  The OSD, librbd, the daemon and fio all
 # count: it says what one I/O costs the machine on each path.
 PARSE_PY='
-import json, os, sys
+import os, sys
+from benchreport import fio_result
 path, unit, cpu0, cpu1, secs = sys.argv[1:]
-with open(path) as f:
-    text = f.read()
-job = json.loads(text[text.index("{"):])["jobs"][0]
-if job.get("error"):
+r = fio_result(path, unit)
+if r is None:
     print("fail\t-"); sys.exit()
-d = job["read"] if job["read"]["io_bytes"] else job["write"]
-val = d["iops"] if unit == "iops" else d["bw_bytes"] / 2**20
+val, iops = r
 busy = lambda l: sum(int(x) for i, x in enumerate(l.split()[1:9])
                      if i not in (1, 3, 4))
 hz = os.sysconf("SC_CLK_TCK")
 cpu_s = (busy(cpu1) - busy(cpu0)) / hz
-ios = d["iops"] * float(secs)
+ios = iops * float(secs)
 print("%.1f\t%s" % (val, "%.0f" % (cpu_s / ios * 1e6) if ios else "-"))
 '
 
@@ -131,7 +129,8 @@ run_rows() {
 			--randrepeat=0 --output-format=json --output="$out" \
 			>/dev/null 2>"$out.err"; then
 			read -r cpu1 </proc/stat
-			val=$("$PYTHON" -c "$PARSE_PY" "$out" "$unit" "$cpu0" \
+			val=$(PYTHONPATH="$ROOT/bench" "$PYTHON" -c "$PARSE_PY" \
+			      "$out" "$unit" "$cpu0" \
 			      "$cpu1" "$((RUNTIME + RAMP))") ||
 				val=$'fail\t-'
 		else

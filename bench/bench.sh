@@ -385,18 +385,16 @@ RESULTS=$WORK/results.tsv	# target, row index, value, CPU µs per I/O
 
 # Print "VALUE CPU_US_PER_IO" from a fio JSON file (VALUE in IOPS or MiB/s).
 PARSE_PY='
-import json, sys
+import sys
+from benchreport import fio_result
 path, unit, ticks, hz, secs = sys.argv[1:]
-with open(path) as f:
-    text = f.read()
-job = json.loads(text[text.index("{"):])["jobs"][0]
-if job.get("error"):
+r = fio_result(path, unit)
+if r is None:
     print("fail -")
     sys.exit()
-d = job["read"] if job["read"]["io_bytes"] else job["write"]
-val = d["iops"] if unit == "iops" else d["bw_bytes"] / 2**20
+val, iops = r
 # CPU is sampled over the wall time of fio (ms), I/O assumed steady over it.
-ios = d["iops"] * int(secs) / 1000
+ios = iops * int(secs) / 1000
 cpu = int(ticks) * 1e6 / int(hz) / ios if ios and int(ticks) > 0 else 0
 print("%.1f %s" % (val, "%.1f" % cpu if cpu else "-"))
 '
@@ -468,8 +466,9 @@ run_row() {
 			"$((rt + ramp)) s of runtime (slow start or drain)"
 	fi
 	# CPU over fio's whole life (ramp included): spread over its wall time.
-	read -r val cpu <<<"$("$PY" -c "$PARSE_PY" "$out" "$unit" \
-		"$((c1 - c0))" "$(getconf CLK_TCK)" "$(((t1 - t0) / 1000000))")" ||
+	read -r val cpu <<<"$(PYTHONPATH="$ROOT/bench" "$PY" -c "$PARSE_PY" \
+		"$out" "$unit" "$((c1 - c0))" "$(getconf CLK_TCK)" \
+		"$(((t1 - t0) / 1000000))")" ||
 		val=fail
 	printf '%s\t%s\t%s\t%s\n' "$t" "$key" "${val:-fail}" "${cpu:--}" \
 		>>"$RESULTS"

@@ -5,6 +5,23 @@ Imported by the report code of bench/bench.sh and bench/bench-rbd.sh
 (run with PYTHONPATH=bench/), so that every table reads the same way.
 """
 
+import json
+
+
+def fio_result(path, unit):
+    """A fio --output-format=json file's first job: (value, iops), the
+    value in IOPS or, for "mibs" rows, MiB/s, of whichever direction
+    moved data; None when the job reports an error.  (fio may print
+    warnings before the JSON: they are skipped.)"""
+    with open(path) as f:
+        text = f.read()
+    job = json.loads(text[text.index("{"):])["jobs"][0]
+    if job.get("error"):
+        return None
+    d = job["read"] if job["read"]["io_bytes"] else job["write"]
+    return (d["iops"] if unit == "iops" else d["bw_bytes"] / 2**20,
+            d["iops"])
+
 
 def fmt(v, unit):
     """A result as printed: IOPS as 12.3k, "mibs" rows as 456 MiB/s;
