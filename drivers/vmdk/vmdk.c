@@ -60,7 +60,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include <tapfs/engine.h>
 #include <tapfs/log.h>
@@ -69,6 +68,7 @@
 #include "common/td-fileio.h"
 #include "common/td-meta.h"
 #include "common/td-util.h"
+#include "common/td-zlib.h"
 #include "vmdk-image.h"
 
 #define VMDK_MAX_IOCBS		256u
@@ -177,8 +177,7 @@ struct vmdk_state {
 	struct td_list		 gt_allocating;
 	size_t			 alloc_hdr, cread_hdr, raw_len;
 	uint32_t		 max_grain;	/* bytes, largest grain */
-	z_stream		 zs;
-	bool			 zs_ready;
+	void			*zs;		/* td-zlib stream */
 	uint64_t		 n_alloc;
 	uint64_t		 n_gt_alloc;
 	uint64_t		 n_cow;		/* grains filled from the parent */
@@ -225,7 +224,6 @@ static int vmdk_inflate(struct vmdk_state *s, struct vmdk_cread *c,
 	uint64_t lba;
 	uint32_t size;
 	char why[128];
-	int ret;
 
 	if (vmdk_marker_decode(c->raw, len, &lba, &size, why, sizeof(why)) ||
 	    lba != c->grain * e->h.grain_secs) {
@@ -233,18 +231,12 @@ static int vmdk_inflate(struct vmdk_state *s, struct vmdk_cread *c,
 		       PRIu64 ")", e->path, c->grain, lba);
 		return -EIO;
 	}
-	inflateReset(&s->zs);
-	s->zs.next_in = c->raw + VMDK_MARKER_SIZE;
-	s->zs.avail_in = size;
-	s->zs.next_out = c->out;
-	s->zs.avail_out = (uInt)gbytes;
-	ret = inflate(&s->zs, Z_FINISH);
-	if (ret != Z_STREAM_END) {
+	if (td_inflate_stream(s->zs, c->raw + VMDK_MARKER_SIZE, size, c->out,
+			      gbytes)) {
 		td_log(TD_LOG_ERR, "%s: grain %" PRIu64 " does not inflate "
-		       "(zlib %d)", e->path, c->grain, ret);
+		       "into %zu bytes", e->path, c->grain, gbytes);
 		return -EIO;
 	}
-	memset(c->out + (gbytes - s->zs.avail_out), 0, s->zs.avail_out);
 	return 0;
 }
 
@@ -817,9 +809,8 @@ static void vmdk_free_state(struct vmdk_state *s)
 	td_pool_fini(&s->gtallocs);
 	td_pool_fini(&s->creads);
 	td_pool_fini(&s->flushes);
-	if (s->zs_ready)
-		inflateEnd(&s->zs);
-	s->zs_ready = false;
+	td_inflate_free(s->zs);
+	s->zs = NULL;
 	vmdk_image_close(s->img);
 	s->img = NULL;
 }
@@ -923,9 +914,8 @@ static int vmdk_open(td_driver_t *drv, const char *path, td_flag_t flags)
 	if (compressed) {
 		if (td_pool_init(&s->creads, VMDK_CREADS, s->cread_hdr +
 				 s->raw_len + s->max_grain, TD_BUF_ALIGN) ||
-		    inflateInit(&s->zs) != Z_OK)
+		    !(s->zs = td_inflate_new_zlib()))
 			goto fail;
-		s->zs_ready = true;
 	}
 	drv->info.size = s->img->capacity;
 	drv->info.sector_size = TD_SECTOR_SIZE;

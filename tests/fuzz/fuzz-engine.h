@@ -3,7 +3,27 @@
 #ifndef TAPFS_FUZZ_ENGINE_H
 #define TAPFS_FUZZ_ENGINE_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/*
+ * The input as an image file: a memfd named name holding data, or -1
+ * (close it after use).  Inline, so that targets built without the
+ * engine (fuzz-vhd) share it too.
+ */
+static inline int fuzz_memfd(const char *name, const uint8_t *data,
+			     size_t size)
+{
+	int fd = memfd_create(name, MFD_CLOEXEC);
+
+	if (fd >= 0 && write(fd, data, size) != (ssize_t)size) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
 
 /*
  * Read the image at path through driver, as the daemon and tapfs-img

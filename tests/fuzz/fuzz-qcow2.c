@@ -147,15 +147,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_parsers(data, size);
 	if (size < QCOW2_V2_HEADER_SIZE || size > FUZZ_MAX_IMAGE)
 		return 0;
-	fd = memfd_create("fuzz-qcow2", MFD_CLOEXEC);
+	fd = fuzz_memfd("fuzz-qcow2", data, size);
 	if (fd < 0)
 		return 0;
-	if (write(fd, data, size) == (ssize_t)size) {
-		fuzz_image(fd);
-		if (!qcow2_header_parse(data, size, size, &h, NULL, NULL) &&
-		    h.size <= FUZZ_MAX_RW_SIZE)
-			fuzz_image_rw(fd);
-	}
+	fuzz_image(fd);
+	if (!qcow2_header_parse(data, size, size, &h, NULL, NULL) &&
+	    h.size <= FUZZ_MAX_RW_SIZE)
+		fuzz_image_rw(fd);
 	close(fd);
 	return 0;
 }

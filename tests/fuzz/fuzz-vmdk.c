@@ -71,11 +71,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_parsers(data, size);
 	if (size > FUZZ_MAX_IMAGE)
 		return 0;
-	fd = memfd_create("fuzz-vmdk", MFD_CLOEXEC);
+	fd = fuzz_memfd("fuzz-vmdk", data, size);
 	if (fd < 0)
 		return 0;
-	if (write(fd, data, size) == (ssize_t)size)
-		fuzz_image(fd);
+	fuzz_image(fd);
 	close(fd);
 	return 0;
 }

@@ -5,7 +5,10 @@
  * (keys, extent lines, the folder rule, overlong lines, no extent), the
  * grain marker.
  */
+#include <zlib.h>
+
 #include "unit.h"
+#include "common/td-zlib.h"
 
 #include "vmdk/vmdk-format.h"
 
@@ -205,6 +208,38 @@ static void test_marker(void **state)
 	assert_contains(err, "compressed grain of 60 bytes");
 }
 
+/*
+ * A compressed grain is a zlib stream that may inflate short of the
+ * grain (the last grain of a disk): the rest reads as zeros; a damaged
+ * stream, or one that does not fit, is refused.
+ */
+static void test_grain_inflate(void **state)
+{
+	uint8_t in[8192], z[9000], out[16384];
+	uLongf zlen = sizeof(z);
+	void *zs = td_inflate_new_zlib();
+	size_t i;
+
+	(void)state;
+	assert_non_null(zs);
+	for (i = 0; i < sizeof(in); i++)
+		in[i] = (uint8_t)(i % 253);
+	assert_int_equal(compress(z, &zlen, in, sizeof(in)), Z_OK);
+	memset(out, 0xaa, sizeof(out));
+	assert_int_equal(td_inflate_stream(zs, z, zlen, out, sizeof(out)), 0);
+	assert_memory_equal(out, in, sizeof(in));
+	for (i = sizeof(in); i < sizeof(out); i++)
+		assert_int_equal(out[i], 0);
+	/* Larger than the grain, cut short, or garbage: refused. */
+	assert_int_equal(td_inflate_stream(zs, z, zlen, out, 4096), -EINVAL);
+	assert_int_equal(td_inflate_stream(zs, z, zlen / 2, out, sizeof(out)),
+			 -EINVAL);
+	memset(z, 0xff, 64);
+	assert_int_equal(td_inflate_stream(zs, z, 64, out, sizeof(out)),
+			 -EINVAL);
+	td_inflate_free(zs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -214,6 +249,7 @@ int main(void)
 		cmocka_unit_test(test_desc_refusals),
 		cmocka_unit_test(test_desc_format),
 		cmocka_unit_test(test_marker),
+		cmocka_unit_test(test_grain_inflate),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

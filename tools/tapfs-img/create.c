@@ -41,6 +41,25 @@ static int parent_format(const struct img_create *c,
 	return probe_format(c->parent, pf);
 }
 
+/*
+ * parent_format for a parent named relative to FILE's directory (qcow,
+ * qcow2): *found is the resolved name (the caller frees it, also on
+ * failure; NULL when out of memory).
+ */
+static int parent_format_at(const struct img_create *c, char **found,
+			    const struct img_format **pf)
+{
+	struct img_create at = *c;
+
+	*found = td_path_resolve(c->path, c->parent);
+	if (!*found) {
+		msg("out of memory");
+		return EXIT_FAIL;
+	}
+	at.parent = *found;
+	return parent_format(&at, pf);
+}
+
 int create_vhd(const struct img_create *c)
 {
 	struct vhd_create_params p = {
@@ -109,16 +128,9 @@ int create_qcow2(const struct img_create *c)
 		p.backing = c->parent;
 		p.backing_fmt = pf->qemu_name;
 	} else if (c->parent) {
-		/* A relative name is relative to FILE's directory. */
-		char *found = td_path_resolve(c->path, c->parent);
-		struct img_create at = *c;
+		char *found;
 
-		if (!found) {
-			msg("out of memory");
-			return EXIT_FAIL;
-		}
-		at.parent = found;
-		ret = parent_format(&at, &pf);
+		ret = parent_format_at(c, &found, &pf);
 		free(found);
 		if (ret)
 			return ret;
@@ -153,16 +165,9 @@ int create_qcow(const struct img_create *c)
 	int ret;
 
 	if (c->parent) {
-		/* A relative name is relative to FILE's directory. */
-		char *found = td_path_resolve(c->path, c->parent);
-		struct img_create at = *c;
+		char *found;
 
-		if (!found) {
-			msg("out of memory");
-			return EXIT_FAIL;
-		}
-		at.parent = found;
-		ret = parent_format(&at, &pf);
+		ret = parent_format_at(c, &found, &pf);
 		if (!ret && !size &&
 		    td_image_size(pf->driver, found, &size, err, sizeof(err))) {
 			msg("%s", err);
