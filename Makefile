@@ -10,6 +10,8 @@
 #   make bench      fio: raw file vs tapfs vs qemu-storage-daemon
 #   make bench-img  tapfs-img convert vs qemu-img convert
 #   make fuse-null  the reply-only FUSE daemon of the bench (build/fuse-null)
+#   make fuse-uring-null  the same over FUSE-over-io_uring (liburing-dev)
+#   make bench-transport  fuse-null vs fuse-uring-null (the FUSE round trip)
 #   make install    PREFIX=/usr/local, DESTDIR=, MANDIR=
 #   make clean
 
@@ -148,6 +150,22 @@ fuse-null: $(BUILD)/fuse-null
 $(BUILD)/fuse-null: bench/fuse-null.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(FUSE_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(FUSE_LIBS)
+
+# The same daemon without libfuse, over FUSE-over-io_uring or /dev/fuse
+# (bench/bench-transport.sh); liburing-dev, for the bench only.
+.PHONY: fuse-uring-null
+fuse-uring-null: $(BUILD)/fuse-uring-null
+$(BUILD)/fuse-uring-null: bench/fuse-uring-null.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) -luring -lpthread
+
+# fio on fuse-null vs fuse-uring-null, file and loop device (root).
+.PHONY: bench-transport
+bench-transport: deps
+	$(MAKE) $(BUILD)/fuse-null $(BUILD)/fuse-uring-null
+	FUSE_NULL=$(abspath $(BUILD)/fuse-null) \
+		FUSE_URING_NULL=$(abspath $(BUILD)/fuse-uring-null) \
+		bench/bench-transport.sh
 
 # tapfs-img convert against qemu-img convert, 2 GiB per format pair.
 .PHONY: bench-img

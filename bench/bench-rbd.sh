@@ -100,14 +100,12 @@ RESULTS=$T/results.tsv
 # count: it says what one I/O costs the machine on each path.
 PARSE_PY='
 import os, sys
-from benchreport import fio_result
+from benchreport import fio_result, host_busy_ticks as busy
 path, unit, cpu0, cpu1, secs = sys.argv[1:]
 r = fio_result(path, unit)
 if r is None:
     print("fail\t-"); sys.exit()
 val, iops = r
-busy = lambda l: sum(int(x) for i, x in enumerate(l.split()[1:9])
-                     if i not in (1, 3, 4))
 hz = os.sysconf("SC_CLK_TCK")
 cpu_s = (busy(cpu1) - busy(cpu0)) / hz
 ios = iops * float(secs)

@@ -55,3 +55,30 @@ def table(hdr, out):
             row = ["-" * w[c] for c in range(len(hdr))]
         print("| " + " | ".join(s.ljust(w[c]) if c == 0 else s.rjust(w[c])
                                 for c, s in enumerate(row)) + " |")
+
+
+def fio_clat_us(path):
+    """A fio JSON file's first job: (mean, p99) completion latency in
+    microseconds, of whichever direction moved data."""
+    with open(path) as f:
+        text = f.read()
+    job = json.loads(text[text.index("{"):])["jobs"][0]
+    d = job["read"] if job["read"]["io_bytes"] else job["write"]
+    clat = d["clat_ns"]
+    p99 = clat.get("percentile", {}).get("99.000000", 0)
+    return clat["mean"] / 1000, p99 / 1000
+
+
+def host_busy_ticks(cpu_line):
+    """The busy clock ticks of /proc/stat's "cpu" line: user, system,
+    irq, softirq and steal; not nice (niced background jobs stay out),
+    idle or iowait."""
+    return sum(int(x) for i, x in enumerate(cpu_line.split()[1:9])
+               if i not in (1, 3, 4))
+
+
+def proc_cpu_ticks(stat_line):
+    """utime + stime of a /proc/PID/stat line, in clock ticks (every
+    thread of the process; comm may hold spaces)."""
+    f = stat_line[stat_line.rindex(")") + 2:].split()
+    return int(f[11]) + int(f[12])

@@ -18,8 +18,9 @@ man-db groff-base"
 # qemu-block-extra: qemu-img's rbd driver (a qcow2 child over an rbd
 # parent, read by QEMU's code too).
 CEPH_PKGS="ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra"
-# The bench's FUSE peers: qemu-storage-daemon; nbdkit + nbdfuse (loop table).
-BENCH_PKGS="qemu-system-common nbdkit libnbd-bin"
+# The bench's FUSE peers: qemu-storage-daemon; nbdkit + nbdfuse (loop table);
+# liburing-dev for bench/fuse-uring-null only (bench-transport.sh).
+BENCH_PKGS="qemu-system-common nbdkit libnbd-bin liburing-dev"
 FUZZ_PKGS="clang libclang-rt-14-dev"
 VALGRIND_PKGS="valgrind"
 # The emulated-Xen test (tests/xen): QEMU, and what builds its initramfs.
