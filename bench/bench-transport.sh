@@ -20,8 +20,11 @@
 # of a Xen guest's disk), every daemon in turn, BENCH_REPS times round
 # (the machine is shared: alternating shows drift in all columns alike),
 # and reports medians: IOPS, mean completion latency, the daemon's CPU
-# per I/O (utime + stime of its process) and the host's (every CPU's busy
-# time, niced jobs left out: fio, the loop worker and the daemon).
+# per I/O (utime + stime of its process), fio's (its usr + sys: the
+# submitting side, where the kernel queues the request and, on the file,
+# completes it) and the host's (every CPU's busy time, niced jobs left
+# out: fio, the loop worker and the daemon, and whatever else runs on a
+# shared machine: compare it only at a low load average).
 #
 # fuse.enable_uring is set to Y by fuse-uring-null while it runs (no
 # daemon uses it unless its INIT reply asks: libfuse 3.14 never does) and
@@ -149,26 +152,26 @@ stop_daemon() {
 
 # ---- fio ---------------------------------------------------------------------
 
-RESULTS=$T/results.tsv	# daemon, path, row, rep, iops, clat, p99, daemon µs, host µs
+RESULTS=$T/results.tsv	# daemon, path, row, rep, iops, clat, p99, µs per I/O: daemon, host, fio
 : >"$RESULTS"
 
 PARSE_PY='
 import os, sys
-from benchreport import (fio_result, fio_clat_us, host_busy_ticks,
-                         proc_cpu_ticks)
+from benchreport import (fio_result, fio_clat_us, fio_cpu_us,
+                         host_busy_ticks, proc_cpu_ticks)
 path, p0, p1, h0, h1, ns = sys.argv[1:]
 r = fio_result(path, "iops")
 if r is None:
-    print("fail\t-\t-\t-\t-"); sys.exit()
+    print("fail\t-\t-\t-\t-\t-"); sys.exit()
 iops = r[1]
 mean, p99 = fio_clat_us(path)
 hz = os.sysconf("SC_CLK_TCK")
 # CPU over fio whole life (ramp included), I/O at the measured rate.
 ios = iops * int(ns) / 1e9
 per = lambda t: "%.2f" % (t / hz / ios * 1e6) if ios else "-"
-print("%.0f\t%.1f\t%.1f\t%s\t%s" % (iops, mean, p99,
+print("%.0f\t%.1f\t%.1f\t%s\t%s\t%.2f" % (iops, mean, p99,
       per(proc_cpu_ticks(p1) - proc_cpu_ticks(p0)),
-      per(host_busy_ticks(h1) - host_busy_ticks(h0))))
+      per(host_busy_ticks(h1) - host_busy_ticks(h0)), fio_cpu_us(path)))
 '
 
 # run D PATH ROW REP
@@ -192,10 +195,10 @@ run() {
 		read -r p1 <"/proc/${PID[$d]}/stat"
 		val=$(PYTHONPATH="$ROOT/bench" "$PYTHON" -c "$PARSE_PY" "$out" \
 			"$p0" "$p1" "$h0" "$h1" "$((t1 - t0))") ||
-			val=$'fail\t-\t-\t-\t-'
+			val=$'fail\t-\t-\t-\t-\t-'
 	else
 		log "$d $p: $row: fio failed: $(tail -n 2 "$out.err" | tr '\n' ' ')"
-		val=$'fail\t-\t-\t-\t-'
+		val=$'fail\t-\t-\t-\t-\t-'
 	fi
 	[[ "$val" == fail* ]] && FAILED=1
 	printf '%s\t%s\t%s\t%s\t%s\n' "$d" "$p" "$i" "$rep" "$val" >>"$RESULTS"
@@ -283,20 +286,21 @@ for p, what in (("file", "the FUSE file"),
     table(["row"] + daemons + [u + "/null" for u in urings] +
           ["clat " + d for d in daemons], out)
     print()
-    print("On %s: CPU us per I/O, the daemon (utime+stime) and the host "
-          "(all CPUs busy, nice left out):" % what)
+    print("On %s: CPU us per I/O of the daemon (utime+stime), of fio "
+          "(usr+sys) and of the host (all CPUs busy, nice left out):" % what)
     print()
     out = []
     for i, name in enumerate(rows):
-        out.append([name] + [num(med(d, p, i, 3), "%.2f") for d in daemons] +
-                   [num(med(d, p, i, 4), "%.2f") for d in daemons])
-    table(["row"] + ["daemon " + d for d in daemons] +
-          ["host " + d for d in daemons], out)
+        out.append([name] + [num(med(d, p, i, k), "%.2f")
+                             for k in (3, 5, 4) for d in daemons])
+    table(["row"] + [w + " " + d for w in ("daemon", "fio", "host")
+                     for d in daemons], out)
 print()
 print("null: fuse-null (libfuse 3.14, /dev/fuse); dev: fuse-uring-null "
       "transport=dev (no libfuse, /dev/fuse); uring: fuse-uring-null over "
       "io_uring, one thread; uringq: one thread per queue")
-print("every run (daemon path row: IOPS/clat/p99/cpu-daemon/cpu-host per run):")
+print("every run (daemon path row: IOPS/clat/p99/cpu-daemon/cpu-host/cpu-fio"
+      " per run):")
 for (d, p, i), vs in sorted(runs.items()):
     print("  %-6s %-4s %-18s %s" % (d, p, rows[i], "  ".join(
         "/".join(v) for v in vs)))

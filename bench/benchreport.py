@@ -82,3 +82,15 @@ def proc_cpu_ticks(stat_line):
     thread of the process; comm may hold spaces)."""
     f = stat_line[stat_line.rindex(")") + 2:].split()
     return int(f[11]) + int(f[12])
+
+
+def fio_cpu_us(path):
+    """A fio JSON file's first job: fio's own CPU time (usr + sys) per
+    I/O in microseconds, at its measured rate."""
+    with open(path) as f:
+        text = f.read()
+    job = json.loads(text[text.index("{"):])["jobs"][0]
+    d = job["read"] if job["read"]["io_bytes"] else job["write"]
+    if not d["iops"]:
+        return 0.0
+    return (job["usr_cpu"] + job["sys_cpu"]) / 100 * 1e6 / d["iops"]
