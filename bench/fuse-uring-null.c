@@ -154,6 +154,7 @@ struct fuse_uring_cmd_req {	/* in the SQE128's 80-byte cmd area */
 /* A /dev/fuse read buffer: a header, a fuse_write_in and max_write. */
 #define NULL_DEV_BUFSIZE	(NULL_MAX_IO + 4096)
 #define NULL_URING_PARAM	"/sys/module/fuse/parameters/enable_uring"
+#define ARRAY_SIZE(a)		(sizeof(a) / sizeof((a)[0]))
 
 enum null_transport { NULL_DEV, NULL_URING };
 
@@ -808,8 +809,15 @@ static void null_on_signal(int sig)
 	null_stop = 1;
 }
 
+static const char *const null_taskrun_names[] = {
+	[NULL_TASKRUN_PLAIN] = "plain",
+	[NULL_TASKRUN_COOP] = "coop",
+	[NULL_TASKRUN_DEFER] = "defer",
+};
+
 static int null_parse_opt(struct null_opts *o, const char *opt)
 {
+	unsigned i;
 	char *end;
 
 	if (!strncmp(opt, "size=", 5)) {
@@ -832,17 +840,14 @@ static int null_parse_opt(struct null_opts *o, const char *opt)
 		o->thread_per_queue = !strcmp(opt, "threads=queue");
 		return 0;
 	}
-	if (!strcmp(opt, "taskrun=plain")) {
-		o->taskrun = NULL_TASKRUN_PLAIN;
-		return 0;
-	}
-	if (!strcmp(opt, "taskrun=coop")) {
-		o->taskrun = NULL_TASKRUN_COOP;
-		return 0;
-	}
-	if (!strcmp(opt, "taskrun=defer")) {
-		o->taskrun = NULL_TASKRUN_DEFER;
-		return 0;
+	if (!strncmp(opt, "taskrun=", 8)) {
+		for (i = 0; i < ARRAY_SIZE(null_taskrun_names); i++) {
+			if (!strcmp(opt + 8, null_taskrun_names[i])) {
+				o->taskrun = i;
+				return 0;
+			}
+		}
+		return -1;
 	}
 	if (!strcmp(opt, "transport=uring")) {
 		o->transport = NULL_URING;
