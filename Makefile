@@ -147,7 +147,7 @@ bench: deps
 fuse-null: $(BUILD)/fuse-null
 $(BUILD)/fuse-null: bench/fuse-null.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(FUSE_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(FUSE_LIBS)
+	$(CC) $(ALL_CFLAGS) $(FUSE_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(FUSE_LIBS) -laio
 
 # tapfs-img convert against qemu-img convert, 2 GiB per format pair.
 .PHONY: bench-img
