@@ -149,7 +149,7 @@ bench: deps
 fuse-null: $(BUILD)/fuse-null
 $(BUILD)/fuse-null: bench/fuse-null.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(FUSE_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(FUSE_LIBS)
+	$(CC) $(ALL_CFLAGS) $(FUSE_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(FUSE_LIBS) -laio
 
 # The same daemon without libfuse, over FUSE-over-io_uring or /dev/fuse
 # (bench/bench-transport.sh); liburing-dev, for the bench only.

@@ -47,9 +47,13 @@
 #   loop-nbdfuse  nbdfuse's file, over nbdkit's file plugin (cache=none),
 #   loop-null     bench/fuse-null's file: a FUSE daemon that only replies
 #                 (the kernel's loop + FUSE ceiling; FUSE_NULL),
+#   loop-nullio   bench/fuse-null -o backing=IMAGE: the image served by the
+#                 simplest one-thread libaio FUSE daemon (the floor cost of
+#                 a daemon doing this I/O: the ceiling for tapfs),
 # then ext4 on the loop devices of raw, tapfs and nbdfuse (mkfs.ext4,
 # mount, 4k randread and randwrite QD32 over 4 files, fsck -fn), with the
-# ratios tapfs/raw, tapfs/null, tapfs/qsd and tapfs/nbdfuse, and each loop
+# ratios tapfs/raw, tapfs/nullio, tapfs/null, tapfs/qsd and tapfs/nbdfuse,
+# and each loop
 # device's queue settings.
 #
 # Environment (all optional):
@@ -57,9 +61,9 @@
 #   BENCH_RAMP     ramp seconds per row, not counted  (default 3)
 #   BENCH_SIZE     image size, whole MiB: 2G, 512M    (default 2G)
 #   BENCH_DIR      directory for the temporary files  (default: ROOT/build)
-#   BENCH_ONLY     comma list of targets: raw,tapfs,qsd,nbdfuse,null
+#   BENCH_ONLY     comma list of targets: raw,tapfs,qsd,nbdfuse,null,nullio
 #                  (default: all; tapfs and qsd stand for their image-format
-#                  and loop columns too, nbdfuse and null are in the loop
+#                  and loop columns too, nbdfuse, null and nullio are in the loop
 #                  table only); rbd (or ONLY=rbd, "make bench ONLY=rbd"):
 #                  the rbd table alone, bench/bench-rbd.sh, on a throw-away
 #                  Ceph cluster
@@ -86,7 +90,7 @@ esac
 RUNTIME=${BENCH_RUNTIME:-12}
 RAMP=${BENCH_RAMP:-3}
 SIZE=${BENCH_SIZE:-2G}
-ONLY=${BENCH_ONLY:-raw,tapfs,qsd,nbdfuse,null}
+ONLY=${BENCH_ONLY:-raw,tapfs,qsd,nbdfuse,null,nullio}
 VERIFY=${BENCH_VERIFY:-1}
 ZERO_RUNTIME=${BENCH_ZERO_RUNTIME:-4}
 TAPFS=${TAPFS:-$ROOT/build/tapfs}
@@ -141,8 +145,8 @@ esac
 
 for t in ${ONLY//,/ }; do
 	case "$t" in
-	raw|tapfs|qsd|nbdfuse|null) ;;
-	*) echo "bench: BENCH_ONLY: unknown target '$t' (raw,tapfs,qsd,nbdfuse,null)" >&2
+	raw|tapfs|qsd|nbdfuse|null|nullio) ;;
+	*) echo "bench: BENCH_ONLY: unknown target '$t' (raw,tapfs,qsd,nbdfuse,null,nullio)" >&2
 	   exit 2 ;;
 	esac
 done
@@ -199,12 +203,13 @@ if [ "$LOOP_TABLE" = 1 ]; then
 		command -v nbdfuse >/dev/null ||
 			die "nbdfuse not found (Debian package libnbd-bin): needed for the loop-nbdfuse column"
 	fi
-	if want null && [ ! -x "$FUSE_NULL" ]; then
-		log "$FUSE_NULL not built: the loop-null column is skipped (make fuse-null)"
-		ONLY=$(echo ",$ONLY," | sed 's/,null,/,/; s/^,//; s/,$//')
+	if { want null || want nullio; } && [ ! -x "$FUSE_NULL" ]; then
+		log "$FUSE_NULL not built: the loop-null and loop-nullio columns are skipped (make fuse-null)"
+		ONLY=$(echo ",$ONLY," |
+			sed 's/,null,/,/; s/,nullio,/,/; s/^,//; s/,$//')
 	fi
 fi
-if want tapfs || want qsd || want nbdfuse || want null; then
+if want tapfs || want qsd || want nbdfuse || want null || want nullio; then
 	[ -e /dev/fuse ] || die "/dev/fuse is missing: FUSE is not available"
 	command -v fusermount3 >/dev/null || die "fusermount3 not found (package fuse3)"
 fi
@@ -698,17 +703,18 @@ start_nbdfuse() {
 	FILE[nbdfuse]=$nmnt/nbd
 }
 
-# start_null: bench/fuse-null, one file of the image's size.
+# start_null TARGET OPTION: bench/fuse-null -o OPTION, its file as
+# FILE[TARGET] (null: size=, a file of the image's size that only
+# replies; nullio: backing=, the image itself).
 start_null() {
-	local nmnt=$WORK/null.mnt
+	local t=$1 nmnt=$WORK/$1.mnt
 	mkdir -p "$nmnt"
-	setsid "$FUSE_NULL" -f -o "size=$size_bytes" "$nmnt" \
-		2>>"$WORK/null.log" &
-	PID[null]=$!
-	push_cleanup "stop_daemon '$nmnt' ${PID[null]} unmount || true"
-	wait_mount "$nmnt" "${PID[null]}" fuse-null ||
-		{ sed 's/^/  /' "$WORK/null.log" >&2; return 1; }
-	FILE[null]=$nmnt/null
+	setsid "$FUSE_NULL" -f -o "$2" "$nmnt" 2>>"$WORK/$t.log" &
+	PID[$t]=$!
+	push_cleanup "stop_daemon '$nmnt' ${PID[$t]} unmount || true"
+	wait_mount "$nmnt" "${PID[$t]}" "fuse-null ($t)" ||
+		{ sed 's/^/  /' "$WORK/$t.log" >&2; return 1; }
+	FILE[$t]=$nmnt/null
 }
 
 # ext4_target SOURCE: mkfs.ext4 on SOURCE's loop device, mounted, with
@@ -749,7 +755,7 @@ ext4_check() {
 	printf '%s\tfsck\t%s\t-\n' "$t" "$v" >>"$RESULTS"
 }
 
-LOOP_TARGETS=(raw tapfs qsd nbdfuse null)
+LOOP_TARGETS=(raw tapfs qsd nbdfuse null nullio)
 EXT4_SOURCES=(loop-raw loop-tapfs loop-nbdfuse)
 if [ "$LOOP_TABLE" = 1 ]; then
 	LOOP_DEPTH=${#CLEANUP[@]}
@@ -763,7 +769,9 @@ if [ "$LOOP_TABLE" = 1 ]; then
 		nbdfuse) log "nbdfuse: nbdkit file plugin on $IMG"
 			 start_nbdfuse || BROKEN[$t]=1 ;;
 		null) log "null: $FUSE_NULL"
-		      start_null || BROKEN[$t]=1 ;;
+		      start_null null "size=$size_bytes" || BROKEN[$t]=1 ;;
+		nullio) log "nullio: $FUSE_NULL on $IMG"
+			start_null nullio "backing=$IMG" || BROKEN[$t]=1 ;;
 		esac
 		PID[$t]=${PID[$s]:-}
 		if [ -z "${BROKEN[$t]:-}" ] && [ -n "${FILE[$s]:-}" ]; then
@@ -1036,7 +1044,7 @@ for name_fmt, drv, what in img_tables:
            "qsd-" + drv + "/raw"], out)
 
 if loop_table == "1":
-    L = ("raw", "tapfs", "qsd", "nbdfuse", "null")
+    L = ("raw", "tapfs", "qsd", "nbdfuse", "null", "nullio")
     print()
     print("Loop table: fio on /dev/loopN (losetup --direct-io=on) over each "
           "target file; file: fio on the file itself (raw table)")
@@ -1049,17 +1057,18 @@ if loop_table == "1":
                    [fmt(x, unit) for x in v])
     table(["row", "raw file", "tapfs file"] + ["loop-" + x for x in L], out)
     print()
-    print("Ratios through the loop device (tapfs/raw: the goal; null/raw: "
-          "the loop + FUSE ceiling of the kernel; tapfs/null: tapfs against "
-          "that ceiling):")
+    print("Ratios through the loop device (tapfs/raw: the goal; "
+          "tapfs/nullio: tapfs against the simplest daemon doing the same "
+          "I/O; null/raw: the loop + FUSE ceiling of the kernel; "
+          "tapfs/null: tapfs against that ceiling):")
     print()
     out = []
     for i, (name, *_unused) in enumerate(rows):
-        r, t, q, n, z = (res.get(("loop-" + x, "l%d" % i)) for x in L)
-        out.append([name, ratio(t, r), ratio(z, r), ratio(t, z),
-                    ratio(t, q), ratio(t, n)])
-    table(["row", "tapfs/raw", "null/raw", "tapfs/null", "tapfs/qsd",
-           "tapfs/nbdfuse"], out)
+        r, t, q, n, z, zio = (res.get(("loop-" + x, "l%d" % i)) for x in L)
+        out.append([name, ratio(t, r), ratio(t, zio), ratio(zio, r),
+                    ratio(z, r), ratio(t, z), ratio(t, q), ratio(t, n)])
+    table(["row", "tapfs/raw", "tapfs/nullio", "nullio/raw", "null/raw",
+           "tapfs/null", "tapfs/qsd", "tapfs/nbdfuse"], out)
     E = ("raw", "tapfs", "nbdfuse")
     print()
     print("ext4 on the loop device (mkfs.ext4, %s files over half the "
@@ -1098,7 +1107,7 @@ if loop_table == "1":
         print("  %-33s " % ("loop " + name) + "   ".join(
             "%-12s %6s" % ("loop-" + x, cpu.get(("loop-" + x, "l%d" % i),
                                                 "n/a"))
-            for x in ("tapfs", "qsd", "nbdfuse", "null")))
+            for x in ("tapfs", "qsd", "nbdfuse", "null", "nullio")))
     for i in ext4_rows:
         print("  %-33s " % ("ext4 " + rows[i][0]) + "   ".join(
             "%-12s %6s" % ("ext4-" + x, cpu.get(("ext4-" + x, "e%d" % i),
