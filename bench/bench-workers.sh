@@ -7,9 +7,11 @@
 #   ram  VBDs of the ram driver ("open vN ram:SIZE"),
 #   shm  raw images on /dev/shm (tmpfs, O_DIRECT), through the aio driver
 #        and its libaio context, filled once so reads find data,
-# with 1 VBD and with BENCH_NVBD VBDs (one fio job per VBD, one fio
-# process, group_reporting), 4k randread and randwrite at QD32 (libaio,
-# direct=1), for each of BENCH_WORKERS (default: 1, 2, ... the CPUs).
+# with 1 VBD (alone in the mount) and with BENCH_NVBD VBDs (one fio job
+# per VBD, one fio process, group_reporting), 4k randread and randwrite at
+# QD32 (libaio, direct=1), for each of BENCH_WORKERS (default: 1, 2, ...
+# the CPUs).  VBDs go round the loops from loop 1, so with workers=2 the
+# first VBD is loop 1's and the second loop 0's.
 #
 # The machine may be shared: the worker counts alternate, BENCH_REPEAT
 # rounds of "mount with workers=1, every row, unmount; workers=2, ...",
@@ -83,23 +85,29 @@ umount_tapfs() {
 	rm -rf "$WORK/store"
 }
 
-# make_vbds BACKING: N VBDs v0..v(N-1) in group BACKING.
+# make_vbds BACKING FROM TO: VBDs vFROM..vTO in group BACKING.
 make_vbds() {
-	local b=$1 i n=$NVBD
-	mkdir "$MNT/$b"
-	for i in $(seq 0 $((n - 1))); do
+	local b=$1 i
+	mkdir -p "$MNT/$b"
+	for i in $(seq "$2" "$3"); do
 		if [ "$b" = ram ]; then
 			echo "open v$i ram:$VSIZE" >"$MNT/$b/.ctl"
 		else
 			echo "create v$i raw $VSIZE" >"$MNT/$b/.ctl"
 		fi
-	done
-	# Written once: reads find data (a ram disk's unwritten sectors and a
-	# hole in tmpfs are cheaper than data).
-	for i in $(seq 0 $((n - 1))); do
+		# Written once: reads find data (a ram disk's unwritten
+		# sectors and a hole in tmpfs are cheaper than data).
 		dd if=/dev/urandom of="$MNT/$b/v$i" bs=1M oflag=direct \
 			count=$(( $(stat -c %s "$MNT/$b/v$i") >> 20 )) \
 			status=none
+	done
+}
+
+# close_vbds BACKING N: close v0..v(N-1) (a ram VBD's memory goes).
+close_vbds() {
+	local i
+	for i in $(seq 0 $(($2 - 1))); do
+		echo "close v$i" >"$MNT/$1/.ctl"
 	done
 }
 
@@ -130,13 +138,18 @@ log "$NCPU CPUs; workers $WORKERS; $REPEAT rounds of ${RUNTIME}+${RAMP} s rows"
 for r in $(seq 1 "$REPEAT"); do
 	for w in $WORKERS; do
 		mount_tapfs "$w"
+		# The 1-VBD rows with that VBD alone in the mount (loops that
+		# own no VBD do not read /dev/fuse), then the others join.
 		for b in ${BACKING//,/ }; do
-			make_vbds "$b"
-			for n in 1 "$NVBD"; do
-				for rw in randread randwrite; do
-					row "$w" "$r" "$b" "$n" "$rw"
-				done
+			make_vbds "$b" 0 0
+			for rw in randread randwrite; do
+				row "$w" "$r" "$b" 1 "$rw"
 			done
+			make_vbds "$b" 1 $((NVBD - 1))
+			for rw in randread randwrite; do
+				row "$w" "$r" "$b" "$NVBD" "$rw"
+			done
+			close_vbds "$b" "$NVBD"
 		done
 		umount_tapfs
 	done

@@ -26,6 +26,10 @@
  * .stats, a .ctl WRITE runs a command, MKDIR and RMDIR save the
  * manifest) run with the other loops parked.
  *
+ * Only loops that own a VBD read /dev/fuse (mq_choose_readers): with
+ * fewer VBDs than loops, a loop with nothing of its own would only hand
+ * requests on.
+ *
  * FUSE_INTERRUPT is not honoured with workers: the interrupted request
  * may be on any loop, or between two.  It completes normally (a client
  * of a paused VBD waits for resume).
@@ -60,7 +64,8 @@ struct fuse_loop {
 	bool			 data_ready;	/* own is initialised */
 	struct td_event		 ev;
 	bool			 watched;
-	bool			 throttled;
+	bool			 throttled;	/* no buffer or context free */
+	bool			 idle;		/* owns no VBD: leaves reading */
 	struct td_hook		 unthrottle;
 };
 
@@ -142,6 +147,8 @@ static bool mq_needs_parking(const char *buf, size_t len)
 	}
 }
 
+static void mq_choose_readers(struct fuse_state *st);
+
 /* libfuse processes the request in buf (fl->dl->cur), read from fd. */
 static void mq_process(struct fuse_loop *fl, char *buf, size_t len, int fd)
 {
@@ -156,8 +163,10 @@ static void mq_process(struct fuse_loop *fl, char *buf, size_t len, int fd)
 	if (park)
 		workers_quiesce(fl->st->fs);
 	fuse_session_process_buf(fl->st->se, &fbuf);
-	if (park)
+	if (park) {
+		mq_choose_readers(fl->st);
 		workers_release(fl->st->fs);
+	}
 }
 
 static struct fuse_loop *mq_here(struct fuse_state *st)
@@ -199,12 +208,53 @@ void fuse_workers_return_recv(struct fuse_state *st, char *buf)
 
 /* ---- the receive loop ---------------------------------------------------- */
 
+static void mq_watch(struct fuse_loop *fl)
+{
+	td_loop_mod_event(fl->loop, &fl->ev,
+			  fl->throttled || fl->idle ? 0 : EPOLLIN);
+}
+
 static void mq_throttle(struct fuse_loop *fl, bool on)
 {
 	if (fl->throttled == on)
 		return;
 	fl->throttled = on;
-	td_loop_mod_event(fl->loop, &fl->ev, on ? 0 : EPOLLIN);
+	mq_watch(fl);
+}
+
+/*
+ * Which loops read /dev/fuse: those that own a VBD (or loop 0 alone
+ * when none does).  A reader of a VBD it does not own hands the request
+ * on (a wake-up of the owner); with fewer VBDs than loops the others
+ * would only add such hand-offs.  From loop 0 with the others parked
+ * (their fuse_loop is ours meanwhile), after each change of the VBDs.
+ */
+static void mq_choose_readers(struct fuse_state *st)
+{
+	struct fuse_mq *mq = st->mq;
+	struct tapfs *fs = st->fs;
+	unsigned owned[WORKERS_MAX] = { 0 }, total = 0, i;
+	struct td_list *gp, *vp;
+
+	for (gp = fs->groups.next; gp != &fs->groups; gp = gp->next) {
+		struct tapfs_group *g = td_container_of(gp, struct tapfs_group,
+							link);
+		for (vp = g->vbds.next; vp != &g->vbds; vp = vp->next) {
+			struct tapfs_vbd *tv = td_container_of(vp,
+						struct tapfs_vbd, link);
+			if (tv->vbd) {
+				owned[tv->owner]++;
+				total++;
+			}
+		}
+	}
+	for (i = 0; i < mq->n; i++) {
+		struct fuse_loop *fl = &mq->loops[i];
+
+		fl->idle = !owned[i] && (i || total);
+		if (fl->watched)
+			mq_watch(fl);
+	}
 }
 
 static void mq_unthrottle(struct td_hook *h)
@@ -212,7 +262,7 @@ static void mq_unthrottle(struct td_hook *h)
 	struct fuse_loop *fl = h->arg;
 	struct fuse_buf fbuf;
 
-	if (fl->throttled && !td_loop_stopped(fl->loop) &&
+	if (fl->throttled && !fl->idle && !td_loop_stopped(fl->loop) &&
 	    data_recv_buffer(fl->dl, &fbuf))
 		mq_throttle(fl, false);
 }
@@ -227,7 +277,7 @@ static void mq_receive(struct td_event *ev, uint32_t events)
 	ssize_t n;
 
 	(void)events;
-	for (i = 0; i < MQ_RECV_BATCH; i++) {
+	for (i = 0; i < MQ_RECV_BATCH && !fl->idle; i++) {
 		if (!data_recv_buffer(dl, &fbuf)) {
 			mq_throttle(fl, true);
 			return;
@@ -351,6 +401,7 @@ int fuse_workers_mount(struct fuse_state *st, char *err, size_t errlen)
 		if (rc)
 			goto fail;
 	}
+	mq_choose_readers(st);
 	td_log(TD_LOG_INFO, "%u event loops, one /dev/fuse clone each", n);
 	return 0;
 fail:
