@@ -49,6 +49,7 @@ struct io_ctx {
 	struct data_loop	*dl;		/* the owner loop's */
 	fuse_req_t		 req;
 	int			 reply_fd;	/* fuse_reply_fd at receipt */
+	uint64_t		 unique;	/* fuse_recv_unique at receipt */
 	struct tapfs_vbd	*tv;
 	enum io_kind		 kind;
 	char			*buf;		/* aligned data or bounce */
@@ -192,6 +193,22 @@ static void io_interrupt(fuse_req_t req, void *data)
 		vbd_cancel(c->vreq.vbd, &c->vreq);	/* io_done: EINTR */
 }
 
+void data_interrupt(struct data_loop *dl, uint64_t unique)
+{
+	struct td_pool *p = &dl->ctx_pool;
+	unsigned i;
+
+	/* Contexts past fresh were never used. */
+	for (i = 0; i < p->fresh; i++) {
+		struct io_ctx *c = (struct io_ctx *)(p->mem + i * p->size);
+
+		if (p->out[i] && c->unique == unique && !c->replied) {
+			io_interrupt(c->req, c);
+			return;
+		}
+	}
+}
+
 /*
  * The VBD failed with c's request stuck in the image: the client gets
  * EIO now (and can close the file, so the VBD can be closed); c and its
@@ -252,6 +269,7 @@ static struct io_ctx *io_new(fuse_req_t req, struct fuse_file_info *fi,
 	c->dl = dl;
 	c->req = req;
 	c->reply_fd = fuse_reply_fd;
+	c->unique = fuse_recv_unique;
 	c->tv = tv;
 	c->kind = kind;
 	/* The queue stage (vbd_stats) includes a wait for a buffer. */

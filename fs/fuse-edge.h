@@ -112,6 +112,8 @@ static inline struct tapfs_vbd *fh_vbd(uint64_t fh)
  * request recorded (fuse-workers.c's writev uses it).
  */
 extern __thread int fuse_reply_fd;
+/* With -o workers=N: the kernel's id of the request being processed. */
+extern __thread uint64_t fuse_recv_unique;
 /* The data path's state of the loop this thread runs; NULL: loop 0's. */
 extern __thread struct data_loop *data_loop_here;
 
@@ -185,6 +187,12 @@ bool data_recv_buffer(struct data_loop *dl, struct fuse_buf *fbuf);
 				 sizeof(struct fuse_write_in))
 /* Give a receive buffer back: to dl's pool, or to the loop it is from. */
 void data_put_recv(struct data_loop *dl, char *buf);
+/*
+ * With -o workers=N, where libfuse cannot find the request a FUSE
+ * INTERRUPT names (it may be on any loop): interrupt dl's request with
+ * that unique (fuse_recv_unique at its receipt), if dl has it.
+ */
+void data_interrupt(struct data_loop *dl, uint64_t unique);
 
 /* fi->fh is the VBD's (vbd_fh); each replies exactly once, now or later. */
 void data_read(fuse_req_t req, size_t size, off_t off,

@@ -30,9 +30,12 @@
  * fewer VBDs than loops, a loop with nothing of its own would only hand
  * requests on.
  *
- * FUSE_INTERRUPT is not honoured with workers: the interrupted request
- * may be on any loop, or between two.  It completes normally (a client
- * of a paused VBD waits for resume).
+ * FUSE_INTERRUPT does not go to libfuse, which would run tapfs's
+ * interrupt callback on the reader's thread: the interrupted request may
+ * be on any loop.  The reader sends it to every loop instead, and the
+ * one holding a request of that unique interrupts it (data_interrupt).
+ * One that overtakes its request (still in a queue between two loops) is
+ * lost: that request completes normally.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -51,6 +54,7 @@
 #define MQ_RECV_BATCH		64
 
 __thread int fuse_reply_fd = -1;
+__thread uint64_t fuse_recv_unique;
 __thread struct data_loop *data_loop_here;
 
 /* One loop's FUSE side; only its thread touches it. */
@@ -160,6 +164,7 @@ static void mq_process(struct fuse_loop *fl, char *buf, size_t len, int fd)
 
 	data_loop_here = fl->dl;
 	fuse_reply_fd = fd;
+	fuse_recv_unique = mq_header(buf)->unique;
 	if (park)
 		workers_quiesce(fl->st->fs);
 	fuse_session_process_buf(fl->st->se, &fbuf);
@@ -204,6 +209,50 @@ void fuse_workers_return_recv(struct fuse_state *st, char *buf)
 
 	b->msg.fn = mq_returned;
 	workers_post(st->fs, b->from->id, &b->msg);
+}
+
+/* ---- interrupts -------------------------------------------------------- */
+
+struct mq_intr {
+	struct workers_msg	 msg;
+	struct fuse_state	*st;
+	uint64_t		 unique;
+};
+
+static void mq_interrupt_here(struct workers_msg *m)
+{
+	struct mq_intr *i = td_container_of(m, struct mq_intr, msg);
+
+	data_interrupt(mq_here(i->st)->dl, i->unique);
+	free(i);
+}
+
+/* A FUSE_INTERRUPT in buf: to every loop (best effort: rare, small). */
+static void mq_interrupt(struct fuse_loop *fl, const char *buf, size_t len)
+{
+	const struct fuse_in_header *in = mq_header(buf);
+	struct fuse_interrupt_in arg;
+	struct fuse_mq *mq = fl->st->mq;
+	unsigned k;
+
+	if (len < sizeof(*in) + sizeof(arg))
+		return;
+	memcpy(&arg, in + 1, sizeof(arg));
+	for (k = 0; k < mq->n; k++) {
+		struct mq_intr *i;
+
+		if (k == fl->id) {
+			data_interrupt(fl->dl, arg.unique);
+			continue;
+		}
+		i = malloc(sizeof(*i));
+		if (!i)
+			continue;
+		i->msg.fn = mq_interrupt_here;
+		i->st = fl->st;
+		i->unique = arg.unique;
+		workers_post(fl->st->fs, k, &i->msg);
+	}
 }
 
 /* ---- the receive loop ---------------------------------------------------- */
@@ -277,6 +326,11 @@ static void mq_receive(struct td_event *ev, uint32_t events)
 	ssize_t n;
 
 	(void)events;
+	/* Stopped: the final drain runs this loop; /dev/fuse is done. */
+	if (td_loop_stopped(fl->loop)) {
+		mq_throttle(fl, true);
+		return;
+	}
 	for (i = 0; i < MQ_RECV_BATCH && !fl->idle; i++) {
 		if (!data_recv_buffer(dl, &fbuf)) {
 			mq_throttle(fl, true);
@@ -295,8 +349,10 @@ static void mq_receive(struct td_event *ev, uint32_t events)
 			workers_stop_all(fl->st->fs);
 			return;
 		}
-		if (mq_header(dl->cur)->opcode == FUSE_INTERRUPT)
-			continue;	/* see the top of this file */
+		if (mq_header(dl->cur)->opcode == FUSE_INTERRUPT) {
+			mq_interrupt(fl, dl->cur, (size_t)n);
+			continue;
+		}
 		tv = mq_vbd(dl->cur, (size_t)n);
 		owner = tv ? tv->owner : 0;
 		if (owner == fl->id) {
@@ -419,6 +475,7 @@ int fuse_workers_run(struct fuse_state *st)
 		return rc;
 	rc = td_loop_run(fs->engine->loop);
 	workers_stop(fs);
+	workers_flush(fs);
 	return rc;
 }
 

@@ -300,6 +300,7 @@ static void drain(struct tapfs *fs)
 		for (k = 0; busy && k < n; k++)
 			workers_run_once(fs, k, n > 1 ? 10 : 100);
 	} while (busy);
+	workers_flush(fs);
 }
 
 static int serve(struct tapfs_opts *opts, int report_fd)

@@ -322,6 +322,29 @@ int workers_run_once(struct tapfs *fs, unsigned loop, int timeout_ms)
 	return rc;
 }
 
+/* Bounds workers_flush should what runs keep posting. */
+#define WORKERS_FLUSH_ROUNDS	64
+
+void workers_flush(struct tapfs *fs)
+{
+	struct tapfs_workers *w = fs->workers;
+	unsigned i, round;
+	bool more = true;
+
+	for (round = 0; w && more && round < WORKERS_FLUSH_ROUNDS; round++) {
+		more = false;
+		for (i = 0; i < w->n; i++) {
+			if (!atomic_load(&w->loops[i].head))
+				continue;
+			more = true;
+			workers_run_once(fs, i, 0);
+		}
+	}
+	if (more)
+		td_log(TD_LOG_WARN, "loops still busy after %d rounds",
+		       WORKERS_FLUSH_ROUNDS);
+}
+
 /* ---- set-up ----------------------------------------------------------- */
 
 static int wloop_init(struct tapfs *fs, struct wloop *l, unsigned id)

@@ -73,6 +73,12 @@ void workers_stop(struct tapfs *fs);
  */
 int  workers_run_once(struct tapfs *fs, unsigned loop, int timeout_ms);
 
+/*
+ * After workers_stop: run what was posted to the loops until no queue
+ * holds anything (a call to loop 0, a buffer going home).
+ */
+void workers_flush(struct tapfs *fs);
+
 /* Hand m to loop's thread (any thread may call; never blocks). */
 void workers_post(struct tapfs *fs, unsigned loop, struct workers_msg *m);
 
