@@ -175,7 +175,7 @@ for line in open(sys.argv[1]):
 workers = [int(w) for w in sys.argv[2].split()]
 hdr = ["row"]
 for w in workers:
-    hdr += ["w=%d IOPS" % w, "µs CPU/IO"]
+    hdr += ["w=%d IOPS" % w, "min-max", "µs CPU/IO"]
 for w in workers[1:]:
     hdr.append("w=%d/w=%d" % (w, workers[0]))
 out = []
@@ -188,6 +188,7 @@ for (b, n, rw), by_w in sorted(rows.items()):
         c = [y for _, y in runs if y is not None]
         med[w] = statistics.median(i) if i else None
         cells += [fmt(med[w], "iops"),
+                  "%.0f-%.0fk" % (min(i) / 1000, max(i) / 1000) if i else "-",
                   "%.1f" % statistics.median(c) if c else "-"]
     for w in workers[1:]:
         cells.append(ratio(med[w], med[workers[0]]))
