@@ -67,7 +67,8 @@ struct fuse_loop {
 	struct data_loop	 own;
 	bool			 data_ready;	/* own is initialised */
 	struct td_event		 ev;
-	bool			 watched;
+	bool			 watched;	/* ev is in the loop's epoll */
+	bool			 hooked;	/* unthrottle is a hook */
 	bool			 throttled;	/* no buffer or context free */
 	bool			 idle;		/* owns no VBD: leaves reading */
 	struct td_hook		 unthrottle;
@@ -257,10 +258,27 @@ static void mq_interrupt(struct fuse_loop *fl, const char *buf, size_t len)
 
 /* ---- the receive loop ---------------------------------------------------- */
 
+/*
+ * A loop watches its fd only while it reads (not idle, not throttled).
+ * Left in the epoll set with no events, the fd of an idle loop still
+ * woke it in the kernel for every request queued (some 280k futile
+ * wake-ups a second at 320k IOPS).  Reading loops are not exclusive
+ * waiters: with EPOLLEXCLUSIVE two loops over two VBDs did no better
+ * (244-256k 4k reads/s against 262-271k without, 2 vCPUs).
+ */
 static void mq_watch(struct fuse_loop *fl)
 {
-	td_loop_mod_event(fl->loop, &fl->ev,
-			  fl->throttled || fl->idle ? 0 : EPOLLIN);
+	bool want = !fl->idle && !fl->throttled;
+
+	if (!want && fl->watched) {
+		td_loop_del_event(fl->loop, &fl->ev);
+		fl->watched = false;
+	} else if (want && !fl->watched) {
+		fl->watched = !td_loop_add_event(fl->loop, &fl->ev);
+		if (!fl->watched)
+			td_log(TD_LOG_ERR, "loop %u: cannot watch /dev/fuse",
+			       fl->id);
+	}
 }
 
 static void mq_throttle(struct fuse_loop *fl, bool on)
@@ -301,7 +319,7 @@ static void mq_choose_readers(struct fuse_state *st)
 		struct fuse_loop *fl = &mq->loops[i];
 
 		fl->idle = !owned[i] && (i || total);
-		if (fl->watched)
+		if (fl->hooked)
 			mq_watch(fl);
 	}
 }
@@ -429,6 +447,7 @@ static int mq_loop_init(struct fuse_state *st, struct fuse_loop *fl,
 	fl->unthrottle.cb = mq_unthrottle;
 	fl->unthrottle.arg = fl;
 	td_loop_add_hook(fl->loop, &fl->unthrottle);
+	fl->hooked = true;
 	return 0;
 }
 
@@ -489,10 +508,10 @@ void fuse_workers_unmount(struct fuse_state *st)
 	for (i = 0; i < mq->n; i++) {
 		struct fuse_loop *fl = &mq->loops[i];
 
-		if (fl->watched) {
+		if (fl->watched)
 			td_loop_del_event(fl->loop, &fl->ev);
+		if (fl->hooked)
 			td_loop_del_hook(&fl->unthrottle);
-		}
 		if (fl->data_ready)
 			data_fini(&fl->own);
 		if (i && fl->fd >= 0)
