@@ -70,7 +70,9 @@
 #   BENCH_TABLES   comma list of tables: raw,vhd,qcow2,vmdk,qcow,loop
 #                  (default: all but loop); raw is the raw-image table; the
 #                  raw file's rows run whenever the raw target does (the
-#                  reference)
+#                  reference); workers: the -o workers=N table alone,
+#                  bench/bench-workers.sh (ram and tmpfs VBDs, workers=1
+#                  vs 2.., alternated, medians; its BENCH_* in its header)
 #   BENCH_ZERO_RUNTIME  seconds per unallocated-read row, 0 skips them
 #                                                      (default 4)
 #   BENCH_VERIFY   1: run the verify check, 0: skip    (default 1)
@@ -86,6 +88,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # ---- rbd: a run of its own, bench/bench-rbd.sh (BENCH_ONLY=rbd or ONLY=rbd)
 case ",${BENCH_ONLY:-${ONLY:-}}," in
 *,rbd,*) exec "$ROOT/bench/bench-rbd.sh" "$@" ;;
+esac
+# ---- workers: a run of its own, bench/bench-workers.sh (BENCH_TABLES=workers)
+case ",${BENCH_TABLES:-}," in
+*,workers,*) exec "$ROOT/bench/bench-workers.sh" "$@" ;;
 esac
 RUNTIME=${BENCH_RUNTIME:-12}
 RAMP=${BENCH_RAMP:-3}

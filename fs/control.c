@@ -14,6 +14,7 @@
 #include <tapfs/log.h>
 
 #include "tapfs.h"
+#include "workers.h"
 
 /* One VBD of a snapshot command. */
 struct snap_target {
@@ -143,19 +144,30 @@ static void control_op_put(struct control_op *op, int err, const char *who)
 	}
 }
 
+/*
+ * The engine calls back on the VBD's owner loop; the command goes on on
+ * loop 0 with the other loops parked (fs/workers.h).
+ */
+static void control_put_main(void *vbd, void *arg, int err)
+{
+	(void)vbd;
+	control_op_put(arg, err, "VBD");
+}
+
 static void control_paused(td_vbd_t *vbd, void *arg, int err)
 {
 	struct control_op *op = arg;
 
-	(void)vbd;
-	control_op_put(op, err, "VBD");
+	workers_on_main(op->fs, control_put_main, vbd, op, err);
 }
 
 static void control_flushed(struct vbd_request *vreq, int err)
 {
+	struct control_op *op = vreq->cb_data;
+
 	/* No reply of its own: its stages end here (op frees vreq). */
 	vbd_replied(vreq->vbd, vreq);
-	control_op_put(vreq->cb_data, err, "VBD");
+	workers_on_main(op->fs, control_put_main, vreq->vbd, op, err);
 }
 
 static struct control_op *control_op_new(struct tapfs *fs,
@@ -242,6 +254,19 @@ static int control_flush(struct tapfs *fs, struct tapfs_group *g,
 }
 
 static int control_save(struct tapfs *fs, struct tapfs_group *g);
+
+/* Who holds path, over every loop's engine: 0 and who, or -ENOENT. */
+static int control_lock_describe(struct tapfs *fs, const char *path,
+				 char *who, size_t len)
+{
+	unsigned i;
+
+	for (i = 0; i < workers_count(fs); i++)
+		if (!td_lock_describe(workers_engine(fs, i)->locks, path, who,
+				      len) && who[0])
+			return 0;
+	return -ENOENT;
+}
 
 /* Undo a switch to a snapshot child: back to the old leaf. */
 static void snap_rollback(struct snap_target *t)
@@ -626,8 +651,7 @@ static int control_create(struct tapfs *fs, struct tapfs_group *g,
 		char who[256];
 
 		/* Someone's disk: say whose, not how to open it again. */
-		if (!td_lock_describe(fs->engine->locks, path, who,
-				      sizeof(who)) && who[0])
+		if (!control_lock_describe(fs, path, who, sizeof(who)))
 			return control_status(g, -EBUSY, "image %s already "
 					      "exists and is in use %s", path,
 					      who);
@@ -743,7 +767,7 @@ static int control_fault(struct tapfs_group *g, const struct ctl_command *cmd)
 /* ---- handing a VBD over: release, and resume of one in standby ---- */
 
 /* A release or take-over is done: the engine's words on failure. */
-static void control_handed_over(td_vbd_t *vbd, void *arg, int err)
+static void control_handed_over_main(void *vbd, void *arg, int err)
 {
 	struct control_op *op = arg;
 
@@ -753,6 +777,13 @@ static void control_handed_over(td_vbd_t *vbd, void *arg, int err)
 			ctl_verb_name(op->verb), vbd_takeover_error(vbd));
 	}
 	control_op_put(op, err, "VBD");
+}
+
+static void control_handed_over(td_vbd_t *vbd, void *arg, int err)
+{
+	struct control_op *op = arg;
+
+	workers_on_main(op->fs, control_handed_over_main, vbd, op, err);
 }
 
 /* The manifest says which VBDs come back in standby (tree.c). */
@@ -1097,17 +1128,30 @@ static void render_latency(struct text *t, const char *n,
 }
 
 /*
- * The engine's aio queue (struct td_aio_stats), shared by every group:
+ * The engines' aio queues (struct td_aio_stats), shared by every group:
  * keys start with '.', which no VBD name does.  Cumulative since start
  * (reset-stats leaves them): the sums and counts let a reader take the
  * means of an interval from two readings.
  */
-static void render_aio(struct text *t, const struct td_aio_queue *q)
+static void render_aio(struct text *t, struct tapfs *fs)
 {
-	struct td_aio_stats a;
+	struct td_aio_stats a = { 0 }, q;
 	uint64_t tenths;
+	unsigned i;
 
-	td_aio_queue_get_stats(q, &a);
+	/* With -o workers=N, one queue per loop: their sums. */
+	for (i = 0; i < workers_count(fs); i++) {
+		td_aio_queue_get_stats(workers_engine(fs, i)->aioq, &q);
+		a.submitted += q.submitted;
+		a.merged += q.merged;
+		a.batches += q.batches;
+		a.completed += q.completed;
+		a.reaps += q.reaps;
+		a.waited += q.waited;
+		a.wait_ns += q.wait_ns;
+		a.reaped += q.reaped;
+		a.disk_ns += q.disk_ns;
+	}
 	tenths = a.batches ? a.submitted * 10 / a.batches : 0;
 	text_printf(t, ".aio.submits %llu\n.aio.iocbs %llu\n"
 		    ".aio.batch %llu.%llu\n.aio.merged %llu\n"
@@ -1168,6 +1212,6 @@ char *control_render_stats(struct tapfs *fs, struct tapfs_group *g,
 		render_latency(&t, n, s);
 	}
 	if (fs->engine)
-		render_aio(&t, fs->engine->aioq);
+		render_aio(&t, fs);
 	return text_finish(&t, len);
 }

@@ -32,6 +32,9 @@
 #define FUSE_WRITE_HDR		(sizeof(struct fuse_in_header) + \
 				 sizeof(struct fuse_write_in))
 
+_Static_assert(DATA_RECV_HEADROOM == FUSE_HDR_PAGE - FUSE_WRITE_HDR,
+	       "fuse-edge.h's headroom is where the receive buffer starts");
+
 #define SMALL_BUF		(64u << 10)
 #define NR_SMALL		256
 #define NR_LARGE		24
@@ -43,8 +46,10 @@ enum io_kind { IO_READ, IO_WRITE, IO_FLUSH, IO_DISCARD };
 /* One FUSE request on a VBD file, from receipt to reply. */
 struct io_ctx {
 	struct vbd_request	 vreq;
-	struct fuse_state	*st;
+	struct data_loop	*dl;		/* the owner loop's */
 	fuse_req_t		 req;
+	int			 reply_fd;	/* fuse_reply_fd at receipt */
+	uint64_t		 unique;	/* fuse_recv_unique at receipt */
 	struct tapfs_vbd	*tv;
 	enum io_kind		 kind;
 	char			*buf;		/* aligned data or bounce */
@@ -64,29 +69,29 @@ struct io_ctx {
 
 /* ---- data path: buffers ------------------------------------------------ */
 
-static struct td_pool *pool_for(struct fuse_state *st, size_t need)
+static struct td_pool *pool_for(struct data_loop *dl, size_t need)
 {
-	return need <= SMALL_BUF ? &st->small_pool : &st->large_pool;
+	return need <= SMALL_BUF ? &dl->small_pool : &dl->large_pool;
 }
 
 static void io_start(struct io_ctx *c);
 
 static void io_release(struct io_ctx *c)
 {
-	struct fuse_state *st = c->st;
+	struct data_loop *dl = c->dl;
 
 	assert(c->replied);
 	if (c->buf_pool)
 		td_pool_put(c->buf_pool, c->buf);
 	if (c->hold)
-		td_pool_put(&st->recv_pool, c->hold);
-	td_pool_put(&st->ctx_pool, c);
+		data_put_recv(dl, c->hold);
+	td_pool_put(&dl->ctx_pool, c);
 
 	/* Buffers came back: serve the waiters, in order. */
-	while (!td_list_empty(&st->waiting)) {
-		struct io_ctx *w = td_container_of(st->waiting.next,
+	while (!td_list_empty(&dl->waiting)) {
+		struct io_ctx *w = td_container_of(dl->waiting.next,
 						   struct io_ctx, wait);
-		struct td_pool *p = pool_for(st, w->need);
+		struct td_pool *p = pool_for(dl, w->need);
 
 		w->buf = td_pool_get(p);
 		if (!w->buf)
@@ -104,19 +109,19 @@ static void io_release(struct io_ctx *c)
  */
 static void io_hold_recv(struct io_ctx *c)
 {
-	struct fuse_state *st = c->st;
+	struct data_loop *dl = c->dl;
 
-	c->hold = st->cur;
-	st->cur = NULL;
+	c->hold = dl->cur;
+	dl->cur = NULL;
 }
 
 /* Get c->buf, or queue c until one is free.  c->need is set. */
 static void io_get_buffer(struct io_ctx *c)
 {
-	struct fuse_state *st = c->st;
-	struct td_pool *p = pool_for(st, c->need);
+	struct data_loop *dl = c->dl;
+	struct td_pool *p = pool_for(dl, c->need);
 
-	c->buf = td_list_empty(&st->waiting) ? td_pool_get(p) : NULL;
+	c->buf = td_list_empty(&dl->waiting) ? td_pool_get(p) : NULL;
 	if (c->buf) {
 		c->buf_pool = p;
 		io_start(c);
@@ -124,7 +129,7 @@ static void io_get_buffer(struct io_ctx *c)
 	}
 	if (c->data && !c->hold)
 		io_hold_recv(c);	/* the payload must outlive this call */
-	td_list_add_tail(&c->wait, &st->waiting);
+	td_list_add_tail(&c->wait, &dl->waiting);
 }
 
 /* ---- data path: completion and submission ------------------------------ */
@@ -140,6 +145,7 @@ static void io_done(struct vbd_request *vreq, int err)
 	}
 	assert(!c->replied);
 	c->replied = true;
+	fuse_reply_fd = c->reply_fd;
 	if (err) {
 		fuse_reply_err(c->req, -err);
 	} else {
@@ -178,12 +184,29 @@ static void io_interrupt(fuse_req_t req, void *data)
 		td_list_del(&c->wait);
 		assert(!c->replied);
 		c->replied = true;
+		fuse_reply_fd = c->reply_fd;
 		fuse_reply_err(c->req, EINTR);
 		io_release(c);
 		return;
 	}
 	if (c->vreq.vbd)
 		vbd_cancel(c->vreq.vbd, &c->vreq);	/* io_done: EINTR */
+}
+
+void data_interrupt(struct data_loop *dl, uint64_t unique)
+{
+	struct td_pool *p = &dl->ctx_pool;
+	unsigned i;
+
+	/* Contexts past fresh were never used. */
+	for (i = 0; i < p->fresh; i++) {
+		struct io_ctx *c = (struct io_ctx *)(p->mem + i * p->size);
+
+		if (p->out[i] && c->unique == unique && !c->replied) {
+			io_interrupt(c->req, c);
+			return;
+		}
+	}
 }
 
 /*
@@ -198,6 +221,7 @@ static void io_abandon(struct vbd_request *vreq)
 	assert(!c->replied);
 	c->replied = true;
 	c->abandoned = true;
+	fuse_reply_fd = c->reply_fd;
 	fuse_reply_err(c->req, EIO);
 }
 
@@ -225,8 +249,9 @@ static struct io_ctx *io_new(fuse_req_t req, struct fuse_file_info *fi,
 			     enum io_kind kind)
 {
 	struct tapfs *fs = fuse_req_fs(req);
-	struct fuse_state *st = fs->fuse;
-	struct tapfs_vbd *tv = (struct tapfs_vbd *)(uintptr_t)fi->fh;
+	struct data_loop *dl = data_loop_here ? data_loop_here :
+			       &fs->fuse->data;
+	struct tapfs_vbd *tv = fh_vbd(fi->fh);
 	struct io_ctx *c;
 
 	if (!tv || !tv->vbd) {
@@ -234,15 +259,17 @@ static struct io_ctx *io_new(fuse_req_t req, struct fuse_file_info *fi,
 		return NULL;
 	}
 	/* The receive loop only reads a request when a context is free. */
-	c = td_pool_get(&st->ctx_pool);
+	c = td_pool_get(&dl->ctx_pool);
 	if (!c) {
 		td_log(TD_LOG_ERR, "request context pool empty");
 		fuse_reply_err(req, EAGAIN);
 		return NULL;
 	}
 	memset(c, 0, sizeof(*c));
-	c->st = st;
+	c->dl = dl;
 	c->req = req;
+	c->reply_fd = fuse_reply_fd;
+	c->unique = fuse_recv_unique;
 	c->tv = tv;
 	c->kind = kind;
 	/* The queue stage (vbd_stats) includes a wait for a buffer. */
@@ -253,7 +280,7 @@ static struct io_ctx *io_new(fuse_req_t req, struct fuse_file_info *fi,
 	fuse_req_interrupt_func(req, io_interrupt, c);
 	if (fuse_req_interrupted(req)) {
 		fuse_reply_err(req, EINTR);
-		td_pool_put(&st->ctx_pool, c);
+		td_pool_put(&dl->ctx_pool, c);
 		return NULL;
 	}
 	return c;
@@ -295,7 +322,7 @@ static void io_set_range(struct io_ctx *c, off_t off, size_t len)
 void data_read(fuse_req_t req, size_t size, off_t off,
 	       struct fuse_file_info *fi)
 {
-	struct tapfs_vbd *tv = (struct tapfs_vbd *)(uintptr_t)fi->fh;
+	struct tapfs_vbd *tv = fh_vbd(fi->fh);
 	struct io_ctx *c;
 
 	if (tv && tv->vbd && !io_clamp(tv, off, size)) {
@@ -310,17 +337,17 @@ void data_read(fuse_req_t req, size_t size, off_t off,
 	io_get_buffer(c);
 }
 
-static bool in_recv_buffer(struct fuse_state *st, const char *p, size_t len)
+static bool in_recv_buffer(struct data_loop *dl, const char *p, size_t len)
 {
-	return st->cur && p >= st->cur &&
-	       p + len <= st->cur + st->recv_pool.size;
+	return dl->cur && p >= dl->cur &&
+	       p + len <= dl->cur + dl->recv_pool.size;
 }
 
 void data_write(fuse_req_t req, const char *buf, size_t size, off_t off,
 		struct fuse_file_info *fi)
 {
-	struct tapfs_vbd *tv = (struct tapfs_vbd *)(uintptr_t)fi->fh;
-	struct fuse_state *st;
+	struct tapfs_vbd *tv = fh_vbd(fi->fh);
+	struct data_loop *dl;
 	struct io_ctx *c;
 	size_t len;
 
@@ -340,14 +367,14 @@ void data_write(fuse_req_t req, const char *buf, size_t size, off_t off,
 	c = io_new(req, fi, IO_WRITE);
 	if (!c)
 		return;
-	st = c->st;
+	dl = c->dl;
 	io_set_range(c, off, len);
 	c->vreq.op = TD_OP_WRITE;
 	c->data = buf;
 	if (!c->head && !(len & (c->unit - 1)) &&
 	    !((uintptr_t)buf & (TD_BUF_ALIGN - 1)) &&
-	    in_recv_buffer(st, buf, len) &&
-	    (len > SMALL_BUF || !st->small_pool.nfree)) {
+	    in_recv_buffer(dl, buf, len) &&
+	    (len > SMALL_BUF || !dl->small_pool.nfree)) {
 		/* Large and aligned: O_DIRECT from the receive buffer. */
 		io_hold_recv(c);
 		c->zero_copy = true;
@@ -377,7 +404,7 @@ void data_fsync(fuse_req_t req, struct fuse_file_info *fi)
 void data_fallocate(fuse_req_t req, int mode, off_t off, off_t length,
 		    struct fuse_file_info *fi)
 {
-	struct tapfs_vbd *tv = (struct tapfs_vbd *)(uintptr_t)fi->fh;
+	struct tapfs_vbd *tv = fh_vbd(fi->fh);
 	struct io_ctx *c;
 	size_t len;
 
@@ -413,48 +440,57 @@ void data_fallocate(fuse_req_t req, int mode, off_t off, off_t length,
 
 /* ---- pools and receive buffers ---------------------------------------- */
 
-bool data_recv_buffer(struct fuse_state *st, struct fuse_buf *fbuf)
+bool data_recv_buffer(struct data_loop *dl, struct fuse_buf *fbuf)
 {
-	if (!st->ctx_pool.nfree || !td_list_empty(&st->waiting))
+	if (!dl->ctx_pool.nfree || !td_list_empty(&dl->waiting))
 		return false;
-	if (!st->cur)
-		st->cur = td_pool_get(&st->recv_pool);
-	if (!st->cur)
+	if (!dl->cur)
+		dl->cur = td_pool_get(&dl->recv_pool);
+	if (!dl->cur)
 		return false;
 	memset(fbuf, 0, sizeof(*fbuf));
 	/* Place the buffer so a WRITE payload is page-aligned. */
-	fbuf->mem = st->cur + FUSE_HDR_PAGE - FUSE_WRITE_HDR;
-	fbuf->size = st->recv_size;
+	fbuf->mem = dl->cur + FUSE_HDR_PAGE - FUSE_WRITE_HDR;
+	fbuf->size = dl->recv_size;
 	return true;
 }
 
-int data_init(struct fuse_state *st)
+void data_put_recv(struct data_loop *dl, char *buf)
+{
+	if (td_pool_owns(&dl->recv_pool, buf))
+		td_pool_put(&dl->recv_pool, buf);
+	else
+		fuse_workers_return_recv(dl->st, buf);
+}
+
+int data_init(struct fuse_state *st, struct data_loop *dl)
 {
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	int rc;
 
-	td_list_init(&st->waiting);
-	st->recv_size = LIBFUSE_MAX_PAGES * page + FUSE_HDR_PAGE;
-	rc = td_pool_init(&st->ctx_pool, NR_CTX, sizeof(struct io_ctx), 64);
+	dl->st = st;
+	td_list_init(&dl->waiting);
+	dl->recv_size = LIBFUSE_MAX_PAGES * page + FUSE_HDR_PAGE;
+	rc = td_pool_init(&dl->ctx_pool, NR_CTX, sizeof(struct io_ctx), 64);
 	if (!rc)
-		rc = td_pool_init(&st->small_pool, NR_SMALL, SMALL_BUF,
+		rc = td_pool_init(&dl->small_pool, NR_SMALL, SMALL_BUF,
 				  TD_BUF_ALIGN);
 	/* Bounce for a 1 MiB write at an odd offset: two more units. */
 	if (!rc)
-		rc = td_pool_init(&st->large_pool, NR_LARGE,
+		rc = td_pool_init(&dl->large_pool, NR_LARGE,
 				  FUSE_MAX_IO + 2 * TD_MAX_IO_ALIGN,
 				  TD_BUF_ALIGN);
 	if (!rc)
-		rc = td_pool_init(&st->recv_pool, NR_RECV,
-				  FUSE_HDR_PAGE + st->recv_size,
+		rc = td_pool_init(&dl->recv_pool, NR_RECV,
+				  FUSE_HDR_PAGE + dl->recv_size,
 				  TD_BUF_ALIGN);
 	return rc;
 }
 
-void data_fini(struct fuse_state *st)
+void data_fini(struct data_loop *dl)
 {
-	td_pool_fini(&st->ctx_pool);
-	td_pool_fini(&st->small_pool);
-	td_pool_fini(&st->large_pool);
-	td_pool_fini(&st->recv_pool);
+	td_pool_fini(&dl->ctx_pool);
+	td_pool_fini(&dl->small_pool);
+	td_pool_fini(&dl->large_pool);
+	td_pool_fini(&dl->recv_pool);
 }

@@ -9,11 +9,16 @@
  *   fuse-data.c       the data path of a VBD file: a FUSE READ, WRITE,
  *                     FSYNC or FALLOCATE becomes a vbd_request, and its
  *                     completion the reply.  Owns the buffer pools.
+ *   fuse-workers.c    -o workers=N: a /dev/fuse clone per loop, requests
+ *                     routed to the loop owning their VBD, replies to the
+ *                     clone they came from.
  *
  * The session calls the other two, the namespace calls the data path,
  * and neither calls back.  Only these three and main.c include
  * fuse_lowlevel.h.  Everything runs on the engine's loop thread; every
- * FUSE request gets exactly one reply.
+ * FUSE request gets exactly one reply.  With -o workers=N, fuse-workers.c
+ * reads /dev/fuse on every loop and hands each request to the loop that
+ * owns it (fs/workers.h).
  */
 #ifndef TAPFS_FUSE_EDGE_H
 #define TAPFS_FUSE_EDGE_H
@@ -24,6 +29,7 @@
 #include <stddef.h>
 
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
 
 #include <tapfs/engine.h>
 
@@ -33,8 +39,26 @@
 #define FUSE_MAX_IO		(1u << 20)
 
 /*
+ * The data path's state of one event loop (fuse-data.c): its pools and
+ * the requests waiting for a buffer.  One per loop; only that loop's
+ * thread touches it (a receive buffer from another loop's pool goes back
+ * to it through fuse-workers.c).
+ */
+struct data_loop {
+	struct fuse_state	*st;
+	size_t			 recv_size;
+	struct td_pool		 ctx_pool;
+	struct td_pool		 small_pool;
+	struct td_pool		 large_pool;
+	struct td_pool		 recv_pool;
+	char			*cur;		/* receive buffer in use */
+	struct td_list		 waiting;	/* io_ctx without a buffer */
+};
+
+/*
  * One mount's FUSE state.  Fields are grouped by the file that owns them;
- * the others only read them (the loop thread is the only thread).
+ * the others only read them (loop 0, the main thread, is the only thread
+ * that touches them; with -o workers=N each loop has its data_loop).
  */
 struct fuse_state {
 	/* fuse-session.c */
@@ -47,14 +71,11 @@ struct fuse_state {
 	struct td_hook		 unthrottle;	/* before each loop sleep */
 	bool			 mounted;
 
-	/* fuse-data.c */
-	size_t			 recv_size;
-	struct td_pool		 ctx_pool;
-	struct td_pool		 small_pool;
-	struct td_pool		 large_pool;
-	struct td_pool		 recv_pool;
-	char			*cur;		/* receive buffer in use */
-	struct td_list		 waiting;	/* io_ctx without a buffer */
+	/* fuse-data.c: loop 0's */
+	struct data_loop	 data;
+
+	/* fuse-workers.c: NULL with one loop */
+	struct fuse_mq		*mq;
 
 	/*
 	 * fuse-namespace.c: open .ctl/.stats handles.  No RELEASE comes for
@@ -63,6 +84,38 @@ struct fuse_state {
 	 */
 	struct td_list		 ctl_handles;
 };
+
+/*
+ * A VBD file's FUSE handle (fh) is its tapfs_vbd with bit 0 set; a
+ * control file's is its ctl_handle (malloc'd, so bit 0 clear).  A
+ * request's VBD, and so the loop that owns it, is known from its fh
+ * alone (fuse-workers.c routes on it before libfuse parses the request).
+ */
+#define FH_VBD			1u
+
+static inline uint64_t vbd_fh(struct tapfs_vbd *tv)
+{
+	return (uint64_t)(uintptr_t)tv | FH_VBD;
+}
+
+static inline struct tapfs_vbd *fh_vbd(uint64_t fh)
+{
+	return fh & FH_VBD ?
+	       (struct tapfs_vbd *)(uintptr_t)(fh & ~(uint64_t)FH_VBD) : NULL;
+}
+
+/*
+ * The /dev/fuse descriptor this thread's next reply goes to (-1: the
+ * session's).  With -o workers=N a reply must go to the clone the
+ * request was read from: the reader sets it before libfuse processes a
+ * request, and a reply sent later (a completion) sets it from what the
+ * request recorded (fuse-workers.c's writev uses it).
+ */
+extern __thread int fuse_reply_fd;
+/* With -o workers=N: the kernel's id of the request being processed. */
+extern __thread uint64_t fuse_recv_unique;
+/* The data path's state of the loop this thread runs; NULL: loop 0's. */
+extern __thread struct data_loop *data_loop_here;
 
 static inline struct tapfs *fuse_req_fs(fuse_req_t req)
 {
@@ -116,18 +169,32 @@ void ns_free_ctl_handles(struct fuse_state *st);
 
 /* ---- fuse-data.c: the data path of a VBD file ----------------------- */
 
-/* Allocate (at mount) or free the pools; 0 or -errno. */
-int  data_init(struct fuse_state *st);
-void data_fini(struct fuse_state *st);
+/* Allocate (at mount) or free one loop's pools; 0 or -errno. */
+int  data_init(struct fuse_state *st, struct data_loop *dl);
+void data_fini(struct data_loop *dl);
 /*
  * Point fbuf at the receive buffer for the next request, or return false
  * when the data path cannot take one now (no free context, requests
  * waiting for buffers, no receive buffer): the session then stops reading
  * /dev/fuse, and asks again before each loop sleep.
  */
-bool data_recv_buffer(struct fuse_state *st, struct fuse_buf *fbuf);
+bool data_recv_buffer(struct data_loop *dl, struct fuse_buf *fbuf);
+/*
+ * Where a receive buffer's fuse_buf.mem points (data_recv_buffer): the
+ * bytes before it are free for fuse-workers.c's hand-off header.
+ */
+#define DATA_RECV_HEADROOM	(4096 - sizeof(struct fuse_in_header) - \
+				 sizeof(struct fuse_write_in))
+/* Give a receive buffer back: to dl's pool, or to the loop it is from. */
+void data_put_recv(struct data_loop *dl, char *buf);
+/*
+ * With -o workers=N, where libfuse cannot find the request a FUSE
+ * INTERRUPT names (it may be on any loop): interrupt dl's request with
+ * that unique (fuse_recv_unique at its receipt), if dl has it.
+ */
+void data_interrupt(struct data_loop *dl, uint64_t unique);
 
-/* fi->fh is the tapfs_vbd; each replies exactly once, now or later. */
+/* fi->fh is the VBD's (vbd_fh); each replies exactly once, now or later. */
 void data_read(fuse_req_t req, size_t size, off_t off,
 	       struct fuse_file_info *fi);
 void data_write(fuse_req_t req, const char *buf, size_t size, off_t off,
@@ -136,5 +203,15 @@ void data_fsync(fuse_req_t req, struct fuse_file_info *fi);
 /* Only FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE: a discard. */
 void data_fallocate(fuse_req_t req, int mode, off_t off, off_t length,
 		    struct fuse_file_info *fi);
+
+/* ---- fuse-workers.c: -o workers=N (fs->workers set) ------------------ */
+
+/* After fuse_session_mount: a clone of /dev/fuse per loop; 0 or -errno. */
+int  fuse_workers_mount(struct fuse_state *st, char *err, size_t errlen);
+/* Start the other loops, run loop 0 until the end, stop them. */
+int  fuse_workers_run(struct fuse_state *st);
+void fuse_workers_unmount(struct fuse_state *st);
+/* Send a receive buffer of another loop's pool back to that loop. */
+void fuse_workers_return_recv(struct fuse_state *st, char *buf);
 
 #endif

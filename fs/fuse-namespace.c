@@ -468,7 +468,7 @@ void ns_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			return;
 		}
 		tv->open_count++;
-		if (reply_open_vbd(req, (uintptr_t)tv) == -ENOENT)
+		if (reply_open_vbd(req, vbd_fh(tv)) == -ENOENT)
 			tv->open_count--;	/* the open was interrupted */
 		return;
 	}
@@ -515,7 +515,7 @@ void ns_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct tapfs_node *n = tapfs_node_get(fs, ino);
 
 	if (n && n->kind == TAPFS_VBD) {
-		struct tapfs_vbd *tv = (struct tapfs_vbd *)(uintptr_t)fi->fh;
+		struct tapfs_vbd *tv = fh_vbd(fi->fh);
 
 		if (tv && tv->open_count)
 			tv->open_count--;
@@ -565,12 +565,14 @@ void ns_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 struct ctl_write {
 	fuse_req_t	req;
 	size_t		size;
+	int		reply_fd;	/* fuse_reply_fd at receipt */
 };
 
 static void ctl_write_done(void *arg, int err)
 {
 	struct ctl_write *w = arg;
 
+	fuse_reply_fd = w->reply_fd;
 	if (err)
 		fuse_reply_err(w->req, -err);
 	else
@@ -603,6 +605,7 @@ void ns_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 	}
 	w->req = req;
 	w->size = size;
+	w->reply_fd = fuse_reply_fd;
 	rc = control_exec(fs, h->g, buf, size, ctl_write_done, w);
 	if (rc != -EINPROGRESS)
 		ctl_write_done(w, rc);

@@ -89,7 +89,7 @@ static void session_unthrottle(struct td_hook *h)
 	struct fuse_state *st = h->arg;
 	struct fuse_buf fbuf;
 
-	if (st->throttled && data_recv_buffer(st, &fbuf))
+	if (st->throttled && data_recv_buffer(&st->data, &fbuf))
 		session_throttle(st, false);
 }
 
@@ -102,7 +102,7 @@ static void session_receive(struct td_event *ev, uint32_t events)
 
 	(void)events;
 	for (i = 0; i < RECV_BATCH; i++) {
-		if (!data_recv_buffer(st, &fbuf)) {
+		if (!data_recv_buffer(&st->data, &fbuf)) {
 			session_throttle(st, true);
 			return;
 		}
@@ -136,11 +136,33 @@ static void session_signal(struct td_event *ev, uint32_t events)
 	td_loop_stop(st->fs->engine->loop);
 }
 
+/* Watch /dev/fuse from the one loop; 0 or -errno. */
+static int session_watch(struct fuse_state *st, char *err, size_t errlen)
+{
+	struct td_loop *loop = st->fs->engine->loop;
+	int rc;
+
+	st->ev.fd = fuse_session_fd(st->se);
+	fcntl(st->ev.fd, F_SETFL, fcntl(st->ev.fd, F_GETFL) | O_NONBLOCK);
+	st->ev.events = EPOLLIN;
+	st->ev.cb = session_receive;
+	st->ev.arg = st;
+	rc = td_loop_add_event(loop, &st->ev);
+	if (rc) {
+		snprintf(err, errlen, "epoll: %s", strerror(-rc));
+		return rc;
+	}
+	st->unthrottle.cb = session_unthrottle;
+	st->unthrottle.arg = st;
+	td_loop_add_hook(loop, &st->unthrottle);
+	return 0;
+}
+
 static void session_free(struct fuse_state *st)
 {
 	if (!st)
 		return;
-	data_fini(st);
+	data_fini(&st->data);
 	if (st->sigfd >= 0)
 		close(st->sigfd);
 	free(st);
@@ -163,7 +185,7 @@ int tapfs_fuse_mount(struct tapfs *fs, char *err, size_t errlen)
 	st->fs = fs;
 	st->sigfd = -1;
 	td_list_init(&st->ctl_handles);
-	rc = data_init(st);
+	rc = data_init(st, &st->data);
 	if (rc) {
 		snprintf(err, errlen, "cannot allocate I/O buffers: %s",
 			 strerror(-rc));
@@ -196,20 +218,10 @@ int tapfs_fuse_mount(struct tapfs *fs, char *err, size_t errlen)
 	}
 	st->mounted = true;
 	fs->fuse = st;
-
-	st->ev.fd = fuse_session_fd(st->se);
-	fcntl(st->ev.fd, F_SETFL, fcntl(st->ev.fd, F_GETFL) | O_NONBLOCK);
-	st->ev.events = EPOLLIN;
-	st->ev.cb = session_receive;
-	st->ev.arg = st;
-	rc = td_loop_add_event(fs->engine->loop, &st->ev);
-	if (rc) {
-		snprintf(err, errlen, "epoll: %s", strerror(-rc));
+	rc = fs->workers ? fuse_workers_mount(st, err, errlen) :
+			   session_watch(st, err, errlen);
+	if (rc)
 		goto fail_unmount;
-	}
-	st->unthrottle.cb = session_unthrottle;
-	st->unthrottle.arg = st;
-	td_loop_add_hook(fs->engine->loop, &st->unthrottle);
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGINT);
@@ -239,6 +251,8 @@ fail:
 
 int tapfs_fuse_run(struct tapfs *fs)
 {
+	if (fs->workers)
+		return fuse_workers_run(fs->fuse);
 	return td_loop_run(fs->engine->loop);
 }
 
@@ -255,8 +269,12 @@ void tapfs_fuse_unmount(struct tapfs *fs)
 
 	if (!st)
 		return;
-	td_loop_del_event(fs->engine->loop, &st->ev);
-	td_loop_del_hook(&st->unthrottle);
+	if (fs->workers) {
+		fuse_workers_unmount(st);
+	} else {
+		td_loop_del_event(fs->engine->loop, &st->ev);
+		td_loop_del_hook(&st->unthrottle);
+	}
 	if (st->sigfd >= 0)
 		td_loop_del_event(fs->engine->loop, &st->sigev);
 	if (st->mounted)

@@ -19,6 +19,7 @@
 #include <tapfs/log.h>
 
 #include "tapfs.h"
+#include "workers.h"
 
 #define TAPFS_VERSION		"0.1"
 #define DEFAULT_MAX_BACKGROUND	128
@@ -50,6 +51,10 @@ static void usage(FILE *out)
 "                         it only images in the store are opened.  Paths are\n"
 "                         judged after following symbolic links and '..'\n"
 "  -o max_background=N    FUSE requests in flight (default %d)\n"
+"  -o workers=N           N event loops (threads), 1..%d, each with its own\n"
+"                         /dev/fuse clone and aio context; each VBD is served\n"
+"                         by one of them (default 1: one thread; see\n"
+"                         docs/performance.md before raising it)\n"
 "  -o retry_max=N         retries of a transient I/O error (default %d)\n"
 "  -o retry_delay_ms=N    first retry delay, doubling (default %d)\n"
 "  -o deadline_ms=N       give up (EIO) after N ms of retrying (default %d)\n"
@@ -73,8 +78,8 @@ static void usage(FILE *out)
 "Without -f, tapfs returns once the mount is live (exit 0) or prints why\n"
 "it failed (exit 1).  umount, fusermount3 -u, SIGINT or SIGTERM flush every\n"
 "VBD and end the daemon with exit status 0.\n",
-		DEFAULT_MAX_BACKGROUND, VBD_RETRY_MAX, VBD_RETRY_DELAY_MS,
-		VBD_DEADLINE_MS);
+		DEFAULT_MAX_BACKGROUND, WORKERS_MAX, VBD_RETRY_MAX,
+		VBD_RETRY_DELAY_MS, VBD_DEADLINE_MS);
 }
 
 static int parse_uint(const char *opt, const char *v, unsigned *out)
@@ -186,6 +191,8 @@ static int parse_options(char *list, struct tapfs_opts *o)
 			rc = parse_allow_path(v, o);
 		else if (!strcmp(opt, "max_background") && v)
 			rc = parse_uint(opt, v, &o->max_background);
+		else if (!strcmp(opt, "workers") && v)
+			rc = parse_uint(opt, v, &o->workers);
 		else if (!strcmp(opt, "retry_max") && v)
 			rc = parse_uint(opt, v, &p->retry_max);
 		else if (!strcmp(opt, "retry_delay_ms") && v)
@@ -216,6 +223,11 @@ static int parse_options(char *list, struct tapfs_opts *o)
 	}
 	if (!o->max_background || o->max_background > 65535) {
 		fprintf(stderr, "tapfs: max_background must be 1..65535\n");
+		return -EINVAL;
+	}
+	if (!o->workers || o->workers > WORKERS_MAX) {
+		fprintf(stderr, "tapfs: workers=%u: must be 1..%d\n",
+			o->workers, WORKERS_MAX);
 		return -EINVAL;
 	}
 	return 0;
@@ -263,6 +275,7 @@ static int write_pidfile(const char *path)
 static void drain(struct tapfs *fs)
 {
 	struct td_list *gp, *vp;
+	unsigned k, n = workers_count(fs);
 	bool busy;
 
 	do {
@@ -283,9 +296,11 @@ static void drain(struct tapfs *fs)
 					busy = true;
 			}
 		}
-		if (busy)
-			td_loop_run_once(fs->engine->loop, 100);
+		/* The worker threads are gone: run their loops here. */
+		for (k = 0; busy && k < n; k++)
+			workers_run_once(fs, k, n > 1 ? 10 : 100);
 	} while (busy);
+	workers_flush(fs);
 }
 
 static int serve(struct tapfs_opts *opts, int report_fd)
@@ -368,6 +383,7 @@ int main(int argc, char **argv)
 	struct tapfs_opts opts = {
 		.store = TAPFS_DEFAULT_STORE,
 		.max_background = DEFAULT_MAX_BACKGROUND,
+		.workers = 1,
 	};
 	char *mnt_abs = NULL;
 	int c, rc, pipefd[2];

@@ -4,7 +4,8 @@
  * .ctl and .stats control files, the store that keeps them across mounts,
  * and the daemon object that ties them to the engine.
  *
- * Single-threaded: everything here runs on the engine's loop thread.
+ * Single-threaded: everything here runs on the engine's loop thread (with
+ * -o workers=N, on loop 0 while the other loops are parked: fs/workers.h).
  */
 #ifndef TAPFS_FS_H
 #define TAPFS_FS_H
@@ -66,6 +67,8 @@ struct tapfs_vbd {
 	td_vbd_t		*vbd;		/* NULL: failed to open */
 	char			 error[256];	/* why vbd is NULL */
 	unsigned		 open_count;	/* FUSE file handles */
+	/* The loop that owns vbd (fs/workers.h); fixed at open. */
+	unsigned		 owner;
 };
 
 struct tapfs_group {
@@ -85,6 +88,7 @@ struct tapfs_opts {
 	bool		 debug;
 	bool		 allow_other;
 	unsigned	 max_background;
+	unsigned	 workers;	/* event loops, 1: no threads */
 	struct vbd_params params;
 	/* Where images may be, besides the store (-o allow_path). */
 	const char	*allow_path[TAPFS_ALLOW_MAX];
@@ -114,6 +118,7 @@ struct tapfs {
 	uid_t			 uid;
 	gid_t			 gid;
 	struct fuse_state	*fuse;		/* fs/fuse-edge.h */
+	struct tapfs_workers	*workers;	/* NULL: one loop */
 };
 
 /* ---- fs/tree.c: nodes, groups, VBDs, the store ------------------------ */

@@ -22,6 +22,7 @@
 #include <tapfs/log.h>
 
 #include "tapfs.h"
+#include "workers.h"
 
 #define MANIFEST	"manifest"
 #define MANIFEST_TMP	"manifest.tmp"
@@ -290,7 +291,7 @@ int tapfs_vbd_add(struct tapfs *fs, struct tapfs_group *g, const char *name,
 	tv->readonly = readonly;
 	tv->standby = !!(flags & TD_OPEN_STANDBY);
 	tv->persistent = persistent;
-	rc = vbd_open(fs->engine, spec, flags | (readonly ? TD_OPEN_RDONLY :
+	rc = vbd_open(workers_pick(fs, &tv->owner), spec, flags | (readonly ? TD_OPEN_RDONLY :
 						 0), &fs->opts.params,
 		      &tv->vbd, err, errlen);
 	if (rc) {
@@ -669,6 +670,30 @@ static int tapfs_paths_init(struct tapfs *fs, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * An engine of the daemon's: every image it opens passes the path policy,
+ * and its drivers see the mount's options.  NULL: see the log.
+ */
+static struct td_engine *tapfs_engine_new(struct tapfs *fs)
+{
+	struct td_engine *e = td_engine_new();
+	unsigned i;
+
+	if (!e)
+		return NULL;
+	e->path_policy = path_policy_check;
+	e->path_policy_arg = &fs->paths;
+	for (i = 0; i < fs->opts.ndriver_opts; i++) {
+		if (td_engine_set_option(e, fs->opts.driver_opts[i].name,
+					 fs->opts.driver_opts[i].value)) {
+			td_log(TD_LOG_ERR, "out of memory");
+			td_engine_free(e);
+			return NULL;
+		}
+	}
+	return e;
+}
+
 struct tapfs *tapfs_new(const struct tapfs_opts *opts, char *err,
 			size_t errlen)
 {
@@ -720,21 +745,14 @@ struct tapfs *tapfs_new(const struct tapfs_opts *opts, char *err,
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	fs->engine = td_engine_new();
+	fs->engine = tapfs_engine_new(fs);
 	if (!fs->engine) {
 		snprintf(err, errlen, "cannot start the I/O engine (see "
 			 "the log)");
 		goto fail;
 	}
-	fs->engine->path_policy = path_policy_check;
-	fs->engine->path_policy_arg = &fs->paths;
-	for (unsigned i = 0; i < opts->ndriver_opts; i++) {
-		if (td_engine_set_option(fs->engine, opts->driver_opts[i].name,
-					 opts->driver_opts[i].value)) {
-			snprintf(err, errlen, "out of memory");
-			goto fail;
-		}
-	}
+	if (workers_new(fs, opts->workers, tapfs_engine_new, err, errlen))
+		goto fail;
 	tapfs_lock_write_pid(fs);
 	return fs;
 fail:
@@ -766,6 +784,7 @@ void tapfs_free(struct tapfs *fs)
 	for (i = 0; i < fs->nnodes && fs->nodes; i++)
 		free(fs->nodes[i]);
 	free(fs->nodes);
+	workers_free(fs);
 	td_engine_free(fs->engine);
 	if (fs->lock_fd >= 0)
 		close(fs->lock_fd);

@@ -1,0 +1,114 @@
+#!/bin/bash
+# test-workers.sh - -o workers=N: several event loops, one VBD owner each.
+#
+# workers=0, workers=1000 and workers=x are refused at start with a message
+# naming the value.  With workers=2 the daemon runs two threads; three
+# VBDs (raw, qcow2, vhd) spread over both loops take fio randwrite with
+# crc32c verification at once while the control plane works on them:
+# a group pause (every VBD paused, nothing in flight), resume, a flush,
+# a live snapshot of the qcow2 VBD (a qcow2 child: qemu-img reads the
+# chain; the VHD child a raw or vhd VBD gets is differencing, which it
+# does not), .stats read and a group made meanwhile.  Every fio job
+# verifies, the daemon exits 0 on unmount, and qemu-img compare finds
+# each image chain holding what the VBD read through the mount.
+. "$(dirname "$0")/lib.sh"
+requires fio qemu-img python3
+
+M=$T/mnt
+S=$T/store
+G=$M/g
+
+# ---- bad values ------------------------------------------------------------
+
+mkdir -p "$T/m0"
+check_out "workers=0 refused" 1 "workers=0: must be 1\.\.[0-9]+" \
+	timeout 10 "$TAPFS" -f -o "store=$T/s0,workers=0" "$T/m0"
+check_out "workers=1000 refused" 1 "workers=1000: must be 1\.\.[0-9]+" \
+	timeout 10 "$TAPFS" -f -o "store=$T/s0,workers=1000" "$T/m0"
+check_out "workers=x refused" 1 "option workers: 'x' is not a number" \
+	timeout 10 "$TAPFS" -f -o "store=$T/s0,workers=x" "$T/m0"
+check_not is_mounted "$T/m0"
+
+# ---- two loops, three formats, fio and the control plane -------------------
+
+tapfs_start "$M" "$S" workers=2 || summary
+check_eq "the daemon runs two threads" 2 \
+	"$(ls /proc/"$TAPFS_PID"/task | wc -l)"
+check mkdir "$G"
+ctl_ok "$G" "create a raw 48M"
+ctl_ok "$G" "create b qcow2 48M"
+ctl_ok "$G" "create c vhd 48M"
+
+# wait_writes NAME MIN: NAME.writes reaches MIN within 20 s.
+wait_writes() {
+	local end=$((SECONDS + 20)) w
+	while :; do
+		w=$(stat_val "$G" "$1" writes)
+		[ "${w:-0}" -ge "$2" ] && return 0
+		[ $SECONDS -lt $end ] || return 1
+		sleep 0.1
+	done
+}
+
+# ~5 s of 4k random writes each at QD16, then the verify pass.
+declare -A FIO FMT=([a]=raw [b]=qcow2 [c]=vhd)
+for v in a b c; do
+	bg_start "fio-$v" timeout -k 5 120 fio --name="$v" \
+		--filename="$G/$v" --ioengine=libaio --direct=1 \
+		--rw=randwrite --bs=4k --size=32M --iodepth=16 \
+		--rate_iops=1600 --verify=crc32c --verify_fatal=1 \
+		--verify_state_save=0 --do_verify=1 --randrepeat=0 \
+		--output-format=json --output="$T/fio-$v.json"
+	FIO[$v]=$BG_PID
+done
+for v in a b c; do
+	check wait_writes $v 300
+done
+
+ctl_ok "$G" "pause"
+for v in a b c; do
+	check_eq "$v paused" paused "$(stat_val "$G" $v state)"
+	check_eq "$v: nothing in flight while paused" 0 \
+		"$(stat_val "$G" $v inflight)"
+done
+w1=$(stat_val "$G" a writes)
+sleep 1
+check_eq "a.writes stands still while paused" "$w1" \
+	"$(stat_val "$G" a writes)"
+ctl_ok "$G" "resume"
+ctl_ok "$G" "flush"
+check wait_writes a $((w1 + 300))
+ctl_ok "$G" "snapshot b"
+check mkdir "$M/g2"
+check_eq "a.state running" running "$(stat_val "$G" a state)"
+alive "after pause, flush and a snapshot under I/O"
+
+for v in a b c; do
+	bg_wait "${FIO[$v]}" 90
+	fio_check "fio randwrite+verify on $v (${FMT[$v]})" \
+		"$T/fio-$v.json" "$BG_RC"
+done
+for v in a b c; do
+	check dd if="$G/$v" of="$T/$v.img" bs=1M iflag=direct status=none
+done
+check_eq "b's leaf is its snapshot child" qcow2 \
+	"$(ctl_line "$G" b | cut -d' ' -f3)"
+# leaf NAME: the VBD's leaf image ("driver:PATH" or "PATH -> parent...").
+leaf() {
+	local x
+	x=$(ctl_line "$G" "$1" | cut -d' ' -f6)
+	case "$x" in /*) echo "$x" ;; *) echo "${x#*:}" ;; esac
+}
+A=$(leaf a) B=$(leaf b) C=$(leaf c)
+check_not test "$B" = "$S/g/b.qcow2"
+tapfs_stop
+
+check_out "qemu-img compare: a.raw holds what the VBD read" 0 \
+	"Images are identical" qemu-img compare -f raw "$T/a.img" -F raw "$A"
+check_out "qemu-img compare: b's chain holds what the VBD read" 0 \
+	"Images are identical" qemu-img compare -f raw "$T/b.img" \
+	-F qcow2 "$B"
+check_out "qemu-img compare: c's chain holds what the VBD read" 0 \
+	"Images are identical" qemu-img compare -f raw "$T/c.img" -F vpc "$C"
+
+summary
