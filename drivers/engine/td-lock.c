@@ -5,12 +5,14 @@
  */
 #include <ctype.h>
 #include <dirent.h>
+#include <linux/kcmp.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -227,12 +229,36 @@ static void holder_scan_fd(int dirfd, const char *fdname, dev_t dev,
 }
 
 /*
+ * Whether fd of this process is, or shares the open file description of,
+ * own_fd (a dup shares its OFD locks, and fdinfo shows them on both).
+ * Without kcmp(2) every fd of ours counts as own: this process is then
+ * left out, as before -o workers=N.
+ */
+static bool own_file(int own_fd, int fd)
+{
+	pid_t self = getpid();
+
+	long r;
+
+	if (own_fd < 0)
+		return false;
+	if (fd == own_fd)
+		return true;
+	/* 0: the same file; 1, 2, 3: another; -1: cannot tell. */
+	r = syscall(SYS_kcmp, self, self, KCMP_FILE, own_fd, fd);
+	return r <= 0;
+}
+
+/*
  * The processes of this host whose open files hold lock bytes of dev:ino
  * (OFD locks show pid -1 in F_OFD_GETLK and /proc/locks; fdinfo lists
- * them by the file that holds them).  Returns how many were found.
+ * them by the file that holds them).  This process counts too, through
+ * any fd but own_fd (the asking table's): with -o workers=N each loop's
+ * engine has a table of its own, and another loop's VBD holds the image
+ * through its own fd.  Returns how many were found.
  */
-static unsigned holders_find(dev_t dev, ino_t ino, struct lock_holder *hs,
-			     unsigned max)
+static unsigned holders_find(dev_t dev, ino_t ino, int own_fd,
+			     struct lock_holder *hs, unsigned max)
 {
 	DIR *proc = opendir("/proc"), *fds;
 	struct dirent *pe, *fe;
@@ -248,14 +274,14 @@ static unsigned holders_find(dev_t dev, ino_t ino, struct lock_holder *hs,
 		if (!isdigit((unsigned char)pe->d_name[0]))
 			continue;
 		h.pid = (pid_t)atoi(pe->d_name);
-		if (h.pid == self)
-			continue;
 		snprintf(path, sizeof(path), "/proc/%d/fdinfo", (int)h.pid);
 		fds = opendir(path);
 		if (!fds)
 			continue;
 		while ((fe = readdir(fds)))
-			if (isdigit((unsigned char)fe->d_name[0]))
+			if (isdigit((unsigned char)fe->d_name[0]) &&
+			    !(h.pid == self &&
+			      own_file(own_fd, atoi(fe->d_name))))
 				holder_scan_fd(dirfd(fds), fe->d_name, dev,
 					       ino, &h);
 		closedir(fds);
@@ -306,12 +332,13 @@ static void holder_program(pid_t pid, char *buf, size_t len)
  * way), else the readers.  writer_seen: what the lock test saw, for when
  * no holder is visible from here (another host over NFS).
  */
-static void holders_describe(dev_t dev, ino_t ino, bool writer_seen,
-			     char *buf, size_t len)
+static void holders_describe(dev_t dev, ino_t ino, int own_fd,
+			     bool writer_seen, char *buf, size_t len)
 {
 	const unsigned wbits = PERM_BIT(PERM_WRITE) | PERM_BIT(PERM_RESIZE);
 	struct lock_holder hs[LOCK_MAX_HOLDERS];
-	unsigned n = holders_find(dev, ino, hs, LOCK_MAX_HOLDERS), i, named;
+	unsigned n = holders_find(dev, ino, own_fd, hs, LOCK_MAX_HOLDERS);
+	unsigned i, named;
 	size_t used;
 	bool any_writer = false;
 
@@ -331,6 +358,14 @@ static void holders_describe(dev_t dev, ino_t ino, bool writer_seen,
 
 		if (any_writer && !(hs[i].perm & wbits))
 			continue;
+		if (hs[i].pid == getpid()) {
+			used += (size_t)snprintf(buf + used, len - used,
+						 "%s a VBD on another loop of "
+						 "this daemon (pid %d)",
+						 named++ ? "," : "",
+						 (int)hs[i].pid);
+			continue;
+		}
 		holder_program(hs[i].pid, prog, sizeof(prog));
 		used += (size_t)snprintf(buf + used, len - used,
 					 "%s pid %d (%s)", named++ ? "," : "",
@@ -487,8 +522,8 @@ static int file_set_bits(struct lock_file *f, unsigned perm,
 		char who[256];
 
 		/* A writer's bytes (1xx) in the way, or a reader's (2xx). */
-		holders_describe(f->dev, f->ino, byte < TD_LOCK_SHARED_BASE,
-				 who, sizeof(who));
+		holders_describe(f->dev, f->ino, f->fd,
+				 byte < TD_LOCK_SHARED_BASE, who, sizeof(who));
 		snprintf(err, errlen, "%s is in use %s", path, who);
 	}
 	return -EBUSY;
@@ -678,6 +713,6 @@ int td_lock_describe(struct td_lock_table *t, const char *path, char *buf,
 	close(fd);
 	if (w < 0 || r < 0 || c < 0 || (!w && !r && !c))
 		return 0;	/* free, or the file system cannot tell */
-	holders_describe(st.st_dev, st.st_ino, w > 0, buf, len);
+	holders_describe(st.st_dev, st.st_ino, -1, w > 0, buf, len);
 	return 0;
 }

@@ -2,7 +2,8 @@
 # test-workers.sh - -o workers=N: several event loops, one VBD owner each.
 #
 # workers=0, workers=1000 and workers=x are refused at start with a message
-# naming the value.  With workers=2 the daemon runs two threads; three
+# naming the value.  A second read-write open of an image that a VBD on
+# the other loop holds is refused, naming this daemon.  With workers=2 the daemon runs two threads; three
 # VBDs (raw, qcow2, vhd) spread over both loops take fio randwrite with
 # crc32c verification at once while the control plane works on them:
 # a group pause (every VBD paused, nothing in flight), resume, a flush,
@@ -38,6 +39,14 @@ check mkdir "$G"
 ctl_ok "$G" "create a raw 48M"
 ctl_ok "$G" "create b qcow2 48M"
 ctl_ok "$G" "create c vhd 48M"
+
+# A second read-write open of a's image lands on the other loop (round
+# robin: a on loop 1, b on 0, c on 1, this one on 0), whose lock table
+# is not a's: the refusal names this daemon, not "another host".
+ctl_err "$G" "open a2 raw:$S/g/a.raw" EBUSY
+check_out "the refusal names a VBD on the other loop" 0 \
+	"in use read-write by a VBD on another loop of this daemon \(pid $TAPFS_PID\)" \
+	ctl_status "$G"
 
 # wait_writes NAME MIN: NAME.writes reaches MIN within 20 s.
 wait_writes() {
