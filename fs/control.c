@@ -259,13 +259,14 @@ static int control_save(struct tapfs *fs, struct tapfs_group *g);
 static int control_lock_describe(struct tapfs *fs, const char *path,
 				 char *who, size_t len)
 {
-	unsigned i;
+	struct td_lock_table *tables[WORKERS_MAX];
+	unsigned i, n = workers_count(fs);
 
-	for (i = 0; i < workers_count(fs); i++)
-		if (!td_lock_describe(workers_engine(fs, i)->locks, path, who,
-				      len) && who[0])
-			return 0;
-	return -ENOENT;
+	for (i = 0; i < n; i++)
+		tables[i] = workers_engine(fs, i)->locks;
+	if (td_lock_describe_in(tables, n, path, who, len) || !who[0])
+		return -ENOENT;
+	return 0;
 }
 
 /* Undo a switch to a snapshot child: back to the old leaf. */

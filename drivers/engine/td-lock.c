@@ -675,9 +675,16 @@ void td_lock_release(struct td_lock *l)
 int td_lock_describe(struct td_lock_table *t, const char *path, char *buf,
 		     size_t len)
 {
-	const struct lock_file *f;
+	return td_lock_describe_in(&t, t ? 1 : 0, path, buf, len);
+}
+
+int td_lock_describe_in(struct td_lock_table *const *tables, unsigned n,
+			const char *path, char *buf, size_t len)
+{
+	const struct lock_file *f = NULL;
 	const struct td_list *pos;
 	struct stat st;
+	unsigned i;
 	int fd, w, r, c;
 
 	buf[0] = '\0';
@@ -689,8 +696,14 @@ int td_lock_describe(struct td_lock_table *t, const char *path, char *buf,
 		close(fd);
 		return c;
 	}
-	f = table_find(t, st.st_dev, st.st_ino);
-	if (f && !td_list_empty(&f->holds)) {
+	/* Every table first: a name beats "this daemon" from the OFD test. */
+	for (i = 0; i < n; i++) {
+		f = table_find(tables[i], st.st_dev, st.st_ino);
+		if (f && !td_list_empty(&f->holds))
+			break;
+		f = NULL;
+	}
+	if (f) {
 		enum td_lock_mode m = file_mode(f);
 		const struct td_lock *h = NULL;
 

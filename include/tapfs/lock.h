@@ -99,5 +99,12 @@ void td_lock_release(struct td_lock *l);
  */
 int  td_lock_describe(struct td_lock_table *t, const char *path, char *buf,
 		      size_t len);
+/*
+ * The same over n tables (a daemon with a table per loop): the first
+ * table that holds path names the holder; only if none does, the file's
+ * locks say who else has it.
+ */
+int  td_lock_describe_in(struct td_lock_table *const *tables, unsigned n,
+			 const char *path, char *buf, size_t len);
 
 #endif

@@ -3,7 +3,8 @@
 #
 # workers=0, workers=1000 and workers=x are refused at start with a message
 # naming the value.  A second read-write open of an image that a VBD on
-# the other loop holds is refused, naming this daemon.  With workers=2 the daemon runs two threads; three
+# the other loop holds is refused, naming this daemon; a create over it
+# names the VBD.  With workers=2 the daemon runs two threads; three
 # VBDs (raw, qcow2, vhd) spread over both loops take fio randwrite with
 # crc32c verification at once while the control plane works on them:
 # a group pause (every VBD paused, nothing in flight), resume, a flush,
@@ -47,6 +48,16 @@ ctl_err "$G" "open a2 raw:$S/g/a.raw" EBUSY
 check_out "the refusal names a VBD on the other loop" 0 \
 	"in use read-write by a VBD on another loop of this daemon \(pid $TAPFS_PID\)" \
 	ctl_status "$G"
+# A create over an image that a VBD on loop 1 holds (z, the next in the
+# round) names that VBD from its loop's lock table; the control plane
+# runs on loop 0, whose table does not have it.
+check truncate -s 8M "$S/g/d.raw"
+ctl_ok "$G" "open z raw:$S/g/d.raw"
+ctl_err "$G" "create d raw 8M" EBUSY
+check_out "create of a held image names the VBD on the other loop" 0 \
+	"image $S/g/d\\.raw already exists and is in use read-write by g/z" \
+	ctl_status "$G"
+ctl_ok "$G" "close z"
 
 # wait_writes NAME MIN: NAME.writes reaches MIN within 20 s.
 wait_writes() {

@@ -356,6 +356,41 @@ static void test_lock_other_process(void **state)
 	assert_string_equal(who, "");
 }
 
+/*
+ * Two tables of one process (a daemon with two loops): describe over both
+ * names the holder in the second table; over the first alone, only the
+ * file's locks speak, and they say this process.
+ */
+static void test_lock_describe_tables(void **state)
+{
+	struct fx *f = *state;
+	struct td_lock_table *t2 = td_lock_table_new(), *both[2];
+	struct td_lock *l;
+	char who[128], pidstr[32];
+
+	assert_non_null(t2);
+	both[0] = f->t;
+	both[1] = t2;
+	assert_int_equal(td_lock_describe_in(both, 2, f->path, who,
+					     sizeof(who)), 0);
+	assert_string_equal(who, "");
+	assert_int_equal(td_lock_acquire(t2, f->path, TD_LOCK_WRITE,
+					 TD_LOCK_ROLE_IMAGE, OWNER(0), "g/a",
+					 &l, f->err, sizeof(f->err)), 0);
+	assert_int_equal(td_lock_describe_in(both, 2, f->path, who,
+					     sizeof(who)), 0);
+	assert_string_equal(who, "read-write by g/a");
+	assert_int_equal(td_lock_describe(f->t, f->path, who, sizeof(who)),
+			 0);
+	snprintf(pidstr, sizeof(pidstr), "(pid %d)", (int)getpid());
+	assert_non_null(strstr(who, pidstr));
+	td_lock_release(l);
+	assert_int_equal(td_lock_describe_in(both, 2, f->path, who,
+					     sizeof(who)), 0);
+	assert_string_equal(who, "");
+	td_lock_table_free(t2);
+}
+
 static void test_lock_errors(void **state)
 {
 	struct fx *f = *state;
@@ -454,6 +489,8 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vbd_open_flags, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_lock_describe_tables,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lock_errors, setup,
 						teardown),
 	};
