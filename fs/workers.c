@@ -331,7 +331,9 @@ void workers_flush(struct tapfs *fs)
 	unsigned i, round;
 	bool more = true;
 
-	for (round = 0; w && more && round < WORKERS_FLUSH_ROUNDS; round++) {
+	if (!w)
+		return;		/* one loop: nothing is posted */
+	for (round = 0; more && round < WORKERS_FLUSH_ROUNDS; round++) {
 		more = false;
 		for (i = 0; i < w->n; i++) {
 			if (!atomic_load(&w->loops[i].head))
