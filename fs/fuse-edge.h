@@ -230,5 +230,14 @@ void fuse_workers_return_recv(struct fuse_state *st, char *buf);
  */
 int  fuse_uring_mount(struct fuse_state *st, char *err, size_t errlen);
 void fuse_uring_unmount(struct fuse_state *st);
+/*
+ * While a ring request is being dispatched: its entry's payload as the
+ * I/O buffer of its READ (need bytes at most), in *buf; returns a token
+ * for fuse_uring_give_back, or NULL (no ring, or too big).  The reply may
+ * point into the buffer; the entry takes no new request until the token
+ * is given back.
+ */
+void *fuse_uring_lend(struct fuse_state *st, size_t need, char **buf);
+void fuse_uring_give_back(struct fuse_state *st, void *token);
 
 #endif

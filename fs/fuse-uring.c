@@ -24,6 +24,9 @@
  *    path's receive buffers and handed to fuse_session_process_buf: the
  *    operations, the buffer placement of WRITE payloads and the
  *    throttling when buffers run out are the /dev/fuse path's.
+ *  - A READ whose range is aligned reads straight into its entry's
+ *    payload (fuse_uring_lend), so its data is not copied again for the
+ *    reply; the entry's commit waits until the buffer is given back.
  *  - libfuse sends every reply through fuse_session_custom_io's writev.
  *    A reply to a ring request (found by its unique) is copied into its
  *    entry and its COMMIT_AND_FETCH queued; the queued commands go to the
@@ -51,7 +54,17 @@
 
 #include "fuse-edge.h"
 
-#define URING_DEPTH		32	/* entries per CPU queue */
+/*
+ * Entries per CPU queue: max_background + URING_SPARE.  A request holds
+ * its entry until it is answered, and tapfs keeps requests for a paused
+ * VBD unanswered until resume: if they could fill a queue, the resume
+ * written to .ctl from that CPU would wait for an entry for ever.  The
+ * kernel sends at most max_background asynchronous requests (all a loop
+ * device's are), so a queue always keeps URING_SPARE entries for the
+ * rest: the control files, synchronous clients.
+ */
+#define URING_SPARE		32
+#define URING_MAX_BACKGROUND	1024	/* the entries' memory: see below */
 #define URING_PARAM		"/sys/module/fuse/parameters/enable_uring"
 
 struct uring_ent {
@@ -61,6 +74,8 @@ struct uring_ent {
 	uint16_t		 qid;
 	uint64_t		 unique;	/* request in the entry, 0: none */
 	uint64_t		 commit_id;
+	bool			 lent;		/* payload is a READ's I/O buffer */
+	bool			 deferred;	/* replied; commit when given back */
 };
 
 struct fuse_uring {
@@ -75,10 +90,12 @@ struct fuse_uring {
 	struct uring_ent	*ent;
 	unsigned		 nr_ent;
 	unsigned		 nr_queues;
+	unsigned		 depth;		/* entries per queue */
 	size_t			 payload_sz;
 	bool			 init_seen;	/* INIT reply patched */
 	bool			 registered;
 	unsigned		 pending;	/* SQEs not yet submitted */
+	struct uring_ent	*cur;		/* request being dispatched */
 	/* unique -> entry, open addressing; size a power of two. */
 	struct uring_ent	**map;
 	unsigned		 map_mask;
@@ -186,7 +203,7 @@ static int uring_register(struct fuse_uring *u)
 	u->registered = true;
 	uring_submit(u);
 	td_log(TD_LOG_INFO, "uring: %u queues of %u entries registered",
-	       u->nr_queues, URING_DEPTH);
+	       u->nr_queues, u->depth);
 	return 0;
 }
 
@@ -208,13 +225,25 @@ static int uring_commit(struct fuse_uring *u, struct uring_ent *e,
 			len = 0;
 			break;
 		}
-		memcpy(e->payload + len, iov[i].iov_base, iov[i].iov_len);
+		/* A READ read into the payload (lent) is already there. */
+		if (iov[i].iov_base != e->payload + len)
+			memcpy(e->payload + len, iov[i].iov_base,
+			       iov[i].iov_len);
 		len += iov[i].iov_len;
 	}
 	oh.len = (uint32_t)(sizeof(oh) + len);
 	memcpy(e->hdr->in_out, &oh, sizeof(oh));
 	e->hdr->ring_ent_in_out.payload_sz = (uint32_t)len;
 	e->unique = 0;
+	/*
+	 * The payload still lent to a READ (answered early, as when its VBD
+	 * failed, with the I/O still running into it): the entry must not
+	 * take a new request before the buffer comes back.
+	 */
+	if (e->lent) {
+		e->deferred = true;
+		return 0;
+	}
 	return uring_queue(u, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH);
 }
 
@@ -309,7 +338,32 @@ static void uring_serve(struct fuse_uring *u, struct uring_ent *e,
 	fbuf->size = in.len;
 	map_put(u, e);
 	u->served++;
+	u->cur = e;
 	fuse_session_process_buf(u->st->se, fbuf);
+	u->cur = NULL;
+}
+
+void *fuse_uring_lend(struct fuse_state *st, size_t need, char **buf)
+{
+	struct fuse_uring *u = st->uring;
+	struct uring_ent *e = u ? u->cur : NULL;
+
+	if (!e || e->lent || need > u->payload_sz)
+		return NULL;
+	e->lent = true;
+	*buf = e->payload;
+	return e;
+}
+
+void fuse_uring_give_back(struct fuse_state *st, void *token)
+{
+	struct uring_ent *e = token;
+
+	e->lent = false;
+	if (e->deferred) {
+		e->deferred = false;
+		uring_queue(st->uring, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH);
+	}
 }
 
 static void uring_throttle(struct fuse_uring *u, bool on)
@@ -448,6 +502,17 @@ int fuse_uring_mount(struct fuse_state *st, char *err, size_t errlen)
 		snprintf(err, errlen, "uring: %ld CPUs?", ncpu);
 		return -EINVAL;
 	}
+	/*
+	 * Every entry has a max_write (1 MiB) payload buffer, mapped on
+	 * first use: (max_background + 32) MiB per CPU at the most.
+	 */
+	if (st->fs->opts.max_background > URING_MAX_BACKGROUND) {
+		snprintf(err, errlen, "uring: max_background=%u: at most %u "
+			 "with uring (each queue has max_background + %u "
+			 "entries of 1 MiB)", st->fs->opts.max_background,
+			 URING_MAX_BACKGROUND, URING_SPARE);
+		return -EINVAL;
+	}
 	u = calloc(1, sizeof(*u));
 	if (!u) {
 		snprintf(err, errlen, "out of memory");
@@ -456,7 +521,8 @@ int fuse_uring_mount(struct fuse_state *st, char *err, size_t errlen)
 	st->uring = u;
 	u->st = st;
 	u->nr_queues = (unsigned)ncpu;
-	u->nr_ent = u->nr_queues * URING_DEPTH;
+	u->depth = st->fs->opts.max_background + URING_SPARE;
+	u->nr_ent = u->nr_queues * u->depth;
 	/* max(8 KiB, max_write, max_pages pages): max_write here. */
 	u->payload_sz = FUSE_MAX_IO;
 	u->ent = calloc(u->nr_ent, sizeof(*u->ent));
@@ -472,7 +538,7 @@ int fuse_uring_mount(struct fuse_state *st, char *err, size_t errlen)
 	for (i = 0; i < u->nr_ent; i++) {
 		struct uring_ent *e = &u->ent[i];
 
-		e->qid = (uint16_t)(i / URING_DEPTH);
+		e->qid = (uint16_t)(i / u->depth);
 		e->hdr = uring_map(sizeof(*e->hdr));
 		e->payload = uring_map(u->payload_sz);
 		if (!e->hdr || !e->payload) {

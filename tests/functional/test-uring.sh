@@ -8,7 +8,9 @@
 # at exit): the daemon registers its ring, and a raw and a qcow2 VBD take
 # fio with crc32c verification on the file (4k random, 1 MiB sequential)
 # and through a direct-I/O loop device (4k random at QD32, the Xen
-# path), a pause and resume in the middle of a verified run, writes at
+# path), a pause and resume in the middle of a verified run, a pause
+# holding 128 requests from one CPU while .stats and the resume are
+# still served, writes at
 # odd offsets and lengths read back byte for byte, the namespace and
 # control files (mkdir, rmdir, .ctl, .stats); mkfs.ext4 and fsck -fn on
 # the loop device; the daemon logs the requests served on the ring and
@@ -79,9 +81,9 @@ bg_start pausefio fio --name=pausefio --output-format=json \
 	--output="$T/pausefio.json" --filename="$G/a" --ioengine=libaio \
 	--direct=1 --rw=randwrite --bs=4k --iodepth=32 --size=32M \
 	--verify=crc32c
-sleep 0.5
+sleep 0.3
 ctl_ok "$G" "pause a"
-sleep 0.5
+sleep 0.3
 ctl_ok "$G" "resume a"
 bg_wait "$BG_PID" 120
 fio_check "verified across a pause" "$T/pausefio.json" "$BG_RC"
@@ -97,6 +99,23 @@ LOOP_A=$LOOP_DEV
 fio_verify loop-4k 120 --filename="$LOOP_DEV" --ioengine=libaio \
 	--direct=1 --rw=randwrite --bs=4k --iodepth=32 --size=32M \
 	--verify=crc32c
+# Requests held for a paused VBD keep their ring entries.  fio through
+# the loop device keeps 128 in flight from CPU 0 (the loop device's queue
+# depth); the resume, written from CPU 0 too, must still find an entry
+# (with 32 entries a queue the daemon hung here: .ctl and .stats waited
+# for ever behind the held requests).
+bg_start holdfio fio --name=holdfio --filename="$LOOP_A" --ioengine=libaio \
+	--direct=1 --rw=randwrite --bs=4k --iodepth=128 --time_based \
+	--runtime=3 --cpus_allowed=0
+sleep 0.5
+ctl_ok "$G" "pause a"
+sleep 0.5
+check_out "a's requests are held while paused" 0 "^a\.queued [1-9]" \
+	timeout 10 cat "$G/.stats"
+check timeout 20 taskset -c 0 sh -c "echo 'resume a' >'$G/.ctl'" || summary
+bg_wait "$BG_PID" 60
+check_eq "fio through the loop device ends after the resume" 0 "$BG_RC"
+
 loop_attach "$G/b" || summary
 check mkfs.ext4 -q -F "$LOOP_DEV"
 check fsck.ext4 -fn "$LOOP_DEV"
