@@ -88,7 +88,7 @@ $(LIBTAPFS): $(ENGINE_OBJS) $(FS_CORE_OBJS)
 
 $(BUILD)/tapfs: $(DAEMON_OBJS) $(LIBTAPFS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBTAPFS) $(FUSE_LIBS) \
-		$(LDLIBS)
+		-luring $(LDLIBS)
 
 # tapfs-img: one file per verb, on the engine (tools/tapfs-img/tapfs-img.h).
 IMG_SRCS := $(wildcard tools/tapfs-img/*.c)

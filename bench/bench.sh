@@ -77,6 +77,8 @@
 #                                                      (default 4)
 #   BENCH_VERIFY   1: run the verify check, 0: skip    (default 1)
 #   TAPFS          the daemon binary                   (default: ROOT/build/tapfs)
+#   BENCH_TAPFS_OPTS  more -o options for the tapfs daemon, e.g. uring
+#                  (FUSE over io_uring; needs fuse.enable_uring=Y)
 #   FUSE_NULL      the reply-only daemon       (default: ROOT/build/fuse-null)
 #
 # Exit status: 0 if every requested target ran (a failed verify is reported
@@ -100,6 +102,7 @@ ONLY=${BENCH_ONLY:-raw,tapfs,qsd,nbdfuse,null,nullio}
 VERIFY=${BENCH_VERIFY:-1}
 ZERO_RUNTIME=${BENCH_ZERO_RUNTIME:-4}
 TAPFS=${TAPFS:-$ROOT/build/tapfs}
+TAPFS_OPTS=${BENCH_TAPFS_OPTS:-}
 FUSE_NULL=${FUSE_NULL:-$ROOT/build/fuse-null}
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
@@ -546,11 +549,11 @@ TAPFS_UP=0	# the daemon is mounted and has the group "bench"
 mnt=$WORK/tapfs.mnt
 if want tapfs; then
 	mkdir -p "$mnt" "$WORK/store"
-	log "tapfs: starting $TAPFS on $mnt"
+	log "tapfs: starting $TAPFS on $mnt${TAPFS_OPTS:+ (-o $TAPFS_OPTS)}"
 	# allow_path: the raw image is in WORK, outside the store.
 	# In a session of its own: a Ctrl-C of the benchmark reaches fio and
 	# this script, and the daemons are stopped in order by the cleanup.
-	setsid "$TAPFS" -f -o "store=$WORK/store,allow_path=$WORK" "$mnt" 2>"$WORK/tapfs.log" &
+	setsid "$TAPFS" -f -o "store=$WORK/store,allow_path=$WORK${TAPFS_OPTS:+,$TAPFS_OPTS}" "$mnt" 2>"$WORK/tapfs.log" &
 	PID[tapfs]=$!
 	push_cleanup "stop_tapfs '$mnt' ${PID[tapfs]}"
 	if wait_mount "$mnt" "${PID[tapfs]}" tapfs && mkdir "$mnt/bench"; then

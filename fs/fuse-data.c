@@ -54,6 +54,7 @@ struct io_ctx {
 	enum io_kind		 kind;
 	char			*buf;		/* aligned data or bounce */
 	struct td_pool		*buf_pool;	/* where buf came from */
+	void			*lent;		/* buf is a ring entry's */
 	char			*hold;		/* receive buffer kept */
 	const char		*data;		/* write payload */
 	size_t			 len;		/* bytes asked for */
@@ -83,6 +84,8 @@ static void io_release(struct io_ctx *c)
 	assert(c->replied);
 	if (c->buf_pool)
 		td_pool_put(c->buf_pool, c->buf);
+	if (c->lent)
+		fuse_uring_give_back(dl->st, c->lent);
 	if (c->hold)
 		data_put_recv(dl, c->hold);
 	td_pool_put(&dl->ctx_pool, c);
@@ -334,6 +337,12 @@ void data_read(fuse_req_t req, size_t size, off_t off,
 		return;
 	io_set_range(c, off, io_clamp(tv, off, size));
 	c->vreq.op = TD_OP_READ;
+	/* -o uring: read into the ring entry the reply goes out in. */
+	if (!c->head && (c->lent = fuse_uring_lend(c->dl->st, c->need,
+						   &c->buf))) {
+		io_start(c);
+		return;
+	}
 	io_get_buffer(c);
 }
 

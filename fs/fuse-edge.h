@@ -12,6 +12,8 @@
  *   fuse-workers.c    -o workers=N: a /dev/fuse clone per loop, requests
  *                     routed to the loop owning their VBD, replies to the
  *                     clone they came from.
+ *   fuse-uring.c      -o uring: requests and replies through io_uring
+ *                     ring entries instead of read()/writev().
  *
  * The session calls the other two, the namespace calls the data path,
  * and neither calls back.  Only these three and main.c include
@@ -60,6 +62,8 @@ struct data_loop {
  * the others only read them (loop 0, the main thread, is the only thread
  * that touches them; with -o workers=N each loop has its data_loop).
  */
+struct fuse_uring;
+
 struct fuse_state {
 	/* fuse-session.c */
 	struct tapfs		*fs;
@@ -76,6 +80,9 @@ struct fuse_state {
 
 	/* fuse-workers.c: NULL with one loop */
 	struct fuse_mq		*mq;
+
+	/* fuse-uring.c: NULL without -o uring */
+	struct fuse_uring	*uring;
 
 	/*
 	 * fuse-namespace.c: open .ctl/.stats handles.  No RELEASE comes for
@@ -213,5 +220,24 @@ int  fuse_workers_run(struct fuse_state *st);
 void fuse_workers_unmount(struct fuse_state *st);
 /* Send a receive buffer of another loop's pool back to that loop. */
 void fuse_workers_return_recv(struct fuse_state *st, char *buf);
+
+/* ---- fuse-uring.c: -o uring (fs->opts.uring) ------------------------ */
+
+/*
+ * After fuse_session_mount and session_watch: the ring, its fd in the
+ * loop, libfuse's replies through it; the entries are registered when
+ * the INIT reply has gone.  0 or -errno.
+ */
+int  fuse_uring_mount(struct fuse_state *st, char *err, size_t errlen);
+void fuse_uring_unmount(struct fuse_state *st);
+/*
+ * While a ring request is being dispatched: its entry's payload as the
+ * I/O buffer of its READ (need bytes at most), in *buf; returns a token
+ * for fuse_uring_give_back, or NULL (no ring, or too big).  The reply may
+ * point into the buffer; the entry takes no new request until the token
+ * is given back.
+ */
+void *fuse_uring_lend(struct fuse_state *st, size_t need, char **buf);
+void fuse_uring_give_back(struct fuse_state *st, void *token);
 
 #endif

@@ -220,6 +220,13 @@ int tapfs_fuse_mount(struct tapfs *fs, char *err, size_t errlen)
 	fs->fuse = st;
 	rc = fs->workers ? fuse_workers_mount(st, err, errlen) :
 			   session_watch(st, err, errlen);
+	if (!rc && fs->opts.uring) {
+		rc = fuse_uring_mount(st, err, errlen);
+		if (rc && !fs->workers) {
+			td_loop_del_event(fs->engine->loop, &st->ev);
+			td_loop_del_hook(&st->unthrottle);
+		}
+	}
 	if (rc)
 		goto fail_unmount;
 
@@ -269,6 +276,7 @@ void tapfs_fuse_unmount(struct tapfs *fs)
 
 	if (!st)
 		return;
+	fuse_uring_unmount(st);
 	if (fs->workers) {
 		fuse_workers_unmount(st);
 	} else {

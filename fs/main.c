@@ -55,6 +55,11 @@ static void usage(FILE *out)
 "                         /dev/fuse clone and aio context; each VBD is served\n"
 "                         by one of them (default 1: one thread; see\n"
 "                         docs/performance.md before raising it)\n"
+"  -o uring               take FUSE requests through io_uring instead of\n"
+"                         read()/write() on /dev/fuse: fewer system calls\n"
+"                         per request (Linux 6.14+ with CONFIG_FUSE_IO_URING\n"
+"                         and fuse.enable_uring=Y; one loop only, not with\n"
+"                         workers=N; see docs/performance.md)\n"
 "  -o retry_max=N         retries of a transient I/O error (default %d)\n"
 "  -o retry_delay_ms=N    first retry delay, doubling (default %d)\n"
 "  -o deadline_ms=N       give up (EIO) after N ms of retrying (default %d)\n"
@@ -193,6 +198,8 @@ static int parse_options(char *list, struct tapfs_opts *o)
 			rc = parse_uint(opt, v, &o->max_background);
 		else if (!strcmp(opt, "workers") && v)
 			rc = parse_uint(opt, v, &o->workers);
+		else if (!strcmp(opt, "uring") && !v)
+			o->uring = true;
 		else if (!strcmp(opt, "retry_max") && v)
 			rc = parse_uint(opt, v, &p->retry_max);
 		else if (!strcmp(opt, "retry_delay_ms") && v)
@@ -229,6 +236,19 @@ static int parse_options(char *list, struct tapfs_opts *o)
 		fprintf(stderr, "tapfs: workers=%u: must be 1..%d\n",
 			o->workers, WORKERS_MAX);
 		return -EINVAL;
+	}
+	if (o->uring) {
+		char err[256];
+
+		if (o->workers > 1) {
+			fprintf(stderr, "tapfs: uring: not with workers=%u "
+				"(one loop serves the ring)\n", o->workers);
+			return -EINVAL;
+		}
+		if (fuse_uring_check(err, sizeof(err))) {
+			fprintf(stderr, "tapfs: %s\n", err);
+			return -EOPNOTSUPP;
+		}
 	}
 	return 0;
 }

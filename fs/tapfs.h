@@ -89,6 +89,7 @@ struct tapfs_opts {
 	bool		 allow_other;
 	unsigned	 max_background;
 	unsigned	 workers;	/* event loops, 1: no threads */
+	bool		 uring;		/* FUSE over io_uring (fuse-uring.c) */
 	struct vbd_params params;
 	/* Where images may be, besides the store (-o allow_path). */
 	const char	*allow_path[TAPFS_ALLOW_MAX];
@@ -181,6 +182,9 @@ char *control_render_stats(struct tapfs *fs, struct tapfs_group *g,
 /* ---- fs/fuse-session.c: the FUSE edge -------------------------------- */
 
 /* Create the session and mount; 0 or -errno with the reason in err. */
+/* -o uring: 0 if this kernel takes FUSE over io_uring, else -EOPNOTSUPP
+ * and why in err (fs/fuse-uring.c). */
+int  fuse_uring_check(char *err, size_t errlen);
 int  tapfs_fuse_mount(struct tapfs *fs, char *err, size_t errlen);
 /* Run the loop until unmounted or asked to stop. */
 int  tapfs_fuse_run(struct tapfs *fs);

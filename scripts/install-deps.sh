@@ -8,7 +8,7 @@
 set -eu
 
 BUILD_PKGS="gcc make pkg-config libc6-dev libfuse3-dev fuse3 libaio-dev
-uuid-dev zlib1g-dev libcmocka-dev librbd-dev"
+uuid-dev zlib1g-dev libcmocka-dev librbd-dev liburing-dev"
 # The functional tests; man-db (man, lexgrog) and groff-base render and
 # check the manual pages (test-man.sh).
 TEST_PKGS="fio qemu-utils qemu-system-common e2fsprogs util-linux kmod
@@ -19,7 +19,8 @@ man-db groff-base"
 # parent, read by QEMU's code too).
 CEPH_PKGS="ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra"
 # The bench's FUSE peers: qemu-storage-daemon; nbdkit + nbdfuse (loop table);
-# liburing-dev for bench/fuse-uring-null only (bench-transport.sh).
+# (liburing-dev, which bench/fuse-uring-null also needs, is a build package:
+# the daemon's -o uring.)
 BENCH_PKGS="qemu-system-common nbdkit libnbd-bin liburing-dev"
 FUZZ_PKGS="clang libclang-rt-14-dev"
 VALGRIND_PKGS="valgrind"
