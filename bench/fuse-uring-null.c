@@ -489,21 +489,7 @@ struct null_ring {
 static void null_sqe_cmd(struct io_uring_sqe *sqe, struct null_ent *e,
 			 uint32_t cmd_op, uint64_t commit_id)
 {
-	struct fuse_uring_cmd_req *cr;
-
-	memset(sqe, 0, 2 * sizeof(*sqe));	/* an SQE128 */
-	sqe->opcode = IORING_OP_URING_CMD;
-	sqe->flags = IOSQE_FIXED_FILE;
-	sqe->fd = 0;				/* the registered /dev/fuse */
-	sqe->cmd_op = cmd_op;
-	io_uring_sqe_set_data(sqe, e);
-	if (cmd_op == FUSE_IO_URING_CMD_REGISTER) {
-		sqe->addr = (uintptr_t)e->iov;
-		sqe->len = 2;
-	}
-	cr = (struct fuse_uring_cmd_req *)sqe->cmd;
-	cr->qid = e->qid;
-	cr->commit_id = commit_id;
+	fuse_uring_prep_cmd(sqe, cmd_op, e->qid, commit_id, e->iov, e);
 }
 
 /* Prepares the SQE of e's next command; -EIO if the SQ is full. */

@@ -149,26 +149,13 @@ static int uring_queue(struct fuse_uring *u, struct uring_ent *e,
 		       uint32_t cmd_op)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
-	struct fuse_uring_cmd_req *cr;
 
 	if (!sqe) {
 		/* One SQE per entry at most: cannot happen. */
 		td_log(TD_LOG_ERR, "uring: submission queue full");
 		return -EIO;
 	}
-	memset(sqe, 0, 2 * sizeof(*sqe));	/* an SQE128 */
-	sqe->opcode = IORING_OP_URING_CMD;
-	sqe->flags = IOSQE_FIXED_FILE;
-	sqe->fd = 0;				/* the registered /dev/fuse */
-	sqe->cmd_op = cmd_op;
-	io_uring_sqe_set_data(sqe, e);
-	if (cmd_op == FUSE_IO_URING_CMD_REGISTER) {
-		sqe->addr = (uintptr_t)e->iov;
-		sqe->len = 2;
-	}
-	cr = (struct fuse_uring_cmd_req *)sqe->cmd;
-	cr->qid = e->qid;
-	cr->commit_id = e->commit_id;
+	fuse_uring_prep_cmd(sqe, cmd_op, e->qid, e->commit_id, e->iov, e);
 	u->pending++;
 	return 0;
 }

@@ -41,6 +41,39 @@ struct fuse_uring_cmd_req {	/* in the SQE128's 80-byte cmd area */
 	uint16_t qid;
 	uint8_t padding[6];
 };
+#ifdef LIB_URING_H
+#include <string.h>
+#include <sys/uio.h>
+
+/*
+ * Prepare sqe (an SQE128) as the FUSE command cmd_op on the ring's
+ * registered file 0 (/dev/fuse) for queue qid: a REGISTER hands the
+ * kernel the entry's two buffers (iov[2]: header, payload), a
+ * COMMIT_AND_FETCH names the request answered by commit_id.
+ */
+static inline void fuse_uring_prep_cmd(struct io_uring_sqe *sqe,
+				       uint32_t cmd_op, uint16_t qid,
+				       uint64_t commit_id,
+				       const struct iovec *iov, void *data)
+{
+	struct fuse_uring_cmd_req *cr;
+
+	memset(sqe, 0, 2 * sizeof(*sqe));
+	sqe->opcode = IORING_OP_URING_CMD;
+	sqe->flags = IOSQE_FIXED_FILE;
+	sqe->fd = 0;
+	sqe->cmd_op = cmd_op;
+	io_uring_sqe_set_data(sqe, data);
+	if (cmd_op == FUSE_IO_URING_CMD_REGISTER) {
+		sqe->addr = (uintptr_t)iov;
+		sqe->len = 2;
+	}
+	cr = (struct fuse_uring_cmd_req *)sqe->cmd;
+	cr->qid = qid;
+	cr->commit_id = commit_id;
+}
+#endif /* LIB_URING_H */
+
 #endif
 
 #endif
