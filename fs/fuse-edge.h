@@ -224,9 +224,10 @@ void fuse_workers_return_recv(struct fuse_state *st, char *buf);
 /* ---- fuse-uring.c: -o uring (fs->opts.uring) ------------------------ */
 
 /*
- * After fuse_session_mount and session_watch: the ring, its fd in the
- * loop, libfuse's replies through it; the entries are registered when
- * the INIT reply has gone.  0 or -errno.
+ * After fuse_session_mount, before the session reads /dev/fuse: the
+ * ring, its fd in the loop, libfuse's replies through it; the entries
+ * are registered when the INIT reply has gone.  0 or -errno (and
+ * nothing left behind).
  */
 int  fuse_uring_mount(struct fuse_state *st, char *err, size_t errlen);
 void fuse_uring_unmount(struct fuse_state *st);

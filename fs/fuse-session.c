@@ -218,15 +218,10 @@ int tapfs_fuse_mount(struct tapfs *fs, char *err, size_t errlen)
 	}
 	st->mounted = true;
 	fs->fuse = st;
-	rc = fs->workers ? fuse_workers_mount(st, err, errlen) :
-			   session_watch(st, err, errlen);
-	if (!rc && fs->opts.uring) {
-		rc = fuse_uring_mount(st, err, errlen);
-		if (rc && !fs->workers) {
-			td_loop_del_event(fs->engine->loop, &st->ev);
-			td_loop_del_hook(&st->unthrottle);
-		}
-	}
+	rc = fs->opts.uring ? fuse_uring_mount(st, err, errlen) : 0;
+	if (!rc)
+		rc = fs->workers ? fuse_workers_mount(st, err, errlen) :
+				   session_watch(st, err, errlen);
 	if (rc)
 		goto fail_unmount;
 
@@ -247,6 +242,7 @@ int tapfs_fuse_mount(struct tapfs *fs, char *err, size_t errlen)
 	return 0;
 
 fail_unmount:
+	fuse_uring_unmount(st);
 	fuse_session_unmount(st->se);
 fail:
 	if (st->se)

@@ -94,7 +94,6 @@ struct fuse_uring {
 	size_t			 payload_sz;
 	bool			 init_seen;	/* INIT reply patched */
 	bool			 registered;
-	unsigned		 pending;	/* SQEs not yet submitted */
 	struct uring_ent	*cur;		/* request being dispatched */
 	/* unique -> entry, open addressing; size a power of two. */
 	struct uring_ent	**map;
@@ -156,24 +155,27 @@ static int uring_queue(struct fuse_uring *u, struct uring_ent *e,
 		return -EIO;
 	}
 	fuse_uring_prep_cmd(sqe, cmd_op, e->qid, e->commit_id, e->iov, e);
-	u->pending++;
 	return 0;
 }
 
+/*
+ * Hand the queued commands to the kernel.  What a transient error leaves
+ * queued goes at the next loop sleep; any other error means replies can
+ * no longer reach the kernel, so the daemon stops (and drains) rather
+ * than leave its clients waiting.
+ */
 static void uring_submit(struct fuse_uring *u)
 {
 	int rc;
 
-	if (!u->pending)
+	if (!io_uring_sq_ready(&u->ring))
 		return;
 	rc = io_uring_submit(&u->ring);
 	if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
-		td_log(TD_LOG_ERR, "uring: io_uring_enter: %s", strerror(-rc));
-		return;
+		td_log(TD_LOG_ERR, "uring: io_uring_enter: %s: stopping",
+		       strerror(-rc));
+		td_loop_stop(u->st->fs->engine->loop);
 	}
-	if (rc > 0)
-		u->pending -= (unsigned)rc > u->pending ? u->pending :
-			      (unsigned)rc;
 }
 
 /* Register every entry of every queue (after the INIT reply). */
@@ -196,8 +198,11 @@ static int uring_register(struct fuse_uring *u)
 
 /* ---- replies ---------------------------------------------------------- */
 
-/* Put the reply (header, then count argument pieces) in e; queue it. */
-static int uring_commit(struct fuse_uring *u, struct uring_ent *e,
+/*
+ * Put the reply (header, then count argument pieces) in e and queue it;
+ * returns the payload bytes, or -errno.
+ */
+static ssize_t uring_commit(struct fuse_uring *u, struct uring_ent *e,
 			const struct fuse_out_header *in_oh,
 			const struct iovec *iov, int count)
 {
@@ -229,9 +234,11 @@ static int uring_commit(struct fuse_uring *u, struct uring_ent *e,
 	 */
 	if (e->lent) {
 		e->deferred = true;
-		return 0;
+		return (ssize_t)len;
 	}
-	return uring_queue(u, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH);
+	if (uring_queue(u, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH))
+		return -EIO;
+	return (ssize_t)len;
 }
 
 /*
@@ -245,8 +252,7 @@ static ssize_t uring_writev(int fd, struct iovec *iov, int count, void *ud)
 	struct fuse_uring *u = fs->fuse->uring;
 	struct fuse_out_header *oh = iov[0].iov_base;
 	struct uring_ent *e;
-	size_t len = 0;
-	int i;
+	ssize_t len;
 
 	if (!u->init_seen) {
 		/* The first reply is INIT's: ask for the ring. */
@@ -270,13 +276,12 @@ static ssize_t uring_writev(int fd, struct iovec *iov, int count, void *ud)
 	e = oh->unique ? map_take(u, oh->unique) : NULL;
 	if (!e)
 		return writev(fd, iov, count);
-	for (i = 1; i < count; i++)
-		len += iov[i].iov_len;
-	if (uring_commit(u, e, oh, iov + 1, count - 1)) {
-		errno = EIO;
+	len = uring_commit(u, e, oh, iov + 1, count - 1);
+	if (len < 0) {
+		errno = (int)-len;
 		return -1;
 	}
-	return (ssize_t)(sizeof(*oh) + len);
+	return (ssize_t)sizeof(*oh) + len;
 }
 
 static ssize_t uring_read(int fd, void *buf, size_t len, void *ud)
@@ -481,9 +486,7 @@ int fuse_uring_mount(struct fuse_state *st, char *err, size_t errlen)
 	unsigned i;
 	int rc, fd = fuse_session_fd(st->se);
 
-	rc = fuse_uring_check(err, errlen);
-	if (rc)
-		return rc;
+	/* fuse_uring_check() passed when the options were read (main.c). */
 	/* The kernel has a queue per possible CPU. */
 	if (ncpu < 1 || ncpu > 4096) {
 		snprintf(err, errlen, "uring: %ld CPUs?", ncpu);

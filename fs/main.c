@@ -56,7 +56,7 @@ static void usage(FILE *out)
 "                         by one of them (default 1: one thread; see\n"
 "                         docs/performance.md before raising it)\n"
 "  -o uring               take FUSE requests through io_uring instead of\n"
-"                         read()/write() on /dev/fuse: fewer system calls\n"
+"                         read()/writev() on /dev/fuse: fewer system calls\n"
 "                         per request (Linux 6.14+ with CONFIG_FUSE_IO_URING\n"
 "                         and fuse.enable_uring=Y; one loop only, not with\n"
 "                         workers=N; see docs/performance.md)\n"

@@ -181,10 +181,10 @@ char *control_render_stats(struct tapfs *fs, struct tapfs_group *g,
 
 /* ---- fs/fuse-session.c: the FUSE edge -------------------------------- */
 
-/* Create the session and mount; 0 or -errno with the reason in err. */
 /* -o uring: 0 if this kernel takes FUSE over io_uring, else -EOPNOTSUPP
  * and why in err (fs/fuse-uring.c). */
 int  fuse_uring_check(char *err, size_t errlen);
+/* Create the session and mount; 0 or -errno with the reason in err. */
 int  tapfs_fuse_mount(struct tapfs *fs, char *err, size_t errlen);
 /* Run the loop until unmounted or asked to stop. */
 int  tapfs_fuse_run(struct tapfs *fs);

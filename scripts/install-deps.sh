@@ -18,10 +18,9 @@ man-db groff-base"
 # qemu-block-extra: qemu-img's rbd driver (a qcow2 child over an rbd
 # parent, read by QEMU's code too).
 CEPH_PKGS="ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra"
-# The bench's FUSE peers: qemu-storage-daemon; nbdkit + nbdfuse (loop table);
-# (liburing-dev, which bench/fuse-uring-null also needs, is a build package:
-# the daemon's -o uring.)
-BENCH_PKGS="qemu-system-common nbdkit libnbd-bin liburing-dev"
+# The bench's FUSE peers: qemu-storage-daemon; nbdkit + nbdfuse (loop table).
+# (bench/fuse-uring-null's liburing-dev is a build package: -o uring.)
+BENCH_PKGS="qemu-system-common nbdkit libnbd-bin"
 FUZZ_PKGS="clang libclang-rt-14-dev"
 VALGRIND_PKGS="valgrind"
 # The emulated-Xen test (tests/xen): QEMU, and what builds its initramfs.
