@@ -130,7 +130,7 @@ static void io_get_buffer(struct io_ctx *c)
 		io_start(c);
 		return;
 	}
-	if (c->data && !c->hold)
+	if (c->data && !c->hold && !c->lent)
 		io_hold_recv(c);	/* the payload must outlive this call */
 	td_list_add_tail(&c->wait, &dl->waiting);
 }
@@ -358,6 +358,7 @@ void data_write(fuse_req_t req, const char *buf, size_t size, off_t off,
 	struct tapfs_vbd *tv = fh_vbd(fi->fh);
 	struct data_loop *dl;
 	struct io_ctx *c;
+	char *entry = (char *)buf;
 	size_t len;
 
 	if (!tv || !tv->vbd) {
@@ -380,12 +381,19 @@ void data_write(fuse_req_t req, const char *buf, size_t size, off_t off,
 	io_set_range(c, off, len);
 	c->vreq.op = TD_OP_WRITE;
 	c->data = buf;
+	/*
+	 * -o uring: the payload stays in its ring entry until the entry is
+	 * given back, which costs nothing (the entry waits for the reply
+	 * anyway): every aligned write goes to the disk from there.
+	 */
+	c->lent = fuse_uring_lend(dl->st, len, &entry);
 	if (!c->head && !(len & (c->unit - 1)) &&
 	    !((uintptr_t)buf & (TD_BUF_ALIGN - 1)) &&
-	    in_recv_buffer(dl, buf, len) &&
-	    (len > SMALL_BUF || !dl->small_pool.nfree)) {
-		/* Large and aligned: O_DIRECT from the receive buffer. */
-		io_hold_recv(c);
+	    (c->lent || (in_recv_buffer(dl, buf, len) &&
+	     (len > SMALL_BUF || !dl->small_pool.nfree)))) {
+		/* Aligned: O_DIRECT from the ring entry or receive buffer. */
+		if (!c->lent)
+			io_hold_recv(c);
 		c->zero_copy = true;
 		c->buf = (char *)buf;
 		io_start(c);
@@ -395,7 +403,7 @@ void data_write(fuse_req_t req, const char *buf, size_t size, off_t off,
 	 * A partial-sector write copies its payload only after reading the
 	 * old sectors: keep the receive buffer it lives in until then.
 	 */
-	if (c->head || (len & (c->unit - 1)))
+	if (!c->lent && (c->head || (len & (c->unit - 1))))
 		io_hold_recv(c);
 	io_get_buffer(c);
 }
@@ -449,9 +457,14 @@ void data_fallocate(fuse_req_t req, int mode, off_t off, off_t length,
 
 /* ---- pools and receive buffers ---------------------------------------- */
 
+bool data_has_room(const struct data_loop *dl)
+{
+	return dl->ctx_pool.nfree && td_list_empty(&dl->waiting);
+}
+
 bool data_recv_buffer(struct data_loop *dl, struct fuse_buf *fbuf)
 {
-	if (!dl->ctx_pool.nfree || !td_list_empty(&dl->waiting))
+	if (!data_has_room(dl))
 		return false;
 	if (!dl->cur)
 		dl->cur = td_pool_get(&dl->recv_pool);

@@ -186,6 +186,8 @@ void data_fini(struct data_loop *dl);
  * /dev/fuse, and asks again before each loop sleep.
  */
 bool data_recv_buffer(struct data_loop *dl, struct fuse_buf *fbuf);
+/* Whether the data path can take a request now (a context, no waiters). */
+bool data_has_room(const struct data_loop *dl);
 /*
  * Where a receive buffer's fuse_buf.mem points (data_recv_buffer): the
  * bytes before it are free for fuse-workers.c's hand-off header.
@@ -232,11 +234,12 @@ void fuse_workers_return_recv(struct fuse_state *st, char *buf);
 int  fuse_uring_mount(struct fuse_state *st, char *err, size_t errlen);
 void fuse_uring_unmount(struct fuse_state *st);
 /*
- * While a ring request is being dispatched: its entry's payload as the
- * I/O buffer of its READ (need bytes at most), in *buf; returns a token
- * for fuse_uring_give_back, or NULL (no ring, or too big).  The reply may
- * point into the buffer; the entry takes no new request until the token
- * is given back.
+ * While a ring request is being dispatched: keep its entry's payload as
+ * its I/O buffer.  For a READ (*buf NULL): the payload, need bytes at
+ * most, in *buf.  For a WRITE (*buf its data): only if the data is the
+ * entry's payload.  Returns a token for fuse_uring_give_back, or NULL (no
+ * ring, too big, not the entry's).  The reply may point into the buffer;
+ * the entry takes no new request until the token is given back.
  */
 void *fuse_uring_lend(struct fuse_state *st, size_t need, char **buf);
 void fuse_uring_give_back(struct fuse_state *st, void *token);

@@ -19,14 +19,18 @@
  *    libfuse 3.14 (which knows nothing of io_uring), gets
  *    FUSE_OVER_IO_URING added on its way out through our writev; right
  *    after it, every entry is registered.
- *  - A request from the ring is laid out as /dev/fuse would have
- *    delivered it (header, fixed argument, payload) in one of the data
- *    path's receive buffers and handed to fuse_session_process_buf: the
- *    operations, the buffer placement of WRITE payloads and the
- *    throttling when buffers run out are the /dev/fuse path's.
- *  - A READ whose range is aligned reads straight into its entry's
- *    payload (fuse_uring_lend), so its data is not copied again for the
- *    reply; the entry's commit waits until the buffer is given back.
+ *  - A request from the ring is laid out in place as /dev/fuse would
+ *    have delivered it (header, fixed argument, payload): each entry's
+ *    payload buffer has a page of its own in front of it, where the
+ *    header and the fixed argument are copied, right before the payload
+ *    the kernel put there.  fuse_session_process_buf takes it from
+ *    there, so the operations and the throttling when the data path is
+ *    full are the /dev/fuse path's, and no payload is copied.
+ *  - The data path keeps a request's data in its entry
+ *    (fuse_uring_lend): a READ whose range is aligned reads straight
+ *    into the payload, so its data is not copied again for the reply; a
+ *    WRITE goes to the disk from where the kernel put it.  The entry's
+ *    commit waits until the buffer is given back.
  *  - libfuse sends every reply through fuse_session_custom_io's writev.
  *    A reply to a ring request (found by its unique) is copied into its
  *    entry and its COMMIT_AND_FETCH queued; the queued commands go to the
@@ -66,15 +70,21 @@
 #define URING_SPARE		32
 #define URING_MAX_BACKGROUND	1024	/* the entries' memory: see below */
 #define URING_PARAM		"/sys/module/fuse/parameters/enable_uring"
+/* In front of each payload: room for the header and fixed argument. */
+#define URING_HEAD_ROOM		4096
+
+_Static_assert(sizeof(struct fuse_in_header) + FUSE_URING_OP_IN_OUT_SZ <=
+	       URING_HEAD_ROOM, "a request's head fits before its payload");
 
 struct uring_ent {
 	struct fuse_uring_req_header *hdr;
+	char			*base;		/* URING_HEAD_ROOM + payload */
 	char			*payload;
 	struct iovec		 iov[2];	/* for REGISTER */
 	uint16_t		 qid;
 	uint64_t		 unique;	/* request in the entry, 0: none */
 	uint64_t		 commit_id;
-	bool			 lent;		/* payload is a READ's I/O buffer */
+	bool			 lent;		/* payload is an I/O buffer */
 	bool			 deferred;	/* replied; commit when given back */
 };
 
@@ -297,22 +307,24 @@ static const struct fuse_custom_io uring_io = {
 
 /* ---- requests ------------------------------------------------------- */
 
-/* Lay e's request out as /dev/fuse would in a receive buffer; dispatch. */
-static void uring_serve(struct fuse_uring *u, struct uring_ent *e,
-			struct fuse_buf *fbuf)
+/*
+ * Lay e's request out as /dev/fuse would, in place: the header and the
+ * fixed argument right before the payload.  Dispatch it.
+ */
+static void uring_serve(struct fuse_uring *u, struct uring_ent *e)
 {
 	struct fuse_uring_ent_in_out *eio = &e->hdr->ring_ent_in_out;
 	struct fuse_in_header in;
+	struct fuse_buf fbuf;
 	size_t op, payload = eio->payload_sz;
-	char *p = fbuf->mem;
+	char *p;
 
 	memcpy(&in, e->hdr->in_out, sizeof(in));
 	e->commit_id = eio->commit_id;
 	e->unique = in.unique;
 	/* in.len covers the header, the fixed argument and the payload. */
 	if (payload > u->payload_sz || in.len < sizeof(in) + payload ||
-	    (op = in.len - sizeof(in) - payload) > FUSE_URING_OP_IN_OUT_SZ ||
-	    in.len > fbuf->size) {
+	    (op = in.len - sizeof(in) - payload) > FUSE_URING_OP_IN_OUT_SZ) {
 		struct fuse_out_header oh = {
 			.error = -EIO, .unique = in.unique,
 		};
@@ -324,14 +336,16 @@ static void uring_serve(struct fuse_uring *u, struct uring_ent *e,
 		uring_commit(u, e, &oh, NULL, 0);
 		return;
 	}
+	p = e->payload - op - sizeof(in);
 	memcpy(p, &in, sizeof(in));
 	memcpy(p + sizeof(in), e->hdr->op_in, op);
-	memcpy(p + sizeof(in) + op, e->payload, payload);
-	fbuf->size = in.len;
+	memset(&fbuf, 0, sizeof(fbuf));
+	fbuf.mem = p;
+	fbuf.size = in.len;
 	map_put(u, e);
 	u->served++;
 	u->cur = e;
-	fuse_session_process_buf(u->st->se, fbuf);
+	fuse_session_process_buf(u->st->se, &fbuf);
 	u->cur = NULL;
 }
 
@@ -340,7 +354,8 @@ void *fuse_uring_lend(struct fuse_state *st, size_t need, char **buf)
 	struct fuse_uring *u = st->uring;
 	struct uring_ent *e = u ? u->cur : NULL;
 
-	if (!e || e->lent || need > u->payload_sz)
+	if (!e || e->lent || need > u->payload_sz ||
+	    (*buf && *buf != e->payload))
 		return NULL;
 	e->lent = true;
 	*buf = e->payload;
@@ -370,20 +385,19 @@ static void uring_throttle(struct fuse_uring *u, bool on)
 static void uring_reap(struct fuse_uring *u)
 {
 	struct io_uring_cqe *cqe;
-	struct fuse_buf fbuf;
 
 	while (!io_uring_peek_cqe(&u->ring, &cqe)) {
 		struct uring_ent *e = io_uring_cqe_get_data(cqe);
 		int res = cqe->res;
 
 		if (res == 0) {
-			if (!data_recv_buffer(&u->st->data, &fbuf)) {
+			if (!data_has_room(&u->st->data)) {
 				/* Back when buffers are: the hook looks. */
 				uring_throttle(u, true);
 				return;
 			}
 			io_uring_cqe_seen(&u->ring, cqe);
-			uring_serve(u, e, &fbuf);
+			uring_serve(u, e);
 			continue;
 		}
 		io_uring_cqe_seen(&u->ring, cqe);
@@ -469,8 +483,9 @@ void fuse_uring_unmount(struct fuse_state *st)
 	for (i = 0; u->ent && i < u->nr_ent; i++) {
 		if (u->ent[i].hdr)
 			munmap(u->ent[i].hdr, sizeof(*u->ent[i].hdr));
-		if (u->ent[i].payload)
-			munmap(u->ent[i].payload, u->payload_sz);
+		if (u->ent[i].base)
+			munmap(u->ent[i].base,
+			       URING_HEAD_ROOM + u->payload_sz);
 	}
 	free(u->ent);
 	free(u->map);
@@ -530,13 +545,14 @@ int fuse_uring_mount(struct fuse_state *st, char *err, size_t errlen)
 
 		e->qid = (uint16_t)(i / u->depth);
 		e->hdr = uring_map(sizeof(*e->hdr));
-		e->payload = uring_map(u->payload_sz);
-		if (!e->hdr || !e->payload) {
+		e->base = uring_map(URING_HEAD_ROOM + u->payload_sz);
+		if (!e->hdr || !e->base) {
 			snprintf(err, errlen, "uring: cannot map %u ring "
 				 "buffers of %zu bytes", u->nr_ent,
-				 u->payload_sz);
+				 URING_HEAD_ROOM + u->payload_sz);
 			goto fail;
 		}
+		e->payload = e->base + URING_HEAD_ROOM;
 		e->iov[0].iov_base = e->hdr;
 		e->iov[0].iov_len = sizeof(*e->hdr);
 		e->iov[1].iov_base = e->payload;

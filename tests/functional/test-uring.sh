@@ -14,7 +14,9 @@
 # odd offsets and lengths read back byte for byte, the namespace and
 # control files (mkdir, rmdir, .ctl, .stats); mkfs.ext4 and fsck -fn on
 # the loop device; the daemon logs the requests served on the ring and
-# exits 0 on unmount.
+# exits 0 on unmount.  A WRITE held by the storage after its client was
+# answered (a failed VBD) reaches the image with its own data, while many
+# writes from the same CPU go through the queue its entry belongs to.
 . "$(dirname "$0")/lib.sh"
 requires_root
 requires fio python3 losetup mkfs.ext4 fsck.ext4
@@ -128,4 +130,40 @@ tapfs_stop
 served=$(sed -n 's/.*uring: \([0-9]*\) requests served on the ring.*/\1/p' \
 	"$TAPFS_LOG")
 check test "${served:-0}" -gt 10000
+
+# ---- a WRITE answered early keeps its ring entry ---------------------------
+
+# A WRITE goes to the disk from its ring entry.  Here the storage holds
+# f's write for 5 s, the watchdog fails f after 1 s and its client gets
+# EIO; 2000 writes of another pattern to h from the same CPU then go
+# through that CPU's queue.  The held write must still reach f.raw with
+# its own data: its entry is not given a new request until the write is
+# back from the storage.
+M2=$T/mnt2
+S2=$T/store2
+G2=$M2/g
+TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
+f_failed() { ctl_line "$G2" f | grep -q '^f failed '; }
+f_free() { "$TAPFS_IMG" info "$S2/g/f.raw" | grep -q '^in use: no$'; }
+tapfs_start "$M2" "$S2" "uring,deadline_ms=1000" || summary
+check mkdir "$G2"
+ctl_ok "$G2" "create h raw 16M"
+check truncate -s 16M "$S2/g/f.raw"
+ctl_ok "$G2" "open f fault:delay_ms=5000,ops=w:raw:$S2/g/f.raw"
+python3 -c 'import sys; sys.stdout.buffer.write(b"\xa5" * 4096)' >"$T/pat.f"
+python3 -c 'import sys; sys.stdout.buffer.write(b"\x5a" * 2000 * 4096)' \
+	>"$T/pat.h"
+bg_start stuckw taskset -c 0 dd if="$T/pat.f" of="$G2/f" bs=4k count=1 \
+	oflag=direct conv=notrunc
+STUCKW=$BG_PID
+check wait_for 10 f_failed
+bg_wait "$STUCKW" 10
+check_match "the held write's client got EIO" "Input/output error" \
+	"$(cat "$T/stuckw.out")"
+check timeout 20 taskset -c 0 dd if="$T/pat.h" of="$G2/h" bs=4k \
+	count=2000 oflag=direct conv=notrunc status=none
+ctl_close "$G2" f
+check wait_for 15 f_free
+check cmp -n 4096 "$T/pat.f" "$S2/g/f.raw"
+tapfs_stop
 summary
