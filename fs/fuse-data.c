@@ -224,6 +224,8 @@ static void io_abandon(struct vbd_request *vreq)
 	assert(!c->replied);
 	c->replied = true;
 	c->abandoned = true;
+	if (c->lent)
+		fuse_uring_abandon(c->dl->st, c->lent);
 	fuse_reply_fd = c->reply_fd;
 	fuse_reply_err(c->req, EIO);
 }
@@ -380,13 +382,15 @@ void data_write(fuse_req_t req, const char *buf, size_t size, off_t off,
 	dl = c->dl;
 	io_set_range(c, off, len);
 	c->vreq.op = TD_OP_WRITE;
-	c->data = buf;
 	/*
 	 * -o uring: the payload stays in its ring entry until the entry is
 	 * given back, which costs nothing (the entry waits for the reply
 	 * anyway): every aligned write goes to the disk from there.
 	 */
 	c->lent = fuse_uring_lend(dl->st, len, &entry);
+	if (c->lent)
+		buf = entry;
+	c->data = buf;
 	if (!c->head && !(len & (c->unit - 1)) &&
 	    !((uintptr_t)buf & (TD_BUF_ALIGN - 1)) &&
 	    (c->lent || (in_recv_buffer(dl, buf, len) &&

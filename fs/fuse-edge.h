@@ -237,11 +237,17 @@ void fuse_uring_unmount(struct fuse_state *st);
  * While a ring request is being dispatched: keep its entry's payload as
  * its I/O buffer.  For a READ (*buf NULL): the payload, need bytes at
  * most, in *buf.  For a WRITE (*buf its data): only if the data is the
- * entry's payload.  Returns a token for fuse_uring_give_back, or NULL (no
+ * entry's payload; *buf is then where the I/O is to take it from.  Returns a token for fuse_uring_give_back, or NULL (no
  * ring, too big, not the entry's).  The reply may point into the buffer;
  * the entry takes no new request until the token is given back.
  */
 void *fuse_uring_lend(struct fuse_state *st, size_t need, char **buf);
+/*
+ * The request is about to be answered while its I/O still runs in the
+ * lent buffer (its VBD failed): let the answer go now, the buffer staying
+ * the I/O's until it is given back.  The token stays valid.
+ */
+void fuse_uring_abandon(struct fuse_state *st, void *token);
 void fuse_uring_give_back(struct fuse_state *st, void *token);
 
 #endif

@@ -76,10 +76,28 @@
 _Static_assert(sizeof(struct fuse_in_header) + FUSE_URING_OP_IN_OUT_SZ <=
 	       URING_HEAD_ROOM, "a request's head fits before its payload");
 
+/*
+ * Payload memory: one memfd of slots (URING_HEAD_ROOM + payload each),
+ * one per entry and URING_RESCUE more.  An entry maps its slot at the
+ * address it registered with the kernel (base); the data path does its
+ * I/O in `alias`, a second mapping of every slot.  A request answered
+ * while its I/O still runs in its slot (its VBD failed: the client gets
+ * EIO now, fuse_uring_abandon) cannot keep the entry from the kernel, so
+ * the entry's base is remapped to a spare slot and the entry committed;
+ * the I/O ends in the old slot, which becomes a spare when given back.
+ * With no spare slot left, the answer waits for the I/O.
+ */
+#define URING_RESCUE		16
+
+struct uring_slot {
+	struct uring_ent	*e;		/* lent for e's request */
+};
+
 struct uring_ent {
 	struct fuse_uring_req_header *hdr;
-	char			*base;		/* URING_HEAD_ROOM + payload */
-	char			*payload;
+	char			*base;		/* the slot, as the kernel sees it */
+	char			*payload;	/* base + URING_HEAD_ROOM */
+	unsigned		 slot;
 	struct iovec		 iov[2];	/* for REGISTER */
 	uint16_t		 qid;
 	uint64_t		 unique;	/* request in the entry, 0: none */
@@ -102,6 +120,14 @@ struct fuse_uring {
 	unsigned		 nr_queues;
 	unsigned		 depth;		/* entries per queue */
 	size_t			 payload_sz;
+	size_t			 slot_sz;	/* URING_HEAD_ROOM + payload_sz */
+	int			 memfd;		/* the slots */
+	char			*alias;		/* every slot, for the I/O */
+	struct uring_slot	*slots;
+	unsigned		 nr_slots;
+	unsigned		*spare;		/* free slots, a stack */
+	unsigned		 nr_spare;
+	unsigned long long	 rescued;
 	bool			 init_seen;	/* INIT reply patched */
 	bool			 registered;
 	struct uring_ent	*cur;		/* request being dispatched */
@@ -150,6 +176,12 @@ static struct uring_ent *map_take(struct fuse_uring *u, uint64_t unique)
 		}
 	}
 	return e;
+}
+
+/* Slot k's payload as the data path sees it. */
+static char *slot_payload(const struct fuse_uring *u, unsigned k)
+{
+	return u->alias + (size_t)k * u->slot_sz + URING_HEAD_ROOM;
 }
 
 /* ---- commands ------------------------------------------------------- */
@@ -217,6 +249,7 @@ static ssize_t uring_commit(struct fuse_uring *u, struct uring_ent *e,
 			const struct iovec *iov, int count)
 {
 	struct fuse_out_header oh = *in_oh;
+	const char *lent = slot_payload(u, e->slot);
 	size_t len = 0;
 	int i;
 
@@ -228,7 +261,7 @@ static ssize_t uring_commit(struct fuse_uring *u, struct uring_ent *e,
 			break;
 		}
 		/* A READ read into the payload (lent) is already there. */
-		if (iov[i].iov_base != e->payload + len)
+		if (iov[i].iov_base != lent + len)
 			memcpy(e->payload + len, iov[i].iov_base,
 			       iov[i].iov_len);
 		len += iov[i].iov_len;
@@ -238,9 +271,10 @@ static ssize_t uring_commit(struct fuse_uring *u, struct uring_ent *e,
 	e->hdr->ring_ent_in_out.payload_sz = (uint32_t)len;
 	e->unique = 0;
 	/*
-	 * The payload still lent to a READ (answered early, as when its VBD
-	 * failed, with the I/O still running into it): the entry must not
-	 * take a new request before the buffer comes back.
+	 * The payload still lent (a READ's reply points into it; or an
+	 * answer ahead of the I/O that fuse_uring_abandon found no spare
+	 * slot for): the entry must not take a new request before the
+	 * buffer comes back.
 	 */
 	if (e->lent) {
 		e->deferred = true;
@@ -358,18 +392,51 @@ void *fuse_uring_lend(struct fuse_state *st, size_t need, char **buf)
 	    (*buf && *buf != e->payload))
 		return NULL;
 	e->lent = true;
-	*buf = e->payload;
-	return e;
+	*buf = slot_payload(u, e->slot);
+	u->slots[e->slot].e = e;
+	return &u->slots[e->slot];
+}
+
+void fuse_uring_abandon(struct fuse_state *st, void *token)
+{
+	struct fuse_uring *u = st->uring;
+	struct uring_slot *s = token;
+	struct uring_ent *e = s->e;
+	unsigned k, old = (unsigned)(s - u->slots);
+
+	if (e->slot != old || !u->nr_spare)
+		return;
+	k = u->spare[u->nr_spare - 1];
+	if (mmap(e->base, u->slot_sz, PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_FIXED, u->memfd,
+		 (off_t)k * (off_t)u->slot_sz) == MAP_FAILED) {
+		td_log(TD_LOG_ERR, "uring: remapping a ring entry: %s; its "
+		       "answer waits for its I/O", strerror(errno));
+		return;
+	}
+	u->nr_spare--;
+	e->slot = k;
+	e->lent = false;
+	u->rescued++;
 }
 
 void fuse_uring_give_back(struct fuse_state *st, void *token)
 {
-	struct uring_ent *e = token;
+	struct fuse_uring *u = st->uring;
+	struct uring_slot *s = token;
+	struct uring_ent *e = s->e;
+	unsigned k = (unsigned)(s - u->slots);
 
+	s->e = NULL;
+	if (e->slot != k) {
+		/* The entry moved on (fuse_uring_abandon): k is free. */
+		u->spare[u->nr_spare++] = k;
+		return;
+	}
 	e->lent = false;
 	if (e->deferred) {
 		e->deferred = false;
-		uring_queue(st->uring, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH);
+		uring_queue(u, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH);
 	}
 }
 
@@ -456,10 +523,11 @@ int fuse_uring_check(char *err, size_t errlen)
 	return 0;
 }
 
-static void *uring_map(size_t len)
+static void *uring_map(size_t len, int fd, off_t off)
 {
 	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		       fd < 0 ? MAP_PRIVATE | MAP_ANONYMOUS : MAP_SHARED,
+		       fd, off);
 
 	return p == MAP_FAILED ? NULL : p;
 }
@@ -485,16 +553,22 @@ void fuse_uring_unmount(struct fuse_state *st)
 		io_uring_queue_exit(&u->ring);
 	}
 	if (u->registered || u->served)
-		td_log(TD_LOG_INFO, "uring: %llu requests served on the ring",
-		       u->served);
+		td_log(TD_LOG_INFO, "uring: %llu requests served on the ring "
+		       "(%llu answered ahead of their I/O)", u->served,
+		       u->rescued);
 	for (i = 0; u->ent && i < u->nr_ent; i++) {
 		if (u->ent[i].hdr)
 			munmap(u->ent[i].hdr, sizeof(*u->ent[i].hdr));
 		if (u->ent[i].base)
-			munmap(u->ent[i].base,
-			       URING_HEAD_ROOM + u->payload_sz);
+			munmap(u->ent[i].base, u->slot_sz);
 	}
+	if (u->alias)
+		munmap(u->alias, (size_t)u->nr_slots * u->slot_sz);
+	if (u->memfd >= 0)
+		close(u->memfd);
 	free(u->ent);
+	free(u->slots);
+	free(u->spare);
 	free(u->map);
 	free(u);
 	st->uring = NULL;
@@ -537,26 +611,46 @@ int fuse_uring_mount(struct fuse_state *st, char *err, size_t errlen)
 	u->nr_ent = u->nr_queues * u->depth;
 	/* max(8 KiB, max_write, max_pages pages): max_write here. */
 	u->payload_sz = FUSE_MAX_IO;
+	u->slot_sz = URING_HEAD_ROOM + u->payload_sz;
+	u->nr_slots = u->nr_ent + URING_RESCUE;
+	u->memfd = -1;
 	u->ent = calloc(u->nr_ent, sizeof(*u->ent));
+	u->slots = calloc(u->nr_slots, sizeof(*u->slots));
+	u->spare = calloc(URING_RESCUE, sizeof(*u->spare));
 	for (i = 1; i < 2 * u->nr_ent; i <<= 1)
 		;
 	u->map = calloc(i, sizeof(*u->map));
 	u->map_mask = i - 1;
 	rc = -ENOMEM;
-	if (!u->ent || !u->map) {
+	if (!u->ent || !u->slots || !u->spare || !u->map) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
+	/* The slots: pages come as they are first touched. */
+	u->memfd = memfd_create("tapfs-uring", MFD_CLOEXEC);
+	if (u->memfd < 0 || ftruncate(u->memfd, (off_t)u->nr_slots *
+				      (off_t)u->slot_sz) ||
+	    !(u->alias = uring_map((size_t)u->nr_slots * u->slot_sz,
+				   u->memfd, 0))) {
+		rc = -errno;
+		snprintf(err, errlen, "uring: %u ring buffers of %zu bytes: "
+			 "%s", u->nr_slots, u->slot_sz, strerror(errno));
+		goto fail;
+	}
+	for (i = 0; i < URING_RESCUE; i++)
+		u->spare[u->nr_spare++] = u->nr_ent + i;
 	for (i = 0; i < u->nr_ent; i++) {
 		struct uring_ent *e = &u->ent[i];
 
 		e->qid = (uint16_t)(i / u->depth);
-		e->hdr = uring_map(sizeof(*e->hdr));
-		e->base = uring_map(URING_HEAD_ROOM + u->payload_sz);
+		e->slot = i;
+		e->hdr = uring_map(sizeof(*e->hdr), -1, 0);
+		e->base = uring_map(u->slot_sz, u->memfd,
+				    (off_t)i * (off_t)u->slot_sz);
 		if (!e->hdr || !e->base) {
 			snprintf(err, errlen, "uring: cannot map %u ring "
 				 "buffers of %zu bytes", u->nr_ent,
-				 URING_HEAD_ROOM + u->payload_sz);
+				 u->slot_sz);
 			goto fail;
 		}
 		e->payload = e->base + URING_HEAD_ROOM;

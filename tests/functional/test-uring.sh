@@ -15,8 +15,9 @@
 # control files (mkdir, rmdir, .ctl, .stats); mkfs.ext4 and fsck -fn on
 # the loop device; the daemon logs the requests served on the ring and
 # exits 0 on unmount.  A WRITE held by the storage after its client was
-# answered (a failed VBD) reaches the image with its own data, while many
-# writes from the same CPU go through the queue its entry belongs to.
+# answered (a failed VBD) is answered before the storage gives it back,
+# and reaches the image with its own data while many writes from the same
+# CPU go through the queue its entry belongs to.
 # SIGTERM with a write held by a pause answers that write before the
 # daemon exits.
 . "$(dirname "$0")/lib.sh"
@@ -136,11 +137,12 @@ check test "${served:-0}" -gt 10000
 # ---- a WRITE answered early keeps its ring entry ---------------------------
 
 # A WRITE goes to the disk from its ring entry.  Here the storage holds
-# f's write for 5 s, the watchdog fails f after 1 s and its client gets
-# EIO; 2000 writes of another pattern to h from the same CPU then go
-# through that CPU's queue.  The held write must still reach f.raw with
-# its own data: its entry is not given a new request until the write is
-# back from the storage.
+# f's write for 5 s and the watchdog fails f after 1 s: its client gets
+# EIO then, not when the storage answers, so the entry is committed with
+# the write still out (its buffer moves to a spare slot, the entry gets a
+# fresh one).  2000 writes of another pattern to h from the same CPU then
+# go through that CPU's queue.  The held write must still reach f.raw
+# with its own data.
 M2=$T/mnt2
 S2=$T/store2
 G2=$M2/g
@@ -163,9 +165,15 @@ check wait_for 10 f_failed
 bg_wait "$STUCKW" 10
 check_match "the held write's client got EIO" "Input/output error" \
 	"$(cat "$T/stuckw.out")"
+# Answered ahead of its I/O: f closes at once, and the held write keeps
+# its image until the storage gives it back (were the answer waiting for
+# the write, the image would be free by now).
+ctl_close "$G2" f
+check_match "f.raw still in use while its write is held" \
+	"^in use: read-write by pid $TAPFS_PID" \
+	"$("$TAPFS_IMG" info "$S2/g/f.raw" | grep '^in use')"
 check timeout 20 taskset -c 0 dd if="$T/pat.h" of="$G2/h" bs=4k \
 	count=2000 oflag=direct conv=notrunc status=none
-ctl_close "$G2" f
 check wait_for 15 f_free
 check cmp -n 4096 "$T/pat.f" "$S2/g/f.raw"
 
@@ -194,4 +202,7 @@ bg_wait "$HELDW" 10
 check_match "the write held at SIGTERM is answered, and succeeded" \
 	"^written 4096$" "$(cat "$T/heldw.out")"
 check cmp -n 4096 -i 0:$((100 * 4096)) "$T/pat.f" "$S2/g/h.raw"
+check_out "the log counts the answer ahead of its I/O" 0 \
+	"uring: [0-9]+ requests served on the ring \(1 answered ahead of their I/O\)" \
+	cat "$TAPFS_LOG"
 summary
