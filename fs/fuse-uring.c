@@ -30,7 +30,9 @@
  *    (fuse_uring_lend): a READ whose range is aligned reads straight
  *    into the payload, so its data is not copied again for the reply; a
  *    WRITE goes to the disk from where the kernel put it.  The entry's
- *    commit waits until the buffer is given back.
+ *    commit waits until the buffer is given back, except for an answer
+ *    ahead of the I/O (a failed VBD): the buffer then moves out of the
+ *    entry (URING_RESCUE, below).
  *  - libfuse sends every reply through fuse_session_custom_io's writev.
  *    A reply to a ring request (found by its unique) is copied into its
  *    entry and its COMMIT_AND_FETCH queued; the queued commands go to the
