@@ -40,6 +40,7 @@
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TAPFS=${TAPFS:-$TOP/build/tapfs}
+TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 MOUNT_TAPFS=${MOUNT_TAPFS:-$TOP/mount-helpers/mount.tapfs}
 TEST_NAME=$(basename "$0" .sh)
 TEST_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -560,6 +561,12 @@ ctl_close() {
 ctl_line() {
 	timeout 10 tail -n +2 "$1/.ctl" | awk -v n="$2" '$1 == n'
 }
+
+# vbd_failed GROUPDIR NAME: .ctl lists the VBD as failed.
+vbd_failed() { ctl_line "$1" "$2" | grep -q "^$2 failed "; }
+
+# image_free IMAGE: tapfs-img info says no process holds the image.
+image_free() { "$TAPFS_IMG" info "$1" | grep -q '^in use: no$'; }
 
 # stat_val GROUPDIR NAME KEY: one counter from .stats.
 stat_val() {

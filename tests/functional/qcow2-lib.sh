@@ -8,7 +8,6 @@ S=$T/store
 G=$M/g
 I=$T/img
 MiB=1048576
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 mkdir -p "$I"
 
 # ---- helpers ------------------------------------------------------------

@@ -14,7 +14,6 @@ requires losetup mkfs.ext4 fsck.ext4 fio blockdev cmp qemu-img
 M=$T/mnt
 FS=$T/fs4k
 G=$M/g
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 mkdir -p "$FS"
 
 check truncate -s 512M "$T/disk"

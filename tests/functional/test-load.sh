@@ -41,7 +41,6 @@ FS=$T/ext4
 MiB=1048576
 CYCLES=100
 SNAPS=20
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 # Each qcow2 image of a chain costs the daemon some 28 MiB and a few
 # hundred ms to open: a remount with 12-deep chains on a loaded machine
 # can take more than the default 10 s.

@@ -14,7 +14,6 @@
 . "$(dirname "$0")/lib.sh"
 requires qemu-img qemu-io qemu-storage-daemon fio python3 fusermount3
 
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 I=$T/img
 M=$T/mnt
 S=$T/store

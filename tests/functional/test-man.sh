@@ -30,7 +30,6 @@
 requires man lexgrog groff make "$PYTHON"
 
 MANSRC=$TOP/docs/man
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 export MANWIDTH=80
 unset MANPAGER PAGER MAN_KEEP_FORMATTING MANOPT
 

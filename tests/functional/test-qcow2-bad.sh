@@ -20,7 +20,6 @@ S=$T/store
 G=$M/g
 I=$T/img
 MiB=1048576
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 mkdir -p "$I"
 
 # q2edit IMG FIELD|OP ARGS: damage the image (tests/pylib/qcow2file.py).

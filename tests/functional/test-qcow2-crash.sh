@@ -24,7 +24,6 @@ S=$T/store
 G=$M/g
 I=$T/img
 MiB=1048576
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 mkdir -p "$I"
 
 # slots write VBD LOG SLOT_BYTES FIRST END | verify IMAGE LOG SLOT_BYTES:

@@ -33,7 +33,6 @@ S=$T/store
 G=$M/g
 I=$T/img
 MiB=1048576
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 requires "$TAPFS_IMG"
 mkdir -p "$I"
 

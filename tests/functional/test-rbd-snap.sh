@@ -33,7 +33,6 @@
 . "$(dirname "$0")/lib.sh"
 . "$TEST_DIR/ceph-lib.sh"
 requires fio cmp qemu-img python3
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 
 M=$T/mnt
 S=$T/store

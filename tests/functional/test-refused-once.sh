@@ -17,7 +17,6 @@ M=$T/mnt
 S=$T/store
 G=$M/g
 I=$T/img
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 mkdir -p "$I"
 
 # nlines FILE TEXT: how many lines of FILE hold TEXT.

@@ -33,7 +33,6 @@
 requires_root
 requires python3 qemu-img setpriv sha256sum truncate fallocate dd cmp
 
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 requires "$TAPFS_IMG"
 
 M=$T/mnt

@@ -20,7 +20,6 @@
 . "$(dirname "$0")/lib.sh"
 requires qemu-img cmp dd
 
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 I=$T/img
 M=$T/mnt
 S=$T/store

@@ -34,7 +34,6 @@ M=$T/mnt
 S=$T/store
 I=$T/img
 MiB=1048576
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 mkdir -p "$I"
 
 # ---- helpers ------------------------------------------------------------

@@ -146,9 +146,6 @@ check test "${served:-0}" -gt 10000
 M2=$T/mnt2
 S2=$T/store2
 G2=$M2/g
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
-f_failed() { ctl_line "$G2" f | grep -q '^f failed '; }
-f_free() { "$TAPFS_IMG" info "$S2/g/f.raw" | grep -q '^in use: no$'; }
 h_queued() { [ "$(stat_val "$G2" h queued)" -ge 1 ] 2>/dev/null; }
 tapfs_start "$M2" "$S2" "uring,deadline_ms=1000" || summary
 check mkdir "$G2"
@@ -161,7 +158,7 @@ python3 -c 'import sys; sys.stdout.buffer.write(b"\x5a" * 2000 * 4096)' \
 bg_start stuckw taskset -c 0 dd if="$T/pat.f" of="$G2/f" bs=4k count=1 \
 	oflag=direct conv=notrunc
 STUCKW=$BG_PID
-check wait_for 10 f_failed
+check wait_for 10 vbd_failed "$G2" f
 bg_wait "$STUCKW" 10
 check_match "the held write's client got EIO" "Input/output error" \
 	"$(cat "$T/stuckw.out")"
@@ -174,7 +171,7 @@ check_match "f.raw still in use while its write is held" \
 	"$("$TAPFS_IMG" info "$S2/g/f.raw" | grep '^in use')"
 check timeout 20 taskset -c 0 dd if="$T/pat.h" of="$G2/h" bs=4k \
 	count=2000 oflag=direct conv=notrunc status=none
-check wait_for 15 f_free
+check wait_for 15 image_free "$S2/g/f.raw"
 check cmp -n 4096 "$T/pat.f" "$S2/g/f.raw"
 
 # ---- SIGTERM answers what it drains ----------------------------------------

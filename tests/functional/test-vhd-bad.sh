@@ -30,7 +30,6 @@ S=$T/store
 G=$M/g
 I=$T/img
 MiB=1048576
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 mkdir -p "$I"
 if [ ! -x "$TAPFS_IMG" ]; then
 	msg "tapfs-img not built ($TAPFS_IMG): 'tapfs-img check' skipped"

@@ -34,7 +34,6 @@ G=$M/g
 MiB=1048576
 SIZE=$((512 * MiB))
 ROUNDS=4
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 if [ ! -x "$TAPFS_IMG" ]; then
 	msg "tapfs-img not built ($TAPFS_IMG): 'tapfs-img check' skipped"
 fi

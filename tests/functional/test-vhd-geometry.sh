@@ -29,7 +29,6 @@ G=$M/g
 MiB=1048576
 CUR=$((300 * MiB))		# what the footers say
 CHS=$((609 * 16 * 63 * 512))	# what the geometry says: 314302464
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 if [ ! -x "$TAPFS_IMG" ]; then
 	fail "tapfs-img" "$TAPFS_IMG is not built"
 	summary

@@ -34,7 +34,6 @@ S=$T/store
 G=$M/g
 MiB=1048576
 SIZE=$((256 * MiB))
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 if [ ! -x "$TAPFS_IMG" ]; then
 	fail "tapfs-img" "$TAPFS_IMG is not built"
 	summary

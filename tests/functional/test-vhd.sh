@@ -37,7 +37,6 @@ G=$M/g
 I=$T/img
 FS=$T/ext4
 MiB=1048576
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 mkdir -p "$I" "$FS"
 
 # ---- helpers ------------------------------------------------------------

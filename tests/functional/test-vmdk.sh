@@ -35,7 +35,6 @@ S=$T/store
 G=$M/g
 I=$T/img
 MiB=1048576
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
 mkdir -p "$I"
 
 tapfs_start "$M" "$S" "allow_path=$T" || summary

@@ -13,10 +13,6 @@ requires dd timeout
 M=$T/mnt
 S=$T/store
 G=$M/g
-TAPFS_IMG=${TAPFS_IMG:-$TOP/build/tapfs-img}
-
-f_failed() { ctl_line "$G" f | grep -q '^f failed '; }
-f_free() { "$TAPFS_IMG" info "$S/g/f.raw" | grep -q '^in use: no$'; }
 
 tapfs_start "$M" "$S" "deadline_ms=1000" || summary
 check mkdir "$G"
@@ -31,7 +27,7 @@ check timeout 10 dd if=/dev/urandom of="$G/h" bs=4k count=500 \
 	oflag=direct conv=notrunc status=none
 check timeout 10 dd if="$G/h" of=/dev/null bs=4k count=500 iflag=direct \
 	status=none
-check wait_for 10 f_failed
+check wait_for 10 vbd_failed "$G" f
 check_match "f: failed, saying why" \
 	"^f failed .*a read of 8 sectors at 0 has been in the image for [0-9]+ ms \\(deadline_ms 1000\\): the storage does not answer\\)$" \
 	"$(ctl_line "$G" f)"
@@ -55,7 +51,7 @@ check_eq "f is gone from .ctl" "" "$(ctl_line "$G" f)"
 check_match "f.raw still in use while its read is stuck" \
 	"^in use: read-write by pid $TAPFS_PID" \
 	"$("$TAPFS_IMG" info "$S/g/f.raw" | grep '^in use')"
-check wait_for 15 f_free
+check wait_for 15 image_free "$S/g/f.raw"
 check timeout 10 dd if="$G/h" of=/dev/null bs=4k count=100 iflag=direct \
 	status=none
 alive "at the end"
