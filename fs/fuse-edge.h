@@ -237,9 +237,10 @@ void fuse_uring_unmount(struct fuse_state *st);
  * While a ring request is being dispatched: keep its entry's payload as
  * its I/O buffer.  For a READ (*buf NULL): the payload, need bytes at
  * most, in *buf.  For a WRITE (*buf its data): only if the data is the
- * entry's payload; *buf is then where the I/O is to take it from.  Returns a token for fuse_uring_give_back, or NULL (no
- * ring, too big, not the entry's).  The reply may point into the buffer;
- * the entry takes no new request until the token is given back.
+ * entry's payload; *buf is then where the I/O is to take it from.
+ * Returns a token for fuse_uring_give_back, or NULL (no ring, too big,
+ * not the entry's).  The reply may point into the buffer; the entry
+ * takes no new request until the token is given back.
  */
 void *fuse_uring_lend(struct fuse_state *st, size_t need, char **buf);
 /*

@@ -104,7 +104,6 @@ struct uring_ent {
 	uint16_t		 qid;
 	uint64_t		 unique;	/* request in the entry, 0: none */
 	uint64_t		 commit_id;
-	bool			 lent;		/* payload is an I/O buffer */
 	bool			 deferred;	/* replied; commit when given back */
 };
 
@@ -184,6 +183,12 @@ static struct uring_ent *map_take(struct fuse_uring *u, uint64_t unique)
 static char *slot_payload(const struct fuse_uring *u, unsigned k)
 {
 	return u->alias + (size_t)k * u->slot_sz + URING_HEAD_ROOM;
+}
+
+/* Whether e's payload is an I/O buffer now (fuse_uring_lend). */
+static bool ent_lent(const struct fuse_uring *u, const struct uring_ent *e)
+{
+	return u->slots[e->slot].e != NULL;
 }
 
 /* ---- commands ------------------------------------------------------- */
@@ -278,7 +283,7 @@ static ssize_t uring_commit(struct fuse_uring *u, struct uring_ent *e,
 	 * slot for): the entry must not take a new request before the
 	 * buffer comes back.
 	 */
-	if (e->lent) {
+	if (ent_lent(u, e)) {
 		e->deferred = true;
 		return (ssize_t)len;
 	}
@@ -390,10 +395,9 @@ void *fuse_uring_lend(struct fuse_state *st, size_t need, char **buf)
 	struct fuse_uring *u = st->uring;
 	struct uring_ent *e = u ? u->cur : NULL;
 
-	if (!e || e->lent || need > u->payload_sz ||
+	if (!e || ent_lent(u, e) || need > u->payload_sz ||
 	    (*buf && *buf != e->payload))
 		return NULL;
-	e->lent = true;
 	*buf = slot_payload(u, e->slot);
 	u->slots[e->slot].e = e;
 	return &u->slots[e->slot];
@@ -406,8 +410,14 @@ void fuse_uring_abandon(struct fuse_state *st, void *token)
 	struct uring_ent *e = s->e;
 	unsigned k, old = (unsigned)(s - u->slots);
 
-	if (e->slot != old || !u->nr_spare)
+	if (e->slot != old)
 		return;
+	if (!u->nr_spare) {
+		td_log(TD_LOG_WARN, "uring: %u requests already answered "
+		       "ahead of their I/O: this answer waits for its I/O",
+		       URING_RESCUE);
+		return;
+	}
 	k = u->spare[u->nr_spare - 1];
 	if (mmap(e->base, u->slot_sz, PROT_READ | PROT_WRITE,
 		 MAP_SHARED | MAP_FIXED, u->memfd,
@@ -417,8 +427,7 @@ void fuse_uring_abandon(struct fuse_state *st, void *token)
 		return;
 	}
 	u->nr_spare--;
-	e->slot = k;
-	e->lent = false;
+	e->slot = k;		/* a slot no one has lent */
 	u->rescued++;
 }
 
@@ -435,7 +444,6 @@ void fuse_uring_give_back(struct fuse_state *st, void *token)
 		u->spare[u->nr_spare++] = k;
 		return;
 	}
-	e->lent = false;
 	if (e->deferred) {
 		e->deferred = false;
 		uring_queue(u, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH);
