@@ -59,6 +59,11 @@
 # Environment (all optional):
 #   BENCH_RUNTIME  seconds per row, after ramp        (default 12)
 #   BENCH_RAMP     ramp seconds per row, not counted  (default 3)
+#   BENCH_REPS     rounds of the raw and loop tables' rows (default 1):
+#                  every row on every target, then again; each figure is
+#                  the median of its rounds, and the tapfs/raw ratios get
+#                  the range of the rounds' ratios (the image tables and
+#                  the ext4 rows run once)
 #   BENCH_SIZE     image size, whole MiB: 2G, 512M    (default 2G)
 #   BENCH_DIR      directory for the temporary files  (default: ROOT/build)
 #   BENCH_ONLY     comma list of targets: raw,tapfs,qsd,nbdfuse,null,nullio
@@ -97,6 +102,7 @@ case ",${BENCH_TABLES:-}," in
 esac
 RUNTIME=${BENCH_RUNTIME:-12}
 RAMP=${BENCH_RAMP:-3}
+REPS=${BENCH_REPS:-1}
 SIZE=${BENCH_SIZE:-2G}
 ONLY=${BENCH_ONLY:-raw,tapfs,qsd,nbdfuse,null,nullio}
 VERIFY=${BENCH_VERIFY:-1}
@@ -162,6 +168,7 @@ done
 want() { case ",$ONLY," in *",$1,"*) return 0 ;; esac; return 1; }
 
 [[ "$RUNTIME" =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_RUNTIME: '$RUNTIME' is not a positive integer" >&2; exit 2; }
+[[ "$REPS" =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_REPS: '$REPS' is not a positive integer" >&2; exit 2; }
 [[ "$RAMP" =~ ^[0-9]+$ ]] || { echo "bench: BENCH_RAMP: '$RAMP' is not an integer" >&2; exit 2; }
 [[ "$ZERO_RUNTIME" =~ ^[0-9]+$ ]] || { echo "bench: BENCH_ZERO_RUNTIME: '$ZERO_RUNTIME' is not an integer" >&2; exit 2; }
 for v in BENCH_VHD BENCH_QCOW2; do
@@ -630,10 +637,14 @@ fi
 # Row by row, every target in turn, so that a drift in the machine's speed
 # during the run shifts all columns of a row alike and the ratios hold.
 # Only one target does I/O at a time.  Without the raw table, ACTIVE is
-# just raw: the reference for the image tables.
-for i in "${!ROWS[@]}"; do
-	for t in "${ACTIVE[@]}"; do
-		run_row "$t" "$i"
+# just raw: the reference for the image tables.  BENCH_REPS rounds: each
+# round's figure is one more line of the same key in RESULTS.
+for ((rep = 1; rep <= REPS; rep++)); do
+	[ "$REPS" = 1 ] || log "round $rep of $REPS: ${ACTIVE[*]}"
+	for i in "${!ROWS[@]}"; do
+		for t in "${ACTIVE[@]}"; do
+			run_row "$t" "$i"
+		done
 	done
 done
 if [ "$VERIFY" = 1 ] && [ "$RAW_TABLE" = 1 ]; then
@@ -789,9 +800,12 @@ if [ "$LOOP_TABLE" = 1 ]; then
 			BROKEN[$t]=1
 		fi
 	done
-	for i in "${!ROWS[@]}"; do
-		for t in "${LACTIVE[@]}"; do
-			run_row "$t" "$i" "l$i"
+	for ((rep = 1; rep <= REPS; rep++)); do
+		[ "$REPS" = 1 ] || log "loop round $rep of $REPS"
+		for i in "${!ROWS[@]}"; do
+			for t in "${LACTIVE[@]}"; do
+				run_row "$t" "$i" "l$i"
+			done
 		done
 	done
 	for t in "${EXT4_SOURCES[@]}"; do
@@ -984,7 +998,7 @@ unwind_to "$WORK_DEPTH"	# stop the daemons now, so their failures show
 
 REPORT_PY='
 import os, sys
-from benchreport import fmt, ratio, table
+from benchreport import fmt, merge_rounds, ratio, ratio_range, table
 results, runtime, ramp, size, tapfs_missing = sys.argv[1:6]
 raw_table, zero_rt, load0, load1 = sys.argv[6:10]
 # The image tables run: "FORMAT|QSD DRIVER|WHAT" a line.
@@ -992,11 +1006,22 @@ img_tables = [l.split("|") for l in sys.argv[10].splitlines() if l]
 loop_table, loop_info, ext4_rows, EXT4_FILES = sys.argv[11:15]
 ext4_rows = [int(x) for x in ext4_rows.split()]
 rows = [r.split("|") for r in sys.argv[15:]]
-res, cpu = {}, {}
+# Every round of a figure is one line of RESULTS (BENCH_REPS): rounds[t, i]
+# has them in the order they ran, res and cpu the merged figure.
+rounds, cpu_rounds = {}, {}
 with open(results) as f:
     for line in f:
         t, i, v, c = line.rstrip("\n").split("\t")
-        res[t, i], cpu[t, i] = v, c
+        rounds.setdefault((t, i), []).append(v)
+        cpu_rounds.setdefault((t, i), []).append(c)
+res = {k: merge_rounds(v) for k, v in rounds.items()}
+cpu = {k: merge_rounds(v) for k, v in cpu_rounds.items()}
+reps = max(len(v) for v in rounds.values()) if rounds else 1
+
+def spread(t, r, key):
+    """The range of t/r over the rounds of key: the last column of a table
+    when BENCH_REPS > 1."""
+    return ratio_range(rounds.get((t, key)), rounds.get((r, key)))
 
 def verify_row(label, targets):
     if not any((x, "verify") in res for x in targets):
@@ -1008,15 +1033,21 @@ print()
 print("fio libaio direct=1, %s s (+%s s ramp) per row, %g GiB fully "
       "allocated raw image" % (runtime, ramp, int(size) / 2**30))
 print("load average: %s at start, %s at end" % (load0, load1))
+if reps > 1:
+    print("raw and loop tables: the median of %d alternated rounds; "
+          "\"rounds\": the range of tapfs/raw over the rounds" % reps)
 if raw_table == "1":
     print()
     out = []
     for i, (name, rw, bs, qd, unit) in enumerate(rows):
         r, t, q = (res.get((x, str(i))) for x in ("raw", "tapfs", "qsd"))
         out.append([name, fmt(r, unit), fmt(t, unit), ratio(t, r),
-                    fmt(q, unit), ratio(q, r)])
-    out += verify_row("verify 4k randwrite QD16", ("raw", "tapfs", "qsd"))
-    table(["row", "raw", "tapfs", "tapfs/raw", "qsd", "qsd/raw"], out)
+                    fmt(q, unit), ratio(q, r)] +
+                   ([spread("tapfs", "raw", str(i))] if reps > 1 else []))
+    out += [v + [""] * (reps > 1) for v in
+            verify_row("verify 4k randwrite QD16", ("raw", "tapfs", "qsd"))]
+    table(["row", "raw", "tapfs", "tapfs/raw", "qsd", "qsd/raw"] +
+          ["rounds"] * (reps > 1), out)
 
 # Image tables: key, label; the raw reference is the raw row of the same
 # index.
@@ -1075,9 +1106,12 @@ if loop_table == "1":
     for i, (name, *_unused) in enumerate(rows):
         r, t, q, n, z, zio = (res.get(("loop-" + x, "l%d" % i)) for x in L)
         out.append([name, ratio(t, r), ratio(t, zio), ratio(zio, r),
-                    ratio(z, r), ratio(t, z), ratio(t, q), ratio(t, n)])
+                    ratio(z, r), ratio(t, z), ratio(t, q), ratio(t, n)] +
+                   ([spread("loop-tapfs", "loop-raw", "l%d" % i)]
+                    if reps > 1 else []))
     table(["row", "tapfs/raw", "tapfs/nullio", "nullio/raw", "null/raw",
-           "tapfs/null", "tapfs/qsd", "tapfs/nbdfuse"], out)
+           "tapfs/null", "tapfs/qsd", "tapfs/nbdfuse"] +
+          ["rounds"] * (reps > 1), out)
     E = ("raw", "tapfs", "nbdfuse")
     print()
     print("ext4 on the loop device (mkfs.ext4, %s files over half the "

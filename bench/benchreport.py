@@ -44,6 +44,32 @@ def ratio(v, r):
         return "-"
 
 
+def merge_rounds(values):
+    """The rounds of one figure (strings as the bench wrote them) as one
+    string: the median of numbers; "fail" if any round failed; any other
+    word (a verify's ok or FAIL, a CPU's -) as the last round gave it."""
+    if "fail" in values:
+        return "fail"
+    try:
+        xs = sorted(float(v) for v in values)
+    except ValueError:
+        return values[-1]
+    n = len(xs)
+    m = xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+    return "%.1f" % m
+
+
+def ratio_range(vs, rs):
+    """The range, lowest-highest, of round k's ratio vs[k] / rs[k] over
+    the rounds (lists of strings, in the order the rounds ran); "-" with
+    fewer than two rounds on both sides or a round that failed."""
+    try:
+        q = sorted(float(v) / float(r) for v, r in zip(vs, rs, strict=True))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return "-"
+    return "%.2f-%.2f" % (q[0], q[-1]) if len(q) > 1 else "-"
+
+
 def table(hdr, out):
     """Print a Markdown table: hdr, then the rows of out (lists of
     strings; a row whose first cell is --- is a rule); the first column
