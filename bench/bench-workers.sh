@@ -13,7 +13,7 @@
 # the CPUs).  VBDs go round the loops from loop 1, so with workers=2 the
 # first VBD is loop 1's and the second loop 0's.
 #
-# The machine may be shared: the worker counts alternate, BENCH_REPEAT
+# The machine may be shared: the worker counts alternate, BENCH_REPS
 # rounds of "mount with workers=1, every row, unmount; workers=2, ...",
 # and the medians are reported, with the load average seen before each
 # row (its range) and the daemon's CPU per I/O ((utime + stime) of the
@@ -21,7 +21,7 @@
 #
 # Environment (all optional):
 #   BENCH_WORKERS  worker counts              (default: 1 .. nproc)
-#   BENCH_REPEAT   rounds                     (default 3)
+#   BENCH_REPS     rounds                     (default 3)
 #   BENCH_RUNTIME  seconds per row after ramp (default 8)
 #   BENCH_RAMP     ramp seconds               (default 2)
 #   BENCH_NVBD     the multi-VBD count        (default 2)
@@ -34,7 +34,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TAPFS=${TAPFS:-$ROOT/build/tapfs}
 NCPU=$(nproc)
 WORKERS=${BENCH_WORKERS:-$(seq -s ' ' 1 "$NCPU")}
-REPEAT=${BENCH_REPEAT:-3}
+REPEAT=${BENCH_REPS:-3}
 RUNTIME=${BENCH_RUNTIME:-8}
 RAMP=${BENCH_RAMP:-2}
 NVBD=${BENCH_NVBD:-2}
@@ -43,6 +43,8 @@ BACKING=${BENCH_BACKING:-ram,shm}
 PY=${PYTHON:-python3}
 
 die() { echo "bench-workers: $*" >&2; exit 1; }
+[ -z "${BENCH_REPEAT+set}" ] ||
+	{ echo "bench-workers: BENCH_REPEAT is now BENCH_REPS" >&2; exit 2; }
 log() { printf 'bench-workers: [%4ds] %s\n' "$SECONDS" "$*" >&2; }
 
 [ -x "$TAPFS" ] || die "no daemon at $TAPFS (make first)"

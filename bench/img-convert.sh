@@ -12,18 +12,20 @@
 #   qemu-img         qemu-img convert (its defaults: 8 coroutines,
 #                    cache=unsafe on the destination),
 # with the ratio qemu-img / tapfs-img (above 1: tapfs-img is faster).
-# Rows alternate the three, BENCH_ROUNDS times (default 2); the best
+# Rows alternate the three, BENCH_REPS times (default 2); the best
 # time of each is shown.  tapfs-img's output is checked equal to the
 # source with qemu-img compare.
 #
-# Environment: BENCH_SIZE (e.g. 2G, 512M), BENCH_DIR, BENCH_ROUNDS,
+# Environment: BENCH_SIZE (e.g. 2G, 512M), BENCH_DIR, BENCH_REPS,
 # TAPFS_IMG (default ROOT/build/tapfs-img).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IMG=${TAPFS_IMG:-$ROOT/build/tapfs-img}
 SIZE=${BENCH_SIZE:-2G}
-ROUNDS=${BENCH_ROUNDS:-2}
+ROUNDS=${BENCH_REPS:-2}
+[ -z "${BENCH_ROUNDS+set}" ] ||
+	{ echo "img-convert.sh: BENCH_ROUNDS is now BENCH_REPS" >&2; exit 2; }
 mkdir -p "${BENCH_DIR:-$ROOT/build}"
 D=$(mktemp -d "${BENCH_DIR:-$ROOT/build}/bench-img.XXXXXX")
 trap 'rm -rf "$D"' EXIT
