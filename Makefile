@@ -121,6 +121,15 @@ xen-e2e: $(BUILD)/tapfs $(BUILD)/tapfs-img
 
 test: unit fuzz-replay functional xen-e2e
 
+# The functional tests again with every daemon on FUSE over io_uring
+# (-o uring; Linux 6.14+, sets fuse.enable_uring=Y for the run and puts it
+# back).  Not in make check: its 11 minutes would take CI past its budget,
+# and tests/functional/test-uring.sh covers -o uring there.
+.PHONY: check-uring
+check-uring: deps
+	$(MAKE) all
+	BUILD=$(abspath $(BUILD)) tests/functional/run-uring.sh
+
 check: deps
 	$(MAKE) all
 	$(MAKE) test

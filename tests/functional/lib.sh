@@ -219,6 +219,11 @@ requires_root() {
 	fi
 }
 
+# over_uring: true when every daemon of this run takes -o uring (TAPFS_URING=1,
+# set by tests/functional/run-uring.sh, "make check-uring").  -o workers=N
+# is refused there: its checks are skipped.
+over_uring() { [ "${TAPFS_URING:-0}" = 1 ]; }
+
 # ---- cleanup stack -------------------------------------------------------
 
 # on_exit "cmd": run cmd (with eval) at exit, last registered first.

@@ -14,6 +14,10 @@
 # verifies, the daemon exits 0 on unmount, and qemu-img compare finds
 # each image chain holding what the VBD read through the mount.
 . "$(dirname "$0")/lib.sh"
+if over_uring; then
+	echo "SKIP: $TEST_NAME: -o workers=N is not served over io_uring"
+	exit 77
+fi
 requires fio qemu-img python3
 
 M=$T/mnt
