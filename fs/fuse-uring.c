@@ -32,7 +32,7 @@
  *    WRITE goes to the disk from where the kernel put it.  The entry's
  *    commit waits until the buffer is given back, except for an answer
  *    ahead of the I/O (a failed VBD): the buffer then moves out of the
- *    entry (URING_RESCUE, below).
+ *    entry (spare slots, below).
  *  - libfuse sends every reply through fuse_session_custom_io's writev.
  *    A reply to a ring request (found by its unique) is copied into its
  *    entry and its COMMIT_AND_FETCH queued; the queued commands go to the
@@ -80,16 +80,19 @@ _Static_assert(sizeof(struct fuse_in_header) + FUSE_URING_OP_IN_OUT_SZ <=
 
 /*
  * Payload memory: one memfd of slots (URING_HEAD_ROOM + payload each),
- * one per entry and URING_RESCUE more.  An entry maps its slot at the
+ * two per entry: its own and a spare.  An entry maps its slot at the
  * address it registered with the kernel (base); the data path does its
  * I/O in `alias`, a second mapping of every slot.  A request answered
  * while its I/O still runs in its slot (its VBD failed: the client gets
  * EIO now, fuse_uring_abandon) cannot keep the entry from the kernel, so
  * the entry's base is remapped to a spare slot and the entry committed;
  * the I/O ends in the old slot, which becomes a spare when given back.
- * With no spare slot left, the answer waits for the I/O.
+ * A spare per entry lets every entry's I/O be stuck at once (a storage
+ * that hangs under a full queue) and still be answered; the memfd's pages
+ * come only as a slot is first used, so unused spares cost address space
+ * only.  With no spare slot left (requests stuck again after a rescue,
+ * before the first stuck I/O ended), the answer waits for the I/O.
  */
-#define URING_RESCUE		16
 
 struct uring_slot {
 	struct uring_ent	*e;		/* lent for e's request */
@@ -128,6 +131,7 @@ struct fuse_uring {
 	unsigned		 nr_slots;
 	unsigned		*spare;		/* free slots, a stack */
 	unsigned		 nr_spare;
+	unsigned		 nr_rescue;	/* spare slots: nr_ent */
 	unsigned long long	 rescued;
 	bool			 init_seen;	/* INIT reply patched */
 	bool			 registered;
@@ -415,7 +419,7 @@ void fuse_uring_abandon(struct fuse_state *st, void *token)
 	if (!u->nr_spare) {
 		td_log(TD_LOG_WARN, "uring: %u requests already answered "
 		       "ahead of their I/O: this answer waits for its I/O",
-		       URING_RESCUE);
+		       u->nr_rescue);
 		return;
 	}
 	k = u->spare[u->nr_spare - 1];
@@ -622,11 +626,12 @@ int fuse_uring_mount(struct fuse_state *st, char *err, size_t errlen)
 	/* max(8 KiB, max_write, max_pages pages): max_write here. */
 	u->payload_sz = FUSE_MAX_IO;
 	u->slot_sz = URING_HEAD_ROOM + u->payload_sz;
-	u->nr_slots = u->nr_ent + URING_RESCUE;
+	u->nr_rescue = u->nr_ent;
+	u->nr_slots = u->nr_ent + u->nr_rescue;
 	u->memfd = -1;
 	u->ent = calloc(u->nr_ent, sizeof(*u->ent));
 	u->slots = calloc(u->nr_slots, sizeof(*u->slots));
-	u->spare = calloc(URING_RESCUE, sizeof(*u->spare));
+	u->spare = calloc(u->nr_rescue, sizeof(*u->spare));
 	for (i = 1; i < 2 * u->nr_ent; i <<= 1)
 		;
 	u->map = calloc(i, sizeof(*u->map));
@@ -647,7 +652,7 @@ int fuse_uring_mount(struct fuse_state *st, char *err, size_t errlen)
 			 "%s", u->nr_slots, u->slot_sz, strerror(errno));
 		goto fail;
 	}
-	for (i = 0; i < URING_RESCUE; i++)
+	for (i = 0; i < u->nr_rescue; i++)
 		u->spare[u->nr_spare++] = u->nr_ent + i;
 	for (i = 0; i < u->nr_ent; i++) {
 		struct uring_ent *e = &u->ent[i];

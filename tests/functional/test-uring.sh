@@ -17,7 +17,8 @@
 # exits 0 on unmount.  A WRITE held by the storage after its client was
 # answered (a failed VBD) is answered before the storage gives it back,
 # and reaches the image with its own data while many writes from the same
-# CPU go through the queue its entry belongs to.
+# CPU go through the queue its entry belongs to.  40 writes held at once
+# by a storage that hangs are all answered EIO while it still holds them.
 # SIGTERM with a write held by a pause answers that write before the
 # daemon exits.
 . "$(dirname "$0")/lib.sh"
@@ -174,6 +175,33 @@ check timeout 20 taskset -c 0 dd if="$T/pat.h" of="$G2/h" bs=4k \
 check wait_for 15 image_free "$S2/g/f.raw"
 check cmp -n 4096 "$T/pat.f" "$S2/g/f.raw"
 
+# Many at once: a storage that hangs under a full queue holds as many
+# writes as there are clients, and each must be answered when the VBD
+# fails, not when the storage lets go.  40 writers (more than the 16
+# spare buffers there once were): every one gets EIO while the image is
+# still held by their writes.
+NW=40
+check truncate -s 16M "$S2/g/m.raw"
+ctl_ok "$G2" "open m fault:delay_ms=8000,ops=w:raw:$S2/g/m.raw"
+WPIDS=()
+for i in $(seq 0 $((NW - 1))); do
+	bg_start "mw.$i" dd if="$T/pat.f" of="$G2/m" bs=4k count=1 seek="$i" \
+		oflag=direct conv=notrunc
+	WPIDS+=("$BG_PID")
+done
+check wait_for 10 vbd_failed "$G2" m
+nw_eio=0
+for i in "${!WPIDS[@]}"; do
+	bg_wait "${WPIDS[$i]}" 5
+	grep -q "Input/output error" "$T/mw.$i.out" && nw_eio=$((nw_eio + 1))
+done
+check_eq "all $NW held writes answered EIO" "$NW" "$nw_eio"
+ctl_close "$G2" m
+check_match "m.raw still in use while its writes are held" \
+	"^in use: read-write by pid $TAPFS_PID" \
+	"$("$TAPFS_IMG" info "$S2/g/m.raw" | grep '^in use')"
+check wait_for 20 image_free "$S2/g/m.raw"
+
 # ---- SIGTERM answers what it drains ----------------------------------------
 
 # SIGTERM with a write held by a pause: the daemon resumes it, completes
@@ -200,6 +228,6 @@ check_match "the write held at SIGTERM is answered, and succeeded" \
 	"^written 4096$" "$(cat "$T/heldw.out")"
 check cmp -n 4096 -i 0:$((100 * 4096)) "$T/pat.f" "$S2/g/h.raw"
 check_out "the log counts the answer ahead of its I/O" 0 \
-	"uring: [0-9]+ requests served on the ring \(1 answered ahead of their I/O\)" \
+	"uring: [0-9]+ requests served on the ring \(41 answered ahead of their I/O\)" \
 	cat "$TAPFS_LOG"
 summary
