@@ -176,11 +176,8 @@ static void io_done(struct vbd_request *vreq, int err)
  * a read-modify-write - is answered EINTR now and forgotten; one in
  * flight completes normally (its buffer is in use).  Runs on the loop.
  */
-static void io_interrupt(fuse_req_t req, void *data)
+static void io_interrupt(struct io_ctx *c)
 {
-	struct io_ctx *c = data;
-
-	(void)req;
 	if (c->abandoned)
 		return;
 	if (!td_list_empty(&c->wait)) {
@@ -206,7 +203,7 @@ void data_interrupt(struct data_loop *dl, uint64_t unique)
 		struct io_ctx *c = (struct io_ctx *)(p->mem + i * p->size);
 
 		if (p->out[i] && c->unique == unique && !c->replied) {
-			io_interrupt(c->req, c);
+			io_interrupt(c);
 			return;
 		}
 	}
@@ -281,13 +278,13 @@ static struct io_ctx *io_new(fuse_req_t req, struct fuse_file_info *fi,
 	c->arrive_ns = td_now_ns();
 	td_list_init(&c->wait);
 	td_list_init(&c->vreq.link);
-	/* Calls io_interrupt() at once if the INTERRUPT came first. */
-	fuse_req_interrupt_func(req, io_interrupt, c);
-	if (fuse_req_interrupted(req)) {
-		fuse_reply_err(req, EINTR);
-		td_pool_put(&dl->ctx_pool, c);
-		return NULL;
-	}
+	/*
+	 * The kernel queues a request's INTERRUPT only once the request was
+	 * read, and the reading loop reads it after it (data_interrupt).
+	 * Under -o uring an INTERRUPT on /dev/fuse may overtake a request
+	 * still in the ring's completions: it is lost, and the request
+	 * completes normally.
+	 */
 	return c;
 }
 

@@ -1,22 +1,25 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The FUSE edge, private to its three files:
+ * The FUSE edge, private to its five files:
  *
- *   fuse-session.c    the session: INIT, the operations table, the loop
- *                     glue that reads /dev/fuse, signals, mount/unmount;
+ *   fuse-session.c    the session: INIT, the operations table, signals,
+ *                     mount/unmount;
  *   fuse-namespace.c  the mount tree: lookup, getattr, readdir, mkdir...,
  *                     open/release, and the text of .ctl and .stats;
  *   fuse-data.c       the data path of a VBD file: a FUSE READ, WRITE,
  *                     FSYNC or FALLOCATE becomes a vbd_request, and its
  *                     completion the reply.  Owns the buffer pools.
- *   fuse-workers.c    -o workers=N: a /dev/fuse clone per loop, requests
- *                     routed to the loop owning their VBD, replies to the
- *                     clone they came from.
+ *   fuse-workers.c    the receive loop that reads /dev/fuse; with -o
+ *                     workers=N one per loop, each on a /dev/fuse clone,
+ *                     requests routed to the loop owning their VBD,
+ *                     replies to the clone they came from.
  *   fuse-uring.c      -o uring: requests and replies through io_uring
  *                     ring entries instead of read()/writev().
  *
- * The session calls the other two, the namespace calls the data path,
- * and neither calls back.  Only these three and main.c include
+ * The session sets up the receive loops (and the ring); they hand each
+ * request to libfuse, which calls the namespace, which calls the data
+ * path; the data path calls back only to borrow and give back buffers
+ * (a ring entry's, another loop's).  Only these files and main.c include
  * fuse_lowlevel.h.  Everything runs on the engine's loop thread; every
  * FUSE request gets exactly one reply.  With -o workers=N, fuse-workers.c
  * reads /dev/fuse on every loop and hands each request to the loop that
@@ -68,17 +71,14 @@ struct fuse_state {
 	/* fuse-session.c */
 	struct tapfs		*fs;
 	struct fuse_session	*se;
-	struct td_event		 ev;		/* /dev/fuse */
 	struct td_event		 sigev;
 	int			 sigfd;
-	bool			 throttled;	/* ev is not polled */
-	struct td_hook		 unthrottle;	/* before each loop sleep */
 	bool			 mounted;
 
 	/* fuse-data.c: loop 0's */
 	struct data_loop	 data;
 
-	/* fuse-workers.c: NULL with one loop */
+	/* fuse-workers.c: the receive loops (one without -o workers) */
 	struct fuse_mq		*mq;
 
 	/* fuse-uring.c: NULL without -o uring */
@@ -119,7 +119,7 @@ static inline struct tapfs_vbd *fh_vbd(uint64_t fh)
  * request recorded (fuse-workers.c's writev uses it).
  */
 extern __thread int fuse_reply_fd;
-/* With -o workers=N: the kernel's id of the request being processed. */
+/* The kernel's id of the request being processed (for INTERRUPT). */
 extern __thread uint64_t fuse_recv_unique;
 /* The data path's state of the loop this thread runs; NULL: loop 0's. */
 extern __thread struct data_loop *data_loop_here;
@@ -197,8 +197,8 @@ bool data_has_room(const struct data_loop *dl);
 /* Give a receive buffer back: to dl's pool, or to the loop it is from. */
 void data_put_recv(struct data_loop *dl, char *buf);
 /*
- * With -o workers=N, where libfuse cannot find the request a FUSE
- * INTERRUPT names (it may be on any loop): interrupt dl's request with
+ * A FUSE INTERRUPT (the receive loop keeps them from libfuse: with -o
+ * workers=N the request may be on any loop): interrupt dl's request with
  * that unique (fuse_recv_unique at its receipt), if dl has it.
  */
 void data_interrupt(struct data_loop *dl, uint64_t unique);
@@ -213,9 +213,12 @@ void data_fsync(fuse_req_t req, struct fuse_file_info *fi);
 void data_fallocate(fuse_req_t req, int mode, off_t off, off_t length,
 		    struct fuse_file_info *fi);
 
-/* ---- fuse-workers.c: -o workers=N (fs->workers set) ------------------ */
+/* ---- fuse-workers.c: the receive loops ---------------------------------- */
 
-/* After fuse_session_mount: a clone of /dev/fuse per loop; 0 or -errno. */
+/*
+ * After fuse_session_mount: watch /dev/fuse from every loop (with -o
+ * workers=N, loops past 0 on a clone each); 0 or -errno.
+ */
 int  fuse_workers_mount(struct fuse_state *st, char *err, size_t errlen);
 /* Start the other loops, run loop 0 until the end, stop them. */
 int  fuse_workers_run(struct fuse_state *st);

@@ -1,17 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The FUSE session on the engine's loop: INIT, the operations table, and
- * the glue that makes the /dev/fuse fd one more event in the loop.  Each
- * readiness event receives up to RECV_BATCH requests into the data path's
- * receive buffers (fuse-data.c) and has libfuse dispatch them: namespace
- * operations are answered at once (fuse-namespace.c), a VBD file's reads
- * and writes become vbd_requests.  When the data path runs out of
- * contexts or buffers the session stops polling /dev/fuse until they come
- * back (it looks before each loop sleep).  SIGINT, SIGTERM and SIGHUP
- * arrive through a signalfd and end the loop.
+ * The FUSE session: INIT, the operations table, mount and unmount, and
+ * the signals.  The receive loops that read /dev/fuse - one, or one per
+ * loop with -o workers=N - are fuse-workers.c; with -o uring the
+ * requests come through fuse-uring.c's ring as well.  SIGINT, SIGTERM
+ * and SIGHUP arrive through a signalfd and end the loop.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +18,6 @@
 #include <tapfs/log.h>
 
 #include "fuse-edge.h"
-
-#define RECV_BATCH		64
 
 static void session_init(void *userdata, struct fuse_conn_info *conn)
 {
@@ -68,60 +61,6 @@ static const struct fuse_lowlevel_ops tapfs_ll_ops = {
 	.fallocate	= ns_fallocate,
 };
 
-/* ---- the receive loop --------------------------------------------------- */
-
-static void session_throttle(struct fuse_state *st, bool on)
-{
-	struct td_loop *loop = st->fs->engine->loop;
-
-	if (st->throttled == on)
-		return;
-	st->throttled = on;
-	td_loop_mod_event(loop, &st->ev, on ? 0 : EPOLLIN);
-}
-
-/*
- * Before each loop sleep: if requests came back to the data path since it
- * ran dry, read /dev/fuse again.  (The kernel holds what we do not read.)
- */
-static void session_unthrottle(struct td_hook *h)
-{
-	struct fuse_state *st = h->arg;
-	struct fuse_buf fbuf;
-
-	if (st->throttled && data_recv_buffer(&st->data, &fbuf))
-		session_throttle(st, false);
-}
-
-static void session_receive(struct td_event *ev, uint32_t events)
-{
-	struct fuse_state *st = ev->arg;
-	struct fuse_buf fbuf;
-	unsigned i;
-	int res;
-
-	(void)events;
-	for (i = 0; i < RECV_BATCH; i++) {
-		if (!data_recv_buffer(&st->data, &fbuf)) {
-			session_throttle(st, true);
-			return;
-		}
-		res = fuse_session_receive_buf(st->se, &fbuf);
-		if (res == -EINTR)
-			continue;
-		if (res == -EAGAIN)
-			return;
-		if (res <= 0 || fuse_session_exited(st->se)) {
-			if (res < 0)
-				td_log(TD_LOG_ERR, "reading /dev/fuse: %s",
-				       strerror(-res));
-			td_loop_stop(st->fs->engine->loop);
-			return;
-		}
-		fuse_session_process_buf(st->se, &fbuf);
-	}
-}
-
 static void session_signal(struct td_event *ev, uint32_t events)
 {
 	struct fuse_state *st = ev->arg;
@@ -134,28 +73,6 @@ static void session_signal(struct td_event *ev, uint32_t events)
 	       st->fs->mountpoint);
 	fuse_session_exit(st->se);
 	td_loop_stop(st->fs->engine->loop);
-}
-
-/* Watch /dev/fuse from the one loop; 0 or -errno. */
-static int session_watch(struct fuse_state *st, char *err, size_t errlen)
-{
-	struct td_loop *loop = st->fs->engine->loop;
-	int rc;
-
-	st->ev.fd = fuse_session_fd(st->se);
-	fcntl(st->ev.fd, F_SETFL, fcntl(st->ev.fd, F_GETFL) | O_NONBLOCK);
-	st->ev.events = EPOLLIN;
-	st->ev.cb = session_receive;
-	st->ev.arg = st;
-	rc = td_loop_add_event(loop, &st->ev);
-	if (rc) {
-		snprintf(err, errlen, "epoll: %s", strerror(-rc));
-		return rc;
-	}
-	st->unthrottle.cb = session_unthrottle;
-	st->unthrottle.arg = st;
-	td_loop_add_hook(loop, &st->unthrottle);
-	return 0;
 }
 
 static void session_free(struct fuse_state *st)
@@ -220,8 +137,7 @@ int tapfs_fuse_mount(struct tapfs *fs, char *err, size_t errlen)
 	fs->fuse = st;
 	rc = fs->opts.uring ? fuse_uring_mount(st, err, errlen) : 0;
 	if (!rc)
-		rc = fs->workers ? fuse_workers_mount(st, err, errlen) :
-				   session_watch(st, err, errlen);
+		rc = fuse_workers_mount(st, err, errlen);
 	if (rc)
 		goto fail_unmount;
 
@@ -254,9 +170,7 @@ fail:
 
 int tapfs_fuse_run(struct tapfs *fs)
 {
-	if (fs->workers)
-		return fuse_workers_run(fs->fuse);
-	return td_loop_run(fs->engine->loop);
+	return fuse_workers_run(fs->fuse);
 }
 
 void tapfs_fuse_request_exit(struct tapfs *fs)
@@ -273,12 +187,7 @@ void tapfs_fuse_unmount(struct tapfs *fs)
 	if (!st)
 		return;
 	fuse_uring_unmount(st);
-	if (fs->workers) {
-		fuse_workers_unmount(st);
-	} else {
-		td_loop_del_event(fs->engine->loop, &st->ev);
-		td_loop_del_hook(&st->unthrottle);
-	}
+	fuse_workers_unmount(st);
 	if (st->sigfd >= 0)
 		td_loop_del_event(fs->engine->loop, &st->sigev);
 	if (st->mounted)

@@ -15,8 +15,8 @@
  * How it meets the rest of the FUSE edge, which stays as it is:
  *
  *  - INIT, FORGET, INTERRUPT and notifications keep to /dev/fuse
- *    (fuse-session.c reads it as before).  The INIT reply, built by
- *    libfuse 3.14 (which knows nothing of io_uring), gets
+ *    (fuse-workers.c's receive loop reads it as before).  The INIT
+ *    reply, built by libfuse 3.14 (which knows nothing of io_uring), gets
  *    FUSE_OVER_IO_URING added on its way out through our writev; right
  *    after it, every entry is registered.
  *  - A request from the ring is laid out in place as /dev/fuse would
@@ -390,6 +390,7 @@ static void uring_serve(struct fuse_uring *u, struct uring_ent *e)
 	map_put(u, e);
 	u->served++;
 	u->cur = e;
+	fuse_recv_unique = in.unique;
 	fuse_session_process_buf(u->st->se, &fbuf);
 	u->cur = NULL;
 }

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * -o workers=N, the FUSE side (the loops, queues and parking are
- * fs/workers.c).  Every loop reads requests from its own clone of the
- * /dev/fuse fd (FUSE_DEV_IOC_CLONE; loop 0 reads the session's).  The
- * clones share one kernel queue, so any loop may read any request; the
- * reader looks at the request before libfuse does:
+ * The receive loops: read /dev/fuse, hand each request to libfuse on the
+ * loop it belongs to.  Without -o workers there is one, loop 0, reading
+ * the session's fd, and every request is its own.  With -o workers=N
+ * (the loops, queues and parking are fs/workers.c) every loop reads
+ * requests from its own clone of the /dev/fuse fd (FUSE_DEV_IOC_CLONE;
+ * loop 0 reads the session's).  The clones share one kernel queue, so
+ * any loop may read any request; the reader looks at the request before
+ * libfuse does:
  *
  *   READ, WRITE, FSYNC, FALLOCATE on a VBD file (its fh says which,
  *   vbd_fh) belong to the loop that owns the VBD (tapfs_vbd.owner);
@@ -17,10 +20,10 @@
  *
  * A reply must be written to the clone its request was read from (the
  * kernel finds the request in that clone's processing list), whichever
- * thread sends it: libfuse writes every reply through our writev
- * (fuse_session_custom_io), which uses the thread's fuse_reply_fd, set
- * before libfuse processes a request and, for a later reply, from what
- * the request recorded at receipt.
+ * thread sends it: with more than one loop libfuse writes every reply
+ * through our writev (fuse_session_custom_io), which uses the thread's
+ * fuse_reply_fd, set before libfuse processes a request and, for a later
+ * reply, from what the request recorded at receipt.
  *
  * On loop 0, namespace requests that may touch VBD state (OPEN renders
  * .stats, a .ctl WRITE runs a command, MKDIR and RMDIR save the
@@ -28,14 +31,17 @@
  *
  * Only loops that own a VBD read /dev/fuse (mq_choose_readers): with
  * fewer VBDs than loops, a loop with nothing of its own would only hand
- * requests on.
+ * requests on.  A loop whose data path runs out of contexts or buffers
+ * stops reading until they come back (it looks before each loop sleep):
+ * the kernel holds what we do not read.
  *
- * FUSE_INTERRUPT does not go to libfuse, which would run tapfs's
- * interrupt callback on the reader's thread: the interrupted request may
- * be on any loop.  The reader sends it to every loop instead, and the
- * one holding a request of that unique interrupts it (data_interrupt).
- * One that overtakes its request (still in a queue between two loops) is
- * lost: that request completes normally.
+ * FUSE_INTERRUPT does not go to libfuse, which would look for the
+ * request among the reader's: the interrupted request may be on any
+ * loop.  The reader sends it to every loop instead, and the one holding
+ * a request of that unique interrupts it (data_interrupt).  One that
+ * overtakes its request (still in a queue between two loops) is lost:
+ * that request completes normally.  With one loop the request is always
+ * read first.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -51,7 +57,7 @@
 #include "fuse-edge.h"
 #include "workers.h"
 
-#define MQ_RECV_BATCH		64
+#define RECV_BATCH		64
 
 __thread int fuse_reply_fd = -1;
 __thread uint64_t fuse_recv_unique;
@@ -349,7 +355,7 @@ static void mq_receive(struct td_event *ev, uint32_t events)
 		mq_throttle(fl, true);
 		return;
 	}
-	for (i = 0; i < MQ_RECV_BATCH && !fl->idle; i++) {
+	for (i = 0; i < RECV_BATCH && !fl->idle; i++) {
 		if (!data_recv_buffer(dl, &fbuf)) {
 			mq_throttle(fl, true);
 			return;
@@ -466,7 +472,9 @@ int fuse_workers_mount(struct fuse_state *st, char *err, size_t errlen)
 		mq->loops[i].fd = -1;
 	mq->n = n;
 	st->mq = mq;
-	if (fuse_session_custom_io(st->se, &mq_io, fuse_session_fd(st->se))) {
+	/* One loop replies on the session's fd (or -o uring's writev). */
+	if (n > 1 &&
+	    fuse_session_custom_io(st->se, &mq_io, fuse_session_fd(st->se))) {
 		snprintf(err, errlen, "libfuse refused our /dev/fuse I/O");
 		rc = -EINVAL;
 		goto fail;
@@ -477,7 +485,9 @@ int fuse_workers_mount(struct fuse_state *st, char *err, size_t errlen)
 			goto fail;
 	}
 	mq_choose_readers(st);
-	td_log(TD_LOG_INFO, "%u event loops, one /dev/fuse clone each", n);
+	if (n > 1)
+		td_log(TD_LOG_INFO, "%u event loops, one /dev/fuse clone "
+		       "each", n);
 	return 0;
 fail:
 	fuse_workers_unmount(st);
