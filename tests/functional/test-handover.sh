@@ -30,7 +30,7 @@ out_file() {
 			qemu-img check -f qcow2 "$img"
 		check qemu-img convert -f qcow2 -O raw "$img" "$T/out.raw" ;;
 	*.vhd)	# qemu-img checks no vpc
-		check "$TOP/build/tapfs-img" check "$img"
+		check "$TAPFS_IMG" check "$img"
 		check qemu-img convert -f vpc -O raw "$img" "$T/out.raw" ;;
 	*)	check qemu-img convert -f raw -O raw "$img" "$T/out.raw" ;;
 	esac
