@@ -1143,15 +1143,7 @@ static void render_aio(struct text *t, struct tapfs *fs)
 	/* With -o workers=N, one queue per loop: their sums. */
 	for (i = 0; i < workers_count(fs); i++) {
 		td_aio_queue_get_stats(workers_engine(fs, i)->aioq, &q);
-		a.submitted += q.submitted;
-		a.merged += q.merged;
-		a.batches += q.batches;
-		a.completed += q.completed;
-		a.reaps += q.reaps;
-		a.waited += q.waited;
-		a.wait_ns += q.wait_ns;
-		a.reaped += q.reaped;
-		a.disk_ns += q.disk_ns;
+		td_aio_stats_add(&a, &q);
 	}
 	tenths = a.batches ? a.submitted * 10 / a.batches : 0;
 	text_printf(t, ".aio.submits %llu\n.aio.iocbs %llu\n"

@@ -466,6 +466,20 @@ void td_aio_queue_get_stats(const struct td_aio_queue *q,
 	*st = q->stats;
 }
 
+void td_aio_stats_add(struct td_aio_stats *sum,
+		      const struct td_aio_stats *st)
+{
+	sum->submitted += st->submitted;
+	sum->merged += st->merged;
+	sum->batches += st->batches;
+	sum->completed += st->completed;
+	sum->reaps += st->reaps;
+	sum->waited += st->waited;
+	sum->wait_ns += st->wait_ns;
+	sum->reaped += st->reaped;
+	sum->disk_ns += st->disk_ns;
+}
+
 struct td_engine *td_engine_new(void)
 {
 	struct td_engine *e = calloc(1, sizeof(*e));

@@ -213,6 +213,9 @@ void td_aio_queue_submit(struct td_aio_queue *q);
 unsigned td_aio_queue_inflight(const struct td_aio_queue *q);
 void td_aio_queue_get_stats(const struct td_aio_queue *q,
 			    struct td_aio_stats *st);
+/* sum += st, every counter (the queues of several loops). */
+void td_aio_stats_add(struct td_aio_stats *sum,
+		      const struct td_aio_stats *st);
 
 /* ---- engine: the per-thread context -------------------------------- */
 

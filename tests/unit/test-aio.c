@@ -633,6 +633,32 @@ static void test_time_split(void **state)
 	assert_true(st.wait_ns + st.disk_ns <= life);
 }
 
+/*
+ * td_aio_stats_add sums every counter: a field added to the struct and
+ * not to the sum fails here.  The struct is all uint64_t counters.
+ */
+static void test_stats_add(void **state)
+{
+	enum { N = sizeof(struct td_aio_stats) / sizeof(uint64_t) };
+	uint64_t a[N], b[N];
+	struct td_aio_stats sum, st;
+	unsigned i;
+
+	(void)state;
+	_Static_assert(sizeof(struct td_aio_stats) % sizeof(uint64_t) == 0,
+		       "td_aio_stats is uint64_t counters");
+	for (i = 0; i < N; i++) {
+		a[i] = 1000 + i;
+		b[i] = (uint64_t)1 << (i + 20);
+	}
+	memcpy(&sum, a, sizeof(sum));
+	memcpy(&st, b, sizeof(st));
+	td_aio_stats_add(&sum, &st);
+	memcpy(a, &sum, sizeof(sum));
+	for (i = 0; i < N; i++)
+		assert_int_equal(a[i], 1000 + i + ((uint64_t)1 << (i + 20)));
+}
+
 #define T(fn)	cmocka_unit_test_setup_teardown(fn, fix_setup, fix_teardown)
 
 int main(void)
@@ -654,6 +680,7 @@ int main(void)
 		T(test_callback_requeues),
 		T(test_merge_odirect),
 		T(test_time_split),
+		cmocka_unit_test(test_stats_add),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
