@@ -89,6 +89,7 @@ struct fuse_mq {
 struct mq_buf {
 	struct workers_msg	 msg;
 	struct fuse_loop	*from;		/* read it; owns the buffer */
+	struct tapfs_vbd	*tv;		/* mq_vbd's, as the reader saw */
 	size_t			 len;		/* bytes of the request */
 };
 
@@ -143,8 +144,8 @@ static struct tapfs_vbd *mq_vbd(const char *buf, size_t len)
 	return fh_vbd(fh);
 }
 
-/* Loop 0's requests that may read or change a VBD's state. */
-static bool mq_needs_parking(const char *buf, size_t len)
+/* Loop 0's requests that may read or change a VBD's state (tv: mq_vbd's). */
+static bool mq_needs_parking(const char *buf, const struct tapfs_vbd *tv)
 {
 	switch (mq_header(buf)->opcode) {
 	case FUSE_OPEN:
@@ -152,7 +153,7 @@ static bool mq_needs_parking(const char *buf, size_t len)
 	case FUSE_RMDIR:
 		return true;
 	case FUSE_WRITE:
-		return !mq_vbd(buf, len);	/* .ctl */
+		return !tv;			/* .ctl */
 	default:
 		return false;
 	}
@@ -160,14 +161,18 @@ static bool mq_needs_parking(const char *buf, size_t len)
 
 static void mq_choose_readers(struct fuse_state *st);
 
-/* libfuse processes the request in buf (fl->dl->cur), read from fd. */
-static void mq_process(struct fuse_loop *fl, char *buf, size_t len, int fd)
+/*
+ * libfuse processes the request in buf (fl->dl->cur), read from fd; tv
+ * is its VBD (mq_vbd).
+ */
+static void mq_process(struct fuse_loop *fl, char *buf, size_t len, int fd,
+		       const struct tapfs_vbd *tv)
 {
 	struct fuse_buf fbuf = {
 		.mem = buf + DATA_RECV_HEADROOM,
 		.size = len,
 	};
-	bool park = !fl->id && mq_needs_parking(buf, len);
+	bool park = !fl->id && mq_needs_parking(buf, tv);
 
 	data_loop_here = fl->dl;
 	fuse_reply_fd = fd;
@@ -195,7 +200,7 @@ static void mq_forwarded(struct workers_msg *m)
 	char *spare = dl->cur;
 
 	dl->cur = (char *)b;
-	mq_process(fl, (char *)b, b->len, b->from->fd);
+	mq_process(fl, (char *)b, b->len, b->from->fd, b->tv);
 	/* Not kept by the request (a large write keeps it): home. */
 	if (dl->cur)
 		data_put_recv(dl, dl->cur);
@@ -380,13 +385,14 @@ static void mq_receive(struct td_event *ev, uint32_t events)
 		tv = mq_vbd(dl->cur, (size_t)n);
 		owner = tv ? tv->owner : 0;
 		if (owner == fl->id) {
-			mq_process(fl, dl->cur, (size_t)n, fl->fd);
+			mq_process(fl, dl->cur, (size_t)n, fl->fd, tv);
 		} else {
 			struct mq_buf *b = (struct mq_buf *)dl->cur;
 
 			dl->cur = NULL;
 			b->msg.fn = mq_forwarded;
 			b->from = fl;
+			b->tv = tv;
 			b->len = (size_t)n;
 			workers_post(fl->st->fs, owner, &b->msg);
 		}
