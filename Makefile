@@ -110,8 +110,9 @@ run: deps
 unit: $(UNIT_BINS)
 	@scripts/run-unit.sh $(UNIT_BINS)
 
-functional: $(BUILD)/tapfs $(BUILD)/tapfs-img
+functional: $(BUILD)/tapfs $(BUILD)/tapfs-img $(BUILD)/fuse-null
 	TAPFS=$(abspath $(BUILD)/tapfs) TAPFS_IMG=$(abspath $(BUILD)/tapfs-img) \
+		FUSE_NULL=$(abspath $(BUILD)/fuse-null) \
 		TEST_CFLAGS="$(SANITIZE)" tests/functional/run.sh
 
 # block-tapfs end to end on a real Xen stack booted under QEMU emulation

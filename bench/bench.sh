@@ -50,6 +50,10 @@
 #   loop-nullio   bench/fuse-null -o backing=IMAGE: the image served by the
 #                 simplest one-thread libaio FUSE daemon (the floor cost of
 #                 a daemon doing this I/O: the ceiling for tapfs),
+#   loop-nullsync bench/fuse-null -o backing=IMAGE,sync: the same with a
+#                 blocking pread/pwrite per request, one at a time (not
+#                 in the default targets; at QD1 the shortest way from
+#                 request to reply, what the asynchronous path costs),
 # then ext4 on the loop devices of raw, tapfs and nbdfuse (mkfs.ext4,
 # mount, 4k randread and randwrite QD32 over 4 files, fsck -fn), with the
 # ratios tapfs/raw, tapfs/nullio, tapfs/null, tapfs/qsd and tapfs/nbdfuse,
@@ -66,12 +70,12 @@
 #                  the ext4 rows run once)
 #   BENCH_SIZE     image size, whole MiB: 2G, 512M    (default 2G)
 #   BENCH_DIR      directory for the temporary files  (default: ROOT/build)
-#   BENCH_ONLY     comma list of targets: raw,tapfs,qsd,nbdfuse,null,nullio
-#                  (default: all; tapfs and qsd stand for their image-format
-#                  and loop columns too, nbdfuse, null and nullio are in the loop
-#                  table only); rbd (or ONLY=rbd, "make bench ONLY=rbd"):
-#                  the rbd table alone, bench/bench-rbd.sh, on a throw-away
-#                  Ceph cluster
+#   BENCH_ONLY     comma list of targets: raw,tapfs,qsd,nbdfuse,null,nullio,
+#                  nullsync (default: all but nullsync; tapfs and qsd stand
+#                  for their image-format and loop columns too; nbdfuse,
+#                  null, nullio and nullsync are in the loop table only);
+#                  rbd (or ONLY=rbd, "make bench ONLY=rbd"): the rbd table
+#                  alone, bench/bench-rbd.sh, on a throw-away Ceph cluster
 #   BENCH_TABLES   comma list of tables: raw,vhd,qcow2,vmdk,qcow,loop
 #                  (default: all but loop); raw is the raw-image table; the
 #                  raw file's rows run whenever the raw target does (the
@@ -160,8 +164,8 @@ esac
 
 for t in ${ONLY//,/ }; do
 	case "$t" in
-	raw|tapfs|qsd|nbdfuse|null|nullio) ;;
-	*) echo "bench: BENCH_ONLY: unknown target '$t' (raw,tapfs,qsd,nbdfuse,null,nullio)" >&2
+	raw|tapfs|qsd|nbdfuse|null|nullio|nullsync) ;;
+	*) echo "bench: BENCH_ONLY: unknown target '$t' (raw,tapfs,qsd,nbdfuse,null,nullio,nullsync)" >&2
 	   exit 2 ;;
 	esac
 done
@@ -219,13 +223,15 @@ if [ "$LOOP_TABLE" = 1 ]; then
 		command -v nbdfuse >/dev/null ||
 			die "nbdfuse not found (Debian package libnbd-bin): needed for the loop-nbdfuse column"
 	fi
-	if { want null || want nullio; } && [ ! -x "$FUSE_NULL" ]; then
-		log "$FUSE_NULL not built: the loop-null and loop-nullio columns are skipped (make fuse-null)"
+	if { want null || want nullio || want nullsync; } &&
+	   [ ! -x "$FUSE_NULL" ]; then
+		log "$FUSE_NULL not built: the loop-null, loop-nullio and loop-nullsync columns are skipped (make fuse-null)"
 		ONLY=$(echo ",$ONLY," |
-			sed 's/,null,/,/; s/,nullio,/,/; s/^,//; s/,$//')
+			sed 's/,null,/,/; s/,nullio,/,/; s/,nullsync,/,/; s/^,//; s/,$//')
 	fi
 fi
-if want tapfs || want qsd || want nbdfuse || want null || want nullio; then
+if want tapfs || want qsd || want nbdfuse || want null || want nullio ||
+   want nullsync; then
 	[ -e /dev/fuse ] || die "/dev/fuse is missing: FUSE is not available"
 	command -v fusermount3 >/dev/null || die "fusermount3 not found (package fuse3)"
 fi
@@ -725,7 +731,7 @@ start_nbdfuse() {
 
 # start_null TARGET OPTION: bench/fuse-null -o OPTION, its file as
 # FILE[TARGET] (null: size=, a file of the image's size that only
-# replies; nullio: backing=, the image itself).
+# replies; nullio: backing=, the image itself; nullsync: backing=,sync).
 start_null() {
 	local t=$1 nmnt=$WORK/$1.mnt
 	mkdir -p "$nmnt"
@@ -775,7 +781,7 @@ ext4_check() {
 	printf '%s\tfsck\t%s\t-\n' "$t" "$v" >>"$RESULTS"
 }
 
-LOOP_TARGETS=(raw tapfs qsd nbdfuse null nullio)
+LOOP_TARGETS=(raw tapfs qsd nbdfuse null nullio nullsync)
 EXT4_SOURCES=(loop-raw loop-tapfs loop-nbdfuse)
 if [ "$LOOP_TABLE" = 1 ]; then
 	LOOP_DEPTH=${#CLEANUP[@]}
@@ -792,6 +798,9 @@ if [ "$LOOP_TABLE" = 1 ]; then
 		      start_null null "size=$size_bytes" || BROKEN[$t]=1 ;;
 		nullio) log "nullio: $FUSE_NULL on $IMG"
 			start_null nullio "backing=$IMG" || BROKEN[$t]=1 ;;
+		nullsync) log "nullsync: $FUSE_NULL -o sync on $IMG"
+			  start_null nullsync "backing=$IMG,sync" ||
+				BROKEN[$t]=1 ;;
 		esac
 		PID[$t]=${PID[$s]:-}
 		if [ -z "${BROKEN[$t]:-}" ] && [ -n "${FILE[$s]:-}" ]; then
@@ -1085,6 +1094,11 @@ for name_fmt, drv, what in img_tables:
 
 if loop_table == "1":
     L = ("raw", "tapfs", "qsd", "nbdfuse", "null", "nullio")
+    # nullsync (not in the default targets): a column only when it ran.
+    has_sync = any(res.get(("loop-nullsync", "l%d" % i)) is not None
+                   for i in range(len(rows)))
+    if has_sync:
+        L += ("nullsync",)
     print()
     print("Loop table: fio on /dev/loopN (losetup --direct-io=on) over each "
           "target file; file: fio on the file itself (raw table)")
@@ -1104,13 +1118,17 @@ if loop_table == "1":
     print()
     out = []
     for i, (name, *_unused) in enumerate(rows):
-        r, t, q, n, z, zio = (res.get(("loop-" + x, "l%d" % i)) for x in L)
+        r, t, q, n, z, zio = (res.get(("loop-" + x, "l%d" % i))
+                              for x in L[:6])
+        zs = res.get(("loop-nullsync", "l%d" % i))
         out.append([name, ratio(t, r), ratio(t, zio), ratio(zio, r),
                     ratio(z, r), ratio(t, z), ratio(t, q), ratio(t, n)] +
+                   [ratio(t, zs)] * has_sync +
                    ([spread("loop-tapfs", "loop-raw", "l%d" % i)]
                     if reps > 1 else []))
     table(["row", "tapfs/raw", "tapfs/nullio", "nullio/raw", "null/raw",
            "tapfs/null", "tapfs/qsd", "tapfs/nbdfuse"] +
+          ["tapfs/nullsync"] * has_sync +
           ["rounds"] * (reps > 1), out)
     E = ("raw", "tapfs", "nbdfuse")
     print()
@@ -1150,7 +1168,7 @@ if loop_table == "1":
         print("  %-33s " % ("loop " + name) + "   ".join(
             "%-12s %6s" % ("loop-" + x, cpu.get(("loop-" + x, "l%d" % i),
                                                 "n/a"))
-            for x in ("tapfs", "qsd", "nbdfuse", "null", "nullio")))
+            for x in L[1:]))
     for i in ext4_rows:
         print("  %-33s " % ("ext4 " + rows[i][0]) + "   ".join(
             "%-12s %6s" % ("ext4-" + x, cpu.get(("ext4-" + x, "e%d" % i),

@@ -4,7 +4,7 @@
  * of the kernel's FUSE path, for bench/bench.sh.
  *
  *   fuse-null [-f] [-o size=BYTES] [-o max_background=N]
- *             [-o backing=FILE] MOUNTPOINT
+ *             [-o backing=FILE [-o sync]] MOUNTPOINT
  *
  * MOUNTPOINT holds one regular file, "null", of size BYTES (default
  * 1 GiB).  A read replies with zeros from one static buffer, a write is
@@ -26,6 +26,17 @@
  * against which tapfs's raw VBD is measured.  Reads and writes must be
  * 512-byte aligned (as a loop device in direct I/O mode sends them);
  * others get EINVAL.  fsync is an fdatasync in the loop.
+ *
+ * With -o sync as well ("nullsync") there is no aio and no epoll: the
+ * thread blocks in libfuse's session loop on /dev/fuse, and a read or a
+ * write is one pread or pwrite (O_DIRECT, through one page-aligned
+ * buffer; a write's payload is copied there first) in the handler,
+ * replied as soon as it returns.  The block layer's completion wakes the
+ * thread straight out of the system call.  One request at a time, so it
+ * is no ceiling at any depth above 1; at QD1 it is the shortest way any
+ * one-thread daemon can take from request to reply, the reference for
+ * what tapfs's asynchronous path (the aio eventfd, the wake-up in epoll,
+ * io_getevents) costs a request when nothing overlaps.
  *
  * The INIT and open settings are tapfs's (fs/fuse-session.c and
  * fs/fuse-namespace.c): max_write 1 MiB, no readahead, max_background
@@ -77,6 +88,7 @@ struct null_opts {
 	unsigned long long size;
 	unsigned max_background;
 	char *backing;
+	int sync;
 };
 
 /* One request of the nullio mode, from receipt to reply. */
@@ -104,6 +116,7 @@ struct nullio {
 };
 
 static struct nullio nio;	/* only with -o backing */
+static char *nullsync_buf;	/* only with -o sync: NULL_MAX_IO, aligned */
 
 /* A read's reply: never written to. */
 static const char null_zeros[NULL_MAX_IO];
@@ -112,6 +125,7 @@ static const struct fuse_opt null_opt_spec[] = {
 	{ "size=%llu", offsetof(struct null_opts, size), 0 },
 	{ "max_background=%u", offsetof(struct null_opts, max_background), 0 },
 	{ "backing=%s", offsetof(struct null_opts, backing), 0 },
+	{ "sync", offsetof(struct null_opts, sync), 1 },
 	FUSE_OPT_END
 };
 
@@ -232,6 +246,33 @@ static bool nullio_queue(fuse_req_t req, bool is_read, char *buf,
 }
 
 /*
+ * nullsync: the read or write done here, in the handler, and replied.
+ * A write's payload is copied into the aligned buffer first.
+ */
+static void nullsync_io(fuse_req_t req, bool is_read, const char *buf,
+			size_t len, off_t off)
+{
+	ssize_t n;
+
+	if ((len | (size_t)off) & (NULLIO_ALIGN - 1) || len > NULL_MAX_IO) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (is_read) {
+		n = pread(nio.fd, nullsync_buf, len, off);
+	} else {
+		memcpy(nullsync_buf, buf, len);
+		n = pwrite(nio.fd, nullsync_buf, len, off);
+	}
+	if (n < 0)
+		fuse_reply_err(req, errno);
+	else if (is_read)
+		fuse_reply_buf(req, nullsync_buf, (size_t)n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+/*
  * Replies: zeros up to the end of the file (at most max_write); with
  * backing, the file's data, or EINVAL for an unaligned read.
  */
@@ -241,6 +282,10 @@ static void null_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	(void)ino;
 	(void)fi;
 	size = null_clamp(null_opts(req), size, off);
+	if (null_opts(req)->sync && size) {
+		nullsync_io(req, true, NULL, size, off);
+		return;
+	}
 	if (null_opts(req)->backing && size) {
 		nullio_queue(req, true, nio.cur->mem + NULLIO_HDR_PAGE, size,
 			     off);
@@ -263,6 +308,10 @@ static void null_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		return;
 	}
 	size = null_clamp(null_opts(req), size, off);
+	if (null_opts(req)->sync && size) {
+		nullsync_io(req, false, buf, size, off);
+		return;
+	}
 	if (null_opts(req)->backing && size) {
 		nullio_queue(req, false, (char *)buf, size, off);
 		return;
@@ -493,7 +542,8 @@ int main(int argc, char **argv)
 		goto out;
 	if (cl.show_help || !cl.mountpoint) {
 		fprintf(stderr, "usage: %s [-f] [-o size=BYTES] "
-			"[-o max_background=N] [-o backing=FILE] MOUNTPOINT\n",
+			"[-o max_background=N] [-o backing=FILE [-o sync]] "
+			"MOUNTPOINT\n",
 			argv[0]);
 		goto out;
 	}
@@ -503,8 +553,17 @@ int main(int argc, char **argv)
 			o.size, o.max_background);
 		goto out;
 	}
+	if (o.sync && !o.backing) {
+		fprintf(stderr, "fuse-null: -o sync needs -o backing=FILE\n");
+		goto out;
+	}
 	if (o.backing && nullio_open(&o))
 		goto out;
+	if (o.sync && posix_memalign((void **)&nullsync_buf, 4096,
+				     NULL_MAX_IO)) {
+		fprintf(stderr, "fuse-null: out of memory\n");
+		goto out;
+	}
 	se = fuse_session_new(&args, &null_ops, sizeof(null_ops), &o);
 	if (!se)
 		goto out;
@@ -514,7 +573,7 @@ int main(int argc, char **argv)
 		goto out_signals;
 	if (fuse_daemonize(cl.foreground))
 		goto out_unmount;
-	if (o.backing)
+	if (o.backing && !o.sync)
 		rc = nullio_loop(se);
 	else
 		rc = fuse_session_loop(se) ? 1 : 0;
@@ -527,6 +586,7 @@ out:
 		fuse_session_destroy(se);
 	free(cl.mountpoint);
 	free(o.backing);
+	free(nullsync_buf);
 	fuse_opt_free_args(&args);
 	return rc;
 }
