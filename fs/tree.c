@@ -291,9 +291,10 @@ int tapfs_vbd_add(struct tapfs *fs, struct tapfs_group *g, const char *name,
 	tv->readonly = readonly;
 	tv->standby = !!(flags & TD_OPEN_STANDBY);
 	tv->persistent = persistent;
-	rc = vbd_open(workers_pick(fs, &tv->owner), spec, flags | (readonly ? TD_OPEN_RDONLY :
-						 0), &fs->opts.params,
-		      &tv->vbd, err, errlen);
+	if (readonly)
+		flags |= TD_OPEN_RDONLY;
+	rc = vbd_open(workers_pick(fs, &tv->owner), spec, flags,
+		      &fs->opts.params, &tv->vbd, err, errlen);
 	if (rc) {
 		free(tv);
 		return rc;
