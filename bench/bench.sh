@@ -1118,12 +1118,13 @@ if loop_table == "1":
     print()
     out = []
     for i, (name, *_unused) in enumerate(rows):
-        r, t, q, n, z, zio = (res.get(("loop-" + x, "l%d" % i))
-                              for x in L[:6])
-        zs = res.get(("loop-nullsync", "l%d" % i))
-        out.append([name, ratio(t, r), ratio(t, zio), ratio(zio, r),
-                    ratio(z, r), ratio(t, z), ratio(t, q), ratio(t, n)] +
-                   [ratio(t, zs)] * has_sync +
+        v = {x: res.get(("loop-" + x, "l%d" % i)) for x in L}
+        t = v["tapfs"]
+        out.append([name, ratio(t, v["raw"]), ratio(t, v["nullio"]),
+                    ratio(v["nullio"], v["raw"]), ratio(v["null"], v["raw"]),
+                    ratio(t, v["null"]), ratio(t, v["qsd"]),
+                    ratio(t, v["nbdfuse"])] +
+                   [ratio(t, v.get("nullsync"))] * has_sync +
                    ([spread("loop-tapfs", "loop-raw", "l%d" % i)]
                     if reps > 1 else []))
     table(["row", "tapfs/raw", "tapfs/nullio", "nullio/raw", "null/raw",

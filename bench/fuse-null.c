@@ -371,6 +371,8 @@ static int nullio_open(struct null_opts *o)
 		return -1;
 	}
 	o->size = (unsigned long long)end;
+	if (o->sync)	/* no slots, no aio: one buffer (main) */
+		return 0;
 	/* Only the pages a request touches become resident. */
 	mem = mmap(NULL, (size_t)NULLIO_SLOTS * NULLIO_SLOT_SIZE,
 		   PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -20,13 +20,14 @@ head -c $((8 << 20)) /dev/urandom >"$IMG"
 cp "$IMG" "$T/expect"
 
 # null_start NAME OPTIONS: fuse-null -f -o OPTIONS on $T/NAME.mnt, stopped
-# at exit by unmounting and then by its PID; NULL_FILE is its file.
+# at exit as a tapfs daemon is (lib.sh's _tapfs_reap: unmount, then by its
+# PID); NULL_FILE is its file.
 null_start() {
 	local mnt=$T/$1.mnt pid
 	mkdir -p "$mnt"
 	"$FUSE_NULL" -f -o "$2" "$mnt" </dev/null >"$T/$1.log" 2>&1 &
 	pid=$!
-	on_exit "_null_stop '$mnt' $pid"
+	on_exit "_tapfs_reap $pid '$mnt'"
 	if wait_mounted "$mnt" 10 "$pid"; then
 		ok "$1: mounted"
 	else
@@ -35,17 +36,6 @@ null_start() {
 	fi
 	NULL_FILE=$mnt/null
 	NULL_PID=$pid
-}
-
-_null_stop() {
-	! is_fuse_mounted "$1" || _unmount "$1"
-	if ! wait_gone "$2" 10; then
-		msg "cleanup: fuse-null $2 did not exit, sending SIGTERM"
-		kill "$2" 2>/dev/null
-		wait_gone "$2" 5
-	fi
-	wait "$2" 2>/dev/null
-	true
 }
 
 # A direct read of COUNT 4 KiB blocks at block SKIP of FILE, to stdout.
@@ -87,7 +77,7 @@ for mode in nullio nullsync; do
 	same_bytes "$mode: the whole file reads as the image" \
 		"$T/expect" "$T/got"
 
-	# Writes on the file land in the image (1 MiB, then one block).
+	# A 1 MiB write on the file lands in the image.
 	head -c $((1 << 20)) /dev/urandom >"$T/new"
 	check dwrite "$T/new" "$NULL_FILE" 512 256
 	dd if="$T/new" of="$T/expect" bs=4k seek=512 count=256 conv=notrunc \
