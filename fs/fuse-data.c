@@ -193,7 +193,13 @@ static void io_interrupt(struct io_ctx *c)
 		vbd_cancel(c->vreq.vbd, &c->vreq);	/* io_done: EINTR */
 }
 
-void data_interrupt(struct data_loop *dl, uint64_t unique)
+struct data_loop *data_here(struct fuse_state *st)
+{
+	return data_loop_here ? data_loop_here : &st->data;
+}
+
+/* Interrupt dl's request with that unique: false if dl has none. */
+static bool data_interrupt_found(struct data_loop *dl, uint64_t unique)
 {
 	struct td_pool *p = &dl->ctx_pool;
 	unsigned i;
@@ -204,9 +210,24 @@ void data_interrupt(struct data_loop *dl, uint64_t unique)
 
 		if (p->out[i] && c->unique == unique && !c->replied) {
 			io_interrupt(c);
-			return;
+			return true;
 		}
 	}
+	return false;
+}
+
+void data_interrupt(struct data_loop *dl, uint64_t unique)
+{
+	if (!data_interrupt_found(dl, unique))
+		intr_memo_add(&dl->early, unique, td_now_ns());
+}
+
+void data_received(struct data_loop *dl, uint64_t unique)
+{
+	if (intr_memo_empty(&dl->early))
+		return;
+	if (intr_memo_take(&dl->early, unique, td_now_ns()))
+		data_interrupt_found(dl, unique);
 }
 
 /*
@@ -250,9 +271,7 @@ static void io_start(struct io_ctx *c)
 static struct io_ctx *io_new(fuse_req_t req, struct fuse_file_info *fi,
 			     enum io_kind kind)
 {
-	struct tapfs *fs = fuse_req_fs(req);
-	struct data_loop *dl = data_loop_here ? data_loop_here :
-			       &fs->fuse->data;
+	struct data_loop *dl = data_here(fuse_req_fs(req)->fuse);
 	struct tapfs_vbd *tv = fh_vbd(fi->fh);
 	struct io_ctx *c;
 
@@ -278,13 +297,7 @@ static struct io_ctx *io_new(fuse_req_t req, struct fuse_file_info *fi,
 	c->arrive_ns = td_now_ns();
 	td_list_init(&c->wait);
 	td_list_init(&c->vreq.link);
-	/*
-	 * The kernel queues a request's INTERRUPT only once the request was
-	 * read, and the reading loop reads it after it (data_interrupt).
-	 * Under -o uring an INTERRUPT on /dev/fuse may overtake a request
-	 * still in the ring's completions: it is lost, and the request
-	 * completes normally.
-	 */
+	/* An INTERRUPT that overtook c acts once c is placed: data_received */
 	return c;
 }
 
@@ -493,6 +506,7 @@ int data_init(struct fuse_state *st, struct data_loop *dl)
 
 	dl->st = st;
 	td_list_init(&dl->waiting);
+	dl->early.n = 0;
 	dl->recv_size = LIBFUSE_MAX_PAGES * page + FUSE_HDR_PAGE;
 	rc = td_pool_init(&dl->ctx_pool, NR_CTX, sizeof(struct io_ctx), 64);
 	if (!rc)

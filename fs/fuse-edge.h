@@ -38,6 +38,7 @@
 
 #include <tapfs/engine.h>
 
+#include "intr-memo.h"
 #include "tapfs.h"
 
 /* The largest read or write the kernel sends (max_write at INIT). */
@@ -58,6 +59,8 @@ struct data_loop {
 	struct td_pool		 recv_pool;
 	char			*cur;		/* receive buffer in use */
 	struct td_list		 waiting;	/* io_ctx without a buffer */
+	struct intr_memo	 early;		/* INTERRUPTs before their
+						 * request (intr-memo.h) */
 };
 
 /*
@@ -199,9 +202,17 @@ void data_put_recv(struct data_loop *dl, char *buf);
 /*
  * A FUSE INTERRUPT (the receive loop keeps them from libfuse: with -o
  * workers=N the request may be on any loop): interrupt dl's request with
- * that unique (fuse_recv_unique at its receipt), if dl has it.
+ * that unique (fuse_recv_unique at its receipt), if dl has it; if not,
+ * remember the unique for a while: the request may come after it.
  */
 void data_interrupt(struct data_loop *dl, uint64_t unique);
+/*
+ * After the loop whose data path is dl processed a request: if an
+ * INTERRUPT for it came first, it acts now (as if it came just after).
+ */
+void data_received(struct data_loop *dl, uint64_t unique);
+/* The data path of this thread's loop (loop 0's before any request). */
+struct data_loop *data_here(struct fuse_state *st);
 
 /* fi->fh is the VBD's (vbd_fh); each replies exactly once, now or later. */
 void data_read(fuse_req_t req, size_t size, off_t off,

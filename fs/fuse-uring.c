@@ -393,6 +393,7 @@ static void uring_serve(struct fuse_uring *u, struct uring_ent *e)
 	fuse_recv_unique = in.unique;
 	fuse_session_process_buf(u->st->se, &fbuf);
 	u->cur = NULL;
+	data_received(data_here(u->st), in.unique);
 }
 
 void *fuse_uring_lend(struct fuse_state *st, size_t need, char **buf)

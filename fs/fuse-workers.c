@@ -39,8 +39,9 @@
  * request among the reader's: the interrupted request may be on any
  * loop.  The reader sends it to every loop instead, and the one holding
  * a request of that unique interrupts it (data_interrupt).  One that
- * overtakes its request (still in a queue between two loops) is lost:
- * that request completes normally.  With one loop the request is always
+ * overtakes its request (still in a queue between two loops) is
+ * remembered by every loop for a while, and acts when the request comes
+ * (data_received, fs/intr-memo.h).  With one loop the request is always
  * read first.
  */
 #include <errno.h>
@@ -173,13 +174,15 @@ static void mq_process(struct fuse_loop *fl, char *buf, size_t len, int fd,
 		.size = len,
 	};
 	bool park = !fl->id && mq_needs_parking(buf, tv);
+	uint64_t unique = mq_header(buf)->unique;
 
 	data_loop_here = fl->dl;
 	fuse_reply_fd = fd;
-	fuse_recv_unique = mq_header(buf)->unique;
+	fuse_recv_unique = unique;
 	if (park)
 		workers_quiesce(fl->st->fs);
 	fuse_session_process_buf(fl->st->se, &fbuf);
+	data_received(fl->dl, unique);
 	if (park) {
 		mq_choose_readers(fl->st);
 		workers_release(fl->st->fs);

@@ -73,6 +73,23 @@ scenario() {
 	check_eq "four requests withdrawn" 4 "$(stat_val "$G" d interrupted)"
 	check_match "still paused" "^d paused " "$(ctl_line "$G" d)"
 
+	# Readers killed at once, many times: before, while and after their
+	# request reaches tapfs, each exits.  (The kill rarely lands in the
+	# microseconds where an INTERRUPT overtakes its request, which
+	# fs/intr-memo.h mends: test-intr-memo checks that logic.)
+	stuck=0
+	for i in $(seq 60); do
+		dd if="$G/d" of=/dev/null bs=4k count=1 skip=$i iflag=direct \
+			status=none 2>/dev/null &
+		p=$!
+		sleep "0.000$((RANDOM % 10))"
+		kill -KILL $p
+		wait_gone $p 5 || stuck=$((stuck + 1))
+		wait $p 2>/dev/null
+	done
+	check_eq "60 readers killed at once: none left in D state" 0 $stuck
+	check_eq "and none left waiting" 0 "$(stat_val "$G" d queued)"
+
 	ctl_ok "$G" "resume d"
 	# The killed writers changed nothing.
 	check cmp "$T/p1" <(dd if="$G/d" bs=64k count=16 iflag=direct \
