@@ -7,7 +7,7 @@
 #   make fuzz       libFuzzer on the parsers (clang); make fuzz-replay runs
 #                   the fuzz targets once over their seed corpora (in check)
 #   make valgrind   the unit tests under valgrind memcheck
-#   make bench      fio: raw file vs tapfs vs qemu-storage-daemon
+#   make bench      fio: raw file vs tapfs vs qemu-storage-daemon, loop table
 #   make bench-img  tapfs-img convert vs qemu-img convert
 #   make fuse-null  the reply-only FUSE daemon of the bench (build/fuse-null)
 #   make fuse-uring-null  the same over FUSE-over-io_uring (liburing-dev)
