@@ -3,6 +3,7 @@
  * .ctl commands turned into engine calls, and the text of .ctl and
  * .stats.  Parsing lives in ctl.c; the FUSE edge in fuse-*.c.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,6 +29,19 @@ struct snap_target {
 };
 
 /* An asynchronous command: pause, flush or snapshot of VBDs. */
+struct control_op;
+
+/*
+ * What one VBD's part of a command needs until it calls back: set aside
+ * when the command starts, so that the callback, on the VBD's owner loop,
+ * reaches loop 0 without allocating (fs/workers.h).
+ */
+struct control_slot {
+	struct control_op	*op;
+	struct vbd_request	 req;		/* flush */
+	struct workers_call	 call;
+};
+
 struct control_op {
 	struct tapfs		*fs;
 	struct tapfs_group	*g;
@@ -41,8 +55,9 @@ struct control_op {
 	void			(*then)(struct control_op *op);
 	struct snap_target	*targets;
 	unsigned		 ntargets;
-	unsigned		 nreqs;
-	struct vbd_request	 reqs[];	/* flush */
+	/* One per VBD the command waits for (control_slot). */
+	unsigned		 nslots, nused;
+	struct control_slot	 slots[];
 };
 
 static const char *errname(int err)
@@ -156,27 +171,43 @@ static void control_put_main(void *vbd, void *arg, int err)
 
 static void control_paused(td_vbd_t *vbd, void *arg, int err)
 {
-	struct control_op *op = arg;
+	struct control_slot *s = arg;
 
-	workers_on_main(op->fs, control_put_main, vbd, op, err);
+	workers_on_main(s->op->fs, &s->call, control_put_main, vbd, s->op,
+			err);
 }
 
 static void control_flushed(struct vbd_request *vreq, int err)
 {
-	struct control_op *op = vreq->cb_data;
+	struct control_slot *s = vreq->cb_data;
 
 	/* No reply of its own: its stages end here (op frees vreq). */
 	vbd_replied(vreq->vbd, vreq);
-	workers_on_main(op->fs, control_put_main, vreq->vbd, op, err);
+	workers_on_main(s->op->fs, &s->call, control_put_main, vreq->vbd,
+			s->op, err);
 }
 
+/* How many VBDs a command acts on: the slots it sets aside. */
+static unsigned control_count(struct tapfs_group *g,
+			      struct tapfs_vbd *one)
+{
+	struct tapfs_vbd *tv;
+	struct td_list *pos;
+	unsigned n = 0;
+
+	for_each_target(g, one, tv, pos)
+		n++;
+	return n;
+}
+
+/* nslots: at most how many VBDs the command waits for. */
 static struct control_op *control_op_new(struct tapfs *fs,
 					 struct tapfs_group *g,
-					 enum ctl_verb verb, unsigned nreqs,
+					 enum ctl_verb verb, unsigned nslots,
 					 control_done_cb_t done, void *arg)
 {
 	struct control_op *op = calloc(1, sizeof(*op) +
-				       nreqs * sizeof(op->reqs[0]));
+				       nslots * sizeof(op->slots[0]));
 
 	if (!op)
 		return NULL;
@@ -186,9 +217,21 @@ static struct control_op *control_op_new(struct tapfs *fs,
 	op->done = done;
 	op->arg = arg;
 	op->pending = 1;	/* dropped once every VBD was started */
-	op->nreqs = nreqs;
+	op->nslots = nslots;
 	g->busy++;
 	return op;
+}
+
+/* One more VBD to wait for: its slot, the callback's argument. */
+static struct control_slot *control_op_wait(struct control_op *op)
+{
+	struct control_slot *s = &op->slots[op->nused++];
+
+	/* Counted on loop 0 with every other loop parked: cannot grow. */
+	assert(op->nused <= op->nslots);
+	s->op = op;
+	op->pending++;
+	return s;
 }
 
 /* Drop the bias: finished at once, or still running. */
@@ -211,13 +254,12 @@ static int control_pause(struct tapfs *fs, struct tapfs_group *g,
 		if (vbd_state(tv->vbd) == VBD_PAUSING)
 			return control_status(g, -EBUSY, "a pause of '%s' is "
 					      "already in progress", tv->name);
-	op = control_op_new(fs, g, CTL_PAUSE, 0, done, arg);
+	op = control_op_new(fs, g, CTL_PAUSE, control_count(g, one), done,
+			    arg);
 	if (!op)
 		return control_status(g, -ENOMEM, "out of memory");
-	for_each_target(g, one, tv, pos) {
-		op->pending++;
-		vbd_pause(tv->vbd, control_paused, op);
-	}
+	for_each_target(g, one, tv, pos)
+		vbd_pause(tv->vbd, control_paused, control_op_wait(op));
 	return control_op_started(op);
 }
 
@@ -228,27 +270,23 @@ static int control_flush(struct tapfs *fs, struct tapfs_group *g,
 	struct control_op *op;
 	struct tapfs_vbd *tv;
 	struct td_list *pos;
-	unsigned n = 0;
 
-	for_each_target(g, one, tv, pos) {
+	for_each_target(g, one, tv, pos)
 		if (vbd_state(tv->vbd) == VBD_PAUSING)
 			return control_status(g, -EBUSY, "'%s' is being "
 					      "paused; try again", tv->name);
-		n++;
-	}
-	op = control_op_new(fs, g, CTL_FLUSH, n, done, arg);
+	op = control_op_new(fs, g, CTL_FLUSH, control_count(g, one), done,
+			    arg);
 	if (!op)
 		return control_status(g, -ENOMEM, "out of memory");
-	n = 0;
 	for_each_target(g, one, tv, pos) {
-		struct vbd_request *vreq = &op->reqs[n++];
+		struct control_slot *s = control_op_wait(op);
 
-		vreq->op = TD_OP_FLUSH;
-		vreq->pass_pause = true;
-		vreq->cb = control_flushed;
-		vreq->cb_data = op;
-		op->pending++;
-		vbd_submit(tv->vbd, vreq);
+		s->req.op = TD_OP_FLUSH;
+		s->req.pass_pause = true;
+		s->req.cb = control_flushed;
+		s->req.cb_data = s;
+		vbd_submit(tv->vbd, &s->req);
 	}
 	return control_op_started(op);
 }
@@ -461,7 +499,7 @@ static int control_snapshot(struct tapfs *fs, struct tapfs_group *g,
 	if (!n)
 		return control_status(g, -ENOENT, "no VBD to snapshot in "
 				      "group '%s'", g->name);
-	op = control_op_new(fs, g, CTL_SNAPSHOT, 0, done, arg);
+	op = control_op_new(fs, g, CTL_SNAPSHOT, n, done, arg);
 	if (!op || !(op->targets = calloc(n, sizeof(*op->targets)))) {
 		free(op);
 		if (op)
@@ -475,8 +513,7 @@ static int control_snapshot(struct tapfs *fs, struct tapfs_group *g,
 
 		t->tv = tv;
 		t->was_paused = vbd_state(tv->vbd) == VBD_PAUSED;
-		op->pending++;
-		vbd_pause(tv->vbd, control_paused, op);
+		vbd_pause(tv->vbd, control_paused, control_op_wait(op));
 	}
 	return control_op_started(op);
 }
@@ -782,9 +819,10 @@ static void control_handed_over_main(void *vbd, void *arg, int err)
 
 static void control_handed_over(td_vbd_t *vbd, void *arg, int err)
 {
-	struct control_op *op = arg;
+	struct control_slot *s = arg;
 
-	workers_on_main(op->fs, control_handed_over_main, vbd, op, err);
+	workers_on_main(s->op->fs, &s->call, control_handed_over_main, vbd,
+			s->op, err);
 }
 
 /* The manifest says which VBDs come back in standby (tree.c). */
@@ -813,12 +851,11 @@ static int control_release(struct tapfs *fs, struct tapfs_group *g,
 	if (vbd_hold(tv->vbd) == VBD_HOLD_STANDBY)
 		return control_status(g, -EINVAL, "'%s' is in standby: it "
 				      "holds no write lock", tv->name);
-	op = control_op_new(fs, g, CTL_RELEASE, 0, done, arg);
+	op = control_op_new(fs, g, CTL_RELEASE, 1, done, arg);
 	if (!op)
 		return control_status(g, -ENOMEM, "out of memory");
 	op->then = control_handover_save;
-	op->pending++;
-	rc = vbd_release(tv->vbd, control_handed_over, op);
+	rc = vbd_release(tv->vbd, control_handed_over, control_op_wait(op));
 	if (rc) {
 		op->pending--;
 		op->err = rc;
@@ -851,14 +888,16 @@ static int control_resume(struct tapfs *fs, struct tapfs_group *g,
 		    (hold == VBD_HOLD_RELEASED && !one))
 			continue;
 		if (!op) {
-			op = control_op_new(fs, g, CTL_RESUME, 0, done, arg);
+			op = control_op_new(fs, g, CTL_RESUME,
+					    control_count(g, one), done,
+					    arg);
 			if (!op)
 				return control_status(g, -ENOMEM,
 						      "out of memory");
 			op->then = control_handover_save;
 		}
-		op->pending++;
-		rc = vbd_activate(tv->vbd, control_handed_over, op);
+		rc = vbd_activate(tv->vbd, control_handed_over,
+				  control_op_wait(op));
 		if (rc) {
 			op->pending--;
 			if (!op->err) {

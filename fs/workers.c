@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <tapfs/log.h>
@@ -31,6 +30,7 @@ struct wloop {
 	int				 efd;
 	struct td_event			 ev;
 	struct workers_msg		 stop;		/* ends this loop */
+	struct workers_call		 stop_main;	/* ends loop 0 */
 };
 
 struct tapfs_workers {
@@ -180,27 +180,16 @@ void workers_release(struct tapfs *fs)
 
 /* ---- calls to loop 0 -------------------------------------------------- */
 
-struct main_call {
-	struct workers_msg	 msg;
-	struct tapfs		*fs;
-	workers_main_fn		 fn;
-	void			*obj, *arg;
-	int			 err;
-};
-
 static void main_call_run(struct workers_msg *m)
 {
-	struct main_call *c = td_container_of(m, struct main_call, msg);
+	struct workers_call *c = td_container_of(m, struct workers_call, msg);
 
-	workers_on_main(c->fs, c->fn, c->obj, c->arg, c->err);
-	free(c);
+	workers_on_main(c->fs, c, c->fn, c->obj, c->arg, c->err);
 }
 
-void workers_on_main(struct tapfs *fs, workers_main_fn fn, void *obj,
-		     void *arg, int err)
+void workers_on_main(struct tapfs *fs, struct workers_call *c,
+		     workers_main_fn fn, void *obj, void *arg, int err)
 {
-	struct main_call *c;
-
 	if (!fs->workers) {
 		fn(obj, arg, err);
 		return;
@@ -210,12 +199,6 @@ void workers_on_main(struct tapfs *fs, workers_main_fn fn, void *obj,
 		fn(obj, arg, err);
 		workers_release(fs);
 		return;
-	}
-	/* Rare (a .ctl command's end): wait for memory rather than lose it. */
-	while (!(c = malloc(sizeof(*c)))) {
-		struct timespec ms = { 0, 1000000 };
-
-		nanosleep(&ms, NULL);
 	}
 	c->msg.fn = main_call_run;
 	c->fs = fs;
@@ -250,7 +233,8 @@ void workers_stop_all(struct tapfs *fs)
 
 	td_loop_stop(workers_engine(fs, self)->loop);
 	if (self && fs->workers)
-		workers_on_main(fs, main_stop, NULL, fs, 0);
+		workers_on_main(fs, &fs->workers->loops[self].stop_main,
+				main_stop, NULL, fs, 0);
 }
 
 static void *wloop_main(void *arg)

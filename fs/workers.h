@@ -94,10 +94,23 @@ void workers_release(struct tapfs *fs);
  * when called on loop 0 (or without workers: at once, nothing parked),
  * else later, from loop 0's queue.  For the engine's callbacks to the
  * control plane, which come on the VBD's owner loop.
+ *
+ * The caller gives the storage the call travels in (c, used only when it
+ * is posted, until fn has run): it was set aside when the command
+ * started, so a callback can never fail, nor wait for memory.
  */
 typedef void (*workers_main_fn)(void *obj, void *arg, int err);
-void workers_on_main(struct tapfs *fs, workers_main_fn fn, void *obj,
-		     void *arg, int err);
+
+struct workers_call {
+	struct workers_msg	 msg;
+	struct tapfs		*fs;
+	workers_main_fn		 fn;
+	void			*obj, *arg;
+	int			 err;
+};
+
+void workers_on_main(struct tapfs *fs, struct workers_call *c,
+		     workers_main_fn fn, void *obj, void *arg, int err);
 
 /* A worker thread ends its loop and tells loop 0 (/dev/fuse is gone). */
 void workers_stop_all(struct tapfs *fs);
