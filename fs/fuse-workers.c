@@ -228,46 +228,52 @@ void fuse_workers_return_recv(struct fuse_state *st, char *buf)
 
 /* ---- interrupts -------------------------------------------------------- */
 
-struct mq_intr {
-	struct workers_msg	 msg;
-	struct fuse_state	*st;
-	uint64_t		 unique;
-};
+/*
+ * A FUSE_INTERRUPT may be for a request on any loop: every loop looks for
+ * it (and remembers it if the request has not come yet, fs/intr-memo.h).
+ * The buffer it was read into goes from loop to loop, round the ring, and
+ * home to its reader: nothing to allocate, so none is ever lost.
+ */
+static void mq_interrupt_next(struct workers_msg *m);
 
-static void mq_interrupt_here(struct workers_msg *m)
+static void mq_interrupt_on(struct fuse_loop *fl, struct mq_buf *b)
 {
-	struct mq_intr *i = td_container_of(m, struct mq_intr, msg);
+	const struct fuse_in_header *in = mq_header((const char *)b);
+	struct fuse_interrupt_in arg;
+	unsigned next = (fl->id + 1) % fl->st->mq->n;
 
-	data_interrupt(mq_here(i->st)->dl, i->unique);
-	free(i);
+	if (b->len >= sizeof(*in) + sizeof(arg)) {
+		memcpy(&arg, in + 1, sizeof(arg));
+		data_interrupt(fl->dl, arg.unique);
+	}
+	if (fl->st->mq->n == 1)
+		return;			/* never left: still the reader's cur */
+	if (next == b->from->id) {
+		fuse_workers_return_recv(fl->st, (char *)b);
+		return;
+	}
+	b->msg.fn = mq_interrupt_next;
+	workers_post(fl->st->fs, next, &b->msg);
 }
 
-/* A FUSE_INTERRUPT in buf: to every loop (best effort: rare, small). */
-static void mq_interrupt(struct fuse_loop *fl, const char *buf, size_t len)
+static void mq_interrupt_next(struct workers_msg *m)
 {
-	const struct fuse_in_header *in = mq_header(buf);
-	struct fuse_interrupt_in arg;
-	struct fuse_mq *mq = fl->st->mq;
-	unsigned k;
+	struct mq_buf *b = td_container_of(m, struct mq_buf, msg);
 
-	if (len < sizeof(*in) + sizeof(arg))
-		return;
-	memcpy(&arg, in + 1, sizeof(arg));
-	for (k = 0; k < mq->n; k++) {
-		struct mq_intr *i;
+	mq_interrupt_on(mq_here(b->from->st), b);
+}
 
-		if (k == fl->id) {
-			data_interrupt(fl->dl, arg.unique);
-			continue;
-		}
-		i = malloc(sizeof(*i));
-		if (!i)
-			continue;
-		i->msg.fn = mq_interrupt_here;
-		i->st = fl->st;
-		i->unique = arg.unique;
-		workers_post(fl->st->fs, k, &i->msg);
-	}
+/* The INTERRUPT just read into fl->dl->cur, len bytes. */
+static void mq_interrupt(struct fuse_loop *fl, size_t len)
+{
+	struct mq_buf *b = (struct mq_buf *)fl->dl->cur;
+
+	b->from = fl;
+	b->tv = NULL;
+	b->len = len;
+	if (fl->st->mq->n > 1)
+		fl->dl->cur = NULL;	/* handed round the loops */
+	mq_interrupt_on(fl, b);
 }
 
 /* ---- the receive loop ---------------------------------------------------- */
@@ -382,7 +388,7 @@ static void mq_receive(struct td_event *ev, uint32_t events)
 			return;
 		}
 		if (mq_header(dl->cur)->opcode == FUSE_INTERRUPT) {
-			mq_interrupt(fl, dl->cur, (size_t)n);
+			mq_interrupt(fl, (size_t)n);
 			continue;
 		}
 		tv = mq_vbd(dl->cur, (size_t)n);
