@@ -293,16 +293,12 @@ static int control_flush(struct tapfs *fs, struct tapfs_group *g,
 
 static int control_save(struct tapfs *fs, struct tapfs_group *g);
 
-/* Who holds path, over every loop's engine: 0 and who, or -ENOENT. */
+/* Who holds path (every loop's engine shares one table): 0 and who, or
+ * -ENOENT. */
 static int control_lock_describe(struct tapfs *fs, const char *path,
 				 char *who, size_t len)
 {
-	struct td_lock_table *tables[WORKERS_MAX];
-	unsigned i, n = workers_count(fs);
-
-	for (i = 0; i < n; i++)
-		tables[i] = workers_engine(fs, i)->locks;
-	if (td_lock_describe_in(tables, n, path, who, len) || !who[0])
+	if (td_lock_describe(fs->engine->locks, path, who, len) || !who[0])
 		return -ENOENT;
 	return 0;
 }

@@ -384,6 +384,9 @@ int workers_new(struct tapfs *fs, unsigned n,
 			rc = -ENOMEM;
 			break;
 		}
+		/* One lock table: one writer per image across the loops. */
+		if (i)
+			td_engine_join(w->loops[i].engine, fs->engine);
 		rc = wloop_init(fs, &w->loops[i], i);
 		if (rc)
 			snprintf(err, errlen, "loop %u: %s", i, strerror(-rc));

@@ -498,17 +498,33 @@ struct td_engine *td_engine_new(void)
 	td_list_init(&e->shared_images);
 	td_list_init(&e->options);
 	td_list_init(&e->driver_states);
+	e->peer = e;
 	return e;
 fail:
 	td_engine_free(e);
 	return NULL;
 }
 
+void td_engine_join(struct td_engine *e, struct td_engine *first)
+{
+	td_lock_table_free(e->locks);
+	e->locks = td_lock_table_get(first->locks);
+	e->peer = first->peer;
+	first->peer = e;
+}
+
 void td_engine_free(struct td_engine *e)
 {
+	struct td_engine *p;
+
 	if (!e)
 		return;
 	td_engine_drivers_fini(e);
+	if (e->peer) {
+		for (p = e; p->peer != e; p = p->peer)
+			;
+		p->peer = e->peer;
+	}
 	td_lock_table_free(e->locks);
 	td_aio_queue_free(e->aioq);
 	td_loop_free(e->loop);

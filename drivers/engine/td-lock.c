@@ -8,6 +8,7 @@
 #include <linux/kcmp.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,8 +70,14 @@ struct td_lock {
 	const char		*name;		/* the owner's, not copied */
 };
 
-/* Single-threaded, like the engine that owns it. */
+/*
+ * Shared by the engines of one process (one per loop with -o workers=N):
+ * mu guards everything reachable from it.  Only open, close and handover
+ * come here, never the data path.
+ */
 struct td_lock_table {
+	pthread_mutex_t		 mu;
+	unsigned		 refs;		/* under mu */
 	struct td_list		 files;		/* struct lock_file */
 };
 
@@ -78,18 +85,50 @@ struct td_lock_table *td_lock_table_new(void)
 {
 	struct td_lock_table *t = calloc(1, sizeof(*t));
 
-	if (t)
-		td_list_init(&t->files);
+	if (!t)
+		return NULL;
+	pthread_mutex_init(&t->mu, NULL);
+	t->refs = 1;
+	td_list_init(&t->files);
+	return t;
+}
+
+struct td_lock_table *td_lock_table_get(struct td_lock_table *t)
+{
+	pthread_mutex_lock(&t->mu);
+	t->refs++;
+	pthread_mutex_unlock(&t->mu);
 	return t;
 }
 
 void td_lock_table_free(struct td_lock_table *t)
 {
+	unsigned refs;
+
 	if (!t)
+		return;
+	pthread_mutex_lock(&t->mu);
+	refs = --t->refs;
+	pthread_mutex_unlock(&t->mu);
+	if (refs)
 		return;
 	if (!td_list_empty(&t->files))
 		td_log(TD_LOG_ERR, "lock table freed with images still held");
+	pthread_mutex_destroy(&t->mu);
 	free(t);
+}
+
+/* A tool's lone lock has no table: nothing to guard. */
+static void table_lock(struct td_lock_table *t)
+{
+	if (t)
+		pthread_mutex_lock(&t->mu);
+}
+
+static void table_unlock(struct td_lock_table *t)
+{
+	if (t)
+		pthread_mutex_unlock(&t->mu);
 }
 
 /* ---- OFD byte locks ------------------------------------------------ */
@@ -253,9 +292,9 @@ static bool own_file(int own_fd, int fd)
  * The processes of this host whose open files hold lock bytes of dev:ino
  * (OFD locks show pid -1 in F_OFD_GETLK and /proc/locks; fdinfo lists
  * them by the file that holds them).  This process counts too, through
- * any fd but own_fd (the asking table's): with -o workers=N each loop's
- * engine has a table of its own, and another loop's VBD holds the image
- * through its own fd.  Returns how many were found.
+ * any fd but own_fd (the asking table's): a second table of this process
+ * (a tool's lone lock beside a table) holds the image through its own fd.
+ * Returns how many were found.
  */
 static unsigned holders_find(dev_t dev, ino_t ino, int own_fd,
 			     struct lock_holder *hs, unsigned max)
@@ -360,8 +399,8 @@ static void holders_describe(dev_t dev, ino_t ino, int own_fd,
 			continue;
 		if (hs[i].pid == getpid()) {
 			used += (size_t)snprintf(buf + used, len - used,
-						 "%s a VBD on another loop of "
-						 "this daemon (pid %d)",
+						 "%s this process (pid %d), "
+						 "outside its lock table",
 						 named++ ? "," : "",
 						 (int)hs[i].pid);
 			continue;
@@ -538,11 +577,12 @@ static void file_free(struct lock_file *f)
 	free(f);
 }
 
-/* td_lock_acquire on an fd of the image's own (closed on failure). */
-static int lock_acquire_fd(struct td_lock_table *t, int fd, const char *path,
-			   enum td_lock_mode mode, enum td_lock_role role,
-			   const void *owner, const char *name,
-			   struct td_lock **out, char *err, size_t errlen)
+/* lock_acquire_fd with t's mutex held. */
+static int lock_acquire_locked(struct td_lock_table *t, int fd,
+			       const char *path, enum td_lock_mode mode,
+			       enum td_lock_role role, const void *owner,
+			       const char *name, struct td_lock **out,
+			       char *err, size_t errlen)
 {
 	struct lock_file *f;
 	struct td_lock *l;
@@ -612,6 +652,21 @@ fail:
 	return rc;
 }
 
+/* td_lock_acquire on an fd of the image's own (closed on failure). */
+static int lock_acquire_fd(struct td_lock_table *t, int fd, const char *path,
+			   enum td_lock_mode mode, enum td_lock_role role,
+			   const void *owner, const char *name,
+			   struct td_lock **out, char *err, size_t errlen)
+{
+	int rc;
+
+	table_lock(t);
+	rc = lock_acquire_locked(t, fd, path, mode, role, owner, name, out,
+				 err, errlen);
+	table_unlock(t);
+	return rc;
+}
+
 int td_lock_acquire(struct td_lock_table *t, const char *path,
 		    enum td_lock_mode mode, enum td_lock_role role,
 		    const void *owner, const char *name,
@@ -651,40 +706,35 @@ int td_lock_acquire_fd(struct td_lock_table *t, int fd, const char *path,
 
 void td_lock_release(struct td_lock *l)
 {
+	struct td_lock_table *t;
 	struct lock_file *f;
 
 	if (!l)
 		return;
 	f = l->file;
+	t = f->table;
+	table_lock(t);
 	td_list_del(&l->link);
 	free(l);
 	if (td_list_empty(&f->holds)) {
 		file_free(f);
-		return;
-	}
-	/* What the others need (a writer left: they let others in). */
-	if (!f->nolock) {
+	} else if (!f->nolock) {
+		/* What the others need (a writer left: they let others in). */
 		unsigned perm, unshared;
 
 		file_bits(f, TD_LOCK_STANDBY, &perm, &unshared);
 		file_set_bytes(f, perm, unshared);
 	}
+	table_unlock(t);
 }
 
 
 int td_lock_describe(struct td_lock_table *t, const char *path, char *buf,
 		     size_t len)
 {
-	return td_lock_describe_in(&t, t ? 1 : 0, path, buf, len);
-}
-
-int td_lock_describe_in(struct td_lock_table *const *tables, unsigned n,
-			const char *path, char *buf, size_t len)
-{
-	const struct lock_file *f = NULL;
+	const struct lock_file *f;
 	const struct td_list *pos;
 	struct stat st;
-	unsigned i;
 	int fd, w, r, c;
 
 	buf[0] = '\0';
@@ -696,14 +746,10 @@ int td_lock_describe_in(struct td_lock_table *const *tables, unsigned n,
 		close(fd);
 		return c;
 	}
-	/* Every table first: a name beats "this daemon" from the OFD test. */
-	for (i = 0; i < n; i++) {
-		f = table_find(tables[i], st.st_dev, st.st_ino);
-		if (f && !td_list_empty(&f->holds))
-			break;
-		f = NULL;
-	}
-	if (f) {
+	/* The table first: a name beats "this process" from the OFD test. */
+	table_lock(t);
+	f = table_find(t, st.st_dev, st.st_ino);
+	if (f && !td_list_empty(&f->holds)) {
 		enum td_lock_mode m = file_mode(f);
 		const struct td_lock *h = NULL;
 
@@ -718,8 +764,10 @@ int td_lock_describe_in(struct td_lock_table *const *tables, unsigned n,
 			 "read-write" : m == TD_LOCK_READ ? "read-only" :
 			 "in standby",
 			 h && h->name ? h->name : "a VBD");
+		table_unlock(t);
 		return 0;
 	}
+	table_unlock(t);
 	w = ofd_held(fd, TD_LOCK_PERM_BASE + PERM_WRITE);
 	r = ofd_held(fd, TD_LOCK_SHARED_BASE + PERM_WRITE);
 	c = ofd_held(fd, TD_LOCK_PERM_BASE + PERM_CONSISTENT_READ);

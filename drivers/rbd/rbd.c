@@ -171,8 +171,8 @@ static const char *rbd_mount_id(struct td_engine *e)
 	return id ? id : RBD_DEFAULT_ID;
 }
 
-/* Is owner (a lock holder's address) one of this daemon's clients? */
-static bool rbd_owner_ours(struct td_engine *e, const char *owner)
+/* Is owner (a lock holder's address) one of e's clients? */
+static bool rbd_owner_on(struct td_engine *e, const char *owner)
 {
 	struct rbd_clusters *all = td_engine_driver_state(e, &tapdisk_rbd);
 	struct td_list *pos;
@@ -186,6 +186,22 @@ static bool rbd_owner_ours(struct td_engine *e, const char *owner)
 		if (cl->addr[0] && strstr(owner, cl->addr))
 			return true;
 	}
+	return false;
+}
+
+/*
+ * Is owner one of this daemon's clients, on any of its engines (-o
+ * workers=N: each loop's engine connects on its own)?
+ */
+static bool rbd_owner_ours(struct td_engine *e, const char *owner)
+{
+	struct td_engine *p = e;
+
+	do {
+		if (rbd_owner_on(p, owner))
+			return true;
+		p = p->peer;
+	} while (p != e);
 	return false;
 }
 

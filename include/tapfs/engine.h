@@ -235,8 +235,13 @@ struct td_lock_table;
 struct td_engine {
 	struct td_loop		*loop;
 	struct td_aio_queue	*aioq;
-	/* Every image file this engine's VBDs hold (include/tapfs/lock.h). */
+	/*
+	 * Every image file this engine's VBDs hold (include/tapfs/lock.h),
+	 * and its family's (td_engine_join): one table for them all.
+	 */
 	struct td_lock_table	*locks;
+	/* The next engine of the family, a ring: e itself when alone. */
+	struct td_engine	*peer;
 	/* NULL (the default): every path may be opened as it is given. */
 	td_path_policy_t	 path_policy;
 	void			*path_policy_arg;
@@ -248,7 +253,20 @@ struct td_engine {
 };
 
 struct td_engine *td_engine_new(void);
+/* Leaves its family too (with every loop stopped). */
 void td_engine_free(struct td_engine *e);
+
+/*
+ * Make e (new, no VBD open yet) one of first's family: the engines of
+ * one process, one per loop with -o workers=N.  They share one lock
+ * table, so that one writer per image holds, and a refusal names the
+ * holder, whichever loop each VBD is on; a driver finds the others by
+ * walking e->peer (rbd: is a lock's holder this process?).  Called
+ * before the loops' threads start; the ring does not change while they
+ * run, and what a driver keeps per engine changes only with every other
+ * loop parked (fs/workers.h).
+ */
+void td_engine_join(struct td_engine *e, struct td_engine *first);
 
 /*
  * Ask e's path policy about path: 0 and *real (malloc'd canonical path,

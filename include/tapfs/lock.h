@@ -5,9 +5,10 @@
  *
  * Two layers, one call:
  *
- *  - in one process, a lock table (one per engine) knows every image file
- *    held, by device and inode, with the name of each holder ("g1/a"), so
- *    that a refusal names the VBD that holds the image;
+ *  - in one process, a lock table (one for all its engines: a loop's
+ *    engine each with -o workers=N, td_engine_join) knows every image
+ *    file held, by device and inode, with the name of each holder
+ *    ("g1/a"), so that a refusal names the VBD that holds the image;
  *  - between processes and hosts, each image file held is open once more
  *    (read-only, a "lock fd") and carries open-file-description byte-range
  *    locks (F_OFD_SETLK) laid out as QEMU's file-posix driver lays them,
@@ -55,8 +56,14 @@ enum td_lock_role {
 struct td_lock_table;
 struct td_lock;
 
+/*
+ * A table, one reference held.  Any thread may call what follows; a
+ * table's mutex keeps its engines' threads apart.
+ */
 struct td_lock_table *td_lock_table_new(void);
-/* Free an empty table (every lock released first). */
+/* One more reference (an engine joining another's family): t. */
+struct td_lock_table *td_lock_table_get(struct td_lock_table *t);
+/* Drop a reference; the last frees the table, empty by then. */
 void td_lock_table_free(struct td_lock_table *t);
 
 /*
@@ -99,12 +106,5 @@ void td_lock_release(struct td_lock *l);
  */
 int  td_lock_describe(struct td_lock_table *t, const char *path, char *buf,
 		      size_t len);
-/*
- * The same over n tables (a daemon with a table per loop): the first
- * table that holds path names the holder; only if none does, the file's
- * locks say who else has it.
- */
-int  td_lock_describe_in(struct td_lock_table *const *tables, unsigned n,
-			 const char *path, char *buf, size_t len);
 
 #endif

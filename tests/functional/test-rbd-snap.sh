@@ -25,7 +25,8 @@
 # (c) steal: a second daemon holds an image, writes and fsyncs, and is
 #     killed with kill -9; a plain open is refused with the holder named;
 #     "open ... steal" takes the lock (the holder is blocklisted) and the
-#     fsync'd data is there; steal from this daemon's own VBD is refused.
+#     fsync'd data is there; steal from this daemon's own VBD is refused,
+#     also from a VBD on another loop (-o workers=2).
 # (d) The OSD stopped (SIGSTOP) for 2 s under fio: I/O stalls and resumes,
 #     0 errors.  Stopped past -o deadline_ms=5000: the waiting client gets
 #     EIO after the deadline, .ctl says why, the daemon lives; after
@@ -200,6 +201,29 @@ ctl_err "$G" "open x2 rbd:rbd/held steal" EBUSY
 ctl_says "$G" "in use by this tapfs daemon \\(another VBD\\): close that VBD"
 ctl_err "$G" "open x2 rbd:rbd/held ro steal" EINVAL
 alive "after steal"
+
+# The same with two loops, each with its own cluster connection: the
+# holder is still known for this daemon's.  Each open is tried twice:
+# the round robin (refused opens count) puts one try on y's loop and
+# one on the other.
+M4=$T/mnt4
+tapfs_start "$M4" "$T/store4" "$OPTS,workers=2" || summary
+PID4=$TAPFS_PID
+check mkdir "$M4/w"
+ctl_ok "$M4/w" "create y rbd 8M"
+for try in 1 2; do
+	ctl_err "$M4/w" "open y2 rbd:rbd/w.y" EBUSY
+	ctl_says "$M4/w" "held by .* \(this tapfs daemon: another VBD\)"
+done
+for try in 1 2; do
+	ctl_err "$M4/w" "open y2 rbd:rbd/w.y steal" EBUSY
+	ctl_says "$M4/w" "in use by this tapfs daemon \(another VBD\): close that VBD"
+done
+check dd if=/dev/urandom of="$M4/w/y" bs=4k count=2 oflag=direct \
+	conv=notrunc,fsync status=none
+alive "two loops: y still writes after the refused steal"
+tapfs_stop "$PID4" "$M4"
+TAPFS_PID=$PID1
 
 # ---- (d) the OSD stopped ------------------------------------------------------------
 

@@ -357,36 +357,71 @@ static void test_lock_other_process(void **state)
 }
 
 /*
- * Two tables of one process (a daemon with two loops): describe over both
- * names the holder in the second table; over the first alone, only the
- * file's locks speak, and they say this process.
+ * The engines of one family (a daemon's loops) share one table: a holder
+ * on one engine is named to the other, and the table lives until the
+ * last engine goes.
+ */
+static void test_lock_engine_family(void **state)
+{
+	struct fx *f = *state;
+	struct td_engine *e1 = td_engine_new(), *e2 = td_engine_new();
+	struct td_lock *l, *l2;
+	char who[128], want[512];
+
+	assert_non_null(e1);
+	assert_non_null(e2);
+	assert_ptr_equal(e1->peer, e1);
+	td_engine_join(e2, e1);
+	assert_ptr_equal(e1->locks, e2->locks);
+	assert_ptr_equal(e1->peer, e2);
+	assert_ptr_equal(e2->peer, e1);
+	assert_int_equal(td_lock_acquire(e2->locks, f->path, TD_LOCK_WRITE,
+					 TD_LOCK_ROLE_IMAGE, OWNER(0), "g/a",
+					 &l, f->err, sizeof(f->err)), 0);
+	assert_int_equal(td_lock_acquire(e1->locks, f->path, TD_LOCK_WRITE,
+					 TD_LOCK_ROLE_IMAGE, OWNER(1), "g/b",
+					 &l2, f->err, sizeof(f->err)), -EBUSY);
+	snprintf(want, sizeof(want), "g/a holds %s read-write", f->path);
+	assert_string_equal(f->err, want);
+	assert_int_equal(td_lock_describe(e1->locks, f->path, who,
+					  sizeof(who)), 0);
+	assert_string_equal(who, "read-write by g/a");
+	td_lock_release(l);
+	td_engine_free(e2);
+	assert_ptr_equal(e1->peer, e1);
+	/* The table outlived e2: e1 still locks with it. */
+	assert_int_equal(td_lock_acquire(e1->locks, f->path, TD_LOCK_WRITE,
+					 TD_LOCK_ROLE_IMAGE, OWNER(1), "g/b",
+					 &l2, f->err, sizeof(f->err)), 0);
+	td_lock_release(l2);
+	td_engine_free(e1);
+}
+
+/*
+ * Two tables of one process (a tool's lock beside a daemon's table): the
+ * table that does not hold the image names this process, from the
+ * file's locks.
  */
 static void test_lock_describe_tables(void **state)
 {
 	struct fx *f = *state;
-	struct td_lock_table *t2 = td_lock_table_new(), *both[2];
+	struct td_lock_table *t2 = td_lock_table_new();
 	struct td_lock *l;
 	char who[128], pidstr[32];
 
 	assert_non_null(t2);
-	both[0] = f->t;
-	both[1] = t2;
-	assert_int_equal(td_lock_describe_in(both, 2, f->path, who,
-					     sizeof(who)), 0);
-	assert_string_equal(who, "");
 	assert_int_equal(td_lock_acquire(t2, f->path, TD_LOCK_WRITE,
 					 TD_LOCK_ROLE_IMAGE, OWNER(0), "g/a",
 					 &l, f->err, sizeof(f->err)), 0);
-	assert_int_equal(td_lock_describe_in(both, 2, f->path, who,
-					     sizeof(who)), 0);
+	assert_int_equal(td_lock_describe(t2, f->path, who, sizeof(who)), 0);
 	assert_string_equal(who, "read-write by g/a");
 	assert_int_equal(td_lock_describe(f->t, f->path, who, sizeof(who)),
 			 0);
 	snprintf(pidstr, sizeof(pidstr), "(pid %d)", (int)getpid());
 	assert_non_null(strstr(who, pidstr));
 	td_lock_release(l);
-	assert_int_equal(td_lock_describe_in(both, 2, f->path, who,
-					     sizeof(who)), 0);
+	assert_int_equal(td_lock_describe(f->t, f->path, who, sizeof(who)),
+			 0);
 	assert_string_equal(who, "");
 	td_lock_table_free(t2);
 }
@@ -489,6 +524,8 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vbd_open_flags, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_lock_engine_family,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lock_describe_tables,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lock_errors, setup,
