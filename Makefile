@@ -124,12 +124,17 @@ test: unit fuzz-replay functional xen-e2e
 
 # The functional tests again with every daemon on FUSE over io_uring
 # (-o uring; Linux 6.14+, sets fuse.enable_uring=Y for the run and puts it
-# back).  Not in make check: its 11 minutes would take CI past its budget,
-# and tests/functional/test-uring.sh covers -o uring there.
-.PHONY: check-uring
+# back), or on two loops (-o workers=2).  Not in make check: their 11
+# minutes each would take CI past its budget; test-uring.sh and
+# test-workers.sh cover each option there.
+.PHONY: check-uring check-workers
 check-uring: deps
 	$(MAKE) all
-	BUILD=$(abspath $(BUILD)) tests/functional/run-uring.sh
+	BUILD=$(abspath $(BUILD)) tests/functional/run-with.sh uring
+
+check-workers: deps
+	$(MAKE) all
+	BUILD=$(abspath $(BUILD)) tests/functional/run-with.sh workers
 
 check: deps
 	$(MAKE) all

@@ -220,9 +220,15 @@ requires_root() {
 }
 
 # over_uring: true when every daemon of this run takes -o uring (TAPFS_URING=1,
-# set by tests/functional/run-uring.sh, "make check-uring").  -o workers=N
+# set by tests/functional/run-with.sh, "make check-uring").  -o workers=N
 # is refused there: its checks are skipped.
 over_uring() { [ "${TAPFS_URING:-0}" = 1 ]; }
+
+# one_loop: false when every daemon of this run takes -o workers=N
+# (TAPFS_WORKERS=N, "make check-workers").  What holds only on one loop
+# (a read-only parent open once for every chain, one Ceph connection per
+# client) is checked only then: "one_loop && check ...".
+one_loop() { [ -z "${TAPFS_WORKERS:-}" ]; }
 
 # ---- cleanup stack -------------------------------------------------------
 

@@ -93,11 +93,17 @@ ctl_close "$G2" d
 ctl_ok "$G1" "open ch1 qcow2:$I/ch1.qcow2"
 ctl_ok "$G2" "open ch2 qcow2:$I/ch2.qcow2"
 ctl_err "$G2" "open b qcow2:$I/base.qcow2" EBUSY
-# The base is open once, shared by both chains (docs/locking.md).
-status_says "rw over a parent of another chain: refused" "$G2" \
-	"g1/ch1 \\(and 1 other VBD\\) uses $I/base\\.qcow2 as a read-only parent"
-check_match "the chain line says the base is shared by 2" \
-	"base\\.qcow2 \\(shared by 2\\)" "$(ctl_line "$G2" ch2)"
+# The base is open once, shared by both chains (docs/locking.md); with
+# -o workers=N, once per loop (one_loop).
+if one_loop; then
+	status_says "rw over a parent of another chain: refused" "$G2" \
+		"g1/ch1 \\(and 1 other VBD\\) uses $I/base\\.qcow2 as a read-only parent"
+	check_match "the chain line says the base is shared by 2" \
+		"base\\.qcow2 \\(shared by 2\\)" "$(ctl_line "$G2" ch2)"
+else
+	status_says "rw over a parent of another chain: refused" "$G2" \
+		"g1/ch1 .*uses $I/base\\.qcow2 as a read-only parent"
+fi
 ctl_ok "$G2" "open bro qcow2:$I/base.qcow2 ro"
 check_match "ro + ro (a parent and a read-only VBD) share" \
 	"^bro running " "$(ctl_line "$G2" bro)"

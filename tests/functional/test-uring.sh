@@ -22,6 +22,10 @@
 # SIGTERM with a write held by a pause answers that write before the
 # daemon exits.
 . "$(dirname "$0")/lib.sh"
+if ! one_loop; then
+	echo "SKIP: $TEST_NAME: -o uring takes one loop, not -o workers=N"
+	exit 77
+fi
 requires_root
 requires fio python3 losetup mkfs.ext4 fsck.ext4
 
