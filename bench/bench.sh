@@ -43,6 +43,11 @@
 # the FUSE file.  The five rows on a loop device over
 #   loop-raw      the image file itself (the limit),
 #   loop-tapfs    the tapfs VBD file,
+#   loop-uring    the same over FUSE over io_uring: a second tapfs daemon
+#                 with -o uring on a copy of the image (same rounds, so
+#                 the two transports compare in one run; only where the
+#                 kernel has it: fuse.enable_uring is set to Y for the
+#                 table and put back after),
 #   loop-qsd      qemu-storage-daemon's FUSE export,
 #   loop-nbdfuse  nbdfuse's file, over nbdkit's file plugin (cache=none),
 #   loop-null     bench/fuse-null's file: a FUSE daemon that only replies
@@ -71,9 +76,10 @@
 #   BENCH_SIZE     image size, whole MiB: 2G, 512M    (default 2G)
 #   BENCH_DIR      directory for the temporary files  (default: ROOT/build)
 #   BENCH_ONLY     comma list of targets: raw,tapfs,qsd,nbdfuse,null,nullio,
-#                  nullsync (default: all but nullsync; tapfs and qsd stand
-#                  for their image-format and loop columns too; nbdfuse,
-#                  null, nullio and nullsync are in the loop table only);
+#                  nullsync,uring (default: all but nullsync; tapfs and qsd
+#                  stand for their image-format and loop columns too;
+#                  nbdfuse, null, nullio, nullsync and uring are in the
+#                  loop table only);
 #                  rbd (or ONLY=rbd, "make bench ONLY=rbd"): the rbd table
 #                  alone, bench/bench-rbd.sh, on a throw-away Ceph cluster
 #   BENCH_TABLES   comma list of tables: raw,vhd,qcow2,vmdk,qcow,loop
@@ -108,7 +114,7 @@ RUNTIME=${BENCH_RUNTIME:-12}
 RAMP=${BENCH_RAMP:-3}
 REPS=${BENCH_REPS:-1}
 SIZE=${BENCH_SIZE:-2G}
-ONLY=${BENCH_ONLY:-raw,tapfs,qsd,nbdfuse,null,nullio}
+ONLY=${BENCH_ONLY:-raw,tapfs,qsd,nbdfuse,null,nullio,uring}
 VERIFY=${BENCH_VERIFY:-1}
 ZERO_RUNTIME=${BENCH_ZERO_RUNTIME:-4}
 TAPFS=${TAPFS:-$ROOT/build/tapfs}
@@ -164,8 +170,8 @@ esac
 
 for t in ${ONLY//,/ }; do
 	case "$t" in
-	raw|tapfs|qsd|nbdfuse|null|nullio|nullsync) ;;
-	*) echo "bench: BENCH_ONLY: unknown target '$t' (raw,tapfs,qsd,nbdfuse,null,nullio,nullsync)" >&2
+	raw|tapfs|qsd|nbdfuse|null|nullio|nullsync|uring) ;;
+	*) echo "bench: BENCH_ONLY: unknown target '$t' (raw,tapfs,qsd,nbdfuse,null,nullio,nullsync,uring)" >&2
 	   exit 2 ;;
 	esac
 done
@@ -230,8 +236,23 @@ if [ "$LOOP_TABLE" = 1 ]; then
 			sed 's/,null,/,/; s/,nullio,/,/; s/,nullsync,/,/; s/^,//; s/,$//')
 	fi
 fi
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+if [ "$LOOP_TABLE" = 1 ] && want uring; then
+	why=
+	if [ ! -w "$URING_PARAM" ]; then
+		why="no FUSE over io_uring here (Linux 6.14+, root)"
+	elif [ ! -x "$TAPFS" ]; then
+		why="$TAPFS not built"
+	elif [[ ",$TAPFS_OPTS," == *,uring,* ]]; then
+		why="BENCH_TAPFS_OPTS has uring: loop-tapfs is over io_uring already"
+	fi
+	if [ -n "$why" ]; then
+		log "the loop-uring column is skipped: $why"
+		ONLY=$(echo ",$ONLY," | sed 's/,uring,/,/; s/^,//; s/,$//')
+	fi
+fi
 if want tapfs || want qsd || want nbdfuse || want null || want nullio ||
-   want nullsync; then
+   want nullsync || want uring; then
 	[ -e /dev/fuse ] || die "/dev/fuse is missing: FUSE is not available"
 	command -v fusermount3 >/dev/null || die "fusermount3 not found (package fuse3)"
 fi
@@ -543,7 +564,8 @@ fi
 
 # ---- (b) tapfs ---------------------------------------------------------------
 
-# Close every VBD of the group (img, vhd), then unmount.
+# stop_tapfs MNT PID [LOG]: close every VBD of the group (img, vhd),
+# then unmount.
 stop_tapfs() {
 	local v
 	if [ -w "$1/bench/.ctl" ]; then
@@ -554,7 +576,7 @@ stop_tapfs() {
 	fi
 	if ! stop_daemon "$1" "$2" unmount; then
 		log "tapfs did not exit cleanly; daemon log:"
-		sed 's/^/  /' "$WORK/tapfs.log" >&2
+		sed 's/^/  /' "${3:-$WORK/tapfs.log}" >&2
 	fi
 }
 
@@ -743,6 +765,27 @@ start_null() {
 	FILE[$t]=$nmnt/null
 }
 
+# start_uring: loop-uring's daemon, tapfs -o uring on a copy of the image
+# (the other daemon holds the image itself), its file as FILE[uring].
+start_uring() {
+	local umnt=$WORK/uring.mnt copy=$WORK/img-uring old
+	old=$(cat "$URING_PARAM") || return 1
+	echo Y >"$URING_PARAM" || return 1
+	push_cleanup "echo '$old' >'$URING_PARAM'"
+	cp --sparse=never "$IMG" "$copy" || return 1
+	push_cleanup "rm -f -- '$copy'"
+	mkdir -p "$umnt" "$WORK/store-uring"
+	setsid "$TAPFS" -f -o "store=$WORK/store-uring,allow_path=$WORK,uring${TAPFS_OPTS:+,$TAPFS_OPTS}" \
+		"$umnt" 2>"$WORK/uring.log" &
+	PID[uring]=$!
+	push_cleanup "stop_tapfs '$umnt' ${PID[uring]} '$WORK/uring.log'"
+	wait_mount "$umnt" "${PID[uring]}" "tapfs -o uring" &&
+		mkdir "$umnt/bench" &&
+		echo "open img raw:$copy" >"$umnt/bench/.ctl" ||
+		{ sed 's/^/  /' "$WORK/uring.log" >&2; return 1; }
+	FILE[uring]=$umnt/bench/img
+}
+
 # ext4_target SOURCE: mkfs.ext4 on SOURCE's loop device, mounted, with
 # the files laid out; FILE[ext4-SOURCE] is the mount point.
 ext4_target() {
@@ -781,7 +824,7 @@ ext4_check() {
 	printf '%s\tfsck\t%s\t-\n' "$t" "$v" >>"$RESULTS"
 }
 
-LOOP_TARGETS=(raw tapfs qsd nbdfuse null nullio nullsync)
+LOOP_TARGETS=(raw tapfs uring qsd nbdfuse null nullio nullsync)
 EXT4_SOURCES=(loop-raw loop-tapfs loop-nbdfuse)
 if [ "$LOOP_TABLE" = 1 ]; then
 	LOOP_DEPTH=${#CLEANUP[@]}
@@ -801,6 +844,8 @@ if [ "$LOOP_TABLE" = 1 ]; then
 		nullsync) log "nullsync: $FUSE_NULL -o sync on $IMG"
 			  start_null nullsync "backing=$IMG,sync" ||
 				BROKEN[$t]=1 ;;
+		uring) log "uring: $TAPFS -o uring on a copy of $IMG"
+		       start_uring || BROKEN[$t]=1 ;;
 		esac
 		PID[$t]=${PID[$s]:-}
 		if [ -z "${BROKEN[$t]:-}" ] && [ -n "${FILE[$s]:-}" ]; then
@@ -1094,11 +1139,16 @@ for name_fmt, drv, what in img_tables:
 
 if loop_table == "1":
     L = ("raw", "tapfs", "qsd", "nbdfuse", "null", "nullio")
-    # nullsync (not in the default targets): a column only when it ran.
-    has_sync = any(res.get(("loop-nullsync", "l%d" % i)) is not None
+    # nullsync (not in the default targets) and uring (where the kernel
+    # has it): a column only when it ran.
+    def ran(x):
+        return any(res.get(("loop-" + x, "l%d" % i)) is not None
                    for i in range(len(rows)))
+    has_sync, has_uring = ran("nullsync"), ran("uring")
     if has_sync:
         L += ("nullsync",)
+    if has_uring:
+        L = L[:2] + ("uring",) + L[2:]
     print()
     print("Loop table: fio on /dev/loopN (losetup --direct-io=on) over each "
           "target file; file: fio on the file itself (raw table)")
@@ -1114,7 +1164,9 @@ if loop_table == "1":
     print("Ratios through the loop device (tapfs/raw: the goal; "
           "tapfs/nullio: tapfs against the simplest daemon doing the same "
           "I/O; null/raw: the loop + FUSE ceiling of the kernel; "
-          "tapfs/null: tapfs against that ceiling):")
+          "tapfs/null: tapfs against that ceiling%s):" %
+          ("; uring: tapfs -o uring, its own rounds column" if has_uring
+           else ""))
     print()
     out = []
     for i, (name, *_unused) in enumerate(rows):
@@ -1126,11 +1178,17 @@ if loop_table == "1":
                     ratio(t, v["nbdfuse"])] +
                    [ratio(t, v.get("nullsync"))] * has_sync +
                    ([spread("loop-tapfs", "loop-raw", "l%d" % i)]
-                    if reps > 1 else []))
+                    if reps > 1 else []) +
+                   [ratio(v.get("uring"), v["raw"]),
+                    ratio(v.get("uring"), v["nullio"])] * has_uring +
+                   ([spread("loop-uring", "loop-raw", "l%d" % i)]
+                    if reps > 1 and has_uring else []))
     table(["row", "tapfs/raw", "tapfs/nullio", "nullio/raw", "null/raw",
            "tapfs/null", "tapfs/qsd", "tapfs/nbdfuse"] +
           ["tapfs/nullsync"] * has_sync +
-          ["rounds"] * (reps > 1), out)
+          ["rounds"] * (reps > 1) +
+          ["uring/raw", "uring/nullio"] * has_uring +
+          ["uring rounds"] * (reps > 1 and has_uring), out)
     E = ("raw", "tapfs", "nbdfuse")
     print()
     print("ext4 on the loop device (mkfs.ext4, %s files over half the "
