@@ -28,7 +28,6 @@ struct snap_target {
 	char			 old_format[32];
 };
 
-/* An asynchronous command: pause, flush or snapshot of VBDs. */
 struct control_op;
 
 /*
@@ -42,6 +41,7 @@ struct control_slot {
 	struct workers_call	 call;
 };
 
+/* An asynchronous command: pause, flush, snapshot, release or resume. */
 struct control_op {
 	struct tapfs		*fs;
 	struct tapfs_group	*g;
@@ -293,8 +293,7 @@ static int control_flush(struct tapfs *fs, struct tapfs_group *g,
 
 static int control_save(struct tapfs *fs, struct tapfs_group *g);
 
-/* Who holds path (every loop's engine shares one table): 0 and who, or
- * -ENOENT. */
+/* Who holds path (one table for every loop): 0 and who, or -ENOENT. */
 static int control_lock_describe(struct tapfs *fs, const char *path,
 				 char *who, size_t len)
 {

@@ -203,9 +203,10 @@ ctl_err "$G" "open x2 rbd:rbd/held ro steal" EINVAL
 alive "after steal"
 
 # The same with two loops, each with its own cluster connection: the
-# holder is still known for this daemon's.  Each open is tried twice:
-# the round robin (refused opens count) puts one try on y's loop and
-# one on the other.
+# holder is still known for this daemon's.  VBDs go to the loops round
+# robin; each open is tried twice with a VBD opened between, so that a
+# try lands on the loop y is not on whether or not a refused open takes
+# its turn in the round.
 M4=$T/mnt4
 tapfs_start "$M4" "$T/store4" "$OPTS,workers=2" || summary
 PID4=$TAPFS_PID
@@ -214,10 +215,12 @@ ctl_ok "$M4/w" "create y rbd 8M"
 for try in 1 2; do
 	ctl_err "$M4/w" "open y2 rbd:rbd/w.y" EBUSY
 	ctl_says "$M4/w" "held by .* \(this tapfs daemon: another VBD\)"
+	ctl_ok "$M4/w" "create f$try rbd 4M"
 done
 for try in 1 2; do
 	ctl_err "$M4/w" "open y2 rbd:rbd/w.y steal" EBUSY
 	ctl_says "$M4/w" "in use by this tapfs daemon \(another VBD\): close that VBD"
+	ctl_ok "$M4/w" "create s$try rbd 4M"
 done
 check dd if=/dev/urandom of="$M4/w/y" bs=4k count=2 oflag=direct \
 	conv=notrunc,fsync status=none
