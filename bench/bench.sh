@@ -244,6 +244,8 @@ if [ "$LOOP_TABLE" = 1 ] && want uring; then
 		why="no FUSE over io_uring here (Linux 6.14+, root)"
 	elif [ ! -x "$TAPFS" ]; then
 		why="$TAPFS not built"
+	elif ! want tapfs; then
+		why="it takes the image over from the tapfs target, not run"
 	elif [[ ",$TAPFS_OPTS," == *,uring,* ]]; then
 		why="BENCH_TAPFS_OPTS has uring: loop-tapfs is over io_uring already"
 	fi
@@ -773,7 +775,7 @@ start_null() {
 # before each row (hand_to), as hosts do for a migration.
 start_uring() {
 	local umnt=$WORK/uring.mnt old
-	[ -n "${FILE[tapfs]:-}" ] || { log "uring: needs the tapfs target"; return 1; }
+	[ -n "${FILE[tapfs]:-}" ] || { log "uring: the tapfs target failed"; return 1; }
 	old=$(cat "$URING_PARAM") || return 1
 	echo Y >"$URING_PARAM" || return 1
 	push_cleanup "echo '$old' >'$URING_PARAM'"
