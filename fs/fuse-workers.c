@@ -236,18 +236,23 @@ void fuse_workers_return_recv(struct fuse_state *st, char *buf)
  */
 static void mq_interrupt_next(struct workers_msg *m);
 
-static void mq_interrupt_on(struct fuse_loop *fl, struct mq_buf *b)
+/* This loop looks for the request the INTERRUPT in b names. */
+static void mq_interrupt_here(struct fuse_loop *fl, const struct mq_buf *b)
 {
 	const struct fuse_in_header *in = mq_header((const char *)b);
 	struct fuse_interrupt_in arg;
+
+	if (b->len < sizeof(*in) + sizeof(arg))
+		return;
+	memcpy(&arg, in + 1, sizeof(arg));
+	data_interrupt(fl->dl, arg.unique);
+}
+
+/* On to the loop after fl, or home to the reader once round. */
+static void mq_interrupt_pass(struct fuse_loop *fl, struct mq_buf *b)
+{
 	unsigned next = (fl->id + 1) % fl->st->mq->n;
 
-	if (b->len >= sizeof(*in) + sizeof(arg)) {
-		memcpy(&arg, in + 1, sizeof(arg));
-		data_interrupt(fl->dl, arg.unique);
-	}
-	if (fl->st->mq->n == 1)
-		return;			/* never left: still the reader's cur */
 	if (next == b->from->id) {
 		fuse_workers_return_recv(fl->st, (char *)b);
 		return;
@@ -259,8 +264,10 @@ static void mq_interrupt_on(struct fuse_loop *fl, struct mq_buf *b)
 static void mq_interrupt_next(struct workers_msg *m)
 {
 	struct mq_buf *b = td_container_of(m, struct mq_buf, msg);
+	struct fuse_loop *fl = mq_here(b->from->st);
 
-	mq_interrupt_on(mq_here(b->from->st), b);
+	mq_interrupt_here(fl, b);
+	mq_interrupt_pass(fl, b);
 }
 
 /* The INTERRUPT just read into fl->dl->cur, len bytes. */
@@ -269,11 +276,12 @@ static void mq_interrupt(struct fuse_loop *fl, size_t len)
 	struct mq_buf *b = (struct mq_buf *)fl->dl->cur;
 
 	b->from = fl;
-	b->tv = NULL;
 	b->len = len;
-	if (fl->st->mq->n > 1)
-		fl->dl->cur = NULL;	/* handed round the loops */
-	mq_interrupt_on(fl, b);
+	mq_interrupt_here(fl, b);
+	if (fl->st->mq->n == 1)
+		return;			/* one loop: the buffer stays cur */
+	fl->dl->cur = NULL;
+	mq_interrupt_pass(fl, b);
 }
 
 /* ---- the receive loop ---------------------------------------------------- */
