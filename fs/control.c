@@ -1219,6 +1219,7 @@ char *control_render_stats(struct tapfs *fs, struct tapfs_group *g,
 		text_printf(&t, "%s.size %llu\n", n,
 			    (unsigned long long)vbd_size(tv->vbd));
 		text_printf(&t, "%s.hold %s\n", n, hold_name(tv));
+		text_printf(&t, "%s.loop %u\n", n, tv->owner);
 		text_printf(&t, "%s.reads %llu\n%s.writes %llu\n"
 			    "%s.read_bytes %llu\n%s.write_bytes %llu\n"
 			    "%s.flushes %llu\n%s.discards %llu\n"

@@ -327,22 +327,9 @@ static void mq_throttle(struct fuse_loop *fl, bool on)
 static void mq_choose_readers(struct fuse_state *st)
 {
 	struct fuse_mq *mq = st->mq;
-	struct tapfs *fs = st->fs;
-	unsigned owned[WORKERS_MAX] = { 0 }, total = 0, i;
-	struct td_list *gp, *vp;
+	unsigned owned[WORKERS_MAX] = { 0 }, total, i;
 
-	for (gp = fs->groups.next; gp != &fs->groups; gp = gp->next) {
-		struct tapfs_group *g = td_container_of(gp, struct tapfs_group,
-							link);
-		for (vp = g->vbds.next; vp != &g->vbds; vp = vp->next) {
-			struct tapfs_vbd *tv = td_container_of(vp,
-						struct tapfs_vbd, link);
-			if (tv->vbd) {
-				owned[tv->owner]++;
-				total++;
-			}
-		}
-	}
+	total = tapfs_vbds_per_loop(st->fs, owned);
 	for (i = 0; i < mq->n; i++) {
 		struct fuse_loop *fl = &mq->loops[i];
 

@@ -140,6 +140,12 @@ unsigned tapfs_group_count(const struct tapfs *fs);
 
 struct tapfs_vbd *tapfs_vbd_find(struct tapfs_group *g, const char *name);
 /*
+ * The open VBDs (a chain, not a broken manifest line) each loop owns,
+ * into owned[0..workers_count-1]; returns them all.  Loop 0, or the
+ * other loops parked.
+ */
+unsigned tapfs_vbds_per_loop(const struct tapfs *fs, unsigned *owned);
+/*
  * Open spec as VBD name in g (not yet in the manifest).  flags: more
  * open flags: TD_OPEN_STANDBY (waiting to take the image over from
  * another host, vbd_activate; recorded), TD_OPEN_STEAL (this open only,

@@ -259,6 +259,27 @@ struct tapfs_vbd *tapfs_vbd_find(struct tapfs_group *g, const char *name)
 	return NULL;
 }
 
+unsigned tapfs_vbds_per_loop(const struct tapfs *fs, unsigned *owned)
+{
+	const struct td_list *gp, *vp;
+	unsigned total = 0;
+
+	for (gp = fs->groups.next; gp != &fs->groups; gp = gp->next) {
+		const struct tapfs_group *g = td_container_of(gp,
+						struct tapfs_group, link);
+
+		for (vp = g->vbds.next; vp != &g->vbds; vp = vp->next) {
+			const struct tapfs_vbd *tv = td_container_of(vp,
+						struct tapfs_vbd, link);
+			if (tv->vbd) {
+				owned[tv->owner]++;
+				total++;
+			}
+		}
+	}
+	return total;
+}
+
 int tapfs_vbd_add(struct tapfs *fs, struct tapfs_group *g, const char *name,
 		  const char *format, const char *spec, bool readonly,
 		  td_flag_t flags, bool persistent, struct tapfs_vbd **out,

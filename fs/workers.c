@@ -35,7 +35,6 @@ struct wloop {
 
 struct tapfs_workers {
 	unsigned		 n;
-	_Atomic unsigned	 next;		/* round robin of new VBDs */
 	/* Quiescing: protected by mu. */
 	pthread_mutex_t		 mu;
 	pthread_cond_t		 cv;
@@ -66,19 +65,27 @@ struct td_engine *workers_engine(struct tapfs *fs, unsigned loop)
 }
 
 /*
- * New VBDs go round the loops starting at 1, so that the first VBDs are
- * not on loop 0, which also serves the namespace and the control plane.
+ * A new VBD goes to the loop that owns the fewest open VBDs, so that the
+ * loops stay even as VBDs come and go (a VBD that failed to open never
+ * counts).  Ties go to the lowest loop but 0, which also serves the
+ * namespace and the control plane: loop 0 gets a VBD only when every
+ * other loop has more.
  */
 struct td_engine *workers_pick(struct tapfs *fs, unsigned *owner)
 {
 	struct tapfs_workers *w = fs->workers;
+	unsigned owned[WORKERS_MAX] = { 0 }, i, best = 0;
 
 	if (!w) {
 		*owner = 0;
 		return fs->engine;
 	}
-	*owner = (atomic_fetch_add(&w->next, 1) + 1) % w->n;
-	return workers_engine(fs, *owner);
+	tapfs_vbds_per_loop(fs, owned);
+	for (i = w->n - 1; i >= 1; i--)
+		if (owned[i] <= owned[best])
+			best = i;
+	*owner = best;
+	return workers_engine(fs, best);
 }
 
 /* ---- queues --------------------------------------------------------- */

@@ -5,8 +5,8 @@
  * table is one for all, td_engine_join).  Loop 0 is the main thread; it
  * owns the namespace (fs/tree.c), the control plane (fs/control.c) and
  * the FUSE session.  Every VBD is owned by exactly one loop, chosen when
- * it is opened (round robin), and only that loop's thread touches its
- * state, with one exception:
+ * it is opened (the one owning the fewest, workers_pick), and only that
+ * loop's thread touches its state, with one exception:
  *
  *   the control plane.  Loop 0 runs .ctl commands, renders .stats and
  *   opens and closes VBDs with every other loop parked (workers_quiesce):

@@ -203,15 +203,16 @@ ctl_err "$G" "open x2 rbd:rbd/held ro steal" EINVAL
 alive "after steal"
 
 # The same with two loops, each with its own cluster connection: the
-# holder is still known for this daemon's.  VBDs go to the loops round
-# robin; each open is tried twice with a VBD opened between, so that a
-# try lands on the loop y is not on whether or not a refused open takes
-# its turn in the round.
+# holder is still known for this daemon's.  A VBD goes to the loop that
+# owns the fewest (y: loop 1); each open is tried twice with a VBD opened
+# between, so that one try lands on the loop y is not on (the first, on
+# loop 0) and one on y's (the second, the loops even again).
 M4=$T/mnt4
 tapfs_start "$M4" "$T/store4" "$OPTS,workers=2" || summary
 PID4=$TAPFS_PID
 check mkdir "$M4/w"
 ctl_ok "$M4/w" "create y rbd 8M"
+check_eq "two loops: y on loop 1" 1 "$(stat_val "$M4/w" y loop)"
 for try in 1 2; do
 	ctl_err "$M4/w" "open y2 rbd:rbd/w.y" EBUSY
 	ctl_says "$M4/w" "held by .* \(this tapfs daemon: another VBD\)"

@@ -45,20 +45,41 @@ ctl_ok "$G" "create a raw 48M"
 ctl_ok "$G" "create b qcow2 48M"
 ctl_ok "$G" "create c vhd 48M"
 
-# A second read-write open of a's image lands on the other loop (round
-# robin: a on loop 1, b on 0, c on 1, this one on 0); the loops share one
-# lock table, so the refusal names the VBD, as on one loop.
+# A new VBD goes to the loop owning the fewest, loop 0 last on a tie:
+# a on loop 1, b on 0, c on 1.
+check_eq "a is served by loop 1" 1 "$(stat_val "$G" a loop)"
+check_eq "b is served by loop 0" 0 "$(stat_val "$G" b loop)"
+check_eq "c is served by loop 1" 1 "$(stat_val "$G" c loop)"
+
+# A second read-write open of a's image lands on the other loop (0, which
+# owns fewer); the loops share one lock table, so the refusal names the
+# VBD, as on one loop.
 ctl_err "$G" "open a2 raw:$S/g/a.raw" EBUSY
 check_out "the refusal names the VBD on the other loop" 0 \
 	"g/a holds $S/g/a\\.raw read-write" ctl_status "$G"
-# A create over an image that a VBD on loop 1 holds (z, the next in the
-# round) names that VBD; the control plane runs on loop 0.
-check truncate -s 8M "$S/g/d.raw"
+# The refused open took no turn: y goes to loop 0 as a2 would have
+# (a round robin would put it on 1), and evens the loops.
+check truncate -s 8M "$S/g/y.raw" "$S/g/d.raw"
+ctl_ok "$G" "open y raw:$S/g/y.raw"
+check_eq "a refused open takes no turn: y on loop 0" 0 \
+	"$(stat_val "$G" y loop)"
+# A create over an image that a VBD on loop 1 holds (z: the loops are
+# even, so loop 1) names that VBD; the control plane runs on loop 0.
 ctl_ok "$G" "open z raw:$S/g/d.raw"
+check_eq "z on loop 1" 1 "$(stat_val "$G" z loop)"
 ctl_err "$G" "create d raw 8M" EBUSY
 check_out "create of a held image names the VBD on the other loop" 0 \
 	"image $S/g/d\\.raw already exists and is in use read-write by g/z" \
 	ctl_status "$G"
+# A close leaves a hole that the next VBD fills: with y closed, loop 0
+# owns b alone and loop 1 owns a, c and z, so x goes to loop 0 (a round
+# robin would go on to loop 1).
+ctl_ok "$G" "close y"
+check truncate -s 8M "$S/g/x.raw"
+ctl_ok "$G" "open x raw:$S/g/x.raw"
+check_eq "after a close, the next VBD evens the loops: x on loop 0" 0 \
+	"$(stat_val "$G" x loop)"
+ctl_ok "$G" "close x"
 ctl_ok "$G" "close z"
 
 # wait_writes NAME MIN: NAME.writes reaches MIN within 20 s.
