@@ -7,10 +7,10 @@
  * mon_host and the keyring; default: $CEPH_CONF, then /etc/ceph/ceph.conf)
  * and ceph_id (the client id, default "admin"), or by the target's own
  * ":conf=FILE:id=NAME" (QEMU's syntax; FILE judged by the path policy).
- * One cluster handle per distinct (conf, id) serves its images: made at
- * the first open (so after any fork of the daemon: a librados client must
- * not cross a fork); the mount's is shut down with the engine, another
- * one with its last image.
+ * One cluster handle per distinct (conf, id) serves its images, on every
+ * loop of the daemon: made at the first open (so after any fork of the
+ * daemon: a librados client must not cross a fork); the mount's is shut
+ * down with the engine, another one with its last image.
  *
  * Data path: every read, write, flush and discard is one rbd_aio_* call
  * whose completion librbd queues for polling; librbd signals the image's
@@ -31,6 +31,7 @@
  * never hands it to another writer on request.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,10 +86,18 @@ struct rbd_cluster {
 	char		 addr[128];	/* our client's address, "" if unknown */
 };
 
-/* The engine's connections (td_engine_driver_state). */
+/*
+ * A family's connections (td_engine_driver_state of the engine that
+ * made them).  Every use is under rbd_clusters_mu: the loops' opens and
+ * closes come with the other loops parked, but a take-over (the first
+ * write of a standby VBD, vbd_switch_leaf) opens and closes on its
+ * owner's loop whenever it comes.
+ */
 struct rbd_clusters {
 	struct td_list	 list;
 };
+
+static pthread_mutex_t rbd_clusters_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* One request in librbd's hands: the completion's argument. */
 struct rbd_req {
@@ -125,6 +134,7 @@ static void rbd_clusters_fini(void *state)
 {
 	struct rbd_clusters *all = state;
 
+	pthread_mutex_lock(&rbd_clusters_mu);
 	while (!td_list_empty(&all->list)) {
 		struct rbd_cluster *cl = td_container_of(all->list.next,
 						struct rbd_cluster, link);
@@ -132,13 +142,36 @@ static void rbd_clusters_fini(void *state)
 		td_list_del(&cl->link);
 		rbd_cluster_free(cl);
 	}
+	pthread_mutex_unlock(&rbd_clusters_mu);
 	free(all);
 }
 
-/* The engine's list of connections, made at the first call. */
+/*
+ * The connections of e's family (td_engine_join: the loops of -o
+ * workers=N), or NULL before the first.  One list for the family, kept
+ * by the engine that made it: a librados client is thread-safe, so the
+ * loops share it, and the daemon connects once per (conf, id) however
+ * many loops it has.  Under rbd_clusters_mu.  The engines of a family
+ * end together, after every VBD closed, so the list outlives its users.
+ */
+static struct rbd_clusters *rbd_clusters_find(struct td_engine *e)
+{
+	struct td_engine *p = e;
+	struct rbd_clusters *all;
+
+	do {
+		all = td_engine_driver_state(p, &tapdisk_rbd);
+		if (all)
+			return all;
+		p = p->peer;
+	} while (p != e);
+	return NULL;
+}
+
+/* The family's connections, made at the first call (on e); under the mutex. */
 static struct rbd_clusters *rbd_clusters(struct td_engine *e)
 {
-	struct rbd_clusters *all = td_engine_driver_state(e, &tapdisk_rbd);
+	struct rbd_clusters *all = rbd_clusters_find(e);
 
 	if (all)
 		return all;
@@ -171,38 +204,27 @@ static const char *rbd_mount_id(struct td_engine *e)
 	return id ? id : RBD_DEFAULT_ID;
 }
 
-/* Is owner (a lock holder's address) one of e's clients? */
-static bool rbd_owner_on(struct td_engine *e, const char *owner)
+/* Is owner (a lock holder's address) one of this daemon's clients? */
+static bool rbd_owner_ours(struct td_engine *e, const char *owner)
 {
-	struct rbd_clusters *all = td_engine_driver_state(e, &tapdisk_rbd);
+	struct rbd_clusters *all;
 	struct td_list *pos;
+	bool ours = false;
 
-	if (!all)
-		return false;
-	for (pos = all->list.next; pos != &all->list; pos = pos->next) {
+	pthread_mutex_lock(&rbd_clusters_mu);
+	all = rbd_clusters_find(e);
+	for (pos = all ? all->list.next : NULL; pos && pos != &all->list;
+	     pos = pos->next) {
 		struct rbd_cluster *cl = td_container_of(pos,
 						struct rbd_cluster, link);
 
-		if (cl->addr[0] && strstr(owner, cl->addr))
-			return true;
+		if (cl->addr[0] && strstr(owner, cl->addr)) {
+			ours = true;
+			break;
+		}
 	}
-	return false;
-}
-
-/*
- * Is owner one of this daemon's clients, on any of its engines (-o
- * workers=N: each loop's engine connects on its own)?
- */
-static bool rbd_owner_ours(struct td_engine *e, const char *owner)
-{
-	struct td_engine *p = e;
-
-	do {
-		if (rbd_owner_on(p, owner))
-			return true;
-		p = p->peer;
-	} while (p != e);
-	return false;
+	pthread_mutex_unlock(&rbd_clusters_mu);
+	return ours;
 }
 
 /* A new connection to the cluster of conf as client.id. */
@@ -282,10 +304,12 @@ static int rbd_target_conf(struct td_engine *e, const struct rbd_target *t,
  * A held connection to t's cluster (its conf= and id=, else the mount's
  * ceph_conf and ceph_id), connected at the first call for that pair.  A
  * failed connection is not kept: the next open tries again.  Release it
- * with rbd_cluster_put.
+ * with rbd_cluster_put.  Under rbd_clusters_mu (rbd_cluster_get).
  */
-static int rbd_cluster_get(struct td_engine *e, const struct rbd_target *t,
-			   struct rbd_cluster **out, char *err, size_t errlen)
+static int rbd_cluster_find_or_connect(struct td_engine *e,
+				       const struct rbd_target *t,
+				       struct rbd_cluster **out, char *err,
+				       size_t errlen)
 {
 	struct rbd_clusters *all = rbd_clusters(e);
 	const char *id = t->id[0] ? t->id : rbd_mount_id(e);
@@ -320,15 +344,31 @@ static int rbd_cluster_get(struct td_engine *e, const struct rbd_target *t,
 	return rc;
 }
 
+static int rbd_cluster_get(struct td_engine *e, const struct rbd_target *t,
+			   struct rbd_cluster **out, char *err, size_t errlen)
+{
+	int rc;
+
+	pthread_mutex_lock(&rbd_clusters_mu);
+	rc = rbd_cluster_find_or_connect(e, t, out, err, errlen);
+	pthread_mutex_unlock(&rbd_clusters_mu);
+	return rc;
+}
+
 /* Drop a hold of rbd_cluster_get; NULL is fine. */
 static void rbd_cluster_put(struct rbd_cluster *cl)
 {
-	if (!cl || --cl->refs || cl->mount)
+	if (!cl)
 		return;
-	td_log(TD_LOG_INFO, "rbd: disconnecting from the Ceph cluster of %s "
-	       "(client.%s): its last image closed", cl->conf, cl->id);
-	td_list_del(&cl->link);
-	rbd_cluster_free(cl);
+	pthread_mutex_lock(&rbd_clusters_mu);
+	if (!--cl->refs && !cl->mount) {
+		td_log(TD_LOG_INFO, "rbd: disconnecting from the Ceph cluster "
+		       "of %s (client.%s): its last image closed", cl->conf,
+		       cl->id);
+		td_list_del(&cl->link);
+		rbd_cluster_free(cl);
+	}
+	pthread_mutex_unlock(&rbd_clusters_mu);
 }
 
 /* An I/O context on t's pool and namespace, its errors in words. */

@@ -261,10 +261,12 @@ void td_engine_free(struct td_engine *e);
  * one process, one per loop with -o workers=N.  They share one lock
  * table, so that one writer per image holds, and a refusal names the
  * holder, whichever loop each VBD is on; a driver finds the others by
- * walking e->peer (rbd: is a lock's holder this process?).  Called
- * before the loops' threads start; the ring does not change while they
- * run, and what a driver keeps per engine changes only with every other
- * loop parked (fs/workers.h).
+ * walking e->peer (rbd: one list of cluster connections for all the
+ * loops).  Called before the loops' threads start; the ring does not
+ * change while they run.  What a driver shares through the ring needs a
+ * lock of its own: opens and closes come from loop 0 with every other
+ * loop parked (fs/workers.h), but a take-over opens the new leaf on the
+ * VBD's own loop, whenever its first write comes.
  */
 void td_engine_join(struct td_engine *e, struct td_engine *first);
 

@@ -226,8 +226,8 @@ over_uring() { [ "${TAPFS_URING:-0}" = 1 ]; }
 
 # one_loop: false when every daemon of this run takes -o workers=N
 # (TAPFS_WORKERS=N, "make check-workers").  What holds only on one loop
-# (a read-only parent open once for every chain, one Ceph connection per
-# client) is checked only then: "one_loop && check ...".
+# (a read-only parent open once for every chain) is checked only then:
+# "one_loop && check ...".
 one_loop() { [ -z "${TAPFS_WORKERS:-}" ]; }
 
 # ---- cleanup stack -------------------------------------------------------

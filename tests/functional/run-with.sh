@@ -14,9 +14,9 @@
 #            CONFIG_FUSE_IO_URING; exits 77 without them.
 #   workers  -o workers=2: two loops, each VBD owned by one of them.
 #            TAPFS_WORKERS=2 tells the tests; what holds only on one loop
-#            (a read-only parent open once for every chain, one Ceph
-#            connection per client) is not checked (one_loop, lib.sh),
-#            and the -o uring test skips itself.
+#            (a read-only parent open once for every chain) is not
+#            checked (one_loop, lib.sh), and the -o uring test skips
+#            itself.
 #
 # Otherwise as tests/functional/run.sh, whose exit status and last line
 # ("N passed, N failed") it passes on.

@@ -48,4 +48,47 @@ check_eq "and none after the close" "" "$(rbd lock ls rbd/ho 2>&1)"
 alive "at the end (B)"
 tapfs_stop "$PID_B" "$T/B"
 tapfs_stop "$PID_A" "$T/A"
+
+# Two loops taking images over at once.  A standby VBD takes its image
+# over at its first write, on the loop that owns it, whenever that comes:
+# two such writes on two loops open two images on the daemon's one
+# cluster connection at the same time.  Three rounds.
+tapfs_start "$T/C" "$T/SC" "$OPTS,workers=2" || summary
+PID_C=$TAPFS_PID
+GC=$T/C/g
+check mkdir "$GC"
+check rbd create --size 8M rbd/two1
+check rbd create --size 8M rbd/two2
+head -c 65536 /dev/urandom >"$T/two.pat"
+for round in 1 2 3; do
+	ctl_ok "$GC" "open two1 rbd:rbd/two1 standby"
+	ctl_ok "$GC" "open two2 rbd:rbd/two2 standby"
+	check_eq "round $round: two1 and two2 on the two loops" "1 0" \
+		"$(stat_val "$GC" two1 loop) $(stat_val "$GC" two2 loop)"
+	for v in two1 two2; do
+		bg_start "w-$v-$round" dd if="$T/two.pat" of="$GC/$v" bs=64k \
+			seek=$round oflag=direct conv=notrunc,fsync status=none
+		eval "W_$v=\$BG_PID"
+	done
+	for v in two1 two2; do
+		eval "bg_wait \$W_$v 60"
+		check_eq "round $round: the first write to $v took it over" \
+			0 "$BG_RC"
+		check_eq "round $round: $v active" active "$(ho_hold "$GC" $v)"
+	done
+	ctl_close "$GC" two1
+	ctl_close "$GC" two2
+done
+for v in two1 two2; do
+	check rbd export --no-progress "rbd/$v" "$T/$v.raw"
+	for round in 1 2 3; do
+		check_eq "$v: round $round's write is in the image" \
+			"$(md5sum <"$T/two.pat")" "$(dd if="$T/$v.raw" bs=64k \
+			skip=$round count=1 status=none | md5sum)"
+	done
+done
+check_eq "two loops: one connection to the cluster" 1 \
+	"$(grep -c "rbd: connected to the Ceph cluster" "$TAPFS_LOG")"
+alive "at the end (C)"
+tapfs_stop "$PID_C" "$T/C"
 summary

@@ -202,8 +202,8 @@ ctl_says "$G" "in use by this tapfs daemon \\(another VBD\\): close that VBD"
 ctl_err "$G" "open x2 rbd:rbd/held ro steal" EINVAL
 alive "after steal"
 
-# The same with two loops, each with its own cluster connection: the
-# holder is still known for this daemon's.  A VBD goes to the loop that
+# The same with two loops, which share the daemon's cluster connection:
+# the holder is still known for this daemon's.  A VBD goes to the loop that
 # owns the fewest (y: loop 1); each open is tried twice with a VBD opened
 # between, so that one try lands on the loop y is not on (the first, on
 # loop 0) and one on y's (the second, the loops even again).
@@ -226,6 +226,8 @@ done
 check dd if=/dev/urandom of="$M4/w/y" bs=4k count=2 oflag=direct \
 	conv=notrunc,fsync status=none
 alive "two loops: y still writes after the refused steal"
+check_eq "two loops, five VBDs: one connection to the cluster" 1 \
+	"$(grep -c "rbd: connected to the Ceph cluster" "$TAPFS_LOG")"
 tapfs_stop "$PID4" "$M4"
 TAPFS_PID=$PID1
 
