@@ -192,7 +192,7 @@ bench-img: deps
 # kill -9 cycles (default 50) for each of FORMATS (default raw vhd qcow2
 # qcow vmdk);
 # SEED= replays a run; SIZE=, KILL_MAX_MS=, THREADS= as in the script.
-SOAK_VARS := CYCLES FORMATS SIZE SEED KILL_MAX_MS THREADS
+SOAK_VARS := CYCLES FORMATS SIZE SEED KILL_MAX_MS THREADS OPTS
 SOAK_ARGS = $(foreach v,$(SOAK_VARS),$(if $($(v)),$(v)="$($(v))"))
 soak: deps
 	$(MAKE) $(BUILD)/tapfs $(BUILD)/tapfs-img

@@ -17,6 +17,8 @@
 #                timing)
 #   KILL_MAX_MS  latest kill, in ms after the writers start (default 2500)
 #   THREADS      writer threads (default 4)
+#   OPTS         more mount options for every daemon, e.g. "workers=2", or
+#                "uring" (root first sets fuse.enable_uring=Y); default none
 #
 # Each format gets its own store (store=$T/store-FORMAT, which holds the
 # image) and a VBD "d" of SIZE bytes, created empty.  Each cycle:
@@ -60,12 +62,14 @@
 
 usage() {
 	echo "usage: $0 [CYCLES=N] [FORMATS=\"raw vhd qcow2 qcow vmdk\"]" \
-		"[SIZE=256M] [SEED=N] [KILL_MAX_MS=N] [THREADS=N]" >&2
+		"[SIZE=256M] [SEED=N] [KILL_MAX_MS=N] [THREADS=N]" \
+		"[OPTS=OPTION,...]" >&2
 	exit 2
 }
 for a in "$@"; do
 	case "$a" in
-	CYCLES=* | FORMATS=* | SIZE=* | SEED=* | KILL_MAX_MS=* | THREADS=*)
+	CYCLES=* | FORMATS=* | SIZE=* | SEED=* | KILL_MAX_MS=* | THREADS=* | \
+	OPTS=*)
 		export "${a?}" ;;
 	*) usage ;;
 	esac
@@ -96,8 +100,10 @@ NWIN=$((CYCLES < 16 ? CYCLES : 16))
 WIN=$(((SIZE_B - REGION) / NWIN / 65536 * 65536))
 requires "$TAPFS" "$TAPFS_IMG"
 RANDOM=$SEED
+OPTS=${OPTS:-}
 echo "crash-loop: SEED=$SEED CYCLES=$CYCLES FORMATS=\"$FORMATS\"" \
-	"SIZE=$SIZE KILL_MAX_MS=$KILL_MAX_MS THREADS=$THREADS"
+	"SIZE=$SIZE KILL_MAX_MS=$KILL_MAX_MS THREADS=$THREADS" \
+	"OPTS=\"$OPTS\""
 
 # ---- the clients ----------------------------------------------------------
 
@@ -244,7 +250,7 @@ run_format() {
 	img=$S/g/d.$fmt
 	model=$T/$fmt.model
 
-	tapfs_start "$M" "$S" || return 1
+	tapfs_start "$M" "$S" "$OPTS" || return 1
 	check mkdir "$G" || return 1
 	ctl_ok "$G" "create d $fmt $SIZE_B" || return 1
 	check test -f "$img" || return 1
@@ -291,7 +297,7 @@ run_format() {
 		outside_read "$fmt" "$img" "$T/$fmt.outside" ||
 			fail "$fmt cycle $c: outside read of $img"
 
-		if ! tapfs_start "$M" "$S"; then
+		if ! tapfs_start "$M" "$S" "$OPTS"; then
 			broken=1
 			break
 		fi
