@@ -60,6 +60,7 @@ check mkdir "$GC"
 check rbd create --size 8M rbd/two1
 check rbd create --size 8M rbd/two2
 head -c 65536 /dev/urandom >"$T/two.pat"
+declare -A W
 for round in 1 2 3; do
 	ctl_ok "$GC" "open two1 rbd:rbd/two1 standby"
 	ctl_ok "$GC" "open two2 rbd:rbd/two2 standby"
@@ -68,10 +69,10 @@ for round in 1 2 3; do
 	for v in two1 two2; do
 		bg_start "w-$v-$round" dd if="$T/two.pat" of="$GC/$v" bs=64k \
 			seek=$round oflag=direct conv=notrunc,fsync status=none
-		eval "W_$v=\$BG_PID"
+		W[$v]=$BG_PID
 	done
 	for v in two1 two2; do
-		eval "bg_wait \$W_$v 60"
+		bg_wait "${W[$v]}" 60
 		check_eq "round $round: the first write to $v took it over" \
 			0 "$BG_RC"
 		check_eq "round $round: $v active" active "$(ho_hold "$GC" $v)"
